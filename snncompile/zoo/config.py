@@ -1,0 +1,252 @@
+"""Model-zoo configuration: one YAML file per model, parsed once into frozen dataclasses.
+
+A zoo file has four sections::
+
+    name: statten-digits            # unique name, used on the command line
+    description: ...
+    model: {...}                    # ModelConfig fields
+    data: {...}                     # DataConfig fields
+    train: {...}                    # TrainConfig fields (optional)
+    checkpoint: statten_digits.pt   # trained weights next to the YAML (optional)
+
+Every problem in a file is reported at once, each naming the file and the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ATTENTION_MODES = ("SDT", "STAtten", "SSA", "A2OS2A", "DS2TA")
+SPIKE_MODES = ("lif", "plif")
+
+
+class ConfigError(ValueError):
+    """A configuration file or dictionary is invalid; the message lists every problem."""
+
+
+def _doc(text: str, **kw) -> Any:
+    return field(metadata={"doc": text}, **kw)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a Spike-Driven-Transformer-backbone model (upstream ``sdt``)."""
+
+    attention: str = _doc("attention core: SDT (SDSA), STAtten, SSA, A2OS2A or DS2TA", default="STAtten")
+    img_size: int = _doc("input height = width in pixels", default=32)
+    in_channels: int = _doc("input channels (3 for RGB, 1 for digits, 2 for ON/OFF events)", default=3)
+    num_classes: int = _doc("classifier outputs", default=10)
+    dim: int = _doc("embedding width D (divisible by 8 and by num_heads)", default=256)
+    num_heads: int = _doc("attention heads H; heads are contiguous channel groups", default=8)
+    layers: int = _doc("encoder blocks L", default=2)
+    mlp_ratio: int = _doc("MLP hidden width = mlp_ratio * dim", default=4)
+    time_steps: int = _doc("SNN timesteps T", default=4)
+    chunk_size: int = _doc("STAtten temporal block size Bk; T must be a multiple of it", default=2)
+    pooling_stat: str = _doc("4 characters of 0/1: max-pool after each stem stage", default="0011")
+    spike_mode: str = _doc("lif or plif: neuron of the MLP and head (STAtten keeps LIF elsewhere)",
+                           default="lif")
+    dvs_mode: bool = _doc("event-data mode: 3x3 erode pooling in attention, STAtten scale 1/(N*Bk)",
+                          default=False)
+    tet: bool = _doc("keep per-timestep logits [T, B, C] (TET training); mean over T otherwise",
+                     default=False)
+    ssa_scale: float = _doc("SSA scale on Q K^T V (Spikformer CIFAR: 0.125)", default=0.125)
+    ternary_tau: float = _doc("A2OS2A ternary V neuron tau (UNVERIFIED in the paper)", default=2.0)
+    ternary_threshold: float = _doc("A2OS2A ternary V neuron threshold (UNVERIFIED)", default=1.0)
+    ds2ta_window: int = _doc("DS2TA temporal attention window TAW (UNVERIFIED, 3)", default=3)
+    ds2ta_tau_init: float = _doc("DS2TA initial attenuation constant, lambda(d) = exp(-d/tau)",
+                                 default=4.0)
+    ds2ta_scale: float = _doc("DS2TA scale on LUT(Q K^T) V", default=0.125)
+
+    # -- derived quantities -------------------------------------------------------------------
+    @property
+    def token_grid(self) -> int:
+        """Token-grid side Hs = img_size / 2^(number of pools)."""
+        return self.img_size // 2 ** self.pooling_stat.count("1")
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_grid ** 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def statten_scale(self) -> float:
+        """STAtten's alpha as the upstream code computes it (models.md §3.4)."""
+        if self.dvs_mode:
+            return 1 / (self.token_grid * self.token_grid * self.chunk_size)
+        return 1 / self.token_grid
+
+    def problems(self) -> list[str]:
+        p = []
+        if self.attention not in ATTENTION_MODES:
+            p.append(f"attention: {self.attention!r} is not one of {', '.join(ATTENTION_MODES)}")
+        if self.spike_mode not in SPIKE_MODES:
+            p.append(f"spike_mode: {self.spike_mode!r} is not one of {', '.join(SPIKE_MODES)}")
+        for name in ("img_size", "in_channels", "num_classes", "dim", "num_heads", "layers",
+                     "mlp_ratio", "time_steps", "chunk_size", "ds2ta_window"):
+            if getattr(self, name) < 1:
+                p.append(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.dim % 8:
+            p.append(f"dim: {self.dim} must be divisible by 8 (the stem widths are D/8, D/4, D/2)")
+        if self.num_heads >= 1 and self.dim % self.num_heads:
+            p.append(f"dim: {self.dim} is not divisible by num_heads={self.num_heads}")
+        if len(self.pooling_stat) != 4 or set(self.pooling_stat) - {"0", "1"}:
+            p.append(f"pooling_stat: {self.pooling_stat!r} must be 4 characters of 0/1")
+        elif self.img_size % 2 ** self.pooling_stat.count("1"):
+            p.append(f"img_size: {self.img_size} is not divisible by 2^{self.pooling_stat.count('1')}"
+                     f" (pooling_stat {self.pooling_stat!r})")
+        if self.attention == "STAtten" and self.chunk_size >= 1 and self.time_steps % self.chunk_size:
+            p.append(f"chunk_size: time_steps={self.time_steps} is not a multiple of chunk_size="
+                     f"{self.chunk_size} (STAtten splits T into whole blocks)")
+        if self.ds2ta_tau_init <= 0:
+            p.append(f"ds2ta_tau_init: must be > 0, got {self.ds2ta_tau_init}")
+        if self.ternary_tau <= 1:
+            p.append(f"ternary_tau: must be > 1, got {self.ternary_tau}")
+        return p
+
+
+DATASETS = ("digits", "event-digits", "cifar10", "cifar10-dvs", "ncaltech101", "imagenet")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where evaluation and training data come from."""
+
+    dataset: str = _doc(f"one of {', '.join(DATASETS)}", default="digits")
+    root: str | None = _doc("local directory of user-supplied data (CIFAR-10, CIFAR10-DVS, ...)",
+                            default=None)
+    seed: int = _doc("seed of the train/test split and of generated event data", default=0)
+    test_fraction: float = _doc("held-out fraction for the bundled digits", default=0.2)
+
+    def problems(self) -> list[str]:
+        p = []
+        if self.dataset not in DATASETS:
+            p.append(f"dataset: {self.dataset!r} is not one of {', '.join(DATASETS)}")
+        if not 0 < self.test_fraction < 1:
+            p.append(f"test_fraction: must be in (0, 1), got {self.test_fraction}")
+        return p
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training recipe (AdamW + cosine schedule, label smoothing, optional TET loss)."""
+
+    epochs: int = _doc("passes over the training set", default=30)
+    batch_size: int = _doc("samples per step", default=64)
+    lr: float = _doc("peak learning rate", default=3e-3)
+    weight_decay: float = _doc("AdamW weight decay", default=1e-2)
+    label_smoothing: float = _doc("cross-entropy label smoothing", default=0.1)
+    tet_lambda: float = _doc("TET MSE weight (only when model.tet)", default=1e-3)
+    tet_means: float = _doc("TET MSE target", default=1.0)
+    seed: int = _doc("seed of initialisation and shuffling", default=0)
+
+    def problems(self) -> list[str]:
+        p = [f"{n}: must be >= 1" for n in ("epochs", "batch_size") if getattr(self, n) < 1]
+        if self.lr <= 0:
+            p.append(f"lr: must be > 0, got {self.lr}")
+        return p
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One model of the zoo: its YAML file parsed and validated."""
+
+    name: str
+    description: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    checkpoint: Path | None  # absolute path of the shipped weights, if any
+    source: Path | None      # the YAML file
+
+
+def _build(cls, raw: Any, section: str, problems: list[str]):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{section}: expected a mapping, got {type(raw).__name__}")
+        return cls()
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            problems.append(f"{section}.{key}: unknown field (known: {', '.join(names)})")
+            continue
+        expected = names[key].type
+        ok = _type_ok(value, expected)
+        if not ok:
+            problems.append(f"{section}.{key}: expected {expected}, got {value!r}")
+            continue
+        kwargs[key] = float(value) if expected == "float" else value
+    obj = cls(**kwargs)
+    problems.extend(f"{section}.{msg}" for msg in obj.problems())
+    return obj
+
+
+def _type_ok(value: Any, expected: str) -> bool:
+    if expected == "bool":
+        return isinstance(value, bool)
+    if expected == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected == "str":
+        return isinstance(value, str)
+    if expected == "str | None":
+        return value is None or isinstance(value, str)
+    raise TypeError(f"unhandled config field type {expected}")
+
+
+def model_config_from_dict(raw: dict, where: str = "model config") -> ModelConfig:
+    """Validate a plain dict (e.g. embedded in a checkpoint) into a ModelConfig."""
+    problems: list[str] = []
+    cfg = _build(ModelConfig, raw, "model", problems)
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+    return cfg
+
+
+def parse_entry(raw: Any, source: Path | None = None) -> ZooEntry:
+    where = str(source) if source else "<config>"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
+    problems: list[str] = []
+    known = {"name", "description", "model", "data", "train", "checkpoint"}
+    problems += [f"{k}: unknown top-level key (known: {', '.join(sorted(known))})" for k in raw
+                 if k not in known]
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        problems.append("name: a non-empty string is required")
+    model = _build(ModelConfig, raw.get("model"), "model", problems)
+    data = _build(DataConfig, raw.get("data"), "data", problems)
+    train = _build(TrainConfig, raw.get("train"), "train", problems)
+    checkpoint = None
+    if raw.get("checkpoint") is not None:
+        if not isinstance(raw["checkpoint"], str):
+            problems.append(f"checkpoint: expected a file name, got {raw['checkpoint']!r}")
+        else:
+            base = source.parent if source else Path.cwd()
+            checkpoint = (base / raw["checkpoint"]).resolve()
+            if not checkpoint.is_file():
+                problems.append(f"checkpoint: {checkpoint} does not exist")
+    if problems:
+        raise ConfigError(f"{where}: invalid model config:\n  - " + "\n  - ".join(problems))
+    return ZooEntry(name=name, description=str(raw.get("description", "")), model=model, data=data,
+                    train=train, checkpoint=checkpoint, source=source)
+
+
+def load_entry_file(path: str | Path) -> ZooEntry:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return parse_entry(raw, path.resolve())
