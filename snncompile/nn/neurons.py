@@ -69,9 +69,12 @@ class MultiStepLIF(nn.Module):
     def charge(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return v + (x - (v - self.v_reset)) / self.tau
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def _check_sequence(self, x_seq: torch.Tensor) -> None:
         if x_seq.dim() < 2:
             raise ValueError(f"{type(self).__name__} expects a [T, ...] tensor, got shape {tuple(x_seq.shape)}")
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        self._check_sequence(x_seq)
         v = torch.full_like(x_seq[0], self.v_reset)
         spikes, vs = [], []
         for x in x_seq:
@@ -126,6 +129,7 @@ class MultiStepTernaryLIF(MultiStepLIF):
     """
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        self._check_sequence(x_seq)
         v = torch.full_like(x_seq[0], self.v_reset)
         spikes, vs = [], []
         for x in x_seq:

@@ -20,6 +20,17 @@ from .attention import (AttentionLUT, TemporalWindow, erode, linear_attention, s
 from .neurons import MultiStepLIF, MultiStepTernaryLIF, make_neuron
 
 
+def _branch_neuron(cfg: ModelConfig, v_threshold: float = 1.0) -> MultiStepLIF:
+    """Neuron of the stem and attention branch.
+
+    ``spike_mode`` applies to every neuron in the Spike-Driven Transformer repository (SDT mode), but
+    only to the MLP and head neurons in STAtten's code, whose convention the other variants follow.
+    """
+    if cfg.attention == "SDT":
+        return make_neuron(cfg.spike_mode, v_threshold)
+    return MultiStepLIF(v_threshold=v_threshold)
+
+
 def _conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """Apply a 2-D conv + BN to a ``[T, B, C, H, W]`` tensor frame by frame."""
     T, B = x.shape[:2]
@@ -49,7 +60,7 @@ class SpikingPatchSplitting(nn.Module):
             setattr(self, f"proj_conv{suffix}",
                     nn.Conv2d(widths[i], widths[i + 1], 3, stride=1, padding=1, bias=False))
             setattr(self, f"proj_bn{suffix}", nn.BatchNorm2d(widths[i + 1]))
-            setattr(self, f"proj_lif{suffix}", MultiStepLIF())
+            setattr(self, f"proj_lif{suffix}", _branch_neuron(cfg))
         self.rpe_conv = nn.Conv2d(D, D, 3, stride=1, padding=1, bias=False)
         self.rpe_bn = nn.BatchNorm2d(D)
 
@@ -89,20 +100,20 @@ class SpikingSelfAttention(nn.Module):
         D, H = cfg.dim, cfg.num_heads
         self.cfg = cfg
         self.mode = cfg.attention
-        self.shortcut_lif = MultiStepLIF()
+        self.shortcut_lif = _branch_neuron(cfg)
         for name in "qkv":
             setattr(self, f"{name}_conv", nn.Conv2d(D, D, 1, bias=False))
             setattr(self, f"{name}_bn", nn.BatchNorm2d(D))
-        self.q_lif = MultiStepLIF()
+        self.q_lif = _branch_neuron(cfg)
         if self.mode == "A2OS2A":
             self.k_relu = nn.ReLU()
             self.v_ternary = MultiStepTernaryLIF(tau=cfg.ternary_tau, v_threshold=cfg.ternary_threshold)
         else:
-            self.k_lif = MultiStepLIF()
-            self.v_lif = MultiStepLIF()
+            self.k_lif = _branch_neuron(cfg)
+            self.v_lif = _branch_neuron(cfg)
         self.talking_heads = nn.Conv1d(H, H, 1, bias=False)  # dead upstream parameter, kept for keys
         if self.mode == "SDT":
-            self.talking_heads_lif = MultiStepLIF(v_threshold=0.5)
+            self.talking_heads_lif = _branch_neuron(cfg, v_threshold=0.5)
         else:
             self.attn_lif = MultiStepLIF(v_threshold=0.5)
         if self.mode == "DS2TA":
@@ -129,7 +140,11 @@ class SpikingSelfAttention(nn.Module):
             k = self.k_lif(self._project("k", s))
             v = self.v_lif(self._project("v", s))
         if dvs:
-            q, k, v = erode(q), erode(k), erode(v)
+            # The Spike-Driven Transformer repository (the source of SDT checkpoints) erodes K and V
+            # only; STAtten's code erodes Q as well.
+            k, v = erode(k), erode(v)
+            if self.mode != "SDT":
+                q = erode(q)
         q, k, v = (_split_heads(t, heads) for t in (q, k, v))
 
         if self.mode == "SDT":

@@ -47,7 +47,8 @@ class ModelConfig:
     time_steps: int = _doc("SNN timesteps T", default=4)
     chunk_size: int = _doc("STAtten temporal block size Bk; T must be a multiple of it", default=2)
     pooling_stat: str = _doc("4 characters of 0/1: max-pool after each stem stage", default="0011")
-    spike_mode: str = _doc("lif or plif: neuron of the MLP and head (STAtten keeps LIF elsewhere)",
+    spike_mode: str = _doc("lif or plif. SDT applies it to every neuron (Spike-Driven Transformer "
+                           "repository); the other modes to the MLP and head only (STAtten repository)",
                            default="lif")
     dvs_mode: bool = _doc("event-data mode: 3x3 erode pooling in attention, STAtten scale 1/(N*Bk)",
                           default=False)
