@@ -618,11 +618,3 @@ def test_attention_branch_is_stateless_between_calls():
             first = attn(u)
             attn(u * 3)
             assert torch.equal(attn(u), first)
-
-
-def test_sdsa_dvs_matches_sdt_repository_semantics():
-    cfg, attn, u = _attention("SDT", dvs=True, seed=50)
-    with torch.no_grad():
-        out = attn(u)
-        ref, _ = _naive_branch(cfg, attn, u)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
