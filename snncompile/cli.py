@@ -1,6 +1,7 @@
 """The ``snncompile`` command line. Each command is a thin wrapper over one library function."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -13,7 +14,7 @@ from .data import DataError, load_dataset
 from .nn.record import record_spikes
 from .train.trainer import evaluate, train
 from .zoo.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
-from .zoo.config import ATTENTION_MODES, ConfigError, DataConfig, ZooEntry
+from .config import ATTENTION_MODES, DATASETS, ConfigError, DataConfig, ZooEntry
 from .zoo.registry import DEFAULT_MODEL, find_entry, list_entries
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -26,20 +27,30 @@ EXIT_USER_ERROR = 2
 ModelArg = typer.Argument(DEFAULT_MODEL, help="zoo model name (see `snncompile models`) or checkpoint file")
 AttentionOpt = typer.Option(None, "--attention", help=f"override the attention mode: {', '.join(ATTENTION_MODES)}")
 DataRootOpt = typer.Option(None, "--data-root", help="local folder of user-supplied data (CIFAR-10, CIFAR10-DVS...)")
+DatasetOpt = typer.Option(None, "--dataset", help=f"evaluation data set: {', '.join(DATASETS)} "
+                                                  "(default: the one the model was trained on)")
 
 
-def _load(model: str, attention: Optional[str]) -> tuple[LoadedCheckpoint, DataConfig]:
+def _load(model: str, attention: Optional[str], dataset: Optional[str],
+          data_root: Optional[Path]) -> tuple[LoadedCheckpoint, DataConfig]:
     """A zoo name resolves to its shipped checkpoint; anything else is a checkpoint path."""
     path = Path(model)
     if path.is_file() and path.suffix not in (".yaml", ".yml"):
         loaded = load_checkpoint(path, attention=attention)
         entry = _entry_named(loaded.name)
-        return loaded, entry.data if entry else DataConfig(dataset=loaded.dataset or "digits")
-    entry = find_entry(model)
-    if entry.checkpoint is None:
-        raise ConfigError(f"zoo model {entry.name!r} ships no trained weights; pass an upstream "
-                          f"checkpoint file, or train one with `snncompile train {entry.name}`")
-    return load_checkpoint(entry.checkpoint, attention=attention), entry.data
+        data = entry.data if entry else DataConfig(dataset=dataset or loaded.dataset or "")
+    else:
+        entry = find_entry(model)
+        if entry.checkpoint is None:
+            raise ConfigError(f"zoo model {entry.name!r} ships no trained weights; pass an upstream "
+                              f"checkpoint file, or train one with `snncompile train {entry.name}`")
+        loaded, data = load_checkpoint(entry.checkpoint, attention=attention), entry.data
+    data = dataclasses.replace(data, **{k: v for k, v in (("dataset", dataset), ("root", data_root and str(data_root)))
+                                        if v is not None})
+    if data.problems():
+        raise ConfigError(f"{model}: cannot tell which data set to evaluate on ({'; '.join(data.problems())}); "
+                          f"pass --dataset")
+    return loaded, data
 
 
 def _entry_named(name: Optional[str]) -> Optional[ZooEntry]:
@@ -74,23 +85,19 @@ def train_cmd(model: str = typer.Argument(..., help="zoo model name or YAML file
 
 @app.command("evaluate")
 def evaluate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
-                 data_root: Optional[Path] = DataRootOpt) -> None:
+                 dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt) -> None:
     """Float accuracy of a checkpoint (ours or upstream) on its dataset's test split."""
-    loaded, data = _load(model, attention)
-    if data_root:
-        data = DataConfig(**{**data.__dict__, "root": str(data_root)})
+    loaded, data = _load(model, attention, dataset, data_root)
     acc = evaluate(loaded.model, load_dataset(data, loaded.config, "test"))
     console.print(f"{loaded.name or loaded.path}: float test accuracy {acc:.2%} on {data.dataset}")
 
 
 @app.command("run")
 def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
-            data_root: Optional[Path] = DataRootOpt,
+            dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
             samples: int = typer.Option(256, help="test samples for the per-layer spike table")) -> None:
     """The main job on a model: load it, evaluate it in float and report per-layer spiking activity."""
-    loaded, data = _load(model, attention)
-    if data_root:
-        data = DataConfig(**{**data.__dict__, "root": str(data_root)})
+    loaded, data = _load(model, attention, dataset, data_root)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
     test_set = load_dataset(data, loaded.config, "test")

@@ -16,7 +16,7 @@ from torch import nn
 from snncompile.nn.attention import (AttentionLUT, TemporalWindow, erode, linear_attention,
                                      sdsa_column_sum, statten_scores)
 from snncompile.nn.sdt import SpikingSelfAttention
-from snncompile.zoo.config import ModelConfig
+from snncompile.config import ModelConfig
 
 T, B, H, N, D_HEAD = 4, 2, 2, 5, 3
 

@@ -18,7 +18,7 @@ import torch
 from snncompile.nn.sdt import build_model
 from snncompile.zoo.checkpoint import (CheckpointError, LoadedCheckpoint, load_checkpoint,
                                        read_torch_file, save_checkpoint)
-from snncompile.zoo.config import ModelConfig
+from snncompile.config import ModelConfig
 
 
 def small_cfg(**kw) -> ModelConfig:

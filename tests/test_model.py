@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from snncompile.nn.neurons import MultiStepLIF, MultiStepParametricLIF
 from snncompile.nn.sdt import SpikeDrivenTransformer, build_model
-from snncompile.zoo.config import ATTENTION_MODES, ConfigError, ModelConfig, parse_entry
+from snncompile.config import ATTENTION_MODES, ConfigError, ModelConfig, parse_entry
 
 MODES = ["SDT", "STAtten", "SSA", "A2OS2A", "DS2TA"]
 KEYS_FILE = Path("/work/shared/spec/upstream_checkpoint_keys.txt")

@@ -5,7 +5,14 @@ so that ``snncompile.nn.sdt`` can be checked against it tensor by tensor. It re-
 
 - ``Intelligent-Computing-Lab-Yale/STAtten`` @ ``e9048a18`` (2025-06-07): ``module/sps.py``
   (``MS_SPS``), ``module/ms_conv.py`` (``dvs_pooling``, ``MS_MLP_Conv``, ``MS_SSA_Conv``,
-  ``MS_Block_Conv``) and ``model/spikeformer.py`` (``SpikeDrivenTransformer``, factory ``sdt``);
+  ``MS_Block_Conv``) and ``model/spikeformer.py`` (``SpikeDrivenTransformer``, factory ``sdt``)
+  -- ``repository="STAtten"``, the default;
+- ``BICLab/Spike-Driven-Transformer`` @ ``3faa8227`` (2024-03-18), the repository STAtten forked
+  and the source of SDSA ("SDT") checkpoints -- ``repository="SDT"``. Same files, same key names,
+  same forward except: ``spike_mode`` reaches EVERY neuron (stem, shortcut, q/k/v, talking_heads,
+  the unused attn_lif / rpe_lif -- so a plif checkpoint carries ``w`` for those too); attention is
+  always SDSA (no ``attention_mode`` / ``chunk_size``); in DVS mode Q is NOT pooled (only K, V,
+  K*V and Q*m are) and there is no ``x_pool``; its pooling class is called ``Erode``.
 - the neurons of SpikingJelly 0.0.0.0.12 (``clock_driven/neuron.py``): ``BaseNode`` charge / fire /
   reset, ``MultiStepLIFNode`` and ``MultiStepParametricLIFNode`` on the ``torch`` backend.
 
@@ -27,7 +34,7 @@ Substitutions (inference-equivalent):
   torch-backend recurrence (upstream asks for ``backend="cupy"``; the CuPy kernel evaluates the same
   expression. For LIF, tau = 2 makes ``/ tau`` an exact halving so no contraction/rounding
   difference is possible; for PLIF the GPU kernel may fuse ``v + (x - v) * k`` into an FMA, which can
-  differ from the torch backend in the last bit of the membrane — the torch backend is the reference
+  differ from the torch backend in the last bit of the membrane -- the torch backend is the reference
   here, as the brief of this file demands).
 - ``timm`` ``DropPath`` -> ``nn.Identity`` (and upstream never calls ``drop_path`` in forward anyway);
   ``timm``'s ``to_2tuple`` / ``trunc_normal_`` -> trivial local equivalents.
@@ -39,25 +46,27 @@ here; :func:`run` resets and then runs one forward (what every upstream evaluati
 
 Upstream quirks preserved on purpose (do not "fix" them here):
 
-1. ``MS_SSA_Conv`` ends with ``assert self.attention_mode not in ["STAtten, SDT"]`` — a one-element
-   list holding the string ``"STAtten, SDT"`` — so the guard is a no-op for every real mode name.
+1. (STAtten repository) ``MS_SSA_Conv`` ends with ``assert self.attention_mode not in ["STAtten, SDT"]`` -- a one-element
+   list holding the string ``"STAtten, SDT"`` -- so the guard is a no-op for every real mode name.
    A mode that is neither ``"STAtten"`` nor ``"SDT"`` therefore silently skips attention AND the
    projection: the branch output is the ``shortcut_lif`` spike tensor itself, and the block computes
    ``U + SN(U)`` instead of ``U + BN(W_proj A)``.
-2. ``dvs_pooling`` is ``MaxPool3d(kernel=(1,3,3), stride=1, padding=(0,1,1))`` applied to 5-D tensors,
-   which torch reads as ``[N, C, D, H, W]``. On ``[T,B,C,Hs,Ws]`` (q/k/v and the shortcut spikes) this
+2. ``dvs_pooling`` (SDT repository: ``Erode``) is ``MaxPool3d(kernel=(1,3,3), stride=1,
+   padding=(0,1,1))`` applied to 5-D tensors, which torch reads as ``[N, C, D, H, W]``. On ``[T,B,C,Hs,Ws]`` (q/k/v and the shortcut spikes) this
    is a 3x3 spatial max per channel. In SDT mode it is also applied to the per-head tensors
    ``K*V`` and ``Q*m`` of shape ``[T,B,h,N,d]``, where the 3x3 window runs over (token index,
-   channel-within-head index) — not a spatial neighbourhood.
-3. ``spike_mode`` only reaches ``MS_MLP_Conv`` (``fc1_lif``, ``fc2_lif``) and ``head_lif``. ``MS_SPS``
-   accepts it but builds LIF neurons anyway, and ``MS_Block_Conv`` does not pass it to ``MS_SSA_Conv``,
-   whose neurons are always LIF. (``"alif"``/``"blif"`` give a LIF head and no MLP neurons.)
+   channel-within-head index) -- not a spatial neighbourhood. The STAtten repository pools Q, K and
+   V after their neurons; the SDT repository pools only K and V.
+3. (STAtten repository) ``spike_mode`` only reaches ``MS_MLP_Conv`` (``fc1_lif``, ``fc2_lif``) and
+   ``head_lif``. ``MS_SPS`` accepts it but builds LIF neurons anyway, and ``MS_Block_Conv`` does not
+   pass it to ``MS_SSA_Conv``, whose neurons are always LIF. (``"alif"``/``"blif"`` give a LIF head
+   and no MLP neurons.) In the SDT repository every neuron follows ``spike_mode``.
 4. ``MS_SSA_Conv`` scale in STAtten mode uses the token-grid HEIGHT ``H`` (not heads, not ``N``):
    ``1/H`` on static data, ``1/(H*H*chunk_size)`` in DVS mode; it multiplies ``K^T V`` before the
    product with ``Q``. ``self.scale = 0.125`` is never used.
 5. Dead modules present in the state dict or the module tree: ``talking_heads`` (Conv1d, in every
    checkpoint, never called), ``attn_lif`` in SDT mode, ``talking_heads_lif`` in STAtten mode,
-   ``MS_SPS.rpe_lif``.
+   ``MS_SPS.rpe_lif`` (with a ``w`` in SDT-repository plif checkpoints, as has ``attn_lif``).
 6. In STAtten + DVS mode the attention output is ``A * P + P`` with ``P = pool(SN(U))`` (values in
    {0, 1, 2}); the ``_after_qkv`` hook records that tensor (not detached, unlike the other hooks).
 7. In ``MS_SPS`` the 4th stage pools the real-valued BN output before ``proj_lif3``, and the RPE
@@ -182,6 +191,21 @@ class MultiStepParametricLIFNode(_MultiStepNode):
                 self.v = self.v - (self.v - self.v_reset) * self.w.sigmoid() + x
 
 
+def _make_node(spike_mode: str, v_threshold: float = 1.0):
+    """The SDT repository's per-neuron switch: LIF or PLIF; any other mode builds nothing."""
+    if spike_mode == "lif":
+        return MultiStepLIFNode(tau=2.0, v_threshold=v_threshold, detach_reset=True, backend="cupy")
+    if spike_mode == "plif":
+        return MultiStepParametricLIFNode(init_tau=2.0, v_threshold=v_threshold, detach_reset=True,
+                                          backend="cupy")
+    return None
+
+
+def _set_node(module: nn.Module, name: str, node) -> None:
+    if node is not None:  # upstream leaves the attribute undefined -> AttributeError at forward
+        setattr(module, name, node)
+
+
 def reset_net(net: nn.Module) -> None:
     """``spikingjelly.clock_driven.functional.reset_net``: every neuron back to ``v = v_reset``."""
     for m in net.modules():
@@ -260,36 +284,42 @@ def _per_head(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 class MS_SSA_Conv(nn.Module):  # noqa: N801
-    """Attention branch (``attention_mode`` "STAtten" or "SDT"; anything else: see quirk 1)."""
+    """Attention branch (``attention_mode`` "STAtten" or "SDT"; anything else: see quirk 1).
+
+    ``repository="SDT"`` gives the Spike-Driven Transformer repository's class instead (always SDSA,
+    ``spike_mode`` honoured, Q not pooled); ``attention_mode`` / ``chunk_size`` are then ignored.
+    """
 
     def __init__(self, dim, num_heads=8, mode="direct_xor", dvs=False, layer=0,
-                 attention_mode="T_STAtten", chunk_size=2, spike_mode="lif"):
+                 attention_mode="T_STAtten", chunk_size=2, spike_mode="lif", repository="STAtten"):
         super().__init__()
+        assert repository in ("STAtten", "SDT")
         assert dim % num_heads == 0, f"dim {dim} should be divided by num_heads {num_heads}."
+        self.repository = repository
         self.dim = dim
         self.dvs = dvs
         self.num_heads = num_heads
-        self.attention_mode = attention_mode
+        self.attention_mode = attention_mode if repository == "STAtten" else "SDT"
         if dvs:
             self.pool = dvs_pooling()
         self.scale = 0.125  # unused upstream
-        # spike_mode is ignored: every neuron of this module is a plain LIF (quirk 3).
+        # STAtten repository: spike_mode is ignored, every neuron here is a plain LIF (quirk 3).
+        sm = spike_mode if repository == "SDT" else "lif"
         self.q_conv = nn.Conv2d(dim, dim, kernel_size=1, stride=1, bias=False)
         self.q_bn = nn.BatchNorm2d(dim)
-        self.q_lif = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+        _set_node(self, "q_lif", _make_node(sm))
         self.k_conv = nn.Conv2d(dim, dim, kernel_size=1, stride=1, bias=False)
         self.k_bn = nn.BatchNorm2d(dim)
-        self.k_lif = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+        _set_node(self, "k_lif", _make_node(sm))
         self.v_conv = nn.Conv2d(dim, dim, kernel_size=1, stride=1, bias=False)
         self.v_bn = nn.BatchNorm2d(dim)
-        self.v_lif = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
+        _set_node(self, "v_lif", _make_node(sm))
+        _set_node(self, "attn_lif", _make_node(sm, v_threshold=0.5))
         self.talking_heads = nn.Conv1d(num_heads, num_heads, kernel_size=1, stride=1, bias=False)
-        self.talking_heads_lif = MultiStepLIFNode(tau=2.0, v_threshold=0.5, detach_reset=True,
-                                                  backend="cupy")
+        _set_node(self, "talking_heads_lif", _make_node(sm, v_threshold=0.5))
         self.proj_conv = nn.Conv2d(dim, dim, kernel_size=1, stride=1)
         self.proj_bn = nn.BatchNorm2d(dim)
-        self.shortcut_lif = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")
-        self.attn_lif = MultiStepLIFNode(tau=2.0, v_threshold=0.5, detach_reset=True, backend="cupy")
+        _set_node(self, "shortcut_lif", _make_node(sm))
         self.mode = mode
         self.layer = layer
         self.chunk_size = chunk_size
@@ -297,7 +327,7 @@ class MS_SSA_Conv(nn.Module):  # noqa: N801
     def _qkv(self, name, x_flat, T, B, C, H, W, hook, tag):
         s = getattr(self, f"{name}_bn")(getattr(self, f"{name}_conv")(x_flat))
         s = getattr(self, f"{name}_lif")(s.reshape(T, B, C, H, W).contiguous())
-        if self.dvs:
+        if self.dvs and (name != "q" or self.repository == "STAtten"):
             s = self.pool(s)
         if hook is not None:
             hook[tag + f"_{name}_lif"] = s.detach()
@@ -313,10 +343,11 @@ class MS_SSA_Conv(nn.Module):  # noqa: N801
         x = self.shortcut_lif(x)
         if hook is not None:
             hook[tag + "_first_lif"] = x.detach()
-        if self.dvs:
+        if self.dvs and self.repository == "STAtten":
             x_pool = self.pool(x)
         x_flat = x.flatten(0, 1)
-        # Order as upstream: Q, K, V each conv -> BN -> LIF -> (pool) -> hook -> per-head view.
+        # Order as upstream: Q, K, V each conv -> BN -> LIF -> (pool; not Q in the SDT repository)
+        # -> hook -> per-head view.
         q = self._qkv("q", x_flat, T, B, C, H, W, hook, tag)
         k = self._qkv("k", x_flat, T, B, C, H, W, hook, tag)
         v = self._qkv("v", x_flat, T, B, C, H, W, hook, tag)
@@ -361,7 +392,8 @@ class MS_SSA_Conv(nn.Module):  # noqa: N801
             x = x.transpose(3, 4).reshape(T, B, C, H, W).contiguous()
             x = self.proj_bn(self.proj_conv(x.flatten(0, 1))).reshape(T, B, C, H, W).contiguous()
 
-        assert self.attention_mode not in ["STAtten, SDT"]  # quirk 1: effectively no check at all
+        if self.repository == "STAtten":
+            assert self.attention_mode not in ["STAtten, SDT"]  # quirk 1: effectively no check at all
 
         x = x + identity
         return x, v, hook
@@ -370,11 +402,13 @@ class MS_SSA_Conv(nn.Module):  # noqa: N801
 class MS_Block_Conv(nn.Module):  # noqa: N801
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0,
                  attn_drop=0.0, drop_path=0.0, sr_ratio=1, attn_mode="direct_xor", spike_mode="lif",
-                 dvs=False, layer=0, attention_mode="STAtten", chunk_size=2):
+                 dvs=False, layer=0, attention_mode="STAtten", chunk_size=2, repository="STAtten"):
         super().__init__()
-        # spike_mode deliberately not forwarded to the attention (quirk 3)
+        # STAtten repository: spike_mode deliberately not forwarded to the attention (quirk 3)
+        extra = {"spike_mode": spike_mode} if repository == "SDT" else {}
         self.attn = MS_SSA_Conv(dim, num_heads=num_heads, mode=attn_mode, dvs=dvs, layer=layer,
-                                attention_mode=attention_mode, chunk_size=chunk_size)
+                                attention_mode=attention_mode, chunk_size=chunk_size,
+                                repository=repository, **extra)
         self.drop_path = nn.Identity()  # timm DropPath at inference (and unused in forward)
         self.mlp = MS_MLP_Conv(in_features=dim, hidden_features=int(dim * mlp_ratio),
                                spike_mode=spike_mode, layer=layer)
@@ -393,8 +427,9 @@ class MS_SPS(nn.Module):  # noqa: N801
     """Stem: 4 x (conv3x3 -> BN), LIF after stages 0-2, optional 3x3/2 max-pools, RPE residual."""
 
     def __init__(self, img_size_h=128, img_size_w=128, patch_size=4, in_channels=2, embed_dims=256,
-                 pooling_stat="1111", spike_mode="lif"):
+                 pooling_stat="1111", spike_mode="lif", repository="STAtten"):
         super().__init__()
+        sm = spike_mode if repository == "SDT" else "lif"  # STAtten: spike_mode ignored (quirk 3)
         self.image_size = [img_size_h, img_size_w]
         patch_size = _to_2tuple(patch_size)
         self.patch_size = patch_size
@@ -403,17 +438,16 @@ class MS_SPS(nn.Module):  # noqa: N801
         self.H, self.W = self.image_size[0] // patch_size[0], self.image_size[1] // patch_size[1]
         self.num_patches = self.H * self.W
         widths = [in_channels, embed_dims // 8, embed_dims // 4, embed_dims // 2, embed_dims]
-        # spike_mode ignored: LIF everywhere (quirk 3)
         for i, sfx in enumerate(["", "1", "2", "3"]):
             setattr(self, f"proj_conv{sfx}", nn.Conv2d(widths[i], widths[i + 1], kernel_size=3,
                                                        stride=1, padding=1, bias=False))
             setattr(self, f"proj_bn{sfx}", nn.BatchNorm2d(widths[i + 1]))
-            setattr(self, f"proj_lif{sfx}", MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy"))
+            _set_node(self, f"proj_lif{sfx}", _make_node(sm))
             setattr(self, f"maxpool{sfx}", nn.MaxPool2d(kernel_size=3, stride=2, padding=1, dilation=1,
                                                          ceil_mode=False))
         self.rpe_conv = nn.Conv2d(embed_dims, embed_dims, kernel_size=3, stride=1, padding=1, bias=False)
         self.rpe_bn = nn.BatchNorm2d(embed_dims)
-        self.rpe_lif = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")  # unused upstream
+        _set_node(self, "rpe_lif", _make_node(sm))  # never called upstream
 
     def forward(self, x, hook=None):
         T, B, _, H, W = x.shape
@@ -449,15 +483,23 @@ class MS_SPS(nn.Module):  # noqa: N801
 # --------------------------------------------------------------------------------------------
 
 class SpikeDrivenTransformer(nn.Module):
-    """Upstream ``sdt``: input [B,C,H,W] (repeated T times) or [B,T,C,H,W]; returns ``(logits, hook)``."""
+    """Upstream ``sdt``: input [B,C,H,W] (repeated T times) or [B,T,C,H,W]; returns ``(logits, hook)``.
+
+    ``repository`` selects STAtten @ e9048a18 (default) or Spike-Driven Transformer @ 3faa8227.
+    """
 
     def __init__(self, img_size_h=128, img_size_w=128, patch_size=16, in_channels=2, num_classes=11,
                  embed_dims=512, num_heads=8, mlp_ratios=4, qkv_bias=False, qk_scale=None,
                  drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, norm_layer=nn.LayerNorm,
                  depths=[6, 8, 6], sr_ratios=[8, 4, 2], T=4, chunk_size=2, pooling_stat="1111",
                  spike_mode="lif", attn_mode="direct_xor", dvs_mode=False, TET=False,
-                 attention_mode="STAtten", pretrained=False, pretrained_cfg=None):
+                 attention_mode="STAtten", pretrained=False, pretrained_cfg=None,
+                 repository="STAtten"):
         super().__init__()
+        assert repository in ("STAtten", "SDT")
+        self.repository = repository
+        if repository == "SDT":
+            attention_mode = "SDT"  # that repository has SDSA only
         self.num_classes = num_classes
         self.depths = depths
         self.T = T
@@ -468,13 +510,15 @@ class SpikeDrivenTransformer(nn.Module):
 
         self.patch_embed = MS_SPS(img_size_h=img_size_h, img_size_w=img_size_w, patch_size=patch_size,
                                   in_channels=in_channels, embed_dims=embed_dims,
-                                  pooling_stat=pooling_stat, spike_mode=spike_mode)
+                                  pooling_stat=pooling_stat, spike_mode=spike_mode,
+                                  repository=repository)
         self.block = nn.ModuleList([
             MS_Block_Conv(dim=embed_dims, num_heads=num_heads, mlp_ratio=mlp_ratios, qkv_bias=qkv_bias,
                           qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate,
                           drop_path=dpr[j], sr_ratio=sr_ratios, attn_mode=attn_mode,
                           spike_mode=spike_mode, dvs=dvs_mode, layer=j,
-                          attention_mode=self.attention_mode, chunk_size=chunk_size)
+                          attention_mode=self.attention_mode, chunk_size=chunk_size,
+                          repository=repository)
             for j in range(depths)])
         if spike_mode in ["lif", "alif", "blif"]:
             self.head_lif = MultiStepLIFNode(tau=2.0, detach_reset=True, backend="cupy")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset
 
-from snncompile.zoo.config import DataConfig, ModelConfig
+from ..config import DataConfig, ModelConfig
 
 from .common import SPLITS, DataError
 from .digits import load_digits

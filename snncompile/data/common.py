@@ -13,7 +13,7 @@ SPLITS = ("train", "test")
 
 
 class DataError(ValueError):
-    """A dataset cannot be provided: unsupported, missing or malformed files, or a config mismatch."""
+    """A data set cannot be provided: unsupported, missing or malformed files, config mismatch."""
 
 
 class TensorPairs(Dataset):

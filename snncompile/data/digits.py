@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits as sklearn_digits
 
-from snncompile.zoo.config import DataConfig, ModelConfig
+from ..config import DataConfig, ModelConfig
 
 from .common import TensorPairs, resize, stratified_split
 

@@ -42,7 +42,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from snncompile.zoo.config import DataConfig, ModelConfig
+from ..config import DataConfig, ModelConfig
 
 from .common import TensorPairs, stratified_split
 from .digits import NUM_CLASSES, digit_images, raw_digits
@@ -51,6 +51,14 @@ SACCADE_RADIUS = 0.4     # r at img_size 16, in pixels
 LOG_EPS = 0.1
 CONTRAST_THRESHOLD = 0.2
 NOISE_PER_RECORDING = 0.05
+
+# Samples are simulated in passes of about 2^22 values per [M, chunk, S, S] array (32 MiB of
+# float64): memory stays bounded and the whole-array ops stay few.
+PASS_ELEMENTS = 2 ** 22
+# The sequential scan works on slices below torch's parallel grain size (32768 elements), where an
+# op stays on one thread: thousands of tiny parallel regions cost far more than they save, and
+# far more still on a busy machine.
+SCAN_ELEMENTS = 2 ** 14
 
 
 def saccade_path(img_size: int, num_substeps: int) -> torch.Tensor:
@@ -64,7 +72,7 @@ def saccade_path(img_size: int, num_substeps: int) -> torch.Tensor:
 
 
 def _shifted_log_intensity(scene: torch.Tensor, path: torch.Tensor) -> torch.Tensor:
-    """log(eps + I) of ``scene`` [N, 1, S, S] shifted by every displacement: [len(path), N, S, S]."""
+    """log(eps + I) of ``scene`` [N, 1, S, S] shifted by each displacement: [len(path), N, S, S]."""
     size = scene.shape[-1]
     centres = (torch.arange(size, dtype=torch.float64) * 2 + 1) / size - 1
     gy, gx = torch.meshgrid(centres, centres, indexing="ij")
@@ -88,13 +96,17 @@ def _dvs_events(scene: torch.Tensor, path: torch.Tensor) -> tuple[torch.Tensor, 
     """
     level = _shifted_log_intensity(scene.to(torch.float64), path)
     u = level[1:].sub_(level[0]).div_(CONTRAST_THRESHOLD)
-    lo, hi = torch.floor(u).to(torch.float32), torch.ceil(u).to(torch.float32)
-    k = torch.zeros_like(lo[0])
+    lo = torch.floor(u).to(torch.float32).flatten(1)
+    hi = torch.ceil(u).to(torch.float32).flatten(1)
     signed = torch.empty_like(lo)
-    for m in range(len(lo)):
-        k_next = torch.clamp(k, lo[m], hi[m])
-        torch.sub(k_next, k, out=signed[m])
-        k = k_next
+    for start in range(0, lo.shape[1], SCAN_ELEMENTS):
+        part = slice(start, start + SCAN_ELEMENTS)
+        k = torch.zeros_like(lo[0, part])
+        for m in range(len(lo)):
+            k_next = torch.clamp(k, lo[m, part], hi[m, part])
+            torch.sub(k_next, k, out=signed[m, part])
+            k = k_next
+    signed = signed.view(u.shape)
     return signed.clamp(min=0), (-signed).clamp(min=0)
 
 
@@ -106,9 +118,7 @@ def simulate_dvs(scene: torch.Tensor, time_steps: int, seed: int) -> torch.Tenso
     frame_of = torch.arange(num_substeps) * time_steps // num_substeps
 
     counts = torch.empty(n, time_steps, 2, size, size)
-    # Chunks of samples keep memory bounded and the per-sub-step ops of the sequential loop below
-    # the parallel grain size of torch (32768 elements): there, threading costs more than it saves.
-    chunk = max(1, 2 ** 14 // (size * size))
+    chunk = max(1, PASS_ELEMENTS // ((num_substeps + 1) * size * size))
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         for polarity, per_step in enumerate(_dvs_events(scene[start:stop], path)):

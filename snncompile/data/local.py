@@ -11,7 +11,6 @@ an array ``frames`` [T0, 2, H0, W0] of ON/OFF event counts; ``np.load`` runs wit
 """
 from __future__ import annotations
 
-import math
 import pickle
 from functools import partial
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from snncompile.zoo.config import DataConfig, ModelConfig
+from ..config import DataConfig, ModelConfig
 
 from .common import DataError, TensorPairs, resize
 
@@ -28,11 +27,10 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 CIFAR_CLASSES = 10
 CIFAR_RECORD = 1 + 3 * 32 * 32  # label byte + CHW pixel bytes
-EVENT_TRAIN_FRACTION = 0.9
 
 
 def _root(data: DataConfig, expected: str) -> Path:
-    """``data.root`` as an existing, non-empty directory, or a DataError saying what belongs there."""
+    """``data.root`` as an existing non-empty directory, or a DataError saying what it must hold."""
     if not data.root:
         raise DataError(f"dataset {data.dataset!r} is read from a local directory: set data.root "
                         f"to a directory holding {expected}")
@@ -44,7 +42,7 @@ def _root(data: DataConfig, expected: str) -> Path:
     return root
 
 
-# -- CIFAR-10 ---------------------------------------------------------------------------------------
+# -- CIFAR-10 --------------------------------------------------------------------------------------
 
 def _cifar_batches(split: str) -> list[str]:
     return [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
@@ -52,9 +50,10 @@ def _cifar_batches(split: str) -> list[str]:
 
 def _cifar_expected(split: str) -> str:
     names = _cifar_batches(split)
-    return (f"the CIFAR-10 {split} batches: cifar-10-batches-bin/{{{', '.join(n + '.bin' for n in names)}}}"
-            f" (binary version) or cifar-10-batches-py/{{{', '.join(names)}}} (python version), "
-            f"either folder itself or its parent")
+    binary = ", ".join(n + ".bin" for n in names)
+    return (f"the CIFAR-10 {split} batches: cifar-10-batches-bin/{{{binary}}} (binary version) or "
+            f"cifar-10-batches-py/{{{', '.join(names)}}} (python version), data.root being that "
+            f"folder or its parent")
 
 
 def _find_cifar(root: Path, split: str) -> tuple[str, list[Path]]:
@@ -106,8 +105,8 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in _ARRAY_GLOBALS:
             raise DataError(f"{self.path}: refusing to unpickle global {module}.{name}: a CIFAR-10 "
-                            f"batch holds only numpy arrays and lists, so this file is corrupt or "
-                            f"malicious")
+                            f"batch needs only numpy arrays and plain lists, and anything else "
+                            f"could run code (the file may be malicious)")
         return super().find_class(module, name)
 
 
@@ -159,10 +158,11 @@ def load_cifar10(data: DataConfig, model: ModelConfig, split: str) -> TensorPair
                        transform=partial(_cifar_transform, img_size=model.img_size))
 
 
-# -- event-frame folders (CIFAR10-DVS, N-Caltech101) ------------------------------------------------
+# -- event-frame folders (CIFAR10-DVS, N-Caltech101) -----------------------------------------------
 
 EVENT_EXPECTED = ("one folder per class, <class>/*.npz (or train/<class>/*.npz and "
-                  "test/<class>/*.npz), each file with an array 'frames' [T, 2, H, W] of event counts")
+                  "test/<class>/*.npz), each file with an array 'frames' [T, 2, H, W] of "
+                  "event counts")
 
 
 def rebin(frames: np.ndarray, time_steps: int) -> np.ndarray:
@@ -217,7 +217,7 @@ class EventFolder(Dataset):
 
 
 def _class_files(folder: Path) -> dict[str, list[Path]]:
-    """Class name -> its sorted .npz files, for the class folders (hidden ones skipped) of ``folder``."""
+    """Class name -> its sorted .npz files, for each class folder (not hidden) in ``folder``."""
     classes = {}
     for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(d.glob("*.npz"))
@@ -230,12 +230,12 @@ def _class_files(folder: Path) -> dict[str, list[Path]]:
 
 
 def _seeded_split(classes: dict[str, list[Path]], split: str, seed: int) -> dict[str, list[Path]]:
-    """Per class, a seeded shuffle; the first ceil(0.9 n) files are train, the rest test."""
+    """90/10 per class: after a seeded shuffle, floor(n / 10) files are test, the rest train."""
     rng = np.random.default_rng(seed)
     chosen = {}
     for name, files in classes.items():
         order = rng.permutation(len(files))
-        n_train = math.ceil(EVENT_TRAIN_FRACTION * len(files))
+        n_train = len(files) - len(files) // 10
         keep = order[:n_train] if split == "train" else order[n_train:]
         chosen[name] = [files[i] for i in sorted(keep)]
     return chosen
@@ -259,6 +259,6 @@ def load_event_folder(data: DataConfig, model: ModelConfig, split: str) -> Event
     labels = [label_of[name] for name in chosen for _ in chosen[name]]
     if not files:
         raise DataError(f"data.root {root}: the {split} split is empty (classes too small to hold "
-                        f"out {1 - EVENT_TRAIN_FRACTION:.0%} of their files)")
+                        f"out 10% of their files)")
     mode = "nearest" if data.dataset == "ncaltech101" else "bilinear"
     return EventFolder(files, labels, len(names), model.time_steps, model.img_size, mode)

@@ -35,9 +35,27 @@ def heaviside(x: torch.Tensor, alpha: float = 4.0) -> torch.Tensor:
     return SigmoidSurrogate.apply(x, alpha)
 
 
-def _fire_and_reset(h, v_threshold, v_reset, alpha, detach_reset):
-    spike = heaviside(h - v_threshold, alpha)
+def charge(v: torch.Tensor, x: torch.Tensor, leak, *, divide: bool, decay_input: bool = True,
+           v_rest: float = 0.0) -> torch.Tensor:
+    """Membrane charge, SpikingJelly's float operation order (the float LIF equation, written once).
+
+    ``decay_input=True``:  ``h = v + (x - (v - v_rest)) / tau``   (or ``* rate`` when not ``divide``)
+    ``decay_input=False``: ``h = v - (v - v_rest) / tau + x``
+    """
+    if decay_input:
+        d = x - (v - v_rest)
+        return v + (d / leak if divide else d * leak)
+    d = v - v_rest
+    return v - (d / leak if divide else d * leak) + x
+
+
+def _fire_and_reset(h, v_threshold, v_reset, alpha, detach_reset, strict: bool = False,
+                    subtract: bool = False):
+    """Fire on ``h - θ >= 0`` (``> 0`` when ``strict``); hard reset to ``v_reset`` or subtract ``θ``."""
+    spike = (h - v_threshold > 0).to(h.dtype) if strict else heaviside(h - v_threshold, alpha)
     spike_d = spike.detach() if detach_reset else spike
+    if subtract:
+        return spike, h - spike_d * v_threshold
     return spike, (1.0 - spike_d) * h + spike_d * v_reset
 
 
@@ -67,7 +85,7 @@ class MultiStepLIF(nn.Module):
         self.v_seq: torch.Tensor | None = None
 
     def charge(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return v + (x - (v - self.v_reset)) / self.tau
+        return charge(v, x, self.tau, divide=True, v_rest=self.v_reset)
 
     def _check_sequence(self, x_seq: torch.Tensor) -> None:
         if x_seq.dim() < 2:
@@ -108,7 +126,7 @@ class MultiStepParametricLIF(MultiStepLIF):
         self.w = nn.Parameter(torch.as_tensor(-math.log(init_tau - 1.0)))
 
     def charge(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return v + (x - (v - self.v_reset)) * self.w.sigmoid()
+        return charge(v, x, self.w.sigmoid(), divide=False, v_rest=self.v_reset)
 
     def extra_repr(self) -> str:
         return f"tau={1.0 / torch.sigmoid(self.w.detach()).item():.4f} (learnable), v_threshold={self.v_threshold}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..zoo.config import ModelConfig
+from ..config import ModelConfig
 from .attention import (AttentionLUT, TemporalWindow, erode, linear_attention, sdsa_column_sum,
                         statten_scores)
 from .neurons import MultiStepLIF, MultiStepTernaryLIF, make_neuron

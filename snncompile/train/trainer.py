@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data import load_dataset
 from ..nn.sdt import SpikeDrivenTransformer, build_model
 from ..zoo.checkpoint import save_checkpoint
-from ..zoo.config import TrainConfig, ZooEntry
+from ..config import TrainConfig, ZooEntry
 
 
 @dataclass(frozen=True)

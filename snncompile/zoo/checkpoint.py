@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..nn.sdt import SpikeDrivenTransformer, build_model
-from .config import ConfigError, ModelConfig, model_config_from_dict
+from ..config import ConfigError, ModelConfig, model_config_from_dict
 
 FORMAT = "snncompile-checkpoint"
 FORMAT_VERSION = 1
@@ -389,6 +389,7 @@ class LoadedCheckpoint:
     notes: list[str]               # human-readable remarks on inferences, overrides, dropped keys
     path: Path
     extra: dict = field(default_factory=dict)  # save_checkpoint(extra=...) of our format
+    dataset: str | None = None     # DataConfig.dataset the file was trained on, when it says so
 
 
 # upstream args attribute -> ModelConfig field
@@ -402,6 +403,10 @@ _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(ModelConfig)}  # "int
 # Datasets for which upstream train.py switches dvs_mode on when args has no dvs_mode (models.md §2.5, §3.8).
 _DVS_DATASETS_STATTEN = {"cifar10-dvs", "ncaltech101"}
 _DVS_DATASETS_SDT = {"cifar10-dvs", "cifar10-dvs-tet"}
+# upstream --dataset values -> DataConfig.dataset
+_UPSTREAM_DATASETS = {"torch/cifar10": "cifar10", "cifar10": "cifar10", "cifar10-dvs": "cifar10-dvs",
+                      "cifar10-dvs-tet": "cifar10-dvs", "ncaltech101": "ncaltech101",
+                      "torch/imagenet": "imagenet", "imagenet": "imagenet"}
 # Architecture fields that neither weight shapes nor defaults can supply.
 _REQUIRED = ("attention", "img_size", "time_steps", "pooling_stat", "dim", "num_heads", "in_channels",
              "num_classes", "layers", "mlp_ratio")
@@ -431,6 +436,7 @@ class _Parsed:
     name: str | None = None
     extra: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    dataset: str | None = None
 
 
 def load_checkpoint(path: str | Path, *, attention: str | None = None,
@@ -469,7 +475,8 @@ def load_checkpoint(path: str | Path, *, attention: str | None = None,
     cfg = _resolve_config(path, parsed, attention, config)
     model = _load_weights(path, cfg, parsed.state_dict, strict, parsed.notes)
     return LoadedCheckpoint(model=model, config=cfg, source=parsed.source, metrics=parsed.metrics,
-                            name=parsed.name, notes=parsed.notes, path=path, extra=parsed.extra)
+                            name=parsed.name, notes=parsed.notes, path=path, extra=parsed.extra,
+                            dataset=parsed.dataset)
 
 
 def _parse_snncompile(path: Path, obj: dict) -> _Parsed:
@@ -484,8 +491,9 @@ def _parse_snncompile(path: Path, obj: dict) -> _Parsed:
         problems.append("name must be a string or None")
     if problems:
         raise CheckpointError(f"{path}: malformed {FORMAT}: " + "; ".join(problems))
-    return _Parsed("snncompile", obj["state_dict"], dict(obj["config"]),
-                   metrics=obj.get("metrics", {}), name=obj.get("name"), extra=obj.get("extra", {}))
+    metrics = obj.get("metrics", {})
+    return _Parsed("snncompile", obj["state_dict"], dict(obj["config"]), metrics=metrics,
+                   name=obj.get("name"), extra=obj.get("extra", {}), dataset=metrics.get("dataset"))
 
 
 def _parse_upstream(path: Path, obj: dict) -> _Parsed:
@@ -533,7 +541,7 @@ def _parse_upstream(path: Path, obj: dict) -> _Parsed:
         if args is not None and isinstance(args.get("eval_metric"), str):
             metrics["eval_metric"] = args["eval_metric"]
     return _Parsed("upstream", state_dict, fields, suggested_attention=suggested, attention_note=note,
-                   metrics=metrics, notes=notes)
+                   metrics=metrics, notes=notes, dataset=_UPSTREAM_DATASETS.get((args or {}).get("dataset")))
 
 
 def _coerce(value: Any, kind: str) -> Any:
@@ -660,8 +668,8 @@ def _load_weights(path: Path, cfg: ModelConfig, state_dict: dict, strict: bool,
         if sdt_plif:
             problems.append("hint: parametric-LIF weights outside the MLP and head "
                             f"({', '.join(sdt_plif[:3])}, ...) come from the Spike-Driven Transformer "
-                            "repository's plif mode, where every neuron is parametric; this model follows "
-                            "STAtten, where only fc1_lif, fc2_lif and head_lif are")
+                            "repository's plif mode, where every neuron is parametric; load the file with "
+                            "attention='SDT' (--attention SDT)")
     problems += [f"shape mismatch for {k}: model expects {tuple(expected[k].shape)}, file has "
                  f"{tuple(state_dict[k].shape)}" for k in mismatched]
     if problems and strict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..resources import shipped_dir
-from .config import ConfigError, ZooEntry, load_entry_file
+from ..config import ConfigError, ZooEntry, load_entry_file
 
 DEFAULT_MODEL = "statten-digits"
 

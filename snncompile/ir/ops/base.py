@@ -1,0 +1,81 @@
+"""The base of every IR node type.
+
+A node type is a frozen dataclass: its fields are its parameters and its discrete-time semantics
+(threshold comparison, reset, decay encoding, block size, delay, dtype, overflow ...), never a
+free-form metadata dict. It knows three things about itself:
+
+- ``problems()``: what is wrong with its own parameters (no input needed);
+- ``infer(inputs)``: its output type from its input types, raising :class:`TypeMismatch`;
+- ``run(*inputs)``: its float semantics on time-major torch tensors ``[T, B, *shape]``
+  (``[B, *shape]`` for static edges). The float interpreter only calls these.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from ..types import TensorType
+
+
+class TypeMismatch(ValueError):
+    """An op's inputs do not have the types it needs."""
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Op:
+    """Base class. ``ARITY``: number of inputs (``None``: one or more)."""
+
+    ARITY: ClassVar[int | None] = 1
+
+    def __post_init__(self):
+        # Parameter arrays are owned by the node and immutable: passes build new nodes.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                frozen = np.array(value, copy=True)
+                frozen.setflags(write=False)
+                object.__setattr__(self, f.name, frozen)
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__name__
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), np.ndarray)}
+
+    def attributes(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if not isinstance(getattr(self, f.name), np.ndarray)}
+
+    @cached_property
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(np.array(v)) for k, v in self.arrays().items()}
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """A parameter array as a torch tensor (same dtype, bit-identical)."""
+        return self._tensors[name]
+
+    def problems(self) -> list[str]:
+        return []
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        raise NotImplementedError
+
+    def run(self, *inputs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def expect(condition: bool, message: str) -> None:
+    """Raise :class:`TypeMismatch` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise TypeMismatch(message)
+
+
+def expect_stream(t: TensorType, what: str = "input") -> None:
+    expect(t.time == "stream", f"{what} must be a per-timestep stream, got a static value {t}")

@@ -1,0 +1,60 @@
+"""Elementwise nodes: residual sums, products of two streams, ReLU."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..types import FLOAT32, SPIKE, TensorType
+from .base import Op, expect
+
+
+def _same_shapes(inputs: Sequence[TensorType], what: str) -> None:
+    shapes = {t.shape for t in inputs}
+    expect(len(shapes) == 1, f"{what} inputs must have equal shapes, got {', '.join(map(str, inputs))}")
+    expect(all(t.time == "stream" for t in inputs), f"{what} inputs must be streams")
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Add(Op):
+    """Sum of one or more streams (residual). Semantics: ``y = ((x0 + x1) + x2) + ...`` in input order."""
+
+    ARITY = None
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        _same_shapes(inputs, "Add")
+        return TensorType(inputs[0].shape, FLOAT32)
+
+    def run(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Mul(Op):
+    """Elementwise product of two streams. Semantics: ``y = a * b`` (AND when both are spikes)."""
+
+    ARITY = 2
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        _same_shapes(inputs, "Mul")
+        both_spikes = all(t.dtype == SPIKE for t in inputs)
+        return TensorType(inputs[0].shape, SPIKE if both_spikes else FLOAT32)
+
+    def run(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a * b
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ReLU(Op):
+    """Semantics: ``y = max(x, 0)`` (A2OS2A's real-valued, non-negative K: a graded operand)."""
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        return TensorType(x.shape, FLOAT32, x.time)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x)

@@ -1,0 +1,119 @@
+"""Synaptic (weighted) nodes: convolution, dense, batch norm. All act per timestep."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..types import FLOAT32, TensorType
+from .base import Op, expect
+
+
+def _frames(x: torch.Tensor, fn) -> torch.Tensor:
+    """Apply ``fn`` to a ``[T, B, ...]`` stream as one ``[T*B, ...]`` batch (as the torch models do)."""
+    T, B = x.shape[:2]
+    y = fn(x.flatten(0, 1))
+    return y.reshape(T, B, *y.shape[1:])
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Conv2d(Op):
+    """2-D convolution on ``[C, H, W]`` per timestep.
+
+    Semantics (PyTorch ``conv2d``): ``y[t, o] = bias[o] + sum_{c,i,j} weight[o, c, i, j] *
+    x_pad[t, c, s*h + d*i, s*w + d*j]`` with zero padding; groups as PyTorch. Input of any dtype
+    (spikes make it an accumulate, reals a multiply-accumulate); output float32.
+    """
+
+    weight: np.ndarray                      # [C_out, C_in/groups, kH, kW]
+    bias: np.ndarray | None = None          # [C_out]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def problems(self) -> list[str]:
+        p = []
+        if self.weight.ndim != 4:
+            p.append(f"weight must be [C_out, C_in/groups, kH, kW], got shape {self.weight.shape}")
+        elif self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+            p.append(f"bias shape {self.bias.shape} does not match C_out={self.weight.shape[0]}")
+        if self.groups < 1 or (self.weight.ndim == 4 and self.weight.shape[0] % self.groups):
+            p.append(f"groups={self.groups} does not divide C_out")
+        return p
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        expect(len(x.shape) == 3, f"Conv2d needs [C, H, W] input, got {x}")
+        c_in = self.weight.shape[1] * self.groups
+        expect(x.shape[0] == c_in, f"Conv2d weight expects {c_in} input channels, input has {x.shape[0]}")
+        size = [(x.shape[1 + i] + 2 * self.padding[i] - self.dilation[i] * (self.weight.shape[2 + i] - 1) - 1)
+                // self.stride[i] + 1 for i in range(2)]
+        expect(min(size) >= 1, f"Conv2d output would be empty for input {x}")
+        return TensorType((self.weight.shape[0], *size), FLOAT32, x.time)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.tensor("bias") if self.bias is not None else None
+        return _frames(x, lambda f: F.conv2d(f, self.tensor("weight"), bias, self.stride, self.padding,
+                                             self.dilation, self.groups))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Linear(Op):
+    """Dense layer on the last axis. Semantics: ``y[t] = weight @ x[t] + bias`` (PyTorch ``linear``)."""
+
+    weight: np.ndarray                      # [out, in]
+    bias: np.ndarray | None = None          # [out]
+
+    def problems(self) -> list[str]:
+        if self.weight.ndim != 2:
+            return [f"weight must be [out, in], got shape {self.weight.shape}"]
+        if self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+            return [f"bias shape {self.bias.shape} does not match out={self.weight.shape[0]}"]
+        return []
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        expect(len(x.shape) >= 1 and x.shape[-1] == self.weight.shape[1],
+               f"Linear expects last axis {self.weight.shape[1]}, input is {x}")
+        return TensorType((*x.shape[:-1], self.weight.shape[0]), FLOAT32, x.time)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.tensor("weight"), self.tensor("bias") if self.bias is not None else None)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class BatchNorm(Op):
+    """Inference batch norm over channel axis 0 of each sample (removed by BN folding).
+
+    Semantics (PyTorch ``batch_norm``, eval): ``y[c] = (x[c] - mean[c]) / sqrt(var[c] + eps) *
+    weight[c] + bias[c]``.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    running_mean: np.ndarray
+    running_var: np.ndarray
+    eps: float = 1e-5
+
+    def problems(self) -> list[str]:
+        shapes = {k: v.shape for k, v in self.arrays().items()}
+        if len(set(shapes.values())) != 1 or self.weight.ndim != 1:
+            return [f"weight, bias, running_mean, running_var must be equal 1-D shapes, got {shapes}"]
+        if (self.running_var < 0).any():
+            return ["running_var has negative entries"]
+        return []
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        expect(len(x.shape) >= 1 and x.shape[0] == self.weight.shape[0],
+               f"BatchNorm has {self.weight.shape[0]} channels, input is {x}")
+        return TensorType(x.shape, FLOAT32, x.time)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return _frames(x, lambda f: F.batch_norm(f, self.tensor("running_mean"), self.tensor("running_var"),
+                                                 self.tensor("weight"), self.tensor("bias"), False, 0.0,
+                                                 self.eps))

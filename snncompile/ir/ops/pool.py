@@ -1,0 +1,68 @@
+"""Pooling nodes on ``[C, H, W]`` per timestep."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..types import FLOAT32, TensorType
+from .base import Op, expect
+from .linear import _frames
+
+
+def _pooled(x: TensorType, kernel, stride, padding, what: str) -> tuple[int, ...]:
+    expect(len(x.shape) == 3, f"{what} needs [C, H, W] input, got {x}")
+    size = tuple((x.shape[1 + i] + 2 * padding[i] - kernel[i]) // stride[i] + 1 for i in range(2))
+    expect(min(size) >= 1, f"{what} output would be empty for input {x}")
+    return (x.shape[0], *size)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class MaxPool2d(Op):
+    """Max over windows (PyTorch ``max_pool2d``, -inf padding).
+
+    Semantics: ``y[t, c, h, w] = max_{i,j} x[t, c, s*h + i - p, s*w + j - p]``. ``mode="or"`` on
+    spikes (an OR of the window, exact and cheap); ``mode="max"`` on real currents (a comparator,
+    as in the SDT stem's last stage). The output dtype is the input dtype.
+    """
+
+    kernel: tuple[int, int] = (3, 3)
+    stride: tuple[int, int] = (2, 2)
+    padding: tuple[int, int] = (1, 1)
+    mode: Literal["or", "max"] = "max"
+
+    def problems(self) -> list[str]:
+        p = [] if self.mode in ("or", "max") else [f"mode must be 'or' or 'max', got {self.mode!r}"]
+        if any(2 * pad > k for pad, k in zip(self.padding, self.kernel)):
+            p.append(f"padding {self.padding} exceeds half the kernel {self.kernel}")
+        return p
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        expect(self.mode == "max" or x.dtype.is_spike, f"MaxPool2d mode 'or' needs spikes, got {x}")
+        return TensorType(_pooled(x, self.kernel, self.stride, self.padding, "MaxPool2d"), x.dtype, x.time)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return _frames(x, lambda f: F.max_pool2d(f, self.kernel, self.stride, self.padding))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class SumPool2d(Op):
+    """Sum over windows (NIR ``SumPool2d``, zero padding).
+
+    Semantics: ``y[t, c, h, w] = sum_{i,j} x[t, c, s*h + i - p, s*w + j - p]``.
+    """
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int] = (0, 0)
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        return TensorType(_pooled(x, self.kernel, self.stride, self.padding, "SumPool2d"), FLOAT32, x.time)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return _frames(x, lambda f: F.avg_pool2d(f, self.kernel, self.stride, self.padding,
+                                                 count_include_pad=True, divisor_override=1))

@@ -1,0 +1,37 @@
+"""Shape nodes: flatten and the token mean of the classifier head."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..types import FLOAT32, TensorType
+from .base import Op, expect
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Flatten(Op):
+    """Per-sample flatten to one axis (row-major). Semantics: ``y[t] = x[t].reshape(-1)``; values unchanged."""
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        expect(x.time == "stream", f"Flatten needs a stream, got {x}")
+        return TensorType((math.prod(x.shape),), x.dtype)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class TokenMean(Op):
+    """Mean over the spatial (token) axes of ``[C, H, W]``. Semantics: ``y[t, c] = mean_{h,w} x[t, c, h, w]``."""
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        expect(len(x.shape) == 3 and x.time == "stream", f"TokenMean needs a [C, H, W] stream, got {x}")
+        return TensorType((x.shape[0],), FLOAT32)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(3).mean(3)
