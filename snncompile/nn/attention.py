@@ -22,6 +22,19 @@ def erode(x: torch.Tensor) -> torch.Tensor:
     return F.max_pool3d(x, kernel_size=(1, 3, 3), stride=1, padding=(0, 1, 1))
 
 
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[T, B, C, Hs, Ws]`` -> ``[T, B, H, N, d]`` with channel ``c = h*d + j`` and token ``n = y*Ws + x``."""
+    T, B, C = x.shape[:3]
+    return (x.flatten(3).transpose(-1, -2).reshape(T, B, -1, heads, C // heads).permute(0, 1, 3, 2, 4)
+            .contiguous())
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``[T, B, H, N, d]`` -> ``[T, B, C, N]`` with ``c = h*d + j`` (token axis last, as upstream)."""
+    T, B, H, N, d = x.shape
+    return x.transpose(4, 3).reshape(T, B, H * d, N).contiguous()
+
+
 def statten_scores(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int,
                    scale: float) -> torch.Tensor:
     """STAtten block attention ``Q_b (K_b^T V_b * scale)`` over blocks of ``chunk_size`` timesteps.
@@ -72,13 +85,19 @@ class AttentionLUT(nn.Module):
         self.table = nn.Parameter(torch.arange(max_score + 1, dtype=torch.float32).repeat(num_heads, 1))
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
-        idx = scores.detach().round().long()
-        if idx.min() < 0 or idx.max() > self.max_score:
-            raise ValueError(f"DS2TA LUT: scores outside 0..{self.max_score}")
-        heads = torch.arange(self.table.shape[0], device=scores.device).view(-1, 1, 1)
-        value = self.table[heads, idx]
+        value, idx, heads = lut_lookup(self.table, scores)
         slope = self.table[heads, (idx + 1).clamp(max=self.max_score)] - value
         return value + (scores - scores.detach()) * slope.detach()
+
+
+def lut_lookup(table: torch.Tensor, scores: torch.Tensor):
+    """``table[h, scores]`` for integer-valued scores ``[T, B, H, N, N]``; returns (values, indices, head index)."""
+    max_score = table.shape[1] - 1
+    idx = scores.detach().round().long()
+    if idx.min() < 0 or idx.max() > max_score:
+        raise ValueError(f"DS2TA LUT: scores outside 0..{max_score}")
+    heads = torch.arange(table.shape[0], device=scores.device).view(-1, 1, 1)
+    return table[heads, idx], idx, heads
 
 
 class TemporalWindow(nn.Module):
@@ -99,8 +118,12 @@ class TemporalWindow(nn.Module):
         return torch.exp(-delta / self.log_tau.exp())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lam = self.weights()
-        out = x * lam[0]
-        for delta in range(1, min(self.window, x.shape[0])):
-            out = out + F.pad(x[:-delta], [0, 0] * (x.dim() - 1) + [delta, 0]) * lam[delta]
-        return out
+        return attenuated_window(x, self.weights())
+
+
+def attenuated_window(x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``y[t] = sum_{delta < len(lam)} lam[delta] * x[t - delta]`` on ``[T, ...]``, zero before t = 0."""
+    out = x * lam[0]
+    for delta in range(1, min(len(lam), x.shape[0])):
+        out = out + F.pad(x[:-delta], [0, 0] * (x.dim() - 1) + [delta, 0]) * lam[delta]
+    return out

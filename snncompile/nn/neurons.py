@@ -49,7 +49,7 @@ def charge(v: torch.Tensor, x: torch.Tensor, leak, *, divide: bool, decay_input:
     return v - (d / leak if divide else d * leak) + x
 
 
-def _fire_and_reset(h, v_threshold, v_reset, alpha, detach_reset, strict: bool = False,
+def fire_and_reset(h, v_threshold, v_reset, alpha, detach_reset, strict: bool = False,
                     subtract: bool = False):
     """Fire on ``h - θ >= 0`` (``> 0`` when ``strict``); hard reset to ``v_reset`` or subtract ``θ``."""
     spike = (h - v_threshold > 0).to(h.dtype) if strict else heaviside(h - v_threshold, alpha)
@@ -97,7 +97,7 @@ class MultiStepLIF(nn.Module):
         spikes, vs = [], []
         for x in x_seq:
             h = self.charge(v, x)
-            spike, v = _fire_and_reset(h, self.v_threshold, self.v_reset, self.surrogate_alpha,
+            spike, v = fire_and_reset(h, self.v_threshold, self.v_reset, self.surrogate_alpha,
                                        self.detach_reset)
             spikes.append(spike)
             if self.record_v:

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .attention import (AttentionLUT, TemporalWindow, erode, linear_attention, sdsa_column_sum,
-                        statten_scores)
+from .attention import (AttentionLUT, TemporalWindow, erode, linear_attention, merge_heads, sdsa_column_sum,
+                        split_heads, statten_scores)
 from .neurons import MultiStepLIF, MultiStepTernaryLIF, make_neuron
 
 
@@ -74,12 +74,6 @@ class SpikingPatchSplitting(nn.Module):
         if self.pooling_stat[3] == "1":
             feat = _maxpool(feat)
         return feat + _conv_bn(self.rpe_conv, self.rpe_bn, self.proj_lif3(feat))
-
-
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """``[T, B, C, Hs, Ws]`` -> ``[T, B, H, N, d]`` with channel c = h*d + j."""
-    T, B, C = x.shape[:3]
-    return x.flatten(3).transpose(-1, -2).reshape(T, B, -1, heads, C // heads).permute(0, 1, 3, 2, 4).contiguous()
 
 
 class SpikingSelfAttention(nn.Module):
@@ -145,7 +139,7 @@ class SpikingSelfAttention(nn.Module):
             k, v = erode(k), erode(v)
             if self.mode != "SDT":
                 q = erode(q)
-        q, k, v = (_split_heads(t, heads) for t in (q, k, v))
+        q, k, v = (split_heads(t, heads) for t in (q, k, v))
 
         if self.mode == "SDT":
             a = q * self.talking_heads_lif(sdsa_column_sum(k, v, dvs))
@@ -161,7 +155,7 @@ class SpikingSelfAttention(nn.Module):
                 x = linear_attention(q, k, v)
             else:  # DS2TA
                 x = torch.matmul(self.lut(torch.matmul(q, k.transpose(-2, -1))), v) * self.cfg.ds2ta_scale
-            a = self.attn_lif(x.transpose(4, 3).reshape(T, B, C, Hs * Ws).contiguous()).reshape(T, B, C, Hs, Ws)
+            a = self.attn_lif(merge_heads(x)).reshape(T, B, C, Hs, Ws)
             if dvs:
                 p = erode(s)
                 a = a * p + p

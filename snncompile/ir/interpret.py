@@ -1,0 +1,29 @@
+"""Float interpreter: runs any IR graph with each node's own float semantics (``Op.run``)."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from .graph import Graph
+
+
+def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs") -> dict[str, torch.Tensor]:
+    """Run ``graph`` on ``feeds`` (Input node name -> tensor; ``[B, ...]`` static, ``[T, B, ...]`` stream).
+
+    ``keep="outputs"`` returns the graph outputs; ``keep="all"`` every node's value (for tracing).
+    """
+    graph.validate()
+    missing = [n for n in graph.inputs() if n not in feeds]
+    unknown = [n for n in feeds if n not in graph.inputs()]
+    if missing or unknown:
+        raise ValueError(f"feeds must name exactly the graph inputs {graph.inputs()}; "
+                         f"missing {missing}, unknown {unknown}")
+    values: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name in graph.topo_order():
+            node = graph.nodes[name]
+            values[name] = feeds[name] if name in feeds else node.op.run(*(values[s] for s in node.inputs))
+    if keep == "all":
+        return values
+    return {name: values[name] for name in graph.outputs}

@@ -1,0 +1,21 @@
+"""Every IR node type, in one registry: serialisation, interpreters, docs and tests key on ``OPS``."""
+from .attention import BlockLinearAttention, LUTAttention, SpikeColumnSum, SpikeMask, TemporalWindow
+from .base import Op, TypeMismatch
+from .elementwise import Add, Mul, ReLU
+from .io import Input, Output, Repeat, TimeMean
+from .linear import BatchNorm, Conv2d, Linear
+from .neuron import LIF, CubaLIF, TernaryLIF
+from .pool import MaxPool2d, SumPool2d
+from .shape import Flatten, TokenMean
+
+OPS: tuple[type[Op], ...] = (
+    Input, Output, Repeat, TimeMean,
+    Conv2d, Linear, BatchNorm,
+    Add, Mul, ReLU,
+    MaxPool2d, SumPool2d, Flatten, TokenMean,
+    LIF, TernaryLIF, CubaLIF,
+    SpikeColumnSum, SpikeMask, BlockLinearAttention, LUTAttention, TemporalWindow,
+)
+OPS_BY_NAME: dict[str, type[Op]] = {op.type_name(): op for op in OPS}
+
+__all__ = ["OPS", "OPS_BY_NAME", "Op", "TypeMismatch"] + [op.__name__ for op in OPS]

@@ -1,0 +1,171 @@
+"""Spiking-attention nodes. Q, K, V are ``[C, Hs, Ws]`` streams, heads contiguous channel groups
+(``c = h*d + j``), tokens ``n = y*Ws + x``. Float semantics are those of ``snncompile.nn.attention``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+
+from ...nn.attention import (attenuated_window, erode, linear_attention, lut_lookup, merge_heads,
+                             sdsa_column_sum, split_heads, statten_scores)
+from ..types import FLOAT32, SPIKE, TensorType, int_type
+from .base import Op, expect, expect_stream
+
+
+def _qkv_types(inputs: Sequence[TensorType], heads: int, what: str) -> TensorType:
+    for t in inputs:
+        expect_stream(t)
+        expect(len(t.shape) == 3, f"{what} needs [C, Hs, Ws] operands, got {t}")
+    expect(len({t.shape for t in inputs}) == 1, f"{what} operands differ: {', '.join(map(str, inputs))}")
+    expect(inputs[0].shape[0] % heads == 0, f"{what}: {inputs[0].shape[0]} channels not divisible by {heads} heads")
+    return inputs[0]
+
+
+def _bits(n: int) -> int:
+    return max(1, int(n).bit_length())
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class SpikeColumnSum(Op):
+    """SDSA's column sum: inputs (K, V) spikes -> ``[C]`` integer counts per timestep.
+
+    Semantics: ``s[t, h*d + j] = sum_n (K AND V)[t, h, n, j]``, in ``0 .. N``. With ``erode`` (the
+    Spike-Driven Transformer's DVS mode) the per-head ``[H, N, d]`` AND map is first max-pooled with a
+    3x3 window over its (token, channel) axes, stride 1, padding 1.
+    """
+
+    ARITY = 2
+    heads: int
+    erode: bool = False
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        x = _qkv_types(inputs, self.heads, "SpikeColumnSum")
+        expect(all(t.dtype == SPIKE for t in inputs), "SpikeColumnSum needs binary spikes")
+        return TensorType((x.shape[0],), int_type(_bits(x.shape[1] * x.shape[2]), signed=False))
+
+    def run(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        counts = sdsa_column_sum(split_heads(k, self.heads), split_heads(v, self.heads), self.erode)
+        return counts.flatten(2)  # [T, B, H, 1, d] -> [T, B, C]
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class SpikeMask(Op):
+    """SDSA's mask: inputs (Q ``[C, Hs, Ws]``, M ``[C]``) spikes -> ``A[t, c, n] = Q[t, c, n] AND M[t, c]``.
+
+    With ``erode`` the per-head ``[H, N, d]`` result is 3x3 max-pooled over (token, channel) as upstream.
+    """
+
+    ARITY = 2
+    heads: int
+    erode: bool = False
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        q, m = inputs
+        _qkv_types([q], self.heads, "SpikeMask")
+        expect(m.shape == (q.shape[0],) and m.time == "stream", f"SpikeMask mask must be [{q.shape[0]}], got {m}")
+        return TensorType(q.shape, SPIKE)
+
+    def run(self, q: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        T, B, C, Hs, Ws = q.shape
+        a = split_heads(q, self.heads) * m.reshape(T, B, self.heads, 1, C // self.heads)
+        if self.erode:
+            a = erode(a)
+        return a.transpose(3, 4).reshape(T, B, C, Hs, Ws).contiguous()
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class BlockLinearAttention(Op):
+    """Linear attention ``Q (K^T V)`` per head over temporal blocks (STAtten, SSA, A2OS2A).
+
+    Semantics: timesteps are grouped in blocks of ``block`` consecutive steps (``T % block == 0``);
+    within block g the rows of all its steps are stacked, ``M_g = K_g^T V_g`` (``d x d`` per head) and
+    ``X[t] = Q[t] M_g`` for every t in the block, so outputs are non-causal inside a block (a block's
+    outputs exist only once its last step has arrived). ``scale_position="kv"``: ``X = Q (scale M)``
+    (STAtten's order); ``"out"``: ``X = scale (Q M)`` (requires ``block == 1``). Output ``[C, Hs, Ws]``
+    float (exact integers times the scale for binary operands).
+    """
+
+    ARITY = 3
+    heads: int
+    block: int = 1
+    scale: float = 1.0
+    scale_position: Literal["kv", "out"] = "kv"
+
+    def problems(self) -> list[str]:
+        p = [] if self.block >= 1 else [f"block must be >= 1, got {self.block}"]
+        if self.scale_position not in ("kv", "out"):
+            p.append(f"scale_position must be 'kv' or 'out', got {self.scale_position!r}")
+        elif self.scale_position == "out" and self.block != 1:
+            p.append("scale_position 'out' is defined for block == 1 only")
+        return p
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        x = _qkv_types(inputs, self.heads, "BlockLinearAttention")
+        expect(inputs[0].dtype == SPIKE, f"BlockLinearAttention needs binary Q, got {inputs[0]}")
+        return TensorType(x.shape, FLOAT32)
+
+    def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        T, B, C, Hs, Ws = q.shape
+        if q.shape[0] % self.block:
+            raise ValueError(f"BlockLinearAttention: T={q.shape[0]} is not a multiple of block={self.block}")
+        qh, kh, vh = (split_heads(t, self.heads) for t in (q, k, v))
+        if self.scale_position == "kv":
+            x = statten_scores(qh, kh, vh, self.block, self.scale)
+        else:
+            x = linear_attention(qh, kh, vh) * self.scale
+        return merge_heads(x).reshape(T, B, C, Hs, Ws)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class LUTAttention(Op):
+    """DS2TA attention: ``X = scale * LUT_h(Q K^T) V`` per head and timestep.
+
+    Semantics: integer scores ``A[t, h, n, m] = sum_j Q[t, h, n, j] K[t, h, m, j]`` in ``0 .. d``; the
+    denoiser maps them through ``table[h, A]`` (exact lookup); ``X = scale * (f(A) V)``. Output float.
+    """
+
+    ARITY = 3
+    heads: int
+    table: np.ndarray  # [H, d + 1]
+    scale: float = 1.0
+
+    def problems(self) -> list[str]:
+        if self.table.ndim != 2 or self.table.shape[0] != self.heads:
+            return [f"table must be [heads={self.heads}, d+1], got {self.table.shape}"]
+        return []
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        x = _qkv_types(inputs, self.heads, "LUTAttention")
+        d = x.shape[0] // self.heads
+        expect(self.table.shape[1] == d + 1, f"LUT has {self.table.shape[1]} entries, scores span 0..{d}")
+        return TensorType(x.shape, FLOAT32)
+
+    def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        T, B, C, Hs, Ws = q.shape
+        qh, kh, vh = (split_heads(t, self.heads) for t in (q, k, v))
+        f, _, _ = lut_lookup(self.tensor("table"), torch.matmul(qh, kh.transpose(-2, -1)))
+        return merge_heads(torch.matmul(f, vh) * self.scale).reshape(T, B, C, Hs, Ws)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class TemporalWindow(Op):
+    """DS2TA's attenuated window: ``y[t] = sum_{delta < W} weights[delta] * x[t - delta]`` (zero before 0).
+
+    Causal; needs the last ``W - 1`` inputs as state. ``weights[delta] = exp(-delta / tau)``.
+    """
+
+    weights: np.ndarray  # [W]
+
+    def problems(self) -> list[str]:
+        return [] if self.weights.ndim == 1 and len(self.weights) >= 1 else [
+            f"weights must be a non-empty vector, got shape {self.weights.shape}"]
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        expect_stream(x)
+        return TensorType(x.shape, FLOAT32)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return attenuated_window(x, self.tensor("weights"))

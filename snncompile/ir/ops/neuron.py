@@ -1,0 +1,185 @@
+"""Spiking neuron nodes. State lives inside the node; every one starts from rest at t = 0."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+
+from ...nn.neurons import fire_and_reset, charge
+from ..types import SPIKE, TERNARY, TensorType
+from .base import Op, expect, expect_stream
+
+Scalar = float  # a per-layer constant; NIR imports may carry per-neuron arrays instead
+LeakEncoding = Literal["divide_by_tau", "multiply_by_rate", "none"]
+
+
+def _param(op: Op, name: str, like: torch.Tensor):
+    value = getattr(op, name)
+    return op.tensor(name).to(like.dtype) if isinstance(value, np.ndarray) else value
+
+
+def _neuron_problems(op, shape_fields: Sequence[str]) -> list[str]:
+    p = []
+    if op.leak_encoding not in ("divide_by_tau", "multiply_by_rate", "none"):
+        p.append(f"leak_encoding {op.leak_encoding!r} unknown")
+    if op.leak_encoding == "divide_by_tau" and np.any(np.asarray(op.leak) <= 0):
+        p.append(f"leak (tau) must be > 0, got {op.leak}")
+    if op.threshold_cmp not in (">=", ">"):
+        p.append(f"threshold_cmp must be '>=' or '>', got {op.threshold_cmp!r}")
+    for name in shape_fields:
+        value = getattr(op, name)
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            p.append(f"{name} is a 0-d array; use a float")
+    return p
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class LIF(Op):
+    """Leaky integrate-and-fire neuron, one per input element, discrete time (SpikingJelly form).
+
+    Semantics, per element, ``v[-1] = v_reset``::
+
+        decay_input:      h[t] = v[t-1] + (x[t] - (v[t-1] - v_rest)) / leak     (leak_encoding divide_by_tau)
+                          h[t] = v[t-1] + (x[t] - (v[t-1] - v_rest)) * leak     (multiply_by_rate)
+        not decay_input:  h[t] = v[t-1] - (v[t-1] - v_rest) / leak + x[t]       (likewise for * leak)
+        leak_encoding none (IF):  h[t] = v[t-1] + x[t]
+        s[t] = h[t] - v_threshold >= 0      (threshold_cmp ">="; "> 0" for ">")
+        v[t] = h[t] (1 - s[t]) + v_reset s[t]      (reset "hard")
+        v[t] = h[t] - v_threshold s[t]             (reset "subtract")
+
+    Float operation order is SpikingJelly's, so spikes equal the torch model's bit for bit.
+    Parametric LIF exports as ``multiply_by_rate`` with ``leak = sigmoid(w)``.
+    """
+
+    v_threshold: Scalar | np.ndarray = 1.0
+    leak: Scalar | np.ndarray = 2.0
+    leak_encoding: LeakEncoding = "divide_by_tau"
+    decay_input: bool = True
+    v_rest: Scalar = 0.0
+    v_reset: Scalar = 0.0
+    threshold_cmp: Literal[">=", ">"] = ">="
+    reset: Literal["hard", "subtract"] = "hard"
+
+    OUT_DTYPE = SPIKE
+
+    def problems(self) -> list[str]:
+        p = _neuron_problems(self, ("v_threshold", "leak"))
+        if self.reset not in ("hard", "subtract"):
+            p.append(f"reset must be 'hard' or 'subtract', got {self.reset!r}")
+        return p
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        expect_stream(x)
+        for name in ("v_threshold", "leak"):
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray):
+                expect(value.shape == x.shape, f"per-neuron {name} has shape {value.shape}, input is {x}")
+        return TensorType(x.shape, self.OUT_DTYPE)
+
+    def _charge(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.leak_encoding == "none":
+            return v + x
+        return charge(v, x, _param(self, "leak", x), divide=self.leak_encoding == "divide_by_tau",
+                      decay_input=self.decay_input, v_rest=self.v_rest)
+
+    def run(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return self.simulate(x_seq)[0]
+
+    def simulate(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spikes and post-reset membranes ``[T, B, ...]``."""
+        theta = _param(self, "v_threshold", x_seq)
+        v = torch.full_like(x_seq[0], self.v_reset)
+        spikes, vs = [], []
+        for x in x_seq:
+            s, v = fire_and_reset(self._charge(v, x), theta, self.v_reset, 4.0, True,
+                                   strict=self.threshold_cmp == ">", subtract=self.reset == "subtract")
+            spikes.append(s)
+            vs.append(v)
+        return torch.stack(spikes), torch.stack(vs)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class TernaryLIF(LIF):
+    """Ternary LIF (A2OS2A's V): outputs -1, 0, +1.
+
+    Semantics: charge as :class:`LIF`; ``s[t] = +1`` if ``h - v_threshold >= 0``, ``-1`` if
+    ``-h - v_threshold >= 0``, else 0 (``>`` when ``threshold_cmp`` is ``">"``); hard reset to
+    ``v_reset`` on either spike.
+    """
+
+    OUT_DTYPE = TERNARY
+
+    def problems(self) -> list[str]:
+        p = super().problems()
+        return p + ([] if self.reset == "hard" else ["TernaryLIF supports reset 'hard' only"])
+
+    def simulate(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        theta = _param(self, "v_threshold", x_seq)
+        strict = self.threshold_cmp == ">"
+        v = torch.full_like(x_seq[0], self.v_reset)
+        spikes, vs = [], []
+        for x in x_seq:
+            h = self._charge(v, x)
+            pos = (h - theta > 0) if strict else (h - theta >= 0)
+            neg = (-h - theta > 0) if strict else (-h - theta >= 0)
+            fired = (pos | neg).to(h.dtype)
+            v = (1.0 - fired) * h + fired * self.v_reset
+            spikes.append(pos.to(h.dtype) - neg.to(h.dtype))
+            vs.append(v)
+        return torch.stack(spikes), torch.stack(vs)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class CubaLIF(Op):
+    """Current-based LIF (NIR ``CubaLIF``), forward-Euler discretised with step ``dt``.
+
+    Semantics, per element, ``i[-1] = 0``, ``v[-1] = v_reset``::
+
+        i[t] = i[t-1] + (dt / tau_syn) * (w_in * x[t] - i[t-1])
+        h[t] = v[t-1] + (dt / tau_mem) * (v_leak - v[t-1] + r * i[t])
+        s[t] = h[t] - v_threshold > 0      (threshold_cmp ">", NIR's Heaviside; ">=" optional)
+        v[t] = h[t] (1 - s[t]) + v_reset s[t]
+
+    The current is updated first and feeds the voltage in the same step (Norse's and snnTorch's order).
+    """
+
+    tau_syn: np.ndarray
+    tau_mem: np.ndarray
+    r: np.ndarray
+    v_leak: np.ndarray
+    v_threshold: np.ndarray
+    v_reset: np.ndarray
+    w_in: np.ndarray
+    dt: float = 1.0
+    threshold_cmp: Literal[">=", ">"] = ">"
+
+    def problems(self) -> list[str]:
+        shapes = {k: v.shape for k, v in self.arrays().items()}
+        p = [] if len(set(shapes.values())) == 1 else [f"parameter shapes differ: {shapes}"]
+        if np.any(self.tau_syn <= 0) or np.any(self.tau_mem <= 0) or self.dt <= 0:
+            p.append("tau_syn, tau_mem and dt must be > 0")
+        return p
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        expect_stream(x)
+        expect(self.tau_mem.shape == x.shape, f"CubaLIF has {self.tau_mem.shape} neurons, input is {x}")
+        return TensorType(x.shape, SPIKE)
+
+    def run(self, x_seq: torch.Tensor) -> torch.Tensor:
+        p = {k: self.tensor(k).to(x_seq.dtype) for k in self.arrays()}
+        i = torch.zeros_like(x_seq[0])
+        v = torch.zeros_like(x_seq[0]) + p["v_reset"]
+        spikes = []
+        for x in x_seq:
+            i = i + (self.dt / p["tau_syn"]) * (p["w_in"] * x - i)
+            h = v + (self.dt / p["tau_mem"]) * (p["v_leak"] - v + p["r"] * i)
+            s = ((h - p["v_threshold"] > 0) if self.threshold_cmp == ">" else (h - p["v_threshold"] >= 0)).to(h.dtype)
+            v = h * (1 - s) + p["v_reset"] * s
+            spikes.append(s)
+        return torch.stack(spikes)
+
+
