@@ -10,7 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .backends.nir_export import NIRExportError, expressible_nodes, nir_problems, write_nir
+from .backends.onnx import OnnxExportError, to_onnx
 from .data import DataError, load_dataset
+from .frontend import ExportError, export
+from .frontend.nir_import import NIRImportError, from_nir
+from .ir import GraphError
+from .ir import io as ir_io
 from .nn.record import record_spikes
 from .train.trainer import evaluate, train
 from .zoo.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
@@ -21,7 +27,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compile trained PyTorch spiking transformers for a bit-accurate Loihi-style target.")
 console = Console()
 
-USER_ERRORS = (ConfigError, CheckpointError, DataError, FileNotFoundError)
+USER_ERRORS = (ConfigError, CheckpointError, DataError, ExportError, GraphError, ir_io.IRFileError,
+               NIRExportError, NIRImportError, OnnxExportError, FileNotFoundError)
 EXIT_USER_ERROR = 2
 
 ModelArg = typer.Argument(DEFAULT_MODEL, help="zoo model name (see `snncompile models`) or checkpoint file")
@@ -31,20 +38,24 @@ DatasetOpt = typer.Option(None, "--dataset", help=f"evaluation data set: {', '.j
                                                   "(default: the one the model was trained on)")
 
 
-def _load(model: str, attention: Optional[str], dataset: Optional[str],
-          data_root: Optional[Path]) -> tuple[LoadedCheckpoint, DataConfig]:
+def _checkpoint(model: str, attention: Optional[str]) -> tuple[LoadedCheckpoint, Optional[ZooEntry]]:
     """A zoo name resolves to its shipped checkpoint; anything else is a checkpoint path."""
     path = Path(model)
     if path.is_file() and path.suffix not in (".yaml", ".yml"):
         loaded = load_checkpoint(path, attention=attention)
-        entry = _entry_named(loaded.name)
-        data = entry.data if entry else DataConfig(dataset=dataset or loaded.dataset or "")
-    else:
-        entry = find_entry(model)
-        if entry.checkpoint is None:
-            raise ConfigError(f"zoo model {entry.name!r} ships no trained weights; pass an upstream "
-                              f"checkpoint file, or train one with `snncompile train {entry.name}`")
-        loaded, data = load_checkpoint(entry.checkpoint, attention=attention), entry.data
+        return loaded, _entry_named(loaded.name)
+    entry = find_entry(model)
+    if entry.checkpoint is None:
+        raise ConfigError(f"zoo model {entry.name!r} ships no trained weights; pass an upstream "
+                          f"checkpoint file, or train one with `snncompile train {entry.name}`")
+    return load_checkpoint(entry.checkpoint, attention=attention), entry
+
+
+def _load(model: str, attention: Optional[str], dataset: Optional[str],
+          data_root: Optional[Path]) -> tuple[LoadedCheckpoint, DataConfig]:
+    """The checkpoint and the data set to evaluate it on (its own, unless overridden)."""
+    loaded, entry = _checkpoint(model, attention)
+    data = entry.data if entry else DataConfig(dataset=loaded.dataset or "")
     data = dataclasses.replace(data, **{k: v for k, v in (("dataset", dataset), ("root", data_root and str(data_root)))
                                         if v is not None})
     if data.problems():
@@ -112,6 +123,68 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     cfg = loaded.config
     console.print(f"model {loaded.name or loaded.path} ({cfg.attention}, T={cfg.time_steps}, dim={cfg.dim}, "
                   f"layers={cfg.layers}): float test accuracy {acc:.2%} on {len(test_set)} {data.dataset} samples")
+
+
+FORMATS = {".snnir": "snnir", ".nir": "nir", ".onnx": "onnx"}
+
+
+@app.command("export")
+def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or upstream) or zoo model name"),
+               out: Path = typer.Option(..., "-o", "--out", help="file to write"),
+               fmt: Optional[str] = typer.Option(None, "--format", help="snnir, nir or onnx (default: from the suffix)"),
+               attention: Optional[str] = AttentionOpt,
+               events: Optional[bool] = typer.Option(None, "--events/--static",
+                                                     help="input as an event stream or a static image "
+                                                          "(default: events iff the model is in DVS mode)"),
+               nir_part: bool = typer.Option(False, "--nir-part", help="NIR only: export the largest part NIR can "
+                                                                        "express (the stem) instead of refusing")) -> None:
+    """Export a model to the IR file format (.snnir), to NIR (its expressible part) or to ONNX (whole graph)."""
+    fmt = fmt or FORMATS.get(out.suffix)
+    if fmt not in FORMATS.values():
+        raise ConfigError(f"cannot tell the format of {out}: pass --format snnir|nir|onnx")
+    loaded, _ = _checkpoint(model, attention)
+    graph = export(loaded.model, events=events)
+    if fmt == "snnir":
+        ir_io.save(graph, out)
+        written = f"{len(graph.nodes)} nodes"
+    elif fmt == "onnx":
+        onnx_model = to_onnx(graph)
+        out.write_bytes(onnx_model.SerializeToString())
+        written = f"{len(onnx_model.graph.node)} ONNX nodes in domain snncompile"
+    else:
+        refused = nir_problems(graph, fold_batchnorm=True)
+        if refused and not nir_part:
+            reasons = sorted({f"{graph.op(n).type_name()}: {why}" for n, why in refused.items()})
+            raise ConfigError(f"NIR cannot express {len(refused)} node(s) of this model:\n  - " + "\n  - ".join(reasons)
+                              + "\npass --nir-part to export the largest part NIR can express")
+        part = expressible_nodes(graph, fold_batchnorm=True)
+        nir_graph = write_nir(graph, out, nodes=part if refused else None, fold_batchnorm=True)
+        written = f"{len(nir_graph.nodes)} NIR nodes" + (f" (part up to {part[-1]}; {len(refused)} nodes left out)"
+                                                         if refused else "")
+    console.print(f"wrote {out} ({fmt}): {written}")
+
+
+@app.command("inspect")
+def inspect_cmd(file: Path = typer.Argument(..., help=".snnir graph, checkpoint, or .nir file"),
+                time_steps: int = typer.Option(4, help="timesteps to assume for a .nir file")) -> None:
+    """Show a graph as a table of nodes: type, inputs, output type, parameters and semantics."""
+    if file.suffix == ".snnir":
+        graph = ir_io.load(file)
+    elif file.suffix == ".nir":
+        graph = from_nir(file, time_steps=time_steps)
+    else:
+        graph = export(load_checkpoint(file).model)
+    types = graph.types()
+    table = Table("node", "type", "inputs", "output", "parameters", "semantics",
+                  title=f"{file.name}: {len(graph.nodes)} nodes, T={graph.time_steps}")
+    for name, node in graph.nodes.items():
+        op = node.op
+        params = ", ".join(f"{k}{list(v.shape)}" for k, v in op.arrays().items())
+        semantics = " ".join(f"{k}={v}" for k, v in op.attributes().items())
+        table.add_row(name, op.type_name(), ", ".join(node.inputs), str(types[name]), params, semantics)
+    console.print(table)
+    for entry in graph.history:
+        console.print(f"history: {entry.name} {dict(entry.options)}")
 
 
 def main() -> None:

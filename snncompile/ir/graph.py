@@ -79,42 +79,99 @@ class Graph:
 
     # -- validation -----------------------------------------------------------------------------
     def problems(self) -> list[str]:
-        """Every structural and type problem of the graph, each naming its node."""
+        """Every structural and type problem of the graph at once, each naming its node.
+
+        Checked: the node's own parameters, dangling inputs, arity, a ``time_steps`` field that differs
+        from the graph's, the outputs, every cycle, and the types of every node whose inputs are sound
+        (a node downstream of a broken one or of a cycle is not type-checked: it has no input type).
+        """
         problems = []
         if self.time_steps < 1:
             problems.append(f"time_steps must be >= 1, got {self.time_steps}")
+        broken = set()
         for name, node in self.nodes.items():
-            problems += [f"node {name!r} ({node.op.type_name()}): {p}" for p in node.op.problems()]
-            for src in node.inputs:
-                if src not in self.nodes:
-                    problems.append(f"node {name!r}: input {src!r} does not exist (dangling edge)")
+            what = f"node {name!r} ({node.op.type_name()})"
+            steps = getattr(node.op, "time_steps", None)
+            if isinstance(steps, int) and steps != self.time_steps:  # infer still makes sense
+                problems.append(f"{what}: time_steps={steps} differs from the graph's {self.time_steps}")
+            own = [f"{what}: {p}" for p in node.op.problems()]
+            own += [f"{what}: input {src!r} does not exist (dangling edge)" for src in node.inputs
+                    if src not in self.nodes]
             arity = node.op.ARITY
             if arity is not None and len(node.inputs) != arity:
-                problems.append(f"node {name!r} ({node.op.type_name()}) takes {arity} input(s), "
-                                f"has {len(node.inputs)}")
+                own.append(f"{what} takes {arity} input(s), has {len(node.inputs)}")
             if arity is None and not node.inputs:
-                problems.append(f"node {name!r} ({node.op.type_name()}) needs at least one input")
+                own.append(f"{what} needs at least one input")
+            if own:
+                broken.add(name)
+                problems += own
         for out in self.outputs:
             if out not in self.nodes:
                 problems.append(f"graph output {out!r} is not a node")
         if not self.outputs:
             problems.append("graph has no outputs")
-        if problems:
-            return problems
-        try:
-            order = self.topo_order()
-        except GraphError as e:
-            return e.problems
+        order, cycles = self._order_and_cycles()
+        problems += ["cycle: " + " -> ".join(cycle + [cycle[0]]) for cycle in cycles]
         types: dict[str, TensorType] = {}
         for name in order:
             node = self.nodes[name]
-            if any(src not in types for src in node.inputs):
-                continue  # an upstream node already failed
+            if name in broken or any(src not in types for src in node.inputs):
+                continue  # this node or an upstream one already failed
             try:
                 types[name] = node.op.infer([types[src] for src in node.inputs])
             except TypeMismatch as e:
                 problems.append(f"node {name!r} ({node.op.type_name()}): {e}")
         return problems
+
+    def _order_and_cycles(self) -> tuple[list[str], list[list[str]]]:
+        """Dependency order of the nodes not on or behind a cycle, and one listing per cycle
+        (in data-flow order). Iterative, so deep graphs need no recursion."""
+        pending = {n: sum(src in self.nodes for src in node.inputs) for n, node in self.nodes.items()}
+        consumers: dict[str, list[str]] = {n: [] for n in self.nodes}
+        for n, node in self.nodes.items():
+            for src in node.inputs:
+                if src in self.nodes:
+                    consumers[src].append(n)
+        ready = [n for n, k in pending.items() if k == 0]
+        order = []
+        while ready:
+            n = ready.pop()
+            order.append(n)
+            for c in consumers[n]:
+                pending[c] -= 1
+                if pending[c] == 0:
+                    ready.append(c)
+        left = {n for n in self.nodes if pending[n] > 0}
+        # Drop what only hangs behind a cycle: keep nodes that feed another left-over node.
+        changed = True
+        while changed:
+            changed = False
+            for n in list(left):
+                if not any(c in left for c in consumers[n]):
+                    left.discard(n)
+                    changed = True
+        cycles, seen = [], set()
+        for start in self.nodes:
+            if start not in left or start in seen:
+                continue
+            path, index, cur = [start], {start: 0}, start
+            while True:  # walk producer-wards; every node left has a producer left
+                nxt = next(src for src in self.nodes[cur].inputs if src in left)
+                if nxt in index:
+                    cycles.append(path[index[nxt]:][::-1])
+                    break
+                if nxt in seen:
+                    break
+                index[nxt] = len(path)
+                path.append(nxt)
+                cur = nxt
+            seen.update(path)
+        position = {n: i for i, n in enumerate(self.nodes)}
+        rotated = []
+        for c in cycles:  # start each listing at its first node in node order (deterministic)
+            i = c.index(min(c, key=position.get))
+            rotated.append(c[i:] + c[:i])
+        return order, rotated
 
     def validate(self) -> "Graph":
         """Return ``self`` if valid, else raise :class:`GraphError` listing every problem."""

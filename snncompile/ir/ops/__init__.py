@@ -1,19 +1,19 @@
 """Every IR node type, in one registry: serialisation, interpreters, docs and tests key on ``OPS``."""
 from .attention import BlockLinearAttention, LUTAttention, SpikeColumnSum, SpikeMask, TemporalWindow
 from .base import Op, TypeMismatch
-from .elementwise import Add, Mul, ReLU
+from .elementwise import Add, Mul, ReLU, Scale
 from .io import Input, Output, Repeat, TimeMean
 from .linear import BatchNorm, Conv2d, Linear
-from .neuron import LIF, CubaLIF, TernaryLIF
+from .neuron import LI, LIF, CubaLIF, TernaryLIF
 from .pool import MaxPool2d, SumPool2d
 from .shape import Flatten, TokenMean
 
 OPS: tuple[type[Op], ...] = (
     Input, Output, Repeat, TimeMean,
     Conv2d, Linear, BatchNorm,
-    Add, Mul, ReLU,
+    Add, Mul, ReLU, Scale,
     MaxPool2d, SumPool2d, Flatten, TokenMean,
-    LIF, TernaryLIF, CubaLIF,
+    LIF, TernaryLIF, CubaLIF, LI,
     SpikeColumnSum, SpikeMask, BlockLinearAttention, LUTAttention, TemporalWindow,
 )
 OPS_BY_NAME: dict[str, type[Op]] = {op.type_name(): op for op in OPS}

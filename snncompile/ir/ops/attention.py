@@ -11,7 +11,7 @@ import torch
 from ...nn.attention import (attenuated_window, erode, linear_attention, lut_lookup, merge_heads,
                              sdsa_column_sum, split_heads, statten_scores)
 from ..types import FLOAT32, SPIKE, TensorType, int_type
-from .base import Op, expect, expect_stream
+from .base import Op, expect, expect_stream, param
 
 
 def _qkv_types(inputs: Sequence[TensorType], heads: int, what: str) -> TensorType:
@@ -21,6 +21,10 @@ def _qkv_types(inputs: Sequence[TensorType], heads: int, what: str) -> TensorTyp
     expect(len({t.shape for t in inputs}) == 1, f"{what} operands differ: {', '.join(map(str, inputs))}")
     expect(inputs[0].shape[0] % heads == 0, f"{what}: {inputs[0].shape[0]} channels not divisible by {heads} heads")
     return inputs[0]
+
+
+def _heads_problems(op) -> list[str]:
+    return [] if op.heads >= 1 else [f"heads must be >= 1, got {op.heads}"]
 
 
 def _bits(n: int) -> int:
@@ -37,8 +41,11 @@ class SpikeColumnSum(Op):
     """
 
     ARITY = 2
-    heads: int
-    erode: bool = False
+    heads: int = param("attention heads H (contiguous channel groups)")
+    erode: bool = param("3x3 max-pool of the per-head AND map (DVS mode)", False)
+
+    def problems(self) -> list[str]:
+        return _heads_problems(self)
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         x = _qkv_types(inputs, self.heads, "SpikeColumnSum")
@@ -52,18 +59,23 @@ class SpikeColumnSum(Op):
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class SpikeMask(Op):
-    """SDSA's mask: inputs (Q ``[C, Hs, Ws]``, M ``[C]``) spikes -> ``A[t, c, n] = Q[t, c, n] AND M[t, c]``.
+    """SDSA's mask: inputs (Q ``[C, Hs, Ws]``, M ``[C]``) spikes -> ``[C, Hs, Ws]`` spikes.
 
-    With ``erode`` the per-head ``[H, N, d]`` result is 3x3 max-pooled over (token, channel) as upstream.
+    Semantics: ``A[t, c, n] = Q[t, c, n] AND M[t, c]``. With ``erode`` the per-head ``[H, N, d]`` result
+    is 3x3 max-pooled over (token, channel), stride 1, padding 1, as upstream.
     """
 
     ARITY = 2
-    heads: int
-    erode: bool = False
+    heads: int = param("attention heads H (contiguous channel groups)")
+    erode: bool = param("3x3 max-pool of the per-head result (DVS mode)", False)
+
+    def problems(self) -> list[str]:
+        return _heads_problems(self)
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         q, m = inputs
         _qkv_types([q], self.heads, "SpikeMask")
+        expect(q.dtype == SPIKE and m.dtype == SPIKE, f"SpikeMask needs binary spikes, got {q} and {m}")
         expect(m.shape == (q.shape[0],) and m.time == "stream", f"SpikeMask mask must be [{q.shape[0]}], got {m}")
         return TensorType(q.shape, SPIKE)
 
@@ -88,13 +100,14 @@ class BlockLinearAttention(Op):
     """
 
     ARITY = 3
-    heads: int
-    block: int = 1
-    scale: float = 1.0
-    scale_position: Literal["kv", "out"] = "kv"
+    heads: int = param("attention heads H (contiguous channel groups)")
+    block: int = param("timesteps per temporal block (STAtten ``chunk_size``); T must be a multiple", 1)
+    scale: float = param("constant factor (STAtten alpha, SSA scale)", 1.0)
+    scale_position: Literal["kv", "out"] = param("``kv``: ``Q (scale K^T V)``; ``out``: ``scale (Q K^T V)``",
+                                                 "kv")
 
     def problems(self) -> list[str]:
-        p = [] if self.block >= 1 else [f"block must be >= 1, got {self.block}"]
+        p = _heads_problems(self) + ([] if self.block >= 1 else [f"block must be >= 1, got {self.block}"])
         if self.scale_position not in ("kv", "out"):
             p.append(f"scale_position must be 'kv' or 'out', got {self.scale_position!r}")
         elif self.scale_position == "out" and self.block != 1:
@@ -127,17 +140,19 @@ class LUTAttention(Op):
     """
 
     ARITY = 3
-    heads: int
-    table: np.ndarray  # [H, d + 1]
-    scale: float = 1.0
+    heads: int = param("attention heads H (contiguous channel groups)")
+    table: np.ndarray = param("denoiser ``f``: ``[H, d + 1]`` values for the scores ``0 .. d``")
+    scale: float = param("constant factor on ``f(A) V``", 1.0)
 
     def problems(self) -> list[str]:
         if self.table.ndim != 2 or self.table.shape[0] != self.heads:
-            return [f"table must be [heads={self.heads}, d+1], got {self.table.shape}"]
-        return []
+            return _heads_problems(self) + [f"table must be [heads={self.heads}, d+1], got {self.table.shape}"]
+        return _heads_problems(self)
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         x = _qkv_types(inputs, self.heads, "LUTAttention")
+        expect(inputs[0].dtype == SPIKE and inputs[1].dtype == SPIKE,
+               f"LUTAttention needs binary Q and K (integer scores), got {inputs[0]} and {inputs[1]}")
         d = x.shape[0] // self.heads
         expect(self.table.shape[1] == d + 1, f"LUT has {self.table.shape[1]} entries, scores span 0..{d}")
         return TensorType(x.shape, FLOAT32)
@@ -151,12 +166,14 @@ class LUTAttention(Op):
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class TemporalWindow(Op):
-    """DS2TA's attenuated window: ``y[t] = sum_{delta < W} weights[delta] * x[t - delta]`` (zero before 0).
+    """DS2TA's attenuated window over the last ``W`` inputs.
 
-    Causal; needs the last ``W - 1`` inputs as state. ``weights[delta] = exp(-delta / tau)``.
+    Semantics: ``y[t] = sum_{delta < W} weights[delta] * x[t - delta]``, with ``x[t] = 0`` for ``t < 0``
+    (causal; the last ``W - 1`` inputs are state); DS2TA's ``weights[delta] = exp(-delta / tau)``. Output
+    float32, accumulated in increasing ``delta``.
     """
 
-    weights: np.ndarray  # [W]
+    weights: np.ndarray = param("``[W]`` factors of the current and the ``W - 1`` previous inputs")
 
     def problems(self) -> list[str]:
         return [] if self.weights.ndim == 1 and len(self.weights) >= 1 else [

@@ -71,6 +71,11 @@ class Op:
         raise NotImplementedError
 
 
+def param(doc: str, default=dataclasses.MISSING):
+    """A node-type field with its one-line meaning (rendered into ``docs/ir.md``; no pass reads it)."""
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
 def expect(condition: bool, message: str) -> None:
     """Raise :class:`TypeMismatch` with ``message`` unless ``condition`` holds."""
     if not condition:

@@ -1,13 +1,14 @@
-"""Elementwise nodes: residual sums, products of two streams, ReLU."""
+"""Elementwise nodes: residual sums, products of two streams, ReLU, constant scaling."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..types import FLOAT32, SPIKE, TensorType
-from .base import Op, expect
+from .base import Op, expect, param
 
 
 def _same_shapes(inputs: Sequence[TensorType], what: str) -> None:
@@ -58,3 +59,30 @@ class ReLU(Op):
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Scale(Op):
+    """Multiply by a constant (NIR ``Scale``; an imported neuron's input resistance ``r``; the
+    ``1/(kH*kW)`` of an average pool).
+
+    Semantics: ``y[t] = x[t] * scale`` elementwise, ``scale`` a float or an array of the input's
+    per-sample shape. Output float32, same time layout as the input.
+    """
+
+    scale: float | np.ndarray = param("the factor: a float, or an array of the input's shape (one per element)")
+
+    def problems(self) -> list[str]:
+        if isinstance(self.scale, np.ndarray) and self.scale.ndim == 0:
+            return ["scale is a 0-d array; use a float"]
+        return []
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        if isinstance(self.scale, np.ndarray):
+            expect(self.scale.shape == x.shape, f"per-element scale has shape {self.scale.shape}, input is {x}")
+        return TensorType(x.shape, FLOAT32, x.time)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.tensor("scale").to(x.dtype) if isinstance(self.scale, np.ndarray) else self.scale
+        return x * scale

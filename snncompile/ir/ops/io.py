@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from ..types import FLOAT32, DType, TensorType, TimeLayout
-from .base import Op, expect
+from .base import Op, expect, param
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -19,12 +19,16 @@ class Input(Op):
     """
 
     ARITY = 0
-    shape: tuple[int, ...]
-    dtype: DType = FLOAT32
-    time: TimeLayout = "stream"
+    shape: tuple[int, ...] = param("per-sample, per-timestep shape, e.g. ``(C, H, W)``")
+    dtype: DType = param("value type the caller promises (``float32``, ``spike``, ...)", FLOAT32)
+    time: TimeLayout = param("``static``: one ``[B, *shape]`` value for all timesteps; ``stream``: "
+                             "``[T, B, *shape]``", "stream")
 
     def problems(self) -> list[str]:
-        return [f"shape {self.shape} has a non-positive size"] if any(s < 1 for s in self.shape) else []
+        p = [f"shape {self.shape} has a non-positive size"] if any(s < 1 for s in self.shape) else []
+        if self.time not in ("stream", "static"):
+            p.append(f"time must be 'stream' or 'static', got {self.time!r}")
+        return p
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         return TensorType(tuple(self.shape), self.dtype, self.time)
@@ -48,7 +52,7 @@ class Output(Op):
 class Repeat(Op):
     """Static value -> stream. Semantics: ``y[t] = x`` for ``t = 0 .. time_steps-1``."""
 
-    time_steps: int
+    time_steps: int = param("number of timesteps T of the stream (the graph's ``time_steps``)")
 
     def problems(self) -> list[str]:
         return [f"time_steps must be >= 1, got {self.time_steps}"] if self.time_steps < 1 else []

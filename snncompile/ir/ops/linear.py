@@ -1,4 +1,8 @@
-"""Synaptic (weighted) nodes: convolution, dense, batch norm. All act per timestep."""
+"""Synaptic (weighted) nodes: convolution, dense, batch norm. All act per timestep.
+
+Conv2d and BatchNorm need streams: their ``run`` treats axes 0 and 1 as ``[T, B]`` (a static value
+is ``Repeat``-ed first). Linear acts on the last axis and takes either layout.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..types import FLOAT32, TensorType
-from .base import Op, expect
+from .base import Op, expect, expect_stream, param
 
 
 def _frames(x: torch.Tensor, fn) -> torch.Tensor:
@@ -28,12 +32,12 @@ class Conv2d(Op):
     (spikes make it an accumulate, reals a multiply-accumulate); output float32.
     """
 
-    weight: np.ndarray                      # [C_out, C_in/groups, kH, kW]
-    bias: np.ndarray | None = None          # [C_out]
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
-    dilation: tuple[int, int] = (1, 1)
-    groups: int = 1
+    weight: np.ndarray = param("kernel ``[C_out, C_in/groups, kH, kW]``")
+    bias: np.ndarray | None = param("per-output-channel bias ``[C_out]``, or none", None)
+    stride: tuple[int, int] = param("step ``s`` (rows, columns)", (1, 1))
+    padding: tuple[int, int] = param("zero padding on each side (rows, columns)", (0, 0))
+    dilation: tuple[int, int] = param("kernel dilation ``d`` (rows, columns)", (1, 1))
+    groups: int = param("channel groups, as PyTorch (``C_in`` = depthwise)", 1)
 
     def problems(self) -> list[str]:
         p = []
@@ -43,10 +47,14 @@ class Conv2d(Op):
             p.append(f"bias shape {self.bias.shape} does not match C_out={self.weight.shape[0]}")
         if self.groups < 1 or (self.weight.ndim == 4 and self.weight.shape[0] % self.groups):
             p.append(f"groups={self.groups} does not divide C_out")
+        if min(self.stride) < 1 or min(self.dilation) < 1 or min(self.padding) < 0:
+            p.append(f"stride {self.stride} and dilation {self.dilation} must be >= 1, padding "
+                     f"{self.padding} >= 0")
         return p
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
+        expect_stream(x)
         expect(len(x.shape) == 3, f"Conv2d needs [C, H, W] input, got {x}")
         c_in = self.weight.shape[1] * self.groups
         expect(x.shape[0] == c_in, f"Conv2d weight expects {c_in} input channels, input has {x.shape[0]}")
@@ -65,8 +73,8 @@ class Conv2d(Op):
 class Linear(Op):
     """Dense layer on the last axis. Semantics: ``y[t] = weight @ x[t] + bias`` (PyTorch ``linear``)."""
 
-    weight: np.ndarray                      # [out, in]
-    bias: np.ndarray | None = None          # [out]
+    weight: np.ndarray = param("matrix ``[out, in]``")
+    bias: np.ndarray | None = param("bias ``[out]``, or none", None)
 
     def problems(self) -> list[str]:
         if self.weight.ndim != 2:
@@ -93,11 +101,11 @@ class BatchNorm(Op):
     weight[c] + bias[c]``.
     """
 
-    weight: np.ndarray
-    bias: np.ndarray
-    running_mean: np.ndarray
-    running_var: np.ndarray
-    eps: float = 1e-5
+    weight: np.ndarray = param("scale gamma ``[C]``")
+    bias: np.ndarray = param("shift beta ``[C]``")
+    running_mean: np.ndarray = param("running mean ``[C]``")
+    running_var: np.ndarray = param("running variance ``[C]`` (>= 0)")
+    eps: float = param("added to the variance", 1e-5)
 
     def problems(self) -> list[str]:
         shapes = {k: v.shape for k, v in self.arrays().items()}
@@ -109,6 +117,7 @@ class BatchNorm(Op):
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
+        expect_stream(x)
         expect(len(x.shape) >= 1 and x.shape[0] == self.weight.shape[0],
                f"BatchNorm has {self.weight.shape[0]} channels, input is {x}")
         return TensorType(x.shape, FLOAT32, x.time)

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from ...nn.neurons import fire_and_reset, charge
-from ..types import SPIKE, TERNARY, TensorType
-from .base import Op, expect, expect_stream
+from ..types import FLOAT32, SPIKE, TERNARY, TensorType
+from .base import Op, expect, expect_stream, param
 
 Scalar = float  # a per-layer constant; NIR imports may carry per-neuron arrays instead
 LeakEncoding = Literal["divide_by_tau", "multiply_by_rate", "none"]
@@ -26,6 +26,8 @@ def _neuron_problems(op, shape_fields: Sequence[str]) -> list[str]:
         p.append(f"leak_encoding {op.leak_encoding!r} unknown")
     if op.leak_encoding == "divide_by_tau" and np.any(np.asarray(op.leak) <= 0):
         p.append(f"leak (tau) must be > 0, got {op.leak}")
+    if op.leak_encoding == "multiply_by_rate" and np.any((np.asarray(op.leak) < 0) | (np.asarray(op.leak) > 1)):
+        p.append(f"leak (a rate) must be in [0, 1], got {op.leak}")
     if op.threshold_cmp not in (">=", ">"):
         p.append(f"threshold_cmp must be '>=' or '>', got {op.threshold_cmp!r}")
     for name in shape_fields:
@@ -53,14 +55,18 @@ class LIF(Op):
     Parametric LIF exports as ``multiply_by_rate`` with ``leak = sigmoid(w)``.
     """
 
-    v_threshold: Scalar | np.ndarray = 1.0
-    leak: Scalar | np.ndarray = 2.0
-    leak_encoding: LeakEncoding = "divide_by_tau"
-    decay_input: bool = True
-    v_rest: Scalar = 0.0
-    v_reset: Scalar = 0.0
-    threshold_cmp: Literal[">=", ">"] = ">="
-    reset: Literal["hard", "subtract"] = "hard"
+    v_threshold: Scalar | np.ndarray = param("firing threshold (per layer, or an array of the input's "
+                                             "shape: one per neuron)", 1.0)
+    leak: Scalar | np.ndarray = param("tau for ``divide_by_tau``, the rate ``1/tau`` for "
+                                      "``multiply_by_rate``; unused for ``none``", 2.0)
+    leak_encoding: LeakEncoding = param("how ``leak`` enters the charge equation", "divide_by_tau")
+    decay_input: bool = param("the input is divided by tau too (SpikingJelly ``decay_input``)", True)
+    v_rest: Scalar = param("resting potential the membrane decays to", 0.0)
+    v_reset: Scalar = param("initial membrane and hard-reset value", 0.0)
+    threshold_cmp: Literal[">=", ">"] = param("fire on ``h - v_threshold >= 0`` (SpikingJelly) or ``> 0`` "
+                                              "(Lava, NIR)", ">=")
+    reset: Literal["hard", "subtract"] = param("after a spike: set to ``v_reset`` or subtract the threshold",
+                                               "hard")
 
     OUT_DTYPE = SPIKE
 
@@ -146,15 +152,15 @@ class CubaLIF(Op):
     The current is updated first and feeds the voltage in the same step (Norse's and snnTorch's order).
     """
 
-    tau_syn: np.ndarray
-    tau_mem: np.ndarray
-    r: np.ndarray
-    v_leak: np.ndarray
-    v_threshold: np.ndarray
-    v_reset: np.ndarray
-    w_in: np.ndarray
-    dt: float = 1.0
-    threshold_cmp: Literal[">=", ">"] = ">"
+    tau_syn: np.ndarray = param("synaptic time constant, one per neuron (input shape)")
+    tau_mem: np.ndarray = param("membrane time constant, one per neuron")
+    r: np.ndarray = param("membrane resistance, one per neuron")
+    v_leak: np.ndarray = param("leak (resting) potential, one per neuron")
+    v_threshold: np.ndarray = param("firing threshold, one per neuron")
+    v_reset: np.ndarray = param("initial membrane and reset value, one per neuron")
+    w_in: np.ndarray = param("input weight, one per neuron")
+    dt: float = param("Euler step", 1.0)
+    threshold_cmp: Literal[">=", ">"] = param("fire on ``h - v_threshold > 0`` (NIR) or ``>= 0``", ">")
 
     def problems(self) -> list[str]:
         shapes = {k: v.shape for k, v in self.arrays().items()}
@@ -183,3 +189,50 @@ class CubaLIF(Op):
         return torch.stack(spikes)
 
 
+@dataclass(frozen=True, eq=False, kw_only=True)
+class LI(Op):
+    """Leaky integrator (NIR ``LI``; NIR ``I`` with ``leak_encoding="none"``): a non-spiking readout.
+
+    Semantics, per element, ``v[-1] = v_rest``: ``v[t] = h[t]``, the charge of :class:`LIF` with the
+    same ``leak`` / ``leak_encoding`` / ``decay_input`` / ``v_rest`` (``v[t] = v[t-1] + x[t]`` for
+    ``none``); no threshold, no reset. Output: the membrane ``v[t]``, float32.
+    """
+
+    leak: Scalar | np.ndarray = param("tau for ``divide_by_tau``, the rate ``1/tau`` for "
+                                      "``multiply_by_rate``; unused for ``none``", 2.0)
+    leak_encoding: LeakEncoding = param("how ``leak`` enters the charge equation", "divide_by_tau")
+    decay_input: bool = param("the input is divided by tau too (SpikingJelly ``decay_input``)", True)
+    v_rest: Scalar = param("resting potential the membrane decays to, and its initial value", 0.0)
+
+    def problems(self) -> list[str]:
+        p = []
+        leak = np.asarray(self.leak)
+        if self.leak_encoding not in ("divide_by_tau", "multiply_by_rate", "none"):
+            p.append(f"leak_encoding {self.leak_encoding!r} unknown")
+        if self.leak_encoding == "divide_by_tau" and np.any(leak <= 0):
+            p.append(f"leak (tau) must be > 0, got {self.leak}")
+        if self.leak_encoding == "multiply_by_rate" and np.any((leak < 0) | (leak > 1)):
+            p.append(f"leak (a rate) must be in [0, 1], got {self.leak}")
+        if isinstance(self.leak, np.ndarray) and self.leak.ndim == 0:
+            p.append("leak is a 0-d array; use a float")
+        return p
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        expect_stream(x)
+        if isinstance(self.leak, np.ndarray):
+            expect(self.leak.shape == x.shape, f"per-neuron leak has shape {self.leak.shape}, input is {x}")
+        return TensorType(x.shape, FLOAT32)
+
+    def run(self, x_seq: torch.Tensor) -> torch.Tensor:
+        v = torch.full_like(x_seq[0], self.v_rest)
+        leak = _param(self, "leak", x_seq)
+        out = []
+        for x in x_seq:
+            if self.leak_encoding == "none":
+                v = v + x
+            else:
+                v = charge(v, x, leak, divide=self.leak_encoding == "divide_by_tau",
+                           decay_input=self.decay_input, v_rest=self.v_rest)
+            out.append(v)
+        return torch.stack(out)

@@ -7,12 +7,13 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..types import FLOAT32, TensorType
-from .base import Op, expect
+from ..types import FLOAT32, SPIKE, TensorType
+from .base import Op, expect, expect_stream, param
 from .linear import _frames
 
 
 def _pooled(x: TensorType, kernel, stride, padding, what: str) -> tuple[int, ...]:
+    expect_stream(x)
     expect(len(x.shape) == 3, f"{what} needs [C, H, W] input, got {x}")
     size = tuple((x.shape[1 + i] + 2 * padding[i] - kernel[i]) // stride[i] + 1 for i in range(2))
     expect(min(size) >= 1, f"{what} output would be empty for input {x}")
@@ -24,24 +25,27 @@ class MaxPool2d(Op):
     """Max over windows (PyTorch ``max_pool2d``, -inf padding).
 
     Semantics: ``y[t, c, h, w] = max_{i,j} x[t, c, s*h + i - p, s*w + j - p]``. ``mode="or"`` on
-    spikes (an OR of the window, exact and cheap); ``mode="max"`` on real currents (a comparator,
-    as in the SDT stem's last stage). The output dtype is the input dtype.
+    binary spikes (an OR of the window, exact and cheap); ``mode="max"`` on anything else: real
+    currents (a comparator, as in the SDT stem's last stage), integers, ternary spikes. The output
+    dtype is the input dtype.
     """
 
-    kernel: tuple[int, int] = (3, 3)
-    stride: tuple[int, int] = (2, 2)
-    padding: tuple[int, int] = (1, 1)
-    mode: Literal["or", "max"] = "max"
+    kernel: tuple[int, int] = param("window (rows, columns)", (3, 3))
+    stride: tuple[int, int] = param("step ``s`` (rows, columns)", (2, 2))
+    padding: tuple[int, int] = param("``-inf`` padding ``p`` on each side (at most half the kernel)", (1, 1))
+    mode: Literal["or", "max"] = param("``or`` on binary spikes, ``max`` on other values", "max")
 
     def problems(self) -> list[str]:
         p = [] if self.mode in ("or", "max") else [f"mode must be 'or' or 'max', got {self.mode!r}"]
         if any(2 * pad > k for pad, k in zip(self.padding, self.kernel)):
             p.append(f"padding {self.padding} exceeds half the kernel {self.kernel}")
+        if min(self.kernel) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            p.append(f"kernel {self.kernel} and stride {self.stride} must be >= 1, padding >= 0")
         return p
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
-        expect(self.mode == "max" or x.dtype.is_spike, f"MaxPool2d mode 'or' needs spikes, got {x}")
+        expect(self.mode == "max" or x.dtype == SPIKE, f"MaxPool2d mode 'or' needs binary spikes, got {x}")
         return TensorType(_pooled(x, self.kernel, self.stride, self.padding, "MaxPool2d"), x.dtype, x.time)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,9 +59,17 @@ class SumPool2d(Op):
     Semantics: ``y[t, c, h, w] = sum_{i,j} x[t, c, s*h + i - p, s*w + j - p]``.
     """
 
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int] = (0, 0)
+    kernel: tuple[int, int] = param("window (rows, columns)")
+    stride: tuple[int, int] = param("step ``s`` (rows, columns)")
+    padding: tuple[int, int] = param("zero padding ``p`` on each side (at most half the kernel)", (0, 0))
+
+    def problems(self) -> list[str]:
+        p = []
+        if any(2 * pad > k for pad, k in zip(self.padding, self.kernel)):
+            p.append(f"padding {self.padding} exceeds half the kernel {self.kernel}")
+        if min(self.kernel) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            p.append(f"kernel {self.kernel} and stride {self.stride} must be >= 1, padding >= 0")
+        return p
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
