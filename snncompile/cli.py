@@ -159,8 +159,8 @@ def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or u
                               + "\npass --nir-part to export the largest part NIR can express")
         part = expressible_nodes(graph, fold_batchnorm=True)
         nir_graph = write_nir(graph, out, nodes=part if refused else None, fold_batchnorm=True)
-        written = f"{len(nir_graph.nodes)} NIR nodes" + (f" (part up to {part[-1]}; {len(refused)} nodes left out)"
-                                                         if refused else "")
+        written = f"{len(nir_graph.nodes)} NIR nodes" + (f" (the part up to {part[-1]}: {len(part)} of "
+                                                         f"{len(graph.nodes)} IR nodes)" if refused else "")
     console.print(f"wrote {out} ({fmt}): {written}")
 
 

@@ -19,66 +19,7 @@ from snncompile.nn.sdt import build_model
 from snncompile.zoo.checkpoint import (CheckpointError, LoadedCheckpoint, load_checkpoint,
                                        read_torch_file, save_checkpoint)
 from snncompile.config import ModelConfig
-
-
-def small_cfg(**kw) -> ModelConfig:
-    base = dict(dim=32, num_heads=4, layers=2, img_size=16, time_steps=4, chunk_size=2)
-    base.update(kw)
-    return ModelConfig(**base)
-
-
-def trained_like(cfg: ModelConfig, seed: int = 0):
-    """A model whose every parameter and BN statistic differs from a fresh one."""
-    torch.manual_seed(seed)
-    model = build_model(cfg)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand_like(t) * 0.5 + 0.75 if name.endswith("running_var")
-                        else torch.randn_like(t) * 0.3)
-            else:
-                t.fill_(17)
-    return model.eval()
-
-
-def upstream_args(**overrides) -> argparse.Namespace:
-    args = dict(model="sdt", spike_mode="lif", dvs_mode=False, TET=False, attention_mode="STAtten",
-                num_heads=4, num_classes=10, img_size=32, pooling_stat="0011", time_steps=4,
-                chunk_size=2, layer=2, dim=32, mlp_ratio=4, in_channels=3, patch_size=None,
-                dataset="torch/cifar10", eval_metric="top1")
-    args.update(overrides)
-    return argparse.Namespace(**{k: v for k, v in args.items() if v is not _DROP})
-
-
-_DROP = object()
-
-
-def write_upstream(path, model, args, *, module_prefix=False, ema=False):
-    """Write ``model`` as timm's CheckpointSaver does (train.py of STAtten / Spike-Driven Transformer)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    for p in model.parameters():
-        p.grad = torch.ones_like(p)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer.step()
-    with torch.no_grad():  # keep the weights the test compares against; the AdamW state stays real
-        for k, v in model.state_dict().items():
-            v.copy_(before[k])
-    state_dict = model.state_dict()
-    if module_prefix:
-        state_dict = {f"module.{k}": v for k, v in state_dict.items()}
-    save_state = {
-        "epoch": 199,
-        "arch": getattr(args, "model", "sdt"),
-        "state_dict": state_dict,
-        "optimizer": optimizer.state_dict(),
-        "version": 2,
-        "args": args,
-        "metric": np.float64(93.25),
-    }
-    if ema:
-        save_state["state_dict_ema"] = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
-    torch.save(save_state, path)
-    return path
+from upstream_files import DROP, small_cfg, trained_like, upstream_args, write_upstream
 
 
 def assert_same_weights(loaded: LoadedCheckpoint, model):
@@ -243,7 +184,7 @@ def test_upstream_without_attention_mode_is_spike_driven_transformer(tmp_path):
     cfg = small_cfg(img_size=32, attention="SDT")
     model = trained_like(cfg)
     path = write_upstream(tmp_path / "sdt.pth", model,
-                          upstream_args(attention_mode=_DROP, chunk_size=_DROP, time_steps=2))
+                          upstream_args(attention_mode=DROP, chunk_size=DROP, time_steps=2))
     loaded = load_checkpoint(path)
     assert loaded.config.attention == "SDT" and loaded.config.time_steps == 2
     assert any("no attention_mode" in n for n in loaded.notes)
@@ -254,7 +195,7 @@ def test_upstream_without_attention_mode_is_spike_driven_transformer(tmp_path):
 def test_upstream_plif_keys_load(tmp_path, spike_mode_in_args):
     cfg = small_cfg(img_size=32, spike_mode="plif")
     model = trained_like(cfg)
-    args = upstream_args(spike_mode="plif" if spike_mode_in_args else _DROP)
+    args = upstream_args(spike_mode="plif" if spike_mode_in_args else DROP)
     loaded = load_checkpoint(write_upstream(tmp_path / "p.pth", model, args))
     assert loaded.config.spike_mode == "plif"
     for key in ("block.0.mlp.fc1_lif.w", "block.1.mlp.fc2_lif.w", "head_lif.w"):
@@ -264,7 +205,7 @@ def test_upstream_plif_keys_load(tmp_path, spike_mode_in_args):
 def test_upstream_dvs_mode_derived_from_dataset(tmp_path):
     cfg = small_cfg(img_size=32, in_channels=2, dvs_mode=True)
     path = write_upstream(tmp_path / "dvs.pth", trained_like(cfg),
-                          upstream_args(dvs_mode=_DROP, in_channels=2, dataset="cifar10-dvs"))
+                          upstream_args(dvs_mode=DROP, in_channels=2, dataset="cifar10-dvs"))
     loaded = load_checkpoint(path)
     assert loaded.config.dvs_mode is True
     assert any("derived from args.dataset 'cifar10-dvs'" in n for n in loaded.notes)
@@ -273,7 +214,7 @@ def test_upstream_dvs_mode_derived_from_dataset(tmp_path):
 def test_upstream_missing_args_fields_inferred_or_listed(tmp_path):
     cfg = small_cfg(img_size=32, num_classes=7, layers=3)
     model = trained_like(cfg)
-    drop = {k: _DROP for k in ("dim", "num_heads", "num_classes", "layer", "mlp_ratio", "in_channels",
+    drop = {k: DROP for k in ("dim", "num_heads", "num_classes", "layer", "mlp_ratio", "in_channels",
                                "img_size", "time_steps")}
     path = write_upstream(tmp_path / "sparse.pth", model, upstream_args(**drop))
     with pytest.raises(CheckpointError) as e:

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import shared_path
 import yaml
 
 import snncompile
@@ -78,3 +79,55 @@ def test_train_writes_a_loadable_checkpoint_with_metrics(tmp_path):
     metrics = json.loads((tmp_path / "tiny.json").read_text())
     assert metrics["epochs"] == 1 and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["test_accuracy"] == loaded.metrics["test_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def upstream_checkpoint(tmp_path_factory):
+    from upstream_files import small_cfg, trained_like, upstream_args, write_upstream
+    path = tmp_path_factory.mktemp("upstream") / "checkpoint-199.pth.tar"
+    return write_upstream(path, trained_like(small_cfg(img_size=32)), upstream_args())
+
+
+@pytest.mark.parametrize("source", ["zoo", "upstream"])
+def test_export_snnir_then_inspect(tmp_path, source, upstream_checkpoint):
+    model = DEFAULT_MODEL if source == "zoo" else upstream_checkpoint
+    out = cli("export", model, "-o", tmp_path / "g.snnir")
+    assert out.returncode == 0, out.stdout + out.stderr
+    from snncompile.ir import io as ir_io
+    graph = ir_io.load(tmp_path / "g.snnir")
+    assert any(n.op.type_name() == "BlockLinearAttention" for n in graph.nodes.values())
+    shown = cli("inspect", tmp_path / "g.snnir")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "block.1.attn.attn_lif" in shown.stdout and "BlockLinearAttention" in shown.stdout
+    assert "threshold_cmp=>=" in shown.stdout and "history: export" in shown.stdout
+
+
+@pytest.mark.parametrize("source", ["zoo", "upstream"])
+def test_export_onnx_runs_in_onnxruntime(tmp_path, source, upstream_checkpoint):
+    import onnx
+    model = DEFAULT_MODEL if source == "zoo" else upstream_checkpoint
+    out = cli("export", model, "-o", tmp_path / "g.onnx")
+    assert out.returncode == 0, out.stdout + out.stderr
+    onnx.checker.check_model(str(tmp_path / "g.onnx"), full_check=True)
+
+
+def test_export_nir_refuses_attention_unless_a_part_is_asked_for(tmp_path):
+    import nir
+    out = cli("export", DEFAULT_MODEL, "-o", tmp_path / "g.nir")
+    assert out.returncode == 2
+    assert "multiplies two activations" in " ".join(out.stdout.split()) and "--nir-part" in out.stdout
+    out = cli("export", DEFAULT_MODEL, "-o", tmp_path / "g.nir", "--nir-part")
+    assert out.returncode == 0, out.stdout + out.stderr
+    graph = nir.read(tmp_path / "g.nir")  # type checking on
+    assert any(type(n).__name__ == "LIF" for n in graph.nodes.values())
+
+
+def test_inspect_a_nir_file_from_another_framework():
+    out = cli("inspect", shared_path("data", "nir", "cnn_sinabs.nir"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Conv2d" in out.stdout and "SumPool2d" in out.stdout
+
+
+def test_export_to_unknown_format_is_a_clear_error(tmp_path):
+    out = cli("export", DEFAULT_MODEL, "-o", tmp_path / "g.bin")
+    assert out.returncode == 2 and "--format snnir|nir|onnx" in out.stdout

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import SHARED
 import torch
 import torch.nn.functional as F
 
@@ -13,7 +14,7 @@ from snncompile.nn.sdt import SpikeDrivenTransformer, build_model
 from snncompile.config import ATTENTION_MODES, ConfigError, ModelConfig, parse_entry
 
 MODES = ["SDT", "STAtten", "SSA", "A2OS2A", "DS2TA"]
-KEYS_FILE = Path("/work/shared/spec/upstream_checkpoint_keys.txt")
+KEYS_FILE = SHARED / "spec" / "upstream_checkpoint_keys.txt"
 IMG, TSTEPS, CLASSES = 16, 4, 10
 
 

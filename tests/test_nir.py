@@ -8,6 +8,7 @@ from pathlib import Path
 import nir
 import numpy as np
 import pytest
+from conftest import SHARED
 import torch
 
 from snncompile.backends.nir_export import (NIRExportError, expressible_nodes, nir_problems, to_nir,
@@ -17,7 +18,7 @@ from snncompile.ir import SPIKE, Graph, Node, run_graph
 from snncompile.ir.ops import (LI, LIF, Add, BatchNorm, Conv2d, CubaLIF, Flatten, Input, Linear, MaxPool2d,
                                Mul, Output, Repeat, SpikeColumnSum, SumPool2d, TokenMean)
 
-DATA = Path("/work/shared/data/nir")
+DATA = SHARED / "data" / "nir"
 T = 6
 
 

@@ -31,6 +31,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import SHARED
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,10 +45,7 @@ try:  # tests/ as a package or as a rootdir-inserted directory
 except ImportError:
     import upstream_reference as ref
 
-_REPO = Path(__file__).resolve().parents[1]
-KEYS_FILE = next((p for p in (_REPO / "shared" / "spec" / "upstream_checkpoint_keys.txt",
-                              _REPO.parent / "shared" / "spec" / "upstream_checkpoint_keys.txt")
-                  if p.exists()), _REPO / "shared" / "spec" / "upstream_checkpoint_keys.txt")
+KEYS_FILE = SHARED / "spec" / "upstream_checkpoint_keys.txt"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,5 @@
+"""ONNX export of snncompile IR graphs: custom domain ``snncompile`` whose ops are model-local functions."""
+from .export import OnnxExportError, run_onnx, to_onnx, write_onnx
+from .functions import DOMAIN, SPECS
+
+__all__ = ["DOMAIN", "SPECS", "OnnxExportError", "run_onnx", "to_onnx", "write_onnx"]
