@@ -618,12 +618,12 @@ def test_unknown_node_type(tmp_path, good):
 
 
 def test_unknown_and_missing_fields(tmp_path, good):
-    expect_error(tmp_path, tamper(good, lambda d: node_of(d, "conv")["fields"].update(delay=1)),
-                 r"node 'conv' \(Conv2d\) field 'delay': unknown field for Conv2d \(its fields: weight, bias")
+    expect_error(tmp_path, tamper(good, lambda d: node_of(d, "conv")["fields"].update(latency=1)),
+                 r"node 'conv' \(Conv2d\) field 'latency': unknown field for Conv2d \(its fields: delay, overflow, weight, bias")
     expect_error(tmp_path, tamper(good, lambda d: node_of(d, "conv")["fields"].pop("groups")),
                  r"node 'conv' \(Conv2d\) field 'groups': missing field")
     expect_error(tmp_path, tamper(good, lambda d: node_of(d, "relu")["fields"].update(inplace=True)),
-                 r"node 'relu' \(ReLU\) field 'inplace': unknown field for ReLU \(its fields: none\)")
+                 r"node 'relu' \(ReLU\) field 'inplace': unknown field for ReLU \(its fields: delay, overflow\)")
 
 
 @pytest.mark.parametrize("node,field,value,pattern", [

@@ -89,6 +89,9 @@ def _reason(graph: Graph, name: str, types: dict[str, TensorType], fold_batchnor
     """Why node ``name`` cannot be written as NIR, or None if it can."""
     op = graph.op(name)
     kind = op.type_name()
+    if op.delay or op.overflow != "none":
+        return (f"delay={op.delay}, overflow={op.overflow!r}: NIR neurons are continuous-time and untyped, "
+                "with no per-node step delay or integer overflow")
     if kind in _REASONS:
         return _REASONS[kind]
     if kind in ("Input", "Output", "Repeat", "Conv2d", "SumPool2d", "Flatten", "Scale", "CubaLIF", "LI"):

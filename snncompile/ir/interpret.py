@@ -8,6 +8,13 @@ import torch
 from .graph import Graph
 
 
+def delayed(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """A ``[T, B, ...]`` stream shifted ``steps`` later in time, zeros first (a node's ``delay``)."""
+    if steps == 0:
+        return x
+    return torch.cat([torch.zeros_like(x[:steps]), x[:-steps]])[: x.shape[0]]
+
+
 def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs") -> dict[str, torch.Tensor]:
     """Run ``graph`` on ``feeds`` (Input node name -> tensor; ``[B, ...]`` static, ``[T, B, ...]`` stream).
 
@@ -20,10 +27,15 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
         raise ValueError(f"feeds must name exactly the graph inputs {graph.inputs()}; "
                          f"missing {missing}, unknown {unknown}")
     values: dict[str, torch.Tensor] = {}
+    types = graph.types()
     with torch.no_grad():
         for name in graph.topo_order():
             node = graph.nodes[name]
-            values[name] = feeds[name] if name in feeds else node.op.run(*(values[s] for s in node.inputs))
+            if name in feeds:
+                values[name] = feeds[name]
+                continue
+            out = node.op.run(*(values[s] for s in node.inputs))
+            values[name] = delayed(out, node.op.delay) if types[name].time == "stream" else out
     if keep == "all":
         return values
     return {name: values[name] for name in graph.outputs}

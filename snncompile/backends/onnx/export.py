@@ -54,6 +54,9 @@ def _problems(graph: Graph) -> list[str]:
         op, type_name = node.op, node.op.type_name()
         if type_name not in SPECS:
             problems.append(f"node {name!r} ({type_name}): no ONNX function is defined for this op type")
+        elif op.delay or op.overflow != "none":
+            problems.append(f"node {name!r} ({type_name}): delay={op.delay}, overflow={op.overflow!r}: the ONNX "
+                            f"export carries float graphs without scheduling delays or integer overflow")
         elif type_name == "BlockLinearAttention" and graph.time_steps % op.block:
             problems.append(f"node {name!r} (BlockLinearAttention): time_steps={graph.time_steps} is not a "
                             f"multiple of block={op.block}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar, Sequence
+from typing import ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,13 @@ class Op:
     """Base class. ``ARITY``: number of inputs (``None``: one or more)."""
 
     ARITY: ClassVar[int | None] = 1
+
+    delay: int = dataclasses.field(default=0, metadata={"doc": (
+        "timesteps between an input and its effect on the output on a time-stepped target; the output "
+        "stream is y[t] = f(x)[t - delay], zero before (0: the same step; set by scheduling passes)")})
+    overflow: Literal["none", "saturate", "wrap"] = dataclasses.field(default="none", metadata={"doc": (
+        "what an integer result outside its dtype does: 'saturate' clips, 'wrap' is two's complement; "
+        "'none' for float results, which cannot overflow")})
 
     def __post_init__(self):
         # Parameter arrays are owned by the node and immutable: passes build new nodes.
@@ -63,6 +70,13 @@ class Op:
 
     def problems(self) -> list[str]:
         return []
+
+    def common_problems(self) -> list[str]:
+        """Checks of the fields every node type has (``problems`` covers the type's own)."""
+        p = [] if isinstance(self.delay, int) and self.delay >= 0 else [f"delay must be an int >= 0, got {self.delay!r}"]
+        if self.overflow not in ("none", "saturate", "wrap"):
+            p.append(f"overflow must be 'none', 'saturate' or 'wrap', got {self.overflow!r}")
+        return p
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         raise NotImplementedError

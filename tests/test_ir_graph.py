@@ -1,0 +1,47 @@
+"""Fields every node type has: ``delay`` (time-stepped latency) and ``overflow``; their checks and their
+meaning in the float interpreter, and the exporters that refuse what they cannot carry."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from snncompile.backends.nir_export import NIRExportError, to_nir
+from snncompile.backends.onnx import OnnxExportError, to_onnx
+from snncompile.ir import Graph, GraphError, Node, run_graph
+from snncompile.ir.ops import LIF, OPS, Input, Linear, Output
+
+
+def chain(**linear_fields) -> Graph:
+    w = np.array([[1.0, 2.0], [0.5, -1.0]], dtype=np.float32)
+    return Graph({"x": Node(Input(shape=(2,))), "fc": Node(Linear(weight=w, **linear_fields), ("x",)),
+                  "lif": Node(LIF(), ("fc",)), "y": Node(Output(), ("lif",))}, ("y",), time_steps=5)
+
+
+def test_every_op_type_has_delay_and_overflow():
+    for op in OPS:
+        names = {f.name for f in dataclasses.fields(op)}
+        assert {"delay", "overflow"} <= names, op.__name__
+
+
+def test_delay_shifts_the_stream_later_with_zeros_first():
+    x = torch.arange(20, dtype=torch.float32).reshape(5, 2, 2)
+    plain = run_graph(chain(), {"x": x}, keep="all")["fc"]
+    late = run_graph(chain(delay=2), {"x": x}, keep="all")["fc"]
+    assert torch.equal(late[:2], torch.zeros_like(late[:2]))
+    assert torch.equal(late[2:], plain[:3])
+
+
+def test_bad_delay_and_overflow_are_reported_together():
+    with pytest.raises(GraphError) as e:
+        chain(delay=-1, overflow="clip").validate()
+    text = str(e.value)
+    assert "node 'fc' (Linear): delay must be an int >= 0, got -1" in text
+    assert "overflow must be 'none', 'saturate' or 'wrap', got 'clip'" in text
+
+
+def test_exporters_refuse_delays_they_cannot_carry():
+    with pytest.raises(OnnxExportError, match=r"node 'fc' \(Linear\): delay=1"):
+        to_onnx(chain(delay=1))
+    with pytest.raises(NIRExportError, match=r"delay=1"):
+        to_nir(chain(delay=1))
