@@ -1,0 +1,1 @@
+"""Training and float evaluation of zoo models."""
