@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 # CI clones the repository with shared/ beside it, as in the development checkout.
@@ -14,3 +15,13 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is not available (shared/ is expected beside the repository)")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def single_thread():
+    """The suite's tensors are tiny: on a 2-core machine intra-op threads only add contention (and one
+    thread count for the whole run keeps float reductions in the same order in every test)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -21,15 +21,6 @@ from snncompile.config import ModelConfig
 T, B, H, N, D_HEAD = 4, 2, 2, 5, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: intra-op threads only add contention on a loaded machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def _spikes(*shape, p=0.5, seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(*shape, generator=g) < p).to(torch.float64)

@@ -31,14 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 IMG, T = 16, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------

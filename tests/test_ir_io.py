@@ -165,6 +165,7 @@ def test_round_trip_every_op(tmp_path):
     h = load(path)
     assert_same_graph(g, h)
     assert graph_digest(h) == graph_digest(g)
+    assert h.types() == g.types()
     for node in h.nodes.values():  # arrays are owned and read-only, as Op guarantees
         for a in node.op.arrays().values():
             assert not a.flags.writeable
@@ -209,6 +210,20 @@ def test_graph_json_layout():
     assert set(doc["arrays"]) | {"graph.json"} == entries
     assert doc["history"][0]["options"]["erode"] == [True, False]
     assert doc["history"][0]["options"]["tags"] == {"list": ["a", "b"]}
+    # every node records its output type, exactly as inference gives it
+    assert all(list(n) == ["name", "type", "inputs", "out", "fields"] for n in doc["nodes"])
+    types = every_op_graph().types()
+    for name, n in nodes.items():
+        t = types[name]
+        assert n["out"] == {"shape": list(t.shape), "dtype": str(t.dtype), "time": t.time}, name
+        assert list(n["out"]) == ["shape", "dtype", "time"]
+    assert nodes["img"]["out"] == {"shape": [3, 8, 8], "dtype": "float32", "time": "static"}
+    assert nodes["rep"]["out"] == {"shape": [3, 8, 8], "dtype": "float32", "time": "stream"}
+    assert nodes["lif"]["out"] == {"shape": [4, 8, 8], "dtype": "spike", "time": "stream"}
+    assert nodes["tlif"]["out"]["dtype"] == "ternary"
+    assert nodes["csum"]["out"]["dtype"].startswith("uint")
+    assert nodes["s"]["out"] == {"shape": [], "dtype": "int8", "time": "stream"}
+    assert nodes["fc"]["out"] == {"shape": [10], "dtype": "float32", "time": "stream"}
 
 
 EXTREME_FLOATS = [0.1, 1 / 3, -0.0, 0.0, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
@@ -275,6 +290,20 @@ def test_digest_covers_content_but_not_history():
     lif = small_lif_graph(1.0)
     assert graph_digest(small_lif_graph(1)) != graph_digest(lif)  # int 1 vs float 1.0
     assert graph_digest(small_lif_graph(-0.0)) != graph_digest(small_lif_graph(0.0))
+
+
+def test_digest_ignores_recorded_types(monkeypatch):
+    """The ``out`` records are derived data: the digest neither includes them nor runs inference."""
+    g = every_op_graph()
+    d = graph_digest(g)
+    h = from_bytes(to_bytes(g))
+
+    def no_inference(self):
+        raise AssertionError("graph_digest ran type inference")
+    monkeypatch.setattr(Graph, "types", no_inference)
+    assert graph_digest(g) == graph_digest(h) == d
+    broken = _replace_op(small_graph(), "x", shape=(5,))  # Linear expects 4: no types can be inferred
+    assert len(graph_digest(broken)) == 64
 
 
 def small_lif_graph(v_reset) -> Graph:
@@ -679,6 +708,73 @@ def test_invalid_graph_reports_graph_problems(tmp_path, good):
     # a type error found by inference (Linear expects 64 inputs) is reported too
     expect_error(tmp_path, tamper(good, lambda d: node_of(d, "fc").update(inputs=["tok"])),
                  r"invalid graph.*node 'fc' \(Linear\): Linear expects last axis 64")
+
+
+@pytest.mark.parametrize("node,change,recorded,inferred,differ", [
+    ("conv", {"shape": [4, 8, 9]}, r"float32\[4, 8, 9\] \(stream\)", r"float32\[4, 8, 8\] \(stream\)", "shape"),
+    ("conv", {"shape": [4, 8]}, r"float32\[4, 8\] \(stream\)", r"float32\[4, 8, 8\] \(stream\)", "shape"),
+    ("s", {"shape": [1]}, r"int8\[1\] \(stream\)", r"int8\[\] \(stream\)", "shape"),
+    ("lif", {"dtype": "float32"}, r"float32\[4, 8, 8\] \(stream\)", r"spike\[4, 8, 8\] \(stream\)", "dtype"),
+    ("s", {"dtype": "uint8"}, r"uint8\[\] \(stream\)", r"int8\[\] \(stream\)", "dtype"),
+    ("tlif", {"dtype": "spike"}, r"spike\[", r"ternary\[", "dtype"),
+    ("img", {"time": "stream"}, r"float32\[3, 8, 8\] \(stream\)", r"float32\[3, 8, 8\] \(static\)", "time"),
+    ("rep", {"time": "static"}, r"float32\[3, 8, 8\] \(static\)", r"float32\[3, 8, 8\] \(stream\)", "time"),
+    ("fc", {"shape": [9], "dtype": "spike", "time": "static"}, r"spike\[9\] \(static\)",
+     r"float32\[10\] \(stream\)", "shape, dtype, time differ"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_recorded_types_must_match_inference(tmp_path, good, node, change, recorded, inferred, differ):
+    err = expect_error(tmp_path, tamper(good, lambda d: node_of(d, node)["out"].update(change)),
+                       rf"node {node!r} \(\w+\): the recorded output type {recorded}.* differs from the inferred "
+                       rf"type {inferred}.* \({differ}")
+    assert "\n" not in str(err)
+
+
+def test_field_edit_without_its_recorded_type_is_caught(tmp_path, good):
+    """Editing a field that changes a type, but not the ``out`` records, is refused."""
+    expect_error(tmp_path, tamper(good, lambda d: node_of(d, "s")["fields"].update(dtype={"dtype": "int16"})),
+                 r"node 's' \(Input\): the recorded output type int8\[\] \(stream\) differs from the inferred "
+                 r"type int16\[\] \(stream\) \(dtype differs")
+    # changing fields and every affected record consistently gives a (different) valid graph
+    def consistent(d):
+        node_of(d, "s")["fields"]["dtype"] = {"dtype": "int16"}
+        node_of(d, "s")["out"]["dtype"] = "int16"
+    h = from_bytes(tamper(good, consistent))
+    assert h.types()["s"].dtype == int_type(16)
+
+
+def test_recorded_types_are_checked_after_graph_validity(tmp_path, good):
+    """An invalid graph is reported as such (types cannot be inferred), not as a type mismatch."""
+    def break_it(d):
+        node_of(d, "fc").update(inputs=["tok"])
+        node_of(d, "fc")["out"]["shape"] = [99]
+    err = expect_error(tmp_path, tamper(good, break_it), r"invalid graph.*Linear expects last axis 64")
+    assert "recorded output type" not in str(err)
+
+
+@pytest.mark.parametrize("mutate,pattern", [
+    (lambda n: n.pop("out"), r"nodes\[\d+\]: missing key\(s\) 'out'"),
+    (lambda n: n.update(out=None), r"node 'conv' \(Conv2d\) out must be a JSON object, got None"),
+    (lambda n: n.update(out="float32[4, 8, 8]"), r"node 'conv' \(Conv2d\) out must be a JSON object"),
+    (lambda n: n.update(out=[[4, 8, 8], "float32", "stream"]), r"node 'conv' \(Conv2d\) out must be a JSON object"),
+    (lambda n: n["out"].pop("time"), r"node 'conv' \(Conv2d\) out: missing key\(s\) 'time'"),
+    (lambda n: n["out"].pop("shape"), r"node 'conv' \(Conv2d\) out: missing key\(s\) 'shape'"),
+    (lambda n: n["out"].update(layout="NCHW"), r"node 'conv' \(Conv2d\) out: unknown key\(s\) 'layout'"),
+    (lambda n: n["out"].update(shape="4,8,8"), r"out: shape must be a list of non-negative integers, got '4,8,8'"),
+    (lambda n: n["out"].update(shape=[4, -8, 8]), r"out: shape must be a list of non-negative integers"),
+    (lambda n: n["out"].update(shape=[4, 8.0, 8]), r"out: shape must be a list of non-negative integers"),
+    (lambda n: n["out"].update(shape=[4, True, 8]), r"out: shape must be a list of non-negative integers"),
+    (lambda n: n["out"].update(shape={"list": [4, 8, 8]}), r"out: shape must be a list of non-negative integers"),
+    (lambda n: n["out"].update(dtype={"dtype": "float32"}), r"out: dtype must be a string"),
+    (lambda n: n["out"].update(dtype=None), r"out: dtype must be a string"),
+    (lambda n: n["out"].update(dtype="bfloat16"), r"out: unknown dtype 'bfloat16'"),
+    (lambda n: n["out"].update(dtype="<f4"), r"out: unknown dtype '<f4'"),
+    (lambda n: n["out"].update(dtype="float032"), r"out: dtype 'float032' is not in canonical form 'float32'"),
+    (lambda n: n["out"].update(dtype="float0"), r"out: dtype bits must be >= 1"),
+    (lambda n: n["out"].update(time="Stream"), r"out: time must be 'stream' or 'static', got 'Stream'"),
+    (lambda n: n["out"].update(time=None), r"out: time must be 'stream' or 'static', got None"),
+])
+def test_malformed_recorded_types(tmp_path, good, mutate, pattern):
+    expect_error(tmp_path, tamper(good, lambda d: mutate(node_of(d, "conv"))), pattern)
 
 
 def test_array_entry_missing(tmp_path, good):

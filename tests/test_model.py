@@ -18,15 +18,6 @@ KEYS_FILE = SHARED / "spec" / "upstream_checkpoint_keys.txt"
 IMG, TSTEPS, CLASSES = 16, 4, 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: intra-op threads only add contention on a loaded machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def small_cfg(mode="STAtten", dvs=False, **kw):
     base = dict(attention=mode, img_size=IMG, in_channels=2 if dvs else 3, num_classes=CLASSES, dim=32,
                 num_heads=4, layers=2, time_steps=TSTEPS, chunk_size=2, pooling_stat="0011", dvs_mode=dvs)

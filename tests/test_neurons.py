@@ -18,15 +18,6 @@ from snncompile.nn.neurons import (MultiStepLIF, MultiStepParametricLIF, MultiSt
                                    heaviside, make_neuron)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: intra-op threads only add contention on a loaded machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def _seq(values, dtype=torch.float32):
     """A [T, 1] tensor from a list (one neuron)."""
     return torch.tensor(values, dtype=dtype).unsqueeze(1)

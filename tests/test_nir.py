@@ -22,15 +22,6 @@ DATA = SHARED / "data" / "nir"
 T = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors on a shared 2-core machine: intra-op threads only add contention."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 

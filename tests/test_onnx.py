@@ -27,15 +27,6 @@ from snncompile.nn.sdt import build_model
 T, B = 4, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors on a shared 2-core machine: intra-op threads only add contention."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def f32(a) -> np.ndarray:
     return np.asarray(a, np.float32)
 

@@ -47,17 +47,9 @@ def test_shipped_checkpoint_is_small_and_records_its_metrics(entry):
     assert sidecar["test_accuracy"] == loaded.metrics["test_accuracy"] >= TARGET[entry.data.dataset]
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", SHIPPED, ids=lambda e: e.name)
-def test_shipped_checkpoint_reevaluates_to_the_recorded_accuracy(entry, one_thread):
+def test_shipped_checkpoint_reevaluates_to_the_recorded_accuracy(entry):
     loaded = snncompile.load_checkpoint(entry.checkpoint)
     accuracy = evaluate(loaded.model, load_dataset(entry.data, entry.model, "test"), batch_size=360)
     assert accuracy == pytest.approx(loaded.metrics["test_accuracy"], abs=1e-9)

@@ -18,14 +18,6 @@ SHIPPED = [e for e in ENTRIES if e.checkpoint is not None]
 SAMPLES = 24
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _feeds(graph, x):
     (name,) = graph.inputs()
     return {name: x if graph.op(name).time == "static" else x.transpose(0, 1).contiguous()}

@@ -34,10 +34,22 @@ There are no other entries. ``graph.json`` is an object with exactly these keys:
      "nodes": [                          # in graph order (the order is meaningful)
        {"name": "conv1", "type": "Conv2d",          # type: the class name in OPS_BY_NAME
         "inputs": ["x"],                             # producer names, in input-port order
+        "out": {"shape": [8, 32, 32], "dtype": "float32", "time": "stream"},  # the output type
         "fields": {"weight": {"array": "arrays/0001.weight.npy"}, "bias": null,
                    "stride": [1, 1], "padding": [1, 1], "dilation": [1, 1], "groups": 1}}, ...],
      "history": [{"name": "fold_batchnorm", "options": {...values...}, "digest": "<hex>"}, ...],
      "arrays": {"arrays/0001.weight.npy": {"dtype": "<f4", "shape": [8, 3, 3, 3], "sha256": "<hex>"}}}
+
+Each node entry has exactly the keys ``name``, ``type``, ``inputs``, ``out`` and ``fields`` (written in
+that order).
+
+``out`` records the node's output type (:class:`~snncompile.ir.types.TensorType`), as
+``Graph.types()`` infers it, so that a reader sees every tensor's shape, dtype and time layout without
+running inference. It is an object with exactly these keys: ``shape``, the per-sample, per-timestep shape
+as a list of non-negative integers (``[]`` for a scalar); ``dtype``, the ``DType`` in its canonical
+``str`` form (``"float32"``, ``"spike"``, ``"ternary"``, ``"int8"``, ``"uint5"``; ``DType.parse`` reads
+it back); ``time``, ``"stream"`` or ``"static"``. ``out`` is derived data: ``save`` writes what inference
+gives, and ``load`` checks that every recorded ``out`` equals the type inferred from the loaded graph.
 
 ``fields`` holds every init field of the node's dataclass, no more and no fewer. The ``arrays``
 manifest lists every array entry: ``dtype`` is numpy's ``dtype.str`` (byte order included), and
@@ -84,11 +96,17 @@ whose ``.npy`` header has already been checked. It refuses each of these with an
 - the wrong magic, or a ``format_version`` that is newer than this package or has no upgrade path;
 - an unknown node type, an unknown or missing field, a value of the wrong type, or an unknown tag;
 - a duplicated node name;
+- a node's ``out`` that is missing, is not an object with exactly the keys ``shape``, ``dtype`` and
+  ``time``, has a shape that is not a list of non-negative integers, a dtype that is unknown or not in
+  canonical form, or a time layout other than ``stream``/``static``;
 - an array missing from the manifest or from the zip, a manifest entry no field references, or an
   unexpected entry;
 - a ``.npy`` header whose dtype or shape differs from the manifest, a size that does not match the
   header, an object or structured dtype, or a sha256 mismatch;
-- a graph that is well-formed but invalid: the ``Graph.problems()`` list is reported.
+- a graph that is well-formed but invalid: the ``Graph.problems()`` list is reported;
+- a valid graph in which a node's recorded ``out`` differs from its inferred type: the message names the
+  node, the recorded type, the inferred type and which of shape, dtype and time differ. This check comes
+  after the ``Graph.problems()`` check, since types can only be inferred for a valid graph.
 
 Versions and upgrades
 ---------------------
@@ -100,7 +118,9 @@ loader sets ``format_version``. Array entries stay as they are: a step may renam
 ``{"array": ...}`` references and their manifest entries. It cannot create array data.
 
 To change the format, for example when an op gains, loses or renames a field (any change to an op's
-dataclass fields changes the format), do all of the following:
+dataclass fields changes the format), do all of the following. A change to an op's type inference that
+changes the output type of existing files' nodes changes the format too (``load`` would refuse those
+files' ``out`` records); its upgrade step rewrites the affected ``out`` records.
 
 1. Bump ``FORMAT_VERSION`` to ``N + 1`` and add a line to the changelog below.
 2. Write ``def upgrade_vN_to_vN1(doc: dict) -> dict`` that rewrites a version-``N`` document into
@@ -109,7 +129,8 @@ dataclass fields changes the format), do all of the following:
 3. Register it with ``UPGRADES[N] = upgrade_vN_to_vN1``.
 4. Commit a version-``N`` file under ``tests/data/`` and a test that loads it.
 
-Changelog: version 1, the first format.
+Changelog: version 1, the first format. (Before version 1 was first released, node entries gained the
+``out`` record; as no version-1 file without it was ever released, that needed no version bump.)
 
 Digest
 ------
@@ -118,8 +139,10 @@ Digest
 fields], ...]}``. Values use the encoding above, except that an array becomes ``{"array": {"dtype":
 dtype.str, "shape": [...], "sha256": <raw C-order bytes>}}``. It covers structure, node order, every
 field, and array bytes, dtypes and shapes. It leaves out ``history``, so that a pass can store the
-digest of its result in that result's history, and it does not depend on the file format version
-or on entry names. Equal graphs have equal digests. ``load(save(g))`` has the digest of ``g``.
+digest of its result in that result's history, and the recorded ``out`` types, which are derived from
+the rest (so ``graph_digest`` never runs type inference and works on invalid graphs too). It does not
+depend on the file format version or on entry names. Equal graphs have equal digests. ``load(save(g))``
+has the digest of ``g``.
 """
 from __future__ import annotations
 
@@ -141,7 +164,7 @@ import numpy as np
 
 from .graph import Graph, HistoryEntry, Node
 from .ops import OPS_BY_NAME, Op
-from .types import DType
+from .types import DType, TensorType
 
 MAGIC = "snncompile-ir"
 FORMAT_VERSION = 1
@@ -161,7 +184,9 @@ _COMPRESSLEVEL = 6
 _ARRAY_KINDS = "biufc"  # bool, int, uint, float, complex
 _TAGS = ("float", "list", "dict", "dtype", "array")
 _DOC_KEYS = ("format", "format_version", "time_steps", "outputs", "nodes", "history", "arrays")
-_NODE_KEYS = ("name", "type", "inputs", "fields")
+_NODE_KEYS = ("name", "type", "inputs", "out", "fields")
+_OUT_KEYS = ("shape", "dtype", "time")
+_TIME_LAYOUTS = ("stream", "static")
 _HISTORY_KEYS = ("name", "options", "digest")
 _MANIFEST_KEYS = ("dtype", "shape", "sha256")
 
@@ -418,8 +443,48 @@ def graph_digest(graph: Graph) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
+def _encode_type(t: Any, where: str) -> dict:
+    """The ``out`` record of an inferred output type: ``{"shape", "dtype", "time"}``."""
+    if not isinstance(t, TensorType):
+        raise _Problem(f"{where}: type inference gave {_short(t)}, not a TensorType")
+    shape = t.shape
+    if not isinstance(shape, tuple) or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+                                               and d >= 0 for d in shape):
+        raise _Problem(f"{where}: inferred shape {_short(shape)} is not a tuple of non-negative integers")
+    dtype = _encode(t.dtype, f"{where} dtype", None) if isinstance(t.dtype, DType) else None
+    if dtype is None:
+        raise _Problem(f"{where}: inferred dtype {_short(t.dtype)} is not a DType")
+    if t.time not in _TIME_LAYOUTS:
+        raise _Problem(f"{where}: inferred time layout {_short(t.time)} is not 'stream' or 'static'")
+    return {"shape": [int(d) for d in shape], "dtype": dtype["dtype"], "time": t.time}
+
+
+def _decode_type(j: Any, where: str) -> TensorType:
+    """The TensorType an ``out`` record states (strict keys, canonical dtype text)."""
+    _keys(j, _OUT_KEYS, where)
+    shape, dtype_text, time = j["shape"], j["dtype"], j["time"]
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise _Problem(f"{where}: shape must be a list of non-negative integers, got {_short(shape)}")
+    if not isinstance(dtype_text, str):
+        raise _Problem(f"{where}: dtype must be a string such as 'float32', 'spike' or 'uint5', "
+                       f"got {_short(dtype_text)}")
+    try:
+        dtype = DType.parse(dtype_text)
+    except ValueError as e:
+        raise _Problem(f"{where}: {e}") from None
+    if str(dtype) != dtype_text:
+        raise _Problem(f"{where}: dtype {dtype_text!r} is not in canonical form {str(dtype)!r}")
+    if not isinstance(time, str) or time not in _TIME_LAYOUTS:
+        raise _Problem(f"{where}: time must be 'stream' or 'static', got {_short(time)}")
+    return TensorType(tuple(shape), dtype, time)
+
+
+def _type_text(t: TensorType) -> str:
+    return f"{t.dtype}[{', '.join(map(str, t.shape))}] ({t.time})"
+
+
 def _document(graph: Graph) -> tuple[dict, dict[str, bytes]]:
-    """The ``graph.json`` document and the array entries of ``graph``."""
+    """The ``graph.json`` document and the array entries of ``graph`` (which must be valid)."""
     _check_header(graph)
     blobs: dict[str, bytes] = {}
     manifest: dict[str, dict] = {}
@@ -433,7 +498,12 @@ def _document(graph: Graph) -> tuple[dict, dict[str, bytes]]:
         manifest[entry] = {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": _array_sha256(a)}
         return entry
 
-    nodes = _encode_nodes(graph, array_ref)
+    nodes = _encode_nodes(graph, array_ref)  # checks every value's type first, so validate() sees sane fields
+    types = graph.types()  # validates first: GraphError for an invalid graph
+    for n in nodes:  # key order: name, type, inputs, out, fields
+        fields = n.pop("fields")
+        n["out"] = _encode_type(types[n["name"]], _where(n["name"], n["type"]) + " out")
+        n["fields"] = fields
     history = []
     for i, h in enumerate(graph.history):
         if not isinstance(h, HistoryEntry) or not isinstance(h.name, str) or not isinstance(h.digest, str) \
@@ -451,8 +521,7 @@ def _document(graph: Graph) -> tuple[dict, dict[str, bytes]]:
 
 
 def _write_zip(fileobj, graph: Graph) -> None:
-    doc, blobs = _document(graph)  # checks every value's type first, so validate() sees sane fields
-    graph.validate()
+    doc, blobs = _document(graph)
     try:
         text = json.dumps(doc, indent=1, ensure_ascii=True, allow_nan=False)
     except ValueError as e:  # e.g. an int beyond Python's int/str conversion limit
@@ -715,6 +784,7 @@ def _build(doc: Any, reader: _Reader) -> Graph:
     if not isinstance(doc["nodes"], list):
         raise _Problem(f"nodes must be a list, got {_short(doc['nodes'])}")
     nodes: dict[str, Node] = {}
+    recorded: dict[str, TensorType] = {}
     for index, jn in enumerate(doc["nodes"]):
         _keys(jn, _NODE_KEYS, f"nodes[{index}]")
         name, type_name, inputs, fields = jn["name"], jn["type"], jn["inputs"], jn["fields"]
@@ -728,6 +798,7 @@ def _build(doc: Any, reader: _Reader) -> Graph:
         cls = OPS_BY_NAME[type_name]
         if not isinstance(inputs, list) or not all(isinstance(s, str) for s in inputs):
             raise _Problem(f"{_where(name, type_name)}: inputs must be a list of node names, got {_short(inputs)}")
+        recorded[name] = _decode_type(jn["out"], f"{_where(name, type_name)} out")
         if not isinstance(fields, dict):
             raise _Problem(f"{_where(name, type_name)}: fields must be a JSON object, got {_short(fields)}")
         expected = [f.name for f in _init_fields(cls)]
@@ -768,6 +839,18 @@ def _build(doc: Any, reader: _Reader) -> Graph:
         raise _Problem(f"the graph cannot be checked: {type(e).__name__}: {e}") from None
     if problems:
         raise _Problem("the file describes an invalid graph:\n  - " + "\n  - ".join(problems))
+    try:
+        inferred = graph.types()
+    except Exception as e:
+        raise _Problem(f"the graph's types cannot be inferred: {type(e).__name__}: {e}") from None
+    for name, node in graph.nodes.items():
+        rec, inf = recorded[name], inferred[name]
+        if rec != inf:
+            differ = [k for k in _OUT_KEYS if getattr(rec, k) != getattr(inf, k)]
+            raise _Problem(f"{_where(name, node.op.type_name())}: the recorded output type {_type_text(rec)} "
+                           f"differs from the inferred type {_type_text(inf)} ({', '.join(differ)} "
+                           f"{'differs' if len(differ) == 1 else 'differ'}; the file was changed, or was "
+                           f"written with different type inference)")
     return graph
 
 
