@@ -379,6 +379,18 @@ _REFUSED = {
 }
 
 
+def _membrane_input(b: _Builder, name: str, node, shape, ctx: _Ctx, hints, x: str, leaky: bool):
+    """The LIF/LI fields for the membrane and the node feeding it (a ``Scale`` by ``r`` when needed)."""
+    if leaky:
+        fields, scale = _leaky(name, node, shape, ctx, hints)
+    else:
+        r = _per_neuron(name, "r", node.r, shape)
+        fields, scale = dict(leak_encoding="none"), (None if np.all(r == 1) else r)
+    if scale is not None:
+        x = b.add(b.fresh(f"{name}.r"), Scale(scale=_compact(scale)), (x,), name)
+    return fields, x
+
+
 def _convert(b: _Builder, name: str, node, x: str, ctx: _Ctx) -> None:
     """Add the IR nodes for NIR node ``name`` fed by IR node ``x``; the last one is named ``name``."""
     kind = type(node).__name__
@@ -438,23 +450,11 @@ def _convert(b: _Builder, name: str, node, x: str, ctx: _Ctx) -> None:
         theta, cmp = _threshold(name, node, shape, ctx, hints)
         v_reset = _scalar(name, "v_reset", _per_neuron(name, "v_reset", node.v_reset, shape)) \
             if node.v_reset is not None else 0.0
-        if kind == "IF":
-            r = _per_neuron(name, "r", node.r, shape)
-            fields, scale = dict(leak_encoding="none"), (None if np.all(r == 1) else r)
-        else:
-            fields, scale = _leaky(name, node, shape, ctx, hints)
-        if scale is not None:
-            x = b.add(b.fresh(f"{name}.r"), Scale(scale=_compact(scale)), (x,), name)
+        fields, x = _membrane_input(b, name, node, shape, ctx, hints, x, leaky=kind != "IF")
         b.add(final, LIF(v_threshold=_compact(theta), v_reset=v_reset, threshold_cmp=cmp, reset=ctx.reset,
                          **fields), (x,), name)
     elif kind in ("LI", "I"):
-        if kind == "I":
-            r = _per_neuron(name, "r", node.r, shape)
-            fields, scale = dict(leak_encoding="none"), (None if np.all(r == 1) else r)
-        else:
-            fields, scale = _leaky(name, node, shape, ctx, hints)
-        if scale is not None:
-            x = b.add(b.fresh(f"{name}.r"), Scale(scale=_compact(scale)), (x,), name)
+        fields, x = _membrane_input(b, name, node, shape, ctx, hints, x, leaky=kind != "I")
         b.add(final, LI(**fields), (x,), name)
     else:
         raise NIRImportError(f"node {name!r}: NIR node type {kind} is not supported")

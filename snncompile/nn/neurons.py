@@ -96,14 +96,16 @@ class MultiStepLIF(nn.Module):
         v = torch.full_like(x_seq[0], self.v_reset)
         spikes, vs = [], []
         for x in x_seq:
-            h = self.charge(v, x)
-            spike, v = fire_and_reset(h, self.v_threshold, self.v_reset, self.surrogate_alpha,
-                                       self.detach_reset)
+            spike, v = self.fire(self.charge(v, x))
             spikes.append(spike)
             if self.record_v:
                 vs.append(v)
         self.v_seq = torch.stack(vs) if self.record_v else None
         return torch.stack(spikes)
+
+    def fire(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spike and post-reset membrane from the charged membrane ``h``."""
+        return fire_and_reset(h, self.v_threshold, self.v_reset, self.surrogate_alpha, self.detach_reset)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, v_threshold={self.v_threshold}, v_reset={self.v_reset}"
@@ -146,22 +148,11 @@ class MultiStepTernaryLIF(MultiStepLIF):
     SpikingJelly form used by the rest of the backbone (tau 2, threshold 1).
     """
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        self._check_sequence(x_seq)
-        v = torch.full_like(x_seq[0], self.v_reset)
-        spikes, vs = [], []
-        for x in x_seq:
-            h = self.charge(v, x)
-            pos = heaviside(h - self.v_threshold, self.surrogate_alpha)
-            neg = heaviside(-h - self.v_threshold, self.surrogate_alpha)
-            spike = pos - neg
-            fired = (pos + neg).detach() if self.detach_reset else pos + neg
-            v = (1.0 - fired) * h + fired * self.v_reset
-            spikes.append(spike)
-            if self.record_v:
-                vs.append(v)
-        self.v_seq = torch.stack(vs) if self.record_v else None
-        return torch.stack(spikes)
+    def fire(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = heaviside(h - self.v_threshold, self.surrogate_alpha)
+        neg = heaviside(-h - self.v_threshold, self.surrogate_alpha)
+        fired = (pos + neg).detach() if self.detach_reset else pos + neg
+        return pos - neg, (1.0 - fired) * h + fired * self.v_reset
 
 
 def make_neuron(spike_mode: str, v_threshold: float = 1.0) -> MultiStepLIF:

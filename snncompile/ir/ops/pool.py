@@ -12,6 +12,15 @@ from .base import Op, expect, expect_stream, param
 from .linear import _frames
 
 
+def _window_problems(kernel, stride, padding) -> list[str]:
+    p = []
+    if any(2 * pad > k for pad, k in zip(padding, kernel)):
+        p.append(f"padding {padding} exceeds half the kernel {kernel}")
+    if min(kernel) < 1 or min(stride) < 1 or min(padding) < 0:
+        p.append(f"kernel {kernel} and stride {stride} must be >= 1, padding >= 0")
+    return p
+
+
 def _pooled(x: TensorType, kernel, stride, padding, what: str) -> tuple[int, ...]:
     expect_stream(x)
     expect(len(x.shape) == 3, f"{what} needs [C, H, W] input, got {x}")
@@ -37,11 +46,7 @@ class MaxPool2d(Op):
 
     def problems(self) -> list[str]:
         p = [] if self.mode in ("or", "max") else [f"mode must be 'or' or 'max', got {self.mode!r}"]
-        if any(2 * pad > k for pad, k in zip(self.padding, self.kernel)):
-            p.append(f"padding {self.padding} exceeds half the kernel {self.kernel}")
-        if min(self.kernel) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
-            p.append(f"kernel {self.kernel} and stride {self.stride} must be >= 1, padding >= 0")
-        return p
+        return p + _window_problems(self.kernel, self.stride, self.padding)
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
@@ -64,12 +69,7 @@ class SumPool2d(Op):
     padding: tuple[int, int] = param("zero padding ``p`` on each side (at most half the kernel)", (0, 0))
 
     def problems(self) -> list[str]:
-        p = []
-        if any(2 * pad > k for pad, k in zip(self.padding, self.kernel)):
-            p.append(f"padding {self.padding} exceeds half the kernel {self.kernel}")
-        if min(self.kernel) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
-            p.append(f"kernel {self.kernel} and stride {self.stride} must be >= 1, padding >= 0")
-        return p
+        return _window_problems(self.kernel, self.stride, self.padding)
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
