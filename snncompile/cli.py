@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from .backends.nir_export import NIRExportError, expressible_nodes, nir_problems, write_nir
 from .backends.onnx import OnnxExportError, to_onnx
@@ -70,14 +70,14 @@ def _entry_named(name: Optional[str]) -> Optional[ZooEntry]:
 
 @app.command("models")
 def models_cmd() -> None:
-    """List the model zoo: shipped configs, their checkpoints and recorded accuracy."""
-    table = Table("name", "attention", "T", "dim x layers", "dataset", "weights", "test acc.")
+    """List the model zoo: configs, and the test accuracy of those with shipped weights."""
+    table = Table(Column("name", no_wrap=True), "attention", "T", "D x L", "data", "shipped acc.")
     for e in list_entries():
-        acc = ""
+        acc = "-"
         if e.checkpoint is not None:
             acc = f"{load_checkpoint(e.checkpoint).metrics.get('test_accuracy', float('nan')):.2%}"
-        table.add_row(e.name, e.model.attention, str(e.model.time_steps), f"{e.model.dim} x {e.model.layers}",
-                      e.data.dataset, e.checkpoint.name if e.checkpoint else "-", acc)
+        table.add_row(e.name, e.model.attention, str(e.model.time_steps), f"{e.model.dim}x{e.model.layers}",
+                      e.data.dataset, acc)
     console.print(table)
 
 

@@ -30,7 +30,7 @@ def test_help_lists_commands():
 def test_models_lists_the_zoo_with_recorded_accuracy():
     out = cli("models")
     assert out.returncode == 0, out.stderr
-    assert DEFAULT_MODEL in out.stdout and "statten_digits.pt" in out.stdout
+    assert DEFAULT_MODEL in out.stdout and "statten-cifar10-2-256" in out.stdout
     recorded = json.loads((ROOT / "models" / "statten_digits.json").read_text())["test_accuracy"]
     assert f"{recorded:.2%}" in out.stdout
 
