@@ -21,7 +21,8 @@ from snncompile.ir.interpret import run_graph
 from snncompile.ir.io import IRFileError, from_bytes, graph_digest, load, save, to_bytes
 from snncompile.ir.ops import (LI, LIF, OPS, Add, BatchNorm, BlockLinearAttention, Conv2d, CubaLIF, Flatten, Input,
                                Linear, LUTAttention, MaxPool2d, Mul, Output, ReLU, Repeat, Scale, SpikeColumnSum,
-                               SpikeMask, SumPool2d, TemporalWindow, TernaryLIF, TimeMean, TokenMean)
+                               SpikeMask, SumPool2d, TemporalWindow, TernaryLIF, TimeMean, TokenMean, IntConv2d,
+                               IntDense, LoihiLIF, LoihiTernaryLIF)
 from snncompile.ir.types import FLOAT32, SPIKE, TERNARY, DType, int_type
 
 T = 4
@@ -82,10 +83,21 @@ def every_op_graph(seed: int = 0) -> Graph:
                dict(tau_syn=2.0, tau_mem=4.0, r=1.0, v_leak=0.0, v_threshold=0.5, v_reset=0.0, w_in=1.5).items()}
     add("cuba0", CubaLIF(**scalars, dt=1.0, threshold_cmp=">="), "s")
     add("out0", Output(), "cuba0")
+    # the Loihi integer family: int arrays, int64 streams
+    add("iconv", IntConv2d(weight=rng.integers(-256, 256, (4, 2, 3, 3)).astype(np.int16), weight_exp=1, out_bits=16,
+                           overflow="saturate", padding=(1, 1), groups=2), "pool")
+    add("llif", LoihiLIF(current_decay=1024, voltage_decay=256, vth=20, bias_exp=3,
+                         bias_mant=rng.integers(-50, 50, (4, 4, 4)).astype(np.int16)), "iconv")
+    add("iflat", Flatten(), "llif")
+    add("idense", IntDense(weight=rng.integers(-256, 255, (5, 64)).astype(np.int32), weight_exp=-1, delay=2), "iflat")
+    add("tlif2", LoihiTernaryLIF(current_decay=4096, voltage_decay=0, vth_hi=3, vth_lo=-3, bias_mant=-2), "idense")
+    add("out_int", Output(), "tlif2")
+    add("out_acc", Output(), "idense")
     history = (HistoryEntry("import_torch", {"source": "STAtten", "t": T, "erode": (True, False),
                                              "lr": 1e-3, "tags": ["a", "b"], "nested": {"x": None}}, "0" * 64),
                HistoryEntry("fold_batchnorm", {}, "f" * 64))
-    return Graph(nodes=n, outputs=("out", "out_tok", "out0", "out_li"), time_steps=T, history=history).validate()
+    return Graph(nodes=n, outputs=("out", "out_tok", "out0", "out_li", "out_int", "out_acc"), time_steps=T,
+                 history=history).validate()
 
 
 def small_graph() -> Graph:
@@ -198,7 +210,7 @@ def test_graph_json_layout():
         entries = set(zf.namelist())
     assert list(doc) == ["format", "format_version", "time_steps", "outputs", "nodes", "history", "arrays"]
     assert doc["format"] == "snncompile-ir" and doc["format_version"] == 1 == irio.FORMAT_VERSION
-    assert doc["time_steps"] == T and doc["outputs"] == ["out", "out_tok", "out0", "out_li"]
+    assert doc["time_steps"] == T and doc["outputs"] == ["out", "out_tok", "out0", "out_li", "out_int", "out_acc"]
     nodes = {n["name"]: n for n in doc["nodes"]}
     assert [n["name"] for n in doc["nodes"]] == list(every_op_graph().nodes)
     assert nodes["conv"]["type"] == "Conv2d" and nodes["conv"]["inputs"] == ["rep"]

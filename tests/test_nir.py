@@ -15,8 +15,8 @@ from snncompile.backends.nir_export import (NIRExportError, expressible_nodes, n
                                             write_nir)
 from snncompile.frontend.nir_import import NIRImportError, from_nir
 from snncompile.ir import SPIKE, Graph, Node, run_graph
-from snncompile.ir.ops import (LI, LIF, Add, BatchNorm, Conv2d, CubaLIF, Flatten, Input, Linear, MaxPool2d,
-                               Mul, Output, Repeat, SpikeColumnSum, SumPool2d, TokenMean)
+from snncompile.ir.ops import (LI, LIF, Add, BatchNorm, Conv2d, CubaLIF, Flatten, Input, IntDense, Linear, LoihiLIF,
+                               LoihiTernaryLIF, MaxPool2d, Mul, Output, Repeat, SpikeColumnSum, SumPool2d, TokenMean)
 
 DATA = SHARED / "data" / "nir"
 T = 6
@@ -226,6 +226,22 @@ def test_export_refuses_attention_and_unfolded_batchnorm():
     pool = _graph({"x": (Input(shape=(2, 4, 4)), ()), "mp": (MaxPool2d(), ("x",)), "out": (Output(), ("mp",))})
     with pytest.raises(NIRExportError, match="'mp' \\(MaxPool2d\\): NIR 1.0.8 has no max pool"):
         to_nir(pool)
+
+
+def test_export_refuses_integer_loihi_nodes():
+    """Lowered (integer) graphs have no NIR form; the reason names the node and says why."""
+    graph = _graph({"x": (Input(shape=(3,), dtype=SPIKE), ()), "d": (IntDense(weight=np.ones((2, 3), np.int8)), ("x",)),
+                    "n": (LoihiLIF(current_decay=4096, voltage_decay=0, vth=1), ("d",)),
+                    "t": (LoihiTernaryLIF(current_decay=4096, voltage_decay=0, vth_hi=1, vth_lo=-1), ("d",)),
+                    "out": (Output(), ("n",)), "out2": (Output(), ("t",))}, outputs=("out", "out2"))
+    problems = nir_problems(graph)
+    assert set(problems) == {"d", "n", "t"}
+    assert all("integer Loihi node" in r and "no integer arithmetic" in r for r in problems.values())
+    with pytest.raises(NIRExportError) as err:
+        to_nir(graph)
+    text = str(err.value)
+    assert "integer Loihi node" in text
+    assert all(f"'{n}' ({k})" in text for n, k in (("d", "IntDense"), ("n", "LoihiLIF"), ("t", "LoihiTernaryLIF")))
 
 
 def test_export_expressible_stem_and_a_head(tmp_path):

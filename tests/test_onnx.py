@@ -15,13 +15,15 @@ import onnx
 import pytest
 import torch
 
-from snncompile.backends.onnx import DOMAIN, SPECS, OnnxExportError, run_onnx, to_onnx, write_onnx
+from snncompile.backends.onnx import DOMAIN, REFUSED, SPECS, OnnxExportError, run_onnx, to_onnx, write_onnx
 from snncompile.config import ModelConfig
 from snncompile.frontend.torch_export import export
 from snncompile.ir import OPS, SPIKE, TERNARY, Graph, Node, run_graph
 from snncompile.ir.ops import (LI, LIF, Add, BatchNorm, BlockLinearAttention, Conv2d, CubaLIF, Flatten, Input,
-                               Linear, LUTAttention, MaxPool2d, Mul, Op, Output, ReLU, Repeat, Scale, SpikeColumnSum,
-                               SpikeMask, SumPool2d, TemporalWindow, TernaryLIF, TimeMean, TokenMean)
+                               IntConv2d, IntDense, Linear, LoihiLIF, LoihiTernaryLIF, LUTAttention, MaxPool2d, Mul,
+                               Op, Output, ReLU, Repeat, Scale, SpikeColumnSum, SpikeMask, SumPool2d, TemporalWindow,
+                               TernaryLIF, TimeMean, TokenMean)
+from snncompile.ir.types import int_type
 from snncompile.nn.sdt import build_model
 
 T, B = 4, 2
@@ -310,9 +312,11 @@ def test_op_graph(case):
 
 
 def test_every_op_type_is_covered_and_has_a_function():
+    """Every op type has a function (and a case here) or is refused on purpose (and tested below)."""
     covered = {graph.op(n).type_name() for graph, _ in (fn() for fn in CASES.values()) for n in graph.nodes}
-    assert covered == {op.type_name() for op in OPS}
-    assert set(SPECS) == {op.type_name() for op in OPS}
+    assert covered == {op.type_name() for op in OPS} - set(REFUSED)
+    assert set(SPECS) == covered and not set(SPECS) & set(REFUSED)
+    assert set(REFUSED) == {op.type_name() for op in REFUSED_CASES}
 
 
 def test_threshold_comparison_matters_on_these_inputs():
@@ -386,6 +390,27 @@ def test_refuses_op_without_function():
     g.out(g.add("fancy", Fancy(), g.add("x", Input(shape=(2,)))))
     with pytest.raises(OnnxExportError, match=r"node 'fancy' \(Fancy\): no ONNX function"):
         to_onnx(g.graph())
+
+
+REFUSED_CASES = {  # the integer Loihi family: exact int64 semantics that a float32 ONNX graph cannot carry
+    IntDense: lambda: IntDense(weight=np.array([[1, -2, 3]], np.int16)),
+    IntConv2d: lambda: IntConv2d(weight=np.ones((2, 3, 1, 1), np.int8)),
+    LoihiLIF: lambda: LoihiLIF(current_decay=4096, voltage_decay=0, vth=3),
+    LoihiTernaryLIF: lambda: LoihiTernaryLIF(current_decay=4096, voltage_decay=0, vth_hi=3, vth_lo=-3),
+}
+
+
+@pytest.mark.parametrize("op_type", list(REFUSED_CASES), ids=lambda t: t.__name__)
+def test_refuses_integer_loihi_ops(op_type):
+    g = G()
+    x = g.add("x", Input(shape=(3, 1, 1), dtype=int_type(8)))
+    node = g.add("node", REFUSED_CASES[op_type](), g.add("flat", Flatten(), x) if op_type is IntDense else x)
+    g.out(node)
+    name = op_type.__name__
+    with pytest.raises(OnnxExportError, match=rf"node 'node' \({name}\): an integer Loihi node .* float32 graphs "
+                                              rf"only, so it is refused") as err:
+        to_onnx(g.graph())
+    assert len(err.value.problems) == 1
 
 
 def test_refuses_block_not_dividing_time():

@@ -27,7 +27,8 @@ What maps (conventions in ``docs/nir.md``):
 Refused, each with the node and the reason: attention (SpikeColumnSum, SpikeMask, BlockLinearAttention,
 LUTAttention) and ``Mul`` (NIR has no node multiplying two activations: fan-in is always a sum),
 ``MaxPool2d`` (no max pool in NIR), ``ReLU``, ``TimeMean``, ``TemporalWindow``, ``TernaryLIF``, subtractive
-reset, ``Linear`` on token maps. ``to_nir(graph, nodes=[...])`` exports a part: the named nodes, with an
+reset, ``Linear`` on token maps, and the integer Loihi nodes (``IntDense``, ``IntConv2d``, ``LoihiLIF``,
+``LoihiTernaryLIF``: NIR has no integer arithmetic). ``to_nir(graph, nodes=[...])`` exports a part: the named nodes, with an
 ``Input`` for every value entering from outside and an ``Output`` for every value leaving;
 ``nodes="expressible"`` (:func:`expressible_nodes`) picks every node NIR can express whose producers all
 can: the stem up to the first attention block, or a whole MLP.
@@ -63,6 +64,10 @@ _REASONS = {
                       "does not write (NIR delays are continuous-time)",
     "TernaryLIF": "NIR spikes are binary: a ternary (-1/0/+1) neuron has no NIR equivalent",
 }
+_INTEGER = ("an integer Loihi node: NIR is continuous-time and untyped, with no integer arithmetic (Loihi's "
+            "12-bit decays truncating toward zero, 24-bit wrap and saturation, shifts) and no step delay; export "
+            "the float graph before lowering")
+_REASONS.update({kind: _INTEGER for kind in ("IntDense", "IntConv2d", "LoihiLIF", "LoihiTernaryLIF")})
 
 
 class NIRExportError(ValueError):
@@ -89,11 +94,11 @@ def _reason(graph: Graph, name: str, types: dict[str, TensorType], fold_batchnor
     """Why node ``name`` cannot be written as NIR, or None if it can."""
     op = graph.op(name)
     kind = op.type_name()
+    if kind in _REASONS:
+        return _REASONS[kind]
     if op.delay or op.overflow != "none":
         return (f"delay={op.delay}, overflow={op.overflow!r}: NIR neurons are continuous-time and untyped, "
                 "with no per-node step delay or integer overflow")
-    if kind in _REASONS:
-        return _REASONS[kind]
     if kind in ("Input", "Output", "Repeat", "Conv2d", "SumPool2d", "Flatten", "Scale", "CubaLIF", "LI"):
         return None
     if kind == "Linear":

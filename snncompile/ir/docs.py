@@ -42,9 +42,12 @@ static value. `Input`, `Output`, `Linear`, `ReLU` and `Scale` take either layout
 needs streams.
 
 **Time.** All nodes advance in lockstep, one timestep at a time, without implicit delays: `y[t]`
-depends on the inputs at `t` and, for stateful nodes, at earlier steps. Stateful nodes: the neurons
-(`LIF`, `TernaryLIF`, `CubaLIF`, `LI`) keep one membrane per element, starting from rest at `t = 0`
-for every sample; `TemporalWindow` keeps its last `W - 1` inputs. `BlockLinearAttention` is the one
+depends on the inputs at `t` and, for stateful nodes, at earlier steps. Every node's explicit `delay`
+field shifts its output stream later (`y[t] = f(x)[t - delay]`, zeros first); it is 0 except on the
+integer synapses `IntDense` and `IntConv2d`, which default to 1 (Lava's Dense and Conv deliver on the
+next step). Stateful nodes: the neurons (`LIF`, `TernaryLIF`, `CubaLIF`, `LI`, `LoihiLIF`,
+`LoihiTernaryLIF`) keep their state per element, starting from rest at `t = 0` for every sample;
+`TemporalWindow` keeps its last `W - 1` inputs. `BlockLinearAttention` is the one
 non-causal node: the outputs of a block of `block` consecutive steps depend on all of them, so they
 exist only once the block's last step has arrived (a latency of `block - 1` steps; `T` must be a
 multiple of `block`). `TimeMean` needs all `T` steps.
@@ -52,8 +55,16 @@ multiple of `block`). `TimeMean` needs all `T` steps.
 **Dtypes.** `float32`: real values. `spike`: binary {0, 1}. `ternary`: {-1, 0, +1}. `intN` /
 `uintN`: integers of N bits (e.g. `SpikeColumnSum` counts). Output dtypes come from `infer`:
 synaptic nodes (`Conv2d`, `Linear`, `BatchNorm`) give `float32` whatever their input (spike inputs
-make them accumulate-only); `MaxPool2d` keeps its input dtype; neurons give spikes. The float
-interpreter computes every value in float32.
+make them accumulate-only); `MaxPool2d` keeps its input dtype; neurons give spikes. The interpreter
+computes every float node in float32. The integer (Loihi) family — `IntDense`, `IntConv2d`,
+`LoihiLIF`, `LoihiTernaryLIF` — takes integer streams only (`intN`, spikes, ternary), computes
+exactly in int64 (no float rounding anywhere; `overflow` wraps or saturates at the declared width)
+and equals Lava's bit-accurate fixed-point models step for step.
+
+**Tensors.** Float and spike edges carry float32 tensors (spikes as 0/1 and -1/0/+1). Integer edges
+carry exact integers: int64 tensors from the integer nodes (`IntDense`, `IntConv2d` return int64),
+or float32 tensors holding integers (from float nodes and callers). Integer nodes accept both; a
+float node receives an int64 input converted to float32 (exact while `|x| < 2^24`).
 
 **Parameters.** Fields are typed parameters, never a free-form dict. Arrays are numpy arrays
 owned by the node and read-only; per-layer constants are floats, per-neuron constants arrays of the

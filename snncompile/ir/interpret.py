@@ -1,4 +1,5 @@
-"""Float interpreter: runs any IR graph with each node's own float semantics (``Op.run``)."""
+"""Interpreter: runs any IR graph with each node's own semantics (``Op.run``): float32 for float nodes,
+exact int64 for the integer (Loihi) nodes; see the tensor convention in ``ops/base.py``."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -34,7 +35,10 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
             if name in feeds:
                 values[name] = feeds[name]
                 continue
-            out = node.op.run(*(values[s] for s in node.inputs))
+            args = [values[s] for s in node.inputs]
+            if not node.op.INTEGER_INPUTS:  # float semantics: int64 streams arrive as float32
+                args = [a if a.is_floating_point() else a.to(torch.float32) for a in args]
+            out = node.op.run(*args)
             values[name] = delayed(out, node.op.delay) if types[name].time == "stream" else out
     if keep == "all":
         return values

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ...ir.graph import Graph
 from ...ir.types import TensorType
 from .builder import IR_VERSION, OPSET
-from .functions import DOMAIN, DOMAIN_VERSION, SPECS, OpSpec, add_spec, make_function
+from .functions import DOMAIN, DOMAIN_VERSION, REFUSED, SPECS, OpSpec, add_spec, make_function
 
 BATCH = "batch"          # the symbolic batch dimension of every graph input and output
 ZERO = "snncompile.zero"  # 0-d zero that fills the unused formal inputs of a narrower Add
@@ -52,7 +52,9 @@ def _problems(graph: Graph) -> list[str]:
     problems = []
     for name, node in graph.nodes.items():
         op, type_name = node.op, node.op.type_name()
-        if type_name not in SPECS:
+        if type_name in REFUSED:
+            problems.append(f"node {name!r} ({type_name}): {REFUSED[type_name]}")
+        elif type_name not in SPECS:
             problems.append(f"node {name!r} ({type_name}): no ONNX function is defined for this op type")
         elif op.delay or op.overflow != "none":
             problems.append(f"node {name!r} ({type_name}): delay={op.delay}, overflow={op.overflow!r}: the ONNX "

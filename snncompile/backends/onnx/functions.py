@@ -210,6 +210,12 @@ SPECS: dict[str, OpSpec] = {
     "TemporalWindow": OpSpec(("x",), ("weights",), {}, attention.temporal_window),
 }
 
+_INTEGER = ("an integer Loihi node (exact int64 arithmetic, two's complement wrap or saturation, a scheduling "
+            "delay): this export writes float32 graphs only, so it is refused rather than approximated; run it "
+            "with snncompile.ir.run_graph or on the Lava target")
+# IR op types the export refuses on purpose, with the reason; every type in OPS is in SPECS or here.
+REFUSED: dict[str, str] = {name: _INTEGER for name in ("IntDense", "IntConv2d", "LoihiLIF", "LoihiTernaryLIF")}
+
 
 def add_spec(arity: int) -> OpSpec:
     """``Add`` with ``arity`` formal inputs (ONNX functions are not variadic)."""

@@ -4,6 +4,7 @@ from .base import Op, TypeMismatch
 from .elementwise import Add, Mul, ReLU, Scale
 from .io import Input, Output, Repeat, TimeMean
 from .linear import BatchNorm, Conv2d, Linear
+from .loihi import IntConv2d, IntDense, LoihiLIF, LoihiTernaryLIF
 from .neuron import LI, LIF, CubaLIF, TernaryLIF
 from .pool import MaxPool2d, SumPool2d
 from .shape import Flatten, TokenMean
@@ -15,6 +16,7 @@ OPS: tuple[type[Op], ...] = (
     MaxPool2d, SumPool2d, Flatten, TokenMean,
     LIF, TernaryLIF, CubaLIF, LI,
     SpikeColumnSum, SpikeMask, BlockLinearAttention, LUTAttention, TemporalWindow,
+    IntDense, IntConv2d, LoihiLIF, LoihiTernaryLIF,
 )
 OPS_BY_NAME: dict[str, type[Op]] = {op.type_name(): op for op in OPS}
 

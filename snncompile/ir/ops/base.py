@@ -6,8 +6,14 @@ free-form metadata dict. It knows three things about itself:
 
 - ``problems()``: what is wrong with its own parameters (no input needed);
 - ``infer(inputs)``: its output type from its input types, raising :class:`TypeMismatch`;
-- ``run(*inputs)``: its float semantics on time-major torch tensors ``[T, B, *shape]``
-  (``[B, *shape]`` for static edges). The float interpreter only calls these.
+- ``run(*inputs)``: its semantics on time-major torch tensors ``[T, B, *shape]``
+  (``[B, *shape]`` for static edges). The interpreter only calls these.
+
+Tensor convention: float32 and spike edges carry float32 tensors (spikes as 0/1, ternary as -1/0/+1).
+Integer edges (``intN``/``uintN``) carry exact integers, either as int64 tensors (what the integer
+nodes, ``INTEGER_INPUTS = True``, return: the Loihi family computes in int64 and never rounds) or as
+float32 tensors holding integers (what float nodes and callers produce). Integer nodes accept both.
+A float node is handed an int64 input as float32 by the interpreter (exact while ``|x| < 2^24``).
 """
 from __future__ import annotations
 
@@ -28,9 +34,12 @@ class TypeMismatch(ValueError):
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Op:
-    """Base class. ``ARITY``: number of inputs (``None``: one or more)."""
+    """Base class. ``ARITY``: number of inputs (``None``: one or more). ``INTEGER_INPUTS``: ``run`` takes
+    int64 input tensors unchanged (integer semantics, or a pure data move); otherwise the interpreter
+    converts them to float32 first."""
 
     ARITY: ClassVar[int | None] = 1
+    INTEGER_INPUTS: ClassVar[bool] = False  # run() takes int64 tensors as they are (else they arrive as float32)
 
     delay: int = dataclasses.field(default=0, metadata={"doc": (
         "timesteps between an input and its effect on the output on a time-stepped target; the output "

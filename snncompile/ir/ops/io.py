@@ -41,6 +41,8 @@ class Input(Op):
 class Output(Op):
     """A graph output. Semantics: identity."""
 
+    INTEGER_INPUTS = True  # int64 values leave the graph as they are
+
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         return inputs[0]
 

@@ -23,6 +23,32 @@ def _frames(x: torch.Tensor, fn) -> torch.Tensor:
     return y.reshape(T, B, *y.shape[1:])
 
 
+def conv_problems(op) -> list[str]:
+    """Checks of a convolution's kernel shape and geometry (``weight``, ``stride``, ``padding``,
+    ``dilation``, ``groups``: :class:`Conv2d` and its integer counterpart)."""
+    p = []
+    if op.weight.ndim != 4:
+        p.append(f"weight must be [C_out, C_in/groups, kH, kW], got shape {op.weight.shape}")
+    if op.groups < 1 or (op.weight.ndim == 4 and op.weight.shape[0] % op.groups):
+        p.append(f"groups={op.groups} does not divide C_out")
+    if min(op.stride) < 1 or min(op.dilation) < 1 or min(op.padding) < 0:
+        p.append(f"stride {op.stride} and dilation {op.dilation} must be >= 1, padding {op.padding} >= 0")
+    return p
+
+
+def conv_output_shape(op, x: TensorType) -> tuple[int, int, int]:
+    """``[C_out, H', W']`` of a convolution node ``op`` on input ``x`` (raises :class:`TypeMismatch`)."""
+    what = op.type_name()
+    expect_stream(x)
+    expect(len(x.shape) == 3, f"{what} needs [C, H, W] input, got {x}")
+    c_in = op.weight.shape[1] * op.groups
+    expect(x.shape[0] == c_in, f"{what} weight expects {c_in} input channels, input has {x.shape[0]}")
+    size = [(x.shape[1 + i] + 2 * op.padding[i] - op.dilation[i] * (op.weight.shape[2 + i] - 1) - 1)
+            // op.stride[i] + 1 for i in range(2)]
+    expect(min(size) >= 1, f"{what} output would be empty for input {x}")
+    return (op.weight.shape[0], *size)
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Conv2d(Op):
     """2-D convolution on ``[C, H, W]`` per timestep.
@@ -40,28 +66,14 @@ class Conv2d(Op):
     groups: int = param("channel groups, as PyTorch (``C_in`` = depthwise)", 1)
 
     def problems(self) -> list[str]:
-        p = []
-        if self.weight.ndim != 4:
-            p.append(f"weight must be [C_out, C_in/groups, kH, kW], got shape {self.weight.shape}")
-        elif self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+        p = conv_problems(self)
+        if self.weight.ndim == 4 and self.bias is not None and self.bias.shape != (self.weight.shape[0],):
             p.append(f"bias shape {self.bias.shape} does not match C_out={self.weight.shape[0]}")
-        if self.groups < 1 or (self.weight.ndim == 4 and self.weight.shape[0] % self.groups):
-            p.append(f"groups={self.groups} does not divide C_out")
-        if min(self.stride) < 1 or min(self.dilation) < 1 or min(self.padding) < 0:
-            p.append(f"stride {self.stride} and dilation {self.dilation} must be >= 1, padding "
-                     f"{self.padding} >= 0")
         return p
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
-        expect_stream(x)
-        expect(len(x.shape) == 3, f"Conv2d needs [C, H, W] input, got {x}")
-        c_in = self.weight.shape[1] * self.groups
-        expect(x.shape[0] == c_in, f"Conv2d weight expects {c_in} input channels, input has {x.shape[0]}")
-        size = [(x.shape[1 + i] + 2 * self.padding[i] - self.dilation[i] * (self.weight.shape[2 + i] - 1) - 1)
-                // self.stride[i] + 1 for i in range(2)]
-        expect(min(size) >= 1, f"Conv2d output would be empty for input {x}")
-        return TensorType((self.weight.shape[0], *size), FLOAT32, x.time)
+        return TensorType(conv_output_shape(self, x), FLOAT32, x.time)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.tensor("bias") if self.bias is not None else None

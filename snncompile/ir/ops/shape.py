@@ -15,6 +15,8 @@ from .base import Op, expect
 class Flatten(Op):
     """Per-sample flatten to one axis (row-major). Semantics: ``y[t] = x[t].reshape(-1)``; values unchanged."""
 
+    INTEGER_INPUTS = True  # a reshape: int64 values pass unchanged
+
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
         expect(x.time == "stream", f"Flatten needs a stream, got {x}")
