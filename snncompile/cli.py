@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +19,8 @@ from .frontend.nir_import import NIRImportError, from_nir
 from .ir import GraphError
 from .ir import io as ir_io
 from .nn.record import record_spikes
+from .passes import PIPELINES, PassContext, PassError, verify_pipeline
+from .passes.verify import render, to_json as verify_json
 from .train.trainer import evaluate, train
 from .zoo.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from .config import ATTENTION_MODES, DATASETS, ConfigError, DataConfig, ZooEntry
@@ -28,7 +31,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console()
 
 USER_ERRORS = (ConfigError, CheckpointError, DataError, ExportError, GraphError, ir_io.IRFileError,
-               NIRExportError, NIRImportError, OnnxExportError, FileNotFoundError)
+               NIRExportError, NIRImportError, OnnxExportError, PassError, FileNotFoundError)
 EXIT_USER_ERROR = 2
 
 ModelArg = typer.Argument(DEFAULT_MODEL, help="zoo model name (see `snncompile models`) or checkpoint file")
@@ -185,6 +188,32 @@ def inspect_cmd(file: Path = typer.Argument(..., help=".snnir graph, checkpoint,
     console.print(table)
     for entry in graph.history:
         console.print(f"history: {entry.name} {dict(entry.options)}")
+
+
+@app.command("verify")
+def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
+               dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
+               pipeline: str = typer.Option("float", help=f"pass pipeline: {', '.join(PIPELINES)}"),
+               samples: int = typer.Option(64, help="test samples run through every stage"),
+               json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON")) -> None:
+    """Run a model through a pass pipeline and compare every stage with the previous one, node by node
+    (spike agreement, errors isolated and cumulative) and by accuracy."""
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"unknown pipeline {pipeline!r}; known: {', '.join(PIPELINES)}")
+    loaded, data = _load(model, attention, dataset, data_root)
+    test_set = load_dataset(data, loaded.config, "test")
+    n = min(samples, len(test_set))
+    x = torch.stack([test_set[i][0] for i in range(n)])
+    labels = torch.tensor([int(test_set[i][1]) for i in range(n)])
+    graph = export(loaded.model)
+    (name,) = graph.inputs()
+    feeds = {name: x if graph.op(name).time == "static" else x.transpose(0, 1).contiguous()}
+    report = verify_pipeline(graph, PIPELINES[pipeline], PassContext(), feeds, labels)
+    for table in render(report):
+        console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(verify_json(report), indent=2) + "\n")
+        console.print(f"report written to {json_out}")
 
 
 def main() -> None:

@@ -131,3 +131,16 @@ def test_inspect_a_nir_file_from_another_framework():
 def test_export_to_unknown_format_is_a_clear_error(tmp_path):
     out = cli("export", DEFAULT_MODEL, "-o", tmp_path / "g.bin")
     assert out.returncode == 2 and "--format snnir|nir|onnx" in out.stdout
+
+
+@pytest.mark.parametrize("source", ["zoo", "upstream"])
+def test_verify_reports_every_stage_and_node(tmp_path, source, upstream_checkpoint):
+    model = DEFAULT_MODEL if source == "zoo" else upstream_checkpoint
+    extra = [] if source == "zoo" else ["--dataset", "digits"]  # an RGB 32x32 model: digits are replicated
+    out = cli("verify", model, "--samples", "16", "--json", tmp_path / "report.json", *extra)
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [s["pass"] for s in report["stages"]] == ["input", "fold_batchnorm"]
+    nodes = {n["name"] for n in report["stages"][1]["nodes"]}
+    assert "block.1.attn.attn_lif" in nodes and "head_lif" in nodes
+    assert "fold_batchnorm" in out.stdout

@@ -5,10 +5,12 @@
 from .fold_batchnorm import fold_batchnorm
 from .pipeline import Pass, PassContext, PassError, reports, run_pipeline, to_fixpoint
 from .rewrite import Edit, RewriteError, apply_edit, rewrite_graph
+from .verify import VerificationError, compare_graphs, verify_pipeline
 
 PIPELINES: dict[str, tuple[Pass, ...]] = {
     "float": (fold_batchnorm,),
 }
 
 __all__ = ["PIPELINES", "Pass", "PassContext", "PassError", "reports", "run_pipeline", "to_fixpoint",
-           "fold_batchnorm", "Edit", "RewriteError", "apply_edit", "rewrite_graph"]
+           "fold_batchnorm", "Edit", "RewriteError", "apply_edit", "rewrite_graph", "VerificationError",
+           "compare_graphs", "verify_pipeline"]
