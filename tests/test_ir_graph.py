@@ -45,3 +45,22 @@ def test_exporters_refuse_delays_they_cannot_carry():
         to_onnx(chain(delay=1))
     with pytest.raises(NIRExportError, match=r"delay=1"):
         to_nir(chain(delay=1))
+
+
+def test_unscaled_spike_attention_is_an_integer_accumulate_with_proven_width():
+    from snncompile.ir import SPIKE, TERNARY, TensorType
+    from snncompile.ir.ops import BlockLinearAttention
+    spikes = TensorType((8, 4, 4), SPIKE)
+    # d = 8 / 2 heads = 4, block 2, N = 16 tokens: Q (K^T V) <= 4 * 2 * 16 = 128 -> 8 unsigned bits
+    out = BlockLinearAttention(heads=2, block=2).infer([spikes, spikes, spikes])
+    assert str(out.dtype) == "uint8"
+    signed = BlockLinearAttention(heads=2, block=2).infer([spikes, spikes, TensorType((8, 4, 4), TERNARY)])
+    assert str(signed.dtype) == "int9"
+    assert BlockLinearAttention(heads=2, block=2, scale=0.25).infer([spikes] * 3).dtype.kind == "float"
+
+
+def test_integer_attention_values_fit_the_inferred_width():
+    from snncompile.ir.ops import BlockLinearAttention
+    ones = torch.ones(4, 1, 8, 4, 4)
+    out = BlockLinearAttention(heads=2, block=2).run(ones, ones, ones)
+    assert out.max().item() == 128 and torch.equal(out, out.round())

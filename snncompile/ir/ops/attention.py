@@ -95,8 +95,13 @@ class BlockLinearAttention(Op):
     within block g the rows of all its steps are stacked, ``M_g = K_g^T V_g`` (``d x d`` per head) and
     ``X[t] = Q[t] M_g`` for every t in the block, so outputs are non-causal inside a block (a block's
     outputs exist only once its last step has arrived). ``scale_position="kv"``: ``X = Q (scale M)``
-    (STAtten's order); ``"out"``: ``X = scale (Q M)`` (requires ``block == 1``). Output ``[C, Hs, Ws]``
-    float (exact integers times the scale for binary operands).
+    (STAtten's order); ``"out"``: ``X = scale (Q M)`` (requires ``block == 1``). Output ``[C, Hs, Ws]``.
+
+    With ``scale == 1`` and integer-valued operands (spikes, ternary spikes or ints; the form the
+    lowering produces once the scale is folded into the next neuron's threshold) the output is an
+    integer accumulate, typed ``int`` with the bits its worst case ``d * block * N * max|K| * max|V|``
+    needs; it is computed exactly in float32 because that bound stays below 2^24 (otherwise the type
+    stays float32 and a lowering must split the accumulate).
     """
 
     ARITY = 3
@@ -117,7 +122,15 @@ class BlockLinearAttention(Op):
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         x = _qkv_types(inputs, self.heads, "BlockLinearAttention")
         expect(inputs[0].dtype == SPIKE, f"BlockLinearAttention needs binary Q, got {inputs[0]}")
-        return TensorType(x.shape, FLOAT32)
+        _, k, v = inputs
+        if self.scale != 1.0 or k.dtype.kind == "float" or v.dtype.kind == "float":
+            return TensorType(x.shape, FLOAT32)
+        magnitude = lambda t: max(abs(t.dtype.min), abs(t.dtype.max))  # noqa: E731
+        bound = (x.shape[0] // self.heads) * self.block * x.shape[1] * x.shape[2] * magnitude(k) * magnitude(v)
+        if bound >= 2 ** 24:
+            return TensorType(x.shape, FLOAT32)
+        signed = k.dtype.signed or v.dtype.signed
+        return TensorType(x.shape, int_type(_bits(bound) + signed, signed=signed))
 
     def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         T, B, C, Hs, Ws = q.shape
