@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +22,7 @@ from .ir import io as ir_io
 from .nn.record import record_spikes
 from .passes import PIPELINES, PassContext, PassError, verify_pipeline
 from .passes.verify import render, to_json as verify_json
+from .sim.distributed import evaluate_distributed, launched
 from .train.trainer import evaluate, train
 from .zoo.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from .config import ATTENTION_MODES, DATASETS, ConfigError, DataConfig, ZooEntry
@@ -188,6 +190,38 @@ def inspect_cmd(file: Path = typer.Argument(..., help=".snnir graph, checkpoint,
     console.print(table)
     for entry in graph.history:
         console.print(f"history: {entry.name} {dict(entry.options)}")
+
+
+@app.command("simulate")
+def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
+                 dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
+                 graph_file: Optional[Path] = typer.Option(None, "--graph", help=".snnir graph to simulate "
+                                                           "(default: the model exported to the IR)"),
+                 split: str = typer.Option("test", help="train or test"),
+                 limit: Optional[int] = typer.Option(None, help="simulate only the first N samples"),
+                 batch_size: int = typer.Option(64, help="samples per batch"),
+                 json_out: Optional[Path] = typer.Option(None, "--json", help="write the result as JSON")) -> None:
+    """Simulate an IR graph on a data set: accuracy, predictions and per-node spike counts.
+
+    Shards across processes when launched by torchrun (gloo):
+    `torchrun --nproc_per_node=2 -m snncompile simulate MODEL`.
+    """
+    start = time.perf_counter()
+    loaded, data = _load(model, attention, dataset, data_root)
+    graph = ir_io.load(graph_file) if graph_file else export(loaded.model)
+    test_set = load_dataset(data, loaded.config, split)
+    indices = range(min(limit, len(test_set))) if limit is not None else None
+    result = evaluate_distributed(graph, test_set, batch_size=batch_size, indices=indices)
+    rank, world = launched()
+    if rank != 0:
+        return
+    if json_out:
+        doc = {"model": model, "graph": str(graph_file) if graph_file else None, "dataset": data.dataset,
+               "split": split, "world_size": world, "seconds": round(time.perf_counter() - start, 3),
+               **result.to_dict()}
+        json_out.write_text(json.dumps(doc, indent=1) + "\n")
+    console.print(f"{loaded.name or model}: simulated accuracy {result.accuracy:.2%} ({result.correct}/"
+                  f"{result.total}) on {data.dataset} {split}, {world} process(es)")
 
 
 @app.command("verify")
