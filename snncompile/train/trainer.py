@@ -31,23 +31,19 @@ def tet_loss(per_step_logits: torch.Tensor, target: torch.Tensor, cfg: TrainConf
     return (1 - cfg.tet_lambda) * ce + cfg.tet_lambda * mse
 
 
-def _progress() -> Progress:
+def _progress(show: bool = True) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
+                    TimeElapsedColumn(), TextColumn("{task.fields[status]}"), disable=not show)
 
 
 @torch.no_grad()
-def evaluate(model: SpikeDrivenTransformer, dataset: Dataset, batch_size: int = 128,
-             progress: Progress | None = None) -> float:
+def evaluate(model: SpikeDrivenTransformer, dataset: Dataset, batch_size: int = 128) -> float:
     """Top-1 accuracy of the float model (logits averaged over T)."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size)
-    task = progress.add_task("evaluate", total=len(loader), status="") if progress else None
     correct = 0
     for x, y in loader:
         correct += (model.predict_logits(x).argmax(1) == y).sum().item()
-        if progress:
-            progress.advance(task)
     return correct / len(dataset)
 
 
@@ -65,7 +61,7 @@ def train(entry: ZooEntry, out: Path, *, epochs: int | None = None, show_progres
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=epochs * len(loader),
                                                 pct_start=0.1)
     start = time.time()
-    with _progress() if show_progress else _NullProgress() as progress:
+    with _progress(show_progress) as progress:
         task = progress.add_task(f"train {entry.name}", total=epochs, status="")
         for epoch in range(epochs):
             model.train()
@@ -93,22 +89,3 @@ def train(entry: ZooEntry, out: Path, *, epochs: int | None = None, show_progres
     save_checkpoint(out, model, name=entry.name, metrics=metrics)
     out.with_suffix(".json").write_text(json.dumps({"model": entry.name, **metrics}, indent=2) + "\n")
     return TrainResult(out, metrics)
-
-
-class _NullProgress:
-    """Stands in for a rich Progress when output is not wanted."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def add_task(self, *args, **kwargs):
-        return 0
-
-    def update(self, *args, **kwargs):
-        pass
-
-    def advance(self, *args, **kwargs):
-        pass
