@@ -190,11 +190,16 @@ def _build(cls, raw: Any, section: str, problems: list[str]):
     return obj
 
 
+def is_int(value: Any) -> bool:
+    """A Python int that is not a bool (``True`` would pass ``isinstance(x, int)``)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _type_ok(value: Any, expected: str) -> bool:
     if expected == "bool":
         return isinstance(value, bool)
     if expected == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_int(value)
     if expected == "float":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if expected == "str":

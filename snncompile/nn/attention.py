@@ -71,6 +71,12 @@ def sdsa_column_sum(k: torch.Tensor, v: torch.Tensor, dvs: bool) -> torch.Tensor
     return kv.sum(dim=-2, keepdim=True)
 
 
+def sdsa_mask(q: torch.Tensor, m: torch.Tensor, dvs: bool) -> torch.Tensor:
+    """SDSA's ``Q AND m`` on per-head ``[T, B, H, N, d]`` Q and ``[T, B, H, 1, d]`` mask (eroded in DVS mode)."""
+    a = q * m
+    return erode(a) if dvs else a
+
+
 class AttentionLUT(nn.Module):
     """DS2TA's denoiser: a learned table ``f: {0..d} -> R`` per head, applied to integer scores.
 

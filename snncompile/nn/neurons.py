@@ -59,6 +59,16 @@ def fire_and_reset(h, v_threshold, v_reset, alpha, detach_reset, strict: bool = 
     return spike, (1.0 - spike_d) * h + spike_d * v_reset
 
 
+def ternary_fire_and_reset(h, v_threshold, v_reset, alpha, detach_reset, strict: bool = False):
+    """+1 on ``h - θ >= 0``, -1 on ``-h - θ >= 0`` (``> 0`` when ``strict``); hard reset on either spike."""
+    if strict:
+        pos, neg = (h - v_threshold > 0).to(h.dtype), (-h - v_threshold > 0).to(h.dtype)
+    else:
+        pos, neg = heaviside(h - v_threshold, alpha), heaviside(-h - v_threshold, alpha)
+    fired = (pos + neg).detach() if detach_reset else pos + neg
+    return pos - neg, (1.0 - fired) * h + fired * v_reset
+
+
 class MultiStepLIF(nn.Module):
     """Leaky integrate-and-fire neuron over a ``[T, ...]`` sequence (SpikingJelly ``MultiStepLIFNode``).
 
@@ -149,10 +159,7 @@ class MultiStepTernaryLIF(MultiStepLIF):
     """
 
     def fire(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pos = heaviside(h - self.v_threshold, self.surrogate_alpha)
-        neg = heaviside(-h - self.v_threshold, self.surrogate_alpha)
-        fired = (pos + neg).detach() if self.detach_reset else pos + neg
-        return pos - neg, (1.0 - fired) * h + fired * self.v_reset
+        return ternary_fire_and_reset(h, self.v_threshold, self.v_reset, self.surrogate_alpha, self.detach_reset)
 
 
 def make_neuron(spike_mode: str, v_threshold: float = 1.0) -> MultiStepLIF:

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .attention import (AttentionLUT, TemporalWindow, erode, linear_attention, merge_heads, sdsa_column_sum,
-                        split_heads, statten_scores)
+                        sdsa_mask, split_heads, statten_scores)
 from .neurons import MultiStepLIF, MultiStepTernaryLIF, make_neuron
 
 
@@ -142,10 +142,8 @@ class SpikingSelfAttention(nn.Module):
         q, k, v = (split_heads(t, heads) for t in (q, k, v))
 
         if self.mode == "SDT":
-            a = q * self.talking_heads_lif(sdsa_column_sum(k, v, dvs))
-            if dvs:
-                a = erode(a)
-            a = a.transpose(3, 4).reshape(T, B, C, Hs, Ws).contiguous()
+            a = merge_heads(sdsa_mask(q, self.talking_heads_lif(sdsa_column_sum(k, v, dvs)), dvs))
+            a = a.reshape(T, B, C, Hs, Ws)
         else:
             if self.mode == "STAtten":
                 x = statten_scores(q, k, v, self.cfg.chunk_size, self.cfg.statten_scale)

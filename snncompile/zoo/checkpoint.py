@@ -26,9 +26,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..config import ConfigError, ModelConfig, model_config_from_dict
+from ..config import ConfigError, ModelConfig, is_int, model_config_from_dict
 from ..nn.sdt import SpikeDrivenTransformer, build_model
-from .torchfile import CheckpointError, is_int, read_torch_file
+from .torchfile import CheckpointError, read_torch_file
 
 FORMAT = "snncompile-checkpoint"
 FORMAT_VERSION = 1

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import is_int
+
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be read or does not fit the model; the message names the file."""
@@ -177,10 +179,6 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 
 # torch.save's legacy (pre-1.6, non-zip) files start with this magic number, pickled.
 _LEGACY_PREFIX = pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2)
-
-
-def is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):

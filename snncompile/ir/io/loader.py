@@ -7,12 +7,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from ...config import is_int
 from .. import io as ir_io  # the package: its constants are read at call time, so they can be patched
 from ..graph import Graph, HistoryEntry, Node
 from ..ops import OPS_BY_NAME
 from ..types import DType, TensorType
 from .reader import _parse_json, _Reader
-from .values import (_TIME_LAYOUTS, IRFileError, _check_field, _decode, _init_fields, _is_int, _keys, _Problem,
+from .values import (_TIME_LAYOUTS, IRFileError, _check_field, _decode, _init_fields, _keys, _Problem,
                      _short, _where)
 
 _DOC_KEYS = ("format", "format_version", "time_steps", "outputs", "nodes", "history", "arrays")
@@ -31,7 +32,7 @@ def _decode_type(j: Any, where: str) -> TensorType:
     """The TensorType an ``out`` record states (strict keys, canonical dtype text)."""
     _keys(j, _OUT_KEYS, where)
     shape, dtype_text, time = j["shape"], j["dtype"], j["time"]
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(is_int(d) and d >= 0 for d in shape):
         raise _Problem(f"{where}: shape must be a list of non-negative integers, got {_short(shape)}")
     if not isinstance(dtype_text, str):
         raise _Problem(f"{where}: dtype must be a string such as 'float32', 'spike' or 'uint5', "
@@ -53,7 +54,7 @@ def _type_text(t: TensorType) -> str:
 
 def _upgrade(doc: dict) -> dict:
     version = doc.get("format_version")
-    if not _is_int(version):
+    if not is_int(version):
         raise _Problem(f"format_version must be an integer, got {_short(version)}")
     readable = _describe_versions(ir_io.readable_versions())
     if version > ir_io.FORMAT_VERSION:
@@ -80,7 +81,7 @@ def _build(doc: Any, reader: _Reader) -> Graph:
     doc = _upgrade(doc)
     _keys(doc, _DOC_KEYS, "graph.json")
     time_steps, outputs = doc["time_steps"], doc["outputs"]
-    if not _is_int(time_steps):
+    if not is_int(time_steps):
         raise _Problem(f"time_steps must be an integer, got {_short(time_steps)}")
     if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
         raise _Problem(f"outputs must be a list of node names, got {_short(outputs)}")

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from ...config import is_int
 from .. import io as ir_io  # the package: its constants are read at call time, so they can be patched
-from .values import _array_sha256, _c_order, _check_array_dtype, _is_int, _keys, _Problem, _short
+from .values import _array_sha256, _c_order, _check_array_dtype, _keys, _Problem, _short
 
 _MANIFEST_KEYS = ("dtype", "shape", "sha256")
 
@@ -119,7 +120,7 @@ class _Reader:
             _check_array_dtype(dtype, what)
             if dtype.str != dtype_text:
                 raise _Problem(f"{what}: dtype {dtype_text!r} is not in numpy's canonical form {dtype.str!r}")
-            if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
+            if not isinstance(shape, list) or not all(is_int(s) and s >= 0 for s in shape):
                 raise _Problem(f"{what}: shape must be a list of non-negative integers, got {_short(shape)}")
             if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                 raise _Problem(f"{what}: sha256 must be 64 lowercase hex digits, got {_short(digest)}")

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...config import is_int
 from ..types import DType
 
 _ARRAY_KINDS = "biufc"  # bool, int, uint, float, complex
@@ -165,7 +166,7 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_int(value)
     if origin is not None and isinstance(origin, type):
         return isinstance(value, origin)
     if isinstance(hint, type):
@@ -202,5 +203,3 @@ def _keys(obj: Any, keys: tuple[str, ...], what: str) -> dict:
     return obj
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)

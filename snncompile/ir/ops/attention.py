@@ -8,8 +8,8 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from ...nn.attention import (attenuated_window, erode, linear_attention, lut_lookup, merge_heads,
-                             sdsa_column_sum, split_heads, statten_scores)
+from ...nn.attention import (attenuated_window, linear_attention, lut_lookup, merge_heads, sdsa_column_sum,
+                             sdsa_mask, split_heads, statten_scores)
 from ..types import FLOAT32, SPIKE, TensorType, int_type
 from .base import Op, expect, expect_stream, param
 
@@ -81,10 +81,8 @@ class SpikeMask(Op):
 
     def run(self, q: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         T, B, C, Hs, Ws = q.shape
-        a = split_heads(q, self.heads) * m.reshape(T, B, self.heads, 1, C // self.heads)
-        if self.erode:
-            a = erode(a)
-        return a.transpose(3, 4).reshape(T, B, C, Hs, Ws).contiguous()
+        a = sdsa_mask(split_heads(q, self.heads), m.reshape(T, B, self.heads, 1, C // self.heads), self.erode)
+        return merge_heads(a).reshape(T, B, C, Hs, Ws)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...config import is_int
 from ..types import SPIKE, TERNARY, TensorType, int_type
 from .base import Op, expect, expect_stream, param
 from .linear import _frames, conv_output_shape, conv_problems
@@ -72,10 +73,6 @@ def _decay(x: torch.Tensor, decay: int) -> torch.Tensor:
     return torch.sign(p) * (p.abs() >> DECAY_SHIFT)
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _int_array_problems(name: str, value: np.ndarray) -> list[str]:
     if value.dtype.kind not in "iu":
         return [f"{name} must be an integer array, got dtype {value.dtype}"]
@@ -93,7 +90,7 @@ def _range_problem(name: str, value, lo: int, hi: int, why: str) -> list[str]:
         if lo <= low and high <= hi:
             return []
         return [f"{name} must lie in [{lo}, {hi}] ({why}), got values in [{low}, {high}]"]
-    if not _is_int(value):
+    if not is_int(value):
         return [f"{name} must be an int, got {value!r}"]
     return [] if lo <= value <= hi else [f"{name} must lie in [{lo}, {hi}] ({why}), got {value}"]
 
@@ -264,7 +261,7 @@ class _IntSynapse(Op):
 
     def _synapse_problems(self) -> list[str]:
         p = []
-        bits_ok = _is_int(self.weight_bits) and 1 <= self.weight_bits <= 32
+        bits_ok = is_int(self.weight_bits) and 1 <= self.weight_bits <= 32
         if not bits_ok:
             p.append(f"weight_bits must be an int in 1..32, got {self.weight_bits!r}")
         if self.weight.dtype.kind not in "iu":
@@ -273,7 +270,7 @@ class _IntSynapse(Op):
             half = 1 << (self.weight_bits - 1)
             p += _range_problem("weight", self.weight, -half, half - 1, f"signed {self.weight_bits}-bit")
         p += _range_problem("weight_exp", self.weight_exp, -31, 31, "a shift of an int32 sum")
-        if not _is_int(self.out_bits) or not 2 <= self.out_bits <= 32:
+        if not is_int(self.out_bits) or not 2 <= self.out_bits <= 32:
             p.append(f"out_bits must be an int in 2..32 (Lava sends int32), got {self.out_bits!r}")
         if self.overflow not in ("wrap", "saturate"):
             p.append(f"overflow must be 'wrap' or 'saturate' for an integer result, got {self.overflow!r}")
@@ -393,7 +390,7 @@ def lava_effective_weights(w: np.ndarray, num_weight_bits: int = 8,
     if w.dtype.kind not in "iu":
         if w.dtype.kind != "f" or not np.array_equal(w, np.trunc(w)):
             raise ValueError(f"weights must be integers, got dtype {w.dtype}")
-    if not _is_int(num_weight_bits) or not 1 <= num_weight_bits <= 8:
+    if not is_int(num_weight_bits) or not 1 <= num_weight_bits <= 8:
         raise ValueError(f"num_weight_bits must be an int in 1..8, got {num_weight_bits!r}")
     w = w.astype(np.int64)
     if sign_mode is None:

@@ -7,7 +7,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from ...nn.neurons import fire_and_reset, charge
+from ...nn.neurons import charge, fire_and_reset, ternary_fire_and_reset
 from ..types import FLOAT32, SPIKE, TERNARY, TensorType
 from .base import Op, expect, expect_stream, param
 
@@ -100,11 +100,14 @@ class LIF(Op):
         v = torch.full_like(x_seq[0], self.v_reset)
         spikes, vs = [], []
         for x in x_seq:
-            s, v = fire_and_reset(self._charge(v, x), theta, self.v_reset, 4.0, True,
-                                   strict=self.threshold_cmp == ">", subtract=self.reset == "subtract")
+            s, v = self._fire(self._charge(v, x), theta)
             spikes.append(s)
             vs.append(v)
         return torch.stack(spikes), torch.stack(vs)
+
+    def _fire(self, h: torch.Tensor, theta) -> tuple[torch.Tensor, torch.Tensor]:
+        return fire_and_reset(h, theta, self.v_reset, 4.0, True, strict=self.threshold_cmp == ">",
+                              subtract=self.reset == "subtract")
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -122,20 +125,8 @@ class TernaryLIF(LIF):
         p = super().problems()
         return p + ([] if self.reset == "hard" else ["TernaryLIF supports reset 'hard' only"])
 
-    def simulate(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        theta = _param(self, "v_threshold", x_seq)
-        strict = self.threshold_cmp == ">"
-        v = torch.full_like(x_seq[0], self.v_reset)
-        spikes, vs = [], []
-        for x in x_seq:
-            h = self._charge(v, x)
-            pos = (h - theta > 0) if strict else (h - theta >= 0)
-            neg = (-h - theta > 0) if strict else (-h - theta >= 0)
-            fired = (pos | neg).to(h.dtype)
-            v = (1.0 - fired) * h + fired * self.v_reset
-            spikes.append(pos.to(h.dtype) - neg.to(h.dtype))
-            vs.append(v)
-        return torch.stack(spikes), torch.stack(vs)
+    def _fire(self, h: torch.Tensor, theta) -> tuple[torch.Tensor, torch.Tensor]:
+        return ternary_fire_and_reset(h, theta, self.v_reset, 4.0, True, strict=self.threshold_cmp == ">")
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
