@@ -17,6 +17,7 @@ from torch import nn
 from ..config import ModelConfig
 from .attention import (AttentionLUT, TemporalWindow, erode, linear_attention, merge_heads, sdsa_column_sum,
                         sdsa_mask, split_heads, statten_scores)
+from .seq import per_step
 from .neurons import MultiStepLIF, MultiStepTernaryLIF, make_neuron
 
 
@@ -33,15 +34,11 @@ def _branch_neuron(cfg: ModelConfig, v_threshold: float = 1.0) -> MultiStepLIF:
 
 def _conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """Apply a 2-D conv + BN to a ``[T, B, C, H, W]`` tensor frame by frame."""
-    T, B = x.shape[:2]
-    y = bn(conv(x.flatten(0, 1)))
-    return y.reshape(T, B, *y.shape[1:]).contiguous()
+    return per_step(x, lambda f: bn(conv(f)))
 
 
 def _maxpool(x: torch.Tensor) -> torch.Tensor:
-    T, B = x.shape[:2]
-    y = nn.functional.max_pool2d(x.flatten(0, 1), kernel_size=3, stride=2, padding=1)
-    return y.reshape(T, B, *y.shape[1:])
+    return per_step(x, lambda f: nn.functional.max_pool2d(f, kernel_size=3, stride=2, padding=1))
 
 
 class SpikingPatchSplitting(nn.Module):

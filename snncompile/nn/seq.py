@@ -16,12 +16,17 @@ import torch
 from torch import nn
 
 
+def per_step(x: torch.Tensor, fn) -> torch.Tensor:
+    """Apply a stateless ``fn`` to every timestep of a ``[T, B, ...]`` stream as one ``[T*B, ...]`` batch."""
+    T, B = x.shape[:2]
+    y = fn(x.flatten(0, 1))
+    return y.reshape(T, B, *y.shape[1:])
+
+
 class PerStep(nn.Sequential):
     """Stateless layers applied to each timestep: ``[T, B, *s] -> [T*B, *s] -> layers -> [T, B, *s']``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2:
             raise ValueError(f"PerStep expects a [T, B, ...] stream, got shape {tuple(x.shape)}")
-        T, B = x.shape[:2]
-        y = super().forward(x.flatten(0, 1))
-        return y.reshape(T, B, *y.shape[1:])
+        return per_step(x, super().forward)

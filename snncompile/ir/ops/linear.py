@@ -12,15 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...nn.seq import per_step
 from ..types import FLOAT32, TensorType
 from .base import Op, expect, expect_stream, param
-
-
-def _frames(x: torch.Tensor, fn) -> torch.Tensor:
-    """Apply ``fn`` to a ``[T, B, ...]`` stream as one ``[T*B, ...]`` batch (as the torch models do)."""
-    T, B = x.shape[:2]
-    y = fn(x.flatten(0, 1))
-    return y.reshape(T, B, *y.shape[1:])
 
 
 def conv_problems(op) -> list[str]:
@@ -77,7 +71,7 @@ class Conv2d(Op):
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.tensor("bias") if self.bias is not None else None
-        return _frames(x, lambda f: F.conv2d(f, self.tensor("weight"), bias, self.stride, self.padding,
+        return per_step(x, lambda f: F.conv2d(f, self.tensor("weight"), bias, self.stride, self.padding,
                                              self.dilation, self.groups))
 
 
@@ -135,6 +129,6 @@ class BatchNorm(Op):
         return TensorType(x.shape, FLOAT32, x.time)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        return _frames(x, lambda f: F.batch_norm(f, self.tensor("running_mean"), self.tensor("running_var"),
+        return per_step(x, lambda f: F.batch_norm(f, self.tensor("running_mean"), self.tensor("running_var"),
                                                  self.tensor("weight"), self.tensor("bias"), False, 0.0,
                                                  self.eps))

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from ...config import is_int
 from ..types import SPIKE, TERNARY, TensorType, int_type
 from .base import Op, expect, expect_stream, param
-from .linear import _frames, conv_output_shape, conv_problems
+from ...nn.seq import per_step
+from .linear import conv_output_shape, conv_problems
 
 STATE_BITS = 24           # u and v (Lava uv_bitwidth)
 DECAY_SHIFT = 12          # decays are fractions of 4096
@@ -366,7 +367,7 @@ class IntConv2d(_IntSynapse):
         return TensorType(conv_output_shape(self, x), int_type(self.out_bits))
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        acc = _frames(as_int64(x, "IntConv2d input"), lambda f: F.conv2d(  # int64 on CPU: exact
+        acc = per_step(as_int64(x, "IntConv2d input"), lambda f: F.conv2d(  # int64 on CPU: exact
             f, self._weight64, None, self.stride, self.padding, self.dilation, self.groups))
         return self._finish(acc)
 

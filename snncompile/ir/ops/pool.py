@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..types import FLOAT32, SPIKE, TensorType
 from .base import Op, expect, expect_stream, param
-from .linear import _frames
+from ...nn.seq import per_step
 
 
 def _window_problems(kernel, stride, padding) -> list[str]:
@@ -54,7 +54,7 @@ class MaxPool2d(Op):
         return TensorType(_pooled(x, self.kernel, self.stride, self.padding, "MaxPool2d"), x.dtype, x.time)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        return _frames(x, lambda f: F.max_pool2d(f, self.kernel, self.stride, self.padding))
+        return per_step(x, lambda f: F.max_pool2d(f, self.kernel, self.stride, self.padding))
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -76,5 +76,5 @@ class SumPool2d(Op):
         return TensorType(_pooled(x, self.kernel, self.stride, self.padding, "SumPool2d"), FLOAT32, x.time)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        return _frames(x, lambda f: F.avg_pool2d(f, self.kernel, self.stride, self.padding,
+        return per_step(x, lambda f: F.avg_pool2d(f, self.kernel, self.stride, self.padding,
                                                  count_include_pad=True, divisor_override=1))
