@@ -450,8 +450,17 @@ def test_graph_problems_edge_cases():
     assert loop.problems() == ["cycle: s -> s"]
     bad_input = Graph({"x": Node(Input(shape=(0, 2), time="later")), "o": Node(Output(), ("x",))}, ("o",), T)
     assert len(bad_input.problems()) == 2 and all("'x' (Input)" in p for p in bad_input.problems())
+    static_bn = Graph({"x": Node(Input(shape=(2, 8, 8), time="static")),
+                       "c": Node(BatchNorm(weight=np.ones(2, np.float32), bias=np.zeros(2, np.float32),
+                                           running_mean=np.zeros(2, np.float32),
+                                           running_var=np.ones(2, np.float32)), ("x",)),
+                       "o": Node(Output(), ("c",))}, ("o",), T)
+    assert static_bn.problems() == ["node 'c' (BatchNorm): input must be a per-timestep stream, got a static "
+                                    "value static float32[2, 8, 8]"]
+    # a static image's convolution is computed once: static in, static out, the same values per image
     static_conv = Graph({"x": Node(Input(shape=(2, 8, 8), time="static")),
-                         "c": Node(Conv2d(weight=np.zeros((4, 2, 1, 1), np.float32)), ("x",)),
-                         "o": Node(Output(), ("c",))}, ("o",), T)
-    assert static_conv.problems() == ["node 'c' (Conv2d): input must be a per-timestep stream, got a static "
-                                      "value static float32[2, 8, 8]"]
+                         "c": Node(Conv2d(weight=np.ones((4, 2, 1, 1), np.float32)), ("x",)),
+                         "o": Node(Output(), ("c",))}, ("o",), T).validate()
+    assert static_conv.types()["c"].time == "static"
+    image = torch.rand(3, 2, 8, 8)
+    assert torch.equal(run_graph(static_conv, {"x": image})["o"], image.sum(1, keepdim=True).expand(3, 4, 8, 8))

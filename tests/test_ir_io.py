@@ -22,7 +22,8 @@ from snncompile.ir.io import IRFileError, from_bytes, graph_digest, load, save, 
 from snncompile.ir.ops import (LI, LIF, OPS, Add, BatchNorm, BlockLinearAttention, Conv2d, CubaLIF, Flatten, Input,
                                Linear, LUTAttention, MaxPool2d, Mul, Output, ReLU, Repeat, Scale, SpikeColumnSum,
                                SpikeMask, SumPool2d, TemporalWindow, TernaryLIF, TimeMean, TokenMean, IntConv2d,
-                               IntDense, LoihiLIF, LoihiTernaryLIF)
+                               IntDense, LoihiLIF, LoihiTernaryLIF, Quantize, IntAdd, IntShift, Delay, TokenSum,
+                               KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate)
 from snncompile.ir.types import FLOAT32, SPIKE, TERNARY, DType, int_type
 
 T = 4
@@ -93,10 +94,29 @@ def every_op_graph(seed: int = 0) -> Graph:
     add("tlif2", LoihiTernaryLIF(current_decay=4096, voltage_decay=0, vth_hi=3, vth_lo=-3, bias_mant=-2), "idense")
     add("out_int", Output(), "tlif2")
     add("out_acc", Output(), "idense")
+    # integer plumbing of the lowering
+    add("q", Quantize(scale=0.25, bits=8), "img")
+    add("qrep", Repeat(time_steps=T, data_steps=T - 1), "q")
+    add("ibias", IntConv2d(weight=rng.integers(-8, 8, (3, 3, 1, 1)).astype(np.int8), bias=np.array([1, -2, 3]),
+                           out_bits=12), "qrep")
+    add("isum", IntAdd(out_bits=12, overflow="wrap"), "ibias", "ibias")
+    add("ishift", IntShift(shift=-1), "isum")
+    add("idelay", Delay(delay=2), "ishift")
+    add("itok", TokenSum(out_bits=20), "idelay")
+    add("out_itok", Output(), "itok")
+    # integer attention (what lower_attention produces)
+    add("ikv", KVOuterAccumulate(heads=2, block=2, block_offset=1, out_bits=8, overflow="saturate"), "pool", "tlif")
+    add("iqm", QMAccumulate(heads=2), "pool", "ikv")
+    add("iscores", SpikeScores(heads=2), "pool", "pool")
+    add("ilut", ScoreLUT(table=rng.integers(-20, 20, (2, 3)).astype(np.int16)), "iscores")
+    add("isv", ScoreValueAccumulate(heads=2, out_bits=12, overflow="wrap"), "ilut", "tlif")
+    add("iattn", IntAdd(), "iqm", "isv")
+    add("out_iattn", Output(), "iattn")
     history = (HistoryEntry("import_torch", {"source": "STAtten", "t": T, "erode": (True, False),
                                              "lr": 1e-3, "tags": ["a", "b"], "nested": {"x": None}}, "0" * 64),
                HistoryEntry("fold_batchnorm", {}, "f" * 64))
-    return Graph(nodes=n, outputs=("out", "out_tok", "out0", "out_li", "out_int", "out_acc"), time_steps=T,
+    return Graph(nodes=n, outputs=("out", "out_tok", "out0", "out_li", "out_int", "out_acc", "out_itok",
+                                   "out_iattn"), time_steps=T,
                  history=history).validate()
 
 
@@ -209,8 +229,9 @@ def test_graph_json_layout():
         doc = json.loads(zf.read("graph.json"))
         entries = set(zf.namelist())
     assert list(doc) == ["format", "format_version", "time_steps", "outputs", "nodes", "history", "arrays"]
-    assert doc["format"] == "snncompile-ir" and doc["format_version"] == 1 == irio.FORMAT_VERSION
-    assert doc["time_steps"] == T and doc["outputs"] == ["out", "out_tok", "out0", "out_li", "out_int", "out_acc"]
+    assert doc["format"] == "snncompile-ir" and doc["format_version"] == irio.FORMAT_VERSION
+    assert doc["time_steps"] == T and doc["outputs"] == ["out", "out_tok", "out0", "out_li", "out_int", "out_acc",
+                                                         "out_itok", "out_iattn"]
     nodes = {n["name"]: n for n in doc["nodes"]}
     assert [n["name"] for n in doc["nodes"]] == list(every_op_graph().nodes)
     assert nodes["conv"]["type"] == "Conv2d" and nodes["conv"]["inputs"] == ["rep"]
@@ -598,17 +619,21 @@ def test_wrong_magic(tmp_path, good):
     expect_error(tmp_path, tamper(good, lambda d: d.pop("format")), "not a snncompile IR file")
 
 
+N = irio.FORMAT_VERSION
+READS = f"this snncompile reads format_versions 1 to {N}"
+
+
 def test_newer_format_version(tmp_path, good):
-    err = expect_error(tmp_path, tamper(good, lambda d: d.update(format_version=2)),
-                       "format_version 2 was written by a newer snncompile")
-    assert "this snncompile reads format_version 1" in str(err)
+    err = expect_error(tmp_path, tamper(good, lambda d: d.update(format_version=N + 1)),
+                       f"format_version {N + 1} was written by a newer snncompile")
+    assert READS in str(err)
 
 
 @pytest.mark.parametrize("version", [0, -1])
 def test_older_format_version_without_upgrade(tmp_path, good, version):
     expect_error(tmp_path, tamper(good, lambda d: d.update(format_version=version)),
-                 f"format_version {version} is older than 1 and there is no upgrade step from {version} to "
-                 f"{version + 1}; this snncompile reads format_version 1")
+                 f"format_version {version} is older than {N} and there is no upgrade step from {version} to "
+                 f"{version + 1}; {READS}")
 
 
 @pytest.mark.parametrize("version", ["1", 1.0, True, None])
@@ -618,39 +643,39 @@ def test_format_version_must_be_an_integer(tmp_path, good, version):
 
 
 def test_upgrade_steps_carry_old_files_forward(tmp_path, good, monkeypatch):
-    """Simulate format 2, in which LIF's 'leak' was called 'tau' in format 1 (a made-up history)."""
-    def as_v1(doc):
+    """Simulate format N + 1, in which LIF's 'leak' was called 'tau' in format N (a made-up history)."""
+    def as_old(doc):
         for n in doc["nodes"]:
             if n["type"] in ("LIF", "TernaryLIF"):
                 n["fields"]["tau"] = n["fields"].pop("leak")
 
-    v1 = tamper(good, as_v1)
+    old = tamper(good, as_old)
     calls = []
 
-    def upgrade_v1_to_v2(doc):
+    def upgrade(doc):
         calls.append(doc["format_version"])
         for n in doc["nodes"]:
             if n["type"] in ("LIF", "TernaryLIF"):
                 n["fields"]["leak"] = n["fields"].pop("tau")
         return doc
 
-    monkeypatch.setattr(irio, "FORMAT_VERSION", 2)
+    monkeypatch.setattr(irio, "FORMAT_VERSION", N + 1)
     monkeypatch.setattr(irio, "UPGRADES", {})
-    expect_error(tmp_path, v1, "no upgrade step from 1 to 2; this snncompile reads format_version 2")
-    monkeypatch.setattr(irio, "UPGRADES", {1: upgrade_v1_to_v2})
-    assert irio.readable_versions() == [1, 2]
-    path = tmp_path / "v1.snnir"
-    path.write_bytes(v1)
+    expect_error(tmp_path, old, f"no upgrade step from {N} to {N + 1}; this snncompile reads format_version {N + 1}")
+    monkeypatch.setattr(irio, "UPGRADES", {N: upgrade})
+    assert irio.readable_versions() == [N, N + 1]
+    path = tmp_path / "old.snnir"
+    path.write_bytes(old)
     h = load(path)
-    assert calls == [1]
+    assert calls == [N]
     assert_same_graph(every_op_graph(), h)
-    assert json.loads(read_entries(to_bytes(h))["graph.json"])["format_version"] == 2
-    expect_error(tmp_path, tamper(good, lambda d: d.update(format_version=3)),
-                 "this snncompile reads format_versions 1 to 2")
+    assert json.loads(read_entries(to_bytes(h))["graph.json"])["format_version"] == N + 1
+    expect_error(tmp_path, tamper(good, lambda d: d.update(format_version=N + 2)),
+                 f"this snncompile reads format_versions {N} to {N + 1}")
 
 
-def test_upgrades_are_empty_today():
-    assert irio.UPGRADES == {} and irio.readable_versions() == [irio.FORMAT_VERSION]
+def test_every_released_version_has_an_upgrade_path():
+    assert irio.readable_versions() == list(range(1, N + 1))
 
 
 def test_unknown_node_type(tmp_path, good):
@@ -987,3 +1012,16 @@ def test_save_replaces_atomically_with_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_loads_a_version_1_file():
+    """A file written by format version 1 (tests/data, made by the version-1 code) loads and runs: the new
+    fields get their meaning-preserving defaults and its spike SumPool2d becomes an integer sum."""
+    g = load(Path(__file__).parent / "data" / "format_v1.snnir")
+    assert g.op("rep").data_steps == 0 and (g.op("mean").start, g.op("mean").steps) == (0, 0)
+    assert g.op("dense").bias is None and g.op("iconv").bias is None
+    assert str(g.types()["pool"].dtype) == "uint3"
+    out = run_graph(g, {"img": torch.rand(2, 1, 4, 4) * 4})
+    assert out["out"].shape == (2, 2) and out["out_pool"].shape == (3, 2, 2, 2, 2)
+    assert load(save(g, Path(__file__).parent / "data" / "_tmp.snnir")).types() == g.types()
+    (Path(__file__).parent / "data" / "_tmp.snnir").unlink()

@@ -22,7 +22,8 @@ from snncompile.ir import OPS, SPIKE, TERNARY, Graph, Node, run_graph
 from snncompile.ir.ops import (LI, LIF, Add, BatchNorm, BlockLinearAttention, Conv2d, CubaLIF, Flatten, Input,
                                IntConv2d, IntDense, Linear, LoihiLIF, LoihiTernaryLIF, LUTAttention, MaxPool2d, Mul,
                                Op, Output, ReLU, Repeat, Scale, SpikeColumnSum, SpikeMask, SumPool2d, TemporalWindow,
-                               TernaryLIF, TimeMean, TokenMean)
+                               TernaryLIF, TimeMean, TokenMean, Quantize, IntAdd, IntShift, Delay, TokenSum,
+                               KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate)
 from snncompile.ir.types import int_type
 from snncompile.nn.sdt import build_model
 
@@ -392,11 +393,32 @@ def test_refuses_op_without_function():
         to_onnx(g.graph())
 
 
-REFUSED_CASES = {  # the integer Loihi family: exact int64 semantics that a float32 ONNX graph cannot carry
-    IntDense: lambda: IntDense(weight=np.array([[1, -2, 3]], np.int16)),
-    IntConv2d: lambda: IntConv2d(weight=np.ones((2, 3, 1, 1), np.int8)),
-    LoihiLIF: lambda: LoihiLIF(current_decay=4096, voltage_decay=0, vth=3),
-    LoihiTernaryLIF: lambda: LoihiTernaryLIF(current_decay=4096, voltage_decay=0, vth_hi=3, vth_lo=-3),
+def _on_int(op):
+    return lambda g, x: g.add("node", op, x)
+
+
+def _input(g, name, dtype, shape=(3, 1, 1)):
+    return g.add(name, Input(shape=shape, dtype=dtype))
+
+
+REFUSED_CASES = {  # the integer node types: exact int64 semantics that a float32 ONNX graph cannot carry
+    IntDense: lambda g, x: g.add("node", IntDense(weight=np.array([[1, -2, 3]], np.int16)), g.add("flat", Flatten(), x)),
+    IntConv2d: _on_int(IntConv2d(weight=np.ones((2, 3, 1, 1), np.int8))),
+    LoihiLIF: _on_int(LoihiLIF(current_decay=4096, voltage_decay=0, vth=3)),
+    LoihiTernaryLIF: _on_int(LoihiTernaryLIF(current_decay=4096, voltage_decay=0, vth_hi=3, vth_lo=-3)),
+    Quantize: lambda g, x: g.add("node", Quantize(scale=0.5, bits=8), g.add("real", Scale(scale=1.0), x)),
+    IntAdd: lambda g, x: g.add("node", IntAdd(), x, x),
+    IntShift: _on_int(IntShift(shift=2)),
+    Delay: _on_int(Delay(delay=1)),
+    TokenSum: _on_int(TokenSum()),
+    KVOuterAccumulate: lambda g, x: g.add("node", KVOuterAccumulate(heads=1), x, _input(g, "v", SPIKE)),
+    QMAccumulate: lambda g, x: g.add("node", QMAccumulate(heads=1), _input(g, "q", SPIKE),
+                                     _input(g, "m", int_type(8), (1, 3, 3))),
+    SpikeScores: lambda g, x: g.add("node", SpikeScores(heads=1), _input(g, "q", SPIKE), _input(g, "k", SPIKE)),
+    ScoreLUT: lambda g, x: g.add("node", ScoreLUT(table=np.array([[0, 2, -1, 5]])),
+                                 _input(g, "a", int_type(2, signed=False), (1, 1, 1))),
+    ScoreValueAccumulate: lambda g, x: g.add("node", ScoreValueAccumulate(heads=1),
+                                             _input(g, "s", int_type(8), (1, 1, 1)), _input(g, "v", TERNARY)),
 }
 
 
@@ -404,8 +426,7 @@ REFUSED_CASES = {  # the integer Loihi family: exact int64 semantics that a floa
 def test_refuses_integer_loihi_ops(op_type):
     g = G()
     x = g.add("x", Input(shape=(3, 1, 1), dtype=int_type(8)))
-    node = g.add("node", REFUSED_CASES[op_type](), g.add("flat", Flatten(), x) if op_type is IntDense else x)
-    g.out(node)
+    g.out(REFUSED_CASES[op_type](g, x))
     name = op_type.__name__
     with pytest.raises(OnnxExportError, match=rf"node 'node' \({name}\): an integer Loihi node .* float32 graphs "
                                               rf"only, so it is refused") as err:

@@ -47,10 +47,11 @@ field shifts its output stream later (`y[t] = f(x)[t - delay]`, zeros first); it
 integer synapses `IntDense` and `IntConv2d`, which default to 1 (Lava's Dense and Conv deliver on the
 next step). Stateful nodes: the neurons (`LIF`, `TernaryLIF`, `CubaLIF`, `LI`, `LoihiLIF`,
 `LoihiTernaryLIF`) keep their state per element, starting from rest at `t = 0` for every sample;
-`TemporalWindow` keeps its last `W - 1` inputs. `BlockLinearAttention` is the one
-non-causal node: the outputs of a block of `block` consecutive steps depend on all of them, so they
-exist only once the block's last step has arrived (a latency of `block - 1` steps; `T` must be a
-multiple of `block`). `TimeMean` needs all `T` steps.
+`TemporalWindow` keeps its last `W - 1` inputs. `BlockLinearAttention` and `KVOuterAccumulate` are
+the non-causal nodes: the outputs of a block of `block` consecutive steps depend on all of them, so they
+exist only once the block's last step has arrived (a latency of `block - 1` steps, which the `schedule`
+pass gives `KVOuterAccumulate` as its `delay`). `TimeMean` needs all `T` steps of its window. A
+scheduled graph runs `T + L` steps: `Repeat` and stream inputs carry data for `T` steps, zeros after.
 
 **Dtypes.** `float32`: real values. `spike`: binary {0, 1}. `ternary`: {-1, 0, +1}. `intN` /
 `uintN`: integers of N bits (e.g. `SpikeColumnSum` counts). Output dtypes come from `infer`:

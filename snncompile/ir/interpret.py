@@ -16,10 +16,18 @@ def delayed(x: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.cat([torch.zeros_like(x[:steps]), x[:-steps]])[: x.shape[0]]
 
 
+def _drained(x: torch.Tensor, steps: int) -> torch.Tensor:
+    if x.shape[0] >= steps:
+        return x
+    return torch.cat([x, torch.zeros((steps - x.shape[0], *x.shape[1:]), dtype=x.dtype, device=x.device)])
+
+
 def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs") -> dict[str, torch.Tensor]:
     """Run ``graph`` on ``feeds`` (Input node name -> tensor; ``[B, ...]`` static, ``[T, B, ...]`` stream).
 
     ``keep="outputs"`` returns the graph outputs; ``keep="all"`` every node's value (for tracing).
+    A stream fed with fewer timesteps than ``graph.time_steps`` is padded with zeros (a scheduled graph
+    runs longer than its input lasts, draining its pipeline).
     """
     graph.validate()
     missing = [n for n in graph.inputs() if n not in feeds]
@@ -33,7 +41,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
         for name in graph.topo_order():
             node = graph.nodes[name]
             if name in feeds:
-                values[name] = feeds[name]
+                values[name] = _drained(feeds[name], graph.time_steps) if types[name].time == "stream" else feeds[name]
                 continue
             args = [values[s] for s in node.inputs]
             if not node.op.INTEGER_INPUTS:  # float semantics: int64 streams arrive as float32

@@ -1,16 +1,28 @@
 """Graph-to-graph passes and the pipelines that chain them (see ``pipeline.py`` for the contract).
 
-``PIPELINES`` holds the canned pipelines as explicit tuples of pass functions (never names).
+``PIPELINES`` holds the canned pipelines as explicit tuples of pass functions (never names):
+
+- ``float``: BatchNorm folding only (the float graph a GPU or ONNX runtime would run);
+- ``loihi``: the whole lowering to the integer graph a Loihi-style target runs, stage by stage:
+  fold BatchNorm, normalise neurons to CUBA form, lower attention to integer accumulates, quantise
+  (Loihi LIF, 8-bit synapses, integer sums), prove every integer width, schedule for a time-stepped target.
 """
 from .fold_batchnorm import fold_batchnorm
+from .lower_attention import lower_attention
+from .normalize_neurons import normalize_neurons
 from .pipeline import Pass, PassContext, PassError, reports, run_pipeline, to_fixpoint
+from .prove_ranges import prove_ranges
+from .quantize import QuantizeError, quantize
 from .rewrite import Edit, RewriteError, apply_edit, rewrite_graph
-from .verify import VerificationError, compare_graphs, verify_pipeline
+from .schedule import latencies, schedule
+from .verify import Alignment, VerificationError, compare_graphs, verify_pipeline
 
 PIPELINES: dict[str, tuple[Pass, ...]] = {
     "float": (fold_batchnorm,),
+    "loihi": (fold_batchnorm, normalize_neurons, lower_attention, quantize, prove_ranges, schedule),
 }
 
 __all__ = ["PIPELINES", "Pass", "PassContext", "PassError", "reports", "run_pipeline", "to_fixpoint",
-           "fold_batchnorm", "Edit", "RewriteError", "apply_edit", "rewrite_graph", "VerificationError",
-           "compare_graphs", "verify_pipeline"]
+           "fold_batchnorm", "normalize_neurons", "lower_attention", "quantize", "QuantizeError", "prove_ranges",
+           "schedule", "latencies", "Edit", "RewriteError", "apply_edit", "rewrite_graph", "Alignment",
+           "VerificationError", "compare_graphs", "verify_pipeline"]

@@ -43,6 +43,9 @@ class PassContext:
     target: str | None = None         #: name of the hardware target, or None for a target-free pass
     #: per-pass options, keyed by pass name: ``{"quantize_weights": {"bits": 8}}``
     options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    #: calibration feeds (Input node name -> tensor, as ``run_graph`` takes them) for the passes that
+    #: choose a scale from data; None: such a pass refuses to guess
+    calibration: Mapping[str, object] | None = None
 
     def __post_init__(self):
         frozen = {name: MappingProxyType(dict(opts)) for name, opts in self.options.items()}

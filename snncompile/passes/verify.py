@@ -12,18 +12,20 @@ previous stage) and QuantizeML's per-layer error table (SMAPE and saturation per
 Spike outputs report the agreement (equal elements / total) and the number of differing spikes; real and
 integer outputs report the max absolute error and SMAPE (``mean |a - b| / (|a| + |b|)``, 0 where both
 are 0; in [0, 1]); integer outputs also report the fraction saturated at their dtype's bounds. Neurons
-with a ``simulate`` method also report their membrane error. ``scale`` (candidate node -> factor, default
-1) converts a candidate's values into the reference's units (``candidate * scale``), for quantised stages.
+with a ``simulate`` method also report their membrane error. An :class:`Alignment` says how a candidate's
+values map onto the reference's: a factor into reference units (``candidate * scale``, quantised stages),
+another for membranes, and a time offset (a scheduled node's step ``offset + t`` is the reference's step
+``t``). A pass provides its alignment with an ``align(before, after) -> Alignment`` attribute.
 
 Nodes are matched by name, except where a pass replaced a node: when reference node ``R`` is gone and
 every consumer that read ``R`` (and every graph output that was ``R``) now reads candidate node ``X``, then
-``X`` stands for ``R`` (``fold_batchnorm``: the folded conv stands for its BatchNorm). Nodes present in one
-graph only are listed as such.
+``X`` stands for ``R`` (``fold_batchnorm``: the folded conv stands for its BatchNorm), provided both have
+the same shape and time layout. Nodes present in one graph only are listed as such.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Collection, Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import torch
 
@@ -71,6 +73,19 @@ class NodeReport:
 
 
 @dataclass(frozen=True)
+class Alignment:
+    """How candidate values map onto reference values, per candidate node (absent: 1, 1, 0)."""
+
+    scale: Mapping[str, float] = field(default_factory=dict)           #: candidate * scale = reference units
+    membrane_scale: Mapping[str, float] = field(default_factory=dict)  #: the same for a neuron's membrane
+    offset: Mapping[str, int] = field(default_factory=dict)            #: candidate step offset + t = reference t
+
+    @property
+    def timed(self) -> bool:
+        return any(self.offset.values())
+
+
+@dataclass(frozen=True)
 class Tolerance:
     """Declared tolerances for float stages (exact stages must be bit-identical)."""
 
@@ -105,7 +120,8 @@ def _smape(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _compare(ref: torch.Tensor, cand: torch.Tensor, kind: str, scale: float, dtype=None,
-             ref_v: torch.Tensor | None = None, cand_v: torch.Tensor | None = None) -> Comparison:
+             ref_v: torch.Tensor | None = None, cand_v: torch.Tensor | None = None,
+             membrane_scale: float = 1.0) -> Comparison:
     a, b = ref.double(), cand.double() * scale
     identical = torch.equal(a, b)
     diff = (a - b).abs()
@@ -118,7 +134,7 @@ def _compare(ref: torch.Tensor, cand: torch.Tensor, kind: str, scale: float, dty
     if kind == "int" and dtype is not None:
         fields["saturation"] = float(((cand == dtype.min) | (cand == dtype.max)).double().mean())
     if ref_v is not None and cand_v is not None and ref_v.shape == cand_v.shape:
-        va, vb = ref_v.double(), cand_v.double() * scale
+        va, vb = ref_v.double(), cand_v.double() * membrane_scale
         fields["membrane_max_abs_error"] = float((va - vb).abs().max()) if va.numel() else 0.0
         fields["membrane_smape"] = _smape(va, vb)
     return Comparison(**fields)
@@ -140,9 +156,15 @@ def _run_node(graph: Graph, name: str, args: list[torch.Tensor], types,
     return out, v
 
 
+def _from_offset(x: torch.Tensor, offset: int, steps: int) -> torch.Tensor:
+    """Steps ``offset .. offset + steps - 1`` of a stream (a scheduled node read where its data arrive)."""
+    return x[offset:offset + steps]
+
+
 def default_match(reference: Graph, candidate: Graph) -> dict[str, str]:
     """Candidate node -> the reference node it stands for (see the module docstring)."""
     match = {n: n for n in candidate.nodes if n in reference.nodes}
+    rtypes, ctypes = reference.types(), candidate.types()
     for r in reference.nodes:
         if r in candidate.nodes:
             continue
@@ -153,34 +175,40 @@ def default_match(reference: Graph, candidate: Graph) -> dict[str, str]:
                 readers |= {candidate.nodes[c].inputs[i] for i, s in enumerate(reference.nodes[c].inputs) if s == r}
         if len(readers) == 1:
             (x,) = readers
-            if x in candidate.nodes and match.get(x, x) == x:
+            same_layout = x in candidate.nodes and (ctypes[x].shape, ctypes[x].time) == (rtypes[r].shape, rtypes[r].time)
+            if same_layout and match.get(x, x) == x:
                 match[x] = r
     return match
 
 
 def compare_graphs(reference: Graph, candidate: Graph, feeds: Mapping[str, torch.Tensor], *,
-                   scale: Mapping[str, float] | None = None, match: Mapping[str, str] | None = None,
+                   alignment: Alignment | None = None, match: Mapping[str, str] | None = None,
                    _values: tuple[dict, dict] | None = None) -> list[NodeReport]:
     """Compare every node of ``candidate`` with its counterpart in ``reference`` on ``feeds``.
 
-    ``scale``: candidate node -> factor into reference units (default 1). ``match``: candidate node ->
-    reference node (default :func:`default_match`). Rows come in the candidate's dependency order, then
-    the reference nodes with no counterpart.
+    ``alignment``: how candidate values map onto reference values (default: identity). ``match``:
+    candidate node -> reference node (default :func:`default_match`). Rows come in the candidate's
+    dependency order, then the reference nodes with no counterpart. A timed alignment (a scheduling
+    stage) compares each node's values from its offset on; such a stage has no local error of its own,
+    so its isolated comparison is its cumulative one.
     """
-    scale = dict(scale or {})
+    align = alignment or Alignment()
+    scale = dict(align.scale)
     match = default_match(reference, candidate) if match is None else dict(match)
     ref_vals, cand_vals = _values or (run_graph(reference, feeds, keep="all"), run_graph(candidate, feeds, keep="all"))
     rtypes, ctypes = reference.types(), candidate.types()
+    if align.timed:
+        cand_vals = {n: _from_offset(v, align.offset.get(n, 0), reference.time_steps)
+                     if ctypes[n].time == "stream" else v for n, v in cand_vals.items()}
     context: dict[str, torch.Tensor] = {}  # candidate node -> its value computed from reference values
 
     def in_context(s: str) -> torch.Tensor:
         if s not in context:
             k = scale.get(s, 1.0)
-            if s in match and k == 1.0:
-                context[s] = ref_vals[match[s]]
-            elif s in match:  # reference values in the candidate's units (integers rounded)
-                v = ref_vals[match[s]] / k
-                context[s] = v.round().to(torch.int64) if ctypes[s].dtype.kind == "int" else v
+            if s in match:  # reference values in the candidate's units (integers rounded)
+                v = ref_vals[match[s]] if k == 1.0 else ref_vals[match[s]] / k
+                integer = ctypes[s].dtype.kind == "int" and v.is_floating_point()
+                context[s] = v.round().to(torch.int64) if integer else v
             elif candidate.nodes[s].inputs:
                 args = [in_context(i) for i in candidate.nodes[s].inputs]
                 context[s] = _run_node(candidate, s, args, ctypes)[0]
@@ -189,7 +217,8 @@ def compare_graphs(reference: Graph, candidate: Graph, feeds: Mapping[str, torch
         return context[s]
 
     def membrane(graph: Graph, name: str, values, types) -> torch.Tensor:
-        return _run_node(graph, name, [values[i] for i in graph.nodes[name].inputs], types, True)[1]
+        v = _run_node(graph, name, [values[i] for i in graph.nodes[name].inputs], types, True)[1]
+        return v if graph is reference or not align.timed else _from_offset(v, 0, reference.time_steps)
 
     rows = []
     for c in candidate.topo_order():
@@ -205,12 +234,13 @@ def compare_graphs(reference: Graph, candidate: Graph, feeds: Mapping[str, torch
             continue
         neuron = hasattr(op, "simulate") and hasattr(reference.op(r), "simulate")
         ref_v = membrane(reference, r, ref_vals, rtypes) if neuron else None
+        mk = align.membrane_scale.get(c, k)
         cum = _compare(ref_vals[r], cand_vals[c], kind, k, ct.dtype, ref_v,
-                       membrane(candidate, c, cand_vals, ctypes) if neuron else None)
-        if candidate.nodes[c].inputs:
+                       membrane(candidate, c, cand_vals, ctypes) if neuron else None, mk)
+        if candidate.nodes[c].inputs and not align.timed:
             iso_out, iso_v = _run_node(candidate, c, [in_context(i) for i in candidate.nodes[c].inputs], ctypes,
                                        neuron)
-            iso = _compare(ref_vals[r], iso_out, kind, k, ct.dtype, ref_v, iso_v)
+            iso = _compare(ref_vals[r], iso_out, kind, k, ct.dtype, ref_v, iso_v, mk)
         else:
             iso = cum
         rows.append(NodeReport(c, op.type_name(), "matched", r, kind, k, cum, iso))
@@ -256,7 +286,6 @@ def _check(stage: StageReport, tol: Tolerance) -> list[tuple[str, str, bool]]:
 def verify_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None, feeds: Mapping[str, torch.Tensor],
                     labels: torch.Tensor | None = None, *, exact: Collection[str] = (),
                     tolerance: Tolerance = Tolerance(), strict: bool = False,
-                    scale: Callable[[str, Graph, Graph], Mapping[str, float]] | None = None,
                     **pipeline_kw) -> VerifyReport:
     """Run ``steps`` with :func:`run_pipeline`, comparing every stage with the previous one on ``feeds``.
 
@@ -264,7 +293,7 @@ def verify_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None
     has a true ``exact`` attribute: every matched node must then be bit-identical, and the first that is
     not raises :class:`VerificationError` naming the pass and the node. Other stages are checked against
     ``tolerance`` and their violations recorded; with ``strict`` the first one raises. A shape difference
-    always raises. ``scale(pass_name, before, after)`` gives the per-node scale of a stage.
+    always raises. A pass's ``align(before, after)`` attribute, if any, gives the stage's :class:`Alignment`.
     ``labels``: per-sample class indices for stage accuracies. ``pipeline_kw`` goes to ``run_pipeline``.
     """
     by_name = {s.__name__: s for s in steps}
@@ -284,7 +313,8 @@ def verify_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None
         values[id(after)] = after_vals
         stage = StageReport(len(report.stages), pass_name, stage_accuracy(after, after_vals),
                             exact=pass_name in exact or bool(getattr(by_name.get(pass_name), "exact", False)))
-        stage.nodes = compare_graphs(before, after, feeds, scale=scale(pass_name, before, after) if scale else None,
+        align = getattr(by_name.get(pass_name), "align", None)
+        stage.nodes = compare_graphs(before, after, feeds, alignment=align(before, after) if align else None,
                                      _values=(before_vals, after_vals))
         report.stages.append(stage)
         problems = _check(stage, tolerance)

@@ -22,6 +22,7 @@ from onnx import TensorProto, helper
 
 from . import attention, neurons
 from .builder import OPSET, Body
+from ...ir.ops import OPS
 
 DOMAIN = "snncompile"
 DOMAIN_VERSION = 1
@@ -214,7 +215,9 @@ _INTEGER = ("an integer Loihi node (exact int64 arithmetic, two's complement wra
             "delay): this export writes float32 graphs only, so it is refused rather than approximated; run it "
             "with snncompile.ir.run_graph or on the Lava target")
 # IR op types the export refuses on purpose, with the reason; every type in OPS is in SPECS or here.
-REFUSED: dict[str, str] = {name: _INTEGER for name in ("IntDense", "IntConv2d", "LoihiLIF", "LoihiTernaryLIF")}
+# (the node types of the IR's integer modules: the Loihi family, the lowering's plumbing, integer attention)
+_INTEGER_MODULES = tuple(f"snncompile.ir.ops.{m}" for m in ("loihi", "quant", "int_attention"))
+REFUSED: dict[str, str] = {op.type_name(): _INTEGER for op in OPS if op.__module__ in _INTEGER_MODULES}
 
 
 def add_spec(arity: int) -> OpSpec:

@@ -131,6 +131,9 @@ files' ``out`` records); its upgrade step rewrites the affected ``out`` records.
 
 Changelog: version 1, the first format. (Before version 1 was first released, node entries gained the
 ``out`` record; as no version-1 file without it was ever released, that needed no version bump.)
+Version 2: ``IntDense``/``IntConv2d`` gained ``bias``, ``Repeat`` ``data_steps``, ``TimeMean`` ``start``
+and ``steps``; a ``SumPool2d`` of spikes or integers is typed as an integer sum (it was float32); new node
+types of the integer lowering. ``upgrade_v1_to_v2`` (``upgrades.py``); ``tests/data/format_v1.snnir``.
 
 Digest
 ------
@@ -150,10 +153,11 @@ from typing import Callable
 
 from .loader import from_bytes, load
 from .values import IRFileError, _field_hints  # noqa: F401  (_field_hints: for the tests)
+from .upgrades import upgrade_v1_to_v2
 from .writer import graph_digest, save, to_bytes
 
 MAGIC = "snncompile-ir"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SUFFIX = ".snnir"
 DIGEST_SCHEME = "snncompile-ir-digest/1"
 
@@ -166,9 +170,9 @@ MAX_RATIO = 1100
 RATIO_MIN_BYTES = 1024 ** 2
 
 # Upgrade steps: UPGRADES[v] turns a format_version-v graph.json document into version v + 1.
-# Empty while version 1 is the only format; see "Versions and upgrades" in the docstring above.
+# See "Versions and upgrades" in the docstring above.
 Upgrade = Callable[[dict], dict]
-UPGRADES: dict[int, Upgrade] = {}
+UPGRADES: dict[int, Upgrade] = {1: upgrade_v1_to_v2}
 
 
 def readable_versions() -> list[int]:

@@ -10,6 +10,7 @@ import torch
 
 from ...nn.attention import (attenuated_window, linear_attention, lut_lookup, merge_heads, sdsa_column_sum,
                              sdsa_mask, split_heads, statten_scores)
+from ..interval import Interval, dot_range
 from ..types import FLOAT32, SPIKE, TensorType, int_type
 from .base import Op, expect, expect_stream, param
 
@@ -55,6 +56,10 @@ class SpikeColumnSum(Op):
     def run(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         counts = sdsa_column_sum(split_heads(k, self.heads), split_heads(v, self.heads), self.erode)
         return counts.flatten(2)  # [T, B, H, 1, d] -> [T, B, C]
+
+    def value_range(self, inputs, in_types, out: TensorType) -> Interval:
+        # a count of 0/1 entries over the N tokens (eroding max-pools 0/1 values: still 0/1)
+        return Interval(0, in_types[0].shape[1] * in_types[0].shape[2])
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -141,6 +146,16 @@ class BlockLinearAttention(Op):
             x = linear_attention(qh, kh, vh) * self.scale
         return merge_heads(x).reshape(T, B, C, Hs, Ws)
 
+    def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
+        """Integer form only: ``M_g[i, j]`` sums ``block * N`` products ``K * V``; ``X[t, n, j]`` sums ``d``
+        terms ``Q[n, i] M_g[i, j]`` with ``Q`` in {0, 1}, each between ``min(0, M)`` and ``max(0, M)``."""
+        _, k, v = inputs
+        if out.dtype.kind == "float" or k is None or v is None:
+            return None  # scaled, or computed in float32 beyond 2^24: not an exact integer
+        C, Hs, Ws = in_types[0].shape
+        m = (k * v).times(self.block * Hs * Ws)
+        return Interval(min(m.lo, 0), max(m.hi, 0)).times(C // self.heads)
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class LUTAttention(Op):
@@ -181,7 +196,9 @@ class TemporalWindow(Op):
 
     Semantics: ``y[t] = sum_{delta < W} weights[delta] * x[t - delta]``, with ``x[t] = 0`` for ``t < 0``
     (causal; the last ``W - 1`` inputs are state); DS2TA's ``weights[delta] = exp(-delta / tau)``. Output
-    float32, accumulated in increasing ``delta``.
+    float32, accumulated in increasing ``delta``. Integer weights on an integer (spike) input make it an
+    integer accumulate (the lowered form): output ``int`` of the width ``sum |weights| * max |x|`` needs,
+    exact in float32 because that bound stays below 2^24 (checked).
     """
 
     weights: np.ndarray = param("``[W]`` factors of the current and the ``W - 1`` previous inputs")
@@ -193,7 +210,20 @@ class TemporalWindow(Op):
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
         expect_stream(x)
-        return TensorType(x.shape, FLOAT32)
+        if self.weights.dtype.kind not in "iu" or x.dtype.kind == "float":
+            return TensorType(x.shape, FLOAT32)
+        magnitude = max(abs(x.dtype.min), abs(x.dtype.max))
+        bound = int(np.abs(self.weights.astype(np.int64)).sum()) * magnitude
+        expect(bound < 2 ** 24, f"integer TemporalWindow bound {bound} reaches 2^24 (float32 would round)")
+        signed = x.dtype.signed or bool((self.weights < 0).any())
+        return TensorType(x.shape, int_type(_bits(bound) + signed, signed=signed))
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        return attenuated_window(x, self.tensor("weights"))
+        return attenuated_window(x.to(torch.float32), self.tensor("weights").to(torch.float32))
+
+    def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
+        if out.dtype.kind == "float" or inputs[0] is None:
+            return None
+        # the window reaches before t = 0, where x is 0
+        x = Interval.hull(inputs[0], Interval(0, 0))
+        return dot_range(self.weights.reshape(1, -1), x, (1,))

@@ -25,6 +25,7 @@ from typing import ClassVar, Literal, Sequence
 import numpy as np
 import torch
 
+from ..interval import Interval
 from ..types import TensorType
 
 
@@ -92,6 +93,14 @@ class Op:
 
     def run(self, *inputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def value_range(self, inputs: Sequence[Interval | None], in_types: Sequence[TensorType],
+                    out: TensorType) -> Interval | None:
+        """The proven interval of every output value, from the inputs' intervals (``None`` for a float
+        or unknown input), their types ``in_types`` and this node's output type ``out``. The default: a spike or ternary output is bounded by
+        its dtype, anything else is unknown (``None``). Integer-producing node types override it with
+        the bound their arithmetic implies, before any wrap or saturation."""
+        return Interval.of_dtype(out.dtype) if out.dtype.is_spike else None
 
 
 def param(doc: str, default=dataclasses.MISSING):

@@ -7,7 +7,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..types import FLOAT32, SPIKE, TensorType
+from ..interval import Interval
+from ..types import FLOAT32, SPIKE, TensorType, int_type
 from .base import Op, expect, param
 
 
@@ -48,14 +49,28 @@ class Mul(Op):
     def run(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a * b
 
+    def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
+        a, b = inputs
+        if out.dtype.kind == "float" or a is None or b is None:
+            return None
+        return a * b
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class ReLU(Op):
-    """Semantics: ``y = max(x, 0)`` (A2OS2A's real-valued, non-negative K: a graded operand)."""
+    """Semantics: ``y = max(x, 0)`` (A2OS2A's real-valued, non-negative K: a graded operand). Float in,
+    float out; an integer input gives the unsigned integer of one bit less (exact)."""
+
+    INTEGER_INPUTS = True  # torch.relu keeps int64 exact
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
+        if x.dtype.kind == "int":
+            return TensorType(x.shape, int_type(max(1, x.dtype.bits - x.dtype.signed), signed=False), x.time)
         return TensorType(x.shape, FLOAT32, x.time)
+
+    def value_range(self, inputs, in_types, out):
+        return None if inputs[0] is None else Interval(max(inputs[0].lo, 0), max(inputs[0].hi, 0))
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from ..types import FLOAT32, DType, TensorType, TimeLayout
+from ..interval import Interval
 from .base import Op, expect, param
 
 
@@ -36,6 +37,10 @@ class Input(Op):
     def run(self, *inputs: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("Input nodes are fed by the caller")
 
+    def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
+        # the caller promises values that fit the dtype (and a short stream is padded with zeros, in range)
+        return None if self.dtype.kind == "float" else Interval.of_dtype(self.dtype)
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Output(Op):
@@ -49,15 +54,25 @@ class Output(Op):
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
+        return inputs[0]
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Repeat(Op):
-    """Static value -> stream. Semantics: ``y[t] = x`` for ``t = 0 .. time_steps-1``."""
+    """Static value -> stream. Semantics: ``y[t] = x`` for ``t < data_steps`` (all ``time_steps`` when
+    ``data_steps`` is 0), ``y[t] = 0`` after: a scheduled graph runs longer than its input lasts, and the
+    pipeline drains on zeros."""
 
-    time_steps: int = param("number of timesteps T of the stream (the graph's ``time_steps``)")
+    INTEGER_INPUTS = True  # a copy: int64 values pass unchanged
+    time_steps: int = param("number of timesteps of the stream (the graph's ``time_steps``)")
+    data_steps: int = param("timesteps that carry the value, zeros after (0: all of them)", 0)
 
     def problems(self) -> list[str]:
-        return [f"time_steps must be >= 1, got {self.time_steps}"] if self.time_steps < 1 else []
+        p = [f"time_steps must be >= 1, got {self.time_steps}"] if self.time_steps < 1 else []
+        if not (isinstance(self.data_steps, int) and 0 <= self.data_steps <= max(self.time_steps, 0)):
+            p.append(f"data_steps must be an int in 0..time_steps={self.time_steps}, got {self.data_steps!r}")
+        return p
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
@@ -65,12 +80,29 @@ class Repeat(Op):
         return TensorType(x.shape, x.dtype, "stream")
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unsqueeze(0).repeat(self.time_steps, *([1] * x.dim()))
+        y = x.unsqueeze(0).repeat(self.time_steps, *([1] * x.dim()))
+        if self.data_steps:
+            y[self.data_steps:] = 0
+        return y
+
+    def value_range(self, inputs, in_types, out):
+        if inputs[0] is None:
+            return None
+        return Interval.hull(inputs[0], Interval(0, 0)) if self.data_steps else inputs[0]
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class TimeMean(Op):
-    """Stream -> static mean over time. Semantics: ``y = (1/T) sum_t x[t]`` (torch ``mean(0)``)."""
+    """Stream -> static mean over a window of time. Semantics: ``y = (1/n) sum_{t in window} x[t]`` with
+    the window ``start .. start + n - 1``, ``n = steps`` (all remaining steps when ``steps`` is 0):
+    torch ``mean(0)`` of that slice. A scheduled graph reads its outputs where they arrive."""
+
+    start: int = param("first timestep averaged (the output's latency in a scheduled graph)", 0)
+    steps: int = param("number of timesteps averaged (0: from ``start`` to the end)", 0)
+
+    def problems(self) -> list[str]:
+        ok = all(isinstance(v, int) and v >= 0 for v in (self.start, self.steps))
+        return [] if ok else [f"start and steps must be ints >= 0, got {self.start!r} and {self.steps!r}"]
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
@@ -78,4 +110,7 @@ class TimeMean(Op):
         return TensorType(x.shape, FLOAT32, "static")
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(0)
+        end = self.start + self.steps if self.steps else x.shape[0]
+        if end > x.shape[0]:
+            raise ValueError(f"TimeMean window {self.start}..{end - 1} runs past the {x.shape[0]} timesteps")
+        return x[self.start:end].mean(0)

@@ -1,7 +1,7 @@
 """Synaptic (weighted) nodes: convolution, dense, batch norm. All act per timestep.
 
-Conv2d and BatchNorm need streams: their ``run`` treats axes 0 and 1 as ``[T, B]`` (a static value
-is ``Repeat``-ed first). Linear acts on the last axis and takes either layout.
+BatchNorm needs streams (its ``run`` treats axes 0 and 1 as ``[T, B]``). Conv2d and Linear take either
+layout: a static image's first convolution is computed once, before its ``Repeat``.
 """
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ def conv_problems(op) -> list[str]:
 def conv_output_shape(op, x: TensorType) -> tuple[int, int, int]:
     """``[C_out, H', W']`` of a convolution node ``op`` on input ``x`` (raises :class:`TypeMismatch`)."""
     what = op.type_name()
-    expect_stream(x)
     expect(len(x.shape) == 3, f"{what} needs [C, H, W] input, got {x}")
     c_in = op.weight.shape[1] * op.groups
     expect(x.shape[0] == c_in, f"{what} weight expects {c_in} input channels, input has {x.shape[0]}")
@@ -71,8 +70,10 @@ class Conv2d(Op):
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.tensor("bias") if self.bias is not None else None
-        return per_step(x, lambda f: F.conv2d(f, self.tensor("weight"), bias, self.stride, self.padding,
-                                             self.dilation, self.groups))
+
+        def conv(frames: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(frames, self.tensor("weight"), bias, self.stride, self.padding, self.dilation, self.groups)
+        return conv(x) if x.dim() == 4 else per_step(x, conv)  # [B, C, H, W]: a static value
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ...config import is_int
+from ..interval import Interval, dot_range
 from ..types import SPIKE, TERNARY, TensorType, int_type
 from .base import Op, expect, expect_stream, param
 from ...nn.seq import per_step
@@ -72,6 +73,42 @@ def _decay(x: torch.Tensor, decay: int) -> torch.Tensor:
     """``trunc0(x * (4096 - decay) / 4096)``: Lava's ``sign(p) * (|p| >> 12)``, rounding toward zero."""
     p = x * (DECAY_UNITY - decay)
     return torch.sign(p) * (p.abs() >> DECAY_SHIFT)
+
+
+def _decay_int(x: int, decay: int) -> int:
+    """:func:`_decay` of one Python int."""
+    p = x * (DECAY_UNITY - decay)
+    return p >> DECAY_SHIFT if p >= 0 else -(-p >> DECAY_SHIFT)
+
+
+_EXACT_STEPS = 1 << 12  # horizons up to this many steps are iterated exactly, longer ones bounded in closed form
+
+
+def _leaky_extreme(step: int, decay: int, steps: int | None) -> int | None:
+    """The farthest from 0 that ``x[t] = trunc0(x[t-1] * (4096 - decay) / 4096) + step``, ``x[-1] = 0``,
+    gets within ``steps`` steps (``None``: any number; the result ``None``: without bound).
+
+    The sequence moves monotonically away from 0 (``trunc0`` is monotone, ``x[0] = step`` lies on the
+    far side of ``x[-1] = 0``), so its extreme is ``x[steps - 1]``, computed exactly for short horizons.
+    Otherwise ``|x[t]| <= |step| * sum_i (keep/4096)^i``: at most ``(t + 1) |step|`` and, with a leak
+    (``keep = 4096 - decay < 4096``), below the geometric series' limit ``|step| * 4096 / decay``
+    (truncation toward zero only shrinks each term)."""
+    if step == 0:
+        return 0
+    if steps is not None and steps <= _EXACT_STEPS:
+        x = 0
+        for _ in range(steps):
+            nxt = _decay_int(x, decay) + step
+            if nxt == x:  # the fixpoint: the sequence stays here
+                break
+            x = nxt
+        return x
+    bounds = [] if steps is None else [steps * abs(step)]
+    if decay > 0:
+        bounds.append(abs(step) * DECAY_UNITY // decay)
+    if not bounds:
+        return None
+    return min(bounds) if step > 0 else -min(bounds)
 
 
 def _int_array_problems(name: str, value: np.ndarray) -> list[str]:
@@ -177,6 +214,68 @@ class _LoihiNeuron(Op):
             vs.append(v)
         return torch.stack(spikes), torch.stack(us), torch.stack(vs)
 
+    def state_range(self, input: Interval, steps: int | None = None) -> tuple[Interval, Interval]:
+        """Proven intervals of the current ``u`` and the voltage ``v`` over the first ``steps`` timesteps
+        (``None``: any number) for inputs ``a[t]`` in ``input``, before u's wrap and v's saturation.
+
+        Valid for inputs within the documented limits (``|a| < 2^17``: no int32 wrap of ``a << 6``) and
+        while the ``u`` interval stays inside ``(-2^23, 2^23]`` (then u never wraps, so the unwrapped
+        recurrences below are the node's exact semantics); :func:`prove_ranges` checks both.
+
+        Current. ``g_u(x) = trunc0(x * (4096 - current_decay) / 4096)`` is monotone, so by induction
+        ``U_lo[t] <= u[t] <= U_hi[t]``, where ``U_hi`` is the recurrence ``u[t] = g_u(u[t-1]) + A`` fed the
+        constant extreme ``A = a_max << 6`` from ``u[-1] = 0`` (``U_lo`` likewise with ``a_min``). That
+        sequence moves monotonically away from 0, so its extreme over the horizon is its last value (exact
+        iteration) or the geometric-series bound ``|A| * 4096 / current_decay`` (``(t + 1) |A|`` without a
+        leak; then an unbounded horizon has no bound and raises ``ValueError``). With ``A`` of either sign,
+        ``u`` lies in ``[min(A_min, U_lo), max(A_max, U_hi)]``; constant extreme inputs reach both ends when
+        the horizon is iterated exactly.
+
+        Voltage. Let ``d = u + bias`` range over ``[d_lo, d_hi]`` (u's interval plus the bias range) and
+        ``g_v`` be the voltage decay, monotone too. Each step ``h = g_v(v[t-1]) + d`` (the value before
+        saturation), then ``v[t]`` is ``clip(h)`` or the reset value 0. The stored ``v`` therefore stays in
+        ``[V_lo, V_hi]``, with ``V_hi`` the smaller of:
+
+        - ``max(0, R)``, ``R`` the extreme of the leaky recurrence fed ``d_hi`` (induction: clipping from
+          above and resetting to 0 never exceed a non-negative bound);
+        - the reset bound: a neuron that fires when ``h > theta_hi`` and resets to 0 keeps
+          ``v <= max(0, theta_hi)``. This holds for the LIF's positive side (``theta = vth << 6 <
+          2^23 - 1``, so the saturated ``h`` is still compared correctly) and for the ternary neuron's
+          ``vth_hi << 6``; where the threshold lies beyond the saturation limit, the clip ``2^23 - 1`` bounds.
+
+        ``V_lo`` mirrors this with ``d_lo`` and, for the ternary neuron, ``vth_lo << 6``; the LIF has no
+        negative reset, so only the clip ``-(2^23 - 1)`` and the leaky bound apply there. Finally
+        ``h`` lies in ``[g_v(V_lo) + d_lo, g_v(V_hi) + d_hi]``; the returned ``v`` interval is the hull of
+        that pre-saturation interval and ``[V_lo, V_hi]`` (the stored values, 0 included).
+        """
+        a = input.shift(ACT_SHIFT)
+        u = Interval(min(a.lo, self._current_extreme(a.lo, steps)), max(a.hi, self._current_extreme(a.hi, steps)))
+        drive = u + self._bias_range()
+        limit = (1 << (STATE_BITS - 1)) - 1
+        reset = self._reset_range(limit)
+        low = _leaky_extreme(drive.lo, self.voltage_decay, steps)
+        high = _leaky_extreme(drive.hi, self.voltage_decay, steps)
+        stored = Interval(reset.lo if low is None else max(reset.lo, min(0, low)),
+                          reset.hi if high is None else min(reset.hi, max(0, high)))
+        h = Interval(_decay_int(stored.lo, self.voltage_decay) + drive.lo,
+                     _decay_int(stored.hi, self.voltage_decay) + drive.hi)
+        return u, Interval.hull(h, stored)
+
+    def _current_extreme(self, step: int, steps: int | None) -> int:
+        extreme = _leaky_extreme(step, self.current_decay, steps)
+        if extreme is None:
+            raise ValueError(f"{self.type_name()} with current_decay=0 integrates its input without leak: u has "
+                             f"no bound over an unbounded number of steps (give steps)")
+        return extreme
+
+    def _bias_range(self) -> Interval:
+        bias = np.asarray(self.bias_mant, dtype=np.int64) << self.bias_exp
+        return Interval(int(bias.min()), int(bias.max()))
+
+    def _reset_range(self, limit: int) -> Interval:
+        """Bounds of the stored ``v`` that saturation (``+-limit``) and the reset on firing imply."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class LoihiLIF(_LoihiNeuron):
@@ -211,6 +310,10 @@ class LoihiLIF(_LoihiNeuron):
     def _fire(self, h: torch.Tensor) -> torch.Tensor:
         return (h > (self.vth << VTH_SHIFT)).to(torch.int64)
 
+    def _reset_range(self, limit: int) -> Interval:
+        # above vth << 6 (< limit) it fires and resets; below, nothing resets: only saturation bounds
+        return Interval(-limit, min(self.vth << VTH_SHIFT, limit))
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class LoihiTernaryLIF(_LoihiNeuron):
@@ -243,6 +346,10 @@ class LoihiTernaryLIF(_LoihiNeuron):
         neg = (h < (self.vth_lo << VTH_SHIFT)).to(torch.int64)
         return pos - neg
 
+    def _reset_range(self, limit: int) -> Interval:
+        # beyond either threshold it fires and resets to 0; a threshold past the saturation limit never fires
+        return Interval(min(0, max(self.vth_lo << VTH_SHIFT, -limit)), max(0, min(self.vth_hi << VTH_SHIFT, limit)))
+
 
 # -- synapses -------------------------------------------------------------------------------------------------------
 
@@ -250,6 +357,10 @@ _WEIGHT_DOC = "signed width of ``weight`` (Loihi's 8-bit weights with a sign: 9,
 _EXP_DOC = ("shift of the accumulated sum: ``acc << weight_exp``, or an arithmetic (floor) ``acc >> -weight_exp`` "
             "when negative")
 _OUT_DOC = "signed width of the output; ``overflow`` says what a sum beyond it does"
+_BIAS_DOC = ("integer bias per output channel, added after the shift (in output units), delayed with the "
+             "sums; ``None``: no bias")
+_BIAS_START_DOC = ("first timestep (of the input's time) from which the bias is added: a scheduled synapse "
+                   "adds it once its input's data arrive, so the leading empty steps stay zero")
 _DELAY_DOC = ("timesteps before the result arrives: y[t] = f(x)[t - delay], zero before (1: Lava's Dense and Conv "
               "deliver on the next step)")
 _OVERFLOW_DOC = "a sum beyond ``out_bits``: ``wrap`` (two's complement) or ``saturate`` (clip)"
@@ -259,6 +370,7 @@ class _IntSynapse(Op):
     """Shared checks and output handling of the integer synapses (not a node type)."""
 
     INTEGER_INPUTS = True
+    _SPATIAL_AXES = 0  # output axes after the channel axis (a bias broadcasts over them)
 
     def _synapse_problems(self) -> list[str]:
         p = []
@@ -281,10 +393,47 @@ class _IntSynapse(Op):
     def _weight64(self) -> torch.Tensor:
         return torch.from_numpy(self.weight.astype(np.int64))
 
+    def _bias_problems(self) -> list[str]:
+        if self.bias is None:
+            return [] if self.bias_start == 0 else ["bias_start is set but there is no bias"]
+        p = [] if is_int(self.bias_start) and self.bias_start >= 0 else [
+            f"bias_start must be an int >= 0, got {self.bias_start!r}"]
+        p += _int_array_problems("bias", self.bias)
+        if not p and self.bias.shape != (self.weight.shape[0],):
+            p.append(f"bias must have one entry per output ({self.weight.shape[0]}), got shape {self.bias.shape}")
+        half = 1 << (self.out_bits - 1) if is_int(self.out_bits) else 1 << 31
+        return p or _range_problem("bias", self.bias, -half, half - 1, f"signed {self.out_bits}-bit")
+
+    def _accumulate(self, x: torch.Tensor, op) -> torch.Tensor:
+        """``op(x, weight)`` exactly, as int64. The sums are computed in float32 (float64) when the largest
+        possible partial sum, ``max_o sum_i |w[o, i]| * max |x|``, stays below 2^24 (2^53): every partial
+        sum is then an exactly representable integer, whatever the summation order; else in int64."""
+        x = as_int64(x, f"{self.type_name()} input")
+        bound = self._row_abs_sum * int(x.abs().max()) if x.numel() else 0
+        dtype = torch.float32 if bound < 2 ** 24 else torch.float64 if bound < 2 ** 53 else torch.int64
+        return op(x.to(dtype), self._weight64.to(dtype)).to(torch.int64)
+
+    @cached_property
+    def _row_abs_sum(self) -> int:
+        return int(np.abs(self.weight.astype(np.int64)).reshape(self.weight.shape[0], -1).sum(1).max(initial=0))
+
     def _finish(self, acc: torch.Tensor) -> torch.Tensor:
         e = self.weight_exp
         y = acc << e if e >= 0 else acc >> -e
+        if self.bias is not None:
+            bias = torch.from_numpy(self.bias.astype(np.int64)).reshape(-1, *[1] * self._SPATIAL_AXES)
+            y = torch.cat([y[:self.bias_start], y[self.bias_start:] + bias]) if self.bias_start else y + bias
         return wrap(y, self.out_bits) if self.overflow == "wrap" else saturate(y, self.out_bits)
+
+    def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
+        if inputs[0] is None:
+            return None
+        axes = tuple(range(1, self.weight.ndim))
+        r = dot_range(self.weight, inputs[0], axes).shift(self.weight_exp)
+        if self.bias is None:
+            return r
+        biased = r + Interval(int(self.bias.min()), int(self.bias.max()))
+        return Interval.hull(r, biased) if self.bias_start else biased  # before bias_start: no bias yet
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -296,10 +445,12 @@ class IntDense(_IntSynapse):
         acc[t, o] = sum_i weight[o, i] * x[t, i]           (x: spikes 0/1, ternary or graded integers)
         r[t, o]   = acc << weight_exp                      (weight_exp >= 0)
                     floor(acc / 2^-weight_exp)             (weight_exp < 0: arithmetic shift right)
+                    (+ bias[o] when there is a bias, for t >= bias_start)
         y[t, o]   = r wrapped (two's complement) or saturated to out_bits signed bits   (the overflow field)
         output    = y[t - delay], zero for t < delay       (delay 1: Lava's one-step buffer)
 
-    ``weight`` holds the effective weights: Lava's Dense first clips and truncates what it is given
+    A bias travels with the sums (zero while the delayed output is zero), unlike a Loihi neuron's bias
+    that charges from step 0. ``weight`` holds the effective weights: Lava's Dense first clips and truncates what it is given
     (:func:`lava_effective_weights` gives the result). Lava sends the shifted sums as int32 without
     clipping them: ``out_bits=32, overflow='wrap'`` is that exactly while its (int32) dot product of graded
     inputs does not overflow; the default 24 bits is the width of the current they feed. Output
@@ -309,13 +460,15 @@ class IntDense(_IntSynapse):
     weight: np.ndarray = param("effective integer weights ``[out, in]``")
     weight_bits: int = param(_WEIGHT_DOC, 9)
     weight_exp: int = param(_EXP_DOC, 0)
+    bias: np.ndarray | None = param(_BIAS_DOC, None)
+    bias_start: int = param(_BIAS_START_DOC, 0)
     out_bits: int = param(_OUT_DOC, STATE_BITS)
     delay: int = param(_DELAY_DOC, 1)
     overflow: Literal["none", "saturate", "wrap"] = param(_OVERFLOW_DOC, "wrap")
 
     def problems(self) -> list[str]:
         p = [] if self.weight.ndim == 2 else [f"weight must be [out, in], got shape {self.weight.shape}"]
-        return p + self._synapse_problems()
+        return p + self._synapse_problems() + self._bias_problems()
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
@@ -325,7 +478,7 @@ class IntDense(_IntSynapse):
         return TensorType((*x.shape[:-1], self.weight.shape[0]), int_type(self.out_bits))
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        return self._finish(torch.matmul(as_int64(x, "IntDense input"), self._weight64.T))
+        return self._finish(self._accumulate(x, lambda a, w: torch.matmul(a, w.T)))
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -333,11 +486,11 @@ class IntConv2d(_IntSynapse):
     """Integer 2-D convolution on ``[C, H, W]`` per timestep: Lava's ``Conv`` (``PyConvModelFixed``).
 
     Semantics, per timestep, exact integers (PyTorch's cross-correlation, zero padding, groups as
-    PyTorch), then the shift, overflow and delay of :class:`IntDense`::
+    PyTorch), then the shift, bias, overflow and delay of :class:`IntDense`::
 
         acc[t, o, h, w] = sum_{c, i, j} weight[o, c, i, j] * x_pad[t, g*C_in/groups + c, s*h + d*i, s*w + d*j]
                           (g the group of output channel o)
-        y = shift(acc, weight_exp), wrapped or saturated to out_bits; output y[t - delay]
+        y = shift(acc, weight_exp) (+ bias[o]), wrapped or saturated to out_bits; output y[t - delay]
 
     Lava's Conv takes kernels ``[C_out, kW, kH, C_in]`` on ``(W, H, C)`` maps and convolves (kernel
     flipped): its kernel is ``weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)``, its stride, padding and
@@ -347,9 +500,12 @@ class IntConv2d(_IntSynapse):
     Output ``int<out_bits>``.
     """
 
+    _SPATIAL_AXES = 2
     weight: np.ndarray = param("effective integer kernel ``[C_out, C_in/groups, kH, kW]``")
     weight_bits: int = param(_WEIGHT_DOC, 9)
     weight_exp: int = param(_EXP_DOC, 0)
+    bias: np.ndarray | None = param(_BIAS_DOC, None)
+    bias_start: int = param(_BIAS_START_DOC, 0)
     out_bits: int = param(_OUT_DOC, STATE_BITS)
     stride: tuple[int, int] = param("step ``s`` (rows, columns)", (1, 1))
     padding: tuple[int, int] = param("zero padding on each side (rows, columns)", (0, 0))
@@ -359,7 +515,7 @@ class IntConv2d(_IntSynapse):
     overflow: Literal["none", "saturate", "wrap"] = param(_OVERFLOW_DOC, "wrap")
 
     def problems(self) -> list[str]:
-        return conv_problems(self) + self._synapse_problems()
+        return conv_problems(self) + self._synapse_problems() + self._bias_problems()
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
@@ -367,9 +523,14 @@ class IntConv2d(_IntSynapse):
         return TensorType(conv_output_shape(self, x), int_type(self.out_bits))
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        acc = per_step(as_int64(x, "IntConv2d input"), lambda f: F.conv2d(  # int64 on CPU: exact
-            f, self._weight64, None, self.stride, self.padding, self.dilation, self.groups))
-        return self._finish(acc)
+        return self._finish(self._accumulate(x, lambda a, w: per_step(a, lambda f: F.conv2d(
+            f, w, None, self.stride, self.padding, self.dilation, self.groups))))
+
+    def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
+        x = inputs[0]
+        if x is not None and any(self.padding):  # border windows also sum the zero padding
+            x = Interval.hull(x, Interval(0, 0))
+        return super().value_range([x], in_types, out)
 
 
 # -- preparing weights Lava will not change ---------------------------------------------------------------------------

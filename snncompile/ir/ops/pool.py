@@ -7,7 +7,8 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..types import FLOAT32, SPIKE, TensorType
+from ..interval import Interval
+from ..types import FLOAT32, SPIKE, TensorType, int_type
 from .base import Op, expect, expect_stream, param
 from ...nn.seq import per_step
 
@@ -56,12 +57,18 @@ class MaxPool2d(Op):
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return per_step(x, lambda f: F.max_pool2d(f, self.kernel, self.stride, self.padding))
 
+    def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
+        # every window holds at least one input element (padding is at most half the kernel), and the
+        # -inf padding never wins: the max is one of the inputs
+        return inputs[0]
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class SumPool2d(Op):
     """Sum over windows (NIR ``SumPool2d``, zero padding).
 
-    Semantics: ``y[t, c, h, w] = sum_{i,j} x[t, c, s*h + i - p, s*w + j - p]``.
+    Semantics: ``y[t, c, h, w] = sum_{i,j} x[t, c, s*h + i - p, s*w + j - p]``. Float input: float32
+    output; integer (spike) input: the exact integer sum, typed with the width ``kH*kW*max|x|`` needs.
     """
 
     kernel: tuple[int, int] = param("window (rows, columns)")
@@ -73,8 +80,18 @@ class SumPool2d(Op):
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
-        return TensorType(_pooled(x, self.kernel, self.stride, self.padding, "SumPool2d"), FLOAT32, x.time)
+        shape = _pooled(x, self.kernel, self.stride, self.padding, "SumPool2d")
+        if x.dtype.kind == "float":
+            return TensorType(shape, FLOAT32, x.time)
+        bound = self.kernel[0] * self.kernel[1] * max(abs(x.dtype.min), abs(x.dtype.max))
+        return TensorType(shape, int_type(bound.bit_length() + x.dtype.signed, x.dtype.signed), x.time)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return per_step(x, lambda f: F.avg_pool2d(f, self.kernel, self.stride, self.padding,
                                                  count_include_pad=True, divisor_override=1))
+
+    def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
+        if out.dtype.kind == "float" or inputs[0] is None:
+            return None
+        x = Interval.hull(inputs[0], Interval(0, 0)) if any(self.padding) else inputs[0]  # zero padding
+        return x.times(self.kernel[0] * self.kernel[1])

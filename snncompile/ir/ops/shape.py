@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch
 
+from ..interval import Interval
 from ..types import FLOAT32, TensorType
 from .base import Op, expect
 
@@ -24,6 +25,9 @@ class Flatten(Op):
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(2)
+
+    def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
+        return inputs[0]
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

@@ -1,0 +1,63 @@
+"""Upgrade steps between ``.snnir`` format versions (see "Versions and upgrades" in ``__init__``).
+
+Each step rewrites a decoded ``graph.json`` document; it runs before any other check, so it leaves
+anything malformed as it is for the loader to report.
+"""
+from __future__ import annotations
+
+from ..types import DType
+
+# Fields version 2 added, with the values that keep a version-1 node's meaning.
+_V2_FIELDS = {"Repeat": {"data_steps": 0}, "TimeMean": {"start": 0, "steps": 0},
+              "IntDense": {"bias": None, "bias_start": 0},
+              "IntConv2d": {"bias": None, "bias_start": 0}}
+
+
+# Version-1 node types whose output dtype is their input's (a changed input dtype carries through them).
+_DTYPE_PASSING = ("Output", "Flatten", "MaxPool2d")
+
+
+def _sum_pool_dtype(node: dict, source_out: dict) -> str | None:
+    """Version 2 types a SumPool2d of spikes or integers as the exact integer sum (it was float32)."""
+    try:
+        source = DType.parse(source_out["dtype"])
+        k0, k1 = node["fields"]["kernel"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if source.kind == "float" or not isinstance(k0, int) or not isinstance(k1, int):
+        return None
+    bound = k0 * k1 * max(abs(source.min), abs(source.max))
+    return str(DType("int", bound.bit_length() + source.signed, source.signed))
+
+
+def _retype_sum_pools(nodes: list) -> None:
+    """Rewrite the ``out`` dtype of integer SumPool2d nodes and of the dtype-passing nodes they feed."""
+    by_name = {n.get("name"): n for n in nodes if isinstance(n, dict) and isinstance(n.get("out"), dict)}
+    for _ in range(len(by_name)):  # a fixpoint: each sweep carries a change one node further
+        changed = False
+        for node in by_name.values():
+            inputs = node.get("inputs")
+            if not (isinstance(inputs, list) and len(inputs) == 1 and inputs[0] in by_name):
+                continue
+            source_out = by_name[inputs[0]]["out"]
+            if node.get("type") == "SumPool2d":
+                dtype = _sum_pool_dtype(node, source_out)
+            else:
+                dtype = source_out.get("dtype") if node.get("type") in _DTYPE_PASSING else None
+            if dtype is not None and node["out"].get("dtype") != dtype:
+                node["out"]["dtype"], changed = dtype, True
+        if not changed:
+            return
+
+
+def upgrade_v1_to_v2(doc: dict) -> dict:
+    """Version 2: integer-synapse biases, Repeat's ``data_steps``, TimeMean's window, integer SumPool2d."""
+    nodes = doc.get("nodes")
+    if not isinstance(nodes, list):
+        return doc
+    for node in nodes:
+        if isinstance(node, dict) and isinstance(node.get("fields"), dict):
+            for key, value in _V2_FIELDS.get(node.get("type"), {}).items():
+                node["fields"].setdefault(key, value)
+    _retype_sum_pools(nodes)
+    return doc

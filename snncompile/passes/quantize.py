@@ -1,0 +1,503 @@
+"""quantize: turn a float graph (BatchNorm folded, neurons normalised, attention lowered) into the
+integer graph a Loihi-style target runs: Loihi LIF neurons, 8-bit synapses, integer sums.
+
+The scheme (one real scale per integer edge, ``real value = scale * integer``):
+
+- **Scale groups.** Float edges that must share a scale are grouped: an ``Add``'s inputs and output (the
+  residual stream), a ``MaxPool2d`` or ``ReLU``'s input and output. A group's *sources* are weighted
+  nodes (``Conv2d``, ``Linear``, ``TemporalWindow``), whose integer weights can be put on any scale, or
+  fixed-scale values (spikes: 1; an integer attention result behind its ``Scale`` node: that factor).
+- **Thresholds decide free scales.** A normalised neuron fires on ``h > Θ'`` (``Θ'`` the float threshold
+  just below ``τθ``). Lava fires on ``h64 > vth << 6`` where ``h64`` is the membrane in 1/64 input units.
+  On integer inputs ``a`` (scale ``s``) the two agree exactly when ``Θ'/s`` lies in ``[vth, vth + 1/64)``,
+  so a free group's scale is set to ``s = Θ'/(vth + δ)`` with ``δ = 1/(128·m)`` (``m``: the largest
+  multiplier among its neurons, ``N`` behind a token sum). Weights are then ``round(W/(s·2^e))``, even
+  (Lava's mixed-sign 8-bit rule), with the smallest exponent ``e >= 0`` that fits them in [-256, 254].
+- **Fixed scales get fraction bits.** Where the input scale is fixed (attention counts, SDSA popcounts),
+  the neuron's input is shifted left by ``j`` bits (``IntShift``): the τ = 2 membrane of integer inputs
+  is then an integer in the shifted units for ``j`` halvings, ``vth = floor(Θ'·2^j/s)`` compares exactly.
+  ``j = T - 1`` (every halving of a ``T``-step input), reduced while the input range would leave 24 bits.
+- **Static images** are convolved once on the host (``Conv2d`` before the ``Repeat``), quantised to
+  ``input_bits`` at the threshold scale of the first neurons (``vth = static_vth``), then repeated.
+- Real-valued stream inputs (event frames) are quantised at scale 1 when the calibration data holds
+  integers only, else at ``max|x| / (2^(input_bits-1) - 1)``.
+- Biases travel with the sums (``IntDense``/``IntConv2d`` ``bias``, output units). The classifier's
+  ``Linear`` becomes an ``IntDense`` whose time mean is rescaled by a final ``Scale``.
+
+Every synapse is created with ``delay = 0`` (the float graph's timing); the scheduling pass gives them
+the target's delays. Exactness against the float graph is measured (``snncompile verify``), never
+assumed; the report lists, per neuron, the scale, threshold, fraction bits and whether the threshold
+comparison is exact.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..ir import Graph, Node, run_graph
+from ..ir.ops import (LIF, Add, Conv2d, Delay, Input, IntAdd, IntConv2d, IntDense, IntShift, Linear,
+                      LoihiLIF, LoihiTernaryLIF, MaxPool2d, Output, Quantize, ReLU, Repeat, Scale, TemporalWindow,
+                      TernaryLIF, TimeMean, TokenMean, TokenSum)
+from ..ir.ops.loihi import ACT_SHIFT, DECAY_UNITY, STATE_BITS, lava_effective_weights
+from .pipeline import PassContext
+from .verify import Alignment
+
+WEIGHT_LIMIT = 254          # Lava mixed-sign 8-bit weights: even values in [-256, 254]
+DEFAULTS = {"input_bits": 16, "static_vth": 512}
+ACTIVATION_LIMIT = 1 << 16  # |a| below this keeps a << 6 and the τ=2 membrane (<= 2|a| << 6) inside 24 bits
+
+
+class QuantizeError(ValueError):
+    """The graph holds something this pass cannot put on integers; the message names the node."""
+
+
+# -- planning: which float edges share a scale, and what decides it ------------------------------------------------
+
+@dataclass
+class Group:
+    """Float edges sharing one scale."""
+
+    members: list[str] = field(default_factory=list)
+    fixed: float | None = None        #: scale imposed by a fixed-scale source (spikes, integer attention)
+    scale: float | None = None        #: the chosen scale
+
+
+def _is_neuron(op) -> bool:
+    return type(op) in (LIF, TernaryLIF)
+
+
+def _is_float(graph: Graph, name: str) -> bool:
+    return graph.types()[name].dtype.kind == "float"
+
+
+class _Planner:
+    """Groups the float edges (union-find) and chooses every group's scale."""
+
+    def __init__(self, graph: Graph, ctx: PassContext):
+        self.graph, self.types = graph, graph.types()
+        self.time_steps = _data_steps(graph)
+        self.parent: dict[str, str] = {}
+        for name in graph.topo_order():
+            if self.types[name].dtype.kind == "float" and not isinstance(graph.op(name), (Input, Output)):
+                self.parent[name] = name
+        for name in graph.topo_order():
+            op, inputs = graph.op(name), graph.nodes[name].inputs
+            if isinstance(op, (Add, MaxPool2d, ReLU, Delay)) and name in self.parent:
+                for src in inputs:
+                    if src in self.parent:
+                        self._union(src, name)
+
+    def _find(self, name: str) -> str:
+        while self.parent[name] != name:
+            self.parent[name] = self.parent[self.parent[name]]
+            name = self.parent[name]
+        return name
+
+    def _union(self, a: str, b: str) -> None:
+        self.parent[self._find(a)] = self._find(b)
+
+    def groups(self) -> dict[str, Group]:
+        out: dict[str, Group] = {}
+        for name in self.parent:
+            out.setdefault(self._find(name), Group()).members.append(name)
+        return out
+
+    def group_of(self, name: str) -> str:
+        return self._find(name)
+
+
+def _data_steps(graph: Graph) -> int:
+    return graph.time_steps
+
+
+def _float_threshold(op) -> float:
+    return float(np.max(np.asarray(op.v_threshold, np.float64)))
+
+
+def _neuron_problem(name: str, op) -> str | None:
+    if op.threshold_cmp != ">" or op.decay_input or op.reset != "hard" or op.v_rest != 0 or op.v_reset != 0:
+        return (f"neuron {name!r} is not in normalised CUBA form (run normalize_neurons first; it needs "
+                f"decay_input=False, threshold_cmp '>', hard reset to 0)")
+    for field_name in ("v_threshold", "leak"):
+        if isinstance(getattr(op, field_name), np.ndarray) and np.ptp(getattr(op, field_name)) != 0:
+            return f"neuron {name!r} has per-neuron {field_name}: Lava's LIF takes one value per layer"
+    return None
+
+
+def _voltage_decay(name: str, op) -> int:
+    """Loihi ``vDecay`` (fraction of 4096 lost per step) of a normalised neuron."""
+    leak = float(np.max(np.asarray(op.leak, np.float64)))
+    if op.leak_encoding == "none":
+        return 0
+    rate = 1.0 / leak if op.leak_encoding == "divide_by_tau" else leak
+    return int(round(rate * DECAY_UNITY))
+
+
+# -- weights -----------------------------------------------------------------------------------------------------
+
+def _weight_exponent(weights: np.ndarray, scale: float) -> int:
+    """Smallest ``e`` such that ``|weights| / (scale * 2^e)`` fits the 8-bit mixed-sign range."""
+    peak = float(np.max(np.abs(weights), initial=0.0))
+    if peak == 0.0:
+        return 0
+    return math.ceil(math.log2(peak / (scale * WEIGHT_LIMIT)) - 1e-12)
+
+
+def _integer_weights(weights: np.ndarray, step: float) -> np.ndarray:
+    """``weights / step`` on Lava's even 8-bit grid: rounded to the nearest even integer, clipped."""
+    w = 2 * np.round(np.asarray(weights, np.float64) / (2 * step))
+    w = np.clip(w, -256, WEIGHT_LIMIT).astype(np.int32)
+    effective, _ = lava_effective_weights(w, sign_mode="mixed")
+    assert np.array_equal(effective, w)  # even values in range: Lava keeps them as they are
+    return w
+
+
+def _bias(bias: np.ndarray | None, scale: float) -> np.ndarray | None:
+    return None if bias is None else np.round(np.asarray(bias, np.float64) / scale).astype(np.int64)
+
+
+# -- the pass ----------------------------------------------------------------------------------------------------
+
+class _Lowering:
+    def __init__(self, graph: Graph, ctx: PassContext, options: dict):
+        self.graph, self.ctx, self.opt = graph, ctx, options
+        self.types = graph.types()
+        self.plan = _Planner(graph, ctx)
+        self.groups = self.plan.groups()
+        self.nodes: dict[str, Node] = {}
+        self.scale: dict[str, float] = {}     # integer edge (new graph) -> real scale
+        self.report: dict[str, dict] = {"neurons": {}, "synapses": {}, "inputs": {}}
+        self.rename: dict[str, str] = {}      # old node -> the new node its consumers read
+        self.new_types: dict[str, object] = {}
+
+    # ---- group scales
+    def _consumers_via(self, name: str) -> list[tuple[str, float]]:
+        """Neurons reading float edge ``name`` (directly, or behind a TokenMean) with their multipliers."""
+        out = []
+        for c in self.graph.consumers(name):
+            op = self.graph.op(c)
+            if _is_neuron(op):
+                out.append((c, 1.0))
+            elif isinstance(op, TokenMean):
+                out.extend((cc, _token_multiplier(self.types[name])) for cc, _ in self._consumers_via(c))
+        return out
+
+    def _fixed_scale(self, name: str) -> float | None:
+        """The scale a non-weighted source imposes on its group, or None for a weighted one."""
+        op = self.graph.op(name)
+        if isinstance(op, Scale):
+            (src,) = self.graph.nodes[name].inputs
+            if self.types[src].dtype.kind == "float" or isinstance(op.scale, np.ndarray):
+                raise QuantizeError(f"node {name!r}: a Scale of a real value (only a constant factor behind "
+                                    f"an integer result can be folded)")
+            return float(op.scale)
+        if isinstance(op, Add):
+            spikes = [s for s in self.graph.nodes[name].inputs if not _is_float(self.graph, s)]
+            return 1.0 if spikes else None
+        return None
+
+    def group_scale(self, root: str) -> float:
+        group = self.groups[root]
+        if group.scale is not None:
+            return group.scale
+        fixed = {self._fixed_scale(m) for m in group.members} - {None}
+        if len(fixed) > 1:
+            raise QuantizeError(f"nodes {group.members} must share one scale but their sources impose "
+                                f"{sorted(fixed)}")
+        if fixed:
+            group.fixed = group.scale = fixed.pop()
+            return group.scale
+        group.scale = self._free_scale(group)
+        return group.scale
+
+    def _weighted_sources(self, group: Group) -> list[str]:
+        return [m for m in group.members if isinstance(self.graph.op(m), (Conv2d, Linear, TemporalWindow))]
+
+    def _effective_weights(self, name: str) -> np.ndarray:
+        op = self.graph.op(name)
+        w = op.weights if isinstance(op, TemporalWindow) else op.weight
+        return np.asarray(w, np.float64) * self._input_scale(name)
+
+    def _input_scale(self, name: str) -> float:
+        (src,) = self.graph.nodes[name].inputs
+        if not _is_float(self.graph, src):
+            return 1.0
+        if self._is_static_image_path(src):
+            raise QuantizeError(f"node {name!r}: a weighted node on a real-valued repeated image; only the "
+                                f"first convolution of a static image is computed on the host")
+        return self.group_scale(self.plan.group_of(src))
+
+    def _is_static_image_path(self, name: str) -> bool:
+        return isinstance(self.graph.op(name), Repeat)
+
+    def _free_scale(self, group: Group) -> float:
+        sources = self._weighted_sources(group)
+        if not sources:
+            raise QuantizeError(f"nodes {group.members}: no weighted source and no integer source to take a "
+                                f"scale from")
+        finest = min(float(np.max(np.abs(self._effective_weights(s)), initial=0.0)) / WEIGHT_LIMIT
+                     for s in sources) or 1.0
+        neurons = [n for m in group.members for n in self._consumers_via(m)]
+        if not neurons:
+            return finest
+        reference, multiplier = max(neurons, key=lambda nm: nm[1])
+        theta = _float_threshold(self.graph.op(reference)) * multiplier
+        delta = 1.0 / (128.0 * max(m for _, m in neurons))
+        # Θ'/s must sit just above an integer: s = Θ'/(vth + δ), with s >= finest (the weights keep their
+        # 8 bits) and vth >= 1 (a threshold below one input step needs weight exponents instead)
+        vth = max(1, math.floor(theta / finest - delta))
+        return theta / (vth + delta)
+
+    # ---- building the new graph
+    def add(self, name: str, op, *inputs: str, scale: float | None = None) -> str:
+        self.nodes[name] = Node(op, tuple(self.rename.get(i, i) for i in inputs))
+        if scale is not None:
+            self.scale[name] = scale
+        return name
+
+    def new_type(self, name: str):
+        """Output type of a node of the graph being built."""
+        if name not in self.new_types:
+            node = self.nodes[name]
+            self.new_types[name] = node.op.infer([self.new_type(i) for i in node.inputs])
+        return self.new_types[name]
+
+    def run(self) -> Graph:
+        for name in self.graph.topo_order():
+            self.lower(name)
+        graph = Graph(nodes=self.nodes, outputs=self.graph.outputs, time_steps=self.graph.time_steps,
+                      history=self.graph.history)
+        return _pruned(graph)
+
+    def lower(self, name: str) -> None:
+        node, op = self.graph.nodes[name], self.graph.op(name)
+        inputs = node.inputs
+        if isinstance(op, (Conv2d, Linear, ReLU)) and name in self.plan.parent and self._feeds_requantize(name):
+            return  # built by _requantize, which knows the target scale
+        if isinstance(op, Conv2d) and inputs and isinstance(self.graph.op(inputs[0]), Repeat):
+            return self._static_first_layer(name)
+        if isinstance(op, Input) and op.time == "stream" and op.dtype.kind == "float":
+            return self._real_stream_input(name)
+        if isinstance(op, (Conv2d, Linear)):
+            return self._synapse(name)
+        if isinstance(op, TemporalWindow) and _is_float(self.graph, name):
+            return self._window(name)
+        if _is_neuron(op):
+            return self._neuron(name)
+        if isinstance(op, Add) and _is_float(self.graph, name):
+            return self._sum(name)
+        if isinstance(op, TokenMean):
+            return self._token_mean(name)
+        if isinstance(op, Scale) and name in self.plan.parent and not _is_float(self.graph, inputs[0]):
+            self.add(name, Delay(), *inputs)  # the factor moves into the consumers' thresholds
+            self.scale[name] = self._fixed_scale(name)
+            return
+        if isinstance(op, Quantize):
+            return self._requantize(name)
+        if isinstance(op, TimeMean):
+            return self._output_mean(name)
+        self.add(name, op, *inputs)  # integer, spike and structural nodes keep their semantics
+
+    # ---- node rules
+    def _group_scale_of(self, name: str) -> float:
+        return self.group_scale(self.plan.group_of(name))
+
+    def _synapse(self, name: str) -> None:
+        (src,) = self.graph.nodes[name].inputs
+        self._integer_synapse(name, src, self._group_scale_of(name))
+
+    def _integer_synapse(self, name: str, src: str, out_scale: float, *, out_bits: int = STATE_BITS,
+                         overflow: str = "wrap") -> None:
+        op = self.graph.op(name)
+        weights = self._effective_weights(name)
+        e = _weight_exponent(weights, out_scale)  # negative: the sums are floored by the shift (A2OS2A's K)
+        w = _integer_weights(weights, out_scale * 2.0 ** e)
+        common = dict(weight=w, weight_exp=e, bias=_bias(op.bias, out_scale), out_bits=out_bits, overflow=overflow, delay=0)
+        if isinstance(op, Linear):
+            new = IntDense(**common)
+        else:
+            new = IntConv2d(**common, stride=op.stride, padding=op.padding, dilation=op.dilation, groups=op.groups)
+        self.add(name, new, src, scale=out_scale)
+        self.report["synapses"][name] = {"scale": out_scale, "weight_exp": e,
+                                         "weight_error": float(np.max(np.abs(weights - w * out_scale * 2.0 ** e),
+                                                                      initial=0.0))}
+
+    def _feeds_requantize(self, name: str) -> bool:
+        group = self.groups[self.plan.group_of(name)]
+        return any(isinstance(self.graph.op(c), Quantize) for m in group.members for c in self.graph.consumers(m))
+
+    def _requantize(self, name: str) -> None:
+        """Conv -> ReLU -> Quantize(s_K) (A2OS2A's K): an IntConv on the K scale, saturated, then ReLU."""
+        op, (src,) = self.graph.op(name), self.graph.nodes[name].inputs
+        chain = [src]
+        while isinstance(self.graph.op(chain[-1]), ReLU):
+            chain.append(self.graph.nodes[chain[-1]].inputs[0])
+        synapse = chain[-1]
+        if not isinstance(self.graph.op(synapse), (Conv2d, Linear)) or op.signed:
+            raise QuantizeError(f"node {name!r}: only Conv2d/Linear -> ReLU -> unsigned Quantize is supported")
+        (syn_src,) = self.graph.nodes[synapse].inputs
+        self._integer_synapse(synapse, syn_src, op.scale, out_bits=op.bits + 1, overflow="saturate")
+        previous = synapse
+        for relu in reversed(chain[:-1]):
+            previous = self.add(relu, ReLU(), previous, scale=op.scale)
+        self.add(name, Delay(), previous, scale=op.scale)
+
+    def _window(self, name: str) -> None:
+        op = self.graph.op(name)
+        step = self._group_scale_of(name)
+        weights = np.round(np.asarray(op.weights, np.float64) / step).astype(np.int64)
+        self.add(name, TemporalWindow(weights=weights), *self.graph.nodes[name].inputs, scale=step)
+        self.report["synapses"][name] = {"scale": step, "weight_error": float(np.max(np.abs(op.weights - weights * step)))}
+
+    def _sum(self, name: str) -> None:
+        scale = self._group_scale_of(name)
+        self.add(name, IntAdd(out_bits=STATE_BITS, overflow="wrap"), *self.graph.nodes[name].inputs, scale=scale)
+
+    def _static_first_layer(self, name: str) -> None:
+        op, (repeat,) = self.graph.op(name), self.graph.nodes[name].inputs
+        (image,) = self.graph.nodes[repeat].inputs
+        neurons = self._consumers_via(name)
+        if len(neurons) != len(self.graph.consumers(name)):
+            raise QuantizeError(f"node {name!r}: the first convolution of a static image must feed neurons only")
+        theta = max(_float_threshold(self.graph.op(n)) for n, _ in neurons)
+        scale = theta / (self.opt["static_vth"] + 1.0 / 128)
+        self.add(f"{name}.host", op, image)
+        self.add(f"{name}.quant", Quantize(scale=scale, bits=self.opt["input_bits"]), f"{name}.host")
+        rep = self.graph.op(repeat)
+        self.add(name, Repeat(time_steps=rep.time_steps, data_steps=rep.data_steps), f"{name}.quant", scale=scale)
+        self.report["inputs"][name] = {"scale": scale, "bits": self.opt["input_bits"], "computed": "once, on the host"}
+
+    def _real_stream_input(self, name: str) -> None:
+        op = self.graph.op(name)
+        bits = self.opt["input_bits"]
+        data = self._calibration_values(name)
+        integral = bool(torch.equal(data, data.round()))
+        peak = float(data.abs().max()) if data.numel() else 0.0
+        scale = 1.0 if integral and peak < 2 ** (bits - 1) else max(peak, 1e-12) / ((1 << (bits - 1)) - 1)
+        self.add(name, op)
+        self.rename[name] = self.add(f"{name}.quant", Quantize(scale=scale, bits=bits), name, scale=scale)
+        self.report["inputs"][name] = {"scale": scale, "bits": bits, "integral": integral, "peak": peak}
+
+    def _calibration_values(self, name: str) -> torch.Tensor:
+        if self.ctx.calibration is None or name not in self.ctx.calibration:
+            raise QuantizeError(f"input {name!r} carries real values: quantising it needs calibration data "
+                                f"(PassContext.calibration with a feed for {name!r})")
+        return torch.as_tensor(self.ctx.calibration[name])
+
+    def _neuron(self, name: str) -> None:
+        op, (src,) = self.graph.op(name), self.graph.nodes[name].inputs
+        problem = _neuron_problem(name, op)
+        if problem:
+            raise QuantizeError(problem)
+        multiplier, edge = 1.0, src
+        if edge in self.scale:                 # lowered already (a synapse, a sum, the host's quantisation)
+            scale = self.scale[edge]
+        elif edge in self.plan.parent:
+            scale = self._group_scale_of(edge)
+        else:
+            scale = 1.0                        # an integer edge the float graph already had (SDSA counts)
+        # a free scale was chosen for this threshold; a fixed one needs fraction bits instead
+        fixed = edge not in self.plan.parent or self.groups[self.plan.group_of(edge)].fixed is not None
+        theta = _float_threshold(op)
+        a = src
+        shift = 0
+        if fixed:
+            shift = self._fraction_bits(name, src)
+            if shift:
+                a = self.add(f"{name}.shift", IntShift(shift=shift, out_bits=STATE_BITS, overflow="wrap"), src)
+        ratio = theta * multiplier * 2.0 ** shift / scale
+        vth = math.floor(ratio)
+        exact = ratio - vth < 1.0 / 64
+        decay = _voltage_decay(name, op)
+        if type(op) is TernaryLIF:
+            new = LoihiTernaryLIF(current_decay=DECAY_UNITY, voltage_decay=decay, vth_hi=vth, vth_lo=-vth)
+        else:
+            new = LoihiLIF(current_decay=DECAY_UNITY, voltage_decay=decay, vth=vth)
+        self.add(name, new, a)
+        self.report["neurons"][name] = {"input_scale": scale / 2.0 ** shift / multiplier, "vth": vth,
+                                        "fraction_bits": shift, "voltage_decay": decay,
+                                        "threshold_exact": bool(exact), "threshold_ratio": ratio}
+
+    def _fraction_bits(self, name: str, src: str) -> int:
+        """``T - 1`` fraction bits, fewer if the shifted input could leave the activation range."""
+        dtype = self.new_type(self.rename.get(src, src)).dtype
+        peak = int(max(abs(dtype.min), abs(dtype.max)))
+        bits = max(0, self.plan.time_steps - 1)
+        while bits and peak << bits >= ACTIVATION_LIMIT:
+            bits -= 1
+        return bits
+
+    def _token_mean(self, name: str) -> None:
+        """Token sum, then a right shift by ``floor(log2 N)``: the floored mean when ``N`` is a power of two,
+        so the head neuron's input stays in the residual stream's range (a plain sum of ``N`` tokens would
+        leave the 2^17 a neuron takes)."""
+        (src,) = self.graph.nodes[name].inputs
+        tokens = math.prod(self.types[src].shape[1:])
+        shift = tokens.bit_length() - 1
+        total = self.add(f"{name}.sum", TokenSum(out_bits=STATE_BITS, overflow="wrap"), src)
+        self.add(name, IntShift(shift=-shift, out_bits=STATE_BITS, overflow="wrap"), total,
+                 scale=self._group_scale_of(src) * 2.0 ** shift / tokens)
+
+    def _output_mean(self, name: str) -> None:
+        op, (src,) = self.graph.op(name), self.graph.nodes[name].inputs
+        self.add(f"{name}.int", op, src)
+        scale = self.scale.get(src, 1.0)
+        self.add(name, Scale(scale=float(scale)), f"{name}.int")
+
+
+def _token_multiplier(t) -> float:
+    """How many residual steps one step of the (shifted) token mean of ``t`` ``[C, H, W]`` is worth."""
+    tokens = math.prod(t.shape[1:])
+    return tokens / 2.0 ** (tokens.bit_length() - 1)
+
+
+def _pruned(graph: Graph) -> Graph:
+    """Drop nodes nothing reads (a Repeat whose image moved into a host convolution)."""
+    live, todo = set(), list(graph.outputs)
+    while todo:
+        n = todo.pop()
+        if n not in live:
+            live.add(n)
+            todo.extend(graph.nodes[n].inputs)
+    nodes = {n: node for n, node in graph.nodes.items() if n in live}
+    return dataclasses.replace(graph, nodes=nodes)
+
+
+def quantize(graph: Graph, ctx: PassContext) -> Graph:
+    """Put the whole graph on integers (see the module docstring for the scheme).
+
+    Requires: BatchNorms folded, neurons normalised (``normalize_neurons``), attention lowered
+    (``lower_attention``); calibration data when an input carries real values over time.
+    Options (``ctx.options["quantize"]``): ``input_bits`` (16), ``static_vth`` (512).
+    Guarantees: no float node is left between the inputs' quantisation and the output ``Scale``; every
+    synapse has ``delay = 0``. Raises :class:`QuantizeError` naming the node it cannot lower.
+    """
+    options = {**DEFAULTS, **ctx.options_for(quantize)}
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"quantize: unknown options {unknown} (known: {sorted(DEFAULTS)})")
+    lowering = _Lowering(graph, ctx, options)
+    out = lowering.run()
+    lowering.report["scales"] = {n: s for n, s in lowering.scale.items() if n in graph.nodes}
+    lowering.report["membrane_scales"] = {n: r["input_scale"] / (1 << ACT_SHIFT)
+                                          for n, r in lowering.report["neurons"].items()}
+    _REPORTS[id(out)] = lowering.report
+    return out
+
+
+def _align(before: Graph, after: Graph) -> Alignment:
+    """Integer values times their scale, Loihi membranes (1/64 input steps) times theirs."""
+    plan = after.history[-1].options
+    return Alignment(scale=dict(plan["scales"]), membrane_scale=dict(plan["membrane_scales"]))
+
+
+# The plan is known only while the pass runs: it is handed to the pipeline's report hook by graph identity.
+_REPORTS: dict[int, dict] = {}
+quantize.report = lambda before, after: _REPORTS.pop(id(after), {})
+quantize.align = _align
+
+__all__ = ["quantize", "QuantizeError"]

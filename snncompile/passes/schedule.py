@@ -1,0 +1,123 @@
+"""schedule: give a lowered graph the timing of a time-stepped target, so every value meets its partners
+on the step it is needed and the outputs are read where they arrive.
+
+On Loihi/Lava a Dense or Conv hop delivers on the next step, and STAtten's block accumulator can only
+answer once the last step of its block is in. Converging paths of different lengths (the residual
+identity against the attention branch; Q against ``KᵀV``) must therefore be re-aligned with delay lines.
+This pass:
+
+1. sets every synapse's ``delay`` to the target's (``synapse_delay``, 1 for Lava) and every
+   ``KVOuterAccumulate``'s to ``block - 1``; other nodes keep theirs (0: they answer on the step their
+   inputs arrive);
+2. computes each node's *latency* (steps from the graph's input to its output) and inserts a ``Delay``
+   node ``<source>.delay<k>`` on every input that would arrive ``k`` steps early;
+3. aligns what depends on absolute time: a temporal block starts at its input's latency
+   (``block_offset``), a synapse's bias starts with its data (``bias_start``), and a ``TimeMean`` reads
+   the ``T`` steps starting at its input's latency;
+4. lengthens the run to ``T + L`` steps (``L`` the largest latency): ``Repeat`` nodes hold their value for
+   the ``T`` data steps and zeros after, stream inputs are zero-padded, the pipeline drains.
+
+Guarantee (tested exactly): every node's scheduled output, read from its latency on, equals its output
+in the unscheduled graph step for step, for all ``T`` data steps; graph outputs after a ``TimeMean`` are
+identical. The report states each node's latency and the end-to-end latency.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..ir import Graph, Node
+from ..ir.ops import Delay, IntConv2d, IntDense, Repeat, TimeMean
+from ..ir.ops.int_attention import KVOuterAccumulate
+from .pipeline import PassContext, reports
+from .verify import Alignment
+
+SYNAPSES = (IntDense, IntConv2d)
+DEFAULTS = {"synapse_delay": 1}
+
+
+def _own_delay(op, synapse_delay: int) -> int:
+    if isinstance(op, SYNAPSES):
+        return synapse_delay
+    if isinstance(op, KVOuterAccumulate):
+        return op.block - 1
+    return op.delay
+
+
+def latencies(graph: Graph) -> dict[str, int]:
+    """Steps from the graph's inputs to each node's output (static nodes: 0), as scheduled."""
+    types, out = graph.types(), {}
+    for name in graph.topo_order():
+        node = graph.nodes[name]
+        arrivals = [out[s] for s in node.inputs if types[s].time == "stream"]
+        out[name] = (max(arrivals, default=0) + node.op.delay) if types[name].time == "stream" else 0
+    return out
+
+
+def _timed(op, arrival: int, data_steps: int, run_steps: int, synapse_delay: int):
+    """``op`` with its delay and absolute-time fields set for inputs that arrive at step ``arrival``."""
+    changes = {"delay": _own_delay(op, synapse_delay)} if "delay" in {f.name for f in dataclasses.fields(op)} else {}
+    if isinstance(op, KVOuterAccumulate):
+        changes["block_offset"] = arrival
+    if isinstance(op, SYNAPSES) and op.bias is not None:
+        changes["bias_start"] = arrival
+    if isinstance(op, TimeMean):
+        changes.update(start=arrival, steps=data_steps)
+    if isinstance(op, Repeat):
+        changes.update(time_steps=run_steps, data_steps=data_steps)
+    return dataclasses.replace(op, **changes)
+
+
+def _report(before: Graph, after: Graph) -> dict:
+    lat = latencies(after)
+    return {"latency": lat, "end_to_end": after.time_steps - before.time_steps,
+            "delay_lines": {n: node.op.delay for n, node in after.nodes.items() if isinstance(node.op, Delay)
+                            and n not in before.nodes},
+            "run_steps": after.time_steps, "data_steps": before.time_steps}
+
+
+@reports(_report)
+def schedule(graph: Graph, ctx: PassContext) -> Graph:
+    """Assign target delays, insert delay lines and stretch the run (see the module docstring).
+
+    Requires: an unscheduled graph (every node's latency 0 apart from what this pass sets; run it once).
+    Option ``synapse_delay`` (1: Lava's Dense/Conv). Returns a new graph with ``time_steps = T + L``.
+    """
+    options = {**DEFAULTS, **ctx.options_for(schedule)}
+    if set(options) != set(DEFAULTS):
+        raise ValueError(f"schedule: unknown options {sorted(set(options) - set(DEFAULTS))}")
+    already = [n for n, node in graph.nodes.items() if node.op.delay]
+    if already:
+        raise ValueError(f"schedule: the graph is scheduled already (nodes with delays: {already[:5]})")
+    data_steps, synapse_delay = graph.time_steps, options["synapse_delay"]
+    types = graph.types()
+    timed: dict[str, Node] = {}
+    lat: dict[str, int] = {}
+    for name in graph.topo_order():
+        node = graph.nodes[name]
+        streams = [s for s in node.inputs if types[s].time == "stream"]
+        arrival = max((lat[s] for s in streams), default=0)
+        inputs = []
+        for src in node.inputs:
+            early = arrival - lat[src] if src in streams else 0
+            if early:
+                line = f"{src}.delay{early}"
+                timed.setdefault(line, Node(Delay(delay=early), (src,)))
+                src = line
+            inputs.append(src)
+        op = _timed(node.op, arrival, data_steps, data_steps, synapse_delay)
+        timed[name] = Node(op, tuple(inputs))
+        lat[name] = arrival + op.delay if types[name].time == "stream" else 0
+    run_steps = data_steps + max(lat.values(), default=0)
+    nodes = {n: Node(_timed(node.op, 0, data_steps, run_steps, synapse_delay), node.inputs)
+             if isinstance(node.op, Repeat) else node for n, node in timed.items()}
+    return Graph(nodes=nodes, outputs=graph.outputs, time_steps=run_steps, history=graph.history)
+
+
+def _align(before: Graph, after: Graph) -> Alignment:
+    return Alignment(offset=latencies(after))
+
+
+schedule.align = _align
+schedule.exact = True  # timing only: every value is the unscheduled one, read from its latency on
+
+__all__ = ["schedule", "latencies"]
