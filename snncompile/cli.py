@@ -20,8 +20,9 @@ from .frontend.nir_import import NIRImportError, from_nir
 from .ir import GraphError
 from .ir import io as ir_io
 from .nn.record import record_spikes
-from .passes import PIPELINES, PassContext, PassError, verify_pipeline
+from .passes import PIPELINES, PassContext, PassError, lower_to_loihi, verify_pipeline
 from .passes.verify import render, to_json as verify_json
+from .sim.dataset import graph_feeds
 from .sim.distributed import evaluate_distributed, launched
 from .train.trainer import evaluate, train
 from .zoo.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
@@ -224,25 +225,79 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                   f"{result.total}) on {data.dataset} {split}, {world} process(es)")
 
 
+def _samples(data_set, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` items of a data set, stacked: inputs and labels."""
+    n = min(count, len(data_set))
+    return (torch.stack([data_set[i][0] for i in range(n)]),
+            torch.tensor([int(data_set[i][1]) for i in range(n)]))
+
+
+def _calibration(graph, loaded: LoadedCheckpoint, data: DataConfig, count: int) -> dict[str, torch.Tensor]:
+    """Calibration feeds: the first ``count`` training samples (never the test samples verified on)."""
+    return graph_feeds(graph, _samples(load_dataset(data, loaded.config, "train"), count)[0])
+
+
+def _pipeline(name: str):
+    if name not in PIPELINES:
+        raise ConfigError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
+    return PIPELINES[name]
+
+
+CalibrationOpt = typer.Option(64, help="training samples that calibrate the scales chosen from data")
+TargetOpt = typer.Option(None, help="hardware target whose widths the range proof checks (`targets/`: "
+                                    "loihi1, loihi2, ...; default: the Loihi node types' own limits)")
+
+
+@app.command("compile")
+def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
+                dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
+                out: Optional[Path] = typer.Option(None, "-o", "--out", help="integer graph to write "
+                                                   "(default runs/<name>.loihi.snnir)"),
+                target: Optional[str] = TargetOpt, calibration: int = CalibrationOpt,
+                dump_dir: Optional[Path] = typer.Option(None, "--dump-dir", help="also write the graph after "
+                                                        "every pass, and the time per pass")) -> None:
+    """Lower a model to the integer graph a Loihi-style target runs (the `loihi` pipeline) and save it."""
+    loaded, data = _load(model, attention, dataset, data_root)
+    graph = export(loaded.model)
+    lowered = lower_to_loihi(graph, _calibration(graph, loaded, data, calibration), target=target,
+                             dump_dir=dump_dir)
+    out = out or Path("runs") / f"{loaded.name or Path(model).stem}.loihi.snnir"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ir_io.save(lowered, out)
+    table = Table("pass", "what it did", title=f"{loaded.name or model}: {len(graph.nodes)} -> "
+                                               f"{len(lowered.nodes)} nodes")
+    for entry in lowered.history:
+        table.add_row(entry.name, _summary(entry.options))
+    console.print(table)
+    console.print(f"wrote {out}: {lowered.time_steps} steps per sample ({graph.time_steps} data steps + latency)")
+
+
+def _summary(report: dict) -> str:
+    """One line per pass report: the counts a reader looks for first."""
+    parts = []
+    for key, value in report.items():
+        if isinstance(value, dict):
+            parts.append(f"{key}: {len(value)}")
+        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            parts.append(f"{key}: {value}")
+    return ", ".join(parts)
+
+
 @app.command("verify")
 def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
-               pipeline: str = typer.Option("float", help=f"pass pipeline: {', '.join(PIPELINES)}"),
+               pipeline: str = typer.Option("loihi", help=f"pass pipeline: {', '.join(PIPELINES)}"),
                samples: int = typer.Option(64, help="test samples run through every stage"),
+               calibration: int = CalibrationOpt, target: Optional[str] = TargetOpt,
                json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON")) -> None:
     """Run a model through a pass pipeline and compare every stage with the previous one, node by node
-    (spike agreement, errors isolated and cumulative) and by accuracy."""
-    if pipeline not in PIPELINES:
-        raise ConfigError(f"unknown pipeline {pipeline!r}; known: {', '.join(PIPELINES)}")
+    (spike agreement, membrane error, isolated and cumulative) and by accuracy."""
+    steps = _pipeline(pipeline)
     loaded, data = _load(model, attention, dataset, data_root)
-    test_set = load_dataset(data, loaded.config, "test")
-    n = min(samples, len(test_set))
-    x = torch.stack([test_set[i][0] for i in range(n)])
-    labels = torch.tensor([int(test_set[i][1]) for i in range(n)])
+    x, labels = _samples(load_dataset(data, loaded.config, "test"), samples)
     graph = export(loaded.model)
-    (name,) = graph.inputs()
-    feeds = {name: x if graph.op(name).time == "static" else x.transpose(0, 1).contiguous()}
-    report = verify_pipeline(graph, PIPELINES[pipeline], PassContext(), feeds, labels)
+    ctx = PassContext(calibration=_calibration(graph, loaded, data, calibration), target=target)
+    report = verify_pipeline(graph, steps, ctx, graph_feeds(graph, x), labels)
     for table in render(report):
         console.print(table)
     if json_out:

@@ -10,6 +10,7 @@ import yaml
 
 import snncompile
 from snncompile.zoo.registry import DEFAULT_MODEL, find_entry
+from snncompile.ir import io as ir_io
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,10 +138,30 @@ def test_export_to_unknown_format_is_a_clear_error(tmp_path):
 def test_verify_reports_every_stage_and_node(tmp_path, source, upstream_checkpoint):
     model = DEFAULT_MODEL if source == "zoo" else upstream_checkpoint
     extra = [] if source == "zoo" else ["--dataset", "digits"]  # an RGB 32x32 model: digits are replicated
-    out = cli("verify", model, "--samples", "16", "--json", tmp_path / "report.json", *extra)
+    out = cli("verify", model, "--samples", "16", "--calibration", "16", "--json", tmp_path / "report.json", *extra)
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads((tmp_path / "report.json").read_text())
-    assert [s["pass"] for s in report["stages"]] == ["input", "fold_batchnorm"]
-    nodes = {n["name"] for n in report["stages"][1]["nodes"]}
-    assert "block.1.attn.attn_lif" in nodes and "head_lif" in nodes
-    assert "fold_batchnorm" in out.stdout
+    stages = {s["pass"]: s for s in report["stages"]}
+    assert list(stages) == ["input", "fold_batchnorm", "normalize_neurons", "lower_attention", "quantize",
+                            "prove_ranges", "schedule"]
+    assert stages["schedule"]["exact"] and stages["prove_ranges"]["violations"] == []
+    quantized = {n["name"]: n for n in stages["quantize"]["nodes"]}
+    assert quantized["head_lif"]["op"] == "LoihiLIF" and quantized["head_lif"]["cumulative"]["agreement"] > 0.5
+    assert quantized["block.1.attn.attn_lif"]["cumulative"]["membrane_max_abs_error"] is not None
+    assert all(0.0 <= s["accuracy"] <= 1.0 for s in report["stages"])
+    assert "schedule" in out.stdout and "quantize" in out.stdout
+
+
+def test_float_pipeline_verify(tmp_path):
+    out = cli("verify", DEFAULT_MODEL, "--pipeline", "float", "--samples", "8", "--json", tmp_path / "r.json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert [s["pass"] for s in json.loads((tmp_path / "r.json").read_text())["stages"]] == ["input", "fold_batchnorm"]
+
+
+def test_compile_writes_the_integer_graph(tmp_path):
+    out = cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16", "--target", "loihi2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    graph = ir_io.load(tmp_path / "m.snnir")
+    assert [h.name for h in graph.history][-3:] == ["quantize", "prove_ranges", "schedule"]
+    assert {"LoihiLIF", "IntConv2d", "KVOuterAccumulate"} <= {n.op.type_name() for n in graph.nodes.values()}
+    assert "wrote" in out.stdout and "steps per sample" in out.stdout

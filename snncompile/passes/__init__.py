@@ -7,6 +7,9 @@
   fold BatchNorm, normalise neurons to CUBA form, lower attention to integer accumulates, quantise
   (Loihi LIF, 8-bit synapses, integer sums), prove every integer width, schedule for a time-stepped target.
 """
+from typing import Mapping
+
+from ..ir import Graph
 from .fold_batchnorm import fold_batchnorm
 from .lower_attention import lower_attention
 from .normalize_neurons import normalize_neurons
@@ -22,7 +25,15 @@ PIPELINES: dict[str, tuple[Pass, ...]] = {
     "loihi": (fold_batchnorm, normalize_neurons, lower_attention, quantize, prove_ranges, schedule),
 }
 
-__all__ = ["PIPELINES", "Pass", "PassContext", "PassError", "reports", "run_pipeline", "to_fixpoint",
+
+def lower_to_loihi(graph: Graph, calibration: Mapping[str, object] | None = None, *, target: str | None = None,
+                   options: Mapping[str, Mapping[str, object]] | None = None, **pipeline_kw) -> Graph:
+    """The ``loihi`` pipeline on an exported float graph: the scheduled integer graph. ``calibration``:
+    feeds (``run_graph`` style) for the scales chosen from data (real-valued inputs, A2OS2A's K)."""
+    ctx = PassContext(calibration=calibration, target=target, options=options or {})
+    return run_pipeline(graph, PIPELINES["loihi"], ctx, **pipeline_kw)
+
+__all__ = ["PIPELINES", "lower_to_loihi", "Pass", "PassContext", "PassError", "reports", "run_pipeline", "to_fixpoint",
            "fold_batchnorm", "normalize_neurons", "lower_attention", "quantize", "QuantizeError", "prove_ranges",
            "schedule", "latencies", "Edit", "RewriteError", "apply_edit", "rewrite_graph", "Alignment",
            "VerificationError", "compare_graphs", "verify_pipeline"]

@@ -255,7 +255,9 @@ def _narrowed(graph: Graph, a: RangeAnalysis) -> Graph:
     for name, node in graph.nodes.items():
         op = node.op
         r = a.proven[name]
-        if hasattr(op, "out_bits") and r is not None and r.within(Interval.of_dtype(a.types[name].dtype)):
+        # out_bits None: the node types its output with its proven width already (integer attention)
+        narrowable = getattr(op, "out_bits", None) is not None
+        if narrowable and r is not None and r.within(Interval.of_dtype(a.types[name].dtype)):
             op = _narrowest(graph, name, a)
         changed |= op is not node.op
         nodes[name] = node if op is node.op else Node(op, node.inputs)

@@ -43,12 +43,18 @@ from ..ir.ops import (LIF, Add, Conv2d, Delay, Input, IntAdd, IntConv2d, IntDens
                       LoihiLIF, LoihiTernaryLIF, MaxPool2d, Output, Quantize, ReLU, Repeat, Scale, TemporalWindow,
                       TernaryLIF, TimeMean, TokenMean, TokenSum)
 from ..ir.ops.loihi import ACT_SHIFT, DECAY_UNITY, STATE_BITS, lava_effective_weights
+from ..ir.interval import Interval
+from ..ir.types import int_type
+from ..targets import load_target
 from .pipeline import PassContext
+from .prove_ranges import analyse
 from .verify import Alignment
 
 WEIGHT_LIMIT = 254          # Lava mixed-sign 8-bit weights: even values in [-256, 254]
 DEFAULTS = {"input_bits": 16, "static_vth": 512}
-ACTIVATION_LIMIT = 1 << 16  # |a| below this keeps a << 6 and the τ=2 membrane (<= 2|a| << 6) inside 24 bits
+VTH_HEADROOM_BITS = 3       # a threshold at most 1/8 of the input range: inputs reach 8x the threshold
+INPUT_BITS = 16             # a neuron's synaptic input (Lava's a_in is int16), unless the target says otherwise
+CALIBRATED_HEADROOM = 8     # calibrated neuron inputs stay this far below the input range  # |a| below this keeps a << 6 and the τ=2 membrane (<= 2|a| << 6) inside 24 bits
 
 
 class QuantizeError(ValueError):
@@ -119,7 +125,8 @@ def _float_threshold(op) -> float:
 
 
 def _neuron_problem(name: str, op) -> str | None:
-    if op.threshold_cmp != ">" or op.decay_input or op.reset != "hard" or op.v_rest != 0 or op.v_reset != 0:
+    decays_input = op.decay_input and op.leak_encoding != "none"  # an IF neuron never reads decay_input
+    if op.threshold_cmp != ">" or decays_input or op.reset != "hard" or op.v_rest != 0 or op.v_reset != 0:
         return (f"neuron {name!r} is not in normalised CUBA form (run normalize_neurons first; it needs "
                 f"decay_input=False, threshold_cmp '>', hard reset to 0)")
     for field_name in ("v_threshold", "leak"):
@@ -173,6 +180,9 @@ class _Lowering:
         self.report: dict[str, dict] = {"neurons": {}, "synapses": {}, "inputs": {}}
         self.rename: dict[str, str] = {}      # old node -> the new node its consumers read
         self.new_types: dict[str, object] = {}
+        self.observed = _observed_peaks(graph, ctx.calibration)  # float node -> max |value| on calibration
+        target = load_target(ctx.target) if ctx.target else None
+        self.input_bits = target.input_bits.value if target and target.input_bits else INPUT_BITS
 
     # ---- group scales
     def _consumers_via(self, name: str) -> list[tuple[str, float]]:
@@ -226,6 +236,8 @@ class _Lowering:
         (src,) = self.graph.nodes[name].inputs
         if not _is_float(self.graph, src):
             return 1.0
+        if self.rename.get(src) in self.scale:  # a real-valued input, quantised already
+            return self.scale[self.rename[src]]
         if self._is_static_image_path(src):
             raise QuantizeError(f"node {name!r}: a weighted node on a real-valued repeated image; only the "
                                 f"first convolution of a static image is computed on the host")
@@ -248,8 +260,14 @@ class _Lowering:
         theta = _float_threshold(self.graph.op(reference)) * multiplier
         delta = 1.0 / (128.0 * max(m for _, m in neurons))
         # Θ'/s must sit just above an integer: s = Θ'/(vth + δ), with s >= finest (the weights keep their
-        # 8 bits) and vth >= 1 (a threshold below one input step needs weight exponents instead)
-        vth = max(1, math.floor(theta / finest - delta))
+        # 8 bits) and 1 <= vth <= the input range / 8 (below one input step needs weight exponents instead;
+        # above, inputs of a few thresholds would not fit, so the weights give up low bits)
+        # and the values seen on the calibration data must keep NEURON_INPUT_HEADROOM below the input clamp
+        room = (1 << (self.input_bits - 1)) / CALIBRATED_HEADROOM
+        coarsest = max((self.observed.get(m, 0.0) for m in group.members), default=0.0) / room
+        finest = max(finest, coarsest)
+        vth_limit = 1 << (self.input_bits - 1 - VTH_HEADROOM_BITS)
+        vth = min(vth_limit, max(1, math.floor(theta / finest - delta)))
         return theta / (vth + delta)
 
     # ---- building the new graph
@@ -271,7 +289,8 @@ class _Lowering:
             self.lower(name)
         graph = Graph(nodes=self.nodes, outputs=self.graph.outputs, time_steps=self.graph.time_steps,
                       history=self.graph.history)
-        return _pruned(graph)
+        graph, self.report["saturating"] = _saturated_where_unproven(_pruned(graph), self.input_bits)
+        return graph
 
     def lower(self, name: str) -> None:
         node, op = self.graph.nodes[name], self.graph.op(name)
@@ -377,10 +396,16 @@ class _Lowering:
         data = self._calibration_values(name)
         integral = bool(torch.equal(data, data.round()))
         peak = float(data.abs().max()) if data.numel() else 0.0
-        scale = 1.0 if integral and peak < 2 ** (bits - 1) else max(peak, 1e-12) / ((1 << (bits - 1)) - 1)
+        signed = bool((data < 0).any())
+        if integral and peak < 2 ** (bits - 1):  # event counts: exact, in as few bits as twice the peak needs
+            scale, bits = 1.0, max(2, (2 * int(peak)).bit_length() + signed)
+        else:
+            scale = max(peak, 1e-12) / ((1 << (bits - 1)) - 1)
         self.add(name, op)
-        self.rename[name] = self.add(f"{name}.quant", Quantize(scale=scale, bits=bits), name, scale=scale)
-        self.report["inputs"][name] = {"scale": scale, "bits": bits, "integral": integral, "peak": peak}
+        self.rename[name] = self.add(f"{name}.quant", Quantize(scale=scale, bits=bits, signed=signed), name,
+                                     scale=scale)
+        self.report["inputs"][name] = {"scale": scale, "bits": bits, "signed": signed, "integral": integral,
+                                       "peak": peak}
 
     def _calibration_values(self, name: str) -> torch.Tensor:
         if self.ctx.calibration is None or name not in self.ctx.calibration:
@@ -427,7 +452,7 @@ class _Lowering:
         dtype = self.new_type(self.rename.get(src, src)).dtype
         peak = int(max(abs(dtype.min), abs(dtype.max)))
         bits = max(0, self.plan.time_steps - 1)
-        while bits and peak << bits >= ACTIVATION_LIMIT:
+        while bits and peak << bits >= 1 << (self.input_bits - 1):
             bits -= 1
         return bits
 
@@ -447,6 +472,47 @@ class _Lowering:
         self.add(f"{name}.int", op, src)
         scale = self.scale.get(src, 1.0)
         self.add(name, Scale(scale=float(scale)), f"{name}.int")
+
+
+def _observed_peaks(graph: Graph, calibration) -> dict[str, float]:
+    """Largest magnitude each float node reaches on the calibration data (empty without data)."""
+    if calibration is None:
+        return {}
+    values = run_graph(graph, calibration, keep="all")
+    types = graph.types()
+    return {n: float(v.abs().max()) for n, v in values.items()
+            if types[n].dtype.kind == "float" and v.numel() and v.is_floating_point()}
+
+
+def _saturated_where_unproven(graph: Graph, input_bits: int) -> tuple[Graph, list[str]]:
+    """Make every overflow explicit: a wrapping sum whose proven range exceeds its width saturates instead,
+    and a Loihi neuron whose input range is not proven to fit ``input_bits`` gets a saturating clamp to
+    that width (``<neuron>.clamp``). On data like the calibration's they never act (verify reports their saturation);
+    the range proof then holds by construction. Returns the graph and the nodes made saturating."""
+    changed: list[str] = []
+    for _ in range(len(graph.nodes)):
+        analysis = analyse(graph)
+        nodes, edit = dict(graph.nodes), None
+        for name in graph.topo_order():
+            node, proven = graph.nodes[name], analysis.proven[name]
+            out = analysis.types[name]
+            if getattr(node.op, "overflow", None) == "wrap" and proven is not None \
+                    and not proven.within(Interval.of_dtype(out.dtype)):
+                edit = (name, Node(dataclasses.replace(node.op, overflow="saturate"), node.inputs))
+                break
+            if isinstance(node.op, (LoihiLIF, LoihiTernaryLIF)):
+                x = analysis.carried[node.inputs[0]]
+                if x is None or not x.within(Interval.of_dtype(int_type(input_bits))):
+                    clamp = f"{name}.clamp"
+                    nodes[clamp] = Node(IntShift(shift=0, out_bits=input_bits, overflow="saturate"), node.inputs)
+                    edit = (name, Node(node.op, (clamp,)))
+                    break
+        if edit is None:
+            return graph, changed
+        nodes[edit[0]] = edit[1]
+        changed.append(edit[0])
+        graph = dataclasses.replace(graph, nodes=nodes)
+    raise QuantizeError("making overflows explicit did not settle")
 
 
 def _token_multiplier(t) -> float:

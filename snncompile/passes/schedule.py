@@ -113,6 +113,19 @@ def schedule(graph: Graph, ctx: PassContext) -> Graph:
     return Graph(nodes=nodes, outputs=graph.outputs, time_steps=run_steps, history=graph.history)
 
 
+def data_steps(graph: Graph) -> int:
+    """Timesteps of input data ``graph`` takes: ``time_steps``, less the latency a schedule added."""
+    entry = next((h for h in reversed(graph.history) if h.name == "schedule"), None)
+    return graph.time_steps if entry is None else int(entry.options["data_steps"])
+
+
+def output_window(graph: Graph, name: str) -> tuple[int, int]:
+    """``(start, steps)``: where a stream output's ``data_steps`` values arrive in a (scheduled) run."""
+    entry = next((h for h in reversed(graph.history) if h.name == "schedule"), None)
+    start = 0 if entry is None else int(entry.options["latency"][name])
+    return start, data_steps(graph)
+
+
 def _align(before: Graph, after: Graph) -> Alignment:
     return Alignment(offset=latencies(after))
 
@@ -120,4 +133,4 @@ def _align(before: Graph, after: Graph) -> Alignment:
 schedule.align = _align
 schedule.exact = True  # timing only: every value is the unscheduled one, read from its latency on
 
-__all__ = ["schedule", "latencies"]
+__all__ = ["schedule", "latencies", "data_steps", "output_window"]

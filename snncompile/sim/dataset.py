@@ -11,6 +11,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..ir import Graph
+from ..passes.schedule import data_steps, output_window
 from .run import NodeCounts, merge_counts, simulate, zero_counts
 
 
@@ -68,15 +69,21 @@ def graph_feeds(graph: Graph, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if tuple(x.shape[1:]) != tuple(op.shape):
             raise ValueError(f"input {name!r} takes static [B, {', '.join(map(str, op.shape))}], got {list(x.shape)}")
         return {name: x}
-    if x.dim() != len(op.shape) + 2 or tuple(x.shape[2:]) != tuple(op.shape) or x.shape[1] != graph.time_steps:
-        raise ValueError(f"input {name!r} takes event batches [B, {graph.time_steps}, "
+    steps = data_steps(graph)
+    if x.dim() != len(op.shape) + 2 or tuple(x.shape[2:]) != tuple(op.shape) or x.shape[1] != steps:
+        raise ValueError(f"input {name!r} takes event batches [B, {steps}, "
                          f"{', '.join(map(str, op.shape))}], got {list(x.shape)}")
-    return {name: x.transpose(0, 1).contiguous()}
+    return {name: x.transpose(0, 1).contiguous()}  # a scheduled graph pads them with zeros to its run
 
 
 def logits_of(value: torch.Tensor, graph: Graph) -> torch.Tensor:
-    """``[B, classes]`` logits from the graph output: a stream (TET) is averaged over time."""
-    return value.float().mean(0) if graph.types()[graph.outputs[0]].time == "stream" else value.float()
+    """``[B, classes]`` logits from the graph output: a stream (TET) is averaged over the steps where its
+    data arrive (all of them, unless the graph is scheduled)."""
+    name = graph.outputs[0]
+    if graph.types()[name].time != "stream":
+        return value.float()
+    start, steps = output_window(graph, name)
+    return value[start:start + steps].float().mean(0)
 
 
 def progress_bar(console: Console | None = None) -> Progress:

@@ -12,6 +12,7 @@ input and threshold shifted left by 6 bits, 24-bit current and voltage.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal, Sequence
@@ -79,6 +80,55 @@ def _decay_int(x: int, decay: int) -> int:
     """:func:`_decay` of one Python int."""
     p = x * (DECAY_UNITY - decay)
     return p >> DECAY_SHIFT if p >= 0 else -(-p >> DECAY_SHIFT)
+
+
+# -- fast exact evaluation ----------------------------------------------------------------------------------------
+#
+# ``run`` and ``simulate`` evaluate the equations above in float32 where every value provably is an integer
+# below 2^24 in magnitude (float32 then represents it exactly, and the operations used -- sums of such
+# integers, scaling by powers of two, trunc, floor, comparisons, clip -- are exact), and fall back to the
+# int64 reference evaluation elsewhere. The bounds each fast path relies on are checked at run time from
+# the input's actual range (one pass over it); tests/test_int_kernels.py pins the fast paths to a plain
+# transcription of the equations.
+
+_F32_EXACT = 1 << 24  # integers of magnitude <= 2^24 are exact in float32
+_CHUNK_ELEMENTS = 1 << 21  # output elements a synapse computes per float32 GEMM chunk
+
+
+def _integer_float(x: torch.Tensor, what: str) -> None:
+    """Raise (as :func:`as_int64`) unless the float tensor ``x`` holds integers only."""
+    if x.is_floating_point() and not torch.equal(torch.trunc(x), x):
+        as_int64(x, what)  # raises the documented error
+        raise ValueError(f"{what} must hold integers")  # (not reached: as_int64 raises)
+
+
+def _step_ranges(x: torch.Tensor) -> tuple[list[int], list[int]] | None:
+    """Per-timestep minimum and maximum of an integer-valued ``[T, ...]`` tensor as Python ints, or ``None``
+    where the fast paths do not apply (an empty or 0-d tensor, a dtype ``aminmax`` lacks, NaN or values of
+    magnitude >= 2^53)."""
+    if x.dim() == 0 or x.numel() == 0 or x.dtype == torch.bool or x.is_complex():
+        return None
+    lo, hi = torch.aminmax(x.reshape(x.shape[0], -1), dim=1)
+    if x.is_floating_point():
+        lo, hi = lo.double(), hi.double()
+        if not bool(torch.all((lo > -2.0 ** 53) & (hi < 2.0 ** 53))):  # also false for NaN
+            return None
+    return [int(v) for v in lo.tolist()], [int(v) for v in hi.tolist()]
+
+
+def _scale_trunc(x: torch.Tensor, keep: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`_decay` with ``keep = 4096 - decay`` of a float32 tensor of integers ``|x| <= 2^24``, exactly:
+    ``trunc0(x * keep / 4096)``. A power-of-two ``keep`` scales exactly in float32; other values go through
+    float64, where ``|x * keep| < 2^36`` is exact too. Writes into ``out`` when given."""
+    if keep == DECAY_UNITY:
+        return x.clone() if out is None else out.copy_(x)
+    if keep == 0:
+        return torch.zeros_like(x) if out is None else out.zero_()
+    if keep & (keep - 1) == 0:
+        y = torch.mul(x, keep / DECAY_UNITY, out=out) if out is not None else x * (keep / DECAY_UNITY)
+        return y.trunc_()
+    y = torch.trunc(x.double() * (keep / DECAY_UNITY))
+    return y.float() if out is None else out.copy_(y)
 
 
 _EXACT_STEPS = 1 << 12  # horizons up to this many steps are iterated exactly, longer ones bounded in closed form
@@ -192,10 +242,113 @@ class _LoihiNeuron(Op):
         return self.bias_mant << self.bias_exp
 
     def run(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return self.simulate(x_seq)[0].to(torch.float32)
+        fast = self._simulate_fast(x_seq, traces=False)
+        return fast[0] if fast is not None else self._simulate_exact(x_seq)[0].to(torch.float32)
 
     def simulate(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Spikes, currents ``u`` and post-reset voltages ``v``, each int64 ``[T, B, ...]``."""
+        fast = self._simulate_fast(x_seq, traces=True)
+        if fast is None:
+            return self._simulate_exact(x_seq)
+        return tuple(t.to(torch.int64) for t in fast)
+
+    def _thresholds(self) -> tuple[int, int | None]:
+        """``(hi, lo)``: fire +1 where ``h > hi``, -1 where ``h < lo`` (``None``: never)."""
+        raise NotImplementedError
+
+    def _simulate_fast(self, x_seq: torch.Tensor, traces: bool):
+        """The equations in float32 (see *fast exact evaluation* above), or ``None`` where a bound they need
+        does not hold: ``|a| < 2^17`` (``a << 6`` and ``U`` stay below 2^23 and 2^24: no int32 wrap, at most
+        one 24-bit fold), a bias below 2^23 (the int32 sum in ``h`` cannot wrap; a sum beyond 2^24 rounds to
+        a value still beyond the clip), decays in 0..4096. Returns float32 spikes, and with ``traces`` the
+        float32 ``u`` and ``v`` traces too."""
+        cd, vd = self.current_decay, self.voltage_decay
+        if not (0 <= cd <= DECAY_UNITY and 0 <= vd <= DECAY_UNITY):
+            return None
+        ranges = _step_ranges(x_seq)
+        if ranges is None:
+            return None
+        lows, highs = ranges
+        peak = max(max(-min(lows), max(highs)), 0)
+        if peak >= 1 << 17:  # |a << 6| < 2^23
+            return None
+        bias = self._bias()
+        bias_peak = int(bias.abs().max()) if isinstance(bias, torch.Tensor) else abs(bias)
+        if bias_peak > 1 << (STATE_BITS - 1):
+            return None
+        _integer_float(x_seq, f"{self.type_name()} input")
+
+        f32 = torch.float32
+        T, frame = x_seq.shape[0], x_seq.shape[1:]
+        top, full = 1 << (STATE_BITS - 1), 1 << STATE_BITS
+        limit = top - 1
+        # u never folds while its proven extreme stays inside (-2^23, 2^23); v never saturates likewise
+        step = peak << ACT_SHIFT
+        u_peak = step if cd == DECAY_UNITY else _leaky_extreme(step, cd, T)
+        fold = u_peak is None or u_peak >= top
+        drive = (top if fold else u_peak) + bias_peak
+        v_peak = _leaky_extreme(drive, vd, T)
+        clip = v_peak is None or v_peak > limit
+        hi, lo = self._thresholds()
+        # thresholds beyond +-2^24 compare like +-2^24 with |h| <= 2^23 - 1 (and are then exact in float32)
+        hi = max(min(hi, _F32_EXACT), -_F32_EXACT)
+        lo = None if lo is None else max(min(lo, _F32_EXACT), -_F32_EXACT)
+        bias_f = bias.to(f32) if isinstance(bias, torch.Tensor) else float(bias)
+        if isinstance(bias, torch.Tensor) and not bool(bias.any()):
+            bias_f = 0.0
+        # with no bias and no spike from h = 0, leading all-zero input steps leave everything at 0
+        quiet = isinstance(bias_f, float) and bias_f == 0.0 and hi >= 0 and (lo is None or lo <= 0)
+        start = 0
+        if quiet:
+            while start < T and lows[start] == 0 and highs[start] == 0:
+                start += 1
+
+        spikes = torch.zeros((T, *frame), dtype=f32)
+        us = torch.zeros((T, *frame), dtype=f32) if traces else None
+        vs = torch.zeros((T, *frame), dtype=f32) if traces else None
+        u_prev = torch.zeros(frame, dtype=f32)
+        v_prev = torch.zeros(frame, dtype=f32)
+        u_work = torch.empty(frame, dtype=f32)
+        v_work = torch.empty(frame, dtype=f32)
+        fire = torch.empty(frame, dtype=torch.bool)
+        neg = torch.empty(frame, dtype=torch.bool) if lo is not None else None
+        u_keep, v_keep = DECAY_UNITY - cd, DECAY_UNITY - vd
+        for t in range(start, T):
+            a = x_seq[t]
+            u = us[t] if traces else u_work
+            # U = trunc0(u * keep / 4096) + (a << 6), then Lava's one-step fold into (-2^23, 2^23]
+            if u_keep == 0:
+                torch.mul(a, 1 << ACT_SHIFT, out=u)
+            else:
+                _scale_trunc(u_prev, u_keep, out=u)
+                u.add_(a.to(f32) if a.dtype != f32 else a, alpha=1 << ACT_SHIFT)
+                if fold:
+                    u.sub_((u > top).to(f32), alpha=full).add_((u <= -top).to(f32), alpha=full)
+            v = vs[t] if traces else v_work
+            # h = clip(trunc0(v * keep / 4096) + u + bias); exact: |decay + u| < 2^24
+            _scale_trunc(v_prev, v_keep, out=v)
+            v.add_(u)
+            if isinstance(bias_f, torch.Tensor) or bias_f != 0.0:
+                v.add_(bias_f)
+            if clip:
+                v.clamp_(-limit, limit)
+            torch.gt(v, hi, out=fire)
+            if neg is None:
+                spikes[t].copy_(fire)
+                v.masked_fill_(fire, 0.0)
+            else:
+                torch.lt(v, lo, out=neg)
+                spikes[t].copy_(fire).sub_(neg.to(f32))
+                v.masked_fill_(fire.logical_or_(neg), 0.0)
+            if traces:
+                u_prev, v_prev = u, v
+            else:
+                u_prev, u_work = u, u_prev
+                v_prev, v_work = v, v_prev
+        return (spikes, us, vs) if traces else (spikes,)
+
+    def _simulate_exact(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The int64 reference evaluation of the equations (any input, wraps included)."""
         a_seq = as_int64(x_seq, f"{self.type_name()} input")
         top, full = 1 << (STATE_BITS - 1), 1 << STATE_BITS
         limit = top - 1
@@ -310,6 +463,9 @@ class LoihiLIF(_LoihiNeuron):
     def _fire(self, h: torch.Tensor) -> torch.Tensor:
         return (h > (self.vth << VTH_SHIFT)).to(torch.int64)
 
+    def _thresholds(self) -> tuple[int, int | None]:
+        return self.vth << VTH_SHIFT, None
+
     def _reset_range(self, limit: int) -> Interval:
         # above vth << 6 (< limit) it fires and resets; below, nothing resets: only saturation bounds
         return Interval(-limit, min(self.vth << VTH_SHIFT, limit))
@@ -345,6 +501,9 @@ class LoihiTernaryLIF(_LoihiNeuron):
         pos = (h > (self.vth_hi << VTH_SHIFT)).to(torch.int64)
         neg = (h < (self.vth_lo << VTH_SHIFT)).to(torch.int64)
         return pos - neg
+
+    def _thresholds(self) -> tuple[int, int | None]:
+        return self.vth_hi << VTH_SHIFT, self.vth_lo << VTH_SHIFT
 
     def _reset_range(self, limit: int) -> Interval:
         # beyond either threshold it fires and resets to 0; a threshold past the saturation limit never fires
@@ -393,6 +552,21 @@ class _IntSynapse(Op):
     def _weight64(self) -> torch.Tensor:
         return torch.from_numpy(self.weight.astype(np.int64))
 
+    @cached_property
+    def _weight32(self) -> torch.Tensor:
+        """The weights in float32 (exact wherever the fast path uses them: ``|w| <= row sum < 2^24``)."""
+        return torch.from_numpy(self.weight.astype(np.float32))
+
+    @cached_property
+    def _row_sign_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per output: the sum of its positive weights and the sum of its negative weights (int64)."""
+        w = self.weight.astype(np.int64).reshape(self.weight.shape[0], -1)
+        return np.where(w > 0, w, 0).sum(1), np.where(w < 0, w, 0).sum(1)
+
+    def _frames(self, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``op(a, w)`` of the node (the linear map before shift, bias and overflow) on a ``[n, B, ...]`` chunk."""
+        raise NotImplementedError
+
     def _bias_problems(self) -> list[str]:
         if self.bias is None:
             return [] if self.bias_start == 0 else ["bias_start is set but there is no bias"]
@@ -424,6 +598,99 @@ class _IntSynapse(Op):
             bias = torch.from_numpy(self.bias.astype(np.int64)).reshape(-1, *[1] * self._SPATIAL_AXES)
             y = torch.cat([y[:self.bias_start], y[self.bias_start:] + bias]) if self.bias_start else y + bias
         return wrap(y, self.out_bits) if self.overflow == "wrap" else saturate(y, self.out_bits)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run_delayed(x, 0)
+
+    def _run_delayed(self, x: torch.Tensor, delay: int | None = None) -> torch.Tensor:
+        """``run(x)`` delayed by ``delay`` steps (default: the node's ``delay``): ``y[t] = run(x)[t - delay]``,
+        zero first, ``T`` steps (what the interpreter makes of ``run``; computed without the dropped last steps
+        and the copy)."""
+        delay = self.delay if delay is None else delay
+        fast = self._run_fast(x, delay)
+        if fast is not None:
+            return fast
+        y = self._finish(self._accumulate(x, self._frames))
+        if delay == 0:
+            return y
+        return torch.cat([torch.zeros_like(y[:delay]), y[:-delay]])[: y.shape[0]]
+
+    def _run_fast(self, x: torch.Tensor, delay: int) -> torch.Tensor | None:
+        """The synapse in float32 (see *fast exact evaluation*), or ``None`` where it does not apply.
+
+        From the input's per-step range ``[lo, hi]`` (hulled with 0: padding and absent terms add 0) each
+        sum lies in ``[min_o (P_o lo + N_o hi), max_o (P_o hi + N_o lo)]`` (``P_o``, ``N_o`` the row's positive
+        and negative weight sums); partial sums are below ``max_o sum |w_o| * max |x|``. Where that is below
+        2^24 the float32 GEMM is exact; where the shifted, biased interval is too, shift (a power-of-two
+        scaling, then floor) and bias are exact in float32. Wrap or saturation is applied only where that
+        interval leaves ``out_bits``. All-zero input steps give the bias (or 0) without a GEMM."""
+        ranges = _step_ranges(x) if x.dim() >= 2 else None
+        if ranges is None:
+            return None
+        lows, highs = ranges
+        lo, hi = min(min(lows), 0), max(max(highs), 0)
+        if self._row_abs_sum * max(-lo, hi) >= _F32_EXACT or not -31 <= self.weight_exp <= 31:
+            return None
+        pos, neg = self._row_sign_sums
+        acc_lo = int((pos * lo + neg * hi).min(initial=0))
+        acc_hi = int((pos * hi + neg * lo).max(initial=0))
+        e = self.weight_exp
+        y_lo, y_hi = (acc_lo << e, acc_hi << e) if e >= 0 else (acc_lo >> -e, acc_hi >> -e)
+        if self.bias is not None:
+            b_lo, b_hi = int(self.bias.min(initial=0)), int(self.bias.max(initial=0))
+            if max(-b_lo, b_hi) >= _F32_EXACT:
+                return None
+            y_lo, y_hi = min(y_lo, y_lo + b_lo), max(y_hi, y_hi + b_hi)
+        if max(-y_lo, y_hi) >= _F32_EXACT:
+            return None
+        half = 1 << (self.out_bits - 1)
+        fits = -half <= y_lo and y_hi <= half - 1
+
+        f32 = torch.float32
+        T = x.shape[0]
+        w = self._weight32
+        frame = self._frames(x[:0].to(f32), w).shape[1:]
+        out = torch.empty((T, *frame), dtype=torch.int64)
+        out[:delay].zero_()
+        steps = max(T - delay, 0)
+        bias = bias_fit = None
+        if self.bias is not None:
+            spatial = [1] * self._SPATIAL_AXES
+            bias = torch.from_numpy(self.bias.astype(np.float32)).reshape(-1, *spatial)
+            b64 = torch.from_numpy(self.bias.astype(np.int64))
+            b64 = wrap(b64, self.out_bits) if self.overflow == "wrap" else saturate(b64, self.out_bits)
+            bias_fit = b64.reshape(-1, *spatial)
+        per_step = max(1, math.prod(frame))
+        chunk = max(1, _CHUNK_ELEMENTS // per_step)
+        s = 0
+        while s < steps:
+            if lows[s] == 0 and highs[s] == 0:  # op(0) = 0: only the bias, from bias_start on
+                if bias_fit is not None and s >= self.bias_start:
+                    out[s + delay].copy_(bias_fit.expand(frame))
+                else:
+                    out[s + delay].zero_()
+                s += 1
+                continue
+            end = s + 1
+            while end < steps and end - s < chunk and (lows[end] != 0 or highs[end] != 0):
+                end += 1
+            a = x[s:end]
+            _integer_float(a, f"{self.type_name()} input")
+            acc = self._frames(a if a.dtype == f32 else a.to(f32), w)
+            if e > 0:
+                acc.mul_(float(1 << e))
+            elif e < 0:
+                acc.mul_(1.0 / (1 << -e)).floor_()
+            if bias is not None and end > self.bias_start:
+                acc[max(self.bias_start - s, 0):].add_(bias)
+            if not fits and self.overflow != "wrap":
+                acc.clamp_(-half, half - 1)
+            y = out[s + delay:end + delay]
+            y.copy_(acc)
+            if not fits and self.overflow == "wrap":
+                y.add_(half).bitwise_and_((1 << self.out_bits) - 1).sub_(half)
+            s = end
+        return out
 
     def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
         if inputs[0] is None:
@@ -477,8 +744,8 @@ class IntDense(_IntSynapse):
                f"IntDense expects last axis {self.weight.shape[1]}, input is {x}")
         return TensorType((*x.shape[:-1], self.weight.shape[0]), int_type(self.out_bits))
 
-    def run(self, x: torch.Tensor) -> torch.Tensor:
-        return self._finish(self._accumulate(x, lambda a, w: torch.matmul(a, w.T)))
+    def _frames(self, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a, w.T)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -522,9 +789,8 @@ class IntConv2d(_IntSynapse):
         _integer_input(x, "IntConv2d")
         return TensorType(conv_output_shape(self, x), int_type(self.out_bits))
 
-    def run(self, x: torch.Tensor) -> torch.Tensor:
-        return self._finish(self._accumulate(x, lambda a, w: per_step(a, lambda f: F.conv2d(
-            f, w, None, self.stride, self.padding, self.dilation, self.groups))))
+    def _frames(self, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return per_step(a, lambda f: F.conv2d(f, w, None, self.stride, self.padding, self.dilation, self.groups))
 
     def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
         x = inputs[0]
