@@ -142,9 +142,11 @@ def test_verify_reports_every_stage_and_node(tmp_path, source, upstream_checkpoi
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     stages = {s["pass"]: s for s in report["stages"]}
-    assert list(stages) == ["input", "fold_batchnorm", "normalize_neurons", "lower_attention", "quantize",
-                            "prove_ranges", "schedule"]
-    assert stages["schedule"]["exact"] and stages["prove_ranges"]["violations"] == []
+    assert list(stages) == ["input", "fold_batchnorm", "normalize_neurons", "lower_attention",
+                            "quantize (float view)", "quantize", "prove_ranges", "schedule"]
+    assert stages["schedule"]["exact"] and stages["prove_ranges"]["exact"]
+    float_view = {n["name"]: n for n in stages["quantize (float view)"]["nodes"]}
+    assert float_view["head_lif"]["op"] == "LIF" and float_view["head"]["op"] == "Linear"
     quantized = {n["name"]: n for n in stages["quantize"]["nodes"]}
     assert quantized["head_lif"]["op"] == "LoihiLIF" and quantized["head_lif"]["cumulative"]["agreement"] > 0.5
     assert quantized["block.1.attn.attn_lif"]["cumulative"]["membrane_max_abs_error"] is not None

@@ -37,8 +37,16 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
                          f"missing {missing}, unknown {unknown}")
     values: dict[str, torch.Tensor] = {}
     types = graph.types()
+    order = graph.topo_order()
+    # unless every value is kept, drop each one after its last consumer has run (peak memory)
+    last_use: dict[str, list[str]] = {}
+    if keep != "all":
+        final = {s: i for i, name in enumerate(order) for s in graph.nodes[name].inputs}
+        for s, i in final.items():
+            if s not in graph.outputs:
+                last_use.setdefault(order[i], []).append(s)
     with torch.no_grad():
-        for name in graph.topo_order():
+        for name in order:
             node = graph.nodes[name]
             if name in feeds:
                 values[name] = _drained(feeds[name], graph.time_steps) if types[name].time == "stream" else feeds[name]
@@ -46,8 +54,17 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
             args = [values[s] for s in node.inputs]
             if not node.op.INTEGER_INPUTS:  # float semantics: int64 streams arrive as float32
                 args = [a if a.is_floating_point() else a.to(torch.float32) for a in args]
-            out = node.op.run(*args)
-            values[name] = delayed(out, node.op.delay) if types[name].time == "stream" else out
+            stream = types[name].time == "stream"
+            # an op that can produce its delayed output directly (the integer synapses) skips the copy
+            run_delayed = getattr(node.op, "_run_delayed", None) if stream else None
+            if run_delayed is not None:
+                values[name] = run_delayed(*args)
+            else:
+                out = node.op.run(*args)
+                values[name] = delayed(out, node.op.delay) if stream else out
+            del args
+            for s in last_use.get(name, ()):
+                del values[s]
     if keep == "all":
         return values
     return {name: values[name] for name in graph.outputs}

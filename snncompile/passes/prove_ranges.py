@@ -330,3 +330,6 @@ def prove_ranges(graph: Graph, ctx: PassContext) -> Graph:
 
 
 __all__ = ["prove_ranges", "value_ranges", "analyse", "RangeAnalysis", "graded_edges", "width"]
+
+
+prove_ranges.exact = True  # it only narrows widths to proven ones: every value stays as it was

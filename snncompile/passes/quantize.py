@@ -46,6 +46,7 @@ from ..ir.ops.loihi import ACT_SHIFT, DECAY_UNITY, STATE_BITS, lava_effective_we
 from ..ir.interval import Interval
 from ..ir.types import int_type
 from ..targets import load_target
+from .float_view import float_view
 from .pipeline import PassContext
 from .prove_ranges import analyse
 from .verify import Alignment
@@ -319,7 +320,9 @@ class _Lowering:
             return self._requantize(name)
         if isinstance(op, TimeMean):
             return self._output_mean(name)
-        self.add(name, op, *inputs)  # integer, spike and structural nodes keep their semantics
+        # integer, spike and structural nodes keep their semantics (a max-pool of a group keeps its scale)
+        group_member = isinstance(op, (MaxPool2d, ReLU)) and name in self.plan.parent
+        self.add(name, op, *inputs, scale=self._group_scale_of(name) if group_member else None)
 
     # ---- node rules
     def _group_scale_of(self, name: str) -> float:
@@ -385,7 +388,7 @@ class _Lowering:
         theta = max(_float_threshold(self.graph.op(n)) for n, _ in neurons)
         scale = theta / (self.opt["static_vth"] + 1.0 / 128)
         self.add(f"{name}.host", op, image)
-        self.add(f"{name}.quant", Quantize(scale=scale, bits=self.opt["input_bits"]), f"{name}.host")
+        self.add(f"{name}.quant", Quantize(scale=scale, bits=self.opt["input_bits"]), f"{name}.host", scale=scale)
         rep = self.graph.op(repeat)
         self.add(name, Repeat(time_steps=rep.time_steps, data_steps=rep.data_steps), f"{name}.quant", scale=scale)
         self.report["inputs"][name] = {"scale": scale, "bits": self.opt["input_bits"], "computed": "once, on the host"}
@@ -433,7 +436,8 @@ class _Lowering:
         if fixed:
             shift = self._fraction_bits(name, src)
             if shift:
-                a = self.add(f"{name}.shift", IntShift(shift=shift, out_bits=STATE_BITS, overflow="wrap"), src)
+                a = self.add(f"{name}.shift", IntShift(shift=shift, out_bits=STATE_BITS, overflow="wrap"), src,
+                             scale=scale / 2.0 ** shift)
         ratio = theta * multiplier * 2.0 ** shift / scale
         vth = math.floor(ratio)
         exact = ratio - vth < 1.0 / 64
@@ -463,14 +467,15 @@ class _Lowering:
         (src,) = self.graph.nodes[name].inputs
         tokens = math.prod(self.types[src].shape[1:])
         shift = tokens.bit_length() - 1
-        total = self.add(f"{name}.sum", TokenSum(out_bits=STATE_BITS, overflow="wrap"), src)
+        total = self.add(f"{name}.sum", TokenSum(out_bits=STATE_BITS, overflow="wrap"), src,
+                         scale=self._group_scale_of(src))
         self.add(name, IntShift(shift=-shift, out_bits=STATE_BITS, overflow="wrap"), total,
                  scale=self._group_scale_of(src) * 2.0 ** shift / tokens)
 
     def _output_mean(self, name: str) -> None:
         op, (src,) = self.graph.op(name), self.graph.nodes[name].inputs
-        self.add(f"{name}.int", op, src)
         scale = self.scale.get(src, 1.0)
+        self.add(f"{name}.int", op, src, scale=scale)
         self.add(name, Scale(scale=float(scale)), f"{name}.int")
 
 
@@ -548,7 +553,10 @@ def quantize(graph: Graph, ctx: PassContext) -> Graph:
         raise ValueError(f"quantize: unknown options {unknown} (known: {sorted(DEFAULTS)})")
     lowering = _Lowering(graph, ctx, options)
     out = lowering.run()
-    lowering.report["scales"] = {n: s for n, s in lowering.scale.items() if n in graph.nodes}
+    for name, node in out.nodes.items():  # a clamp added after the lowering has its input's scale
+        if isinstance(node.op, IntShift) and node.op.shift == 0 and node.inputs[0] in lowering.scale:
+            lowering.scale.setdefault(name, lowering.scale[node.inputs[0]])
+    lowering.report["scales"] = {n: s for n, s in lowering.scale.items() if n in out.nodes}
     lowering.report["membrane_scales"] = {n: r["input_scale"] / (1 << ACT_SHIFT)
                                           for n, r in lowering.report["neurons"].items()}
     _REPORTS[id(out)] = lowering.report
@@ -565,5 +573,6 @@ def _align(before: Graph, after: Graph) -> Alignment:
 _REPORTS: dict[int, dict] = {}
 quantize.report = lambda before, after: _REPORTS.pop(id(after), {})
 quantize.align = _align
+quantize.float_view = lambda after: float_view(after, dict(after.history[-1].options["scales"]))
 
 __all__ = ["quantize", "QuantizeError"]

@@ -293,7 +293,10 @@ def verify_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None
     has a true ``exact`` attribute: every matched node must then be bit-identical, and the first that is
     not raises :class:`VerificationError` naming the pass and the node. Other stages are checked against
     ``tolerance`` and their violations recorded; with ``strict`` the first one raises. A shape difference
-    always raises. A pass's ``align(before, after)`` attribute, if any, gives the stage's :class:`Alignment`.
+    always raises. A pass's ``align(before, after)`` attribute, if any, gives the stage's :class:`Alignment`;
+    its ``float_view(after)`` attribute, if any, adds a stage before it: the pass's result computed in
+    float (``quantize``: the quantised-float graph), so the float -> quantised-float -> integer steps are
+    compared one by one.
     ``labels``: per-sample class indices for stage accuracies. ``pipeline_kw`` goes to ``run_pipeline``.
     """
     by_name = {s.__name__: s for s in steps}
@@ -307,21 +310,32 @@ def verify_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None
 
     report.stages.append(StageReport(0, "input", stage_accuracy(graph, values[id(graph)])))
 
-    def verify(pass_name: str, before: Graph, after: Graph) -> None:
-        before_vals = values.pop(id(before)) if id(before) in values else run_graph(before, feeds, keep="all")
-        after_vals = run_graph(after, feeds, keep="all")
-        values[id(after)] = after_vals
-        stage = StageReport(len(report.stages), pass_name, stage_accuracy(after, after_vals),
-                            exact=pass_name in exact or bool(getattr(by_name.get(pass_name), "exact", False)))
-        align = getattr(by_name.get(pass_name), "align", None)
-        stage.nodes = compare_graphs(before, after, feeds, alignment=align(before, after) if align else None,
-                                     _values=(before_vals, after_vals))
+    def add_stage(pass_name: str, before: Graph, after: Graph, before_vals, after_vals, exact_stage: bool,
+                  alignment: Alignment | None) -> None:
+        stage = StageReport(len(report.stages), pass_name, stage_accuracy(after, after_vals), exact=exact_stage)
+        stage.nodes = compare_graphs(before, after, feeds, alignment=alignment, _values=(before_vals, after_vals))
         report.stages.append(stage)
         problems = _check(stage, tolerance)
         stage.violations = [m for _, m, _ in problems]
         first = next((p for p in problems if p[2] or strict), None)
         if first is not None:
             raise VerificationError(pass_name, first[0], first[1])
+
+    def verify(pass_name: str, before: Graph, after: Graph) -> None:
+        before_vals = values.pop(id(before)) if id(before) in values else run_graph(before, feeds, keep="all")
+        after_vals = run_graph(after, feeds, keep="all")
+        values[id(after)] = after_vals
+        step = by_name.get(pass_name)
+        exact_stage = pass_name in exact or bool(getattr(step, "exact", False))
+        align = getattr(step, "align", None)
+        view = getattr(step, "float_view", None)
+        if view is not None:  # quantised-float in between: quantisation error, then integer arithmetic error
+            float_graph = view(after)
+            float_vals = run_graph(float_graph, feeds, keep="all")
+            add_stage(f"{pass_name} (float view)", before, float_graph, before_vals, float_vals, False, None)
+            before, before_vals = float_graph, float_vals
+        add_stage(pass_name, before, after, before_vals, after_vals, exact_stage,
+                  align(before, after) if align else None)
 
     try:
         report.graph = run_pipeline(graph, steps, ctx, verify=verify, **pipeline_kw)

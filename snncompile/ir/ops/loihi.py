@@ -92,12 +92,12 @@ def _decay_int(x: int, decay: int) -> int:
 # transcription of the equations.
 
 _F32_EXACT = 1 << 24  # integers of magnitude <= 2^24 are exact in float32
-_CHUNK_ELEMENTS = 1 << 21  # output elements a synapse computes per float32 GEMM chunk
+_CHUNK_ELEMENTS = 1 << 19  # output elements a synapse computes per float32 GEMM (a few steps; cache-sized)
 
 
 def _integer_float(x: torch.Tensor, what: str) -> None:
-    """Raise (as :func:`as_int64`) unless the float tensor ``x`` holds integers only."""
-    if x.is_floating_point() and not torch.equal(torch.trunc(x), x):
+    """Raise (as :func:`as_int64`) unless the float tensor ``x`` (finite) holds integers only."""
+    if x.is_floating_point() and bool(torch.frac(x).any()):
         as_int64(x, what)  # raises the documented error
         raise ValueError(f"{what} must hold integers")  # (not reached: as_int64 raises)
 
@@ -105,30 +105,38 @@ def _integer_float(x: torch.Tensor, what: str) -> None:
 def _step_ranges(x: torch.Tensor) -> tuple[list[int], list[int]] | None:
     """Per-timestep minimum and maximum of an integer-valued ``[T, ...]`` tensor as Python ints, or ``None``
     where the fast paths do not apply (an empty or 0-d tensor, a dtype ``aminmax`` lacks, NaN or values of
-    magnitude >= 2^53)."""
+    magnitude >= 2^53). (One ``aminmax`` per step: much faster than torch's reduction along a dim.)"""
     if x.dim() == 0 or x.numel() == 0 or x.dtype == torch.bool or x.is_complex():
         return None
-    lo, hi = torch.aminmax(x.reshape(x.shape[0], -1), dim=1)
-    if x.is_floating_point():
-        lo, hi = lo.double(), hi.double()
-        if not bool(torch.all((lo > -2.0 ** 53) & (hi < 2.0 ** 53))):  # also false for NaN
+    lows, highs = [], []
+    for step in x.reshape(x.shape[0], -1):
+        lo, hi = torch.aminmax(step)
+        lo, hi = lo.item(), hi.item()
+        if x.is_floating_point() and not (-2.0 ** 53 < lo and hi < 2.0 ** 53):  # also false for NaN
             return None
-    return [int(v) for v in lo.tolist()], [int(v) for v in hi.tolist()]
+        lows.append(int(lo))
+        highs.append(int(hi))
+    return lows, highs
 
 
-def _scale_trunc(x: torch.Tensor, keep: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`_decay` with ``keep = 4096 - decay`` of a float32 tensor of integers ``|x| <= 2^24``, exactly:
-    ``trunc0(x * keep / 4096)``. A power-of-two ``keep`` scales exactly in float32; other values go through
-    float64, where ``|x * keep| < 2^36`` is exact too. Writes into ``out`` when given."""
+def _decay_i32(x: torch.Tensor, keep: int, out: torch.Tensor) -> torch.Tensor:
+    """:func:`_decay` with ``keep = 4096 - decay`` of an int32 tensor ``|x| <= 2^24``, exactly, into ``out``:
+    ``trunc0(x * keep / 4096)``. A power of two ``keep = 2^(12-k)`` is the rounding-toward-zero shift
+    ``(x + (2^k - 1 if x < 0 else 0)) >> k``; other values go through float64 (``|x * keep| < 2^36`` is
+    exact there) and its conversion to int32, which truncates toward zero."""
     if keep == DECAY_UNITY:
-        return x.clone() if out is None else out.copy_(x)
+        return out.copy_(x)
     if keep == 0:
-        return torch.zeros_like(x) if out is None else out.zero_()
+        return out.zero_()
     if keep & (keep - 1) == 0:
-        y = torch.mul(x, keep / DECAY_UNITY, out=out) if out is not None else x * (keep / DECAY_UNITY)
-        return y.trunc_()
-    y = torch.trunc(x.double() * (keep / DECAY_UNITY))
-    return y.float() if out is None else out.copy_(y)
+        k = DECAY_SHIFT - (keep.bit_length() - 1)
+        torch.bitwise_right_shift(x, 31, out=out)  # -1 where x < 0, else 0
+        if k == 1:
+            torch.sub(x, out, out=out)
+        else:
+            out.bitwise_and_((1 << k) - 1).add_(x)
+        return out.bitwise_right_shift_(k)
+    return out.copy_(x.double().mul_(keep / DECAY_UNITY))
 
 
 _EXACT_STEPS = 1 << 12  # horizons up to this many steps are iterated exactly, longer ones bounded in closed form
@@ -257,13 +265,20 @@ class _LoihiNeuron(Op):
         raise NotImplementedError
 
     def _simulate_fast(self, x_seq: torch.Tensor, traces: bool):
-        """The equations in float32 (see *fast exact evaluation* above), or ``None`` where a bound they need
+        """The equations in int32 (see *fast exact evaluation* above), or ``None`` where a bound this needs
         does not hold: ``|a| < 2^17`` (``a << 6`` and ``U`` stay below 2^23 and 2^24: no int32 wrap, at most
-        one 24-bit fold), a bias below 2^23 (the int32 sum in ``h`` cannot wrap; a sum beyond 2^24 rounds to
-        a value still beyond the clip), decays in 0..4096. Returns float32 spikes, and with ``traces`` the
-        float32 ``u`` and ``v`` traces too."""
+        one 24-bit fold), a bias below 2^23 (the int32 sum in ``h`` cannot wrap), decays in 0..4096,
+        ``vth_lo <= vth_hi``. Returns float32 spikes, and with ``traces`` int32 ``u`` and ``v`` traces too.
+
+        Each step is a few element-wise int32 operations on one ``[B, ...]`` frame: ``u`` is folded only where
+        its proven extreme (:func:`_leaky_extreme` of ``|a| << 6``) can leave ``(-2^23, 2^23]`` and ``h``
+        clipped only where ``v``'s can leave the 24-bit range; comparisons are sign bits
+        (``(h - theta - 1) >> 31`` is -1 exactly where ``h <= theta``), which also mask the reset."""
         cd, vd = self.current_decay, self.voltage_decay
         if not (0 <= cd <= DECAY_UNITY and 0 <= vd <= DECAY_UNITY):
+            return None
+        hi, lo = self._thresholds()
+        if lo is not None and lo > hi:
             return None
         ranges = _step_ranges(x_seq)
         if ranges is None:
@@ -278,7 +293,7 @@ class _LoihiNeuron(Op):
             return None
         _integer_float(x_seq, f"{self.type_name()} input")
 
-        f32 = torch.float32
+        i32 = torch.int32
         T, frame = x_seq.shape[0], x_seq.shape[1:]
         top, full = 1 << (STATE_BITS - 1), 1 << STATE_BITS
         limit = top - 1
@@ -289,61 +304,66 @@ class _LoihiNeuron(Op):
         drive = (top if fold else u_peak) + bias_peak
         v_peak = _leaky_extreme(drive, vd, T)
         clip = v_peak is None or v_peak > limit
-        hi, lo = self._thresholds()
-        # thresholds beyond +-2^24 compare like +-2^24 with |h| <= 2^23 - 1 (and are then exact in float32)
+        # |h| <= 2^23 - 1: thresholds beyond +-2^24 compare like +-2^24 (and h - theta stays inside int32)
         hi = max(min(hi, _F32_EXACT), -_F32_EXACT)
         lo = None if lo is None else max(min(lo, _F32_EXACT), -_F32_EXACT)
-        bias_f = bias.to(f32) if isinstance(bias, torch.Tensor) else float(bias)
-        if isinstance(bias, torch.Tensor) and not bool(bias.any()):
-            bias_f = 0.0
+        if isinstance(bias, torch.Tensor):
+            bias = bias.to(i32) if bool(bias.any()) else 0
         # with no bias and no spike from h = 0, leading all-zero input steps leave everything at 0
-        quiet = isinstance(bias_f, float) and bias_f == 0.0 and hi >= 0 and (lo is None or lo <= 0)
         start = 0
-        if quiet:
+        if isinstance(bias, int) and bias == 0 and hi >= 0 and (lo is None or lo <= 0):
             while start < T and lows[start] == 0 and highs[start] == 0:
                 start += 1
 
-        spikes = torch.zeros((T, *frame), dtype=f32)
-        us = torch.zeros((T, *frame), dtype=f32) if traces else None
-        vs = torch.zeros((T, *frame), dtype=f32) if traces else None
-        u_prev = torch.zeros(frame, dtype=f32)
-        v_prev = torch.zeros(frame, dtype=f32)
-        u_work = torch.empty(frame, dtype=f32)
-        v_work = torch.empty(frame, dtype=f32)
-        fire = torch.empty(frame, dtype=torch.bool)
-        neg = torch.empty(frame, dtype=torch.bool) if lo is not None else None
+        spikes = torch.empty((T, *frame), dtype=torch.float32)
+        spikes[:start].zero_()
+        us = torch.zeros((T, *frame), dtype=i32) if traces else None
+        vs = torch.zeros((T, *frame), dtype=i32) if traces else None
+        u_prev, v_prev = torch.zeros(frame, dtype=i32), torch.zeros(frame, dtype=i32)
+        u_work, v_work = torch.empty(frame, dtype=i32), torch.empty(frame, dtype=i32)
+        a = torch.empty(frame, dtype=i32)
+        keep = torch.empty(frame, dtype=i32)
+        below = torch.empty(frame, dtype=i32) if lo is not None else None
+        mask = torch.empty(frame, dtype=i32) if fold else None
         u_keep, v_keep = DECAY_UNITY - cd, DECAY_UNITY - vd
         for t in range(start, T):
-            a = x_seq[t]
-            u = us[t] if traces else u_work
+            a.copy_(x_seq[t])
             # U = trunc0(u * keep / 4096) + (a << 6), then Lava's one-step fold into (-2^23, 2^23]
+            u = us[t] if traces else u_work
             if u_keep == 0:
-                torch.mul(a, 1 << ACT_SHIFT, out=u)
+                if traces:
+                    torch.mul(a, 1 << ACT_SHIFT, out=u)
             else:
-                _scale_trunc(u_prev, u_keep, out=u)
-                u.add_(a.to(f32) if a.dtype != f32 else a, alpha=1 << ACT_SHIFT)
-                if fold:
-                    u.sub_((u > top).to(f32), alpha=full).add_((u <= -top).to(f32), alpha=full)
+                _decay_i32(u_prev, u_keep, out=u).add_(a, alpha=1 << ACT_SHIFT)
+                if fold:  # mask: -1 where U <= -2^23; keep: -1 where U <= 2^23
+                    torch.add(u, top - 1, out=mask).bitwise_right_shift_(31)
+                    torch.sub(u, top + 1, out=keep).bitwise_right_shift_(31).add_(1)
+                    u.sub_(keep, alpha=full).sub_(mask, alpha=full)
+            # h = clip(trunc0(v * keep / 4096) + u + bias): |h| < 2^24 + 2^23 before the clip
             v = vs[t] if traces else v_work
-            # h = clip(trunc0(v * keep / 4096) + u + bias); exact: |decay + u| < 2^24
-            _scale_trunc(v_prev, v_keep, out=v)
-            v.add_(u)
-            if isinstance(bias_f, torch.Tensor) or bias_f != 0.0:
-                v.add_(bias_f)
+            _decay_i32(v_prev, v_keep, out=v)
+            if u_keep == 0:
+                v.add_(a, alpha=1 << ACT_SHIFT)
+            else:
+                v.add_(u)
+            if not isinstance(bias, int) or bias != 0:
+                v.add_(bias)
             if clip:
                 v.clamp_(-limit, limit)
-            torch.gt(v, hi, out=fire)
-            if neg is None:
-                spikes[t].copy_(fire)
-                v.masked_fill_(fire, 0.0)
-            else:
-                torch.lt(v, lo, out=neg)
-                spikes[t].copy_(fire).sub_(neg.to(f32))
-                v.masked_fill_(fire.logical_or_(neg), 0.0)
+            # keep: -1 where h <= hi (no +1 spike), 0 where it fires
+            torch.sub(v, hi + 1, out=keep).bitwise_right_shift_(31)
+            out = spikes[t]
+            out.copy_(keep).add_(1.0)
+            if below is not None:  # below: -1 where h < lo (a -1 spike)
+                torch.sub(v, lo, out=below).bitwise_right_shift_(31)
+                out.add_(below)
+                keep.bitwise_and_(below.bitwise_not_())
+            v.bitwise_and_(keep)  # reset where it fired
             if traces:
                 u_prev, v_prev = u, v
             else:
-                u_prev, u_work = u, u_prev
+                if u_keep != 0:
+                    u_prev, u_work = u, u_prev
                 v_prev, v_work = v, v_prev
         return (spikes, us, vs) if traces else (spikes,)
 

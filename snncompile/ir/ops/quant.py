@@ -20,8 +20,13 @@ _OVERFLOW_DOC = "a result beyond ``out_bits``: ``wrap`` (two's complement) or ``
 
 
 def fit(y: torch.Tensor, bits: int, overflow: str, signed: bool = True) -> torch.Tensor:
-    """An exact int64 ``y`` wrapped (two's complement) or saturated to ``bits`` (signed or unsigned)."""
+    """An exact int64 ``y`` wrapped (two's complement) or saturated to ``bits`` (signed or unsigned).
+    (``y`` itself when it already lies in the range: one reduction instead of the element-wise fit.)"""
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if y.numel() and y.dtype == torch.int64:
+        least, most = torch.aminmax(y)
+        if lo <= least.item() and most.item() <= hi:
+            return y
     if overflow == "saturate":
         return y.clamp(lo, hi)
     return ((y - lo) & ((1 << bits) - 1)) + lo
@@ -107,6 +112,8 @@ class IntAdd(Op):
         total = _as_int64(xs[0])
         for x in xs[1:]:
             total = total + _as_int64(x)
+        if total is xs[0]:  # a single int64 input: the result is a new tensor all the same
+            total = total.clone()
         return fit(total, self.out_bits, self.overflow)
 
     def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:

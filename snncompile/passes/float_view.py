@@ -1,0 +1,88 @@
+"""The quantised-float graph: the integer graph's parameters in real units, computed in float.
+
+``float_view(integer)`` rebuilds a quantised graph (the output of ``quantize``) with float nodes: integer
+weights times their scales, the Loihi neurons as float LIFs whose threshold is where Lava's strict
+``v > vth << 6`` fires (``s * (vth + 1/64)``), token sums as sums of reals, and every node keeping its name
+with its value in real units. It keeps the rounding of weights, biases, thresholds and inputs (the
+quantisation) and drops the integer arithmetic: floored shifts, truncating decays and their 6 fraction
+bits, wraps, saturations and clamps. Comparing float -> quantised-float -> integer separates the two
+sources of error; ``snncompile verify`` shows both stages.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..ir import Graph, Node
+from ..ir.ops import (LIF, Add, Conv2d, Delay, IntAdd, IntConv2d, IntDense, IntShift, Linear, LoihiLIF,
+                      LoihiTernaryLIF, Quantize, Scale, TemporalWindow, TernaryLIF, TokenMean, TokenSum)
+from ..ir.ops.loihi import ACT_SHIFT, DECAY_UNITY
+
+_INTEGER_OPERANDS = "snncompile.ir.ops.int_attention"  # node types that take integers only
+
+
+def _neuron(op, scale: float):
+    """The float LIF that fires where the Loihi neuron does, on real inputs ``scale * a``."""
+    threshold = float(scale * ((op.vth if isinstance(op, LoihiLIF) else op.vth_hi) + 2.0 ** -ACT_SHIFT))
+    leak = {"leak_encoding": "none"} if op.voltage_decay == 0 else {
+        "leak": op.voltage_decay / DECAY_UNITY, "leak_encoding": "multiply_by_rate"}
+    cls = LIF if isinstance(op, LoihiLIF) else TernaryLIF
+    return cls(v_threshold=threshold, decay_input=False, threshold_cmp=">=", **leak)
+
+
+def _synapse(op, s_in: float, s_out: float):
+    weight = (op.weight.astype(np.float64) * 2.0 ** op.weight_exp * s_out / s_in).astype(np.float32)
+    bias = None if op.bias is None else (op.bias.astype(np.float64) * s_out).astype(np.float32)
+    if isinstance(op, IntDense):
+        return Linear(weight=weight, bias=bias)
+    return Conv2d(weight=weight, bias=bias, stride=op.stride, padding=op.padding, dilation=op.dilation,
+                  groups=op.groups)
+
+
+def float_view(integer: Graph, scales: dict[str, float]) -> Graph:
+    """The quantised-float counterpart of ``integer`` (see the module docstring). ``scales``: node -> the
+    real value of one integer step (absent: 1), as ``quantize`` records them."""
+    s = lambda n: float(scales.get(n, 1.0))  # noqa: E731
+    nodes: dict[str, Node] = {}
+    for name in integer.topo_order():
+        node = integer.nodes[name]
+        op, inputs = node.op, node.inputs
+        s_in = s(inputs[0]) if inputs else 1.0
+        if isinstance(op, (IntDense, IntConv2d)):
+            nodes[name] = Node(_synapse(op, s_in, s(name)), inputs)
+        elif isinstance(op, (LoihiLIF, LoihiTernaryLIF)):
+            nodes[name] = Node(_neuron(op, s_in), inputs)
+        elif isinstance(op, IntAdd):
+            nodes[name] = Node(Add(), inputs)
+        elif isinstance(op, TokenSum):
+            tokens = int(np.prod(integer.types()[inputs[0]].shape[1:]))
+            nodes[f"{name}.mean"] = Node(TokenMean(), inputs)
+            nodes[name] = Node(Scale(scale=float(tokens)), (f"{name}.mean",))
+        elif isinstance(op, IntShift) or (isinstance(op, Delay) and op.delay == 0):
+            factor = 2.0 ** getattr(op, "shift", 0) * s(name) / s_in
+            nodes[name] = Node(Scale(scale=factor), inputs)
+        elif isinstance(op, Scale) and not isinstance(op.scale, np.ndarray):  # dequantising: real in already
+            nodes[name] = Node(Scale(scale=op.scale * s(name) / s_in), inputs)
+        elif isinstance(op, Quantize):
+            nodes[f"{name}.int"] = Node(op, inputs)
+            nodes[name] = Node(Scale(scale=op.scale), (f"{name}.int",))
+        elif isinstance(op, TemporalWindow) and op.weights.dtype.kind in "iu":
+            nodes[name] = Node(TemporalWindow(weights=(op.weights * s(name) / s_in).astype(np.float32)), inputs)
+        elif type(op).__module__ == _INTEGER_OPERANDS:
+            nodes[name] = Node(op, tuple(_requantised(nodes, integer, i, s(i)) for i in inputs))
+        else:
+            nodes[name] = Node(op, inputs)
+    return dataclasses.replace(integer, nodes=nodes).validate()
+
+
+def _requantised(nodes: dict[str, Node], integer: Graph, name: str, scale: float) -> str:
+    """An integer-only operand (A2OS2A's K) rounded back onto its integer grid."""
+    if scale == 1.0:
+        return name
+    dtype = integer.types()[name].dtype
+    nodes[f"{name}.grid"] = Node(Quantize(scale=scale, bits=dtype.bits, signed=dtype.signed), (name,))
+    return f"{name}.grid"
+
+
+__all__ = ["float_view"]
