@@ -207,3 +207,11 @@ def test_the_imported_sinabs_cnn_compiles_end_to_end():
     assert agreement["1"] > 0.98 and agreement["output"] > 0.9, agreement
     assert plan(run_pipeline(graph, [normalize_neurons, quantize], PassContext(calibration={"input": x})))[
         "inputs"]["input"]["integral"]
+
+
+def test_biases_take_loihis_mantissa_and_exponent_format():
+    """b << 6 = bias_mant << bias_exp: exact below 4096, even up to 8190, saturated beyond."""
+    from snncompile.passes.quantize import _bias
+    b = _bias(np.array([3.0, -4095.0, 5001.0, -6000.0, 9000.0, -1e6]), 1.0)
+    assert b.tolist() == [3, -4095, 5000, -6000, 8190, -8190]  # 5001 / 2 rounds half to even
+    assert all(abs(v) <= 4095 or v % 2 == 0 for v in b)

@@ -14,6 +14,7 @@ import snncompile
 from snncompile.data import load_dataset
 from snncompile.frontend import export
 from snncompile.ir import Graph, Node, int_type, run_graph
+from snncompile.ir import io as ir_io
 from snncompile.ir.ops import LIF, Input, LoihiLIF, Output
 from snncompile.nn.record import record_spikes
 from snncompile.sim import EvalResult, evaluate_graph, graph_feeds, simulate
@@ -160,3 +161,22 @@ def test_two_torchrun_workers_equal_the_single_process_result(digits, tmp_path):
     doc = json.loads(out.read_text())
     assert doc["world_size"] == 2
     assert {k: doc[k] for k in _expected_json(digits)} == _expected_json(digits)
+
+
+@pytest.mark.slow
+def test_two_torchrun_workers_on_the_compiled_integer_graph(digits, tmp_path):
+    """The integer (scheduled) graph shards exactly like the float one: same predictions and counts."""
+    compiled, out = tmp_path / "m.loihi.snnir", tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "snncompile", "compile", "statten-digits", "-o", str(compiled),
+                           "--calibration", "16"], cwd=ROOT, env=_launch_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "snncompile", "simulate",
+                           "statten-digits", "--graph", str(compiled), "--limit", str(LIMIT), "--json", str(out)],
+                          cwd=ROOT, env=_launch_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    single = evaluate_graph(ir_io.load(compiled), digits[2], progress=False, indices=range(LIMIT)).to_dict()
+    assert doc["world_size"] == 2 and {k: doc[k] for k in single} == single
+    assert any(c["op"] == "LoihiLIF" for c in doc["spike_counts"].values())

@@ -8,26 +8,35 @@ The scheme (one real scale per integer edge, ``real value = scale * integer``):
   nodes (``Conv2d``, ``Linear``, ``TemporalWindow``), whose integer weights can be put on any scale, or
   fixed-scale values (spikes: 1; an integer attention result behind its ``Scale`` node: that factor).
 - **Thresholds decide free scales.** A normalised neuron fires on ``h > Θ'`` (``Θ'`` the float threshold
-  just below ``τθ``). Lava fires on ``h64 > vth << 6`` where ``h64`` is the membrane in 1/64 input units.
-  On integer inputs ``a`` (scale ``s``) the two agree exactly when ``Θ'/s`` lies in ``[vth, vth + 1/64)``,
-  so a free group's scale is set to ``s = Θ'/(vth + δ)`` with ``δ = 1/(128·m)`` (``m``: the largest
-  multiplier among its neurons, ``N`` behind a token sum). Weights are then ``round(W/(s·2^e))``, even
-  (Lava's mixed-sign 8-bit rule), with the smallest exponent ``e >= 0`` that fits them in [-256, 254].
+  just below ``τθ``). Lava fires on ``h64 > vth << 6`` where ``h64`` is the membrane in 1/64 input steps.
+  On integer inputs ``a`` (scale ``s``) the two agree exactly when ``Θ'/s`` lies in ``[vth, vth + 1/64)``
+  (no grid point of ``h64`` falls between), so a free group's scale is ``s = Θ'/(vth + δ)`` with
+  ``δ = 1/(128·m)`` (``m``: the largest multiplier among its neurons). Weights are ``W/(s·2^e)`` rounded
+  to Lava's even 8-bit grid [-256, 254], with the smallest exponent ``e`` that fits them (sources sharing
+  a group scale differ in ``e``); a negative ``e`` floors the sum (A2OS2A's K onto its 8-bit grid).
+- **Headroom.** ``vth`` is at most ``2^(input_bits-4)``, and the values the group reaches on the
+  calibration data stay 8x inside the neuron input range (``input_bits``: the target's, else 16, Lava's
+  ``a_in``): the scale is coarsened until both hold.
 - **Fixed scales get fraction bits.** Where the input scale is fixed (attention counts, SDSA popcounts),
   the neuron's input is shifted left by ``j`` bits (``IntShift``): the τ = 2 membrane of integer inputs
-  is then an integer in the shifted units for ``j`` halvings, ``vth = floor(Θ'·2^j/s)`` compares exactly.
-  ``j = T - 1`` (every halving of a ``T``-step input), reduced while the input range would leave 24 bits.
+  is then an integer in the shifted units for ``j`` halvings and ``vth = floor(Θ'·2^j/s)`` compares
+  exactly. ``j = T - 1``, fewer if the shifted input could leave the input range.
 - **Static images** are convolved once on the host (``Conv2d`` before the ``Repeat``), quantised to
   ``input_bits`` at the threshold scale of the first neurons (``vth = static_vth``), then repeated.
-- Real-valued stream inputs (event frames) are quantised at scale 1 when the calibration data holds
-  integers only, else at ``max|x| / (2^(input_bits-1) - 1)``.
-- Biases travel with the sums (``IntDense``/``IntConv2d`` ``bias``, output units). The classifier's
-  ``Linear`` becomes an ``IntDense`` whose time mean is rescaled by a final ``Scale``.
+  Real-valued stream inputs (event frames) are quantised at scale 1 in as few bits as twice the peak
+  needs when the calibration data holds integers only, else at ``max|x| / (2^(input_bits-1) - 1)``.
+- **The head.** ``TokenMean`` becomes a ``TokenSum`` and a right shift by ``floor(log2 N)`` (the floored
+  mean for ``N`` a power of two), so the head neuron's input stays in the residual stream's range. The
+  classifier's ``Linear`` becomes an ``IntDense`` whose time mean is rescaled by a final ``Scale``.
+- **Explicit overflow.** Biases travel with the sums (``bias``, output units). Every sum is created
+  wrapping; where the range proof cannot bound a sum within its width it saturates instead, and a neuron
+  whose input is not proven to fit ``input_bits`` gets a saturating clamp (``<neuron>.clamp``). Both are
+  listed under ``saturating``; on real data they do not act (``snncompile verify`` reports saturation).
 
 Every synapse is created with ``delay = 0`` (the float graph's timing); the scheduling pass gives them
-the target's delays. Exactness against the float graph is measured (``snncompile verify``), never
-assumed; the report lists, per neuron, the scale, threshold, fraction bits and whether the threshold
-comparison is exact.
+the target's delays. Exactness against the float graph is measured (``snncompile verify``: float ->
+quantised-float (``float_view``) -> integer), never assumed; the report lists, per neuron, the input
+scale, threshold, fraction bits and whether the threshold comparison is exact, and every node's scale.
 """
 from __future__ import annotations
 
@@ -42,7 +51,7 @@ from ..ir import Graph, Node, run_graph
 from ..ir.ops import (LIF, Add, Conv2d, Delay, Input, IntAdd, IntConv2d, IntDense, IntShift, Linear,
                       LoihiLIF, LoihiTernaryLIF, MaxPool2d, Output, Quantize, ReLU, Repeat, Scale, TemporalWindow,
                       TernaryLIF, TimeMean, TokenMean, TokenSum)
-from ..ir.ops.loihi import ACT_SHIFT, DECAY_UNITY, STATE_BITS, lava_effective_weights
+from ..ir.ops.loihi import ACT_SHIFT, BIAS_MANT_RANGE, DECAY_UNITY, STATE_BITS, lava_effective_weights
 from ..ir.interval import Interval
 from ..ir.types import int_type
 from ..targets import load_target
@@ -165,7 +174,15 @@ def _integer_weights(weights: np.ndarray, step: float) -> np.ndarray:
 
 
 def _bias(bias: np.ndarray | None, scale: float) -> np.ndarray | None:
-    return None if bias is None else np.round(np.asarray(bias, np.float64) / scale).astype(np.int64)
+    """``bias / scale`` in Loihi's bias format. On the chip it is the neuron's ``bias_mant << bias_exp``,
+    added to ``v`` (1/64 input steps), i.e. ``b << 6``: a 13-bit signed mantissa with ``bias_exp = 6``
+    holds ``|b| <= 4095`` exactly; ``bias_exp = 7`` doubles the range for even ``b``; beyond, it saturates."""
+    if bias is None:
+        return None
+    b = np.round(np.asarray(bias, np.float64) / scale)
+    mant_max = BIAS_MANT_RANGE[1]
+    b = np.where(np.abs(b) <= mant_max, b, 2 * np.round(b / 2))
+    return np.clip(b, -2 * mant_max, 2 * mant_max).astype(np.int64)
 
 
 # -- the pass ----------------------------------------------------------------------------------------------------
