@@ -15,7 +15,7 @@ The scheme (one real scale per integer edge, ``real value = scale * integer``):
   to Lava's even 8-bit grid [-256, 254], with the smallest exponent ``e`` that fits them (sources sharing
   a group scale differ in ``e``); a negative ``e`` floors the sum (A2OS2A's K onto its 8-bit grid).
 - **Headroom.** ``vth`` is at most ``2^(input_bits-4)``, and the values the group reaches on the
-  calibration data stay 8x inside the neuron input range (``input_bits``: the target's, else 16, Lava's
+  calibration data stay 2x inside the neuron input range (``input_bits``: the target's, else 16, Lava's
   ``a_in``): the scale is coarsened until both hold.
 - **Fixed scales get fraction bits.** Where the input scale is fixed (attention counts, SDSA popcounts),
   the neuron's input is shifted left by ``j`` bits (``IntShift``): the τ = 2 membrane of integer inputs
@@ -64,7 +64,7 @@ WEIGHT_LIMIT = 254          # Lava mixed-sign 8-bit weights: even values in [-25
 DEFAULTS = {"input_bits": 16, "static_vth": 512}
 VTH_HEADROOM_BITS = 3       # a threshold at most 1/8 of the input range: inputs reach 8x the threshold
 INPUT_BITS = 16             # a neuron's synaptic input (Lava's a_in is int16), unless the target says otherwise
-CALIBRATED_HEADROOM = 8     # calibrated neuron inputs stay this far below the input range  # |a| below this keeps a << 6 and the τ=2 membrane (<= 2|a| << 6) inside 24 bits
+CALIBRATED_HEADROOM = 2     # calibration peaks stay this far inside the neuron input range (clamps cover the rest)
 
 
 class QuantizeError(ValueError):
@@ -451,13 +451,18 @@ class _Lowering:
         a = src
         shift = 0
         if fixed:
-            shift = self._fraction_bits(name, src)
+            shift = self._fraction_bits(src, scale)
             if shift:
                 a = self.add(f"{name}.shift", IntShift(shift=shift, out_bits=STATE_BITS, overflow="wrap"), src,
                              scale=scale / 2.0 ** shift)
         ratio = theta * multiplier * 2.0 ** shift / scale
-        vth = math.floor(ratio)
-        exact = ratio - vth < 1.0 / 64
+        if fixed and shift >= self.plan.time_steps - 1:
+            vth, exact = math.floor(ratio), True  # an integer membrane: h > floor(ratio) is h > ratio
+        else:
+            # h64 > 64·vth should be h64 > 64·ratio - 1: exact when ratio is in (vth, vth + 1/64], else
+            # the nearest such vth (too few fraction bits, or a threshold the scale was not chosen for)
+            vth = round(ratio - 1.0 / 64)
+            exact = 0 < ratio - vth <= 1.0 / 64
         decay = _voltage_decay(name, op)
         if type(op) is TernaryLIF:
             new = LoihiTernaryLIF(current_decay=DECAY_UNITY, voltage_decay=decay, vth_hi=vth, vth_lo=-vth)
@@ -468,12 +473,17 @@ class _Lowering:
                                         "fraction_bits": shift, "voltage_decay": decay,
                                         "threshold_exact": bool(exact), "threshold_ratio": ratio}
 
-    def _fraction_bits(self, name: str, src: str) -> int:
-        """``T - 1`` fraction bits, fewer if the shifted input could leave the activation range."""
-        dtype = self.new_type(self.rename.get(src, src)).dtype
-        peak = int(max(abs(dtype.min), abs(dtype.max)))
+    def _fraction_bits(self, src: str, scale: float) -> int:
+        """``T - 1`` fraction bits, fewer if the shifted input would leave the neuron input range: by the
+        calibration data (its peak with ``CALIBRATED_HEADROOM``; the clamp covers the worst case), else
+        by the input's dtype."""
+        if src in self.observed:
+            peak = self.observed[src] / scale * CALIBRATED_HEADROOM
+        else:
+            dtype = self.new_type(self.rename.get(src, src)).dtype
+            peak = max(abs(dtype.min), abs(dtype.max))
         bits = max(0, self.plan.time_steps - 1)
-        while bits and peak << bits >= 1 << (self.input_bits - 1):
+        while bits and peak * 2 ** bits >= 1 << (self.input_bits - 1):
             bits -= 1
         return bits
 
@@ -497,13 +507,11 @@ class _Lowering:
 
 
 def _observed_peaks(graph: Graph, calibration) -> dict[str, float]:
-    """Largest magnitude each float node reaches on the calibration data (empty without data)."""
+    """Largest magnitude each node reaches on the calibration data (empty without data)."""
     if calibration is None:
         return {}
     values = run_graph(graph, calibration, keep="all")
-    types = graph.types()
-    return {n: float(v.abs().max()) for n, v in values.items()
-            if types[n].dtype.kind == "float" and v.numel() and v.is_floating_point()}
+    return {n: float(v.double().abs().max()) for n, v in values.items() if v.numel()}
 
 
 def _saturated_where_unproven(graph: Graph, input_bits: int) -> tuple[Graph, list[str]]:

@@ -1,0 +1,493 @@
+"""Placement of a lowered (integer) graph onto the cores of a chip target, and its JSON file.
+
+``place(graph, target) -> Placement`` partitions the graph; ``design_rules.check`` checks the result
+against the target. ``save_placement`` / ``load_placement`` keep it beside the compiled artifact.
+
+What lives where
+----------------
+- **Host nodes** are not placed: ``Input``, ``Output``, ``Repeat``, ``TimeMean``, ``Scale``, ``Quantize``
+  and every node with a static (once per sample) output, such as the stem's ``Conv2d`` named ``*.host``.
+- **Units** hold compartments (neurons) on cores: Loihi neurons (``LoihiLIF``, ``LoihiTernaryLIF``) and
+  every node doing arithmetic on the chip that is not attached (below): ``IntAdd``/``IntShift`` of
+  messages, ``TokenSum``, ``MaxPool2d``/``SumPool2d``, the integer attention nodes (``KVOuterAccumulate``,
+  ``QMAccumulate``, ``SpikeScores``, ``ScoreLUT``, ``ScoreValueAccumulate``). On a real chip the latter are
+  custom compute (Loihi 2 microcode neurons): each is counted as neuron-like, **one compartment per output
+  element** (per sample and timestep).
+- **Attached nodes** have no compartments of their own and live on the cores of the unit they feed:
+  synapses (``IntDense``, ``IntConv2d``: on the core of their *postsynaptic* compartments, with their
+  weight memory counted there), ``Delay`` (a delay on the receiving side: synaptic/dendritic delay) and
+  ``IntAdd``/``IntShift`` of synaptic sums only (dendritic arithmetic, as ``prove_ranges`` treats them). A
+  unit's *group* is the unit and everything attached to it, found by walking its inputs upstream through
+  attachable nodes. A node attached to two units is stored on both. An attachable node that feeds the
+  host (the classifier's ``IntDense`` read by ``TimeMean``) is a unit itself: its readout compartments.
+
+Per unit
+--------
+- **Compartments** ``N``: the largest per-sample element count among the unit and its attached nodes
+  (Delays aside). Usually the unit's own output size; a pool after a synapse gets one accumulator per
+  synaptic sum (``IntConv2d`` 64x8x8 into a 2x2 max pool: 4096, not 1024).
+- **Compartment order**: ``channel`` (the output's C order, ``[C, H, W]``) or, where every member's
+  output is 3-D, ``position`` (``[H, W, C]``: all channels of a position together, which keeps a 1x1
+  convolution's fan-in local); :func:`compartment_order` gives the flat output indices in that order.
+  A **slice** is a contiguous range ``[start, stop)`` of compartments in the unit's order; a member with
+  ``E`` elements covers ``[start*E // N, ceil(stop*E / N))`` of its own in the same order (and *emits*
+  ``[start*E // N, stop*E // N)``, so each output element belongs to exactly one slice).
+- **Synaptic memory** of a slice: for each attached synapse, stored weights x the node's ``weight_bits``
+  (9 for Loihi's 8-bit weights plus sign), counting every entry (dense storage, zeros included). The
+  kernel is shared across positions, so a core stores the kernel rows of the output channels its slice
+  covers: ``IntConv2d`` channels x ``C_in/groups x kH x kW``; ``IntDense`` distinct output rows x ``in``.
+  A ``ScoreLUT`` stores its table (entries x their signed width). Neuron state and routing tables are not
+  counted here.
+- **Fan-in axons** of a slice: the distinct source elements (outputs of other units, or host inputs)
+  whose messages reach any compartment of the slice, found exactly by walking each member's receptive
+  field (convolution and pooling windows, dense rows, head structure of the attention nodes; an unknown
+  type conservatively depends on its whole input).
+- **Fan-out axons** of a slice: for every output element it emits, one axon per destination core whose
+  fan-in includes it, plus one if the host reads it.
+
+Partitioning
+------------
+How a unit is cut changes only its own fan-in and memory and its *sources'* fan-out, so units are cut
+in reverse topological order (consumers first: a unit's fan-out is then known when it is cut). Each is
+cut greedily into the fewest slices: from its first compartment, every slice is extended as far as the
+per-core limits allow (neurons, synaptic memory, fan-in and fan-out axons, all monotone in the slice's
+length, so the greedy cut is minimal), in each compartment order; the order with fewer slices wins,
+then the one with fewer input axons in all, then ``channel``. A limit that one compartment alone
+exceeds is not partitioned for (the slice is bounded by the other limits) and is left to the design
+rules to report. Each slice gets its own core (no two units share a core), numbered from 0 in
+topological order; chip ``k`` holds cores ``k*cores_per_chip`` onwards.
+
+File
+----
+``save_placement(placement, artifact)`` writes ``<stem>.placement.json`` beside ``<stem>.snnir`` (any
+other path is used as given). The JSON names the ``graph_digest`` (``snncompile.ir.io``) of the graph it
+was made for; ``load_placement(path, graph)`` refuses a placement whose digest differs from the graph's.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..ir import Graph
+from ..ir.interval import Interval
+from ..ir.io import graph_digest
+from ..ir.ops import (Delay, IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate, LoihiLIF, LoihiTernaryLIF,
+                      MaxPool2d, QMAccumulate, ScoreLUT, ScoreValueAccumulate, SpikeScores, SumPool2d, TokenSum)
+from ..passes.prove_ranges import width
+from ..targets import Target, load_target
+
+FORMAT = "snncompile-placement"
+FORMAT_VERSION = 1
+HOST_TYPES = ("Input", "Output", "Repeat", "TimeMean", "Scale", "Quantize")
+SYNAPSES = (IntDense, IntConv2d)
+DENDRITIC = (IntAdd, IntShift, Delay)
+ELEMENTWISE = (LoihiLIF, LoihiTernaryLIF, IntAdd, IntShift, Delay, ScoreLUT)
+
+
+class PlacementError(ValueError):
+    """A placement cannot be made, read, or does not belong to the graph it is used with."""
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Compartments ``[start, stop)`` of one unit on ``core``."""
+
+    core: int
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class NodePlacement:
+    """One unit: its compartments, the nodes attached to it, and its slices (in compartment order)."""
+
+    node: str
+    type: str
+    neurons: int
+    order: str                      # compartment order: "channel" or "position" (compartment_order)
+    attached: tuple[str, ...]
+    slices: tuple[Slice, ...]
+
+
+@dataclass(frozen=True)
+class CoreLoad:
+    """What one core holds (one slice of one unit) and its totals."""
+
+    core: int
+    chip: int
+    node: str
+    start: int
+    stop: int
+    neurons: int
+    synaptic_bits: int
+    fan_in_axons: int
+    fan_out_axons: int
+
+    @property
+    def synaptic_bytes(self) -> int:
+        return -(-self.synaptic_bits // 8)
+
+
+@dataclass(frozen=True)
+class Message:
+    """Values sent from ``src`` (a unit or a host node) into unit ``dst``'s group, read by member ``via``;
+    ``dtype`` is the source's output dtype (``int...``: a graded message)."""
+
+    src: str
+    dst: str
+    via: str
+    dtype: str
+
+    @property
+    def graded(self) -> bool:
+        return self.dtype.startswith(("int", "uint"))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The graph's units on a target's cores. ``nodes``: unit name -> its placement, in placement order."""
+
+    target: str
+    graph_digest: str
+    cores_per_chip: int
+    nodes: Mapping[str, NodePlacement]
+    cores: tuple[CoreLoad, ...]
+    host_nodes: tuple[str, ...]
+    messages: tuple[Message, ...] = field(default=())
+
+    @property
+    def cores_used(self) -> int:
+        return len(self.cores)
+
+    @property
+    def chips_used(self) -> int:
+        return -(-self.cores_used // self.cores_per_chip)
+
+    def unit_of(self, name: str) -> list[str]:
+        """The units a node lives on: itself if it is one, else the units it is attached to."""
+        if name in self.nodes:
+            return [name]
+        return [u for u, p in self.nodes.items() if name in p.attached]
+
+    def to_json(self) -> str:
+        doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "target": self.target,
+               "graph_digest": self.graph_digest, "cores_per_chip": self.cores_per_chip,
+               "cores_used": self.cores_used, "chips_used": self.chips_used,
+               "host_nodes": list(self.host_nodes),
+               "nodes": [{"node": p.node, "type": p.type, "neurons": p.neurons, "order": p.order,
+                          "attached": list(p.attached),
+                          "slices": [[s.core, s.start, s.stop] for s in p.slices]} for p in self.nodes.values()],
+               "cores": [{"core": c.core, "chip": c.chip, "node": c.node, "start": c.start, "stop": c.stop,
+                          "neurons": c.neurons, "synaptic_bits": c.synaptic_bits, "fan_in_axons": c.fan_in_axons,
+                          "fan_out_axons": c.fan_out_axons} for c in self.cores],
+               "messages": [[m.src, m.dst, m.via, m.dtype] for m in self.messages]}
+        return json.dumps(doc, indent=1)
+
+    @staticmethod
+    def from_json(text: str, source: str = "<placement>") -> "Placement":
+        try:
+            doc = json.loads(text)
+            if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+                raise PlacementError(f"{source}: not a placement file (format is not {FORMAT!r})")
+            if doc.get("format_version") != FORMAT_VERSION:
+                raise PlacementError(f"{source}: placement format_version {doc.get('format_version')!r}; this "
+                                     f"package reads version {FORMAT_VERSION}")
+            nodes = {n["node"]: NodePlacement(n["node"], n["type"], int(n["neurons"]), n["order"],
+                                              tuple(n["attached"]), tuple(Slice(*map(int, s)) for s in n["slices"]))
+                     for n in doc["nodes"]}
+            cores = tuple(CoreLoad(**{k: c[k] for k in CoreLoad.__dataclass_fields__}) for c in doc["cores"])
+            messages = tuple(Message(*m) for m in doc["messages"])
+            return Placement(doc["target"], doc["graph_digest"], int(doc["cores_per_chip"]), nodes, cores,
+                             tuple(doc["host_nodes"]), messages)
+        except PlacementError:
+            raise
+        except (ValueError, KeyError, TypeError) as e:
+            raise PlacementError(f"{source}: malformed placement file: {type(e).__name__}: {e}") from None
+
+    def summary(self) -> str:
+        """One line per core: core, chip, node slice, neurons, synaptic bytes, fan-in, fan-out."""
+        lines = [f"placement on {self.target}: {self.cores_used} cores on {self.chips_used} chip(s), "
+                 f"{len(self.nodes)} units, {len(self.host_nodes)} host nodes"]
+        lines += [f"  core {c.core:4d} chip {c.chip}: {c.node}[{c.start}:{c.stop}] neurons={c.neurons} "
+                  f"syn={c.synaptic_bytes}B fan_in={c.fan_in_axons} fan_out={c.fan_out_axons}" for c in self.cores]
+        return "\n".join(lines)
+
+
+# -- classification --------------------------------------------------------------------------------------------------
+
+def host_nodes(graph: Graph, types=None) -> list[str]:
+    """Nodes the host computes: the host types and every node with a static (once per sample) output."""
+    types = types or graph.types()
+    return [n for n, node in graph.nodes.items()
+            if node.op.type_name() in HOST_TYPES or types[n].time == "static"]
+
+
+def _groups(graph: Graph, types) -> tuple[list[str], dict[str, list[str]]]:
+    """(host nodes, unit -> its group members in topological order, the unit last); units in topological order."""
+    order = graph.topo_order()
+    host = set(host_nodes(graph, types))
+    sums: set[str] = set()  # synaptic sums still inside the receiving core (prove_ranges' in-core set)
+    for n in order:
+        op = graph.op(n)
+        if isinstance(op, SYNAPSES) or (isinstance(op, DENDRITIC) and all(s in sums for s in graph.nodes[n].inputs)):
+            sums.add(n)
+    attachable = sums | {n for n in order if isinstance(graph.op(n), Delay)}
+    consumers: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    for src, dst in graph.edges():
+        consumers[src].append(dst)
+    units = [n for n in order if n not in host and (
+        n not in attachable or not consumers[n] or n in graph.outputs or any(c in host for c in consumers[n]))]
+    unit_set, groups = set(units), {}
+    for u in units:
+        members, stack = {u}, [u]
+        while stack:
+            for src in graph.nodes[stack.pop()].inputs:
+                if src in attachable and src not in unit_set and src not in members and src not in host:
+                    members.add(src)
+                    stack.append(src)
+        groups[u] = [n for n in order if n in members]
+    return [n for n in graph.nodes if n in host], groups
+
+
+# -- receptive fields: which input elements a set of output elements reads ------------------------------------------
+
+def _window(out: np.ndarray, in_shape, kernel, stride, padding, dilation=(1, 1), groups=None) -> np.ndarray:
+    """Input elements of a windowed op (convolution, pooling: ``groups = C``) that the ``[C_out, Ho, Wo]``
+    output mask reads: each group's output positions, spread over their windows, for all its input channels."""
+    c_in, h, w = in_shape
+    groups = groups or c_in
+    pos = out.reshape(groups, -1, *out.shape[1:]).any(1)  # [groups, Ho, Wo]
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    ho, wo = pos.shape[1:]
+    grid = np.zeros((groups, max(h + 2 * ph, dh * (kh - 1) + sh * (ho - 1) + 1),
+                     max(w + 2 * pw, dw * (kw - 1) + sw * (wo - 1) + 1)), bool)  # padded coordinates
+    for i in range(kh):
+        for j in range(kw):
+            grid[:, dh * i: dh * i + sh * (ho - 1) + 1: sh, dw * j: dw * j + sw * (wo - 1) + 1: sw] |= pos
+    return np.repeat(grid[:, ph:ph + h, pw:pw + w], c_in // groups, axis=0)
+
+
+def _heads(x: np.ndarray, heads: int) -> np.ndarray:
+    """``[C, Hs, Ws]`` -> ``[H, d, N]`` (channel ``h*d + j``, token ``y*Ws + x``)."""
+    return x.reshape(_head_shape(x.shape, heads))
+
+
+def _head_shape(shape: tuple[int, ...], heads: int) -> tuple[int, int, int]:
+    return heads, shape[0] // heads, math.prod(shape[1:])
+
+
+def _reads(op, out: np.ndarray, in_shapes) -> list[np.ndarray]:
+    """For each input, the elements that the output elements marked in ``out`` depend on."""
+    bc = lambda m, i: np.array(m).reshape(in_shapes[i])  # noqa: E731  (per-head [H, d, N] -> input shape)
+    if isinstance(op, ELEMENTWISE) and all(tuple(s) == out.shape for s in in_shapes):
+        return [out.copy() for _ in in_shapes]
+    if isinstance(op, IntConv2d):
+        return [_window(out, in_shapes[0], op.weight.shape[2:], op.stride, op.padding, op.dilation, op.groups)]
+    if isinstance(op, (MaxPool2d, SumPool2d)):
+        return [_window(out, in_shapes[0], op.kernel, op.stride, op.padding)]
+    if isinstance(op, IntDense):
+        return [np.broadcast_to(out.any(-1, keepdims=True), in_shapes[0]).copy()]
+    if isinstance(op, TokenSum):
+        return [np.broadcast_to(out[:, None, None], in_shapes[0]).copy()]
+    if isinstance(op, KVOuterAccumulate):
+        k = np.broadcast_to(out.any(2)[:, :, None], _head_shape(in_shapes[0], op.heads))  # K[h, i, :]
+        v = np.broadcast_to(out.any(1)[:, :, None], _head_shape(in_shapes[1], op.heads))  # V[h, j, :]
+        return [bc(k, 0), bc(v, 1)]
+    if isinstance(op, QMAccumulate):
+        o = _heads(out, op.heads)                                   # [H, d(j), N]
+        q = np.broadcast_to(o.any(1)[:, None, :], o.shape)          # all channels of head h at token n
+        m = np.broadcast_to(o.any(2)[:, None, :], in_shapes[1])     # M[h, :, j]
+        return [q.reshape(in_shapes[0]), m.copy()]
+    if isinstance(op, SpikeScores):
+        shape = _head_shape(in_shapes[0], op.heads)
+        q = np.broadcast_to(out.any(2)[:, None, :], shape)          # Q[h, :, n]
+        k = np.broadcast_to(out.any(1)[:, None, :], shape)          # K[h, :, m]
+        return [bc(q, 0), bc(k, 1)]
+    if isinstance(op, ScoreValueAccumulate):
+        o = _heads(out, op.heads)                                   # [H, d(j), N]
+        s = np.broadcast_to(o.any(1)[:, :, None], in_shapes[0])     # S[h, n, :]
+        v = np.broadcast_to(o.any(2)[:, :, None], o.shape)          # V[h, j, :]
+        return [s.copy(), v.reshape(in_shapes[1])]
+    return [np.ones(s, bool) for s in in_shapes]  # unknown structure: the whole input
+
+
+# -- one unit's slices ---------------------------------------------------------------------------------------------
+
+def compartment_order(shape: tuple[int, ...], order: str) -> np.ndarray:
+    """The flat (C-order) output indices of a ``shape`` tensor in compartment order: ``channel`` is C order
+    itself; ``position`` (3-D shapes) is ``[d1, d2, d0]`` order, all channels of a position together."""
+    index = np.arange(math.prod(shape))
+    return index if order == "channel" else index.reshape(shape).transpose(1, 2, 0).reshape(-1)
+
+
+@dataclass
+class _Unit:
+    """A unit's group while it is being cut: ``neurons`` compartments, ordered by ``order``."""
+
+    name: str
+    members: list[str]
+    neurons: int
+    shapes: dict[str, tuple[int, ...]]        # every node -> per-sample output shape
+    graph: Graph
+    order: str = "channel"
+
+    def elements(self, member: str, start: int, stop: int, owned: bool = False) -> np.ndarray:
+        """Flat output indices of ``member`` that compartments ``[start, stop)`` cover (or, ``owned``, emit:
+        then each element belongs to exactly one slice)."""
+        e = math.prod(self.shapes[member])
+        lo, hi = start * e // self.neurons, (stop * e // self.neurons if owned else -(-stop * e // self.neurons))
+        return _order(self.shapes[member], self.order)[lo:hi]
+
+    def synaptic_bits(self, start: int, stop: int) -> int:
+        bits = 0
+        for m in self.members:
+            op = self.graph.op(m)
+            if isinstance(op, IntConv2d):
+                channels = np.unique(self.elements(m, start, stop) // math.prod(self.shapes[m][1:])).size
+                bits += channels * math.prod(op.weight.shape[1:]) * op.weight_bits
+            elif isinstance(op, IntDense):
+                rows = np.unique(self.elements(m, start, stop) % op.weight.shape[0]).size
+                bits += rows * op.weight.shape[1] * op.weight_bits
+            elif isinstance(op, ScoreLUT) and op.table.size:
+                bits += op.table.size * width(Interval(int(op.table.min()), int(op.table.max())), True)
+        return bits
+
+    def fan_in(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Source (outside the group) -> flat mask of its output elements the slice reads."""
+        reads: dict[str, np.ndarray] = {}
+        for m in self.members:
+            node = self.graph.nodes[m]
+            out = np.zeros(math.prod(self.shapes[m]), bool)
+            out[self.elements(m, start, stop)] = True
+            masks = _reads(node.op, out.reshape(self.shapes[m]), [self.shapes[s] for s in node.inputs])
+            for src, mask in zip(node.inputs, masks):
+                if src not in self.members:
+                    flat = mask.reshape(-1)
+                    reads[src] = flat if src not in reads else reads[src] | flat
+        return reads
+
+
+_ORDERS: dict[tuple, np.ndarray] = {}
+
+
+def _order(shape: tuple[int, ...], order: str) -> np.ndarray:
+    key = (tuple(shape), order)
+    if key not in _ORDERS:
+        _ORDERS[key] = compartment_order(shape, order)
+    return _ORDERS[key]
+
+
+def _limit(figure, scale: float = 1) -> int | None:
+    return None if figure is None else int(figure.value * scale)
+
+
+def _cut(unit: _Unit, target: Target, sends: np.ndarray) -> list[tuple[int, int]]:
+    """Greedy cut into the fewest slices within the per-core limits (see the module docstring); ``sends``:
+    axons each output element of the unit needs (destination cores, host readout)."""
+    max_n = target.neurons_per_core.value
+    limits = {"bits": _limit(target.synaptic_memory_per_core, 1024 * 8), "in": _limit(target.fan_in_axons_per_core),
+              "out": _limit(target.fan_out_axons_per_core)}
+    cost = {"bits": unit.synaptic_bits,
+            "in": lambda a, b: sum(int(m.sum()) for m in unit.fan_in(a, b).values()),
+            "out": lambda a, b: int(sends[unit.elements(unit.name, a, b, owned=True)].sum())}
+    cuts, a = [], 0
+    while a < unit.neurons:
+        # a limit one compartment alone exceeds is not partitioned for (the design rules report it)
+        active = [k for k, v in limits.items() if v is not None and cost[k](a, a + 1) <= v]
+        lo, hi = a + 1, min(a + max_n, unit.neurons)  # lo always fits; find the largest end that does
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if all(cost[k](a, mid) <= limits[k] for k in active):
+                lo = mid
+            else:
+                hi = mid - 1
+        cuts.append((a, lo))
+        a = lo
+    return cuts
+
+
+def place(graph: Graph, target: Target | str | Path) -> Placement:
+    """Partition ``graph`` (a valid, lowered integer graph) onto the cores of a chip ``target``."""
+    target = target if isinstance(target, Target) else load_target(target)
+    if target.kind != "chip" or target.neurons_per_core is None or target.cores_per_chip is None:
+        raise PlacementError(f"target {target.name!r} ({target.kind}) has no cores to place a graph on")
+    types = graph.types()
+    shapes = {n: tuple(t.shape) for n, t in types.items()}
+    host, groups = _groups(graph, types)
+    host_set = set(host)
+    sends = {u: np.zeros(math.prod(shapes[u]), np.int64) for u in groups}
+    for u in groups:  # one axon to the host per element it reads
+        if u in graph.outputs or any(c in host_set for c in graph.consumers(u)):
+            sends[u] += 1
+    cut: dict[str, tuple[_Unit, list[tuple[int, int, dict[str, np.ndarray]]]]] = {}
+    for u in reversed(list(groups)):  # consumers first: a unit's fan-out depends on how they are cut
+        members = groups[u]
+        counted = [m for m in members if not isinstance(graph.op(m), Delay)] or [u]
+        neurons = max(1, max(math.prod(shapes[m]) for m in counted))
+        orders = ["channel"] + (["position"] if all(len(shapes[m]) == 3 for m in members) else [])
+        best = None
+        for o in orders:  # fewest slices, then fewest input axons in all (less fan-out upstream)
+            unit = _Unit(u, members, neurons, shapes, graph, o)
+            slices = [(a, b, unit.fan_in(a, b)) for a, b in _cut(unit, target, sends[u])]
+            key = (len(slices), sum(int(m.sum()) for *_, reads in slices for m in reads.values()))
+            if best is None or key < best[0]:
+                best = (key, unit, slices)
+        _, unit, slices = best
+        for _, _, reads in slices:
+            for src, mask in reads.items():
+                if src in sends:
+                    sends[src] += mask
+        cut[u] = (unit, slices)
+    per_chip = target.cores_per_chip.value
+    nodes, loads = {}, []
+    for u in groups:  # cores numbered in topological order
+        unit, slices = cut[u]
+        placed = []
+        for a, b, reads in slices:
+            core = len(loads)
+            loads.append(CoreLoad(core, core // per_chip, u, a, b, b - a, unit.synaptic_bits(a, b),
+                                  sum(int(m.sum()) for m in reads.values()),
+                                  int(sends[u][unit.elements(u, a, b, owned=True)].sum())))
+            placed.append(Slice(core, a, b))
+        nodes[u] = NodePlacement(u, graph.op(u).type_name(), unit.neurons, unit.order,
+                                 tuple(m for m in groups[u] if m != u), tuple(placed))
+    messages = tuple(Message(src, u, m, str(types[src].dtype)) for u, members in groups.items() for m in members
+                     for src in dict.fromkeys(graph.nodes[m].inputs) if src not in members)
+    return Placement(target.name, graph_digest(graph), per_chip, nodes, tuple(loads), tuple(host), messages)
+
+
+# -- files --------------------------------------------------------------------------------------------------------
+
+def placement_path(artifact: str | Path) -> Path:
+    """``model.snnir`` -> ``model.placement.json``; any other path is the placement file itself."""
+    artifact = Path(artifact)
+    return artifact.with_suffix(".placement.json") if artifact.suffix == ".snnir" else artifact
+
+
+def save_placement(placement: Placement, path: str | Path) -> Path:
+    """Write the placement as JSON beside the artifact (see :func:`placement_path`); returns the file."""
+    out = placement_path(path)
+    out.write_text(placement.to_json() + "\n")
+    return out
+
+
+def load_placement(path: str | Path, graph: Graph | None = None) -> Placement:
+    """Read a placement (the JSON, or the ``.snnir`` it sits beside); with ``graph``, check it was made for it."""
+    file = placement_path(path)
+    placement = Placement.from_json(file.read_text(), str(file))
+    if graph is not None:
+        digest = graph_digest(graph)
+        if digest != placement.graph_digest:
+            raise PlacementError(f"{file}: placement was made for graph digest {placement.graph_digest[:16]}..., "
+                                 f"but this graph's digest is {digest[:16]}...: the graph changed since it was "
+                                 f"placed; run place() again")
+    return placement
+
+
+__all__ = ["place", "Placement", "NodePlacement", "Slice", "CoreLoad", "Message", "PlacementError", "host_nodes",
+           "placement_path", "save_placement", "load_placement", "HOST_TYPES"]
