@@ -12,7 +12,9 @@ from snncompile.frontend import export
 from snncompile.ir import SPIKE, Graph, Node, run_graph
 from snncompile.ir.ops import (Delay, Input, IntAdd, IntDense, KVOuterAccumulate, LoihiLIF, Output, QMAccumulate,
                                Repeat, TimeMean)
+from snncompile.ir.io import graph_digest
 from snncompile.passes import PIPELINES, PassContext, latencies, run_pipeline, schedule
+from snncompile.passes.schedule import unschedule
 from snncompile.sim.dataset import graph_feeds
 from snncompile.zoo.registry import find_entry
 
@@ -129,3 +131,12 @@ def test_zoo_models_schedule_exactly(name):
     scheduled = run_pipeline(unscheduled, [schedule])
     assert scheduled.history[-1].options["end_to_end"] > 0
     assert_aligned(unscheduled, scheduled, feeds)
+    assert graph_digest(unschedule(scheduled)) == graph_digest(unscheduled)
+
+
+def test_unschedule_is_the_exact_inverse():
+    g = residual_graph()
+    s = run_pipeline(g, [schedule])
+    back = unschedule(s)
+    assert graph_digest(back) == graph_digest(g) and back.history == g.history
+    assert unschedule(g) is g

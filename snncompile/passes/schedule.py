@@ -108,9 +108,44 @@ def schedule(graph: Graph, ctx: PassContext) -> Graph:
         timed[name] = Node(op, tuple(inputs))
         lat[name] = arrival + op.delay if types[name].time == "stream" else 0
     run_steps = data_steps + max(lat.values(), default=0)
-    nodes = {n: Node(_timed(node.op, 0, data_steps, run_steps, synapse_delay), node.inputs)
-             if isinstance(node.op, Repeat) else node for n, node in timed.items()}
+    nodes: dict[str, Node] = {}
+    for name in graph.nodes:  # the input's node order, each delay line just before its first reader
+        node = timed[name]
+        nodes.update((line, timed[line]) for line in node.inputs if line not in graph.nodes)
+        if isinstance(node.op, Repeat):
+            node = Node(_timed(node.op, 0, data_steps, run_steps, synapse_delay), node.inputs)
+        nodes[name] = node
     return Graph(nodes=nodes, outputs=graph.outputs, time_steps=run_steps, history=graph.history)
+
+
+def unschedule(graph: Graph) -> Graph:
+    """The graph before ``schedule``: its delay lines removed, every delay and time alignment back to 0,
+    ``T`` steps. Node values equal the scheduled graph's from their latency on (the schedule's guarantee),
+    so a simulator that needs no step-for-step timing (accuracy, a data set's outputs) can run this."""
+    entry = next((h for h in reversed(graph.history) if h.name == "schedule"), None)
+    if entry is None:
+        return graph
+    steps, lines = int(entry.options["data_steps"]), set(entry.options["delay_lines"])
+
+    def source(name: str) -> str:
+        return source(graph.nodes[name].inputs[0]) if name in lines else name
+
+    nodes = {}
+    for name, node in graph.nodes.items():
+        if name in lines:
+            continue
+        op, changes = node.op, {"delay": 0}
+        if isinstance(op, KVOuterAccumulate):
+            changes["block_offset"] = 0
+        if isinstance(op, SYNAPSES) and op.bias is not None:
+            changes["bias_start"] = 0
+        if isinstance(op, TimeMean):
+            changes.update(start=0, steps=0)
+        if isinstance(op, Repeat):
+            changes.update(time_steps=steps, data_steps=0)
+        nodes[name] = Node(dataclasses.replace(op, **changes), tuple(map(source, node.inputs)))
+    history = tuple(h for h in graph.history if h is not entry)
+    return Graph(nodes=nodes, outputs=tuple(map(source, graph.outputs)), time_steps=steps, history=history)
 
 
 def data_steps(graph: Graph) -> int:
@@ -133,4 +168,4 @@ def _align(before: Graph, after: Graph) -> Alignment:
 schedule.align = _align
 schedule.exact = True  # timing only: every value is the unscheduled one, read from its latency on
 
-__all__ = ["schedule", "latencies", "data_steps", "output_window"]
+__all__ = ["schedule", "unschedule", "latencies", "data_steps", "output_window"]

@@ -84,12 +84,18 @@ def _decay_int(x: int, decay: int) -> int:
 
 # -- fast exact evaluation ----------------------------------------------------------------------------------------
 #
-# ``run`` and ``simulate`` evaluate the equations above in float32 where every value provably is an integer
-# below 2^24 in magnitude (float32 then represents it exactly, and the operations used -- sums of such
-# integers, scaling by powers of two, trunc, floor, comparisons, clip -- are exact), and fall back to the
-# int64 reference evaluation elsewhere. The bounds each fast path relies on are checked at run time from
-# the input's actual range (one pass over it); tests/test_int_kernels.py pins the fast paths to a plain
-# transcription of the equations.
+# ``run`` and ``simulate`` evaluate the equations above in narrower arithmetic wherever the input's actual
+# range (one reduction per timestep, checked at run time) proves it exact, and fall back to the int64
+# reference evaluation elsewhere:
+# - neurons step in int32: with |a| < 2^17 and a bias below 2^23 no value reaches 2^26, so none of Lava's
+#   int32 wraps can occur, and every operation (sums, the trunc-toward-zero decay, the 24-bit fold, clip,
+#   sign-bit comparisons) is exact integer arithmetic;
+# - synapses (and the attention accumulates in int_attention.py) sum in float32 GEMMs where every partial
+#   sum is an integer below 2^24 (then float32 holds it exactly whatever the summation order); shift (a
+#   power-of-two scaling, then floor), bias and saturation follow in float32 where the result's proven
+#   interval stays below 2^24 too, the wrap in int64 only where that interval leaves out_bits.
+# Outputs keep their documented dtypes (int64 integers, float32 spikes). tests/test_int_kernels.py pins
+# every fast path to a plain transcription of the equations.
 
 _F32_EXACT = 1 << 24  # integers of magnitude <= 2^24 are exact in float32
 _CHUNK_ELEMENTS = 1 << 19  # output elements a synapse computes per float32 GEMM (a few steps; cache-sized)
@@ -250,6 +256,8 @@ class _LoihiNeuron(Op):
         return self.bias_mant << self.bias_exp
 
     def run(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if "simulate" in vars(self):  # shadowed by a recorder (sim.run): it sees the traces of this very run
+            return self.simulate(x_seq)[0].to(torch.float32)
         fast = self._simulate_fast(x_seq, traces=False)
         return fast[0] if fast is not None else self._simulate_exact(x_seq)[0].to(torch.float32)
 
@@ -308,23 +316,23 @@ class _LoihiNeuron(Op):
         hi = max(min(hi, _F32_EXACT), -_F32_EXACT)
         lo = None if lo is None else max(min(lo, _F32_EXACT), -_F32_EXACT)
         if isinstance(bias, torch.Tensor):
-            bias = bias.to(i32) if bool(bias.any()) else 0
+            bias = bias.to(device=x_seq.device, dtype=i32) if bool(bias.any()) else 0
         # with no bias and no spike from h = 0, leading all-zero input steps leave everything at 0
         start = 0
         if isinstance(bias, int) and bias == 0 and hi >= 0 and (lo is None or lo <= 0):
             while start < T and lows[start] == 0 and highs[start] == 0:
                 start += 1
 
-        spikes = torch.empty((T, *frame), dtype=torch.float32)
+        dev = x_seq.device
+        spikes = torch.empty((T, *frame), dtype=torch.float32, device=dev)
         spikes[:start].zero_()
-        us = torch.zeros((T, *frame), dtype=i32) if traces else None
-        vs = torch.zeros((T, *frame), dtype=i32) if traces else None
-        u_prev, v_prev = torch.zeros(frame, dtype=i32), torch.zeros(frame, dtype=i32)
-        u_work, v_work = torch.empty(frame, dtype=i32), torch.empty(frame, dtype=i32)
-        a = torch.empty(frame, dtype=i32)
-        keep = torch.empty(frame, dtype=i32)
-        below = torch.empty(frame, dtype=i32) if lo is not None else None
-        mask = torch.empty(frame, dtype=i32) if fold else None
+        us = torch.zeros((T, *frame), dtype=i32, device=dev) if traces else None
+        vs = torch.zeros((T, *frame), dtype=i32, device=dev) if traces else None
+        u_prev, v_prev = torch.zeros(frame, dtype=i32, device=dev), torch.zeros(frame, dtype=i32, device=dev)
+        u_work, v_work = torch.empty_like(u_prev), torch.empty_like(v_prev)
+        a, keep = torch.empty_like(u_prev), torch.empty_like(u_prev)
+        below = torch.empty_like(u_prev) if lo is not None else None
+        mask = torch.empty_like(u_prev) if fold else None
         u_keep, v_keep = DECAY_UNITY - cd, DECAY_UNITY - vd
         for t in range(start, T):
             a.copy_(x_seq[t])
@@ -352,8 +360,7 @@ class _LoihiNeuron(Op):
                 v.clamp_(-limit, limit)
             # keep: -1 where h <= hi (no +1 spike), 0 where it fires
             torch.sub(v, hi + 1, out=keep).bitwise_right_shift_(31)
-            out = spikes[t]
-            out.copy_(keep).add_(1.0)
+            out = torch.add(keep, 1, out=spikes[t])
             if below is not None:  # below: -1 where h < lo (a -1 spike)
                 torch.sub(v, lo, out=below).bitwise_right_shift_(31)
                 out.add_(below)

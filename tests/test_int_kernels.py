@@ -1,0 +1,302 @@
+"""The fast exact kernels of the integer nodes pinned to plain transcriptions of their documented equations.
+
+``LoihiLIF``/``LoihiTernaryLIF`` run in int32 with sign-bit comparisons, the synapses and the integer
+attention accumulates in float32 GEMMs with the shift, bias and overflow applied only where the input's
+range needs them, the interpreter hands synapses their delayed output directly and drops dead values.
+Every case here compares them with a straightforward int64 (or exact float64) evaluation written in this
+file from the docstrings, on random integers that include the extremes around the fast paths' bounds
+(``|a|`` near 2^17 for the neurons, sums near 2^24 for the synapses), so both the fast paths and their
+fall-backs are checked. No timing here: ``benchmarks/int_sim.py`` measures speed.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from snncompile.ir import Graph, Node, run_graph
+from snncompile.ir.ops import (IntAdd, IntConv2d, IntDense, IntShift, Input, KVOuterAccumulate, LoihiLIF,
+                               LoihiTernaryLIF, Output, QMAccumulate, ScoreValueAccumulate, SpikeScores, TokenSum)
+from snncompile.ir.ops.loihi import _decay_i32
+from snncompile.ir.types import SPIKE, int_type
+
+TOP = 2 ** 23
+
+
+# -- plain transcriptions of the docstring equations ---------------------------------------------------------------
+
+def trunc_div(p: torch.Tensor, d: int) -> torch.Tensor:
+    return torch.div(p, d, rounding_mode="trunc")
+
+
+def i32(x: torch.Tensor) -> torch.Tensor:
+    return (x + 2 ** 31) % 2 ** 32 - 2 ** 31
+
+
+def wrap_bits(x: torch.Tensor, bits: int) -> torch.Tensor:
+    return (x + 2 ** (bits - 1)) % 2 ** bits - 2 ** (bits - 1)
+
+
+def ref_neuron(op, a: torch.Tensor):
+    """``LoihiLIF``/``LoihiTernaryLIF`` per their docstrings: int64 throughout, Lava's int32 arithmetic."""
+    a = a.to(torch.int64)
+    bias = torch.from_numpy(np.array(op.bias_mant, dtype=np.int64)) << op.bias_exp
+    u = torch.zeros_like(a[0])
+    v = torch.zeros_like(a[0])
+    ss, us, vs = [], [], []
+    for a_t in a:
+        big = i32(trunc_div(u * (4096 - op.current_decay), 4096) + i32(a_t * 64))
+        u = torch.where(big > TOP, big - 2 ** 24, torch.where(big <= -TOP, big + 2 ** 24, big))
+        h = i32(trunc_div(v * (4096 - op.voltage_decay), 4096) + u + bias).clamp(-(TOP - 1), TOP - 1)
+        if isinstance(op, LoihiTernaryLIF):
+            s = (h > op.vth_hi * 64).long() - (h < op.vth_lo * 64).long()
+        else:
+            s = (h > op.vth * 64).long()
+        v = torch.where(s != 0, 0, h)
+        ss.append(s), us.append(u), vs.append(v)
+    return torch.stack(ss), torch.stack(us), torch.stack(vs)
+
+
+def ref_synapse(op, x: torch.Tensor, delay: int | None = None) -> torch.Tensor:
+    """``IntDense``/``IntConv2d`` per their docstrings: exact sums (float64 below 2^53), shift, bias from
+    ``bias_start``, wrap or saturation, then the delay."""
+    xd = x.to(torch.float64)
+    w = torch.from_numpy(op.weight.astype(np.float64))
+    assert float(xd.abs().max()) * float(w.abs().sum()) < 2 ** 53
+    if isinstance(op, IntConv2d):
+        acc = torch.stack([F.conv2d(f, w, None, op.stride, op.padding, op.dilation, op.groups) for f in xd])
+    else:
+        acc = torch.matmul(xd, w.T)
+    acc = acc.to(torch.int64)
+    e = op.weight_exp
+    y = acc * 2 ** e if e >= 0 else torch.div(acc, 2 ** -e, rounding_mode="floor")
+    if op.bias is not None:
+        b = torch.from_numpy(op.bias.astype(np.int64)).reshape(-1, *[1] * (2 if isinstance(op, IntConv2d) else 0))
+        y = y.clone()
+        y[op.bias_start:] += b
+    half = 2 ** (op.out_bits - 1)
+    y = wrap_bits(y, op.out_bits) if op.overflow == "wrap" else y.clamp(-half, half - 1)
+    d = op.delay if delay is None else delay
+    return torch.cat([torch.zeros_like(y[:d]), y[:y.shape[0] - d]]) if d else y
+
+
+def equal(got: torch.Tensor, want: torch.Tensor) -> bool:
+    return got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want)
+
+
+# -- neurons --------------------------------------------------------------------------------------------------------
+
+def neuron_inputs(rng: np.random.Generator, T: int, shape: tuple[int, ...], peak: int) -> torch.Tensor:
+    """Sparse random integers up to ``peak`` with leading silent steps, plus the extremes +-peak."""
+    a = rng.integers(-peak, peak + 1, size=(T, *shape)) * (rng.random((T, *shape)) < 0.4)
+    a[:2] = 0
+    a.reshape(T, -1)[3, :2] = [peak, -peak]
+    return torch.from_numpy(a.astype(np.int64))
+
+
+DECAYS = [(4096, 2048), (4096, 4096), (0, 0), (1000, 333), (333, 1000), (2048, 1024), (1, 4095), (4096, 1)]
+
+
+@pytest.mark.parametrize("cd,vd", DECAYS)
+@pytest.mark.parametrize("peak", [5, 3000, 2 ** 17 - 1, 2 ** 17, 2 ** 18 + 3])
+def test_lif_matches_the_equations(cd, vd, peak):
+    rng = np.random.default_rng(cd * 7 + vd + peak)
+    a = neuron_inputs(rng, 24, (3, 5), peak)
+    for kw in ({"vth": 0}, {"vth": 40}, {"vth": 2 ** 17 - 1}, {"vth": 7, "bias_mant": -4096, "bias_exp": 7},
+               {"vth": 300, "bias_mant": rng.integers(-4096, 4096, size=(5,)), "bias_exp": 3}):
+        op = LoihiLIF(current_decay=cd, voltage_decay=vd, **kw)
+        assert op.problems() == []
+        want = ref_neuron(op, a)
+        got = op.simulate(a)
+        assert all(equal(g, w) for g, w in zip(got, want)), kw
+        spikes = op.run(a)
+        assert equal(spikes, want[0].to(torch.float32))
+        assert equal(op.run(a.to(torch.float32)), spikes)  # integers held in floats
+
+
+@pytest.mark.parametrize("cd,vd", DECAYS)
+def test_ternary_lif_matches_the_equations(cd, vd):
+    rng = np.random.default_rng(cd + 3 * vd)
+    for peak, (hi, lo), bias in itertools.product(
+            [9, 2 ** 17 - 1, 2 ** 17], [(5, -5), (0, 0), (-3, -40), (40, 3), (TOP - 1, -TOP), (2, -TOP)],
+            [0, rng.integers(-4096, 4096, size=(4,))]):
+        a = neuron_inputs(rng, 20, (2, 4), peak)
+        op = LoihiTernaryLIF(current_decay=cd, voltage_decay=vd, vth_hi=hi, vth_lo=lo, bias_mant=bias, bias_exp=2)
+        assert op.problems() == []
+        want = ref_neuron(op, a)
+        assert all(equal(g, w) for g, w in zip(op.simulate(a), want)), (peak, hi, lo)
+        assert equal(op.run(a), want[0].to(torch.float32))
+
+
+def test_lif_state_saturates_and_folds_without_leak():
+    # no current leak: u integrates 2^16 << 6 = 2^22 per step and folds; no voltage leak: v saturates at
+    # -(2^23 - 1) (and, under the ternary neuron's out-of-reach thresholds, at +(2^23 - 1))
+    a = torch.tensor([[2 ** 16, -(2 ** 16), 2 ** 17 - 1, -(2 ** 17 - 1)]] * 30)[:, None, :]
+    reached = set()
+    for op in (LoihiLIF(current_decay=0, voltage_decay=0, vth=2 ** 17 - 1),
+               LoihiLIF(current_decay=4096, voltage_decay=0, vth=2 ** 17 - 1),
+               LoihiTernaryLIF(current_decay=0, voltage_decay=0, vth_hi=TOP - 1, vth_lo=-TOP),
+               LoihiTernaryLIF(current_decay=4096, voltage_decay=0, vth_hi=TOP - 1, vth_lo=-TOP)):
+        want = ref_neuron(op, a)
+        reached |= {("u", int(want[1].max())), ("v", int(want[2].min())), ("v", int(want[2].max()))}
+        assert all(equal(g, w) for g, w in zip(op.simulate(a), want))
+    assert {("u", TOP), ("v", -(TOP - 1)), ("v", TOP - 1)} <= reached  # the 24-bit bounds were reached
+
+
+def test_lif_rejects_non_integers_and_takes_odd_shapes():
+    op = LoihiLIF(current_decay=4096, voltage_decay=2048, vth=1)
+    with pytest.raises(ValueError, match="integers"):
+        op.run(torch.tensor([[0.0, 0.5]]))
+    with pytest.raises(ValueError, match="integers"):
+        op.run(torch.tensor([[0.0, float("nan")]]))
+    for a in (torch.tensor([3, 0, -2, 7]), torch.zeros(5, 2, 0, dtype=torch.int64)):  # [T] alone; empty frames
+        assert all(equal(g, w) for g, w in zip(op.simulate(a), ref_neuron(op, a)))
+    a = torch.tensor([[1, 2], [3, 4]], dtype=torch.int32)  # a narrower integer dtype
+    assert all(equal(g, w) for g, w in zip(op.simulate(a), ref_neuron(op, a)))
+
+
+def test_decay_helper_is_exact_for_every_decay():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.integers(-2 ** 24, 2 ** 24 + 1, size=3000), [0, 1, -1, 4095, -4095, 4096, -4096,
+                                                                        2 ** 24, -2 ** 24, TOP - 1, -TOP]])
+    x64 = torch.from_numpy(x.astype(np.int64))
+    x32 = x64.to(torch.int32)
+    out = torch.empty_like(x32)
+    for keep in range(4097):
+        want = trunc_div(x64 * keep, 4096)
+        assert torch.equal(_decay_i32(x32, keep, out=out).to(torch.int64), want), keep
+
+
+# -- synapses -------------------------------------------------------------------------------------------------------
+
+def spikes(rng, shape, density=0.3, silent_steps=2, silent_frames=0.5) -> torch.Tensor:
+    x = (rng.random(shape) < density).astype(np.float32)
+    x[:silent_steps] = 0
+    x[silent_steps:, rng.random(shape[1]) < silent_frames] = 0  # whole samples silent at some steps
+    return torch.from_numpy(x)
+
+
+CONV_GEOMETRY = [dict(), dict(stride=(2, 1), padding=(1, 1)), dict(padding=(2, 0), dilation=(2, 1)),
+                 dict(groups=2, padding=(1, 1))]
+
+
+@pytest.mark.parametrize("geometry", CONV_GEOMETRY)
+def test_conv_matches_the_equations(geometry):
+    rng = np.random.default_rng(len(str(geometry)))
+    groups = geometry.get("groups", 1)
+    T, B, C, O = 7, 12, 4, 6
+    for e, bits, overflow, (bias_start, delay) in itertools.product(
+            [-3, 0, 2], [8, 24], ["wrap", "saturate"], [(0, 1), (3, 0), (3, 2)]):
+        w = rng.integers(-256, 256, size=(O, C // groups, 3, 3))
+        op = IntConv2d(weight=w, weight_exp=e, bias=rng.integers(-100, 100, size=(O,)), bias_start=bias_start,
+                       out_bits=bits, overflow=overflow, delay=delay, **geometry)
+        for x in (spikes(rng, (T, B, C, 8, 7)),
+                  torch.from_numpy(rng.integers(-40, 41, size=(T, B, C, 8, 7))),  # graded, both signs
+                  torch.from_numpy(rng.integers(-2 ** 14, 2 ** 14, size=(T, B, C, 8, 7)))):  # sums beyond 2^24
+            want = ref_synapse(op, x, delay=0)
+            assert equal(op.run(x), want), (e, bits, overflow)
+            assert equal(op._run_delayed(x), ref_synapse(op, x)), (e, bits, overflow, delay)
+
+
+def test_dense_matches_the_equations():
+    rng = np.random.default_rng(5)
+    for e, bits, overflow, bias in itertools.product([-2, 0, 3], [6, 13, 32], ["wrap", "saturate"], [True, False]):
+        w = rng.integers(-256, 256, size=(9, 20))
+        b = rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), size=(9,)) if bias else None
+        op = IntDense(weight=w, weight_exp=e, bias=b, bias_start=2 if bias else 0, out_bits=bits,
+                      overflow=overflow, delay=1)
+        assert op.problems() == []
+        for x in (spikes(rng, (6, 10, 20)), torch.from_numpy(rng.integers(-300, 300, size=(6, 10, 20))),
+                  torch.from_numpy(rng.integers(-2 ** 20, 2 ** 20, size=(6, 10, 20))),
+                  torch.from_numpy(rng.integers(-9, 9, size=(6, 3, 2, 20)))):  # extra leading axes
+            assert equal(op.run(x), ref_synapse(op, x, delay=0)), (e, bits, overflow)
+            assert equal(op._run_delayed(x), ref_synapse(op, x)), (e, bits, overflow)
+
+
+def test_synapse_wrap_needed_only_where_the_range_leaves_out_bits():
+    # all-positive weights: the proven interval is [0, 5 * 255]; 12 bits hold it, 11 bits must wrap
+    w = np.full((2, 5), 255)
+    x = torch.ones(3, 1, 5)
+    assert IntDense(weight=w, out_bits=12).run(x)[0, 0].tolist() == [1275, 1275]
+    assert IntDense(weight=w, out_bits=11).run(x)[0, 0].tolist() == [1275 - 2048] * 2
+    assert IntDense(weight=w, out_bits=11, overflow="saturate").run(x)[0, 0].tolist() == [1023, 1023]
+
+
+def test_synapse_rejects_non_integers():
+    op = IntDense(weight=np.ones((2, 3), dtype=np.int64))
+    with pytest.raises(ValueError, match="integers"):
+        op.run(torch.tensor([[[0.0, 1.0, 0.25]]]))
+
+
+# -- integer attention, plumbing, interpreter ---------------------------------------------------------------------------
+
+def heads(x: torch.Tensor, h: int) -> torch.Tensor:
+    T, B, C, Hs, Ws = x.shape
+    return x.to(torch.int64).reshape(T, B, h, C // h, Hs * Ws).transpose(-1, -2)  # [T, B, H, N, d]
+
+
+def channels(o: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return o.transpose(-1, -2).reshape(like.shape)
+
+
+def test_attention_accumulates_match_the_equations():
+    rng = np.random.default_rng(11)
+    T, B, C, H = 6, 3, 8, 2
+    q = spikes(rng, (T, B, C, 2, 3), silent_steps=1)
+    k = torch.from_numpy(rng.integers(0, 200, size=(T, B, C, 2, 3)))
+    v = torch.from_numpy(rng.integers(-1, 2, size=(T, B, C, 2, 3)).astype(np.float32))
+    per_step = torch.einsum("tbhnd,tbhne->tbhde", heads(k, H), heads(v, H))
+    for block, offset in [(1, 0), (1, 2), (2, 1), (4, 0)]:
+        want = torch.zeros_like(per_step)
+        for start in range(offset, T, block):
+            want[start:start + block] = per_step[start:start + block].sum(0)
+        got = KVOuterAccumulate(heads=H, block=block, block_offset=offset).run(k, v)
+        assert equal(got, want)
+        assert equal(KVOuterAccumulate(heads=H, block=block, block_offset=offset).run(k * 2 ** 20, v),
+                     want * 2 ** 20)  # sums beyond 2^24: the exact int64 route
+        m = want
+        qm = channels(torch.einsum("tbhnd,tbhde->tbhne", heads(q, H), m), q)
+        assert equal(QMAccumulate(heads=H).run(q, m), qm)
+        assert equal(QMAccumulate(heads=H, out_bits=8, overflow="wrap").run(q, m), wrap_bits(qm, 8))
+        assert equal(QMAccumulate(heads=H).run(q, m * 2 ** 20), qm * 2 ** 20)  # beyond 2^24: int64
+    scores = torch.einsum("tbhnd,tbhmd->tbhnm", heads(q, H), heads(q.flip(0), H))
+    assert equal(SpikeScores(heads=H).run(q, q.flip(0)), scores)
+    assert equal(SpikeScores(heads=H).run(q * 2 ** 22, q.flip(0) * 2 ** 22), scores * 2 ** 44)  # int64
+    sv = channels(torch.einsum("tbhnm,tbhmd->tbhnd", scores, heads(v, H)), v)
+    assert equal(ScoreValueAccumulate(heads=H).run(scores, v), sv)
+    assert equal(ScoreValueAccumulate(heads=H).run(scores * 2 ** 22, v), sv * 2 ** 22)  # int64
+    assert equal(ScoreValueAccumulate(heads=H, out_bits=4, overflow="saturate").run(scores, v), sv.clamp(-8, 7))
+
+
+def test_integer_plumbing_fits_only_out_of_range_values():
+    x = torch.tensor([[[100, -100, 5]]])
+    assert equal(IntAdd(out_bits=8, overflow="wrap").run(x, x), torch.tensor([[[-56, 56, 10]]]))
+    assert equal(IntAdd(out_bits=9, overflow="wrap").run(x, x), torch.tensor([[[200, -200, 10]]]))
+    assert equal(IntAdd(out_bits=8).run(x, x.float()), torch.tensor([[[127, -128, 10]]]))
+    single = IntAdd(out_bits=16).run(x)
+    assert equal(single, x) and single is not x
+    assert equal(IntShift(shift=-1, out_bits=4, overflow="wrap").run(x), torch.tensor([[[2, -2, 2]]]))
+    assert equal(TokenSum(out_bits=4).run(x.reshape(1, 1, 1, 3, 1).float()), torch.tensor([[[5]]]))
+
+
+def test_interpreter_delays_synapses_and_drops_dead_values_exactly():
+    rng = np.random.default_rng(2)
+    nodes = {"x": Node(Input(shape=(6,), dtype=SPIKE)),
+             "d1": Node(IntDense(weight=rng.integers(-50, 50, size=(5, 6)), bias=rng.integers(-9, 9, size=(5,)),
+                                 bias_start=1, out_bits=16, delay=1), ("x",)),
+             "n1": Node(LoihiLIF(current_decay=1000, voltage_decay=333, vth=3), ("d1",)),
+             "d2": Node(IntDense(weight=rng.integers(-50, 50, size=(4, 5)), out_bits=16, delay=2), ("n1",)),
+             "add": Node(IntAdd(out_bits=18), ("d2", "d2")),
+             "out": Node(Output(), ("add",))}
+    graph = Graph(nodes=nodes, outputs=["out"], time_steps=9)
+    x = spikes(rng, (4, 7, 6), silent_steps=1, silent_frames=0.0)
+    everything = run_graph(graph, {"x": x}, keep="all")
+    d1 = ref_synapse(graph.op("d1"), torch.cat([x, torch.zeros(5, 7, 6)]))
+    n1 = ref_neuron(graph.op("n1"), d1)[0].to(torch.float32)
+    d2 = ref_synapse(graph.op("d2"), n1)
+    assert equal(everything["d1"], d1) and equal(everything["n1"], n1) and equal(everything["d2"], d2)
+    assert equal(everything["out"], 2 * d2)
+    assert equal(run_graph(graph, {"x": x})["out"], everything["out"])
