@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from snncompile.ir import SPIKE, Graph, Node
-from snncompile.ir.ops import (Input, IntConv2d, IntDense, IntShift, KVOuterAccumulate, LoihiLIF, MaxPool2d, Output,
+from snncompile.ir.ops import (Input, IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate, LoihiLIF, MaxPool2d, Output,
                                QMAccumulate, ScoreValueAccumulate, SpikeScores, SumPool2d, TokenSum)
 from snncompile.backends.design_rules import RULES, DesignRuleError, check, check_or_raise
 from snncompile.backends.placement import (Placement, PlacementError, _reads, compartment_order, load_placement,
@@ -150,7 +150,7 @@ def tiny_target(tmp_path):
 
 def rule_breaker() -> Graph:
     """x (1000 spikes) -> big (IntDense, 9-bit weights, exponent 5) -> lif_big (vth, bias, decays too wide)
-    -> fc2 (delay 5) -> lif2 -> shift (IntShift: an integer message) -> lif3 -> y."""
+    -> fc2 (delay 5) -> lif2 -> double (IntAdd of lif2 with itself: an integer message) -> lif3 -> y."""
     rng = np.random.default_rng(0)
     lif = dict(current_decay=4096, voltage_decay=2048, vth=10)
     nodes = {
@@ -159,8 +159,8 @@ def rule_breaker() -> Graph:
         "lif_big": Node(LoihiLIF(**{**lif, "vth": 1000, "voltage_decay": 4096}, bias_mant=200), ("big",)),
         "fc2": Node(IntDense(weight=rng.integers(-15, 16, (40, 20)), weight_bits=5, delay=5), ("lif_big",)),
         "lif2": Node(LoihiLIF(**lif), ("fc2",)),
-        "shift": Node(IntShift(shift=1, out_bits=12), ("lif2",)),
-        "lif3": Node(LoihiLIF(**lif), ("shift",)),
+        "double": Node(IntAdd(out_bits=12), ("lif2", "lif2")),
+        "lif3": Node(LoihiLIF(**lif), ("double",)),
         "y": Node(Output(), ("lif3",)),
     }
     return Graph(nodes, ("y",), time_steps=4).validate()
@@ -181,11 +181,11 @@ def test_every_violation_is_listed_by_node_and_rule(tmp_path):
         ("synaptic_memory_per_core_within_limit", "lif_big"),   # one neuron's 1000 x 10-bit weights > 1 KiB
         ("fan_in_axons_per_core_within_limit", "lif_big"),      # one neuron reads 1000 axons > 64
         ("fan_out_axons_per_core_within_limit", "lif_big"),     # each neuron feeds lif2's 20 cores > 2 axons
-        ("cores_fit_on_max_chips", "lif2"), ("cores_fit_on_max_chips", "shift"), ("cores_fit_on_max_chips", "lif3"),
+        ("cores_fit_on_max_chips", "lif2"), ("cores_fit_on_max_chips", "double"), ("cores_fit_on_max_chips", "lif3"),
         ("state_fits_state_bits", "lif_big"), ("state_fits_state_bits", "lif2"), ("state_fits_state_bits", "lif3"),
         ("thresholds_fit_threshold_bits", "lif_big"), ("biases_fit_bias_bits", "lif_big"),
         ("decays_fit_decay_bits", "lif_big"), ("decays_fit_decay_bits", "lif2"), ("decays_fit_decay_bits", "lif3"),
-        ("delays_fit_delay_bits", "fc2"), ("graded_messages_supported", "shift"),
+        ("delays_fit_delay_bits", "fc2"), ("graded_messages_supported", "double"),
     }
     assert all(v.rule in RULE_NAMES and v.node in graph.nodes for v in found)
     per_core = [v for v in found if v.rule == "fan_in_axons_per_core_within_limit"]

@@ -16,7 +16,8 @@ What lives where
 - **Attached nodes** have no compartments of their own and live on the cores of the unit they feed:
   synapses (``IntDense``, ``IntConv2d``: on the core of their *postsynaptic* compartments, with their
   weight memory counted there), ``Delay`` (a delay on the receiving side: synaptic/dendritic delay) and
-  ``IntAdd``/``IntShift`` of synaptic sums only (dendritic arithmetic, as ``prove_ranges`` treats them). A
+  ``IntAdd``/``IntShift`` of synaptic sums only (dendritic arithmetic, as ``prove_ranges`` treats them), and
+  an ``IntShift`` read only by neurons (fraction bits or a saturating clamp of their input ``a_in``). A
   unit's *group* is the unit and everything attached to it, found by walking its inputs upstream through
   attachable nodes. A node attached to two units is stored on both. An attachable node that feeds the
   host (the classifier's ``IntDense`` read by ``TimeMean``) is a unit itself: its readout compartments.
@@ -86,6 +87,7 @@ FORMAT_VERSION = 1
 HOST_TYPES = ("Input", "Output", "Repeat", "TimeMean", "Scale", "Quantize")
 SYNAPSES = (IntDense, IntConv2d)
 DENDRITIC = (IntAdd, IntShift, Delay)
+NEURONS = (LoihiLIF, LoihiTernaryLIF)
 ELEMENTWISE = (LoihiLIF, LoihiTernaryLIF, IntAdd, IntShift, Delay, ScoreLUT)
 
 
@@ -236,10 +238,13 @@ def _groups(graph: Graph, types) -> tuple[list[str], dict[str, list[str]]]:
         op = graph.op(n)
         if isinstance(op, SYNAPSES) or (isinstance(op, DENDRITIC) and all(s in sums for s in graph.nodes[n].inputs)):
             sums.add(n)
-    attachable = sums | {n for n in order if isinstance(graph.op(n), Delay)}
     consumers: dict[str, list[str]] = {n: [] for n in graph.nodes}
     for src, dst in graph.edges():
         consumers[src].append(dst)
+    # a shift or saturating clamp read only by neurons conditions their input (a_in) on their own core
+    conditioning = {n for n in order if isinstance(graph.op(n), IntShift) and consumers[n]
+                    and all(isinstance(graph.op(c), NEURONS) for c in consumers[n])}
+    attachable = sums | conditioning | {n for n in order if isinstance(graph.op(n), Delay)}
     units = [n for n in order if n not in host and (
         n not in attachable or not consumers[n] or n in graph.outputs or any(c in host for c in consumers[n]))]
     unit_set, groups = set(units), {}
