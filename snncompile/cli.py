@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from .backends.design_rules import DesignRuleError, check_or_raise
+from .backends.placement import PlacementError, place, save_placement
 from .backends.nir_export import NIRExportError, expressible_nodes, nir_problems, write_nir
 from .backends.onnx import OnnxExportError, to_onnx
 from .data import DataError, load_dataset
@@ -27,6 +29,7 @@ from .sim.distributed import evaluate_distributed, launched
 from .train.trainer import evaluate, train
 from .zoo.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from .config import ATTENTION_MODES, DATASETS, ConfigError, DataConfig, ZooEntry
+from .targets import load_target
 from .zoo.registry import DEFAULT_MODEL, find_entry, list_entries
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -34,7 +37,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console()
 
 USER_ERRORS = (ConfigError, CheckpointError, DataError, ExportError, GraphError, ir_io.IRFileError,
-               NIRExportError, NIRImportError, OnnxExportError, PassError, FileNotFoundError)
+               NIRExportError, NIRImportError, OnnxExportError, PassError, DesignRuleError, PlacementError,
+               FileNotFoundError)
 EXIT_USER_ERROR = 2
 
 ModelArg = typer.Argument(DEFAULT_MODEL, help="zoo model name (see `snncompile models`) or checkpoint file")
@@ -200,7 +204,10 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                                                            "(default: the model exported to the IR)"),
                  split: str = typer.Option("test", help="train or test"),
                  limit: Optional[int] = typer.Option(None, help="simulate only the first N samples"),
-                 batch_size: int = typer.Option(64, help="samples per batch"),
+                 batch_size: int = typer.Option(64, help="samples per batch (Lava: per Lava session)"),
+                 backend: str = typer.Option("ref", help="ref: the reference simulator; lava: Lava's bit-accurate "
+                                             "fixed_pt simulator (a compiled graph; checked against ref)"),
+                 granularity: str = typer.Option("fused", help="Lava only: per_op, fused or fused_model"),
                  json_out: Optional[Path] = typer.Option(None, "--json", help="write the result as JSON")) -> None:
     """Simulate an IR graph on a data set: accuracy, predictions and per-node spike counts.
 
@@ -212,6 +219,10 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     graph = ir_io.load(graph_file) if graph_file else export(loaded.model)
     test_set = load_dataset(data, loaded.config, split)
     indices = range(min(limit, len(test_set))) if limit is not None else None
+    if backend not in ("ref", "lava"):
+        raise ConfigError(f"unknown backend {backend!r}; known: ref, lava")
+    if backend == "lava":
+        return _simulate_on_lava(graph, test_set, indices, batch_size, granularity, json_out, loaded.name or model)
     result = evaluate_distributed(graph, test_set, batch_size=batch_size, indices=indices)
     rank, world = launched()
     if rank != 0:
@@ -223,6 +234,20 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
         json_out.write_text(json.dumps(doc, indent=1) + "\n")
     console.print(f"{loaded.name or model}: simulated accuracy {result.accuracy:.2%} ({result.correct}/"
                   f"{result.total}) on {data.dataset} {split}, {world} process(es)")
+
+
+def _simulate_on_lava(graph, test_set, indices, batch_size: int, granularity: str, json_out: Optional[Path],
+                      name: str) -> None:
+    from .backends.lava.evaluate import evaluate_lava  # imports Lava only when asked for
+
+    if not any(n.op.type_name() == "LoihiLIF" for n in graph.nodes.values()):
+        raise ConfigError("--backend lava runs a compiled integer graph: pass --graph from `snncompile compile`")
+    result = evaluate_lava(graph, test_set, indices=indices, batch_size=min(batch_size, 16), granularity=granularity)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1) + "\n")
+    console.print(f"{name}: Lava ({granularity}) accuracy {result['accuracy']:.2%} ({result['correct']}/"
+                  f"{result['total']}); outputs identical to the reference simulator on "
+                  f"{result['identical_to_reference']}/{result['total']} samples")
 
 
 def _samples(data_set, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,23 +278,32 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                 dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
                 out: Optional[Path] = typer.Option(None, "-o", "--out", help="integer graph to write "
                                                    "(default runs/<name>.loihi.snnir)"),
-                target: Optional[str] = TargetOpt, calibration: int = CalibrationOpt,
+                target: str = typer.Option("loihi2", help="hardware target (`targets/`: loihi1, loihi2): its widths "
+                                           "bound the range proof, its cores the placement and design rules"),
+                max_chips: int = typer.Option(1, help="chips the placement may use"),
+                calibration: int = CalibrationOpt,
                 dump_dir: Optional[Path] = typer.Option(None, "--dump-dir", help="also write the graph after "
                                                         "every pass, and the time per pass")) -> None:
-    """Lower a model to the integer graph a Loihi-style target runs (the `loihi` pipeline) and save it."""
+    """Lower a model to the integer graph a Loihi-style target runs (the `loihi` pipeline), place it on the
+    target's cores, check the design rules (every violation is listed), and save graph and placement."""
     loaded, data = _load(model, attention, dataset, data_root)
     graph = export(loaded.model)
     lowered = lower_to_loihi(graph, _calibration(graph, loaded, data, calibration), target=target,
                              dump_dir=dump_dir)
+    placement = place(lowered, target)
     out = out or Path("runs") / f"{loaded.name or Path(model).stem}.loihi.snnir"
     out.parent.mkdir(parents=True, exist_ok=True)
     ir_io.save(lowered, out)
+    placed = save_placement(placement, out)
     table = Table("pass", "what it did", title=f"{loaded.name or model}: {len(graph.nodes)} -> "
                                                f"{len(lowered.nodes)} nodes")
     for entry in lowered.history:
         table.add_row(entry.name, _summary(entry.options))
     console.print(table)
     console.print(f"wrote {out}: {lowered.time_steps} steps per sample ({graph.time_steps} data steps + latency)")
+    console.print(f"wrote {placed}: {placement.cores_used} cores on {placement.chips_used} chip(s) of {target}")
+    check_or_raise(lowered, placement, load_target(target), max_chips=max_chips)
+    console.print("design rules: no violation")
 
 
 def _summary(report: dict) -> str:

@@ -167,3 +167,24 @@ def test_compile_writes_the_integer_graph(tmp_path):
     assert [h.name for h in graph.history][-3:] == ["quantize", "prove_ranges", "schedule"]
     assert {"LoihiLIF", "IntConv2d", "KVOuterAccumulate"} <= {n.op.type_name() for n in graph.nodes.values()}
     assert "wrote" in out.stdout and "steps per sample" in out.stdout
+    placement = json.loads((tmp_path / "m.placement.json").read_text())
+    assert placement["target"] == "loihi2" and placement["cores_used"] > 0 and "design rules: no violation" in out.stdout
+
+
+def test_compile_for_a_target_without_graded_spikes_lists_every_problem(tmp_path):
+    out = cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16", "--target", "loihi1")
+    assert out.returncode == 2 and not (tmp_path / "m.snnir").exists()
+    text = " ".join(out.stdout.split())
+    assert "binary spikes only" in text and text.count("graded spike;") >= 10  # every graded edge, by node
+
+
+@pytest.mark.slow
+def test_simulate_a_compiled_graph_on_lava(tmp_path):
+    assert cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16").returncode == 0
+    out = cli("simulate", DEFAULT_MODEL, "--graph", tmp_path / "m.snnir", "--backend", "lava", "--limit", "8",
+              "--json", tmp_path / "lava.json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads((tmp_path / "lava.json").read_text())
+    assert doc["total"] == 8 and doc["identical_to_reference"] == 8 and doc["granularity"] == "fused"
+    ref = cli("simulate", DEFAULT_MODEL, "--graph", tmp_path / "m.snnir", "--limit", "8", "--json", tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["predictions"] == doc["predictions"]

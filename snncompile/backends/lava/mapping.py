@@ -1,0 +1,439 @@
+"""Lowered integer graph -> Lava process graph, in two granularities (the fused one in two sizes).
+
+A lowered, scheduled graph splits in three parts (:func:`plan_lava`):
+
+- the *host input* part: ``Input`` nodes and what the host computes from them before the chip (a static
+  image's first convolution ``*.host``, ``Quantize``, the ``Repeat`` that streams it); it runs with the IR's
+  own ``run`` and feeds the chip through a source process (Lava's ``RingBuffer``, one step per Lava step);
+- the *chip* part: every integer stream node after it, mapped to Lava processes;
+- the *host output* part: what reads the chip's results (``TimeMean``, ``Scale``, ``Output``), run by the
+  IR from the streams the extractors recorded.
+
+Granularities:
+
+- ``"per_op"``: one Process per IR node. Lava's own bit-accurate processes where their semantics equal the
+  node's: ``LoihiLIF`` -> ``LIF`` and ``LoihiTernaryLIF`` -> ``TernaryLIF`` (``du = current_decay - 1``,
+  ``dv = voltage_decay``; elementwise, so the batch rides along in the shape); ``IntDense`` -> ``Dense`` and
+  ``IntConv2d`` -> ``Conv`` only without a bias, with ``weight_exp`` 0 and delay 1, with weights Lava keeps
+  as they are (``lava_effective_weights``, the sign mode passed explicitly) and a proven result range the
+  node's ``out_bits`` (and, for Conv, Lava's 24-bit wrap) never touches. The batch rides along there too:
+  Dense gets the block-diagonal ``kron(I_B, W)`` (when that stays small), Conv the samples as channel groups
+  (``groups * B``, Lava keeps ``groups`` in an int8). Every other node runs in a custom
+  :class:`~.processes.UnaryNode`/:class:`~.processes.BinaryNode` (its own ``run``, stepped: see
+  :mod:`.models`); an ``IntAdd`` gets all its producers on one InPort, which Lava sums (the residual
+  accumulator), then wraps or saturates. One Lava ``Extractor`` per recorded node. (The zoo's lowered
+  synapses all carry a bias, BatchNorm's folded shift that starts with their data: there Lava's own processes
+  run the neurons and custom ones the synapses.)
+- ``"fused"``: a few :class:`~.processes.FusedNodes` processes, one per transformer block (nodes named
+  ``<word>.<i>.…``), one for what comes before the first block and one for what follows the last; values
+  crossing between them travel on the bus (``processes.py``), the host's values too (one ``RingBuffer``
+  holds them all). ``"fused_model"``: the whole chip part in one Process. The recorded values go to one
+  Extractor the same way: each Process fills its slots of one record vector, Lava sums what arrives.
+
+Both run ``graph.time_steps`` (``T + L``) Lava steps, step t carrying the reference trace's step t for every
+node (timing: :mod:`.models`).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+from lava.proc.conv.process import Conv
+from lava.proc.dense.process import Dense
+from lava.proc.io.extractor import Extractor
+from lava.proc.io.source import RingBuffer
+from lava.proc.lif.process import LIF, TernaryLIF
+from lava.utils.weightutils import SignMode
+
+from snncompile.backends.lava.models import (STEPPING, FusedKernel, PortKernel, Slot, from_lava, lava_shape, stepper,
+                                             to_lava)
+from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
+from snncompile.ir import Graph, Node
+from snncompile.ir.interval import Interval
+from snncompile.ir.ops import (BatchNorm, Conv2d, Input, IntAdd, IntConv2d, IntDense, KVOuterAccumulate, Linear,
+                               LoihiLIF, LoihiTernaryLIF, Output, Quantize, Repeat, TimeMean)
+from snncompile.ir.ops.loihi import lava_effective_weights
+from snncompile.ir.types import TensorType
+
+GRANULARITIES = ("per_op", "fused", "fused_model")
+HOST_OPS = (Input, Conv2d, Linear, BatchNorm, Quantize, Repeat)  # host computation before the chip
+NEURONS = (LoihiLIF, LoihiTernaryLIF)
+MAX_KRON_ELEMENTS = 1 << 22  # a batched stock Dense's block-diagonal weight matrix stays below this
+_BLOCK = re.compile(r"^([A-Za-z_]\w*\.\d+)\.")
+
+
+class LavaBackendError(ValueError):
+    """The graph cannot be run on the Lava backend, or a Lava run failed; the message names the node."""
+
+
+@dataclass(frozen=True)
+class LavaPlan:
+    """How a graph runs on Lava. ``chip``: on-chip nodes in dependency order; ``sources``: host values the chip
+    reads; ``sinks``: chip values the host part reads; ``recorded``: chip nodes whose streams the extractors
+    bring back (exposed ones and sinks); ``groups``: the nodes of each fused Process (per-op: one per node);
+    ``stock``: per-op nodes run by one of Lava's own processes (node -> Lava class name); ``exposed_host``:
+    host input nodes asked for by name (their values come from the host's own run)."""
+
+    graph: Graph
+    granularity: str
+    batch: int
+    host_in: tuple[str, ...]
+    chip: tuple[str, ...]
+    host_out: tuple[str, ...]
+    sources: tuple[str, ...]
+    sinks: tuple[str, ...]
+    recorded: tuple[str, ...]
+    groups: tuple[tuple[str, ...], ...]
+    stock: dict[str, str] = field(default_factory=dict)
+    exposed_host: tuple[str, ...] = ()
+
+    @property
+    def steps(self) -> int:
+        return self.graph.time_steps
+
+    def processes(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """``(process name, Lava process class, IR nodes)`` of every Process the network will have."""
+        out = [(f"source:{s}", "RingBuffer", (s,)) for s in self.sources] if self.granularity == "per_op" else [
+            ("source", "RingBuffer", self.sources)]
+        if self.granularity == "per_op":
+            for name in self.chip:
+                op = self.graph.op(name)
+                cls = self.stock.get(name) or ("BinaryNode" if op.ARITY == 2 else "UnaryNode")
+                out.append((name, cls, (name,)))
+            out += [(f"extract:{n}", "Extractor", (n,)) for n in self.recorded]
+        else:
+            out += [(f"fused{i}:{g[0]}", "FusedNodes", g) for i, g in enumerate(self.groups)]
+            out.append(("extract", "Extractor", self.recorded))
+        return out
+
+
+# -- planning ------------------------------------------------------------------------------------------------------
+
+def _fail(graph: Graph, name: str, why: str):
+    raise LavaBackendError(f"node {name!r} ({graph.op(name).type_name()}): {why}")
+
+
+def _split(graph: Graph, types: dict[str, TensorType]) -> tuple[list[str], list[str], list[str]]:
+    host_in, chip, host_out = [], [], []
+    inside, after = set(), set()
+    for name in graph.topo_order():
+        op, inputs = graph.op(name), graph.nodes[name].inputs
+        if isinstance(op, Input) or (isinstance(op, HOST_OPS) and all(s in inside for s in inputs)) or (
+                types[name].time == "static" and all(s in inside for s in inputs)):
+            inside.add(name)
+            host_in.append(name)
+        elif types[name].time == "static" or isinstance(op, (Output, TimeMean)) or any(s in after for s in inputs):
+            after.add(name)
+            host_out.append(name)
+        else:
+            chip.append(name)
+    return host_in, chip, host_out
+
+
+def _check_chip_node(graph: Graph, types: dict[str, TensorType], name: str, host_in: set[str]) -> None:
+    op = graph.op(name)
+    if type(op) not in STEPPING:
+        _fail(graph, name, f"no Lava mapping for this node type (on-chip types: "
+                           f"{', '.join(sorted(t.__name__ for t in STEPPING))})")
+    t = types[name]
+    if t.dtype.kind == "float":
+        _fail(graph, name, f"its output {t} is not an integer: only integer streams run on the chip")
+    if t.dtype.kind == "int" and t.dtype.bits > 32:
+        _fail(graph, name, f"its output {t} is wider than Lava's 32-bit messages")
+    for src in graph.nodes[name].inputs:
+        if src in host_in and types[src].dtype.kind == "float":
+            _fail(graph, name, f"its input {src!r} is a real-valued host value {types[src]}; quantise it on the host")
+    if isinstance(op, KVOuterAccumulate) and op.delay < op.block - 1:
+        _fail(graph, name, f"delay {op.delay} < block - 1 = {op.block - 1}: a block's sum would leave before its "
+                           f"last step arrives (schedule the graph)")
+    if isinstance(op, IntAdd) and len(set(graph.nodes[name].inputs)) != len(graph.nodes[name].inputs):
+        _fail(graph, name, "the same input twice (Lava cannot connect one port to another twice)")
+    if op.ARITY not in (None, 1, 2) or (op.ARITY is None and not isinstance(op, IntAdd)):
+        _fail(graph, name, f"{op.ARITY} inputs: the backend has one- and two-input node processes")
+
+
+def _exposed(graph: Graph, chip: list[str], sinks: list[str], expose) -> tuple[list[str], list[str]]:
+    """The chip nodes to record and the host input nodes asked for (see :func:`plan_lava`)."""
+    if expose is None or expose == "neurons":
+        wanted = [n for n in chip if isinstance(graph.op(n), NEURONS)]
+    elif expose == "all":
+        wanted = list(chip)
+    elif isinstance(expose, str):
+        raise ValueError(f"expose must be None, 'neurons', 'all' or node names, got {expose!r}")
+    else:
+        wanted = list(expose)
+        unknown = [n for n in wanted if n not in graph.nodes]
+        if unknown:
+            raise ValueError(f"expose names unknown nodes {unknown}")
+    keep = set(wanted) | set(sinks) | {n for n in graph.outputs if n in chip}
+    return [n for n in chip if n in keep], [n for n in wanted if n not in chip]
+
+
+def fused_groups(graph: Graph, chip: list[str], whole: bool = False) -> list[tuple[str, ...]]:
+    """The chip nodes of each fused Process: one group per transformer block (``<word>.<i>.`` names), the
+    nodes before the first block and those after the last; all in one group when ``whole`` or when that
+    grouping would make the Processes depend on each other in a cycle."""
+    if whole:
+        return [tuple(chip)]
+    stem, head = "\0stem", "\0head"  # (no block name starts with a NUL)
+    key: dict[str, str] = {}
+    for name in chip:  # dependency order
+        block = _BLOCK.match(name)
+        if block:
+            key[name] = block.group(1)
+        else:  # before every block, or behind one
+            key[name] = head if any(key.get(s, stem) != stem for s in graph.nodes[name].inputs) else stem
+    order = list(dict.fromkeys(key[n] for n in chip))
+    groups = {k: tuple(n for n in chip if key[n] == k) for k in order}
+    # the group graph must be acyclic (Processes exchange values within a step)
+    deps = {k: {key[s] for n in groups[k] for s in graph.nodes[n].inputs if s in key and key[s] != k} for k in order}
+    done: set[str] = set()
+    ordered: list[str] = []
+    while len(ordered) < len(order):
+        ready = [k for k in order if k not in done and deps[k] <= done]
+        if not ready:
+            return [tuple(chip)]
+        done.add(ready[0])
+        ordered.append(ready[0])
+    return [groups[k] for k in ordered]
+
+
+def _proven_range(op, in_type: TensorType, out_type: TensorType) -> Interval | None:
+    try:
+        return op.value_range([Interval.of_dtype(in_type.dtype)], [in_type], out_type)
+    except Exception:  # noqa: BLE001 -- no proof: no stock process
+        return None
+
+
+def _fits(r: Interval, bits: int) -> bool:
+    return -(1 << (bits - 1)) <= r.lo and r.hi <= (1 << (bits - 1)) - 1
+
+
+def stock_process(op, in_type: TensorType, out_type: TensorType, batch: int) -> str | None:
+    """The Lava process that computes ``op`` exactly (``"LIF"``, ``"TernaryLIF"``, ``"Dense"``, ``"Conv"``),
+    or ``None`` where a custom process must (see the module docstring for the conditions)."""
+    if isinstance(op, LoihiTernaryLIF):
+        return "TernaryLIF"
+    if isinstance(op, LoihiLIF):
+        return "LIF"
+    if not isinstance(op, (IntDense, IntConv2d)):
+        return None
+    if op.bias is not None or op.weight_exp != 0 or op.delay != 1:
+        return None
+    r = _proven_range(op, in_type, out_type)
+    if r is None or not _fits(r, op.out_bits):
+        return None  # the node's own wrap or saturation could act: Lava's does not match it
+    if isinstance(op, IntDense):
+        if len(in_type.shape) == 3 or not _fits(r, 32):
+            return None
+        prefix = math.prod(in_type.shape[:-1])
+        if (batch * prefix) ** 2 * op.weight.size > MAX_KRON_ELEMENTS:
+            return None
+        w = op.weight.astype(np.int64)
+        if w.size == 0 or np.abs(w).max() > 256:
+            return None
+        kept, _ = lava_effective_weights(w)
+        return "Dense" if np.array_equal(kept, w) else None
+    if not _fits(r, 24) or op.groups * batch > 127 or max(*op.padding, *op.stride, *op.dilation,
+                                                            *op.weight.shape[2:]) > 127:
+        return None  # Lava wraps at 24 bits; its Conv keeps groups, padding, stride ... in int8
+    return "Conv"
+
+
+def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: int = 1) -> LavaPlan:
+    """Check that ``graph`` runs on Lava and decide how (raises :class:`LavaBackendError` naming the node).
+
+    ``expose``: which chip nodes' streams come back: ``None``/``"neurons"`` (every neuron), ``"all"`` (every
+    chip node) or node names (host nodes among them come from the host's own run); the chip values the host
+    part reads and chip graph outputs always do."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    types = graph.types()
+    host_in, chip, host_out = _split(graph, types)
+    if not chip:
+        raise LavaBackendError("the graph has no on-chip (integer stream) node to run on Lava")
+    inside = set(host_in)
+    for name in chip:
+        _check_chip_node(graph, types, name, inside)
+    chip_set = set(chip)
+    sources = list(dict.fromkeys(s for n in chip for s in graph.nodes[n].inputs if s in inside))
+    for s in sources:
+        if types[s].time != "stream":
+            _fail(graph, s, f"the chip reads a static host value {types[s]}; stream it with a Repeat node")
+    sinks = list(dict.fromkeys(s for n in host_out for s in graph.nodes[n].inputs if s in chip_set))
+    recorded, exposed_host = _exposed(graph, chip, sinks, expose)
+    exposed_host = [n for n in exposed_host if n in inside]  # (host outputs always come back)
+    stock: dict[str, str] = {}
+    if granularity == "per_op":
+        groups = [(n,) for n in chip]
+        for n in chip:
+            srcs = graph.nodes[n].inputs
+            kind = stock_process(graph.op(n), types[srcs[0]], types[n], batch) if len(srcs) == 1 else None
+            if kind:
+                stock[n] = kind
+    else:
+        groups = fused_groups(graph, chip, whole=granularity == "fused_model")
+    return LavaPlan(graph=graph, granularity=granularity, batch=batch, host_in=tuple(host_in), chip=tuple(chip),
+                    host_out=tuple(host_out), sources=tuple(sources), sinks=tuple(sinks), recorded=tuple(recorded),
+                    groups=tuple(groups), stock=stock, exposed_host=tuple(exposed_host))
+
+
+# -- building the Lava network (in the process that runs it) -------------------------------------------------------
+
+@dataclass
+class LavaNetwork:
+    """The built processes: ``anchor`` runs them all (one connected component); ``read(steps)`` returns each
+    recorded node's stream ``[steps, B, *shape]`` (int64) from the extractors, after the run."""
+
+    anchor: object
+    processes: list
+    readers: list = field(default_factory=list)  # (extractor, decode(list of step arrays) -> {name: array})
+
+    def read(self, steps: int) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for extractor, decode in self.readers:
+            out.update(decode([extractor.receive() for _ in range(steps)]))
+        return out
+
+
+def build_network(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork:
+    """Lava processes for ``plan`` fed with the host streams ``sources`` (``[steps, B, *shape]`` integers)."""
+    if plan.granularity == "per_op":
+        return _build_per_op(plan, sources)
+    return _build_fused(plan, sources)
+
+
+def _build_per_op(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork:
+    graph, batch, steps = plan.graph, plan.batch, plan.steps
+    types = graph.types()
+    shape = {n: tuple(types[n].shape) for n in graph.nodes}
+    procs, out_ports = [], {}
+    for s in plan.sources:
+        data = np.moveaxis(np.asarray(sources[s]), 0, -1)  # [B, *shape, steps]
+        src = RingBuffer(data=to_lava(data, shape[s]).astype(np.int32))
+        procs.append(src)
+        out_ports[s] = src.s_out
+    for name in plan.chip:
+        op, inputs = graph.op(name), graph.nodes[name].inputs
+        kind = plan.stock.get(name)
+        if kind:
+            proc, in_ports, out_port = _stock(kind, op, shape[inputs[0]], shape[name], types[inputs[0]], batch, name)
+        else:
+            ports = inputs if op.ARITY == 2 else inputs[:1]  # an IntAdd's inputs arrive summed on one port
+            kernel = PortKernel(stepper(op, steps), [shape[s] for s in ports], shape[name], batch)
+            if op.ARITY == 2:
+                proc = BinaryNode(kernel=kernel, in_shapes=tuple(lava_shape(shape[s], batch) for s in inputs),
+                                  out_shape=lava_shape(shape[name], batch), name=name)
+                in_ports = [proc.in0, proc.in1]
+            else:
+                proc = UnaryNode(kernel=kernel, in_shape=lava_shape(shape[inputs[0]], batch),
+                                 out_shape=lava_shape(shape[name], batch), name=name)
+                in_ports = [proc.in0] * len(inputs)  # IntAdd: Lava sums the producers on one port
+            out_port = proc.out
+        for src, port in zip(inputs, in_ports):
+            out_ports[src].connect(port)
+        procs.append(proc)
+        out_ports[name] = out_port
+    readers = []
+    for name in plan.recorded:
+        ex = Extractor(shape=lava_shape(shape[name], batch), buffer_size=steps)
+        out_ports[name].connect(ex.in_port)
+        procs.append(ex)
+        readers.append((ex, lambda arrays, n=name: {n: np.stack(
+            [from_lava(np.rint(a).astype(np.int64), shape[n], batch) for a in arrays])}))
+    return LavaNetwork(anchor=procs[0], processes=procs, readers=readers)
+
+
+def _stock(kind: str, op, in_shape, out_shape, in_type: TensorType, batch: int, name: str):
+    """One of Lava's own processes for ``op`` (batch-aware, see the module docstring): (process, input
+    ports, output port)."""
+    if kind in ("LIF", "TernaryLIF"):
+        bias = op.bias_mant
+        if isinstance(bias, np.ndarray):
+            bias = to_lava(np.broadcast_to(bias, (batch, *out_shape)).astype(np.int32), out_shape)
+        common = dict(shape=lava_shape(out_shape, batch), du=op.current_decay - 1, dv=op.voltage_decay,
+                      bias_mant=bias, bias_exp=op.bias_exp, name=name)
+        proc = TernaryLIF(**common, vth_hi=op.vth_hi, vth_lo=op.vth_lo) if kind == "TernaryLIF" else LIF(
+            **common, vth=op.vth)
+        return proc, [proc.a_in], proc.s_out
+    graded = 0 if in_type.dtype.kind == "spike" else 16  # 0: Lava reads its input as booleans
+    if kind == "Dense":
+        w = op.weight.astype(np.int64)
+        _, mode = lava_effective_weights(w)
+        blocks = batch * math.prod(in_shape[:-1])
+        proc = Dense(weights=np.kron(np.eye(blocks, dtype=np.int64), w).astype(np.int32), num_message_bits=graded,
+                     sign_mode=SignMode[mode.upper()], num_weight_bits=8, weight_exp=0, name=name)
+        return proc, [proc.s_in], proc.a_out
+    kernel = np.ascontiguousarray(op.weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))  # [C_out, kW, kH, C_in/g]
+    proc = Conv(weight=np.tile(kernel, (batch, 1, 1, 1)).astype(np.int32), input_shape=lava_shape(in_shape, batch),
+                padding=tuple(op.padding[::-1]), stride=tuple(op.stride[::-1]), dilation=tuple(op.dilation[::-1]),
+                groups=op.groups * batch, num_message_bits=graded, name=name)
+    return proc, [proc.s_in], proc.a_out
+
+
+def _slots(names: Iterable[str], shape: dict[str, tuple[int, ...]], batch: int) -> dict[str, Slot]:
+    """Consecutive slots of one flat vector for the values ``names`` (each ``[B, *shape]``)."""
+    slots, end = {}, 0
+    for name in dict.fromkeys(names):
+        slots[name] = Slot(end, shape[name], batch)
+        end = slots[name].end
+    return slots
+
+
+def _build_fused(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork:
+    graph, batch, steps = plan.graph, plan.batch, plan.steps
+    types = graph.types()
+    shape = {n: tuple(types[n].shape) for n in graph.nodes}
+    owner = {n: i for i, g in enumerate(plan.groups) for n in g}
+    # the bus: host values and every value one group hands another
+    crossing = list(plan.sources) + [s for g in plan.groups for n in g for s in graph.nodes[n].inputs
+                                     if s in owner and owner[s] != owner[n]]
+    bus = _slots(crossing, shape, batch)
+    bus_size = max((s.end for s in bus.values()), default=0) or 1
+    data = np.zeros((bus_size, steps), dtype=np.int32)
+    for s in plan.sources:
+        slot = bus[s]
+        data[slot.offset:slot.end] = np.asarray(sources[s]).reshape(steps, -1).T
+    source = RingBuffer(data=data)
+    rec = _slots(plan.recorded, shape, batch)  # every recorded value's slot in the one record vector
+    rec_size = max((s.end for s in rec.values()), default=0)
+    extractor = Extractor(shape=(max(rec_size, 1),), buffer_size=steps)
+    procs = [source]
+    for i, group in enumerate(plan.groups):
+        members = set(group)
+        imports = {s: bus[s] for n in group for s in graph.nodes[n].inputs if s not in members}
+        exports = {n: bus[n] for n in group if n in bus}
+        nodes = [(n, stepper(graph.op(n), steps), graph.nodes[n].inputs) for n in group]
+        kernel = FusedKernel(nodes, imports, exports, {n: rec[n] for n in group if n in rec}, bus_size, rec_size)
+        proc = FusedNodes(kernel=kernel, bus_size=bus_size, rec_size=rec_size, name=f"fused{i}:{group[0]}")
+        for p in sorted({owner.get(s, -1) for s in imports}):
+            (source.s_out if p < 0 else procs[1 + p].bus_out).connect(proc.bus_in)
+        if kernel.records:
+            proc.rec_out.connect(extractor.in_port)  # Lava sums the Processes' (disjoint) record vectors
+        procs.append(proc)
+    procs.append(extractor)
+    readers = [(extractor, _decoder(rec, steps))]
+    return LavaNetwork(anchor=source, processes=procs, readers=readers)
+
+
+def _decoder(rec: dict[str, Slot], steps: int):
+    def decode(arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+        stacked = np.rint(np.stack(arrays)).astype(np.int64)  # [steps, rec]
+        return {n: stacked[:, s.offset:s.end].reshape(steps, s.batch, *s.shape) for n, s in rec.items()}
+    return decode
+
+
+def host_subgraph(graph: Graph, names: Iterable[str], outputs: Iterable[str], boundary: Iterable[str] = ()) -> Graph:
+    """The graph of ``names`` (plus an ``Input`` standing for each ``boundary`` node) with ``outputs``."""
+    types = graph.types()
+    nodes = {b: Node(Input(shape=tuple(types[b].shape), dtype=types[b].dtype, time=types[b].time))
+             for b in boundary}
+    nodes.update({n: graph.nodes[n] for n in names})
+    return Graph(nodes=nodes, outputs=tuple(outputs), time_steps=graph.time_steps)
+
+
+__all__ = ["LavaBackendError", "LavaPlan", "LavaNetwork", "GRANULARITIES", "plan_lava", "build_network",
+           "fused_groups", "stock_process", "host_subgraph"]
