@@ -11,6 +11,7 @@ the reference simulator (``run_graph``) for every exposed node, in both granular
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,6 +211,7 @@ def test_tiny_graphs_on_lava_equal_run_graph(build, granularity):
 # ------------------------------------------------------------------------------------------------
 
 ZOO = ["statten-digits", "sdsa-digits", "ssa-digits", "a2os2a-digits", "ds2ta-digits", "statten-event-digits"]
+UPSTREAM = {"upstream-statten": "STAtten", "upstream-sdsa": "SDT"}  # upstream-format checkpoints, by attention
 _LOWERED: dict[str, tuple] = {}
 
 
@@ -219,7 +221,20 @@ def _lowered(model: str):
     if model not in _LOWERED:
         from snncompile.passes import lower_to_loihi
         from snncompile.sim.dataset import graph_feeds
-        if model == "cnn-sinabs":
+        if model.startswith("upstream-"):  # an upstream-format (timm CheckpointSaver) file, random images
+            import tempfile
+            from snncompile.frontend import export
+            from snncompile.zoo.checkpoint import load_checkpoint
+            from upstream_files import small_cfg, trained_like, upstream_args, write_upstream
+            attention = UPSTREAM[model]
+            path = Path(tempfile.mkdtemp()) / "checkpoint-199.pth.tar"
+            write_upstream(path, trained_like(small_cfg(img_size=32, attention=attention)),
+                           upstream_args(attention_mode=attention))
+            graph = export(load_checkpoint(path).model)
+            g = torch.Generator().manual_seed(1)
+            integer = lower_to_loihi(graph, graph_feeds(graph, torch.rand(16, 3, 32, 32, generator=g)))
+            feeds = graph_feeds(integer, torch.rand(8, 3, 32, 32, generator=g))
+        elif model == "cnn-sinabs":
             from snncompile.frontend.nir_import import from_nir
             graph = from_nir(str(shared_path("data", "nir", "cnn_sinabs.nir")), time_steps=4)
             g = torch.Generator().manual_seed(0)
@@ -244,7 +259,7 @@ def _lowered(model: str):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("granularity", ["per_op", "fused"])
-@pytest.mark.parametrize("model", ZOO + ["cnn-sinabs"])
+@pytest.mark.parametrize("model", ZOO + list(UPSTREAM) + ["cnn-sinabs"])
 def test_models_on_lava_equal_the_reference_simulator(model, granularity):
     """8 inputs in one Lava run. Per-op exposes every neuron (and the head the host reads), fused every node;
     both give the graph output, and the predictions, exactly."""
