@@ -55,11 +55,8 @@ steps, leading zeros included.
 import json
 import math
 import multiprocessing as mp
-import os
-import signal
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -120,9 +117,10 @@ class NetxExportError(ValueError):
 
 
 class NetxRunError(RuntimeError):
-    """The Lava run of a netx network failed or timed out (its processes were killed). ``worker_pid``: the
-    worker process, whose process group held every Lava process of the run; ``segments``: the shared-memory
-    files those processes held when they were killed (unlinked since)."""
+    """The Lava run of a netx network failed or timed out (its processes were killed); its ``__cause__`` is
+    the error of :func:`snncompile.backends.lava.runner.run_isolated`. ``worker_pid``: the worker process,
+    whose process group held every Lava process of the run; ``segments``: the shared-memory files those
+    processes held when they were killed (unlinked since)."""
 
     def __init__(self, message: str, worker_pid: int | None = None, segments: frozenset[str] = frozenset()):
         self.worker_pid = worker_pid
@@ -694,13 +692,16 @@ def run_netx(path: str | Path, frames: np.ndarray, *, input_message_bits: int | 
     ``Extractor`` on every block's output, ``net.run(RunSteps(T), Loihi2SimCfg(select_tag="fixed_pt"))``, then
     ``net.stop()``: a fresh runtime per sample, so every sample starts from zero state.
 
-    All of it happens in a forked child process that leads its own process group; the call waits at most
-    ``timeout`` seconds, then kills the whole group (Lava's processes included), unlinks the shared-memory
-    segments they held, and raises :class:`NetxRunError`. Any process of the group still alive 2 s after the
-    worker exits is killed the same way (``NetxRun.stragglers`` counts them). ``preload``: import
-    netx in this process first (once; later children fork with it loaded). Lava's import sets
-    multiprocessing's start method to ``fork``, so this is skipped when another start method is already
-    set; the child then resets it before importing Lava.
+    All of it happens in :func:`snncompile.backends.lava.runner.run_isolated`: a forked child process that
+    leads its own process group; the call waits at most ``timeout`` seconds, then kills the whole group
+    (Lava's processes included), unlinks the shared-memory segments they held, and raises
+    :class:`NetxRunError` (as for a failed run or a dead worker; runner's error is its ``__cause__``). Any
+    process of the group still alive 2 s after the worker answered is killed the same way
+    (``NetxRun.stragglers`` counts them). The runner module imports Lava, whose import sets multiprocessing's
+    start method to ``fork`` (and fails where another one is set): it is imported with the start method
+    cleared, and this process's own (none included) is put back after; the child sets ``fork`` before Lava
+    starts its processes. ``preload``: also import netx in this process (once; later children fork with it
+    loaded).
     """
     path = Path(path)
     frames = np.asarray(frames)
@@ -709,51 +710,26 @@ def run_netx(path: str | Path, frames: np.ndarray, *, input_message_bits: int | 
     attrs = _file_attrs(path)
     bits = int(attrs.get(_ATTR + "input_message_bits", 0)) if input_message_bits is None else int(input_message_bits)
     neurons = tuple(json.loads(attrs.get(_ATTR + "neurons", "[]")))
-    timings: dict = {}
-    if preload:
-        t0 = time.perf_counter()
-        _import_lava(in_child=False)
-        timings["preload_s"] = time.perf_counter() - t0
-    ctx = mp.get_context("fork")
-    receiver, sender = ctx.Pipe(duplex=False)
-    worker = ctx.Process(target=_worker, args=(str(path), frames, bits, sender), name="snncompile-netx-lava")
     t0 = time.perf_counter()
-    worker.start()
-    sender.close()
+    runner = _runner()
+    if preload:
+        import lava.lib.dl.netx.hdf5  # noqa: F401
+    timings: dict = {"preload_s": time.perf_counter() - t0}
+    cleanup: dict = {}
+    t0 = time.perf_counter()
     try:
-        os.setpgid(worker.pid, worker.pid)  # also done by the child: whichever comes first
-    except OSError:
-        pass
-    answer, timed_out = None, False
-    try:
-        if receiver.poll(timeout):
-            try:
-                answer = receiver.recv()
-            except EOFError:  # the worker died without answering
-                pass
-            else:
-                worker.join(max(1.0, timeout - (time.perf_counter() - t0)))
-        else:
-            timed_out = True
-    finally:  # whatever happened (also an interrupt): nothing of the run outlives the call
-        if worker.is_alive():
-            stragglers, segments = _kill_group(worker.pid)
-            worker.join(5)
-        else:
-            stragglers, segments = _kill_group(worker.pid, grace=2.0)
-        receiver.close()
-    if timed_out:
-        raise NetxRunError(f"the Lava run of {path} did not finish within {timeout} s; its processes were killed",
-                           worker.pid, segments)
-    if answer is None:
-        raise NetxRunError(f"the Lava worker for {path} died (exit code {worker.exitcode})", worker.pid, segments)
-    status, payload = answer
-    if status != "ok":
-        raise NetxRunError(f"the Lava run of {path} failed:\n{payload}", worker.pid, segments)
-    spikes, child_timings = payload
+        (spikes, child_timings), pgid = runner.run_isolated(
+            _run_samples, str(path), frames, bits, timeout=timeout, what=f"the Lava run of {path}", grace=2.0,
+            cleanup=cleanup)
+    except runner.LavaTimeoutError as e:
+        raise NetxRunError(f"the Lava run of {path} did not finish within its timeout of {timeout:g} s; its "
+                           "processes were killed", cleanup.get("pgid", e.pgid), cleanup.get("segments", frozenset())
+                           ) from e
+    except runner.LavaBackendError as e:  # failed in the child (its traceback included), or the child died
+        raise NetxRunError(str(e), cleanup.get("pgid"), cleanup.get("segments", frozenset())) from e
     timings.update(child_timings, total_s=time.perf_counter() - t0)
-    return NetxRun(spikes=tuple(spikes), neurons=neurons, timings=timings, worker_pid=worker.pid,
-                   stragglers=stragglers)
+    return NetxRun(spikes=tuple(spikes), neurons=neurons, timings=timings, worker_pid=pgid,
+                   stragglers=cleanup["stragglers"])
 
 
 def _file_attrs(path: Path) -> dict:
@@ -763,93 +739,20 @@ def _file_attrs(path: Path) -> dict:
         return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
 
 
-def _import_lava(in_child: bool) -> bool:
-    """Import netx; in this process only where Lava's ``set_start_method('fork')`` cannot fail."""
+def _runner():
+    """:mod:`snncompile.backends.lava.runner` (imported here, not at the top: importing this module must not
+    import Lava). Lava's import calls ``multiprocessing.set_start_method('fork')``, which fails where a start
+    method is set and fixes one where none is: the first import happens with none set, and this process's
+    own start method is put back after."""
     if "lava.magma.runtime.message_infrastructure.multiprocessing" not in sys.modules:
-        if mp.get_start_method(allow_none=True) is not None:
-            if not in_child:
-                return False
-            mp.set_start_method(None, force=True)  # a disposable child: let Lava set 'fork'
-    import lava.lib.dl.netx.hdf5  # noqa: F401
-    return True
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid`` (Linux /proc; [] elsewhere)."""
-    found = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return found
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+        method = mp.get_start_method(allow_none=True)
+        mp.set_start_method(None, force=True)
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
-
-
-def _shared_memory(pids: list[int]) -> set[str]:
-    """The /dev/shm files the processes ``pids`` map or hold open (Lava's channels: ``psm_*`` segments)."""
-    found = set()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/maps") as f:
-                found.update(line.split(None, 5)[5].strip() for line in f
-                             if len(line.split(None, 5)) == 6 and line.split(None, 5)[5].startswith("/dev/shm/"))
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("/dev/shm/"):
-                    found.add(target)
-        except OSError:
-            continue
-    return {path.removesuffix(" (deleted)") for path in found}
-
-
-def _kill_group(pgid: int, grace: float = 0.0) -> tuple[int, frozenset[str]]:
-    """SIGKILL every process of group ``pgid`` still alive after ``grace`` seconds, and unlink the shared
-    memory they held (a killed Lava cannot: its segments would stay in /dev/shm); returns how many were
-    alive and the files unlinked."""
-    alive = _group_members(pgid)
-    deadline = time.monotonic() + grace
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = _group_members(pgid)
-    segments: set[str] = set()
-    if alive or not os.path.isdir("/proc"):
-        segments = _shared_memory(alive)
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        deadline = time.monotonic() + 5.0
-        while _group_members(pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for path in segments:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-    return len(alive), frozenset(segments)
-
-
-def _worker(path: str, frames: np.ndarray, bits: int, conn) -> None:
-    """The child: one Lava run per sample; sends ``("ok", (spikes, timings))`` or ``("error", traceback)``."""
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
-    try:
-        result = ("ok", _run_samples(path, frames, bits))
-    except BaseException:  # noqa: BLE001 - reported to the parent
-        result = ("error", traceback.format_exc())
-    conn.send(result)
-    conn.close()
+            import snncompile.backends.lava.runner  # noqa: F401
+        finally:
+            mp.set_start_method(method, force=True)
+    from snncompile.backends.lava import runner
+    return runner
 
 
 def _to_lava(x: np.ndarray, port_shape: tuple[int, ...]) -> np.ndarray:
@@ -872,8 +775,9 @@ def _from_lava(y: np.ndarray) -> np.ndarray:
 
 
 def _run_samples(path: str, frames: np.ndarray, bits: int) -> tuple[list[np.ndarray], dict]:
+    """In the child (:func:`runner.run_isolated`): one Lava run per sample; returns ``(spikes, timings)``."""
+    mp.set_start_method("fork", force=True)  # a disposable child; Lava's processes need fork (see run_netx)
     t0 = time.perf_counter()
-    _import_lava(in_child=True)
     from lava.lib.dl.netx.hdf5 import Network
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
