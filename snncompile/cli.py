@@ -209,12 +209,17 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                                              "fixed_pt simulator (a compiled graph; checked against ref)"),
                  granularity: str = typer.Option("fused", help="Lava only: per_op, fused or fused_model"),
                  json_out: Optional[Path] = typer.Option(None, "--json", help="write the result as JSON")) -> None:
-    """Simulate an IR graph on a data set: accuracy, predictions and per-node spike counts.
+    """Simulate an IR graph on a data set: accuracy, predictions and per-node spike counts. MODEL may be a
+    compiled `.snnir` from `snncompile compile` (its model and data set are read from the file beside it).
 
     Shards across processes when launched by torchrun (gloo):
     `torchrun --nproc_per_node=2 -m snncompile simulate MODEL`.
     """
     start = time.perf_counter()
+    if model.endswith(ir_io.SUFFIX):  # a compiled artifact: the model and data it was compiled from
+        graph_file, source = Path(model), json.loads(_compiled_from(Path(model)).read_text())
+        model, attention = source["model"], attention or source["attention"]
+        dataset, data_root = dataset or source["dataset"], data_root or source["data_root"]
     loaded, data = _load(model, attention, dataset, data_root)
     graph = ir_io.load(graph_file) if graph_file else export(loaded.model)
     test_set = load_dataset(data, loaded.config, split)
@@ -234,6 +239,11 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
         json_out.write_text(json.dumps(doc, indent=1) + "\n")
     console.print(f"{loaded.name or model}: simulated accuracy {result.accuracy:.2%} ({result.correct}/"
                   f"{result.total}) on {data.dataset} {split}, {world} process(es)")
+
+
+def _compiled_from(artifact: Path) -> Path:
+    """The sidecar of a compiled graph naming the model, data and target it was compiled from."""
+    return artifact.with_name(artifact.name[:-len(ir_io.SUFFIX)] + ".compile.json")
 
 
 def _simulate_on_lava(graph, test_set, indices, batch_size: int, granularity: str, json_out: Optional[Path],
@@ -295,6 +305,8 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     out.parent.mkdir(parents=True, exist_ok=True)
     ir_io.save(lowered, out)
     placed = save_placement(placement, out)
+    _compiled_from(out).write_text(json.dumps({"model": model, "attention": attention, "dataset": data.dataset,
+                                               "data_root": data.root, "target": target}, indent=1) + "\n")
     table = Table("pass", "what it did", title=f"{loaded.name or model}: {len(graph.nodes)} -> "
                                                f"{len(lowered.nodes)} nodes")
     for entry in lowered.history:

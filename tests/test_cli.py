@@ -181,8 +181,7 @@ def test_compile_for_a_target_without_graded_spikes_lists_every_problem(tmp_path
 @pytest.mark.slow
 def test_simulate_a_compiled_graph_on_lava(tmp_path):
     assert cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16").returncode == 0
-    out = cli("simulate", DEFAULT_MODEL, "--graph", tmp_path / "m.snnir", "--backend", "lava", "--limit", "8",
-              "--json", tmp_path / "lava.json")
+    out = cli("simulate", tmp_path / "m.snnir", "--backend", "lava", "--limit", "8", "--json", tmp_path / "lava.json")
     assert out.returncode == 0, out.stdout + out.stderr
     doc = json.loads((tmp_path / "lava.json").read_text())
     assert doc["total"] == 8 and doc["identical_to_reference"] == 8 and doc["granularity"] == "fused"

@@ -7,18 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-import snncompile
 from conftest import shared_path
-from snncompile.data import load_dataset
-from snncompile.frontend import export
+from zoo_lowering import lowered_zoo_model
 from snncompile.frontend.nir_import import from_nir
 from snncompile.ir import SPIKE, Graph, Node, run_graph
 from snncompile.ir.ops import (LIF, Add, Conv2d, Input, IntAdd, IntDense, IntShift, Linear, LoihiLIF, Output, Repeat,
                                SpikeColumnSum, TimeMean)
 from snncompile.passes import (PassContext, PassError, lower_to_loihi, normalize_neurons, prove_ranges, quantize,
                                run_pipeline)
-from snncompile.sim.dataset import evaluate_graph, graph_feeds
-from snncompile.zoo.registry import find_entry
+from snncompile.sim.dataset import evaluate_graph
 
 
 def graph_of(nodes: dict, outputs=("out",), time_steps=4) -> Graph:
@@ -179,14 +176,10 @@ ZOO = ["statten-digits", "sdsa-digits", "ssa-digits", "a2os2a-digits", "ds2ta-di
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_shipped_model_integer_accuracy_within_one_point(name):
-    entry = find_entry(name)
-    loaded = snncompile.load_checkpoint(entry.checkpoint)
-    graph = export(loaded.model)
-    train = load_dataset(entry.data, loaded.config, "train")
-    test = load_dataset(entry.data, loaded.config, "test")
-    integer = lower_to_loihi(graph, graph_feeds(graph, torch.stack([train[i][0] for i in range(64)])))
-    float_acc = evaluate_graph(graph, test, progress=False).accuracy
-    int_acc = evaluate_graph(integer, test, progress=False).accuracy
+    model = lowered_zoo_model(name, calibration=64)
+    graph, integer = model.graph, model.integer
+    float_acc = evaluate_graph(graph, model.test, progress=False).accuracy
+    int_acc = evaluate_graph(integer, model.test, progress=False).accuracy
     print(f"\n{name}: float {float_acc:.4f} integer {int_acc:.4f} ({integer.time_steps} steps)")
     assert float_acc - int_acc <= 0.01
     assert not any(n.op.type_name() in ("Conv2d", "Linear", "LIF", "Add") for name_, n in integer.nodes.items()

@@ -1,0 +1,13 @@
+"""Reports on a compiled graph's run: exact activity counts first (``counts``), kept apart from any prices so
+that a report can be re-priced without re-simulating (issue #6).
+
+:func:`count_activity` runs a graph once on a batch and returns an :class:`Activity`: per node and per
+timestep, summed over the batch, the spikes of every spiking node, the synaptic operations of every synapse
+(binary-event accumulates and graded multiply-accumulates apart, the host's static first layer once per
+sample), active and inactive neuron updates and the integer attention accumulates. ``merge`` sums batches.
+"""
+from .counts import (ATTENTION, SYNAPSES, Activity, AttentionCounts, NeuronCounts, SynapseCounts, count_activity,
+                     fan_out, merge)
+
+__all__ = ["ATTENTION", "SYNAPSES", "Activity", "AttentionCounts", "NeuronCounts", "SynapseCounts",
+           "count_activity", "fan_out", "merge"]

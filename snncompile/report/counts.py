@@ -1,0 +1,329 @@
+"""Exact activity counts of one simulation run: plain integers per node and per timestep, no prices.
+
+:func:`count_activity` runs a graph once (:func:`snncompile.ir.run_graph`, every value kept, neuron state
+traces recorded by a hook on the neuron's own ``simulate``) and counts, summed over the batch (the number of
+samples is recorded, so per-sample figures are a division away):
+
+Spikes (:class:`snncompile.sim.run.NodeCounts`, every spiking node): ``spikes[t]`` non-zero outputs (a
+ternary -1 is an event), ``neurons`` elements per sample; firing rate ``spikes / (neurons * samples * T)``
+and activation sparsity ``1 - rate`` are derived.
+
+Synapses (:class:`SynapseCounts`; ``IntDense``, ``IntConv2d`` and the float ``Linear``, ``Conv2d``)::
+
+    ops[t] = sum over input elements e with x[t, b, e] != 0 of fanout(e)
+    fanout(e) = number of (output element, weight) pairs with a non-zero weight that read e
+
+(for ``Linear``/``IntDense``: the non-zero weights in column ``e``'s input index; for a convolution: the
+transposed convolution of the non-zero-weight mask with an all-ones output, so a border input reached by
+fewer windows, or padding, counts fewer). That is NeuroBench's SynOps (binarised input times binarised
+weights, bias excluded), computed from the graph alone, never from a target. ``kind`` says what one
+operation is: ``"AC"`` (an accumulate) when the input is a spike or ternary stream (binary events), ``"MAC"``
+(a multiply-accumulate) when it carries graded values (multi-bit integers or reals). ``connections`` is the
+same sum with every input non-zero (NeuroBench's "Dense" per sample and step). A synapse on a *static*
+input (the host-side first layer ``*.host``, computed once per sample) is ``static``: its single entry
+``ops[0]`` counts every sample once, as MACs.
+
+Neuron updates (:class:`NeuronCounts`; every op with ``simulate``: LoihiLIF, LoihiTernaryLIF, the float
+neurons): a neuron is *active* at step t when its input is non-zero at t, or any of its state (``u``,
+``v``; the float neurons' ``v``) carried in from step t-1 is non-zero, or it has a non-zero bias (a bias
+charges it every step); all other neurons are *inactive* (nothing changes: an idle update).
+``active[t]`` is summed over the batch; ``inactive[t] = neurons * samples - active[t]``.
+
+Attention accumulates (:class:`AttentionCounts`; the matrix products NeuroBench does not see), per step,
+summed over batch and heads, rows ``n`` (tokens) of the per-head ``[N, d]`` operands::
+
+    KVOuterAccumulate  sum_n nnz(K[n, :]) * nnz(V[n, :])     additions into M = K^T V (steps >= block_offset)
+    QMAccumulate       nnz(Q) * d                            each Q event adds one row of M (d values)
+    SpikeScores        sum_j nnz(Q[:, j]) * nnz(K[:, j])     coincidences added into A = Q K^T
+    ScoreValueAccumulate  nnz(V) * N                         each V event adds one column of S (N values)
+
+Counts are kept apart from prices: an :class:`Activity` can be re-priced without re-simulating, and
+``merge`` (or ``+``) sums the counts of several batches of one graph.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field, fields
+from typing import Iterable, Mapping
+
+import numpy as np
+import torch
+
+from ..ir import Graph, run_graph
+from ..ir.graph import Node
+from ..sim.run import NodeCounts, _recording, count_spikes, spiking_nodes
+
+SYNAPSES = ("IntDense", "IntConv2d", "Linear", "Conv2d")
+ATTENTION = ("KVOuterAccumulate", "QMAccumulate", "SpikeScores", "ScoreValueAccumulate")
+
+
+def _ints(x: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(v) for v in x.tolist())
+
+
+def _add_steps(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    if len(a) != len(b):
+        raise ValueError(f"cannot add counts over {len(a)} and {len(b)} steps")
+    return tuple(x + y for x, y in zip(a, b))
+
+
+@dataclass(frozen=True)
+class _StepCounts:
+    """Per-step integers of one node, summed over ``samples``; ``+`` sums batches of the same node."""
+
+    op: str
+    samples: int
+
+    _STEPS = ()   # the per-step tuple fields
+    _SAME = ()    # fields that must agree to add
+
+    def __add__(self, other):
+        if type(self) is not type(other) or any(getattr(self, f) != getattr(other, f) for f in ("op", *self._SAME)) \
+                or any(len(getattr(self, f)) != len(getattr(other, f)) for f in self._STEPS):
+            raise ValueError(f"cannot add counts of different nodes: {self} and {other}")
+        changes = {f: _add_steps(getattr(self, f), getattr(other, f)) for f in self._STEPS}
+        return type(self)(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes,
+                             "samples": self.samples + other.samples})
+
+    def to_dict(self) -> dict:
+        out = {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+        out.update({k: getattr(self, k) for k in self._DERIVED})
+        return out
+
+    _DERIVED = ()
+
+
+@dataclass(frozen=True)
+class SynapseCounts(_StepCounts):
+    """Synaptic operations of one synapse node (see the module docstring for the formula).
+
+    ``kind``: ``"AC"`` (binary input events) or ``"MAC"`` (graded input); ``connections``: operations per
+    sample and step if every input element were non-zero; ``static``: the node runs once per sample on a
+    static value (``ops`` then has one entry); ``ops[t]``: operations at input step ``t``, summed over
+    the batch.
+    """
+
+    kind: str = "AC"
+    connections: int = 0
+    static: bool = False
+    ops: tuple[int, ...] = ()
+
+    _STEPS = ("ops",)
+    _SAME = ("kind", "connections", "static")
+    _DERIVED = ("total",)
+
+    @property
+    def total(self) -> int:
+        return sum(self.ops)
+
+
+@dataclass(frozen=True)
+class NeuronCounts(_StepCounts):
+    """Neuron updates of one neuron node: ``active[t]`` summed over the batch, ``inactive`` the rest."""
+
+    neurons: int = 0
+    active: tuple[int, ...] = ()
+
+    _STEPS = ("active",)
+    _SAME = ("neurons",)
+    _DERIVED = ("inactive",)
+
+    @property
+    def inactive(self) -> tuple[int, ...]:
+        return tuple(self.neurons * self.samples - a for a in self.active)
+
+
+@dataclass(frozen=True)
+class AttentionCounts(_StepCounts):
+    """Additions of one integer attention node per step, summed over batch and heads (formulas above)."""
+
+    accumulates: tuple[int, ...] = ()
+
+    _STEPS = ("accumulates",)
+    _DERIVED = ("total",)
+
+    @property
+    def total(self) -> int:
+        return sum(self.accumulates)
+
+
+def _merge_dicts(a: Mapping, b: Mapping) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out[k] + v if k in out else v
+    return out
+
+
+@dataclass
+class Activity:
+    """Everything :func:`count_activity` counted on a batch (or, merged, a data set)."""
+
+    samples: int
+    time_steps: int
+    spikes: dict[str, NodeCounts] = field(default_factory=dict)
+    synapses: dict[str, SynapseCounts] = field(default_factory=dict)
+    neurons: dict[str, NeuronCounts] = field(default_factory=dict)
+    attention: dict[str, AttentionCounts] = field(default_factory=dict)
+
+    def _synapse_total(self, kind: str, static: bool) -> int:
+        return sum(c.total for c in self.synapses.values() if c.kind == kind and c.static == static)
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """Whole-run sums over the batch: ``ACs`` and ``MACs`` (streamed synapses), ``host_MACs`` (static
+        synapses, once per sample), ``attention_accumulates``, ``spikes`` (neuron outputs only),
+        ``neuron_updates_active`` / ``_inactive``."""
+        return {
+            "ACs": self._synapse_total("AC", False),
+            "MACs": self._synapse_total("MAC", False),
+            "host_MACs": sum(c.total for c in self.synapses.values() if c.static),
+            "attention_accumulates": sum(c.total for c in self.attention.values()),
+            "spikes": sum(self.spikes[n].total for n in self.neurons if n in self.spikes),
+            "neuron_updates_active": sum(sum(c.active) for c in self.neurons.values()),
+            "neuron_updates_inactive": sum(sum(c.inactive) for c in self.neurons.values()),
+        }
+
+    def __add__(self, other: "Activity") -> "Activity":
+        if self.time_steps != other.time_steps:
+            raise ValueError(f"cannot add activity over {self.time_steps} and {other.time_steps} steps")
+        return Activity(self.samples + other.samples, self.time_steps,
+                        *(_merge_dicts(getattr(self, f), getattr(other, f))
+                          for f in ("spikes", "synapses", "neurons", "attention")))
+
+    def to_dict(self) -> dict:
+        """A JSON-ready form (plain ints, lists and strings)."""
+        return {"samples": self.samples, "time_steps": self.time_steps, "totals": self.totals,
+                **{f: {n: c.to_dict() for n, c in getattr(self, f).items()}
+                   for f in ("spikes", "synapses", "neurons", "attention")}}
+
+
+def merge(parts: Iterable[Activity]) -> Activity:
+    """The sum of the activities of several batches of one graph."""
+    parts = list(parts)
+    if not parts:
+        raise ValueError("merge needs at least one Activity")
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + p
+    return out
+
+
+# -- fan-out ------------------------------------------------------------------------------------------------------
+
+def fan_out(op, in_shape: tuple[int, ...]) -> torch.Tensor:
+    """Per input element (per-sample shape ``in_shape``): how many (output element, non-zero weight) pairs read
+    it, as float64 (exact integers). Dense ops (last axis): the column's non-zero count; convolutions: the
+    transposed convolution of the non-zero-weight mask with all-ones outputs (geometry and padding included)."""
+    mask = torch.from_numpy(np.asarray(op.weight) != 0).to(torch.float64)
+    if op.type_name() in ("IntDense", "Linear"):
+        return mask.sum(0).expand(in_shape).clone()
+    x = torch.zeros((1, *in_shape), dtype=torch.float64, requires_grad=True)
+    with torch.enable_grad():
+        y = torch.nn.functional.conv2d(x, mask, None, tuple(op.stride), tuple(op.padding), tuple(op.dilation),
+                                       op.groups)
+        (grad,) = torch.autograd.grad(y.sum(), x)
+    return grad[0]
+
+
+def _synapse_counts(op, x: torch.Tensor, graded: bool, static: bool) -> SynapseCounts:
+    shape = tuple(x.shape[1:]) if static else tuple(x.shape[2:])
+    fan = fan_out(op, shape).flatten()
+    events = (x != 0).to(torch.float64)
+    if static:  # [B, ...]: once per sample
+        ops = (int((events.flatten(1) @ fan).sum()),)
+        samples = x.shape[0]
+    else:  # [T, B, ...]
+        ops = _ints((events.flatten(2) @ fan).sum(1).round().to(torch.int64))
+        samples = x.shape[1]
+    return SynapseCounts(op=op.type_name(), samples=samples, kind="MAC" if graded or static else "AC",
+                         connections=int(fan.sum()), static=static, ops=ops)
+
+
+# -- attention ----------------------------------------------------------------------------------------------------
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[T, B, C, Hs, Ws]`` non-zero indicators as per-head rows ``[T, B, H, N, d]`` (int64)."""
+    t, b, c = x.shape[:3]
+    return (x != 0).to(torch.int64).reshape(t, b, heads, c // heads, -1).transpose(-2, -1)
+
+
+def _attention_counts(op, args: list[torch.Tensor]) -> AttentionCounts:
+    name = op.type_name()
+    if name == "KVOuterAccumulate":
+        k, v = (_heads(a, op.heads) for a in args)
+        per = (k.sum(-1) * v.sum(-1)).flatten(1).sum(1)
+        per[:op.block_offset] = 0  # steps before the first block compute nothing
+    elif name == "SpikeScores":
+        q, k = (_heads(a, op.heads) for a in args)
+        per = (q.sum(-2) * k.sum(-2)).flatten(1).sum(1)
+    elif name == "QMAccumulate":
+        q = args[0]
+        per = (q != 0).flatten(1).sum(1) * (q.shape[2] // op.heads)
+    else:  # ScoreValueAccumulate: V events times N tokens
+        v = args[1]
+        per = (v != 0).flatten(1).sum(1) * (v.shape[3] * v.shape[4])
+    return AttentionCounts(op=name, samples=args[0].shape[1], accumulates=_ints(per))
+
+
+# -- neurons ------------------------------------------------------------------------------------------------------
+
+def _has_bias(op) -> bool:
+    mant = getattr(op, "bias_mant", 0)
+    return bool(np.any(np.asarray(mant) != 0))
+
+
+def _neuron_counts(op, x: torch.Tensor, states) -> NeuronCounts:
+    live = x != 0
+    for s in states:  # state carried into step t: s[t - 1] (zero at t = 0)
+        carried = torch.zeros_like(s)
+        carried[1:] = s[:-1]
+        live = live | (carried != 0)
+    neurons = math.prod(x.shape[2:])
+    if _has_bias(op):
+        active = (neurons * x.shape[1],) * x.shape[0]
+    else:
+        active = _ints(live.flatten(1).sum(1))
+    return NeuronCounts(op=op.type_name(), samples=x.shape[1], neurons=neurons, active=active)
+
+
+# -- the run ------------------------------------------------------------------------------------------------------
+
+def count_activity(graph: Graph, feeds: Mapping[str, torch.Tensor]) -> Activity:
+    """Run ``graph`` once on a batch (``feeds`` as for :func:`run_graph`) and count its activity exactly."""
+    sinks: dict[str, dict] = {}
+    nodes = {}
+    for name, node in graph.nodes.items():
+        op = node.op
+        if hasattr(op, "simulate"):
+            sinks[name] = {}
+            op = _recording(copy.copy(op), sinks[name])  # a copy: the graph's node stays as it is
+        nodes[name] = Node(op, node.inputs)
+    shadow = Graph(nodes=nodes, outputs=graph.outputs, time_steps=graph.time_steps, history=graph.history)
+    values = run_graph(shadow, feeds, keep="all")
+    types = graph.types()
+
+    first = values[graph.inputs()[0]] if graph.inputs() else None
+    samples = 0 if first is None else first.shape[1 if types[graph.inputs()[0]].time == "stream" else 0]
+    act = Activity(samples=samples, time_steps=graph.time_steps)
+    for name in spiking_nodes(graph):
+        act.spikes[name] = count_spikes(values[name], graph.op(name).type_name())
+    for name in graph.topo_order():
+        op, srcs = graph.op(name), graph.nodes[name].inputs
+        kind = op.type_name()
+        if kind in SYNAPSES:
+            src = srcs[0]
+            static = types[src].time != "stream"
+            act.synapses[name] = _synapse_counts(op, values[src], not types[src].dtype.is_spike, static)
+        elif kind in ATTENTION:
+            act.attention[name] = _attention_counts(op, [values[s] for s in srcs])
+        elif name in sinks and types[srcs[0]].time == "stream":
+            states = sinks[name].get("states")
+            if states is None:  # run() did not go through simulate(): one extra run of this neuron
+                states = type(op).simulate(op, values[srcs[0]])[1:]
+            act.neurons[name] = _neuron_counts(op, values[srcs[0]], states)
+    return act
+
+
+__all__ = ["Activity", "AttentionCounts", "NeuronCounts", "SynapseCounts", "count_activity", "fan_out", "merge",
+           "ATTENTION", "SYNAPSES"]
