@@ -21,9 +21,9 @@ from .frontend import ExportError, export
 from .frontend.nir_import import NIRImportError, from_nir
 from .ir import GraphError
 from .ir import io as ir_io
-from .nn.record import record_spikes
 from .passes import PIPELINES, PassContext, PassError, lower_to_loihi, verify_pipeline
 from .passes.verify import render, to_json as verify_json
+from .report.job import run_job
 from .sim.dataset import graph_feeds
 from .sim.distributed import evaluate_distributed, launched
 from .train.trainer import evaluate, train
@@ -116,23 +116,35 @@ def evaluate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
 @app.command("run")
 def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
             dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
-            samples: int = typer.Option(256, help="test samples for the per-layer spike table")) -> None:
-    """The main job on a model: load it, evaluate it in float and report per-layer spiking activity."""
+            target: str = typer.Option("loihi2", help="hardware target (`targets/`)"),
+            samples: int = typer.Option(64, help="test samples for the per-layer spike table and activity counts"),
+            lava_samples: int = typer.Option(8, help="test samples run on Lava and checked against the reference"),
+            out_dir: Path = typer.Option(Path("runs"), "--out-dir", help="where the graph and report go")) -> None:
+    """The main job on a model: evaluate it in float, lower it to integers, place it on the target, simulate
+    the test set, check a few samples on Lava, and report per-layer activity (terminal and JSON)."""
     loaded, data = _load(model, attention, dataset, data_root)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
-    test_set = load_dataset(data, loaded.config, "test")
-    acc = evaluate(loaded.model, test_set)
-    x = torch.stack([test_set[i][0] for i in range(min(samples, len(test_set)))])
-    with torch.no_grad(), record_spikes(loaded.model) as spikes:
-        loaded.model(x)
-    table = Table("neuron layer", "shape [T, B, ...]", "firing rate", title="spiking activity (float model)")
-    for name, s in spikes.items():
-        table.add_row(name, str(list(s.shape)), f"{s.abs().mean().item():.4f}")
+    train_set, test_set = (load_dataset(data, loaded.config, split) for split in ("train", "test"))
+    with console.status("starting") as status:
+        report = run_job(loaded, train_set, test_set, target=target, samples=samples, lava_samples=lava_samples,
+                         out_dir=out_dir, step=lambda message: status.update(f"{message}..."))
+    table = Table("neuron layer", "float rate", "integer rate", "spike agreement",
+                  title=f"spiking activity on {min(samples, len(test_set))} test samples (float vs integer)")
+    for row in report.layers:
+        table.add_row(row["node"], f"{row['float_rate']:.4f}", f"{row['integer_rate']:.4f}", f"{row['agreement']:.4f}")
     console.print(table)
-    cfg = loaded.config
-    console.print(f"model {loaded.name or loaded.path} ({cfg.attention}, T={cfg.time_steps}, dim={cfg.dim}, "
-                  f"layers={cfg.layers}): float test accuracy {acc:.2%} on {len(test_set)} {data.dataset} samples")
+    cfg, totals = loaded.config, report.activity["totals"]
+    console.print(f"model {report.model} ({cfg.attention}, T={cfg.time_steps}, dim={cfg.dim}, layers={cfg.layers}) "
+                  f"on {report.test_samples} {data.dataset} test samples: float test accuracy "
+                  f"{report.float_accuracy:.2%}, integer {report.integer_accuracy:.2%}")
+    console.print(f"Lava ({report.lava['granularity']}): outputs identical to the reference simulator on "
+                  f"{report.lava['identical_to_reference']}/{report.lava['total']} samples; placement on {target}: "
+                  f"{report.placement['cores']} cores, {len(report.violations)} design-rule violation(s)")
+    console.print(f"per sample: {totals['ACs'] / max(report.activity['samples'], 1):,.0f} synaptic ACs, "
+                  f"{totals['attention_accumulates'] / max(report.activity['samples'], 1):,.0f} attention "
+                  f"accumulates, {totals['host_MACs'] / max(report.activity['samples'], 1):,.0f} host MACs")
+    console.print(f"report: {report.files['report']} (graph {report.files['graph']})")
 
 
 FORMATS = {".snnir": "snnir", ".nir": "nir", ".onnx": "onnx"}

@@ -37,12 +37,18 @@ def test_models_lists_the_zoo_with_recorded_accuracy():
 
 
 @pytest.mark.slow
-def test_run_default_model_reports_accuracy_and_spiking_activity():
-    out = cli("run", "--samples", "16")
+def test_run_default_model_does_the_whole_job(tmp_path):
+    out = cli("run", "--samples", "16", "--lava-samples", "4", "--out-dir", tmp_path)
     assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
     recorded = snncompile.load_checkpoint(find_entry(DEFAULT_MODEL).checkpoint).metrics["test_accuracy"]
-    assert f"float test accuracy {recorded:.2%}" in " ".join(out.stdout.split())
+    assert f"float test accuracy {recorded:.2%}" in text
     assert "block.1.attn.attn_lif" in out.stdout and "head_lif" in out.stdout
+    report = json.loads((tmp_path / f"{DEFAULT_MODEL}.report.json").read_text())
+    assert report["schema"] == "snncompile-run-report/1" and report["lava"]["identical_to_reference"] == 4
+    assert abs(report["float_accuracy"] - report["integer_accuracy"]) <= 0.01 and report["violations"] == []
+    assert all(0.9 <= row["agreement"] <= 1.0 for row in report["layers"])
+    assert report["activity"]["totals"]["attention_accumulates"] > 0 and f"report: {tmp_path}" in text
 
 
 def test_unknown_model_is_a_clear_error_not_a_traceback():

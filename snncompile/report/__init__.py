@@ -5,9 +5,13 @@ that a report can be re-priced without re-simulating (issue #6).
 timestep, summed over the batch, the spikes of every spiking node, the synaptic operations of every synapse
 (binary-event accumulates and graded multiply-accumulates apart, the host's static first layer once per
 sample), active and inactive neuron updates and the integer attention accumulates. ``merge`` sums batches.
+
+:func:`run_job` (``job``) is the main job behind ``snncompile run``: float and integer evaluation, placement
+and design rules, a Lava check, per-layer spike agreement and counts, one JSON report.
 """
 from .counts import (ATTENTION, SYNAPSES, Activity, AttentionCounts, NeuronCounts, SynapseCounts, count_activity,
                      fan_out, merge)
+from .job import SCHEMA, JobReport, run_job
 
 __all__ = ["ATTENTION", "SYNAPSES", "Activity", "AttentionCounts", "NeuronCounts", "SynapseCounts",
-           "count_activity", "fan_out", "merge"]
+           "count_activity", "fan_out", "merge", "SCHEMA", "JobReport", "run_job"]

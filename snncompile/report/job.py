@@ -1,0 +1,115 @@
+"""The main job on a trained model: float evaluation, lowering, placement, integer simulation, a Lava check,
+activity counts, and one JSON report (``SCHEMA``) with the figures a reader needs first.
+
+Steps: evaluate the float model on the test split; export and lower it (``lower_to_loihi``, calibrated on
+the first training samples); place it on the target and check the design rules; evaluate the integer graph
+on the whole test split with the reference simulator; run the first ``lava_samples`` test samples on Lava
+(fused) and check that every output equals the reference simulator's; count activity (``count_activity``)
+of the float and the integer graph on the first ``samples`` test samples and compare their spike trains
+per neuron layer (the integer graph unscheduled, so both are read on the same steps).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..backends.design_rules import check
+from ..backends.lava.evaluate import evaluate_lava
+from ..backends.placement import place, save_placement
+from ..frontend import export
+from ..ir import io as ir_io
+from ..ir import run_graph
+from ..passes import lower_to_loihi
+from ..passes.schedule import unschedule
+from ..sim.dataset import evaluate_graph, graph_feeds
+from ..targets import load_target
+from .counts import count_activity
+
+SCHEMA = "snncompile-run-report/1"
+
+
+@dataclass
+class JobReport:
+    """What :func:`run_job` found; ``to_dict()`` is the JSON report (``schema`` = ``SCHEMA``)."""
+
+    model: str
+    target: str
+    float_accuracy: float
+    integer_accuracy: float
+    test_samples: int
+    lava: dict
+    placement: dict
+    violations: list[str]
+    layers: list[dict]                 #: per neuron layer: float / integer firing rate, spike agreement
+    activity: dict                     #: the integer graph's counts (``Activity.to_dict()``)
+    files: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, **{k: v for k, v in self.__dict__.items()}}
+
+
+def _stack(data_set, count: int) -> torch.Tensor:
+    return torch.stack([data_set[i][0] for i in range(min(count, len(data_set)))])
+
+
+def _layers(float_graph, integer, feeds_float, feeds_int) -> list[dict]:
+    """Per neuron layer present in both graphs: firing rates and spike agreement on the same samples."""
+    a = run_graph(float_graph, feeds_float, keep="all")
+    b = run_graph(unschedule(integer), feeds_int, keep="all")
+    rows = []
+    for name in float_graph.topo_order():
+        if name in b and hasattr(float_graph.op(name), "simulate") and a[name].shape == b[name].shape:
+            x, y = a[name].double(), b[name].double()
+            rows.append({"node": name, "float_rate": float(x.abs().mean()), "integer_rate": float(y.abs().mean()),
+                         "agreement": float((x == y).double().mean())})
+    return rows
+
+
+def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int = 64,
+            lava_samples: int = 8, calibration: int = 64, out_dir: Path = Path("runs"),
+            step: Callable[[str], None] = lambda message: None) -> JobReport:
+    """Run the whole job (see the module docstring) and write ``<out_dir>/<name>.loihi.snnir``, its
+    placement and ``<name>.report.json``. ``step(message)`` is told what runs next (progress display)."""
+    name = loaded.name or Path(str(loaded.path)).stem
+    seconds: dict[str, float] = {}
+
+    def timed(label: str, fn):
+        step(label)
+        start = time.perf_counter()
+        result = fn()
+        seconds[label] = round(time.perf_counter() - start, 3)
+        return result
+
+    graph = timed("export", lambda: export(loaded.model))
+    float_eval = timed("float evaluation", lambda: evaluate_graph(graph, test_set, progress=False))
+    integer = timed("lowering", lambda: lower_to_loihi(graph, graph_feeds(graph, _stack(train_set, calibration)),
+                                                       target=target))
+    placement = timed("placement", lambda: place(integer, target))
+    violations = [f"[{v.rule}] {v.node}: {v.message}" for v in check(integer, placement, load_target(target))]
+    int_eval = timed("integer simulation", lambda: evaluate_graph(unschedule(integer), test_set, progress=False))
+    lava = timed("Lava check", lambda: evaluate_lava(integer, test_set, indices=range(min(lava_samples,
+                                                                                          len(test_set)))))
+    x = _stack(test_set, samples)
+    feeds_int = graph_feeds(integer, x)
+    layers = timed("spike agreement", lambda: _layers(graph, integer, graph_feeds(graph, x), feeds_int))
+    activity = timed("activity counts", lambda: count_activity(integer, feeds_int))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    artifact = ir_io.save(integer, out_dir / f"{name}.loihi.snnir")
+    report = JobReport(model=name, target=target, float_accuracy=float_eval.accuracy,
+                       integer_accuracy=int_eval.accuracy, test_samples=len(test_set),
+                       lava={k: lava[k] for k in ("accuracy", "total", "identical_to_reference", "granularity")},
+                       placement={"cores": placement.cores_used, "chips": placement.chips_used},
+                       violations=violations, layers=layers, activity=activity.to_dict(), seconds=seconds)
+    report.files = {"graph": str(artifact), "placement": str(save_placement(placement, artifact)),
+                    "report": str(out_dir / f"{name}.report.json")}
+    Path(report.files["report"]).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+    return report
+
+
+__all__ = ["run_job", "JobReport", "SCHEMA"]
