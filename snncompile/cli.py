@@ -144,6 +144,8 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     console.print(f"per sample: {totals['ACs'] / max(report.activity['samples'], 1):,.0f} synaptic ACs, "
                   f"{totals['attention_accumulates'] / max(report.activity['samples'], 1):,.0f} attention "
                   f"accumulates, {totals['host_MACs'] / max(report.activity['samples'], 1):,.0f} host MACs")
+    energy = ", ".join(f"{t} {e['total_pj'] / 1e6:.2f} uJ" for t, e in report.energy.items())
+    console.print(f"energy per sample (priced counts; see the report for what each target leaves unpriced): {energy}")
     console.print(f"report: {report.files['report']} (graph {report.files['graph']})")
 
 

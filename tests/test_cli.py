@@ -49,6 +49,7 @@ def test_run_default_model_does_the_whole_job(tmp_path):
     assert abs(report["float_accuracy"] - report["integer_accuracy"]) <= 0.01 and report["violations"] == []
     assert all(0.9 <= row["agreement"] <= 1.0 for row in report["layers"])
     assert report["activity"]["totals"]["attention_accumulates"] > 0 and f"report: {tmp_path}" in text
+    assert set(report["energy"]) == {"loihi2", "cmos45"} and report["energy"]["cmos45"]["total_pj"] > 0
 
 
 def test_unknown_model_is_a_clear_error_not_a_traceback():

@@ -4,9 +4,10 @@ activity counts, and one JSON report (``SCHEMA``) with the figures a reader need
 Steps: evaluate the float model on the test split; export and lower it (``lower_to_loihi``, calibrated on
 the first training samples); place it on the target and check the design rules; evaluate the integer graph
 on the whole test split with the reference simulator; run the first ``lava_samples`` test samples on Lava
-(fused) and check that every output equals the reference simulator's; count activity (``count_activity``)
-of the float and the integer graph on the first ``samples`` test samples and compare their spike trains
-per neuron layer (the integer graph unscheduled, so both are read on the same steps).
+(fused) and check that every output equals the reference simulator's; on the first ``samples`` test
+samples compare the float and the integer graph's spike trains per neuron layer (the integer graph
+unscheduled, so both are read on the same steps), count the integer graph's activity (``count_activity``)
+and price it for the target and the 45 nm convention (``cost.price``).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from ..passes import lower_to_loihi
 from ..passes.schedule import unschedule
 from ..sim.dataset import evaluate_graph, graph_feeds
 from ..targets import load_target
+from .cost import price
 from .counts import count_activity
 
 SCHEMA = "snncompile-run-report/1"
@@ -47,6 +49,7 @@ class JobReport:
     violations: list[str]
     layers: list[dict]                 #: per neuron layer: float / integer firing rate, spike agreement
     activity: dict                     #: the integer graph's counts (``Activity.to_dict()``)
+    energy: dict                       #: per target: ``EnergyEstimate.to_dict()`` (the target and cmos45)
     files: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -105,7 +108,9 @@ def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int
                        integer_accuracy=int_eval.accuracy, test_samples=len(test_set),
                        lava={k: lava[k] for k in ("accuracy", "total", "identical_to_reference", "granularity")},
                        placement={"cores": placement.cores_used, "chips": placement.chips_used},
-                       violations=violations, layers=layers, activity=activity.to_dict(), seconds=seconds)
+                       violations=violations, layers=layers, activity=activity.to_dict(),
+                       energy={t: price(activity.totals, activity.samples, t).to_dict() for t in (target, "cmos45")},
+                       seconds=seconds)
     report.files = {"graph": str(artifact), "placement": str(save_placement(placement, artifact)),
                     "report": str(out_dir / f"{name}.report.json")}
     Path(report.files["report"]).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
