@@ -86,16 +86,12 @@ def _is_neuron(op) -> bool:
     return type(op) in (LIF, TernaryLIF)
 
 
-def _is_float(graph: Graph, name: str) -> bool:
-    return graph.types()[name].dtype.kind == "float"
-
-
 class _Planner:
     """Groups the float edges (union-find) and chooses every group's scale."""
 
-    def __init__(self, graph: Graph, ctx: PassContext):
-        self.graph, self.types = graph, graph.types()
-        self.time_steps = _data_steps(graph)
+    def __init__(self, graph: Graph, types):
+        self.graph, self.types = graph, types
+        self.time_steps = graph.time_steps
         self.parent: dict[str, str] = {}
         for name in graph.topo_order():
             if self.types[name].dtype.kind == "float" and not isinstance(graph.op(name), (Input, Output)):
@@ -124,10 +120,6 @@ class _Planner:
 
     def group_of(self, name: str) -> str:
         return self._find(name)
-
-
-def _data_steps(graph: Graph) -> int:
-    return graph.time_steps
 
 
 def _float_threshold(op) -> float:
@@ -191,7 +183,7 @@ class _Lowering:
     def __init__(self, graph: Graph, ctx: PassContext, options: dict):
         self.graph, self.ctx, self.opt = graph, ctx, options
         self.types = graph.types()
-        self.plan = _Planner(graph, ctx)
+        self.plan = _Planner(graph, self.types)
         self.groups = self.plan.groups()
         self.nodes: dict[str, Node] = {}
         self.scale: dict[str, float] = {}     # integer edge (new graph) -> real scale
@@ -224,7 +216,7 @@ class _Lowering:
                                     f"an integer result can be folded)")
             return float(op.scale)
         if isinstance(op, Add):
-            spikes = [s for s in self.graph.nodes[name].inputs if not _is_float(self.graph, s)]
+            spikes = [s for s in self.graph.nodes[name].inputs if not self._is_float(s)]
             return 1.0 if spikes else None
         return None
 
@@ -252,7 +244,7 @@ class _Lowering:
 
     def _input_scale(self, name: str) -> float:
         (src,) = self.graph.nodes[name].inputs
-        if not _is_float(self.graph, src):
+        if not self._is_float(src):
             return 1.0
         if self.rename.get(src) in self.scale:  # a real-valued input, quantised already
             return self.scale[self.rename[src]]
@@ -288,6 +280,9 @@ class _Lowering:
         vth = min(vth_limit, max(1, math.floor(theta / finest - delta)))
         return theta / (vth + delta)
 
+    def _is_float(self, name: str) -> bool:
+        return self.types[name].dtype.kind == "float"
+
     # ---- building the new graph
     def add(self, name: str, op, *inputs: str, scale: float | None = None) -> str:
         self.nodes[name] = Node(op, tuple(self.rename.get(i, i) for i in inputs))
@@ -321,15 +316,15 @@ class _Lowering:
             return self._real_stream_input(name)
         if isinstance(op, (Conv2d, Linear)):
             return self._synapse(name)
-        if isinstance(op, TemporalWindow) and _is_float(self.graph, name):
+        if isinstance(op, TemporalWindow) and self._is_float(name):
             return self._window(name)
         if _is_neuron(op):
             return self._neuron(name)
-        if isinstance(op, Add) and _is_float(self.graph, name):
+        if isinstance(op, Add) and self._is_float(name):
             return self._sum(name)
         if isinstance(op, TokenMean):
             return self._token_mean(name)
-        if isinstance(op, Scale) and name in self.plan.parent and not _is_float(self.graph, inputs[0]):
+        if isinstance(op, Scale) and name in self.plan.parent and not self._is_float(inputs[0]):
             self.add(name, Delay(), *inputs)  # the factor moves into the consumers' thresholds
             self.scale[name] = self._fixed_scale(name)
             return
