@@ -79,6 +79,7 @@ SCHEMA: dict[str, Key] = {k: Key(*row) for k, row in {
     "cores_per_chip": ("chip", "cores", int, POS, CHIP, REQ, "neuromorphic cores per chip"),
     "tiles_per_chip": ("chip", "tiles", int, POS, CHIP, REQ, "mesh tiles per chip"),
     "cores_per_tile": ("chip", "cores", int, POS, CHIP, REQ, "neuromorphic cores per mesh tile"),
+    "mesh_columns": ("chip", "tiles", int, POS, CHIP, REQ, "tiles per mesh row (east-west extent)"),
     "x86_cores_per_chip": ("chip", "cores", int, NONNEG, CHIP, OPT, "embedded x86 management cores"),
     "neurons_per_core": ("core", "neurons", int, POS, CHIP, REQ, "neurons (compartments) per core"),
     "synaptic_memory_per_core": ("core", "KiB", float, NONNEG, CHIP, REQ, "synaptic memory per core"),

@@ -32,8 +32,15 @@ def test_dense_synaptic_ops_per_step():
     # sample 0: t0 [1,0,0] -> 2; t1 [0,1,1] -> 1+1; t2 [1,1,1] -> 4. sample 1: only t2 [0,0,1] -> 1
     x = torch.tensor([[[1, 0, 0], [0, 0, 0]], [[0, 1, 1], [0, 0, 0]], [[1, 1, 1], [0, 0, 1]]], dtype=torch.float32)
     c = count_activity(dense_graph(), {"x": x}).synapses["fc"]
-    assert (c.kind, c.static, c.samples, c.connections) == ("AC", False, 2, 4)
+    assert (c.kind, c.static, c.samples, c.connections) == ("AC", False, 2, 6)  # every weight, zeros too
     assert c.ops == (2, 2, 5) and c.total == 9
+
+
+def test_per_node_totals_and_the_ann_equivalent():
+    x = torch.tensor([[[1, 0, 0]], [[0, 1, 1]], [[1, 1, 1]]], dtype=torch.float32)
+    act = count_activity(dense_graph(), {"x": x})
+    assert act.node_totals() == {"fc": {"ACs": 2 + 2 + 4}}
+    assert act.ann_macs() == 6  # one pass over all 6 weights (dense storage), whatever the spikes
 
 
 def test_graded_input_counts_as_mac_not_ac():
@@ -60,7 +67,8 @@ def test_padded_conv_border_inputs_reach_fewer_outputs():
     x[0, 0, 0, 0, 0] = x[0, 0, 0, 1, 1] = x[0, 0, 0, 2, 2] = 1  # corner 3 + centre 8 + far corner 4
     x[1, 0, 0, 0, 1] = 1  # top edge 5
     c = count_activity(g, {"x": x}).synapses["conv"]
-    assert c.ops == (15, 5) and c.connections == 45  # the fan-outs' sum: every (window, non-zero tap) pair
+    # connections: every (output, tap) pair inside the input, the zero tap too: 4 + 6 + 4 + 6 + 9 + 6 + 4 + 6 + 4
+    assert c.ops == (15, 5) and c.connections == 49
     # the same number the NeuroBench way: binarised input through the binarised layer, outputs summed
     binary = torch.nn.functional.conv2d(x[0], torch.from_numpy((w != 0).astype(np.float32)), padding=1)
     assert int(binary.sum()) == 15
@@ -98,6 +106,9 @@ def test_attention_accumulates_one_head():
     assert act.attention["s"].accumulates == (2 * 2 + 1 * 1,)    # sum_j nnz(Q[:, j]) nnz(K[:, j])
     assert act.attention["sv"].accumulates == (3 * 2,)           # nnz(V) * N
     assert act.totals["attention_accumulates"] == 4 + 6 + 5 + 6
+    # every operand non-zero: KV and QM N*d*d, scores and SV N*N*d per head (the ANN-equivalent products)
+    assert {n: c.connections for n, c in act.attention.items()} == {"kv": 2 * 2 * 2, "qm": 2 * 2 * 2,
+                                                                     "s": 2 * 2 * 2, "sv": 2 * 2 * 2}
 
 
 def lif_graph(**kw) -> Graph:

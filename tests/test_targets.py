@@ -85,7 +85,7 @@ def test_loihi2_figures_equal_the_spec_and_unpublished_ones_are_proxies():
             assert fig.status == "proxy", key
             assert fig.value == getattr(t1, key).value, key
             assert "Loihi 1" in fig.source, key
-    for key in ("fan_in_axons_per_core", "fan_out_axons_per_core", "tiles_per_chip", "cores_per_tile",
+    for key in ("fan_in_axons_per_core", "fan_out_axons_per_core", "tiles_per_chip", "cores_per_tile", "mesh_columns",
                 "state_bits", "decay_bits", "threshold_bits"):
         assert getattr(t2, key).status == "proxy", key
     assert t2.process_node is None  # Intel 4 has no nm figure in the spec

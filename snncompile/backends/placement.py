@@ -466,6 +466,34 @@ def place(graph: Graph, target: Target | str | Path) -> Placement:
     return Placement(target.name, graph_digest(graph), per_chip, nodes, tuple(loads), tuple(host), messages)
 
 
+# -- what each core computes and receives (for per-core activity and latency) -----------------------------------------
+
+@dataclass(frozen=True)
+class CoreView:
+    """One placed slice seen element by element: ``owned`` maps each member of the unit's group to the flat
+    output indices this core computes (every element of a member belongs to exactly one core); ``reads``
+    maps each source outside the group to the flat mask of its output elements that reach this core."""
+
+    core: int
+    chip: int
+    unit: str
+    owned: Mapping[str, np.ndarray]
+    reads: Mapping[str, np.ndarray]
+
+
+def core_views(graph: Graph, placement: Placement) -> list[CoreView]:
+    """Every core of ``placement`` (made for ``graph``) as a :class:`CoreView`, in core order."""
+    shapes = {n: tuple(t.shape) for n, t in graph.types().items()}
+    views = []
+    for u, p in placement.nodes.items():
+        unit = _Unit(u, [*p.attached, u], p.neurons, shapes, graph, p.order)
+        for s in p.slices:
+            views.append(CoreView(s.core, s.core // placement.cores_per_chip, u,
+                                  {m: unit.elements(m, s.start, s.stop, owned=True) for m in unit.members},
+                                  unit.fan_in(s.start, s.stop)))
+    return sorted(views, key=lambda v: v.core)
+
+
 # -- files --------------------------------------------------------------------------------------------------------
 
 def placement_path(artifact: str | Path) -> Path:
@@ -494,5 +522,6 @@ def load_placement(path: str | Path, graph: Graph | None = None) -> Placement:
     return placement
 
 
-__all__ = ["place", "Placement", "NodePlacement", "Slice", "CoreLoad", "Message", "PlacementError", "host_nodes",
+__all__ = ["place", "Placement", "NodePlacement", "Slice", "CoreLoad", "CoreView", "Message", "PlacementError",
+           "core_views", "host_nodes",
            "placement_path", "save_placement", "load_placement", "HOST_TYPES"]

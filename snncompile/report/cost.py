@@ -11,7 +11,10 @@ run can be priced for any target. Two kinds of target:
   (synaptic ACs and attention accumulates) at ``ac_energy``, multiply-accumulates (graded synapses and the
   first layer) at ``mac_energy``; neuron updates and spikes are not part of that convention: listed unpriced.
 
-Mesh hops and static power need the placement and a latency model; they are not priced here.
+Mesh hops and static power need the placement and a latency model (``latency``); ``EnergyEstimate.plus``
+adds them. ``price_nodes`` prices each node's own counts (the per-layer breakdown); ``price_ann`` prices the
+same architecture run as an ANN (``Activity.ann_macs``: one pass, every connection a MAC) with a
+convention's ``mac_energy``, for comparison.
 """
 from __future__ import annotations
 
@@ -38,14 +41,20 @@ class EnergyEstimate:
     per_sample_pj: dict[str, float]
     figures: dict[str, dict] = field(default_factory=dict)
     unpriced: tuple[str, ...] = ()
+    per_node_pj: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_pj(self) -> float:
         return sum(self.per_sample_pj.values())
 
+    def plus(self, per_sample_pj: Mapping[str, float], figures: Mapping[str, dict]) -> "EnergyEstimate":
+        """This estimate with more priced terms (mesh hops, static energy) and the figures they used."""
+        return EnergyEstimate(self.target, {**self.per_sample_pj, **per_sample_pj}, {**self.figures, **figures},
+                              self.unpriced, self.per_node_pj)
+
     def to_dict(self) -> dict:
         return {"target": self.target, "per_sample_pj": self.per_sample_pj, "total_pj": self.total_pj,
-                "figures": self.figures, "unpriced": list(self.unpriced)}
+                "per_node_pj": self.per_node_pj, "figures": self.figures, "unpriced": list(self.unpriced)}
 
 
 def price(totals: Mapping[str, int], samples: int, target: Target | str) -> EnergyEstimate:
@@ -68,4 +77,21 @@ def price(totals: Mapping[str, int], samples: int, target: Target | str) -> Ener
     return EnergyEstimate(target.name, per_sample, figures, tuple(unpriced))
 
 
-__all__ = ["price", "EnergyEstimate", "PRICES"]
+def price_nodes(activity, target: Target | str) -> EnergyEstimate:
+    """:func:`price` of ``activity``'s totals with ``per_node_pj``: each node's own counts priced alike."""
+    target = load_target(target) if isinstance(target, str) else target
+    whole = price(activity.totals, activity.samples, target)
+    per_node = {n: price(t, activity.samples, target).total_pj for n, t in activity.node_totals().items()}
+    return EnergyEstimate(whole.target, whole.per_sample_pj, whole.figures, whole.unpriced, per_node)
+
+
+def price_ann(activity, target: Target | str = "cmos45") -> EnergyEstimate:
+    """The ANN-equivalent energy per sample: ``Activity.ann_macs`` at ``target``'s ``mac_energy``."""
+    target = load_target(target) if isinstance(target, str) else target
+    if target.mac_energy is None:
+        raise ValueError(f"target {target.name!r} gives no mac_energy to price an ANN with")
+    estimate = price({"host_MACs": activity.ann_macs()}, 1, target)
+    return EnergyEstimate(f"{target.name} ANN", {"ANN_MACs": estimate.per_sample_pj["host_MACs"]}, estimate.figures)
+
+
+__all__ = ["price", "price_nodes", "price_ann", "EnergyEstimate", "PRICES"]

@@ -17,9 +17,12 @@ Synapses (:class:`SynapseCounts`; ``IntDense``, ``IntConv2d`` and the float ``Li
 transposed convolution of the non-zero-weight mask with an all-ones output, so a border input reached by
 fewer windows, or padding, counts fewer). That is NeuroBench's SynOps (binarised input times binarised
 weights, bias excluded), computed from the graph alone, never from a target. ``kind`` says what one
-operation is: ``"AC"`` (an accumulate) when the input is a spike or ternary stream (binary events), ``"MAC"``
-(a multiply-accumulate) when it carries graded values (multi-bit integers or reals). ``connections`` is the
-same sum with every input non-zero (NeuroBench's "Dense" per sample and step). A synapse on a *static*
+operation is: ``"AC"`` (an accumulate) when the input is *typed* a spike or ternary stream (binary events),
+``"MAC"`` (a multiply-accumulate) when it is typed graded (multi-bit integers or reals). NeuroBench decides
+per call by value instead (AC when every input is -1, 0 or 1), so binary events fed through a float-typed
+input count as MACs here and ACs there (the totals agree); the type is what decides how the hardware
+sends them. ``connections`` is the same sum with every input non-zero and every weight, zero or not,
+counted (NeuroBench's "Dense" per sample and step; the work of dense storage). A synapse on a *static*
 input (the host-side first layer ``*.host``, computed once per sample) is ``static``: its single entry
 ``ops[0]`` counts every sample once, as MACs.
 
@@ -136,11 +139,14 @@ class NeuronCounts(_StepCounts):
 
 @dataclass(frozen=True)
 class AttentionCounts(_StepCounts):
-    """Additions of one integer attention node per step, summed over batch and heads (formulas above)."""
+    """Additions of one integer attention node per step, summed over batch and heads (formulas above);
+    ``connections``: additions per sample and step if every operand were non-zero."""
 
     accumulates: tuple[int, ...] = ()
+    connections: int = 0
 
     _STEPS = ("accumulates",)
+    _SAME = ("connections",)
     _DERIVED = ("total",)
 
     @property
@@ -184,6 +190,23 @@ class Activity:
             "neuron_updates_inactive": sum(sum(c.inactive) for c in self.neurons.values()),
         }
 
+    def node_totals(self) -> dict[str, dict[str, int]]:
+        """Per counted node, its own part of :attr:`totals` (a neuron node's spikes with its updates)."""
+        out: dict[str, dict[str, int]] = {}
+        for n, c in self.synapses.items():
+            out[n] = {"host_MACs" if c.static else f"{c.kind}s": c.total}
+        for n, c in self.attention.items():
+            out[n] = {"attention_accumulates": c.total}
+        for n, c in self.neurons.items():
+            out[n] = {"neuron_updates_active": sum(c.active), "neuron_updates_inactive": sum(c.inactive),
+                      "spikes": self.spikes[n].total if n in self.spikes else 0}
+        return out
+
+    def ann_macs(self) -> int:
+        """Multiply-accumulates per sample of the same architecture run as an ANN: one pass (T = 1) with
+        every activation non-zero, so every connection of every synapse and attention product once."""
+        return sum(c.connections for c in self.synapses.values()) + sum(c.connections for c in self.attention.values())
+
     def __add__(self, other: "Activity") -> "Activity":
         if self.time_steps != other.time_steps:
             raise ValueError(f"cannot add activity over {self.time_steps} and {other.time_steps} steps")
@@ -211,18 +234,27 @@ def merge(parts: Iterable[Activity]) -> Activity:
 
 # -- fan-out ------------------------------------------------------------------------------------------------------
 
-def fan_out(op, in_shape: tuple[int, ...]) -> torch.Tensor:
+def fan_out(op, in_shape: tuple[int, ...], outputs: np.ndarray | None = None,
+            all_weights: bool = False) -> torch.Tensor:
     """Per input element (per-sample shape ``in_shape``): how many (output element, non-zero weight) pairs read
-    it, as float64 (exact integers). Dense ops (last axis): the column's non-zero count; convolutions: the
-    transposed convolution of the non-zero-weight mask with all-ones outputs (geometry and padding included)."""
-    mask = torch.from_numpy(np.asarray(op.weight) != 0).to(torch.float64)
-    if op.type_name() in ("IntDense", "Linear"):
+    it, as float64 (exact integers): the binarised layer's transpose applied to all-ones outputs (geometry and
+    padding included; for a dense op the column's non-zero count). ``outputs`` (flat output indices) counts only
+    the pairs whose output element is among them (the part of a synapse one core computes); ``all_weights``
+    counts zero weights too (the connections of dense storage)."""
+    weight = np.asarray(op.weight)
+    mask = torch.from_numpy(np.ones(weight.shape, bool) if all_weights else weight != 0).to(torch.float64)
+    dense = op.type_name() in ("IntDense", "Linear")
+    if dense and outputs is None:
         return mask.sum(0).expand(in_shape).clone()
     x = torch.zeros((1, *in_shape), dtype=torch.float64, requires_grad=True)
     with torch.enable_grad():
-        y = torch.nn.functional.conv2d(x, mask, None, tuple(op.stride), tuple(op.padding), tuple(op.dilation),
-                                       op.groups)
-        (grad,) = torch.autograd.grad(y.sum(), x)
+        y = x @ mask.T if dense else torch.nn.functional.conv2d(x, mask, None, tuple(op.stride), tuple(op.padding),
+                                                                 tuple(op.dilation), op.groups)
+        selected = torch.ones_like(y)
+        if outputs is not None:
+            selected = torch.zeros(y.numel(), dtype=torch.float64)
+            selected[torch.as_tensor(outputs, dtype=torch.int64)] = 1
+        (grad,) = torch.autograd.grad(y, x, selected.reshape(y.shape))
     return grad[0]
 
 
@@ -237,7 +269,7 @@ def _synapse_counts(op, x: torch.Tensor, graded: bool, static: bool) -> SynapseC
         ops = _ints((events.flatten(2) @ fan).sum(1).round().to(torch.int64))
         samples = x.shape[1]
     return SynapseCounts(op=op.type_name(), samples=samples, kind="MAC" if graded or static else "AC",
-                         connections=int(fan.sum()), static=static, ops=ops)
+                         connections=int(fan_out(op, shape, all_weights=True).sum()), static=static, ops=ops)
 
 
 # -- attention ----------------------------------------------------------------------------------------------------
@@ -248,22 +280,30 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return (x != 0).to(torch.int64).reshape(t, b, heads, c // heads, -1).transpose(-2, -1)
 
 
-def _attention_counts(op, args: list[torch.Tensor]) -> AttentionCounts:
+def attention_accumulates(op, args: list[torch.Tensor]) -> torch.Tensor:
+    """``[T, B]`` additions of one integer attention node per step and sample, summed over heads (the formulas
+    in the module docstring)."""
     name = op.type_name()
     if name == "KVOuterAccumulate":
         k, v = (_heads(a, op.heads) for a in args)
-        per = (k.sum(-1) * v.sum(-1)).flatten(1).sum(1)
+        per = (k.sum(-1) * v.sum(-1)).flatten(2).sum(2)
         per[:op.block_offset] = 0  # steps before the first block compute nothing
     elif name == "SpikeScores":
         q, k = (_heads(a, op.heads) for a in args)
-        per = (q.sum(-2) * k.sum(-2)).flatten(1).sum(1)
+        per = (q.sum(-2) * k.sum(-2)).flatten(2).sum(2)
     elif name == "QMAccumulate":
         q = args[0]
-        per = (q != 0).flatten(1).sum(1) * (q.shape[2] // op.heads)
+        per = (q != 0).flatten(2).sum(2) * (q.shape[2] // op.heads)
     else:  # ScoreValueAccumulate: V events times N tokens
         v = args[1]
-        per = (v != 0).flatten(1).sum(1) * (v.shape[3] * v.shape[4])
-    return AttentionCounts(op=name, samples=args[0].shape[1], accumulates=_ints(per))
+        per = (v != 0).flatten(2).sum(2) * (v.shape[3] * v.shape[4])
+    return per
+
+
+def _attention_counts(op, args: list[torch.Tensor]) -> AttentionCounts:
+    dense = attention_accumulates(op, [torch.ones_like(a[:, :1]) for a in args]).max()
+    return AttentionCounts(op=op.type_name(), samples=args[0].shape[1],
+                           accumulates=_ints(attention_accumulates(op, args).sum(1)), connections=int(dense))
 
 
 # -- neurons ------------------------------------------------------------------------------------------------------
@@ -273,24 +313,39 @@ def _has_bias(op) -> bool:
     return bool(np.any(np.asarray(mant) != 0))
 
 
-def _neuron_counts(op, x: torch.Tensor, states) -> NeuronCounts:
+def active_neurons(op, x: torch.Tensor, states) -> torch.Tensor:
+    """``[T, B, *shape]`` bool: neuron updates that are active (see the module docstring)."""
+    if _has_bias(op):
+        return torch.ones_like(x, dtype=torch.bool)
     live = x != 0
     for s in states:  # state carried into step t: s[t - 1] (zero at t = 0)
         carried = torch.zeros_like(s)
         carried[1:] = s[:-1]
         live = live | (carried != 0)
-    neurons = math.prod(x.shape[2:])
-    if _has_bias(op):
-        active = (neurons * x.shape[1],) * x.shape[0]
-    else:
-        active = _ints(live.flatten(1).sum(1))
-    return NeuronCounts(op=op.type_name(), samples=x.shape[1], neurons=neurons, active=active)
+    return live
+
+
+def _neuron_counts(op, active: torch.Tensor) -> NeuronCounts:
+    return NeuronCounts(op=op.type_name(), samples=active.shape[1], neurons=math.prod(active.shape[2:]),
+                        active=_ints(active.flatten(1).sum(1)))
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
 
-def count_activity(graph: Graph, feeds: Mapping[str, torch.Tensor]) -> Activity:
-    """Run ``graph`` once on a batch (``feeds`` as for :func:`run_graph`) and count its activity exactly."""
+@dataclass
+class Trace:
+    """One recorded run of a graph: every node's value, the active-update mask of every neuron node on a
+    stream, the graph's types and the batch size. Counting and per-core counting both read it."""
+
+    values: dict[str, torch.Tensor]
+    active: dict[str, torch.Tensor]
+    types: dict
+    samples: int
+
+
+def trace_run(graph: Graph, feeds: Mapping[str, torch.Tensor]) -> Trace:
+    """Run ``graph`` once on a batch (``feeds`` as for :func:`run_graph`), keeping every value and each
+    neuron's active updates (state traces recorded by a hook on the neuron's own ``simulate``)."""
     sinks: dict[str, dict] = {}
     nodes = {}
     for name, node in graph.nodes.items():
@@ -302,10 +357,26 @@ def count_activity(graph: Graph, feeds: Mapping[str, torch.Tensor]) -> Activity:
     shadow = Graph(nodes=nodes, outputs=graph.outputs, time_steps=graph.time_steps, history=graph.history)
     values = run_graph(shadow, feeds, keep="all")
     types = graph.types()
+    active = {}
+    for name in sinks:
+        src = graph.nodes[name].inputs[0]
+        if types[src].time == "stream":
+            op, states = graph.op(name), sinks[name].get("states")
+            if states is None:  # run() did not go through simulate(): one extra run of this neuron
+                states = type(op).simulate(op, values[src])[1:]
+            active[name] = active_neurons(op, values[src], states)
+    first = graph.inputs()[0] if graph.inputs() else None
+    samples = 0 if first is None else values[first].shape[1 if types[first].time == "stream" else 0]
+    return Trace(values, active, types, samples)
 
-    first = values[graph.inputs()[0]] if graph.inputs() else None
-    samples = 0 if first is None else first.shape[1 if types[graph.inputs()[0]].time == "stream" else 0]
-    act = Activity(samples=samples, time_steps=graph.time_steps)
+
+def count_activity(graph: Graph, feeds: Mapping[str, torch.Tensor] | None = None, trace: Trace | None = None
+                   ) -> Activity:
+    """Count ``graph``'s activity exactly on a batch: from ``feeds`` (one run) or an existing ``trace``."""
+    if trace is None:
+        trace = trace_run(graph, feeds)
+    values, types = trace.values, trace.types
+    act = Activity(samples=trace.samples, time_steps=graph.time_steps)
     for name in spiking_nodes(graph):
         act.spikes[name] = count_spikes(values[name], graph.op(name).type_name())
     for name in graph.topo_order():
@@ -317,13 +388,10 @@ def count_activity(graph: Graph, feeds: Mapping[str, torch.Tensor]) -> Activity:
             act.synapses[name] = _synapse_counts(op, values[src], not types[src].dtype.is_spike, static)
         elif kind in ATTENTION:
             act.attention[name] = _attention_counts(op, [values[s] for s in srcs])
-        elif name in sinks and types[srcs[0]].time == "stream":
-            states = sinks[name].get("states")
-            if states is None:  # run() did not go through simulate(): one extra run of this neuron
-                states = type(op).simulate(op, values[srcs[0]])[1:]
-            act.neurons[name] = _neuron_counts(op, values[srcs[0]], states)
+        elif name in trace.active:
+            act.neurons[name] = _neuron_counts(op, trace.active[name])
     return act
 
 
-__all__ = ["Activity", "AttentionCounts", "NeuronCounts", "SynapseCounts", "count_activity", "fan_out", "merge",
+__all__ = ["Activity", "AttentionCounts", "Trace", "trace_run", "active_neurons", "attention_accumulates", "NeuronCounts", "SynapseCounts", "count_activity", "fan_out", "merge",
            "ATTENTION", "SYNAPSES"]

@@ -1,0 +1,140 @@
+"""Activity per core, per timestep and per sample: what a cycle-approximate latency model needs.
+
+:func:`core_activity` splits one recorded run (:class:`counts.Trace`) over a placement's cores
+(:func:`snncompile.backends.placement.core_views`). Each count is an ``[cores, T, B]`` array (B samples):
+
+- ``synaptic_ops``: the synaptic operations of every synapse attached to the core, for its own output
+  elements only (a synapse's operations happen where its postsynaptic compartments are): per input event,
+  the non-zero weights that connect it to an output element on this core (:func:`counts.fan_out` restricted
+  to those outputs). Exact; summed over cores it equals ``Activity.totals`` ``ACs + MACs``.
+- ``attention_accumulates``: an integer attention node's accumulates shared out over the cores that hold
+  its output elements, in proportion to how many each holds. An approximation: the per-element work of
+  an attention product depends on which rows carry events, and a uniform share is what a scheduler that
+  does not know the data would plan for.
+- ``neuron_updates_active`` / ``neuron_updates_inactive``: the core's neurons (Loihi LIF compartments) whose
+  update at that step is active (input, carried state or bias) or idle (``counts.active_neurons``). Exact.
+- ``events_out``: the non-zero values the unit's slice emits (spikes, or graded messages from attention
+  and arithmetic units); ``messages_out``: one message per event and destination core that reads that
+  element (Loihi sends a spike once to each core on its fan-out list); ``hops_ew`` / ``hops_ns``: those
+  messages' east-west and north-south mesh hops (Manhattan routing between the cores' tiles on one chip);
+  ``messages_between_chips``: messages whose destination core is on another chip (no per-hop figure
+  exists for chip-to-chip links: counted, never priced); ``host_messages_in``: events arriving from the
+  host (input spikes, the host-side first layer's output).
+
+A core's tile is ``(core mod cores_per_chip) // cores_per_tile``; tiles are laid out row by row in a mesh
+``mesh_columns`` wide (a target figure).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..backends.placement import Placement, core_views
+from ..ir import Graph
+from ..targets import Target
+from .counts import ATTENTION, SYNAPSES, Trace, attention_accumulates, fan_out
+
+COUNTS = ("synaptic_ops", "attention_accumulates", "neuron_updates_active", "neuron_updates_inactive", "events_out",
+          "messages_out", "hops_ew", "hops_ns", "messages_between_chips", "host_messages_in")
+
+
+@dataclass
+class CoreActivity:
+    """Per-core counts ``[cores, T, B]`` (float64; every count but ``attention_accumulates`` holds exact
+    integers); ``cores[i]`` is the core id of row ``i``."""
+
+    cores: tuple[int, ...]
+    synaptic_ops: np.ndarray
+    attention_accumulates: np.ndarray
+    neuron_updates_active: np.ndarray
+    neuron_updates_inactive: np.ndarray
+    events_out: np.ndarray
+    messages_out: np.ndarray
+    hops_ew: np.ndarray
+    hops_ns: np.ndarray
+    messages_between_chips: np.ndarray
+    host_messages_in: np.ndarray
+
+    @property
+    def samples(self) -> int:
+        return self.synaptic_ops.shape[2]
+
+    def __add__(self, other: "CoreActivity") -> "CoreActivity":
+        """The counts of two batches of the same graph and placement (samples concatenated)."""
+        if self.cores != other.cores or self.synaptic_ops.shape[1] != other.synaptic_ops.shape[1]:
+            raise ValueError("cannot add the core activity of different placements or step counts")
+        return CoreActivity(self.cores, *(np.concatenate([getattr(self, k), getattr(other, k)], axis=2)
+                                          for k in COUNTS))
+
+    def totals(self) -> dict[str, list[float]]:
+        """Per core (in ``cores`` order): each count summed over steps and samples, per sample."""
+        return {k: (getattr(self, k).sum(axis=(1, 2)) / max(self.samples, 1)).tolist() for k in COUNTS}
+
+
+def tile_position(core: int, target: Target) -> tuple[int, int, int]:
+    """``(chip, x, y)`` of ``core``'s tile in the target's mesh."""
+    per_chip = target.cores_per_chip.value
+    tile = (core % per_chip) // target.cores_per_tile.value
+    columns = target.mesh_columns.value
+    return core // per_chip, tile % columns, tile // columns
+
+
+def core_activity(graph: Graph, placement: Placement, trace: Trace, target: Target) -> CoreActivity:
+    """Split the run ``trace`` of ``graph`` over ``placement``'s cores (see the module docstring)."""
+    views = core_views(graph, placement)
+    steps, samples = graph.time_steps, trace.samples
+    counts = {k: np.zeros((len(views), steps, samples)) for k in COUNTS}
+    row = {v.core: i for i, v in enumerate(views)}
+    owner = {}  # unit -> flat element -> row of the core that emits it
+    for v in views:
+        owner.setdefault(v.unit, np.full(int(np.prod(trace.types[v.unit].shape)), -1))[v.owned[v.unit]] = row[v.core]
+    cache: dict[str, np.ndarray] = {}
+
+    def events(name: str) -> np.ndarray | None:
+        """``[T, B, N]`` float64 non-zero indicators of a streamed value (None for a static one)."""
+        if trace.types[name].time != "stream":
+            return None
+        if name not in cache:
+            cache[name] = (trace.values[name] != 0).flatten(2).to(torch.float64).numpy()
+        return cache[name]
+
+    position = [tile_position(v.core, target) for v in views]
+
+    for i, v in enumerate(views):
+        for member, outputs in v.owned.items():
+            op, src = graph.op(member), graph.nodes[member].inputs[0]
+            kind = op.type_name()
+            if kind in SYNAPSES and events(src) is not None:
+                fan = fan_out(op, tuple(trace.types[src].shape), outputs).flatten().numpy()
+                counts["synaptic_ops"][i] += events(src) @ fan
+            elif kind in ATTENTION:
+                share = len(outputs) / int(np.prod(trace.types[member].shape))
+                args = [trace.values[s] for s in graph.nodes[member].inputs]
+                counts["attention_accumulates"][i] += attention_accumulates(op, args).double().numpy() * share
+            if member in trace.active:
+                active = trace.active[member].flatten(2)[:, :, outputs].sum(2).to(torch.float64).numpy()
+                counts["neuron_updates_active"][i] += active
+                counts["neuron_updates_inactive"][i] += len(outputs) - active
+        if events(v.unit) is not None:
+            counts["events_out"][i] += events(v.unit)[:, :, v.owned[v.unit]].sum(2)
+        for src, mask in v.reads.items():
+            if events(src) is None:
+                continue
+            if src not in owner:  # a host node
+                counts["host_messages_in"][i] += events(src)[:, :, mask].sum(2)
+                continue
+            for j in np.unique(owner[src][mask]):
+                sent = events(src)[:, :, mask & (owner[src] == j)].sum(2)
+                (chip_a, xa, ya), (chip_b, xb, yb) = position[j], position[i]
+                counts["messages_out"][j] += sent
+                if chip_a != chip_b:
+                    counts["messages_between_chips"][j] += sent
+                else:
+                    counts["hops_ew"][j] += sent * abs(xa - xb)
+                    counts["hops_ns"][j] += sent * abs(ya - yb)
+    return CoreActivity(tuple(v.core for v in views), **counts)
+
+
+__all__ = ["CoreActivity", "core_activity", "tile_position", "COUNTS"]

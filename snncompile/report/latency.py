@@ -1,0 +1,110 @@
+"""Cycle-approximate latency, mesh and static energy from per-core counts (:mod:`cores`) and a chip target.
+
+Per core ``c``, timestep ``t`` and sample ``b`` (figures from ``targets/``)::
+
+    busy[c, t, b] = synaptic_op_time            * (synaptic_ops + attention_accumulates)
+                  + neuron_update_time_active   * neuron_updates_active
+                  + neuron_update_time_inactive * neuron_updates_inactive
+                  + spike_latency_within_tile   * messages_out
+    step[t, b]    = max_c busy[c, t, b] + barrier
+    barrier       = barrier_sync_time_one_tile + (full_chip - one_tile) * (tiles - 1) / (tiles_per_chip - 1)
+
+The cores of a step run in parallel and the step ends at a barrier, so the slowest core sets the pace;
+``tiles`` is the number of tiles the placement uses (on several chips: the full-chip figure, and the
+chip-to-chip barrier is listed as not modelled). A sample takes ``sum_t step[t, b]``; throughput is one
+sample after another (``1 / mean latency``: no pipelining of samples). Energy the counts alone cannot
+price: mesh hops (``tile_hop_energy_ew`` / ``_ns`` per hop) and static power
+(``static_power_per_chip * chips * latency``; mW x ns = pJ).
+
+Attention accumulates are timed as synaptic operations (no separate figure exists), the same choice as
+``cost.PRICES``. Message traversal time across the mesh overlaps with the cores' work and is not added.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..targets import Target, load_target
+from .cores import CoreActivity, tile_position
+
+TIMES = {"synaptic_ops": "synaptic_op_time", "attention_accumulates": "synaptic_op_time",
+         "neuron_updates_active": "neuron_update_time_active",
+         "neuron_updates_inactive": "neuron_update_time_inactive", "messages_out": "spike_latency_within_tile"}
+ENERGIES = {"hops_ew": "tile_hop_energy_ew", "hops_ns": "tile_hop_energy_ns"}
+
+
+@dataclass(frozen=True)
+class LatencyEstimate:
+    """Latency per sample (ns) and what sets it; mesh and static energy per sample (pJ); the figures used."""
+
+    target: str
+    time_steps: int
+    step_ns: list[float]                  #: per step, mean over samples (slowest core + barrier)
+    per_sample_ns: float                  #: mean over samples
+    per_sample_ns_min: float
+    per_sample_ns_max: float
+    barrier_ns: float
+    slowest_core: list[int]               #: per step, the core that is slowest in most samples
+    core_busy_ns: dict[int, float]        #: per core, busy time per sample summed over steps (mean)
+    energy_pj: dict[str, float]           #: mesh hops and static energy per sample
+    figures: dict[str, dict] = field(default_factory=dict)
+    not_modelled: tuple[str, ...] = ()
+
+    @property
+    def throughput_samples_per_s(self) -> float:
+        return 1e9 / self.per_sample_ns if self.per_sample_ns > 0 else float("inf")
+
+    def to_dict(self) -> dict:
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        out["core_busy_ns"] = {str(k): v for k, v in self.core_busy_ns.items()}
+        out["throughput_samples_per_s"] = self.throughput_samples_per_s
+        return out
+
+
+def _figure(target: Target, key: str, used: dict) -> float:
+    fig = getattr(target, key)
+    if fig is None:
+        raise ValueError(f"target {target.name!r} gives no {key}: it is needed for the latency estimate")
+    used[key] = {"value": fig.value, "unit": fig.unit, "status": fig.status, "source": fig.source}
+    return float(fig.value)
+
+
+def barrier_ns(tiles: int, target: Target, used: dict) -> float:
+    """The timestep barrier over ``tiles`` tiles, interpolated between the one-tile and full-chip figures."""
+    one = _figure(target, "barrier_sync_time_one_tile", used)
+    full = _figure(target, "barrier_sync_time_full_chip", used)
+    span = target.tiles_per_chip.value - 1
+    return one + (full - one) * min(max(tiles - 1, 0), span) / span if span > 0 else full
+
+
+def estimate_latency(cores: CoreActivity, target: Target | str) -> LatencyEstimate:
+    """Price ``cores`` (per-core counts on a placement for ``target``) with ``target``'s time, hop and static figures."""
+    target = load_target(target) if isinstance(target, str) else target
+    if target.kind != "chip":
+        raise ValueError(f"target {target.name!r} ({target.kind}) has no timing: latency needs a chip target")
+    used: dict[str, dict] = {}
+    busy = sum(getattr(cores, count) * _figure(target, key, used) for count, key in TIMES.items())  # [C, T, B]
+    positions = {tile_position(c, target) for c in cores.cores}  # the tiles in use: (chip, x, y)
+    chips = len({p[0] for p in positions})
+    not_modelled = ["chip-to-chip barrier and links"] if chips > 1 else []
+    barrier = barrier_ns(len(positions) if chips == 1 else target.tiles_per_chip.value, target, used)
+    step = busy.max(axis=0) + barrier  # [T, B]
+    per_sample = step.sum(axis=0)
+    slowest = busy.argmax(axis=0)  # [T, B]
+    slowest_core = [int(cores.cores[np.bincount(row, minlength=len(cores.cores)).argmax()]) for row in slowest]
+    energy = {count: float(getattr(cores, count).sum() / cores.samples) * _figure(target, key, used)
+              for count, key in ENERGIES.items()}
+    if target.static_power_per_chip is not None:
+        energy["static"] = _figure(target, "static_power_per_chip", used) * chips * float(per_sample.mean())
+    else:
+        not_modelled.append("static power (the target gives no figure)")
+    if cores.messages_between_chips.any():
+        not_modelled.append("chip-to-chip message energy")
+    return LatencyEstimate(target.name, step.shape[0], step.mean(axis=1).tolist(), float(per_sample.mean()),
+                           float(per_sample.min()), float(per_sample.max()), barrier, slowest_core,
+                           {c: float(b) for c, b in zip(cores.cores, busy.sum(axis=1).mean(axis=1))},
+                           energy, used, tuple(not_modelled))
+
+
+__all__ = ["LatencyEstimate", "estimate_latency", "barrier_ns", "TIMES", "ENERGIES"]
