@@ -6,8 +6,12 @@ the first training samples); place it on the target and check the design rules; 
 on the whole test split with the reference simulator; run the first ``lava_samples`` test samples on Lava
 (fused) and check that every output equals the reference simulator's; on the first ``samples`` test
 samples compare the float and the integer graph's spike trains per neuron layer (the integer graph
-unscheduled, so both are read on the same steps), count the integer graph's activity (``count_activity``)
-and price it for the target and the 45 nm convention (``cost.price``).
+unscheduled, so both are read on the same steps), count the integer graph's activity (``count_activity``),
+split it over the placement's cores (``core_activity``), estimate latency, mesh and static energy
+(``estimate_latency``) and price it for the target, the 45 nm convention and the ANN equivalent (``cost``).
+
+Schema history: ``/1`` had no ``latency``, ``placement.per_core``, ``energy[...].per_node_pj`` or
+``energy["ann"]``; docs/report_schema.md describes every field.
 """
 from __future__ import annotations
 
@@ -29,10 +33,12 @@ from ..passes import lower_to_loihi
 from ..passes.schedule import unschedule
 from ..sim.dataset import evaluate_graph, graph_feeds
 from ..targets import load_target
-from .cost import price
-from .counts import count_activity
+from .cores import core_activity
+from .cost import price_ann, price_nodes
+from .counts import count_activity, trace_run
+from .latency import estimate_latency
 
-SCHEMA = "snncompile-run-report/1"
+SCHEMA = "snncompile-run-report/2"
 
 
 @dataclass
@@ -45,11 +51,12 @@ class JobReport:
     integer_accuracy: float
     test_samples: int
     lava: dict
-    placement: dict
+    placement: dict                    #: cores, chips, per_core (loads, capacities, busy time)
     violations: list[str]
     layers: list[dict]                 #: per neuron layer: float / integer firing rate, spike agreement
     activity: dict                     #: the integer graph's counts (``Activity.to_dict()``)
-    energy: dict                       #: per target: ``EnergyEstimate.to_dict()`` (the target and cmos45)
+    energy: dict                       #: the target, cmos45 and "ann": ``EnergyEstimate.to_dict()``
+    latency: dict                      #: ``LatencyEstimate.to_dict()`` on the target
     files: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -72,6 +79,19 @@ def _layers(float_graph, integer, feeds_float, feeds_int) -> list[dict]:
             rows.append({"node": name, "float_rate": float(x.abs().mean()), "integer_rate": float(y.abs().mean()),
                          "agreement": float((x == y).double().mean())})
     return rows
+
+
+def _per_core(placement, chip, latency) -> list[dict]:
+    """Each core's load beside the target's per-core capacities, and its busy time per sample."""
+    def cap(figure, scale=1):
+        return None if figure is None else figure.value * scale
+
+    return [{"core": c.core, "chip": c.chip, "node": c.node, "neurons": c.neurons,
+             "neuron_capacity": cap(chip.neurons_per_core), "synaptic_bytes": c.synaptic_bytes,
+             "synaptic_capacity_bytes": cap(chip.synaptic_memory_per_core, 1024),
+             "fan_in_axons": c.fan_in_axons, "fan_in_capacity": cap(chip.fan_in_axons_per_core),
+             "fan_out_axons": c.fan_out_axons, "fan_out_capacity": cap(chip.fan_out_axons_per_core),
+             "busy_ns": latency.core_busy_ns.get(c.core, 0.0)} for c in placement.cores]
 
 
 def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int = 64,
@@ -101,16 +121,23 @@ def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int
     x = _stack(test_set, samples)
     feeds_int = graph_feeds(integer, x)
     layers = timed("spike agreement", lambda: _layers(graph, integer, graph_feeds(graph, x), feeds_int))
-    activity = timed("activity counts", lambda: count_activity(integer, feeds_int))
+    trace = timed("activity counts", lambda: trace_run(integer, feeds_int))
+    activity = count_activity(integer, trace=trace)
+    chip = load_target(target)
+    latency = timed("latency estimate", lambda: estimate_latency(core_activity(integer, placement, trace, chip),
+                                                                 chip))
     out_dir.mkdir(parents=True, exist_ok=True)
     artifact = ir_io.save(integer, out_dir / f"{name}.loihi.snnir")
     report = JobReport(model=name, target=target, float_accuracy=float_eval.accuracy,
                        integer_accuracy=int_eval.accuracy, test_samples=len(test_set),
                        lava={k: lava[k] for k in ("accuracy", "total", "identical_to_reference", "granularity")},
-                       placement={"cores": placement.cores_used, "chips": placement.chips_used},
+                       placement={"cores": placement.cores_used, "chips": placement.chips_used,
+                                  "per_core": _per_core(placement, chip, latency)},
                        violations=violations, layers=layers, activity=activity.to_dict(),
-                       energy={t: price(activity.totals, activity.samples, t).to_dict() for t in (target, "cmos45")},
-                       seconds=seconds)
+                       energy={target: price_nodes(activity, chip).plus(latency.energy_pj, latency.figures).to_dict(),
+                               "cmos45": price_nodes(activity, "cmos45").to_dict(),
+                               "ann": price_ann(activity, "cmos45").to_dict()},
+                       latency=latency.to_dict(), seconds=seconds)
     report.files = {"graph": str(artifact), "placement": str(save_placement(placement, artifact)),
                     "report": str(out_dir / f"{name}.report.json")}
     Path(report.files["report"]).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
