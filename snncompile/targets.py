@@ -47,7 +47,7 @@ FIGURE_KEYS = ("value", "unit", "source", "status", "note")
 class Figure:
     """One number with its unit and provenance."""
 
-    value: int | float
+    value: int | float | dict  # a table figure: {count: value}
     unit: str
     source: str
     status: str
@@ -60,7 +60,7 @@ class Key:
 
     section: str
     unit: str
-    type: type           # int or float (a TOML integer is accepted for float)
+    type: type           # int, float (a TOML integer is accepted), or dict: a table {count: value}
     bounds: tuple[float | None, float | None]  # inclusive (low, high); None = unbounded
     kinds: tuple[str, ...]
     required: bool
@@ -109,6 +109,8 @@ SCHEMA: dict[str, Key] = {k: Key(*row) for k, row in {
     "spike_energy_within_tile": ("energy", "pJ", float, NONNEG, CHIP, REQ, "energy per spike within a tile"),
     "tile_hop_energy_ew": ("energy", "pJ", float, NONNEG, CHIP, REQ, "energy per east-west tile hop"),
     "tile_hop_energy_ns": ("energy", "pJ", float, NONNEG, CHIP, REQ, "energy per north-south tile hop"),
+    "message_energy": ("energy", "pJ", float, NONNEG, CHIP, OPT,
+                       "energy per message one core sends another (one per spike and destination core)"),
     "static_power_per_chip": ("energy", "mW", float, NONNEG, CHIP, OPT, "static (leakage) power per chip"),
     "mac_energy": ("energy", "pJ", float, NONNEG, CONV, REQ, "energy per fp32 multiply-accumulate"),
     "ac_energy": ("energy", "pJ", float, NONNEG, CONV, REQ, "energy per fp32 accumulate"),
@@ -124,6 +126,11 @@ SCHEMA: dict[str, Key] = {k: Key(*row) for k, row in {
     "tile_hop_latency_ns": ("time", "ns", float, NONNEG, CHIP, REQ, "latency per north-south tile hop"),
     "barrier_sync_time_one_tile": ("time", "ns", float, NONNEG, CHIP, REQ, "timestep barrier over one tile"),
     "barrier_sync_time_full_chip": ("time", "ns", float, NONNEG, CHIP, REQ, "timestep barrier over all tiles"),
+    "barrier_sync_time_by_tiles": ("time", "ns", dict, NONNEG, CHIP, OPT,
+                                   "timestep barrier by tiles in use: {tiles: ns}, the entry for the most tiles "
+                                   "not above those in use applies"),
+    "message_time": ("time", "ns", float, NONNEG, CHIP, OPT, "sender-side time per message sent"),
+    "message_receive_time": ("time", "ns", float, NONNEG, CHIP, OPT, "receiver-side time per message received"),
     "spike_bandwidth_per_tile": ("time", "Gspike/s", float, NONNEG, CHIP, OPT, "cross-sectional spike bandwidth"),
 }.items()}
 SECTIONS = tuple(dict.fromkeys(k.section for k in SCHEMA.values()))
@@ -162,7 +169,9 @@ def _figure(where: str, raw, key: Key, problems: list[str]) -> Figure | None:
                  if a not in FIGURE_KEYS]
     problems += [f"{where}.{a}: missing" for a in FIGURE_KEYS[:4] if a not in raw]
     value, unit, status = raw.get("value"), raw.get("unit"), raw.get("status")
-    if "value" in raw:
+    if "value" in raw and key.type is dict:
+        value = _table(f"{where}.value", value, key, problems)
+    elif "value" in raw:
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if not numeric or (key.type is int and not isinstance(value, int)):
             problems.append(f"{where}.value: expected {key.type.__name__}, got {value!r}")
@@ -181,7 +190,25 @@ def _figure(where: str, raw, key: Key, problems: list[str]) -> Figure | None:
         problems.append(f"{where}.note: required when status is {status!r} (say how or whence)")
     if len(problems) > before:
         return None
-    return Figure(key.type(value), unit, raw["source"].strip(), status, raw.get("note", "").strip())
+    return Figure(value if key.type is dict else key.type(value), unit, raw["source"].strip(), status,
+                  raw.get("note", "").strip())
+
+
+def _table(where: str, value, key: Key, problems: list[str]) -> dict[int, float] | None:
+    """A table figure's value: TOML ``{"1" = 600, "4" = 1400}`` -> ``{1: 600.0, 4: 1400.0}``."""
+    if not isinstance(value, dict) or not value:
+        problems.append(f"{where}: expected a non-empty table of {{count = value}}, got {value!r}")
+        return None
+    table = {}
+    for k, v in value.items():
+        if not (k.isdigit() and int(k) >= 1):
+            problems.append(f"{where}.{k}: the key must be a positive integer count")
+        elif not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                  and (key.bounds[0] is None or v >= key.bounds[0])):
+            problems.append(f"{where}.{k}: expected a number >= {key.bounds[0]}, got {v!r}")
+        else:
+            table[int(k)] = float(v)
+    return dict(sorted(table.items()))
 
 
 def parse_target(raw: dict, path: Path | str) -> Target:

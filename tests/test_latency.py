@@ -107,29 +107,45 @@ def synthetic(**counts) -> CoreActivity:
 
 def test_step_time_is_the_slowest_core_plus_the_barrier():
     t = load_target("loihi1")
-    # 2 cores, 2 steps, 1 sample; Table 2: 3.5 ns a synaptic op, 8.4 / 5.3 ns an active / idle update,
-    # 2.1 ns a spike within the tile
+    # 2 cores, 2 steps, 1 sample; Table 2: 3.5 ns a synaptic op (input side), 8.4 / 5.3 ns an active / idle
+    # update and 2.1 ns a spike (output side); loihi1 gives no per-message times
     cores = synthetic(synaptic_ops=[[[10], [0]], [[0], [40]]], neuron_updates_active=[[[2], [0]], [[0], [1]]],
-                      neuron_updates_inactive=[[[1], [3]], [[3], [2]]], messages_out=[[[3], [0]], [[0], [0]]])
+                      neuron_updates_inactive=[[[1], [3]], [[3], [2]]], events_out=[[[3], [0]], [[0], [0]]],
+                      messages_out=[[[3], [0]], [[0], [0]]])
     est = estimate_latency(cores, t)
-    busy0 = [10 * 3.5 + 2 * 8.4 + 1 * 5.3 + 3 * 2.1, 3 * 5.3]   # 63.4, 15.9
-    busy1 = [3 * 5.3, 40 * 3.5 + 8.4 + 2 * 5.3]                 # 15.9, 159.0
+    # core 0: step 0 receive 35.0 vs send 2*8.4 + 5.3 + 3*2.1 = 28.4; step 1 send 3*5.3 = 15.9
+    # core 1: step 0 send 15.9; step 1 receive 140.0 vs send 8.4 + 2*5.3 = 19.0
+    busy = {0: [35.0, 15.9], 1: [15.9, 140.0]}
     assert est.barrier_ns == 113.0  # both cores on tile 0
-    assert est.step_ns == pytest.approx([busy0[0] + 113, busy1[1] + 113])
-    assert est.per_sample_ns == pytest.approx(busy0[0] + busy1[1] + 226)
+    assert est.step_ns == pytest.approx([35.0 + 113, 140.0 + 113])
+    assert est.per_sample_ns == pytest.approx(35.0 + 140.0 + 226)
     assert est.slowest_core == [0, 1]
-    assert est.core_busy_ns == pytest.approx({0: sum(busy0), 1: sum(busy1)})
+    assert est.core_busy_ns == pytest.approx({c: sum(b) for c, b in busy.items()})
     assert est.throughput_samples_per_s == pytest.approx(1e9 / est.per_sample_ns)
     # static: 104 mW x 1 chip x latency (mW x ns = pJ)
     assert est.energy_pj["static"] == pytest.approx(104 * est.per_sample_ns)
+    assert "messages" not in est.energy_pj  # loihi1 prices spikes, not messages
     assert est.figures["synaptic_op_time"]["status"] == "pre-silicon"
     json.dumps(est.to_dict())
+
+
+def test_per_message_times_and_energy_where_the_target_gives_them():
+    t = load_target("loihi1-sanafe")  # 16 ns a message received, 5.1 ns a message sent, 111 pJ a message
+    cores = synthetic(synaptic_ops=[[[10]]], messages_in=[[[2]]], host_messages_in=[[[1]]],
+                      neuron_updates_inactive=[[[20]]], events_out=[[[1]]], messages_out=[[[4]]])
+    est = estimate_latency(cores, t)
+    receive, send = 2 * 16 + 10 * 3.8, 20 * 6.0 + 1 * 30.0 + 4 * 5.1   # 70.0, 170.4
+    assert est.step_ns == pytest.approx([max(receive, send) + 600])
+    assert est.energy_pj["messages"] == pytest.approx((4 + 1) * 111.0)  # sent core to core and from the host
+    assert "static" not in est.energy_pj and est.not_modelled == ("static power (the target gives no figure)",)
 
 
 def test_barrier_grows_with_the_tiles_in_use_and_hops_are_priced():
     t = load_target("loihi1")
     assert barrier_ns(1, t, {}) == 113 and barrier_ns(32, t, {}) == 465
     assert barrier_ns(16, t, {}) == pytest.approx(113 + 352 * 15 / 31)
+    table = load_target("loihi1-sanafe")  # SANA-FE's step table {1: 600, 2: 1000, 4: 1400, 29: 1800}
+    assert [barrier_ns(n, table, {}) for n in (1, 2, 3, 4, 28, 29, 32)] == [600, 1000, 1000, 1400, 1400, 1800, 1800]
     cores = synthetic(hops_ew=[[[4], [0]]], hops_ns=[[[1], [2]]])
     assert estimate_latency(cores, t).energy_pj["hops_ew"] == pytest.approx(4 * 3.0)
     assert estimate_latency(cores, t).energy_pj["hops_ns"] == pytest.approx(3 * 4.0)

@@ -15,7 +15,8 @@
   update at that step is active (input, carried state or bias) or idle (``counts.active_neurons``). Exact.
 - ``events_out``: the non-zero values the unit's slice emits (spikes, or graded messages from attention
   and arithmetic units); ``messages_out``: one message per event and destination core that reads that
-  element (Loihi sends a spike once to each core on its fan-out list); ``hops_ew`` / ``hops_ns``: those
+  element (Loihi sends a spike once to each core on its fan-out list); ``messages_in``: the messages a core
+  receives, from other cores and from the host; ``hops_ew`` / ``hops_ns``: those
   messages' east-west and north-south mesh hops (Manhattan routing between the cores' tiles on one chip);
   ``messages_between_chips``: messages whose destination core is on another chip (no per-hop figure
   exists for chip-to-chip links: counted, never priced); ``host_messages_in``: events arriving from the
@@ -37,7 +38,7 @@ from ..targets import Target
 from .counts import ATTENTION, SYNAPSES, Trace, attention_accumulates, fan_out
 
 COUNTS = ("synaptic_ops", "attention_accumulates", "neuron_updates_active", "neuron_updates_inactive", "events_out",
-          "messages_out", "hops_ew", "hops_ns", "messages_between_chips", "host_messages_in")
+          "messages_out", "messages_in", "hops_ew", "hops_ns", "messages_between_chips", "host_messages_in")
 
 
 @dataclass
@@ -52,6 +53,7 @@ class CoreActivity:
     neuron_updates_inactive: np.ndarray
     events_out: np.ndarray
     messages_out: np.ndarray
+    messages_in: np.ndarray
     hops_ew: np.ndarray
     hops_ns: np.ndarray
     messages_between_chips: np.ndarray
@@ -123,12 +125,15 @@ def core_activity(graph: Graph, placement: Placement, trace: Trace, target: Targ
             if events(src) is None:
                 continue
             if src not in owner:  # a host node
-                counts["host_messages_in"][i] += events(src)[:, :, mask].sum(2)
+                received = events(src)[:, :, mask].sum(2)
+                counts["host_messages_in"][i] += received
+                counts["messages_in"][i] += received
                 continue
             for j in np.unique(owner[src][mask]):
                 sent = events(src)[:, :, mask & (owner[src] == j)].sum(2)
                 (chip_a, xa, ya), (chip_b, xb, yb) = position[j], position[i]
                 counts["messages_out"][j] += sent
+                counts["messages_in"][i] += sent
                 if chip_a != chip_b:
                     counts["messages_between_chips"][j] += sent
                 else:

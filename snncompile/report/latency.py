@@ -1,23 +1,32 @@
-"""Cycle-approximate latency, mesh and static energy from per-core counts (:mod:`cores`) and a chip target.
+"""Cycle-approximate latency, mesh, message and static energy from per-core counts (:mod:`cores`) and a chip
+target.
 
-Per core ``c``, timestep ``t`` and sample ``b`` (figures from ``targets/``)::
+A Loihi core is a pipeline: its input side (message receipt, synaptic accumulation) and its output side
+(neuron updates, spike generation, messages out) work at the same time, so a core's time in a step is the
+longer of the two (SANA-FE's Loihi model times them the same way). Per core ``c``, timestep ``t``, sample
+``b`` (figures from ``targets/``; an optional figure a target does not give costs nothing)::
 
-    busy[c, t, b] = synaptic_op_time            * (synaptic_ops + attention_accumulates)
-                  + neuron_update_time_active   * neuron_updates_active
-                  + neuron_update_time_inactive * neuron_updates_inactive
-                  + spike_latency_within_tile   * messages_out
-    step[t, b]    = max_c busy[c, t, b] + barrier
-    barrier       = barrier_sync_time_one_tile + (full_chip - one_tile) * (tiles - 1) / (tiles_per_chip - 1)
+    receive[c, t, b] = message_receive_time        * messages_in
+                     + synaptic_op_time            * (synaptic_ops + attention_accumulates)
+    send[c, t, b]    = neuron_update_time_active   * neuron_updates_active
+                     + neuron_update_time_inactive * neuron_updates_inactive
+                     + spike_latency_within_tile   * events_out
+                     + message_time                * messages_out
+    busy[c, t, b]    = max(receive, send)
+    step[t, b]       = max_c busy[c, t, b] + barrier(tiles in use)
 
-The cores of a step run in parallel and the step ends at a barrier, so the slowest core sets the pace;
-``tiles`` is the number of tiles the placement uses (on several chips: the full-chip figure, and the
-chip-to-chip barrier is listed as not modelled). A sample takes ``sum_t step[t, b]``; throughput is one
-sample after another (``1 / mean latency``: no pipelining of samples). Energy the counts alone cannot
-price: mesh hops (``tile_hop_energy_ew`` / ``_ns`` per hop) and static power
+The cores of a step run in parallel and the step ends at a barrier, so the slowest core sets the pace. The
+barrier is ``barrier_sync_time_by_tiles`` where the target gives that table (the entry for the most tiles
+not above those in use), else a line from ``barrier_sync_time_one_tile`` to ``_full_chip``; on several chips
+the full-chip figure, the chip-to-chip barrier listed as not modelled. A sample takes ``sum_t step[t, b]``;
+throughput is one sample after another (``1 / mean latency``: samples are not pipelined).
+
+Energy the whole-graph counts cannot price: mesh hops (``tile_hop_energy_ew`` / ``_ns`` per hop), messages
+(``message_energy`` per message sent core to core or from the host) and static power
 (``static_power_per_chip * chips * latency``; mW x ns = pJ).
 
 Attention accumulates are timed as synaptic operations (no separate figure exists), the same choice as
-``cost.PRICES``. Message traversal time across the mesh overlaps with the cores' work and is not added.
+``cost.PRICES``. Message transit across the mesh overlaps with the cores' work and is not added.
 """
 from __future__ import annotations
 
@@ -28,10 +37,11 @@ import numpy as np
 from ..targets import Target, load_target
 from .cores import CoreActivity, tile_position
 
-TIMES = {"synaptic_ops": "synaptic_op_time", "attention_accumulates": "synaptic_op_time",
-         "neuron_updates_active": "neuron_update_time_active",
-         "neuron_updates_inactive": "neuron_update_time_inactive", "messages_out": "spike_latency_within_tile"}
-ENERGIES = {"hops_ew": "tile_hop_energy_ew", "hops_ns": "tile_hop_energy_ns"}
+RECEIVE = {"messages_in": "message_receive_time", "synaptic_ops": "synaptic_op_time",
+           "attention_accumulates": "synaptic_op_time"}
+SEND = {"neuron_updates_active": "neuron_update_time_active", "neuron_updates_inactive": "neuron_update_time_inactive",
+        "events_out": "spike_latency_within_tile", "messages_out": "message_time"}
+ENERGIES = {"hops_ew": "tile_hop_energy_ew", "hops_ns": "tile_hop_energy_ns", "messages": "message_energy"}
 
 
 @dataclass(frozen=True)
@@ -62,16 +72,22 @@ class LatencyEstimate:
         return out
 
 
-def _figure(target: Target, key: str, used: dict) -> float:
+def _figure(target: Target, key: str, used: dict, optional: bool = False):
     fig = getattr(target, key)
     if fig is None:
+        if optional:
+            return 0.0
         raise ValueError(f"target {target.name!r} gives no {key}: it is needed for the latency estimate")
     used[key] = {"value": fig.value, "unit": fig.unit, "status": fig.status, "source": fig.source}
-    return float(fig.value)
+    return fig.value if isinstance(fig.value, dict) else float(fig.value)
 
 
 def barrier_ns(tiles: int, target: Target, used: dict) -> float:
-    """The timestep barrier over ``tiles`` tiles, interpolated between the one-tile and full-chip figures."""
+    """The timestep barrier over ``tiles`` tiles: the target's table entry for the most tiles not above
+    ``tiles``, or a line between the one-tile and full-chip figures."""
+    if target.barrier_sync_time_by_tiles is not None:
+        table = _figure(target, "barrier_sync_time_by_tiles", used)
+        return table[max([k for k in table if k <= tiles] or [min(table)])]
     one = _figure(target, "barrier_sync_time_one_tile", used)
     full = _figure(target, "barrier_sync_time_full_chip", used)
     span = target.tiles_per_chip.value - 1
@@ -84,7 +100,10 @@ def estimate_latency(cores: CoreActivity, target: Target | str) -> LatencyEstima
     if target.kind != "chip":
         raise ValueError(f"target {target.name!r} ({target.kind}) has no timing: latency needs a chip target")
     used: dict[str, dict] = {}
-    busy = sum(getattr(cores, count) * _figure(target, key, used) for count, key in TIMES.items())  # [C, T, B]
+    def stage(times: dict) -> np.ndarray:  # [C, T, B] ns
+        return sum(getattr(cores, count) * _figure(target, key, used, optional=True) for count, key in times.items())
+
+    busy = np.maximum(stage(RECEIVE), stage(SEND))
     positions = {tile_position(c, target) for c in cores.cores}  # the tiles in use: (chip, x, y)
     chips = len({p[0] for p in positions})
     not_modelled = ["chip-to-chip barrier and links"] if chips > 1 else []
@@ -93,8 +112,10 @@ def estimate_latency(cores: CoreActivity, target: Target | str) -> LatencyEstima
     per_sample = step.sum(axis=0)
     slowest = busy.argmax(axis=0)  # [T, B]
     slowest_core = [int(cores.cores[np.bincount(row, minlength=len(cores.cores)).argmax()]) for row in slowest]
-    energy = {count: float(getattr(cores, count).sum() / cores.samples) * _figure(target, key, used)
-              for count, key in ENERGIES.items()}
+    sent = {"hops_ew": cores.hops_ew, "hops_ns": cores.hops_ns,
+            "messages": cores.messages_out + cores.host_messages_in}
+    energy = {count: float(sent[count].sum() / cores.samples) * _figure(target, key, used)
+              for count, key in ENERGIES.items() if getattr(target, key) is not None}
     if target.static_power_per_chip is not None:
         energy["static"] = _figure(target, "static_power_per_chip", used) * chips * float(per_sample.mean())
     else:
@@ -107,4 +128,4 @@ def estimate_latency(cores: CoreActivity, target: Target | str) -> LatencyEstima
                            energy, used, tuple(not_modelled))
 
 
-__all__ = ["LatencyEstimate", "estimate_latency", "barrier_ns", "TIMES", "ENERGIES"]
+__all__ = ["LatencyEstimate", "estimate_latency", "barrier_ns", "RECEIVE", "SEND", "ENERGIES"]
