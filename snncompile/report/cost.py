@@ -78,10 +78,12 @@ def price(totals: Mapping[str, int], samples: int, target: Target | str) -> Ener
 
 
 def price_nodes(activity, target: Target | str) -> EnergyEstimate:
-    """:func:`price` of ``activity``'s totals with ``per_node_pj``: each node's own counts priced alike."""
+    """:func:`price` of an activity's totals with ``per_node_pj``: each node's own counts priced alike.
+    ``activity``: an ``Activity`` or its ``to_dict()`` form (a stored report re-priced without re-simulating)."""
     target = load_target(target) if isinstance(target, str) else target
-    whole = price(activity.totals, activity.samples, target)
-    per_node = {n: price(t, activity.samples, target).total_pj for n, t in activity.node_totals().items()}
+    counts = activity if isinstance(activity, Mapping) else activity.to_dict()
+    whole = price(counts["totals"], counts["samples"], target)
+    per_node = {n: price(t, counts["samples"], target).total_pj for n, t in counts["node_totals"].items()}
     return EnergyEstimate(whole.target, whole.per_sample_pj, whole.figures, whole.unpriced, per_node)
 
 

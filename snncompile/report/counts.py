@@ -217,7 +217,7 @@ class Activity:
     def to_dict(self) -> dict:
         """A JSON-ready form (plain ints, lists and strings)."""
         return {"samples": self.samples, "time_steps": self.time_steps, "totals": self.totals,
-                **{f: {n: c.to_dict() for n, c in getattr(self, f).items()}
+                "node_totals": self.node_totals(), **{f: {n: c.to_dict() for n, c in getattr(self, f).items()}
                    for f in ("spikes", "synapses", "neurons", "attention")}}
 
 
