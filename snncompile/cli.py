@@ -24,6 +24,7 @@ from .ir import io as ir_io
 from .passes import PIPELINES, PassContext, PassError, lower_to_loihi, verify_pipeline
 from .passes.verify import render, to_json as verify_json
 from .report.job import run_job
+from .report.render import ReportError, load_report, render_html, render_terminal, reprice
 from .sim.dataset import graph_feeds
 from .sim.distributed import evaluate_distributed, launched
 from .train.trainer import evaluate, train
@@ -38,7 +39,7 @@ console = Console()
 
 USER_ERRORS = (ConfigError, CheckpointError, DataError, ExportError, GraphError, ir_io.IRFileError,
                NIRExportError, NIRImportError, OnnxExportError, PassError, DesignRuleError, PlacementError,
-               FileNotFoundError)
+               FileNotFoundError, ReportError)
 EXIT_USER_ERROR = 2
 
 ModelArg = typer.Argument(DEFAULT_MODEL, help="zoo model name (see `snncompile models`) or checkpoint file")
@@ -121,7 +122,8 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
             lava_samples: int = typer.Option(8, help="test samples run on Lava and checked against the reference"),
             out_dir: Path = typer.Option(Path("runs"), "--out-dir", help="where the graph and report go")) -> None:
     """The main job on a model: evaluate it in float, lower it to integers, place it on the target, simulate
-    the test set, check a few samples on Lava, and report per-layer activity (terminal and JSON)."""
+    the test set, check a few samples on Lava, count activity, estimate energy and latency, and report it
+    (terminal tables, JSON, an HTML page with plots)."""
     loaded, data = _load(model, attention, dataset, data_root)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
@@ -129,24 +131,17 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     with console.status("starting") as status:
         report = run_job(loaded, train_set, test_set, target=target, samples=samples, lava_samples=lava_samples,
                          out_dir=out_dir, step=lambda message: status.update(f"{message}..."))
-    table = Table("neuron layer", "float rate", "integer rate", "spike agreement",
-                  title=f"spiking activity on {min(samples, len(test_set))} test samples (float vs integer)")
-    for row in report.layers:
-        table.add_row(row["node"], f"{row['float_rate']:.4f}", f"{row['integer_rate']:.4f}", f"{row['agreement']:.4f}")
-    console.print(table)
-    cfg, totals = loaded.config, report.activity["totals"]
-    console.print(f"model {report.model} ({cfg.attention}, T={cfg.time_steps}, dim={cfg.dim}, layers={cfg.layers}) "
-                  f"on {report.test_samples} {data.dataset} test samples: float test accuracy "
-                  f"{report.float_accuracy:.2%}, integer {report.integer_accuracy:.2%}")
-    console.print(f"Lava ({report.lava['granularity']}): outputs identical to the reference simulator on "
-                  f"{report.lava['identical_to_reference']}/{report.lava['total']} samples; placement on {target}: "
-                  f"{report.placement['cores']} cores, {len(report.violations)} design-rule violation(s)")
-    console.print(f"per sample: {totals['ACs'] / max(report.activity['samples'], 1):,.0f} synaptic ACs, "
-                  f"{totals['attention_accumulates'] / max(report.activity['samples'], 1):,.0f} attention "
-                  f"accumulates, {totals['host_MACs'] / max(report.activity['samples'], 1):,.0f} host MACs")
-    energy = ", ".join(f"{t} {e['total_pj'] / 1e6:.2f} uJ" for t, e in report.energy.items())
-    console.print(f"energy per sample (priced counts; see the report for what each target leaves unpriced): {energy}")
-    console.print(f"report: {report.files['report']} (graph {report.files['graph']})")
+    _show_report(report.to_dict(), Path(report.files["report"]))
+    console.print(f"compiled graph: {report.files['graph']} (placement {report.files['placement']})")
+
+
+def _show_report(report: dict, path: Path, html: Optional[Path] = None) -> None:
+    """Print a run report's tables and write its HTML page (default: beside the JSON)."""
+    for table in render_terminal(report):
+        console.print(table)
+    html = html or path.with_suffix(".html")
+    html.write_text(render_html(report), encoding="utf-8")
+    console.print(f"report: {path} (JSON, schema {report['schema']}); HTML page with plots: {html}")
 
 
 FORMATS = {".snnir": "snnir", ".nir": "nir", ".onnx": "onnx"}
@@ -362,6 +357,27 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
         console.print(table)
     if json_out:
         json_out.write_text(json.dumps(verify_json(report), indent=2) + "\n")
+        console.print(f"report written to {json_out}")
+
+
+@app.command("report")
+def report_cmd(artifact: Path = typer.Argument(..., help="run report JSON (`snncompile run` writes "
+                                                         "runs/<model>.report.json)"),
+               html: Optional[Path] = typer.Option(None, "--html", help="HTML page to write (default: beside the "
+                                                   "report, <name>.html)"),
+               json_out: Optional[Path] = typer.Option(None, "--json", help="write the checked (and re-priced) "
+                                                       "report as JSON"),
+               target: Optional[str] = typer.Option(None, "--target", help="re-price the energy for this target "
+                                                    "from the stored counts (no re-simulation)")) -> None:
+    """Show a run report as tables and write it as one self-contained HTML page with plots (firing rates,
+    operations, energy by operation and by node, core utilisation, float-vs-integer agreement).
+    Fields and schema versions: docs/report_schema.md."""
+    report = load_report(artifact)
+    if target:
+        report = reprice(report, target)
+    _show_report(report, artifact, html)
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=1) + "\n")
         console.print(f"report written to {json_out}")
 
 
