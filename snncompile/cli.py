@@ -23,7 +23,7 @@ from .ir import GraphError
 from .ir import io as ir_io
 from .passes import PIPELINES, PassContext, PassError, lower_to_loihi, verify_pipeline
 from .passes.verify import render, to_json as verify_json
-from .report.job import run_job
+from .report.job import SCHEMA, run_job
 from .report.render import ReportError, load_report, render_html, render_terminal, reprice
 from .sim.dataset import graph_feeds
 from .sim.distributed import evaluate_distributed, launched
@@ -131,17 +131,11 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     with console.status("starting") as status:
         report = run_job(loaded, train_set, test_set, target=target, samples=samples, lava_samples=lava_samples,
                          out_dir=out_dir, step=lambda message: status.update(f"{message}..."))
-    _show_report(report.to_dict(), Path(report.files["report"]))
-    console.print(f"compiled graph: {report.files['graph']} (placement {report.files['placement']})")
-
-
-def _show_report(report: dict, path: Path, html: Optional[Path] = None) -> None:
-    """Print a run report's tables and write its HTML page (default: beside the JSON)."""
-    for table in render_terminal(report):
+    for table in render_terminal(report.to_dict()):
         console.print(table)
-    html = html or path.with_suffix(".html")
-    html.write_text(render_html(report), encoding="utf-8")
-    console.print(f"report: {path} (JSON, schema {report['schema']}); HTML page with plots: {html}")
+    console.print(f"report: {report.files['report']} (JSON, schema {SCHEMA}); HTML page with plots: "
+                  f"{report.files['html']}")
+    console.print(f"compiled graph: {report.files['graph']} (placement {report.files['placement']})")
 
 
 FORMATS = {".snnir": "snnir", ".nir": "nir", ".onnx": "onnx"}
@@ -375,7 +369,11 @@ def report_cmd(artifact: Path = typer.Argument(..., help="run report JSON (`snnc
     report = load_report(artifact)
     if target:
         report = reprice(report, target)
-    _show_report(report, artifact, html)
+    for table in render_terminal(report):
+        console.print(table)
+    html = html or artifact.with_suffix(".html")
+    html.write_text(render_html(report), encoding="utf-8")
+    console.print(f"HTML page with plots: {html}")
     if json_out:
         json_out.write_text(json.dumps(report, indent=1) + "\n")
         console.print(f"report written to {json_out}")

@@ -103,7 +103,7 @@ def test_report_command_shows_writes_html_and_repriced_json(tmp_path):
                                 env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     html = tmp_path / "statten-digits.report.html"
-    assert "98.61%" in result.output and f"HTML report: {html}" in " ".join(result.output.split())
+    assert "98.61%" in result.output and f"HTML page with plots: {html}" in " ".join(result.output.split())
     assert html.read_text().startswith("<!DOCTYPE html>")
     written = json.loads(out.read_text())
     assert written == json.loads(json.dumps(reprice(run_report(), "loihi1")))

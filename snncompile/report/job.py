@@ -8,13 +8,15 @@ on the whole test split with the reference simulator; run the first ``lava_sampl
 samples compare the float and the integer graph's spike trains per neuron layer (the integer graph
 unscheduled, so both are read on the same steps), count the integer graph's activity (``count_activity``),
 split it over the placement's cores (``core_activity``), estimate latency, mesh and static energy
-(``estimate_latency``) and price it for the target, the 45 nm convention and the ANN equivalent (``cost``).
+(``estimate_latency``) and price it for the target, the 45 nm convention and the ANN equivalent (``cost``). Writes the JSON report
+and its HTML page (``render``).
 
-Schema history: ``/1`` had no ``latency``, ``placement.per_core``, ``energy[...].per_node_pj`` or
+Schema history: ``/1`` had no ``checkpoint``, ``latency``, ``placement.per_core``, ``energy[...].per_node_pj`` or
 ``energy["ann"]``; docs/report_schema.md describes every field.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from .cores import core_activity
 from .cost import price_ann, price_nodes
 from .counts import count_activity, trace_run
 from .latency import estimate_latency
+from .render import render_html
 
 SCHEMA = "snncompile-run-report/2"
 
@@ -47,6 +50,7 @@ class JobReport:
 
     model: str
     target: str
+    checkpoint: dict                   #: where the model came from: path, format, architecture, loader notes
     float_accuracy: float
     integer_accuracy: float
     test_samples: int
@@ -128,7 +132,9 @@ def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int
                                                                  chip))
     out_dir.mkdir(parents=True, exist_ok=True)
     artifact = ir_io.save(integer, out_dir / f"{name}.loihi.snnir")
-    report = JobReport(model=name, target=target, float_accuracy=float_eval.accuracy,
+    checkpoint = {"path": str(loaded.path), "format": loaded.source, "config": dataclasses.asdict(loaded.config),
+                  "notes": list(loaded.notes)}
+    report = JobReport(model=name, target=target, checkpoint=checkpoint, float_accuracy=float_eval.accuracy,
                        integer_accuracy=int_eval.accuracy, test_samples=len(test_set),
                        lava={k: lava[k] for k in ("accuracy", "total", "identical_to_reference", "granularity")},
                        placement={"cores": placement.cores_used, "chips": placement.chips_used,
@@ -139,8 +145,9 @@ def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int
                                "ann": price_ann(activity, "cmos45").to_dict()},
                        latency=latency.to_dict(), seconds=seconds)
     report.files = {"graph": str(artifact), "placement": str(save_placement(placement, artifact)),
-                    "report": str(out_dir / f"{name}.report.json")}
+                    "report": str(out_dir / f"{name}.report.json"), "html": str(out_dir / f"{name}.report.html")}
     Path(report.files["report"]).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+    Path(report.files["html"]).write_text(render_html(report.to_dict()), encoding="utf-8")
     return report
 
 

@@ -154,15 +154,20 @@ def _energy_label(key: str, entry: dict) -> str:
 
 def _summary(report: dict) -> _Rows:
     lava, placement, activity = report["lava"], report["placement"], report["activity"]
-    rows = [["model", report["model"]], ["schema", report["schema"]],
-            ["placement", f"{placement['cores']} cores on {placement['chips']} chip(s) of {report['target']}"],
-            ["design rules", f"{len(report['violations'])} violation(s)" if report["violations"] else "no violation"],
-            ["test samples", f"{report['test_samples']:,}"],
-            ["float test accuracy", f"{report['float_accuracy']:.2%}"],
-            ["integer test accuracy", f"{report['integer_accuracy']:.2%}"],
-            ["Lava check", f"{lava['identical_to_reference']}/{lava['total']} samples identical to the reference "
-                           f"simulator ({lava['granularity']}), Lava accuracy {lava['accuracy']:.2%}"],
-            ["activity counted on", f"{activity['samples']:,} samples x {activity['time_steps']} steps"]]
+    rows = [["model", report["model"]], ["schema", report["schema"]]]
+    if "checkpoint" in report:
+        c = report["checkpoint"]["config"]
+        rows += [["checkpoint", f"{report['checkpoint']['path']} ({report['checkpoint']['format']})"],
+                 ["architecture", ", ".join(f"{k}={c[k]}" for k in ("attention", "dim", "layers", "num_heads",
+                                                                     "time_steps") if k in c)]]
+    rows += [["placement", f"{placement['cores']} cores on {placement['chips']} chip(s) of {report['target']}"],
+             ["design rules", f"{len(report['violations'])} violation(s)" if report["violations"] else "no violation"],
+             ["test samples", f"{report['test_samples']:,}"],
+             ["float test accuracy", f"{report['float_accuracy']:.2%}"],
+             ["integer test accuracy", f"{report['integer_accuracy']:.2%}"],
+             ["Lava check", f"{lava['identical_to_reference']}/{lava['total']} samples identical to the reference "
+                            f"simulator ({lava['granularity']}), Lava accuracy {lava['accuracy']:.2%}"],
+             ["activity counted on", f"{activity['samples']:,} samples x {activity['time_steps']} steps"]]
     for key, entry in report["energy"].items():
         unpriced = f"; unpriced: {', '.join(entry['unpriced'])}" if entry["unpriced"] else ""
         rows.append([f"energy per sample, {key}", f"{_pj(entry['total_pj'])} [{_statuses(entry['figures'])}]"
