@@ -12,7 +12,7 @@ TABLE2 = 'source = "Davies et al. 2018, IEEE Micro 38(1):82-99, Table 2 [lava_lo
 
 
 def test_shipped_targets_are_listed():
-    assert {"cmos45", "loihi1", "loihi2"} <= set(list_targets())
+    assert {"cmos45", "loihi1", "loihi1-sanafe", "loihi2"} <= set(list_targets())
     assert list_targets() == sorted(list_targets())
 
 
@@ -168,6 +168,29 @@ def test_each_malformed_figure_names_file_and_key(tmp_path, case):
     message, problems = problems_of(tmp_path, edit(LOIHI1, header, old, new))
     assert expected in message
     assert len(problems) == 1, problems
+
+
+SANAFE = (shipped_dir("targets") / "loihi1-sanafe.toml").read_text()
+SYNC_TABLE = "value = { 1 = 600, 2 = 1000, 4 = 1400, 29 = 1800 }"
+
+
+def test_a_table_figure_reads_counts_to_values():
+    figure = load_target("loihi1-sanafe").barrier_sync_time_by_tiles
+    assert figure.value == {1: 600.0, 2: 1000.0, 4: 1400.0, 29: 1800.0} and figure.unit == "ns"
+
+
+@pytest.mark.parametrize("bad, expected", [
+    ("value = 600", "time.barrier_sync_time_by_tiles.value: expected a non-empty table of {count = value}, got 600"),
+    ("value = {}", "expected a non-empty table"),
+    ('value = { one = 600 }', "time.barrier_sync_time_by_tiles.value.one: the key must be a positive integer count"),
+    ("value = { 0 = 600 }", "value.0: the key must be a positive integer count"),
+    ('value = { 1 = -5 }', "time.barrier_sync_time_by_tiles.value.1: expected a number >= 0, got -5"),
+    ('value = { 1 = "fast" }', "value.1: expected a number >= 0, got 'fast'"),
+])
+def test_a_malformed_table_figure_names_the_entry(tmp_path, bad, expected):
+    message, problems = problems_of(tmp_path, edit(SANAFE, "time.barrier_sync_time_by_tiles", SYNC_TABLE, bad),
+                                    name="loihi1-sanafe")
+    assert expected in message and len(problems) == 1, problems
 
 
 def test_unknown_figure_key_and_misplaced_key(tmp_path):
