@@ -3,7 +3,8 @@
 Writes the model as a zoo config (the ``models/*.yaml`` format, validated on load), trains it on
 scikit-learn's bundled digits (no download; about 4 s per epoch on one CPU core at the defaults), saves the
 checkpoint, then runs the main job (``run_job``): float and integer test accuracy, placement on Loihi cores,
-a Lava check against the reference simulator, activity counts and an energy estimate in one JSON report.
+a Lava check against the reference simulator, activity counts, energy and latency estimates in a JSON report
+and its HTML page.
 
     python examples/custom_transformer.py                              # SSA, 1 block, dim 32, 2 heads
     python examples/custom_transformer.py --attention A2OS2A --layers 2 --dim 64 --heads 4 --epochs 10
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> JobReport:
     print(f"{report.placement['cores']} {args.target} cores, {len(report.violations)} design-rule violation(s); "
           f"per sample {energy['total_pj'] / 1e6:.2f} uJ (unpriced: {', '.join(energy['unpriced']) or 'none'}) "
           f"and {report.latency['per_sample_ns'] / 1e6:.2f} ms")
-    print(f"config {config_file}, checkpoint {trained.checkpoint}, report {report.files['report']}")
+    print(f"config {config_file}, checkpoint {trained.checkpoint}, report {report.files['report']} "
+          f"(HTML page {report.files['html']})")
     return report
 
 

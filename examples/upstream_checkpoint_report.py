@@ -4,7 +4,7 @@ Loads a timm ``CheckpointSaver`` file (``model_best.pth.tar``, ``checkpoint-<epo
 STAtten or Spike-Driven Transformer ``train.py`` with ``load_checkpoint``, which reads the architecture from
 the file's ``args`` and weight shapes without executing any code from it, and runs the main job
 (``run_job``): float accuracy, lowering to integers, placement on the target, integer accuracy, a Lava
-check, per-layer activity and an energy estimate, written as one JSON report.
+check, per-layer activity, energy and latency estimates, written as a JSON report and its HTML page.
 
     python examples/upstream_checkpoint_report.py                  # a demo checkpoint, written first
     python examples/upstream_checkpoint_report.py model_best.pth.tar --dataset cifar10 --data-root ~/cifar10 --limit 500
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> tuple[JobReport, LoadedCheckpoint]:
           f"{report.float_accuracy:.2%}, integer {report.integer_accuracy:.2%}; Lava identical to the reference on "
           f"{report.lava['identical_to_reference']}/{report.lava['total']} samples; {report.placement['cores']} "
           f"{args.target} cores, {len(report.violations)} design-rule violation(s)")
-    print(f"report: {report.files['report']}")
+    print(f"report: {report.files['report']} (HTML page: {report.files['html']})")
     return report, loaded
 
 

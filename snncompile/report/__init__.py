@@ -1,19 +1,27 @@
-"""Reports on a compiled graph's run: exact activity counts first (``counts``), kept apart from any prices so
-that a report can be re-priced without re-simulating (issue #6).
+"""Reports on a compiled graph's run: exact activity counts first, kept apart from any prices so that a report
+can be re-priced without re-simulating (issue #6).
 
-:func:`count_activity` runs a graph once on a batch and returns an :class:`Activity`: per node and per
-timestep, summed over the batch, the spikes of every spiking node, the synaptic operations of every synapse
-(binary-event accumulates and graded multiply-accumulates apart, the host's static first layer once per
-sample), active and inactive neuron updates and the integer attention accumulates. ``merge`` sums batches.
-
-:func:`price` (``cost``) prices counts with a target's figures (``targets/``).
-:func:`run_job` (``job``) is the main job behind ``snncompile run``: float and integer evaluation, placement
-and design rules, a Lava check, per-layer spike agreement and counts, one JSON report.
+- ``counts``: :func:`count_activity` runs a graph once on a batch (or reads a :func:`trace_run`) and returns an
+  :class:`Activity`: per node and per timestep, summed over the batch, spikes, synaptic operations
+  (binary-event accumulates and graded multiply-accumulates apart, the host's static first layer once per
+  sample), active and inactive neuron updates and the integer attention accumulates. ``merge`` sums batches.
+- ``cores``: :func:`core_activity` splits a run over a placement's cores, per sample (messages and hops too).
+- ``cost``: :func:`price` / :func:`price_nodes` price counts with a target's figures (``targets/``);
+  :func:`price_ann` the ANN equivalent.
+- ``latency``: :func:`estimate_latency`, the cycle-approximate step time, latency, throughput, mesh, message
+  and static energy.
+- ``job``: :func:`run_job`, the main job behind ``snncompile run``, one JSON report (``SCHEMA``) and its page.
+- ``render``: the report as terminal tables and one self-contained HTML page; :func:`load_report` checks a file.
 """
-from .counts import (ATTENTION, SYNAPSES, Activity, AttentionCounts, NeuronCounts, SynapseCounts, count_activity,
-                     fan_out, merge)
-from .cost import EnergyEstimate, price
+from .cores import CoreActivity, core_activity
+from .cost import EnergyEstimate, price, price_ann, price_nodes
+from .counts import (ATTENTION, SYNAPSES, Activity, AttentionCounts, NeuronCounts, SynapseCounts, Trace,
+                     count_activity, fan_out, merge, trace_run)
 from .job import SCHEMA, JobReport, run_job
+from .latency import LatencyEstimate, estimate_latency
+from .render import ReportError, load_report, render_html, render_terminal, reprice
 
-__all__ = ["ATTENTION", "SYNAPSES", "Activity", "AttentionCounts", "NeuronCounts", "SynapseCounts",
-           "count_activity", "fan_out", "merge", "EnergyEstimate", "price", "SCHEMA", "JobReport", "run_job"]
+__all__ = ["ATTENTION", "SYNAPSES", "Activity", "AttentionCounts", "NeuronCounts", "SynapseCounts", "Trace",
+           "count_activity", "fan_out", "merge", "trace_run", "CoreActivity", "core_activity", "EnergyEstimate",
+           "price", "price_ann", "price_nodes", "LatencyEstimate", "estimate_latency", "SCHEMA", "JobReport",
+           "run_job", "ReportError", "load_report", "render_html", "render_terminal", "reprice"]

@@ -393,5 +393,6 @@ def count_activity(graph: Graph, feeds: Mapping[str, torch.Tensor] | None = None
     return act
 
 
-__all__ = ["Activity", "AttentionCounts", "Trace", "trace_run", "active_neurons", "attention_accumulates", "NeuronCounts", "SynapseCounts", "count_activity", "fan_out", "merge",
+__all__ = ["Activity", "AttentionCounts", "Trace", "trace_run", "active_neurons", "attention_accumulates",
+           "NeuronCounts", "SynapseCounts", "count_activity", "fan_out", "merge",
            "ATTENTION", "SYNAPSES"]

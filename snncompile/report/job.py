@@ -8,8 +8,8 @@ on the whole test split with the reference simulator; run the first ``lava_sampl
 samples compare the float and the integer graph's spike trains per neuron layer (the integer graph
 unscheduled, so both are read on the same steps), count the integer graph's activity (``count_activity``),
 split it over the placement's cores (``core_activity``), estimate latency, mesh and static energy
-(``estimate_latency``) and price it for the target, the 45 nm convention and the ANN equivalent (``cost``). Writes the JSON report
-and its HTML page (``render``).
+(``estimate_latency``) and price it for the target, the 45 nm convention and the ANN equivalent (``cost``).
+Writes the JSON report and its HTML page (``render``).
 
 Schema history: ``/1`` had no ``checkpoint``, ``latency``, ``placement.per_core``, ``energy[...].per_node_pj`` or
 ``energy["ann"]``; docs/report_schema.md describes every field.

@@ -95,7 +95,8 @@ def barrier_ns(tiles: int, target: Target, used: dict) -> float:
 
 
 def estimate_latency(cores: CoreActivity, target: Target | str) -> LatencyEstimate:
-    """Price ``cores`` (per-core counts on a placement for ``target``) with ``target``'s time, hop and static figures."""
+    """Price ``cores`` (per-core counts on a placement for ``target``) with ``target``'s time, hop, message and
+    static figures."""
     target = load_target(target) if isinstance(target, str) else target
     if target.kind != "chip":
         raise ValueError(f"target {target.name!r} ({target.kind}) has no timing: latency needs a chip target")
