@@ -221,14 +221,15 @@ def test_report_lists_what_was_normalized_and_what_was_kept(tmp_path):
                      "threshold_before": {"min": 0.5, "max": 2.0, "neurons": 3},
                      "threshold": {"min": below(2.0), "max": below(8.0), "neurons": 3}}},
         "kept": {
-            "sub": "reset 'subtract': the CUBA neuron resets to 0, it does not subtract the threshold",
-            "rest": "v_rest=0.5 and v_reset=0.5: the CUBA neuron rests and resets at 0",
+            "sub": "reset 'subtract' must be 'hard': the CUBA neuron resets to 0, it does not subtract the threshold",
+            "rest": "v_rest=0.5 (NIR's v_leak) must be 0: the CUBA neuron has no resting potential, it decays to 0",
             "dead": "rate 0 with decay_input: the input never reaches the membrane, so no rescaling exists",
             "huge": "the rescaled threshold is not finite in float32"}}
     json.dumps(report)
     for name in ("sub", "rest", "dead", "huge", "li", "cuba"):
         assert out.op(name) is graph.op(name)
     assert normalize_blocker(graph.op("lif")) is None
+    assert normalize_blocker(LIF(v_reset=0.5)) == "v_reset=0.5 must be 0: the CUBA neuron resets to 0"
     loaded = ir_io.load(ir_io.save(out, tmp_path / "normalized.snnir"))
     assert loaded.history == out.history  # the report round-trips through .snnir
 

@@ -154,6 +154,23 @@ def test_unnormalised_neuron_is_named():
         run_pipeline(g, [quantize])
 
 
+def test_a_neuron_normalize_neurons_kept_is_refused_with_its_reason():
+    # snnTorch-style file: lif1 has v_leak 1.2 (the IR's v_rest), which Loihi's neuron cannot express
+    graph = from_nir(shared_path("data", "nir", "two_lif_neurons.nir"), time_steps=4, dt=1e-4)
+    with pytest.raises(PassError, match=r"neuron 'lif1' \(LIF\) cannot take Loihi's CUBA form: v_rest=1\.2 "
+                                        r"\(NIR's v_leak\) must be 0: the CUBA neuron has no resting potential"):
+        lower_to_loihi(graph, {"in": spikes(n=1)})
+
+
+def test_a_scale_on_a_real_value_names_the_node_and_its_input():
+    # Rockpool's LIF has r = 24.02: the importer puts a Scale between the Linear and the neuron
+    graph = from_nir(shared_path("data", "nir", "lif_rockpool.nir"), time_steps=4, dt=1e-4)
+    with pytest.raises(PassError, match=r"node '1_LIFNeuronTorch\.r' \(Scale by 24\.0197\) on the float output of "
+                                        r"'0_LinearTorch' \(Linear\): only one constant factor behind an integer "
+                                        r"result can be folded"):
+        lower_to_loihi(graph, {"input": spikes(n=1)})
+
+
 def test_unprovable_neuron_input_gets_an_explicit_clamp():
     """Worst-case sums of 1200 inputs leave 2^17: the neuron input is saturated, reported, and proven."""
     w = np.full((4, 1200), 1.0, np.float32)

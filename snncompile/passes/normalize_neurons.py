@@ -19,9 +19,12 @@ NEURON_TYPES = (LIF, TernaryLIF)
 def normalize_blocker(op: LIF) -> str | None:
     """Why the neuron ``op`` cannot take the current-free form, or ``None`` when it can (or has it)."""
     if op.reset != "hard":
-        return f"reset {op.reset!r}: the CUBA neuron resets to 0, it does not subtract the threshold"
-    if np.any(np.asarray(op.v_rest) != 0) or np.any(np.asarray(op.v_reset) != 0):
-        return f"v_rest={op.v_rest} and v_reset={op.v_reset}: the CUBA neuron rests and resets at 0"
+        return f"reset {op.reset!r} must be 'hard': the CUBA neuron resets to 0, it does not subtract the threshold"
+    if np.any(np.asarray(op.v_rest) != 0):
+        return (f"v_rest={_f32(op.v_rest)!s} (NIR's v_leak) must be 0: the CUBA neuron has no resting potential, "
+                f"it decays to 0")
+    if np.any(np.asarray(op.v_reset) != 0):
+        return f"v_reset={_f32(op.v_reset)!s} must be 0: the CUBA neuron resets to 0"
     if op.leak_encoding == "multiply_by_rate" and op.decay_input and np.any(_leak32(op) == 0):
         return "rate 0 with decay_input: the input never reaches the membrane, so no rescaling exists"
     if not (np.all(np.isfinite(_scaled_threshold(op))) and np.all(np.isfinite(_strict_threshold(op)))):
@@ -57,6 +60,11 @@ def normalized_neuron(op: LIF) -> LIF:
     decay_input = op.decay_input if op.leak_encoding == "none" else False
     return dataclasses.replace(op, v_threshold=float(threshold) if scalar else threshold, decay_input=decay_input,
                                threshold_cmp=">")
+
+
+def _f32(value):
+    # for a message: the float32 value the node computes with, as the user wrote it (1.2, not 1.2000000476837158)
+    return np.asarray(value, np.float32)[()]
 
 
 def _leak32(op: LIF) -> np.ndarray:
@@ -140,9 +148,9 @@ def normalize_neurons(graph: Graph, ctx: PassContext) -> Graph:
     is both of its ``>=`` sides. Per-neuron (array) thresholds and leaks are handled element-wise; a scalar
     threshold with a per-neuron leak becomes a per-neuron threshold. Nodes with reset ``"subtract"``,
     ``v_rest``/``v_reset`` != 0, a rate of 0 with ``decay_input``, or a non-finite rescaled threshold stay
-    as they are; ``CubaLIF`` and ``LI`` are not touched. The pipeline records
-    ``{"normalized": {node: {"from", "membrane_scale", "threshold_before", "threshold"}}, "kept":
-    {node: reason}}``. Idempotent; returns ``graph`` itself when nothing changes.
+    as they are (``quantize`` then refuses them with the reason); ``CubaLIF`` and ``LI`` are not touched.
+    The pipeline records ``{"normalized": {node: {"from", "membrane_scale", "threshold_before",
+    "threshold"}}, "kept": {node: reason}}``. Idempotent; returns ``graph`` itself when nothing changes.
 
     Not bit-identical. In float32, ``v - v/tau + X`` rounds once where SpikingJelly's ``V + (X - V)/tau``
     rounds twice, and the stored membrane ``h`` is not exactly ``c H``, so a neuron whose membrane lies

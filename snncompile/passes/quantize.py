@@ -56,6 +56,7 @@ from ..ir.interval import Interval
 from ..ir.types import int_type
 from ..targets import load_target
 from .float_view import float_view
+from .normalize_neurons import normalize_blocker
 from .pipeline import PassContext
 from .prove_ranges import analyse
 from .verify import Alignment
@@ -129,6 +130,9 @@ def _float_threshold(op) -> float:
 def _neuron_problem(name: str, op) -> str | None:
     decays_input = op.decay_input and op.leak_encoding != "none"  # an IF neuron never reads decay_input
     if op.threshold_cmp != ">" or decays_input or op.reset != "hard" or op.v_rest != 0 or op.v_reset != 0:
+        blocker = normalize_blocker(op)
+        if blocker:  # normalize_neurons kept it (its contract): running it again would not help
+            return f"neuron {name!r} ({type(op).__name__}) cannot take Loihi's CUBA form: {blocker}"
         return (f"neuron {name!r} is not in normalised CUBA form (run normalize_neurons first; it needs "
                 f"decay_input=False, threshold_cmp '>', hard reset to 0)")
     for field_name in ("v_threshold", "leak"):
@@ -212,8 +216,11 @@ class _Lowering:
         if isinstance(op, Scale):
             (src,) = self.graph.nodes[name].inputs
             if self.types[src].dtype.kind == "float" or isinstance(op.scale, np.ndarray):
-                raise QuantizeError(f"node {name!r}: a Scale of a real value (only a constant factor behind "
-                                    f"an integer result can be folded)")
+                factor = "per-element factors" if isinstance(op.scale, np.ndarray) else f"{op.scale:g}"
+                raise QuantizeError(f"node {name!r} (Scale by {factor}) on the {self.types[src].dtype.kind} output "
+                                    f"of {src!r} ({type(self.graph.op(src)).__name__}): only one constant factor "
+                                    f"behind an integer result can be folded into the scales; a factor behind a "
+                                    f"Linear or Conv2d belongs in its weights")
             return float(op.scale)
         if isinstance(op, Add):
             spikes = [s for s in self.graph.nodes[name].inputs if not self._is_float(s)]
