@@ -120,17 +120,26 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
             target: str = typer.Option("loihi2", help="hardware target (`targets/`)"),
             samples: int = typer.Option(64, help="test samples for the per-layer spike table and activity counts"),
             lava_samples: int = typer.Option(8, help="test samples run on Lava and checked against the reference"),
+            lava_granularity: str = typer.Option("fused", help="Lava processes: per_op, fused (per block) or "
+                                                  "fused_model"),
+            lava_timeout: float = typer.Option(600.0, help="seconds one Lava session may take"),
             out_dir: Path = typer.Option(Path("runs"), "--out-dir", help="where the graph and report go")) -> None:
     """The main job on a model: evaluate it in float, lower it to integers, place it on the target, simulate
     the test set, check a few samples on Lava, count activity, estimate energy and latency, and report it
     (terminal tables, JSON, an HTML page with plots)."""
+    from .backends.lava.mapping import GRANULARITIES  # here, not at the top: it imports Lava
+
+    if lava_granularity not in GRANULARITIES:  # before the job, not after minutes of it
+        raise typer.BadParameter(f"{lava_granularity!r} is not one of {', '.join(GRANULARITIES)}",
+                                 param_hint="--lava-granularity")
     loaded, data = _load(model, attention, dataset, data_root)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
     train_set, test_set = (load_dataset(data, loaded.config, split) for split in ("train", "test"))
     with console.status("starting") as status:
         report = run_job(loaded, train_set, test_set, target=target, samples=samples, lava_samples=lava_samples,
-                         out_dir=out_dir, step=lambda message: status.update(f"{message}..."))
+                         lava_granularity=lava_granularity, lava_timeout=lava_timeout, out_dir=out_dir,
+                         step=lambda message: status.update(f"{message}..."))
     for table in render_terminal(report.to_dict()):
         console.print(table)
     console.print(f"report: {report.files['report']} (JSON, schema {SCHEMA}); HTML page with plots: "

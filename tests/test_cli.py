@@ -39,13 +39,15 @@ def test_models_lists_the_zoo_with_recorded_accuracy():
 
 @pytest.mark.slow
 def test_run_default_model_does_the_whole_job(tmp_path):
-    out = cli("run", "--samples", "16", "--lava-samples", "4", "--out-dir", tmp_path)
+    out = cli("run", "--samples", "16", "--lava-samples", "4", "--lava-granularity", "fused_model",
+              "--out-dir", tmp_path)
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())
     recorded = snncompile.load_checkpoint(find_entry(DEFAULT_MODEL).checkpoint).metrics["test_accuracy"]
     assert re.search(rf"float test accuracy\W+{recorded:.2%}", text)
     report = json.loads((tmp_path / f"{DEFAULT_MODEL}.report.json").read_text())
     assert report["schema"] == "snncompile-run-report/2" and report["lava"]["identical_to_reference"] == 4
+    assert report["lava"]["granularity"] == "fused_model"
     assert abs(report["float_accuracy"] - report["integer_accuracy"]) <= 0.01 and report["violations"] == []
     assert all(0.9 <= row["agreement"] <= 1.0 for row in report["layers"])
     assert report["activity"]["totals"]["attention_accumulates"] > 0
@@ -53,6 +55,12 @@ def test_run_default_model_does_the_whole_job(tmp_path):
     assert report["latency"]["per_sample_ns"] > 0 and len(report["placement"]["per_core"]) == report["placement"]["cores"]
     html = tmp_path / f"{DEFAULT_MODEL}.report.html"
     assert f"report: {tmp_path}" in text and str(html) in text and 'id="plot-firing-rate"' in html.read_text()
+
+
+def test_an_unknown_lava_granularity_is_refused_before_the_job():
+    out = cli("run", "--lava-granularity", "per_block")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "'per_block' is not one of per_op, fused, fused_model" in " ".join(out.stderr.split())
 
 
 def test_unknown_model_is_a_clear_error_not_a_traceback():

@@ -100,9 +100,13 @@ def _per_core(placement, chip, latency) -> list[dict]:
 
 def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int = 64,
             lava_samples: int = 8, calibration: int = 64, out_dir: Path = Path("runs"),
+            lava_granularity: str = "fused", lava_timeout: float = 600.0,
             step: Callable[[str], None] = lambda message: None) -> JobReport:
     """Run the whole job (see the module docstring) and write ``<out_dir>/<name>.loihi.snnir``, its
-    placement and ``<name>.report.json``. ``step(message)`` is told what runs next (progress display)."""
+    placement, ``<name>.report.json`` and ``<name>.report.html``. Data sets are any indexable ``(x, y)``
+    sequence (a ``torch.utils.data.Subset`` evaluates part of one). ``lava_granularity`` and
+    ``lava_timeout`` (seconds per Lava session) go to ``evaluate_lava``. ``step(message)`` is told what runs
+    next (progress display)."""
     name = loaded.name or Path(str(loaded.path)).stem
     seconds: dict[str, float] = {}
 
@@ -121,7 +125,8 @@ def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int
     violations = [f"[{v.rule}] {v.node}: {v.message}" for v in check(integer, placement, load_target(target))]
     int_eval = timed("integer simulation", lambda: evaluate_graph(unschedule(integer), test_set, progress=False))
     lava = timed("Lava check", lambda: evaluate_lava(integer, test_set, indices=range(min(lava_samples,
-                                                                                          len(test_set)))))
+                                                                                          len(test_set))),
+                                                     granularity=lava_granularity, timeout=lava_timeout))
     x = _stack(test_set, samples)
     feeds_int = graph_feeds(integer, x)
     layers = timed("spike agreement", lambda: _layers(graph, integer, graph_feeds(graph, x), feeds_int))
