@@ -11,6 +11,7 @@ from snncompile.ir import SPIKE, Graph, Node, int_type
 from snncompile.ir.ops import (Conv2d, Input, IntConv2d, IntDense, KVOuterAccumulate, LoihiLIF, Output, QMAccumulate,
                                ScoreValueAccumulate, SpikeScores)
 from snncompile.report import count_activity, fan_out, merge
+from snncompile.report.counts import attention_work
 from snncompile.sim import simulate
 from snncompile.zoo.registry import DEFAULT_MODEL
 
@@ -106,6 +107,14 @@ def test_attention_accumulates_one_head():
     assert act.attention["s"].accumulates == (2 * 2 + 1 * 1,)    # sum_j nnz(Q[:, j]) nnz(K[:, j])
     assert act.attention["sv"].accumulates == (3 * 2,)           # nnz(V) * N
     assert act.totals["attention_accumulates"] == 4 + 6 + 5 + 6
+    # per output element: M[i, j] = sum_n K_n,i V_n,j; QM out[c, n] = nnz(Q row n); A[n, m] = sum_j Q_n,j K_m,j;
+    # SV out[c, n] = nnz(V column c)
+    assert attention_work(g.op("kv"), [k, v])[0, 0, 0].tolist() == [[2, 1], [1, 0]]
+    assert attention_work(g.op("s"), [q, k])[0, 0, 0].tolist() == [[2, 1], [1, 1]]
+    unused = torch.zeros(1, 1, 1, 2, 2)  # M and S: the work depends on Q's and V's events only
+    qm = attention_work(g.op("qm"), [q, unused])[0, 0].reshape(2, 2)  # [c, n]
+    sv = attention_work(g.op("sv"), [unused, v])[0, 0].reshape(2, 2)
+    assert qm.tolist() == [[2, 1], [2, 1]] and sv.tolist() == [[2, 2], [1, 1]]
     # every operand non-zero: KV and QM N*d*d, scores and SV N*N*d per head (the ANN-equivalent products)
     assert {n: c.connections for n, c in act.attention.items()} == {"kv": 2 * 2 * 2, "qm": 2 * 2 * 2,
                                                                      "s": 2 * 2 * 2, "sv": 2 * 2 * 2}

@@ -164,7 +164,7 @@ def test_default_zoo_model_core_counts_add_up_to_the_graph_counts():
     assert cores.synaptic_ops.sum() == totals["ACs"] + totals["MACs"]
     assert cores.neuron_updates_active.sum() == totals["neuron_updates_active"]
     assert cores.neuron_updates_inactive.sum() == totals["neuron_updates_inactive"]
-    assert cores.attention_accumulates.sum() == pytest.approx(totals["attention_accumulates"])
+    assert cores.attention_accumulates.sum() == totals["attention_accumulates"] > 0
     # every neuron spike leaves its core for at least one reader, except the readout's (read by the host)
     assert 0 < cores.events_out.sum() <= cores.messages_out.sum() + cores.events_out[-1].sum()
     assert cores.hops_ew.sum() > 0 and len(cores.cores) == placement.cores_used

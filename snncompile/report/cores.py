@@ -7,10 +7,8 @@
   elements only (a synapse's operations happen where its postsynaptic compartments are): per input event,
   the non-zero weights that connect it to an output element on this core (:func:`counts.fan_out` restricted
   to those outputs). Exact; summed over cores it equals ``Activity.totals`` ``ACs + MACs``.
-- ``attention_accumulates``: an integer attention node's accumulates shared out over the cores that hold
-  its output elements, in proportion to how many each holds. An approximation: the per-element work of
-  an attention product depends on which rows carry events, and a uniform share is what a scheduler that
-  does not know the data would plan for.
+- ``attention_accumulates``: an integer attention node's additions into the output elements the core holds
+  (``counts.attention_work``, per element). Exact.
 - ``neuron_updates_active`` / ``neuron_updates_inactive``: the core's neurons (Loihi LIF compartments) whose
   update at that step is active (input, carried state or bias) or idle (``counts.active_neurons``). Exact.
 - ``events_out``: the non-zero values the unit's slice emits (spikes, or graded messages from attention
@@ -35,7 +33,7 @@ import torch
 from ..backends.placement import Placement, core_views
 from ..ir import Graph
 from ..targets import Target
-from .counts import ATTENTION, SYNAPSES, Trace, attention_accumulates, fan_out
+from .counts import ATTENTION, SYNAPSES, Trace, attention_work, fan_out
 
 COUNTS = ("synaptic_ops", "attention_accumulates", "neuron_updates_active", "neuron_updates_inactive", "events_out",
           "messages_out", "messages_in", "hops_ew", "hops_ns", "messages_between_chips", "host_messages_in")
@@ -43,8 +41,8 @@ COUNTS = ("synaptic_ops", "attention_accumulates", "neuron_updates_active", "neu
 
 @dataclass
 class CoreActivity:
-    """Per-core counts ``[cores, T, B]`` (float64; every count but ``attention_accumulates`` holds exact
-    integers); ``cores[i]`` is the core id of row ``i``."""
+    """Per-core counts ``[cores, T, B]`` (float64 holding exact integers); ``cores[i]`` is the core id of
+    row ``i``."""
 
     cores: tuple[int, ...]
     synaptic_ops: np.ndarray
@@ -112,9 +110,8 @@ def core_activity(graph: Graph, placement: Placement, trace: Trace, target: Targ
                 fan = fan_out(op, tuple(trace.types[src].shape), outputs).flatten().numpy()
                 counts["synaptic_ops"][i] += events(src) @ fan
             elif kind in ATTENTION:
-                share = len(outputs) / int(np.prod(trace.types[member].shape))
-                args = [trace.values[s] for s in graph.nodes[member].inputs]
-                counts["attention_accumulates"][i] += attention_accumulates(op, args).double().numpy() * share
+                work = attention_work(op, [trace.values[s] for s in graph.nodes[member].inputs]).flatten(2)
+                counts["attention_accumulates"][i] += work[:, :, outputs].sum(2).double().numpy()
             if member in trace.active:
                 active = trace.active[member].flatten(2)[:, :, outputs].sum(2).to(torch.float64).numpy()
                 counts["neuron_updates_active"][i] += active

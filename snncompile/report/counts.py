@@ -280,24 +280,34 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return (x != 0).to(torch.int64).reshape(t, b, heads, c // heads, -1).transpose(-2, -1)
 
 
-def attention_accumulates(op, args: list[torch.Tensor]) -> torch.Tensor:
-    """``[T, B]`` additions of one integer attention node per step and sample, summed over heads (the formulas
-    in the module docstring)."""
+def attention_work(op, args: list[torch.Tensor]) -> torch.Tensor:
+    """``[T, B, *output shape]``: the additions into each output element of one integer attention node, per
+    step and sample (summed over an element's contributions, these are the module docstring's formulas)::
+
+        KVOuterAccumulate     M[h, i, j]  sum_n [K_n,i] [V_n,j]    (zero before block_offset)
+        QMAccumulate          out[c, n]   nnz(Q[h, n, :])          (row n of head h adds into each of its d columns)
+        SpikeScores           A[h, n, m]  sum_j [Q_n,j] [K_m,j]
+        ScoreValueAccumulate  out[c, n]   nnz(V[h, :, j])          (each event in column j adds into all N rows)
+
+    with ``c = h * d + j`` the channel of head ``h``, column ``j``, and ``n`` a token."""
     name = op.type_name()
     if name == "KVOuterAccumulate":
         k, v = (_heads(a, op.heads) for a in args)
-        per = (k.sum(-1) * v.sum(-1)).flatten(2).sum(2)
-        per[:op.block_offset] = 0  # steps before the first block compute nothing
-    elif name == "SpikeScores":
+        work = torch.einsum("tbhni,tbhnj->tbhij", k, v)
+        work[:op.block_offset] = 0  # steps before the first block compute nothing
+        return work
+    if name == "SpikeScores":
         q, k = (_heads(a, op.heads) for a in args)
-        per = (q.sum(-2) * k.sum(-2)).flatten(2).sum(2)
-    elif name == "QMAccumulate":
-        q = args[0]
-        per = (q != 0).flatten(2).sum(2) * (q.shape[2] // op.heads)
-    else:  # ScoreValueAccumulate: V events times N tokens
-        v = args[1]
-        per = (v != 0).flatten(2).sum(2) * (v.shape[3] * v.shape[4])
-    return per
+        return torch.einsum("tbhnj,tbhmj->tbhnm", q, k)
+    x = args[0] if name == "QMAccumulate" else args[1]
+    rows = _heads(x, op.heads)  # [T, B, H, N, d]
+    per = rows.sum(-1, keepdim=True) if name == "QMAccumulate" else rows.sum(-2, keepdim=True)
+    return per.expand(rows.shape).transpose(-2, -1).reshape(x.shape)  # back to [T, B, C, Hs, Ws]
+
+
+def attention_accumulates(op, args: list[torch.Tensor]) -> torch.Tensor:
+    """``[T, B]`` additions of one integer attention node per step and sample, summed over heads."""
+    return attention_work(op, args).flatten(2).sum(2)
 
 
 def _attention_counts(op, args: list[torch.Tensor]) -> AttentionCounts:
@@ -393,6 +403,6 @@ def count_activity(graph: Graph, feeds: Mapping[str, torch.Tensor] | None = None
     return act
 
 
-__all__ = ["Activity", "AttentionCounts", "Trace", "trace_run", "active_neurons", "attention_accumulates",
+__all__ = ["Activity", "AttentionCounts", "Trace", "trace_run", "active_neurons", "attention_accumulates", "attention_work",
            "NeuronCounts", "SynapseCounts", "count_activity", "fan_out", "merge",
            "ATTENTION", "SYNAPSES"]
