@@ -1,5 +1,6 @@
 """The reference simulator: traces and counts from run_graph's own node semantics, dataset evaluation
 reproducing the float model's accuracy, and sharding (in process and with 2 torchrun workers) exact."""
+import contextlib
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import torch
 import snncompile
 from snncompile.data import load_dataset
 from snncompile.frontend import export
-from snncompile.ir import Graph, Node, int_type, run_graph
+from snncompile.ir import SPIKE, Graph, Node, int_type, run_graph
 from snncompile.ir import io as ir_io
 from snncompile.ir.ops import LIF, Input, LoihiLIF, Output
 from snncompile.nn.record import record_spikes
@@ -180,3 +181,27 @@ def test_two_torchrun_workers_on_the_compiled_integer_graph(digits, tmp_path):
     single = evaluate_graph(ir_io.load(compiled), digits[2], progress=False, indices=range(LIMIT)).to_dict()
     assert doc["world_size"] == 2 and {k: doc[k] for k in single} == single
     assert any(c["op"] == "LoihiLIF" for c in doc["spike_counts"].values())
+
+
+def test_graph_runs_use_full_float32_products_and_restore_the_flags(monkeypatch):
+    """TF32 keeps 11 significant bits of each operand: a 12-bit integer would be rounded in a GPU convolution
+    (2049 -> 2048), so run_graph turns it off for its run and puts the user's setting back."""
+    from snncompile.ir import interpret
+
+    flags = torch.backends.cuda.matmul, torch.backends.cudnn
+    seen = []
+
+    @contextlib.contextmanager
+    def spy():
+        with real():
+            seen.append([f.allow_tf32 for f in flags])
+            yield
+
+    real = interpret.ieee_float32
+    monkeypatch.setattr(interpret, "ieee_float32", spy)
+    for f in flags:
+        monkeypatch.setattr(f, "allow_tf32", True)
+    graph = Graph(nodes={"x": Node(Input(shape=(2,), dtype=SPIKE)), "y": Node(Output(), ("x",))}, outputs=("y",),
+                  time_steps=1)
+    interpret.run_graph(graph, {"x": torch.ones(1, 1, 2)})
+    assert seen == [[False, False]] and [f.allow_tf32 for f in flags] == [True, True]

@@ -2,7 +2,8 @@
 exact int64 for the integer (Loihi) nodes; see the tensor convention in ``ops/base.py``."""
 from __future__ import annotations
 
-from typing import Mapping
+from contextlib import contextmanager
+from typing import Iterator, Mapping
 
 import torch
 
@@ -20,6 +21,21 @@ def _drained(x: torch.Tensor, steps: int) -> torch.Tensor:
     if x.shape[0] >= steps:
         return x
     return torch.cat([x, torch.zeros((steps - x.shape[0], *x.shape[1:]), dtype=x.dtype, device=x.device)])
+
+
+@contextmanager
+def ieee_float32() -> Iterator[None]:
+    """Float32 products in IEEE float32 on every device. On NVIDIA GPUs cuDNN convolutions (and matrix
+    products where a user allowed it) may use TF32, which keeps 10 mantissa bits of each operand: the
+    integer nodes' float32 fast paths are exact only with full float32 products, and the float nodes would
+    no longer match the CPU. The flags are restored afterwards."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs") -> dict[str, torch.Tensor]:
@@ -45,7 +61,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
         for s, i in final.items():
             if s not in graph.outputs:
                 last_use.setdefault(order[i], []).append(s)
-    with torch.no_grad():
+    with torch.no_grad(), ieee_float32():
         for name in order:
             node = graph.nodes[name]
             if name in feeds:

@@ -134,9 +134,8 @@ def simulate(graph: Graph, feeds: Mapping[str, torch.Tensor], *, record: Iterabl
     """Run ``graph`` on a batch (``feeds`` as for :func:`run_graph`) and record its activity.
 
     ``record``: any of ``"spikes"`` (per-node spike traces) and ``"membranes"`` (neuron state traces);
-    counts are always kept. ``device``: where tensors live (``"cuda"`` works for nodes that read their
-    parameters through ``Op.tensor``: the float nodes and float neurons; the integer synapses build
-    theirs from numpy on the CPU).
+    counts are always kept. ``device``: where tensors live (``"cuda"``: every node runs there, the
+    integer nodes bit-exactly as on the CPU; ``benchmarks/int_sim_device.py`` checks it).
     """
     record = tuple(record)
     unknown = [r for r in record if r not in RECORDABLE]

@@ -43,6 +43,8 @@ def exact_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     representable integer in float32 (float64), whatever the summation order; else the product runs in int64."""
     bound = a.shape[-1] * _peak(a) * _peak(b)
     dtype = torch.float32 if bound < 2 ** 24 else torch.float64 if bound < 2 ** 53 else torch.int64
+    if dtype == torch.int64 and a.device.type != "cpu":  # no int64 matrix product on GPUs
+        return torch.matmul(a.cpu(), b.cpu()).to(a.device)
     return torch.matmul(a.to(dtype), b.to(dtype)).to(torch.int64)
 
 

@@ -250,9 +250,9 @@ class _LoihiNeuron(Op):
                                                     f"input is {x}")
         return TensorType(x.shape, self.OUT_DTYPE)
 
-    def _bias(self) -> torch.Tensor | int:
+    def _bias(self, device: torch.device) -> torch.Tensor | int:
         if isinstance(self.bias_mant, np.ndarray):
-            return torch.from_numpy(self.bias_mant.astype(np.int64)) << self.bias_exp
+            return torch.from_numpy(self.bias_mant.astype(np.int64)).to(device) << self.bias_exp
         return self.bias_mant << self.bias_exp
 
     def run(self, x_seq: torch.Tensor) -> torch.Tensor:
@@ -295,7 +295,7 @@ class _LoihiNeuron(Op):
         peak = max(max(-min(lows), max(highs)), 0)
         if peak >= 1 << 17:  # |a << 6| < 2^23
             return None
-        bias = self._bias()
+        bias = self._bias(x_seq.device)
         bias_peak = int(bias.abs().max()) if isinstance(bias, torch.Tensor) else abs(bias)
         if bias_peak > 1 << (STATE_BITS - 1):
             return None
@@ -379,7 +379,7 @@ class _LoihiNeuron(Op):
         a_seq = as_int64(x_seq, f"{self.type_name()} input")
         top, full = 1 << (STATE_BITS - 1), 1 << STATE_BITS
         limit = top - 1
-        bias = self._bias()
+        bias = self._bias(a_seq.device)
         u = torch.zeros_like(a_seq[0])
         v = torch.zeros_like(a_seq[0])
         spikes, us, vs = [], [], []
@@ -612,7 +612,9 @@ class _IntSynapse(Op):
         x = as_int64(x, f"{self.type_name()} input")
         bound = self._row_abs_sum * int(x.abs().max()) if x.numel() else 0
         dtype = torch.float32 if bound < 2 ** 24 else torch.float64 if bound < 2 ** 53 else torch.int64
-        return op(x.to(dtype), self._weight64.to(dtype)).to(torch.int64)
+        if dtype == torch.int64 and x.device.type != "cpu":  # no int64 GEMM or convolution on GPUs
+            return op(x.cpu(), self._weight64).to(x.device)
+        return op(x.to(dtype), self._weight64.to(device=x.device, dtype=dtype)).to(torch.int64)
 
     @cached_property
     def _row_abs_sum(self) -> int:
@@ -622,7 +624,7 @@ class _IntSynapse(Op):
         e = self.weight_exp
         y = acc << e if e >= 0 else acc >> -e
         if self.bias is not None:
-            bias = torch.from_numpy(self.bias.astype(np.int64)).reshape(-1, *[1] * self._SPATIAL_AXES)
+            bias = torch.from_numpy(self.bias.astype(np.int64)).to(y.device).reshape(-1, *[1] * self._SPATIAL_AXES)
             y = torch.cat([y[:self.bias_start], y[self.bias_start:] + bias]) if self.bias_start else y + bias
         return wrap(y, self.out_bits) if self.overflow == "wrap" else saturate(y, self.out_bits)
 
@@ -675,16 +677,16 @@ class _IntSynapse(Op):
 
         f32 = torch.float32
         T = x.shape[0]
-        w = self._weight32
+        w = self._weight32.to(x.device)
         frame = self._frames(x[:0].to(f32), w).shape[1:]
-        out = torch.empty((T, *frame), dtype=torch.int64)
+        out = torch.empty((T, *frame), dtype=torch.int64, device=x.device)
         out[:delay].zero_()
         steps = max(T - delay, 0)
         bias = bias_fit = None
         if self.bias is not None:
             spatial = [1] * self._SPATIAL_AXES
-            bias = torch.from_numpy(self.bias.astype(np.float32)).reshape(-1, *spatial)
-            b64 = torch.from_numpy(self.bias.astype(np.int64))
+            bias = torch.from_numpy(self.bias.astype(np.float32)).to(x.device).reshape(-1, *spatial)
+            b64 = torch.from_numpy(self.bias.astype(np.int64)).to(x.device)
             b64 = wrap(b64, self.out_bits) if self.overflow == "wrap" else saturate(b64, self.out_bits)
             bias_fit = b64.reshape(-1, *spatial)
         per_step = max(1, math.prod(frame))
