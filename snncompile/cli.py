@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from .backends.design_rules import DesignRuleError, check_or_raise
-from .backends.placement import PlacementError, place, save_placement
+from .backends.placement import PlacementError, load_placement, place, save_placement
 from .backends.nir_export import NIRExportError, expressible_nodes, nir_problems, write_nir
 from .backends.onnx import OnnxExportError, to_onnx
 from .data import DataError, load_dataset
@@ -117,7 +117,8 @@ def evaluate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
 @app.command("run")
 def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
             dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
-            target: str = typer.Option("loihi2", help="hardware target (`targets/`)"),
+            target: Optional[str] = typer.Option(None, help="hardware target (`targets/`; default loihi2, or the "
+                                                 "one a compiled MODEL was placed for)"),
             samples: int = typer.Option(64, help="test samples for the per-layer spike table and activity counts"),
             lava_samples: int = typer.Option(8, help="test samples run on Lava and checked against the reference"),
             lava_granularity: str = typer.Option("fused", help="Lava processes: per_op, fused (per block) or "
@@ -126,20 +127,31 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
             out_dir: Path = typer.Option(Path("runs"), "--out-dir", help="where the graph and report go")) -> None:
     """The main job on a model: evaluate it in float, lower it to integers, place it on the target, simulate
     the test set, check a few samples on Lava, count activity, estimate energy and latency, and report it
-    (terminal tables, JSON, an HTML page with plots)."""
+    (terminal tables, JSON, an HTML page with plots). MODEL may be a compiled `.snnir` from `snncompile
+    compile`: its graph and placement are used as they are, its model and data read from the file beside it."""
     from .backends.lava.mapping import GRANULARITIES  # here, not at the top: it imports Lava
 
     if lava_granularity not in GRANULARITIES:  # before the job, not after minutes of it
         raise typer.BadParameter(f"{lava_granularity!r} is not one of {', '.join(GRANULARITIES)}",
                                  param_hint="--lava-granularity")
+    compiled = None
+    if model.endswith(ir_io.SUFFIX):
+        artifact, source = Path(model), _compiled_source(Path(model))
+        if target not in (None, source["target"]):
+            raise ConfigError(f"{artifact} was placed for {source['target']!r}, not {target!r}: compile it for "
+                              f"{target!r} (snncompile compile ... --target {target})")
+        graph = ir_io.load(artifact)
+        compiled, target = (graph, load_placement(artifact, graph)), source["target"]
+        model, attention = source["model"], attention or source["attention"]
+        dataset, data_root = dataset or source["dataset"], data_root or source["data_root"]
     loaded, data = _load(model, attention, dataset, data_root)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
     train_set, test_set = (load_dataset(data, loaded.config, split) for split in ("train", "test"))
     with console.status("starting") as status:
-        report = run_job(loaded, train_set, test_set, target=target, samples=samples, lava_samples=lava_samples,
-                         lava_granularity=lava_granularity, lava_timeout=lava_timeout, out_dir=out_dir,
-                         step=lambda message: status.update(f"{message}..."))
+        report = run_job(loaded, train_set, test_set, target=target or "loihi2", samples=samples,
+                         lava_samples=lava_samples, lava_granularity=lava_granularity, lava_timeout=lava_timeout,
+                         out_dir=out_dir, compiled=compiled, step=lambda message: status.update(f"{message}..."))
     for table in render_terminal(report.to_dict()):
         console.print(table)
     console.print(f"report: {report.files['report']} (JSON, schema {SCHEMA}); HTML page with plots: "
@@ -229,7 +241,7 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     """
     start = time.perf_counter()
     if model.endswith(ir_io.SUFFIX):  # a compiled artifact: the model and data it was compiled from
-        graph_file, source = Path(model), json.loads(_compiled_from(Path(model)).read_text())
+        graph_file, source = Path(model), _compiled_source(Path(model))
         model, attention = source["model"], attention or source["attention"]
         dataset, data_root = dataset or source["dataset"], data_root or source["data_root"]
     loaded, data = _load(model, attention, dataset, data_root)
@@ -256,6 +268,19 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
 def _compiled_from(artifact: Path) -> Path:
     """The sidecar of a compiled graph naming the model, data and target it was compiled from."""
     return artifact.with_name(artifact.name[:-len(ir_io.SUFFIX)] + ".compile.json")
+
+
+def _compiled_source(artifact: Path) -> dict:
+    """What a compiled graph's sidecar says: model, attention, dataset, data_root, target."""
+    sidecar = _compiled_from(artifact)
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"{sidecar}: missing; `snncompile compile` writes it beside {artifact.name} "
+                                f"to name the model and data the graph was compiled from")
+    try:
+        source = json.loads(sidecar.read_text())
+        return {k: source[k] for k in ("model", "attention", "dataset", "data_root", "target")}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{sidecar}: not a compile record ({type(e).__name__}: {e})") from None
 
 
 def _simulate_on_lava(graph, test_set, indices, batch_size: int, granularity: str, json_out: Optional[Path],

@@ -197,6 +197,29 @@ def test_compile_for_a_target_without_graded_spikes_lists_every_problem(tmp_path
 
 
 @pytest.mark.slow
+def test_run_on_a_compiled_graph_uses_its_graph_and_placement(tmp_path):
+    assert cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16").returncode == 0
+    out = cli("run", tmp_path / "m.snnir", "--samples", "8", "--lava-samples", "2", "--out-dir", tmp_path / "run")
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads((tmp_path / "run" / f"{DEFAULT_MODEL}.report.json").read_text())
+    compiled = ir_io.load(tmp_path / "m.snnir")
+    # calibrated on 16 samples here, not run's 64: the same graph only if run took the compiled one
+    assert ir_io.graph_digest(ir_io.load(report["files"]["graph"])) == ir_io.graph_digest(compiled)
+    assert report["placement"]["cores"] == json.loads((tmp_path / "m.placement.json").read_text())["cores_used"]
+    assert cli("simulate", tmp_path / "m.snnir", "--json", tmp_path / "r.json").returncode == 0
+    assert report["integer_accuracy"] == json.loads((tmp_path / "r.json").read_text())["accuracy"]
+
+
+def test_run_on_a_compiled_graph_needs_its_record_and_target(tmp_path):
+    assert cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16").returncode == 0
+    out = cli("run", tmp_path / "m.snnir", "--target", "loihi1")
+    assert out.returncode == 2 and "was placed for 'loihi2', not 'loihi1'" in " ".join(out.stdout.split())
+    (tmp_path / "m.compile.json").unlink()
+    out = cli("run", tmp_path / "m.snnir")
+    assert out.returncode == 2 and "m.compile.json: missing" in " ".join(out.stdout.split())
+
+
+@pytest.mark.slow
 def test_simulate_a_compiled_graph_on_lava(tmp_path):
     assert cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16").returncode == 0
     out = cli("simulate", tmp_path / "m.snnir", "--backend", "lava", "--limit", "8", "--json", tmp_path / "lava.json")

@@ -27,10 +27,10 @@ import torch
 
 from ..backends.design_rules import check
 from ..backends.lava.evaluate import evaluate_lava
-from ..backends.placement import place, save_placement
+from ..backends.placement import Placement, PlacementError, place, save_placement
 from ..frontend import export
 from ..ir import io as ir_io
-from ..ir import run_graph
+from ..ir import Graph, run_graph
 from ..passes import lower_to_loihi
 from ..passes.schedule import unschedule
 from ..sim.dataset import evaluate_graph, graph_feeds
@@ -101,12 +101,14 @@ def _per_core(placement, chip, latency) -> list[dict]:
 def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int = 64,
             lava_samples: int = 8, calibration: int = 64, out_dir: Path = Path("runs"),
             lava_granularity: str = "fused", lava_timeout: float = 600.0,
+            compiled: tuple[Graph, Placement] | None = None,
             step: Callable[[str], None] = lambda message: None) -> JobReport:
     """Run the whole job (see the module docstring) and write ``<out_dir>/<name>.loihi.snnir``, its
     placement, ``<name>.report.json`` and ``<name>.report.html``. Data sets are any indexable ``(x, y)``
     sequence (a ``torch.utils.data.Subset`` evaluates part of one). ``lava_granularity`` and
-    ``lava_timeout`` (seconds per Lava session) go to ``evaluate_lava``. ``step(message)`` is told what runs
-    next (progress display)."""
+    ``lava_timeout`` (seconds per Lava session) go to ``evaluate_lava``. ``compiled``: an integer graph and
+    its placement on ``target`` (``snncompile compile`` writes both) to use instead of lowering and placing
+    the model afresh. ``step(message)`` is told what runs next (progress display)."""
     name = loaded.name or Path(str(loaded.path)).stem
     seconds: dict[str, float] = {}
 
@@ -119,9 +121,14 @@ def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int
 
     graph = timed("export", lambda: export(loaded.model))
     float_eval = timed("float evaluation", lambda: evaluate_graph(graph, test_set, progress=False))
-    integer = timed("lowering", lambda: lower_to_loihi(graph, graph_feeds(graph, _stack(train_set, calibration)),
-                                                       target=target))
-    placement = timed("placement", lambda: place(integer, target))
+    if compiled is None:
+        integer = timed("lowering", lambda: lower_to_loihi(graph, graph_feeds(graph, _stack(train_set, calibration)),
+                                                           target=target))
+        placement = timed("placement", lambda: place(integer, target))
+    else:
+        integer, placement = compiled
+        if placement.target != target:
+            raise PlacementError(f"the compiled graph was placed for {placement.target!r}, not {target!r}")
     violations = [f"[{v.rule}] {v.node}: {v.message}" for v in check(integer, placement, load_target(target))]
     int_eval = timed("integer simulation", lambda: evaluate_graph(unschedule(integer), test_set, progress=False))
     lava = timed("Lava check", lambda: evaluate_lava(integer, test_set, indices=range(min(lava_samples,
