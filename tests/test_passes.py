@@ -26,7 +26,7 @@ from snncompile.ir.ops import LIF, BatchNorm, Conv2d, Input, Linear, MaxPool2d, 
 from snncompile.nn.neurons import MultiStepLIF
 from snncompile.nn.sdt import build_model
 from snncompile.nn.seq import PerStep
-from snncompile.passes import (PIPELINES, PassContext, PassError, RewriteError, fold_batchnorm, reports,
+from snncompile.passes import (PIPELINES, PassContext, PassError, Reported, RewriteError, fold_batchnorm, reports,
                                rewrite_graph, run_pipeline, to_fixpoint)
 from snncompile.passes.fold_batchnorm import fold_blocker
 from snncompile.passes.rewrite import Edit
@@ -250,6 +250,16 @@ def test_a_reporting_pass_cannot_shadow_its_options():
 
     with pytest.raises(PassError, match="clash with its option names"):
         run_pipeline(linear_graph(), [noisy], PassContext(options={"noisy": {"factor": 1}}))
+
+
+def test_a_pass_can_return_its_report_with_its_graph():
+    def decides(graph, ctx):  # what it decided is known only while it runs
+        return Reported(graph, {"chosen": [ctx.seed, 2]})
+
+    out = run_pipeline(linear_graph(), [decides], PassContext(seed=7, options={"decides": {"factor": 1}}))
+    assert out.history[-1].name == "decides" and out.history[-1].options == {"factor": 1, "chosen": [7, 2]}
+    with pytest.raises(PassError, match="clash with its option names"):
+        run_pipeline(linear_graph(), [decides], PassContext(options={"decides": {"chosen": 1}}))
 
 
 # ------------------------------------------------------------------------------------------------

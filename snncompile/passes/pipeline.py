@@ -5,8 +5,10 @@ of this package. Its docstring states what it requires and what it guarantees. I
 input (graphs, nodes and parameter arrays are immutable), and it returns its input object itself when
 nothing matched, so "changed" means ``out is not graph``. A pass leaves ``graph.history`` alone: the
 pipeline records it. A pass with something to say about its work (what it did, what it had to leave)
-carries a ``report(before, after) -> dict``, attached with :func:`reports`; the pipeline puts that
-dict into the pass's :class:`~snncompile.ir.graph.HistoryEntry` options, next to the options it ran with.
+carries a ``report(before, after) -> dict``, attached with :func:`reports`, or, when only the run itself
+knows it (the decisions ``quantize`` takes on the way), returns :class:`Reported` (the graph and that
+dict); the pipeline puts the dict into the pass's :class:`~snncompile.ir.graph.HistoryEntry` options, next
+to the options it ran with.
 
 :func:`run_pipeline` runs a list of passes (function objects, never names), validates the graph after
 every step and records one ``HistoryEntry(name, options, digest)`` per step, where ``digest`` is
@@ -56,13 +58,22 @@ class PassContext:
         return self.options.get(p if isinstance(p, str) else p.__name__, MappingProxyType({}))
 
 
+@dataclass(frozen=True)
+class Reported:
+    """A pass's result together with its report (same rules as a :func:`reports` dict)."""
+
+    graph: Graph
+    report: Mapping[str, object]
+
+
 class Pass(Protocol):
     __name__: str
 
-    def __call__(self, graph: Graph, ctx: PassContext) -> Graph: ...
+    def __call__(self, graph: Graph, ctx: PassContext) -> Graph | Reported: ...
 
 
 Report = Callable[[Graph, Graph], Mapping[str, object]]
+
 Verify = Callable[[str, Graph, Graph], None]
 
 
@@ -110,11 +121,14 @@ def _select(steps: Sequence[Pass], start: str | None, stop: str | None) -> range
     return range(first, last + 1)
 
 
-def _entry(p: Pass, ctx: PassContext, before: Graph, after: Graph) -> HistoryEntry:
+def _entry(p: Pass, ctx: PassContext, before: Graph, after: Graph,
+           found: Mapping[str, object] | None) -> HistoryEntry:
     options = dict(ctx.options_for(p))
     report = getattr(p, "report", None)
-    if report is not None:
-        found = dict(report(before, after))
+    if found is None and report is not None:
+        found = report(before, after)
+    if found is not None:
+        found = dict(found)
         clash = sorted(set(found) & set(options))
         if clash:
             raise PassError(p.__name__, f"its report keys {clash} clash with its option names")
@@ -165,6 +179,9 @@ def run_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None = 
         except Exception as e:
             raise PassError(p.__name__, f"failed: {type(e).__name__}: {e}") from e
         times[tag] = time.perf_counter() - started
+        found = None
+        if isinstance(out, Reported):
+            out, found = out.graph, out.report
         if not isinstance(out, Graph):
             raise PassError(p.__name__, f"returned {type(out).__name__}, not a Graph")
         if out.history != graph.history:
@@ -172,7 +189,7 @@ def run_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None = 
         problems = out.problems()
         if problems:
             raise PassError(p.__name__, "produced an invalid graph:\n  - " + "\n  - ".join(problems))
-        out = dataclasses.replace(out, history=out.history + (_entry(p, ctx, graph, out),))
+        out = dataclasses.replace(out, history=out.history + (_entry(p, ctx, graph, out, found),))
         if verify is not None:
             try:
                 verify(p.__name__, graph, out)

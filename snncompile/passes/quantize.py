@@ -57,7 +57,7 @@ from ..ir.types import int_type
 from ..targets import load_target
 from .float_view import float_view
 from .normalize_neurons import normalize_blocker
-from .pipeline import PassContext
+from .pipeline import PassContext, Reported
 from .prove_ranges import analyse
 from .verify import Alignment
 
@@ -565,7 +565,7 @@ def _pruned(graph: Graph) -> Graph:
     return dataclasses.replace(graph, nodes=nodes)
 
 
-def quantize(graph: Graph, ctx: PassContext) -> Graph:
+def quantize(graph: Graph, ctx: PassContext) -> Reported:
     """Put the whole graph on integers (see the module docstring for the scheme).
 
     Requires: BatchNorms folded, neurons normalised (``normalize_neurons``), attention lowered
@@ -586,8 +586,7 @@ def quantize(graph: Graph, ctx: PassContext) -> Graph:
     lowering.report["scales"] = {n: s for n, s in lowering.scale.items() if n in out.nodes}
     lowering.report["membrane_scales"] = {n: r["input_scale"] / (1 << ACT_SHIFT)
                                           for n, r in lowering.report["neurons"].items()}
-    _REPORTS[id(out)] = lowering.report
-    return out
+    return Reported(out, lowering.report)
 
 
 def _align(before: Graph, after: Graph) -> Alignment:
@@ -596,9 +595,6 @@ def _align(before: Graph, after: Graph) -> Alignment:
     return Alignment(scale=dict(plan["scales"]), membrane_scale=dict(plan["membrane_scales"]))
 
 
-# The plan is known only while the pass runs: it is handed to the pipeline's report hook by graph identity.
-_REPORTS: dict[int, dict] = {}
-quantize.report = lambda before, after: _REPORTS.pop(id(after), {})
 quantize.align = _align
 quantize.float_view = lambda after: float_view(after, dict(after.history[-1].options["scales"]))
 
