@@ -63,11 +63,11 @@ def test_a_version_1_report_is_read_and_shown_without_the_version_2_fields():
     ({"model": "x"}, "not a run report (no 'schema' field"),
     ([1, 2], "not a run report"),
     ('{"schema": "snncompile-run-report/2", ', "not valid JSON"),
-    ({k: v for k, v in run_report().items() if k != "energy"}, "missing field 'energy'"),
-    ({**run_report(), "lava": {"accuracy": 1.0}}, "lava: missing field 'total'"),
+    ({k: v for k, v in run_report().items() if k != "energy"}, "report: 'energy' is a required property"),
+    ({**run_report(), "lava": {"accuracy": 1.0}}, "lava: 'total' is a required property"),
     ({**run_report(), "layers": [{"node": "a", "float_rate": "high", "integer_rate": 0.1, "agreement": 1}]},
-     "layers[0].float_rate: expected number, got str"),
-    ({**run_report(), "test_samples": True}, "test_samples: expected integer, got bool"),
+     "layers[0].float_rate: 'high' is not of type 'number'"),
+    ({**run_report(), "test_samples": True}, "test_samples: True is not of type 'integer'"),
 ])
 def test_load_report_refuses_what_it_cannot_read_naming_the_file(tmp_path, content, message):
     path = write(tmp_path, content)

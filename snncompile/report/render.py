@@ -1,5 +1,5 @@
 """Run reports (the JSON ``snncompile run`` writes; schema ``snncompile-run-report/1`` or ``/2``, every field in
-docs/report_schema.md): :func:`load_report` reads and checks one against ``run_report.schema.json``,
+docs/report_schema.md): :func:`load_report` reads and checks one against ``run_report.schema.json`` (jsonschema),
 :func:`reprice` prices its stored counts for another target without re-simulating, :func:`render_terminal`
 and :func:`render_html` show it: rich tables, or one self-contained HTML file (inline SVG plots made with
 matplotlib, no external resource). Every energy or time is shown next to the status of the figures that
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from jsonschema import Draft202012Validator
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -27,8 +28,7 @@ from .latency import ENERGIES
 
 JSON_SCHEMA = json.loads(Path(__file__).with_name("run_report.schema.json").read_text(encoding="utf-8"))
 SCHEMAS = tuple(JSON_SCHEMA["properties"]["schema"]["enum"])
-_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "boolean": bool,
-          "null": type(None)}
+_VALIDATOR = Draft202012Validator(JSON_SCHEMA)
 _SHOWN_PROBLEMS = 12
 
 
@@ -38,27 +38,12 @@ class ReportError(ValueError):
 
 # -- loading and checking -----------------------------------------------------------------------------------------
 
-def _problems(value, rule: dict, where: str) -> list[str]:
-    """``value`` checked against a JSON Schema ``rule`` (the subset run_report.schema.json uses)."""
-    if "$ref" in rule:
-        rule = JSON_SCHEMA["$defs"][rule["$ref"].rsplit("/", 1)[1]]
-    kinds = [rule["type"]] if isinstance(rule.get("type"), str) else rule.get("type", [])
-    # bool is an int subclass in Python, but true is no number in JSON
-    if kinds and not any(isinstance(value, _TYPES[k]) and (k == "boolean" or not isinstance(value, bool))
-                         for k in kinds):
-        return [f"{where or 'report'}: expected {' or '.join(kinds)}, got {type(value).__name__} {value!r:.40}"]
-    if "enum" in rule and value not in rule["enum"]:
-        return [f"{where or 'report'}: {value!r} is not one of {', '.join(map(repr, rule['enum']))}"]
-    problems = [f"{where or 'report'}: missing field {key!r}" for key in rule.get("required", ()) if key not in value]
-    if isinstance(value, dict):
-        for key, item in value.items():
-            sub = rule.get("properties", {}).get(key, rule.get("additionalProperties"))
-            if isinstance(sub, dict):
-                problems += _problems(item, sub, f"{where}.{key}" if where else key)
-    if isinstance(value, list) and "items" in rule:
-        for i, item in enumerate(value):
-            problems += _problems(item, rule["items"], f"{where}[{i}]")
-    return problems
+def _where(path) -> str:
+    """A JSON path as the report's readers write it: ``layers[3].agreement``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out or "report"
 
 
 def validate(report, source: str = "report") -> dict:
@@ -69,7 +54,8 @@ def validate(report, source: str = "report") -> dict:
     if report["schema"] not in SCHEMAS:
         raise ReportError(f"{source}: schema {report['schema']!r} is not one this version of snncompile reads "
                           f"({', '.join(SCHEMAS)})")
-    problems = _problems(report, JSON_SCHEMA, "")
+    errors = sorted(_VALIDATOR.iter_errors(report), key=lambda e: [str(p) for p in e.absolute_path])
+    problems = [f"{_where(e.absolute_path)}: {e.message}" for e in errors]
     if problems:
         more = len(problems) - _SHOWN_PROBLEMS
         raise ReportError(f"{source}: not a valid {report['schema']} report:\n  - "
