@@ -400,19 +400,31 @@ def _cut(unit: _Unit, target: Target, sends: np.ndarray) -> list[tuple[int, int]
     cost = {"bits": unit.synaptic_bits,
             "in": lambda a, b: sum(int(m.sum()) for m in unit.fan_in(a, b).values()),
             "out": lambda a, b: int(sends[unit.elements(unit.name, a, b, owned=True)].sum())}
-    cuts, a = [], 0
+    cuts, a, span = [], 0, None
     while a < unit.neurons:
         # a limit one compartment alone exceeds is not partitioned for (the design rules report it)
         active = [k for k, v in limits.items() if v is not None and cost[k](a, a + 1) <= v]
+
+        def fits(end: int) -> bool:
+            return all(cost[k](a, end) <= limits[k] for k in active)
+
         lo, hi = a + 1, min(a + max_n, unit.neurons)  # lo always fits; find the largest end that does
+        if span is not None and lo < hi:  # a unit's slices tend to be alike: try the last one's length first
+            guess = max(lo, min(a + span, hi))
+            if not fits(guess):
+                hi = guess - 1
+            elif guess == hi or not fits(guess + 1):
+                lo = hi = guess
+            else:
+                lo = guess + 1
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if all(cost[k](a, mid) <= limits[k] for k in active):
+            if fits(mid):
                 lo = mid
             else:
                 hi = mid - 1
         cuts.append((a, lo))
-        a = lo
+        span, a = lo - a, lo
     return cuts
 
 
