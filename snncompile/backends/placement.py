@@ -391,9 +391,10 @@ def _limit(figure, scale: float = 1) -> int | None:
     return None if figure is None else int(figure.value * scale)
 
 
-def _cut(unit: _Unit, target: Target, sends: np.ndarray) -> list[tuple[int, int]]:
+def _cut(unit: _Unit, target: Target, sends: np.ndarray, most: int | None = None) -> list[tuple[int, int]] | None:
     """Greedy cut into the fewest slices within the per-core limits (see the module docstring); ``sends``:
-    axons each output element of the unit needs (destination cores, host readout)."""
+    axons each output element of the unit needs (destination cores, host readout). ``None`` as soon as it
+    needs more than ``most`` slices."""
     max_n = target.neurons_per_core.value
     limits = {"bits": _limit(target.synaptic_memory_per_core, 1024 * 8), "in": _limit(target.fan_in_axons_per_core),
               "out": _limit(target.fan_out_axons_per_core)}
@@ -409,14 +410,22 @@ def _cut(unit: _Unit, target: Target, sends: np.ndarray) -> list[tuple[int, int]
             return all(cost[k](a, end) <= limits[k] for k in active)
 
         lo, hi = a + 1, min(a + max_n, unit.neurons)  # lo always fits; find the largest end that does
-        if span is not None and lo < hi:  # a unit's slices tend to be alike: try the last one's length first
-            guess = max(lo, min(a + span, hi))
-            if not fits(guess):
-                hi = guess - 1
-            elif guess == hi or not fits(guess + 1):
-                lo = hi = guess
+        if span is not None and lo < hi:  # a unit's slices tend to be alike: gallop from the last one's length
+            guess, step = max(lo, min(a + span, hi)), 1
+            if fits(guess):
+                lo = guess
+                while lo < hi:
+                    if not fits(end := min(lo + step, hi)):
+                        hi = end - 1
+                        break
+                    lo, step = end, 2 * step
             else:
-                lo = guess + 1
+                hi = guess - 1
+                while lo < hi:
+                    if fits(end := max(hi - step, lo)):
+                        lo = end
+                        break
+                    hi, step = end - 1, 2 * step
         while lo < hi:
             mid = (lo + hi + 1) // 2
             if fits(mid):
@@ -424,6 +433,8 @@ def _cut(unit: _Unit, target: Target, sends: np.ndarray) -> list[tuple[int, int]
             else:
                 hi = mid - 1
         cuts.append((a, lo))
+        if most is not None and len(cuts) > most:
+            return None
         span, a = lo - a, lo
     return cuts
 
@@ -448,11 +459,16 @@ def place(graph: Graph, target: Target | str | Path) -> Placement:
         neurons = max(1, max(math.prod(shapes[m]) for m in counted))
         orders = ["channel"] + (["position"] if all(len(shapes[m]) == 3 for m in members) else [])
         best = None
-        for o in orders:  # fewest slices, then fewest input axons in all (less fan-out upstream)
+        # fewest slices, then fewest input axons in all (less fan-out upstream), then channel order; the
+        # channel cut comes last so that it can stop once it needs more slices than the position cut
+        for o in reversed(orders):
             unit = _Unit(u, members, neurons, shapes, graph, o)
-            slices = [(a, b, unit.fan_in(a, b)) for a, b in _cut(unit, target, sends[u])]
+            cuts = _cut(unit, target, sends[u], None if best is None else best[0][0])
+            if cuts is None:
+                continue
+            slices = [(a, b, unit.fan_in(a, b)) for a, b in cuts]
             key = (len(slices), sum(int(m.sum()) for *_, reads in slices for m in reads.values()))
-            if best is None or key < best[0]:
+            if best is None or key <= best[0]:
                 best = (key, unit, slices)
         _, unit, slices = best
         for _, _, reads in slices:
