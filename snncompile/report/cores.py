@@ -33,7 +33,7 @@ import torch
 from ..backends.placement import Placement, core_views
 from ..ir import Graph
 from ..targets import Target
-from .counts import ATTENTION, SYNAPSES, Trace, attention_work, fan_out
+from .counts import ATTENTION, SYNAPSES, Trace, attention_work, fan_outs
 
 COUNTS = ("synaptic_ops", "attention_accumulates", "neuron_updates_active", "neuron_updates_inactive", "events_out",
           "messages_out", "messages_in", "hops_ew", "hops_ns", "messages_between_chips", "host_messages_in")
@@ -81,6 +81,26 @@ def tile_position(core: int, target: Target) -> tuple[int, int, int]:
     return core // per_chip, tile % columns, tile // columns
 
 
+def _core_fans(graph: Graph, views, trace: Trace, batch: int = 32) -> dict[tuple[str, int], tuple]:
+    """(synapse, core row) -> (the input elements its outputs on that core read, their fan-out there), for the
+    synapses on streamed inputs; the fan-outs of a synapse's cores are computed ``batch`` at a time."""
+    rows: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for i, v in enumerate(views):
+        for member, outputs in v.owned.items():
+            src = graph.nodes[member].inputs[0]
+            if graph.op(member).type_name() in SYNAPSES and trace.types[src].time == "stream":
+                rows.setdefault(member, []).append((i, outputs))
+    fans = {}
+    for member, cores in rows.items():
+        shape = tuple(trace.types[graph.nodes[member].inputs[0]].shape)
+        for start in range(0, len(cores), batch):
+            part = cores[start:start + batch]
+            for (i, _), fan in zip(part, fan_outs(graph.op(member), shape, [o for _, o in part]).flatten(1).numpy()):
+                reached = np.flatnonzero(fan)
+                fans[member, i] = reached, fan[reached]
+    return fans
+
+
 def core_activity(graph: Graph, placement: Placement, trace: Trace, target: Target) -> CoreActivity:
     """Split the run ``trace`` of ``graph`` over ``placement``'s cores (see the module docstring)."""
     views = core_views(graph, placement)
@@ -100,18 +120,22 @@ def core_activity(graph: Graph, placement: Placement, trace: Trace, target: Targ
             cache[name] = (trace.values[name] != 0).flatten(2).to(torch.float64).numpy()
         return cache[name]
 
+    works: dict[str, torch.Tensor] = {}
     position = [tile_position(v.core, target) for v in views]
+    fans = _core_fans(graph, views, trace)
 
     for i, v in enumerate(views):
         for member, outputs in v.owned.items():
             op, src = graph.op(member), graph.nodes[member].inputs[0]
             kind = op.type_name()
-            if kind in SYNAPSES and events(src) is not None:
-                fan = fan_out(op, tuple(trace.types[src].shape), outputs).flatten().numpy()
-                counts["synaptic_ops"][i] += events(src) @ fan
+            if (member, i) in fans:
+                reached, fan = fans[member, i]  # a core's outputs read a small part of the input
+                counts["synaptic_ops"][i] += events(src)[:, :, reached] @ fan
             elif kind in ATTENTION:
-                work = attention_work(op, [trace.values[s] for s in graph.nodes[member].inputs]).flatten(2)
-                counts["attention_accumulates"][i] += work[:, :, outputs].sum(2).double().numpy()
+                if member not in works:
+                    args = [trace.values[s] for s in graph.nodes[member].inputs]
+                    works[member] = attention_work(op, args).flatten(2)
+                counts["attention_accumulates"][i] += works[member][:, :, outputs].sum(2).double().numpy()
             if member in trace.active:
                 active = trace.active[member].flatten(2)[:, :, outputs].sum(2).to(torch.float64).numpy()
                 counts["neuron_updates_active"][i] += active
@@ -126,8 +150,13 @@ def core_activity(graph: Graph, placement: Placement, trace: Trace, target: Targ
                 counts["host_messages_in"][i] += received
                 counts["messages_in"][i] += received
                 continue
-            for j in np.unique(owner[src][mask]):
-                sent = events(src)[:, :, mask & (owner[src] == j)].sum(2)
+            # the elements read, grouped by the core that emits them
+            read = np.flatnonzero(mask)
+            read = read[np.argsort(owner[src][read], kind="stable")]
+            senders = owner[src][read]
+            starts = np.flatnonzero(np.r_[True, senders[1:] != senders[:-1]])
+            for j, sent in zip(senders[starts], np.moveaxis(np.add.reduceat(events(src)[:, :, read], starts, 2),
+                                                             2, 0)):
                 (chip_a, xa, ya), (chip_b, xb, yb) = position[j], position[i]
                 counts["messages_out"][j] += sent
                 counts["messages_in"][i] += sent

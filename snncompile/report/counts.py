@@ -237,25 +237,47 @@ def merge(parts: Iterable[Activity]) -> Activity:
 def fan_out(op, in_shape: tuple[int, ...], outputs: np.ndarray | None = None,
             all_weights: bool = False) -> torch.Tensor:
     """Per input element (per-sample shape ``in_shape``): how many (output element, non-zero weight) pairs read
-    it, as float64 (exact integers): the binarised layer's transpose applied to all-ones outputs (geometry and
-    padding included; for a dense op the column's non-zero count). ``outputs`` (flat output indices) counts only
-    the pairs whose output element is among them (the part of a synapse one core computes); ``all_weights``
-    counts zero weights too (the connections of dense storage)."""
+    it, as float64 (exact integers): the binarised layer's transpose (the gradient of its input) applied to
+    all-ones outputs (geometry and padding included; for a dense op the column's non-zero count). ``outputs``
+    (flat output indices) counts only the pairs whose output element is among them (the part of a synapse one
+    core computes); ``all_weights`` counts zero weights too (the connections of dense storage)."""
+    if outputs is None:
+        weight = np.asarray(op.weight)
+        if op.type_name() in ("IntDense", "Linear"):
+            mask = np.ones(weight.shape, bool) if all_weights else weight != 0
+            return torch.from_numpy(mask.sum(0).astype(np.float64)).expand(in_shape).clone()
+        outputs = np.arange(math.prod(_out_shape(op, in_shape)))
+    return fan_outs(op, in_shape, [outputs], all_weights)[0]
+
+
+def fan_outs(op, in_shape: tuple[int, ...], output_sets: list[np.ndarray], all_weights: bool = False
+             ) -> torch.Tensor:
+    """:func:`fan_out` for several sets of outputs at once: ``[len(output_sets), *in_shape]``. Computed in
+    float32, exact while a fan-out (at most the weights of one input element) stays below 2^24."""
     weight = np.asarray(op.weight)
-    mask = torch.from_numpy(np.ones(weight.shape, bool) if all_weights else weight != 0).to(torch.float64)
-    dense = op.type_name() in ("IntDense", "Linear")
-    if dense and outputs is None:
-        return mask.sum(0).expand(in_shape).clone()
-    x = torch.zeros((1, *in_shape), dtype=torch.float64, requires_grad=True)
-    with torch.enable_grad():
-        y = x @ mask.T if dense else torch.nn.functional.conv2d(x, mask, None, tuple(op.stride), tuple(op.padding),
-                                                                 tuple(op.dilation), op.groups)
-        selected = torch.ones_like(y)
-        if outputs is not None:
-            selected = torch.zeros(y.numel(), dtype=torch.float64)
-            selected[torch.as_tensor(outputs, dtype=torch.int64)] = 1
-        (grad,) = torch.autograd.grad(y, x, selected.reshape(y.shape))
-    return grad[0]
+    mask = torch.from_numpy(np.ones(weight.shape, bool) if all_weights else weight != 0).to(torch.float32)
+    if weight.size >= 1 << 24:
+        mask = mask.double()
+    out_shape = _out_shape(op, in_shape)
+    selected = torch.zeros((len(output_sets), math.prod(out_shape)), dtype=mask.dtype)
+    for row, outputs in enumerate(output_sets):
+        selected[row, torch.as_tensor(outputs, dtype=torch.int64)] = 1
+    selected = selected.reshape(len(output_sets), *out_shape)
+    if op.type_name() in ("IntDense", "Linear"):
+        return (selected @ mask).double()
+    return torch.nn.grad.conv2d_input((len(output_sets), *in_shape), mask, selected, *_geometry(op)).double()
+
+
+def _geometry(op) -> tuple:
+    return tuple(op.stride), tuple(op.padding), tuple(op.dilation), op.groups
+
+
+def _out_shape(op, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+    if op.type_name() in ("IntDense", "Linear"):
+        return (*in_shape[:-1], np.asarray(op.weight).shape[0])
+    probe = torch.empty((1, *in_shape), device="meta")
+    weight = torch.empty(np.asarray(op.weight).shape, device="meta")
+    return tuple(torch.nn.functional.conv2d(probe, weight, None, *_geometry(op)).shape[1:])
 
 
 def _synapse_counts(op, x: torch.Tensor, graded: bool, static: bool) -> SynapseCounts:
@@ -404,5 +426,5 @@ def count_activity(graph: Graph, feeds: Mapping[str, torch.Tensor] | None = None
 
 
 __all__ = ["Activity", "AttentionCounts", "Trace", "trace_run", "active_neurons", "attention_accumulates", "attention_work",
-           "NeuronCounts", "SynapseCounts", "count_activity", "fan_out", "merge",
+           "NeuronCounts", "SynapseCounts", "count_activity", "fan_out", "fan_outs", "merge",
            "ATTENTION", "SYNAPSES"]
