@@ -148,10 +148,11 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
     train_set, test_set = (load_dataset(data, loaded.config, split) for split in ("train", "test"))
-    with console.status("starting") as status:
-        report = run_job(loaded, train_set, test_set, target=target or "loihi2", samples=samples,
-                         lava_samples=lava_samples, lava_granularity=lava_granularity, lava_timeout=lava_timeout,
-                         out_dir=out_dir, compiled=compiled, step=lambda message: status.update(f"{message}..."))
+    steps = Console(stderr=True)
+    report = run_job(loaded, train_set, test_set, target=target or "loihi2", samples=samples,
+                     lava_samples=lava_samples, lava_granularity=lava_granularity, lava_timeout=lava_timeout,
+                     out_dir=out_dir, compiled=compiled, progress=True,
+                     step=lambda message: steps.print(f"[dim]{message}...[/]"))
     for table in render_terminal(report.to_dict()):
         console.print(table)
     console.print(f"report: {report.files['report']} (JSON, schema {SCHEMA}); HTML page with plots: "

@@ -101,14 +101,15 @@ def _per_core(placement, chip, latency) -> list[dict]:
 def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int = 64,
             lava_samples: int = 8, calibration: int = 64, out_dir: Path = Path("runs"),
             lava_granularity: str = "fused", lava_timeout: float = 600.0,
-            compiled: tuple[Graph, Placement] | None = None,
+            compiled: tuple[Graph, Placement] | None = None, progress: bool = False,
             step: Callable[[str], None] = lambda message: None) -> JobReport:
     """Run the whole job (see the module docstring) and write ``<out_dir>/<name>.loihi.snnir``, its
     placement, ``<name>.report.json`` and ``<name>.report.html``. Data sets are any indexable ``(x, y)``
     sequence (a ``torch.utils.data.Subset`` evaluates part of one). ``lava_granularity`` and
     ``lava_timeout`` (seconds per Lava session) go to ``evaluate_lava``. ``compiled``: an integer graph and
     its placement on ``target`` (``snncompile compile`` writes both) to use instead of lowering and placing
-    the model afresh. ``step(message)`` is told what runs next (progress display)."""
+    the model afresh. ``step(message)`` is told what runs next; ``progress`` shows a bar (on stderr) while
+    the test set is evaluated."""
     name = loaded.name or Path(str(loaded.path)).stem
     seconds: dict[str, float] = {}
 
@@ -120,7 +121,8 @@ def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int
         return result
 
     graph = timed("export", lambda: export(loaded.model))
-    float_eval = timed("float evaluation", lambda: evaluate_graph(graph, test_set, progress=False))
+    float_eval = timed("float evaluation", lambda: evaluate_graph(graph, test_set, progress=progress,
+                                                                  description="float model"))
     if compiled is None:
         integer = timed("lowering", lambda: lower_to_loihi(graph, graph_feeds(graph, _stack(train_set, calibration)),
                                                            target=target))
@@ -130,7 +132,8 @@ def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int
         if placement.target != target:
             raise PlacementError(f"the compiled graph was placed for {placement.target!r}, not {target!r}")
     violations = [f"[{v.rule}] {v.node}: {v.message}" for v in check(integer, placement, load_target(target))]
-    int_eval = timed("integer simulation", lambda: evaluate_graph(unschedule(integer), test_set, progress=False))
+    int_eval = timed("integer simulation", lambda: evaluate_graph(unschedule(integer), test_set, progress=progress,
+                                                                  description="integer graph"))
     lava = timed("Lava check", lambda: evaluate_lava(integer, test_set, indices=range(min(lava_samples,
                                                                                           len(test_set))),
                                                      granularity=lava_granularity, timeout=lava_timeout))
