@@ -81,24 +81,26 @@ def tile_position(core: int, target: Target) -> tuple[int, int, int]:
     return core // per_chip, tile % columns, tile // columns
 
 
-def _core_fans(graph: Graph, views, trace: Trace, batch: int = 32) -> dict[tuple[str, int], tuple]:
-    """(synapse, core row) -> (the input elements its outputs on that core read, their fan-out there), for the
-    synapses on streamed inputs; the fan-outs of a synapse's cores are computed ``batch`` at a time."""
+def _synaptic_ops(graph: Graph, views, trace: Trace, events, out: np.ndarray, batch: int = 32) -> None:
+    """Add each core's synaptic operations ``[T, B]`` to ``out[row]``: per synapse on a streamed input, the
+    fan-outs restricted to each core's outputs (``batch`` cores at a time) times the input events, one
+    matrix product per batch (float64: exact, every sum is an integer below 2^53)."""
     rows: dict[str, list[tuple[int, np.ndarray]]] = {}
     for i, v in enumerate(views):
         for member, outputs in v.owned.items():
             src = graph.nodes[member].inputs[0]
             if graph.op(member).type_name() in SYNAPSES and trace.types[src].time == "stream":
                 rows.setdefault(member, []).append((i, outputs))
-    fans = {}
     for member, cores in rows.items():
-        shape = tuple(trace.types[graph.nodes[member].inputs[0]].shape)
+        src = graph.nodes[member].inputs[0]
+        x = events(src)
+        flat = x.reshape(-1, x.shape[2])
         for start in range(0, len(cores), batch):
             part = cores[start:start + batch]
-            for (i, _), fan in zip(part, fan_outs(graph.op(member), shape, [o for _, o in part]).flatten(1).numpy()):
-                reached = np.flatnonzero(fan)
-                fans[member, i] = reached, fan[reached]
-    return fans
+            fans = fan_outs(graph.op(member), tuple(trace.types[src].shape), [o for _, o in part]).flatten(1)
+            ops = flat @ fans.numpy().T  # [T * B, cores in the batch]
+            for column, (i, _) in enumerate(part):
+                out[i] += ops[:, column].reshape(x.shape[:2])
 
 
 def core_activity(graph: Graph, placement: Placement, trace: Trace, target: Target) -> CoreActivity:
@@ -121,17 +123,14 @@ def core_activity(graph: Graph, placement: Placement, trace: Trace, target: Targ
         return cache[name]
 
     works: dict[str, torch.Tensor] = {}
-    position = [tile_position(v.core, target) for v in views]
-    fans = _core_fans(graph, views, trace)
+    chips, xs, ys = (np.array(axis) for axis in zip(*(tile_position(v.core, target) for v in views)))
+    _synaptic_ops(graph, views, trace, events, counts["synaptic_ops"])
 
     for i, v in enumerate(views):
         for member, outputs in v.owned.items():
             op, src = graph.op(member), graph.nodes[member].inputs[0]
             kind = op.type_name()
-            if (member, i) in fans:
-                reached, fan = fans[member, i]  # a core's outputs read a small part of the input
-                counts["synaptic_ops"][i] += events(src)[:, :, reached] @ fan
-            elif kind in ATTENTION:
+            if kind in ATTENTION:
                 if member not in works:
                     args = [trace.values[s] for s in graph.nodes[member].inputs]
                     works[member] = attention_work(op, args).flatten(2)
@@ -150,21 +149,20 @@ def core_activity(graph: Graph, placement: Placement, trace: Trace, target: Targ
                 counts["host_messages_in"][i] += received
                 counts["messages_in"][i] += received
                 continue
-            # the elements read, grouped by the core that emits them
+            # the elements read, grouped by the core that emits them: one [T, B] message count per sender
             read = np.flatnonzero(mask)
             read = read[np.argsort(owner[src][read], kind="stable")]
             senders = owner[src][read]
             starts = np.flatnonzero(np.r_[True, senders[1:] != senders[:-1]])
-            for j, sent in zip(senders[starts], np.moveaxis(np.add.reduceat(events(src)[:, :, read], starts, 2),
-                                                             2, 0)):
-                (chip_a, xa, ya), (chip_b, xb, yb) = position[j], position[i]
-                counts["messages_out"][j] += sent
-                counts["messages_in"][i] += sent
-                if chip_a != chip_b:
-                    counts["messages_between_chips"][j] += sent
-                else:
-                    counts["hops_ew"][j] += sent * abs(xa - xb)
-                    counts["hops_ns"][j] += sent * abs(ya - yb)
+            sent = np.moveaxis(np.add.reduceat(events(src)[:, :, read], starts, 2), 2, 0)  # [senders, T, B]
+            senders = senders[starts]  # distinct: each row below is added once
+            counts["messages_out"][senders] += sent
+            counts["messages_in"][i] += sent.sum(0)
+            away = chips[senders] != chips[i]
+            counts["messages_between_chips"][senders[away]] += sent[away]
+            near, hops = senders[~away], sent[~away]
+            counts["hops_ew"][near] += hops * np.abs(xs[near] - xs[i])[:, None, None]
+            counts["hops_ns"][near] += hops * np.abs(ys[near] - ys[i])[:, None, None]
     return CoreActivity(tuple(v.core for v in views), **counts)
 
 
