@@ -53,6 +53,10 @@ class Figure:
     status: str
     note: str = ""
 
+    def record(self) -> dict:
+        """What a report keeps of a figure it priced with: value, unit, status, source."""
+        return {"value": self.value, "unit": self.unit, "status": self.status, "source": self.source}
+
 
 @dataclass(frozen=True)
 class Key:
@@ -256,8 +260,10 @@ def list_targets() -> list[str]:
     return sorted(p.stem for p in shipped_dir("targets").glob("*.toml"))
 
 
-def load_target(name_or_path: str | Path) -> Target:
-    """A shipped target by name (``"loihi1"``) or any target file by path."""
+def load_target(name_or_path: str | Path | Target) -> Target:
+    """A shipped target by name (``"loihi1"``) or any target file by path; a ``Target`` as it is."""
+    if isinstance(name_or_path, Target):
+        return name_or_path
     path = Path(name_or_path)
     if not isinstance(name_or_path, Path) and path.suffix != ".toml" and len(path.parts) == 1:
         path = shipped_dir("targets") / f"{name_or_path}.toml"

@@ -131,6 +131,8 @@ def test_a_copy_of_a_shipped_file_loads_from_a_path(tmp_path):
     path.write_text(LOIHI1)
     assert load_target(path).figures() == load_target("loihi1").figures()
     assert load_target(str(path)).path == path.resolve()
+    target = load_target(path)
+    assert load_target(target) is target  # a Target passes through, so every caller may take either
 
 
 BAD = {

@@ -441,7 +441,7 @@ def _cut(unit: _Unit, target: Target, sends: np.ndarray, most: int | None = None
 
 def place(graph: Graph, target: Target | str | Path) -> Placement:
     """Partition ``graph`` (a valid, lowered integer graph) onto the cores of a chip ``target``."""
-    target = target if isinstance(target, Target) else load_target(target)
+    target = load_target(target)
     if target.kind != "chip" or target.neurons_per_core is None or target.cores_per_chip is None:
         raise PlacementError(f"target {target.name!r} ({target.kind}) has no cores to place a graph on")
     types = graph.types()

@@ -68,10 +68,6 @@ class CoreActivity:
         return CoreActivity(self.cores, *(np.concatenate([getattr(self, k), getattr(other, k)], axis=2)
                                           for k in COUNTS))
 
-    def totals(self) -> dict[str, list[float]]:
-        """Per core (in ``cores`` order): each count summed over steps and samples, per sample."""
-        return {k: (getattr(self, k).sum(axis=(1, 2)) / max(self.samples, 1)).tolist() for k in COUNTS}
-
 
 def tile_position(core: int, target: Target) -> tuple[int, int, int]:
     """``(chip, x, y)`` of ``core``'s tile in the target's mesh."""

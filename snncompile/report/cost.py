@@ -60,7 +60,7 @@ class EnergyEstimate:
 def price(totals: Mapping[str, int], samples: int, target: Target | str) -> EnergyEstimate:
     """Price whole-run ``totals`` over ``samples`` samples with ``target``'s figures (see the module
     docstring). A count whose figure the target does not give is listed as unpriced, never guessed."""
-    target = load_target(target) if isinstance(target, str) else target
+    target = load_target(target)
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     prices = PRICES[target.kind]
@@ -72,15 +72,14 @@ def price(totals: Mapping[str, int], samples: int, target: Target | str) -> Ener
                 unpriced.append(count)
             continue
         per_sample[count] = value * figure.value / samples
-        figures[prices[count]] = {"value": figure.value, "unit": figure.unit, "status": figure.status,
-                                  "source": figure.source}
+        figures[prices[count]] = figure.record()
     return EnergyEstimate(target.name, per_sample, figures, tuple(unpriced))
 
 
 def price_nodes(activity, target: Target | str) -> EnergyEstimate:
     """:func:`price` of an activity's totals with ``per_node_pj``: each node's own counts priced alike.
     ``activity``: an ``Activity`` or its ``to_dict()`` form (a stored report re-priced without re-simulating)."""
-    target = load_target(target) if isinstance(target, str) else target
+    target = load_target(target)
     counts = activity if isinstance(activity, Mapping) else activity.to_dict()
     whole = price(counts["totals"], counts["samples"], target)
     per_node = {n: price(t, counts["samples"], target).total_pj for n, t in counts["node_totals"].items()}
@@ -89,11 +88,11 @@ def price_nodes(activity, target: Target | str) -> EnergyEstimate:
 
 def price_ann(activity, target: Target | str = "cmos45") -> EnergyEstimate:
     """The ANN-equivalent energy per sample: ``Activity.ann_macs`` at ``target``'s ``mac_energy``."""
-    target = load_target(target) if isinstance(target, str) else target
+    target = load_target(target)
     if target.mac_energy is None:
         raise ValueError(f"target {target.name!r} gives no mac_energy to price an ANN with")
-    estimate = price({"host_MACs": activity.ann_macs()}, 1, target)
-    return EnergyEstimate(f"{target.name} ANN", {"ANN_MACs": estimate.per_sample_pj["host_MACs"]}, estimate.figures)
+    return EnergyEstimate(f"{target.name} ANN", {"ANN_MACs": activity.ann_macs() * target.mac_energy.value},
+                          {"mac_energy": target.mac_energy.record()})
 
 
 __all__ = ["price", "price_nodes", "price_ann", "EnergyEstimate", "PRICES"]

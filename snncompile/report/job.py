@@ -111,6 +111,7 @@ def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int
     the model afresh. ``step(message)`` is told what runs next; ``progress`` shows a bar (on stderr) while
     the test set is evaluated."""
     name = loaded.name or Path(str(loaded.path)).stem
+    chip = load_target(target)
     seconds: dict[str, float] = {}
 
     def timed(label: str, fn):
@@ -131,7 +132,7 @@ def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int
         integer, placement = compiled
         if placement.target != target:
             raise PlacementError(f"the compiled graph was placed for {placement.target!r}, not {target!r}")
-    violations = [f"[{v.rule}] {v.node}: {v.message}" for v in check(integer, placement, load_target(target))]
+    violations = [f"[{v.rule}] {v.node}: {v.message}" for v in check(integer, placement, chip)]
     int_eval = timed("integer simulation", lambda: evaluate_graph(unschedule(integer), test_set, progress=progress,
                                                                   description="integer graph"))
     lava = timed("Lava check", lambda: evaluate_lava(integer, test_set, indices=range(min(lava_samples,
@@ -142,7 +143,7 @@ def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int
     layers = timed("spike agreement", lambda: _layers(graph, integer, graph_feeds(graph, x), feeds_int))
     trace = timed("activity counts", lambda: trace_run(integer, feeds_int))
     activity = count_activity(integer, trace=trace)
-    chip = load_target(target)
+    counts = activity.to_dict()
     latency = timed("latency estimate", lambda: estimate_latency(core_activity(integer, placement, trace, chip),
                                                                  chip))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,15 +155,16 @@ def run_job(loaded, train_set, test_set, *, target: str = "loihi2", samples: int
                        lava={k: lava[k] for k in ("accuracy", "total", "identical_to_reference", "granularity")},
                        placement={"cores": placement.cores_used, "chips": placement.chips_used,
                                   "per_core": _per_core(placement, chip, latency)},
-                       violations=violations, layers=layers, activity=activity.to_dict(),
-                       energy={target: price_nodes(activity, chip).plus(latency.energy_pj, latency.figures).to_dict(),
-                               "cmos45": price_nodes(activity, "cmos45").to_dict(),
+                       violations=violations, layers=layers, activity=counts,
+                       energy={target: price_nodes(counts, chip).plus(latency.energy_pj, latency.figures).to_dict(),
+                               "cmos45": price_nodes(counts, "cmos45").to_dict(),
                                "ann": price_ann(activity, "cmos45").to_dict()},
                        latency=latency.to_dict(), seconds=seconds)
     report.files = {"graph": str(artifact), "placement": str(save_placement(placement, artifact)),
                     "report": str(out_dir / f"{name}.report.json"), "html": str(out_dir / f"{name}.report.html")}
-    Path(report.files["report"]).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
-    Path(report.files["html"]).write_text(render_html(report.to_dict()), encoding="utf-8")
+    document = report.to_dict()
+    Path(report.files["report"]).write_text(json.dumps(document, indent=1) + "\n")
+    Path(report.files["html"]).write_text(render_html(document), encoding="utf-8")
     return report
 
 

@@ -78,7 +78,7 @@ def _figure(target: Target, key: str, used: dict, optional: bool = False):
         if optional:
             return 0.0
         raise ValueError(f"target {target.name!r} gives no {key}: it is needed for the latency estimate")
-    used[key] = {"value": fig.value, "unit": fig.unit, "status": fig.status, "source": fig.source}
+    used[key] = fig.record()
     return fig.value if isinstance(fig.value, dict) else float(fig.value)
 
 
@@ -97,10 +97,11 @@ def barrier_ns(tiles: int, target: Target, used: dict) -> float:
 def estimate_latency(cores: CoreActivity, target: Target | str) -> LatencyEstimate:
     """Price ``cores`` (per-core counts on a placement for ``target``) with ``target``'s time, hop, message and
     static figures."""
-    target = load_target(target) if isinstance(target, str) else target
+    target = load_target(target)
     if target.kind != "chip":
         raise ValueError(f"target {target.name!r} ({target.kind}) has no timing: latency needs a chip target")
     used: dict[str, dict] = {}
+
     def stage(times: dict) -> np.ndarray:  # [C, T, B] ns
         return sum(getattr(cores, count) * _figure(target, key, used, optional=True) for count, key in times.items())
 
