@@ -1,7 +1,9 @@
-"""Placement of a lowered (integer) graph onto the cores of a chip target, and its JSON file.
+"""Placement of a lowered (integer) graph onto the cores of a chip target.
 
 ``place(graph, target) -> Placement`` partitions the graph; ``design_rules.check`` checks the result
-against the target. ``save_placement`` / ``load_placement`` keep it beside the compiled artifact.
+against the target. ``save_placement`` / ``load_placement`` keep it beside the compiled artifact (the data
+model and its file: :mod:`~snncompile.backends.placement_model`; receptive fields:
+:mod:`~snncompile.backends.receptive_fields`). This module re-exports the model's names.
 
 What lives where
 ----------------
@@ -57,18 +59,11 @@ then the one with fewer input axons in all, then ``channel``. A limit that one c
 exceeds is not partitioned for (the slice is bounded by the other limits) and is left to the design
 rules to report. Each slice gets its own core (no two units share a core), numbered from 0 in
 topological order; chip ``k`` holds cores ``k*cores_per_chip`` onwards.
-
-File
-----
-``save_placement(placement, artifact)`` writes ``<stem>.placement.json`` beside ``<stem>.snnir`` (any
-other path is used as given). The JSON names the ``graph_digest`` (``snncompile.ir.io``) of the graph it
-was made for; ``load_placement(path, graph)`` refuses a placement whose digest differs from the graph's.
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -77,147 +72,17 @@ import numpy as np
 from ..ir import Graph
 from ..ir.interval import Interval
 from ..ir.io import graph_digest
-from ..ir.ops import (Delay, IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate, LoihiLIF, LoihiTernaryLIF,
-                      MaxPool2d, QMAccumulate, ScoreLUT, ScoreValueAccumulate, SpikeScores, SumPool2d, TokenSum)
+from ..ir.ops import Delay, IntAdd, IntConv2d, IntDense, IntShift, LoihiLIF, LoihiTernaryLIF, ScoreLUT
 from ..passes.prove_ranges import width
 from ..targets import Target, load_target
+from .placement_model import (CoreLoad, Message, NodePlacement, Placement, PlacementError, Slice, load_placement,
+                              placement_path, save_placement)
+from .receptive_fields import elements_read
 
-FORMAT = "snncompile-placement"
-FORMAT_VERSION = 1
 HOST_TYPES = ("Input", "Output", "Repeat", "TimeMean", "Scale", "Quantize")
 SYNAPSES = (IntDense, IntConv2d)
 DENDRITIC = (IntAdd, IntShift, Delay)
 NEURONS = (LoihiLIF, LoihiTernaryLIF)
-ELEMENTWISE = (LoihiLIF, LoihiTernaryLIF, IntAdd, IntShift, Delay, ScoreLUT)
-
-
-class PlacementError(ValueError):
-    """A placement cannot be made, read, or does not belong to the graph it is used with."""
-
-
-@dataclass(frozen=True)
-class Slice:
-    """Compartments ``[start, stop)`` of one unit on ``core``."""
-
-    core: int
-    start: int
-    stop: int
-
-
-@dataclass(frozen=True)
-class NodePlacement:
-    """One unit: its compartments, the nodes attached to it, and its slices (in compartment order)."""
-
-    node: str
-    type: str
-    neurons: int
-    order: str                      # compartment order: "channel" or "position" (compartment_order)
-    attached: tuple[str, ...]
-    slices: tuple[Slice, ...]
-
-
-@dataclass(frozen=True)
-class CoreLoad:
-    """What one core holds (one slice of one unit) and its totals."""
-
-    core: int
-    chip: int
-    node: str
-    start: int
-    stop: int
-    neurons: int
-    synaptic_bits: int
-    fan_in_axons: int
-    fan_out_axons: int
-
-    @property
-    def synaptic_bytes(self) -> int:
-        return -(-self.synaptic_bits // 8)
-
-
-@dataclass(frozen=True)
-class Message:
-    """Values sent from ``src`` (a unit or a host node) into unit ``dst``'s group, read by member ``via``;
-    ``dtype`` is the source's output dtype (``int...``: a graded message)."""
-
-    src: str
-    dst: str
-    via: str
-    dtype: str
-
-    @property
-    def graded(self) -> bool:
-        return self.dtype.startswith(("int", "uint"))
-
-
-@dataclass(frozen=True)
-class Placement:
-    """The graph's units on a target's cores. ``nodes``: unit name -> its placement, in placement order."""
-
-    target: str
-    graph_digest: str
-    cores_per_chip: int
-    nodes: Mapping[str, NodePlacement]
-    cores: tuple[CoreLoad, ...]
-    host_nodes: tuple[str, ...]
-    messages: tuple[Message, ...] = field(default=())
-
-    @property
-    def cores_used(self) -> int:
-        return len(self.cores)
-
-    @property
-    def chips_used(self) -> int:
-        return -(-self.cores_used // self.cores_per_chip)
-
-    def unit_of(self, name: str) -> list[str]:
-        """The units a node lives on: itself if it is one, else the units it is attached to."""
-        if name in self.nodes:
-            return [name]
-        return [u for u, p in self.nodes.items() if name in p.attached]
-
-    def to_json(self) -> str:
-        doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "target": self.target,
-               "graph_digest": self.graph_digest, "cores_per_chip": self.cores_per_chip,
-               "cores_used": self.cores_used, "chips_used": self.chips_used,
-               "host_nodes": list(self.host_nodes),
-               "nodes": [{"node": p.node, "type": p.type, "neurons": p.neurons, "order": p.order,
-                          "attached": list(p.attached),
-                          "slices": [[s.core, s.start, s.stop] for s in p.slices]} for p in self.nodes.values()],
-               "cores": [{"core": c.core, "chip": c.chip, "node": c.node, "start": c.start, "stop": c.stop,
-                          "neurons": c.neurons, "synaptic_bits": c.synaptic_bits, "fan_in_axons": c.fan_in_axons,
-                          "fan_out_axons": c.fan_out_axons} for c in self.cores],
-               "messages": [[m.src, m.dst, m.via, m.dtype] for m in self.messages]}
-        return json.dumps(doc, indent=1)
-
-    @staticmethod
-    def from_json(text: str, source: str = "<placement>") -> "Placement":
-        try:
-            doc = json.loads(text)
-            if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-                raise PlacementError(f"{source}: not a placement file (format is not {FORMAT!r})")
-            if doc.get("format_version") != FORMAT_VERSION:
-                raise PlacementError(f"{source}: placement format_version {doc.get('format_version')!r}; this "
-                                     f"package reads version {FORMAT_VERSION}")
-            nodes = {n["node"]: NodePlacement(n["node"], n["type"], int(n["neurons"]), n["order"],
-                                              tuple(n["attached"]), tuple(Slice(*map(int, s)) for s in n["slices"]))
-                     for n in doc["nodes"]}
-            cores = tuple(CoreLoad(**{k: c[k] for k in CoreLoad.__dataclass_fields__}) for c in doc["cores"])
-            messages = tuple(Message(*m) for m in doc["messages"])
-            return Placement(doc["target"], doc["graph_digest"], int(doc["cores_per_chip"]), nodes, cores,
-                             tuple(doc["host_nodes"]), messages)
-        except PlacementError:
-            raise
-        except (ValueError, KeyError, TypeError) as e:
-            raise PlacementError(f"{source}: malformed placement file: {type(e).__name__}: {e}") from None
-
-    def summary(self) -> str:
-        """One line per core: core, chip, node slice, neurons, synaptic bytes, fan-in, fan-out."""
-        lines = [f"placement on {self.target}: {self.cores_used} cores on {self.chips_used} chip(s), "
-                 f"{len(self.nodes)} units, {len(self.host_nodes)} host nodes"]
-        lines += [f"  core {c.core:4d} chip {c.chip}: {c.node}[{c.start}:{c.stop}] neurons={c.neurons} "
-                  f"syn={c.synaptic_bytes}B fan_in={c.fan_in_axons} fan_out={c.fan_out_axons}" for c in self.cores]
-        return "\n".join(lines)
 
 
 # -- classification --------------------------------------------------------------------------------------------------
@@ -257,68 +122,6 @@ def _groups(graph: Graph, types) -> tuple[list[str], dict[str, list[str]]]:
                     stack.append(src)
         groups[u] = [n for n in order if n in members]
     return [n for n in graph.nodes if n in host], groups
-
-
-# -- receptive fields: which input elements a set of output elements reads ------------------------------------------
-
-def _window(out: np.ndarray, in_shape, kernel, stride, padding, dilation=(1, 1), groups=None) -> np.ndarray:
-    """Input elements of a windowed op (convolution, pooling: ``groups = C``) that the ``[C_out, Ho, Wo]``
-    output mask reads: each group's output positions, spread over their windows, for all its input channels."""
-    c_in, h, w = in_shape
-    groups = groups or c_in
-    pos = out.reshape(groups, -1, *out.shape[1:]).any(1)  # [groups, Ho, Wo]
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    ho, wo = pos.shape[1:]
-    grid = np.zeros((groups, max(h + 2 * ph, dh * (kh - 1) + sh * (ho - 1) + 1),
-                     max(w + 2 * pw, dw * (kw - 1) + sw * (wo - 1) + 1)), bool)  # padded coordinates
-    for i in range(kh):
-        for j in range(kw):
-            grid[:, dh * i: dh * i + sh * (ho - 1) + 1: sh, dw * j: dw * j + sw * (wo - 1) + 1: sw] |= pos
-    return np.repeat(grid[:, ph:ph + h, pw:pw + w], c_in // groups, axis=0)
-
-
-def _heads(x: np.ndarray, heads: int) -> np.ndarray:
-    """``[C, Hs, Ws]`` -> ``[H, d, N]`` (channel ``h*d + j``, token ``y*Ws + x``)."""
-    return x.reshape(_head_shape(x.shape, heads))
-
-
-def _head_shape(shape: tuple[int, ...], heads: int) -> tuple[int, int, int]:
-    return heads, shape[0] // heads, math.prod(shape[1:])
-
-
-def _reads(op, out: np.ndarray, in_shapes) -> list[np.ndarray]:
-    """For each input, the elements that the output elements marked in ``out`` depend on."""
-    bc = lambda m, i: np.array(m).reshape(in_shapes[i])  # noqa: E731  (per-head [H, d, N] -> input shape)
-    if isinstance(op, ELEMENTWISE) and all(tuple(s) == out.shape for s in in_shapes):
-        return [out.copy() for _ in in_shapes]
-    if isinstance(op, IntConv2d):
-        return [_window(out, in_shapes[0], op.weight.shape[2:], op.stride, op.padding, op.dilation, op.groups)]
-    if isinstance(op, (MaxPool2d, SumPool2d)):
-        return [_window(out, in_shapes[0], op.kernel, op.stride, op.padding)]
-    if isinstance(op, IntDense):
-        return [np.broadcast_to(out.any(-1, keepdims=True), in_shapes[0]).copy()]
-    if isinstance(op, TokenSum):
-        return [np.broadcast_to(out[:, None, None], in_shapes[0]).copy()]
-    if isinstance(op, KVOuterAccumulate):
-        k = np.broadcast_to(out.any(2)[:, :, None], _head_shape(in_shapes[0], op.heads))  # K[h, i, :]
-        v = np.broadcast_to(out.any(1)[:, :, None], _head_shape(in_shapes[1], op.heads))  # V[h, j, :]
-        return [bc(k, 0), bc(v, 1)]
-    if isinstance(op, QMAccumulate):
-        o = _heads(out, op.heads)                                   # [H, d(j), N]
-        q = np.broadcast_to(o.any(1)[:, None, :], o.shape)          # all channels of head h at token n
-        m = np.broadcast_to(o.any(2)[:, None, :], in_shapes[1])     # M[h, :, j]
-        return [q.reshape(in_shapes[0]), m.copy()]
-    if isinstance(op, SpikeScores):
-        shape = _head_shape(in_shapes[0], op.heads)
-        q = np.broadcast_to(out.any(2)[:, None, :], shape)          # Q[h, :, n]
-        k = np.broadcast_to(out.any(1)[:, None, :], shape)          # K[h, :, m]
-        return [bc(q, 0), bc(k, 1)]
-    if isinstance(op, ScoreValueAccumulate):
-        o = _heads(out, op.heads)                                   # [H, d(j), N]
-        s = np.broadcast_to(o.any(1)[:, :, None], in_shapes[0])     # S[h, n, :]
-        v = np.broadcast_to(o.any(2)[:, :, None], o.shape)          # V[h, j, :]
-        return [s.copy(), v.reshape(in_shapes[1])]
-    return [np.ones(s, bool) for s in in_shapes]  # unknown structure: the whole input
 
 
 # -- one unit's slices ---------------------------------------------------------------------------------------------
@@ -369,7 +172,7 @@ class _Unit:
             node = self.graph.nodes[m]
             out = np.zeros(math.prod(self.shapes[m]), bool)
             out[self.elements(m, start, stop)] = True
-            masks = _reads(node.op, out.reshape(self.shapes[m]), [self.shapes[s] for s in node.inputs])
+            masks = elements_read(node.op, out.reshape(self.shapes[m]), [self.shapes[s] for s in node.inputs])
             for src, mask in zip(node.inputs, masks):
                 if src not in self.members:
                     flat = mask.reshape(-1)
@@ -520,34 +323,6 @@ def core_views(graph: Graph, placement: Placement) -> list[CoreView]:
                                   {m: unit.elements(m, s.start, s.stop, owned=True) for m in unit.members},
                                   unit.fan_in(s.start, s.stop)))
     return sorted(views, key=lambda v: v.core)
-
-
-# -- files --------------------------------------------------------------------------------------------------------
-
-def placement_path(artifact: str | Path) -> Path:
-    """``model.snnir`` -> ``model.placement.json``; any other path is the placement file itself."""
-    artifact = Path(artifact)
-    return artifact.with_suffix(".placement.json") if artifact.suffix == ".snnir" else artifact
-
-
-def save_placement(placement: Placement, path: str | Path) -> Path:
-    """Write the placement as JSON beside the artifact (see :func:`placement_path`); returns the file."""
-    out = placement_path(path)
-    out.write_text(placement.to_json() + "\n")
-    return out
-
-
-def load_placement(path: str | Path, graph: Graph | None = None) -> Placement:
-    """Read a placement (the JSON, or the ``.snnir`` it sits beside); with ``graph``, check it was made for it."""
-    file = placement_path(path)
-    placement = Placement.from_json(file.read_text(), str(file))
-    if graph is not None:
-        digest = graph_digest(graph)
-        if digest != placement.graph_digest:
-            raise PlacementError(f"{file}: placement was made for graph digest {placement.graph_digest[:16]}..., "
-                                 f"but this graph's digest is {digest[:16]}...: the graph changed since it was "
-                                 f"placed; run place() again")
-    return placement
 
 
 __all__ = ["place", "Placement", "NodePlacement", "Slice", "CoreLoad", "CoreView", "Message", "PlacementError",
