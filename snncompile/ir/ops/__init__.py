@@ -1,4 +1,6 @@
-"""Every IR node type, in one registry: serialisation, interpreters, docs and tests key on ``OPS``."""
+"""Every IR node type, in one registry: serialisation, interpreters, docs and tests key on ``OPS``; the
+families the stages use (neurons, synapses, host ops ...) are queries over each type's declarations
+(``support.py``), never lists of their own."""
 from .attention import BlockLinearAttention, LUTAttention, SpikeColumnSum, SpikeMask, TemporalWindow
 from .base import Op, TypeMismatch
 from .elementwise import Add, Mul, ReLU, Scale
@@ -10,6 +12,7 @@ from .neuron import LI, LIF, CubaLIF, TernaryLIF
 from .pool import MaxPool2d, SumPool2d
 from .quant import Delay, IntAdd, IntShift, Quantize, TokenSum
 from .shape import Flatten, TokenMean
+from .support import BACKEND_NAMES, ROLES, Backends, Refused
 
 OPS: tuple[type[Op], ...] = (
     Input, Output, Repeat, TimeMean,
@@ -24,4 +27,22 @@ OPS: tuple[type[Op], ...] = (
 )
 OPS_BY_NAME: dict[str, type[Op]] = {op.type_name(): op for op in OPS}
 
-__all__ = ["OPS", "OPS_BY_NAME", "Op", "TypeMismatch"] + [op.__name__ for op in OPS]
+
+def ops_where(**traits) -> tuple[type[Op], ...]:
+    """The registered op types whose declarations equal every given trait, e.g. ``ops_where(ROLE="neuron")``,
+    ``ops_where(DENDRITIC=True)``; a trait no op type declares is an error (a typo would match nothing)."""
+    unknown = [t for t in traits if not hasattr(Op, t)]
+    if unknown:
+        raise AttributeError(f"op types declare no trait {unknown}")
+    return tuple(op for op in OPS if all(getattr(op, t) == v for t, v in traits.items()))
+
+
+def family(role: str) -> tuple[type[Op], ...]:
+    """The registered op types of one role (``support.ROLES``): ``family("synapse")``, ``family("neuron")``."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+    return ops_where(ROLE=role)
+
+
+__all__ = ["OPS", "OPS_BY_NAME", "Op", "TypeMismatch", "ops_where", "family", "Backends", "Refused",
+           "BACKEND_NAMES"] + [op.__name__ for op in OPS]

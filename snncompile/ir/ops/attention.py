@@ -13,6 +13,19 @@ from ...nn.attention import (attenuated_window, linear_attention, lut_lookup, me
 from ..interval import Interval, dot_range
 from ..types import FLOAT32, SPIKE, TensorType, int_type
 from .base import Op, expect, expect_stream, param
+from .receptive import eroded, head_channels, head_tokens, per_head
+from .support import NETX_FLOAT, NETX_PRODUCT, NIR_NO_PRODUCT, Backends, Refused
+
+_LAVA_FLOAT_ATTENTION = "float attention: lower_attention splits it into integer accumulates, which run on Lava"
+
+
+def _product_reads(op, out: np.ndarray, in_shapes) -> list[np.ndarray]:
+    """``X = f(Q K^T) V`` per head: an output at (channel j, token n) of head h reads Q at every channel of h at
+    token n, all of K in head h, and V's channel j at every token."""
+    o = per_head(out, op.heads)                                 # [H, d, N]
+    heads_used = np.broadcast_to(o.any((1, 2))[:, None], o[:, 0, :].shape)
+    return [head_tokens(o.any(1), in_shapes[0], op.heads), head_tokens(heads_used, in_shapes[1], op.heads),
+            head_channels(o.any(2), in_shapes[2], op.heads)]
 
 
 def _qkv_types(inputs: Sequence[TensorType], heads: int, what: str) -> TensorType:
@@ -42,6 +55,8 @@ class SpikeColumnSum(Op):
     """
 
     ARITY = 2
+    ROLE, STEPPING, WORK = "accumulate", "local", "attention"
+    BACKENDS = Backends(lava="local", onnx="function", nir=Refused(NIR_NO_PRODUCT), netx=Refused(NETX_PRODUCT))
     heads: int = param("attention heads H (contiguous channel groups)")
     erode: bool = param("3x3 max-pool of the per-head AND map (DVS mode)", False)
 
@@ -61,6 +76,16 @@ class SpikeColumnSum(Op):
         # a count of 0/1 entries over the N tokens (eroding max-pools 0/1 values: still 0/1)
         return Interval(0, in_types[0].shape[1] * in_types[0].shape[2])
 
+    def reads(self, out, in_shapes):
+        channels = out.reshape(self.heads, -1)  # [H, d]: column j of head h sums K AND V over its tokens
+        if self.erode:  # the 3x3 window also reaches the neighbouring columns of the head
+            channels = eroded(channels[:, :, None])[:, :, 0]
+        return [head_channels(channels, shape, self.heads) for shape in in_shapes]
+
+    def work(self, args: list[torch.Tensor]) -> torch.Tensor:
+        """Additions into each column: one per 1 among the (eroded) AND terms it sums, i.e. its value."""
+        return self.run(*args).round().to(torch.int64)
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class SpikeMask(Op):
@@ -71,6 +96,8 @@ class SpikeMask(Op):
     """
 
     ARITY = 2
+    ROLE, STEPPING, WORK = "accumulate", "local", "none"  # AND gates: no additions to count
+    BACKENDS = Backends(lava="local", onnx="function", nir=Refused(NIR_NO_PRODUCT), netx=Refused(NETX_PRODUCT))
     heads: int = param("attention heads H (contiguous channel groups)")
     erode: bool = param("3x3 max-pool of the per-head result (DVS mode)", False)
 
@@ -88,6 +115,12 @@ class SpikeMask(Op):
         T, B, C, Hs, Ws = q.shape
         a = sdsa_mask(split_heads(q, self.heads), m.reshape(T, B, self.heads, 1, C // self.heads), self.erode)
         return merge_heads(a).reshape(T, B, C, Hs, Ws)
+
+    def reads(self, out, in_shapes):
+        o = per_head(out, self.heads)  # [H, d, N]
+        if self.erode:
+            o = eroded(o)
+        return [o.reshape(in_shapes[0]).copy(), o.any(2).reshape(in_shapes[1])]
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -108,6 +141,9 @@ class BlockLinearAttention(Op):
     """
 
     ARITY = 3
+    ROLE, STEPPING, WORK = "accumulate", "history", "none"  # counted once lowered to integer accumulates
+    BACKENDS = Backends(lava=Refused(_LAVA_FLOAT_ATTENTION), onnx="function", nir=Refused(NIR_NO_PRODUCT),
+                        netx=Refused(NETX_PRODUCT))
     heads: int = param("attention heads H (contiguous channel groups)")
     block: int = param("timesteps per temporal block (STAtten ``chunk_size``); T must be a multiple", 1)
     scale: float = param("constant factor (STAtten alpha, SSA scale)", 1.0)
@@ -156,6 +192,8 @@ class BlockLinearAttention(Op):
         m = (k * v).times(self.block * Hs * Ws)
         return Interval(min(m.lo, 0), max(m.hi, 0)).times(C // self.heads)
 
+    reads = _product_reads
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class LUTAttention(Op):
@@ -166,6 +204,10 @@ class LUTAttention(Op):
     """
 
     ARITY = 3
+    ROLE, STEPPING, WORK = "accumulate", "local", "none"  # counted once lowered to integer accumulates
+    BACKENDS = Backends(lava=Refused(_LAVA_FLOAT_ATTENTION), onnx="function",
+                        nir=Refused(NIR_NO_PRODUCT + " (nor a lookup table)"),
+                        netx=Refused(NETX_PRODUCT + " (nor a lookup table)"))
     heads: int = param("attention heads H (contiguous channel groups)")
     table: np.ndarray = param("denoiser ``f``: ``[H, d + 1]`` values for the scores ``0 .. d``")
     scale: float = param("constant factor on ``f(A) V``", 1.0)
@@ -189,6 +231,8 @@ class LUTAttention(Op):
         f, _, _ = lut_lookup(self.tensor("table"), torch.matmul(qh, kh.transpose(-2, -1)))
         return merge_heads(torch.matmul(f, vh) * self.scale).reshape(T, B, C, Hs, Ws)
 
+    reads = _product_reads
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class TemporalWindow(Op):
@@ -201,6 +245,11 @@ class TemporalWindow(Op):
     exact in float32 because that bound stays below 2^24 (checked).
     """
 
+    ROLE, STEPPING, WORK = "elementwise", "history", "none"
+    BACKENDS = Backends(lava="history", onnx="function",
+                        nir=Refused("a weighted window over past timesteps would need NIR Delay nodes, which this "
+                                    "exporter does not write (NIR delays are continuous-time)"),
+                        netx=Refused(NETX_FLOAT))
     weights: np.ndarray = param("``[W]`` factors of the current and the ``W - 1`` previous inputs")
 
     def problems(self) -> list[str]:

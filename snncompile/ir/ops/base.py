@@ -9,6 +9,11 @@ free-form metadata dict. It knows three things about itself:
 - ``run(*inputs)``: its semantics on time-major torch tensors ``[T, B, *shape]``
   (``[B, *shape]`` for static edges). The interpreter only calls these.
 
+Besides, every node type declares what the later stages need to know about it (``support.py``): its
+``ROLE``, ``STEPPING``, ``WORK`` and ``BACKENDS`` (each backend's mapping or the reason it has none), and
+implements ``reads`` (its receptive field), ``scheduled``/``unscheduled`` (its absolute-time fields) and,
+by its ``WORK``, ``fan_out`` or ``work``. Stages ask the op; none keeps a list of op types.
+
 Tensor convention: float32 and spike edges carry float32 tensors (spikes as 0/1, ternary as -1/0/+1).
 Integer edges (``intN``/``uintN``) carry exact integers, either as int64 tensors (what the integer
 nodes, ``INTEGER_INPUTS = True``, return: the Loihi family computes in int64 and never rounds) or as
@@ -27,6 +32,8 @@ import torch
 
 from ..interval import Interval
 from ..types import TensorType
+from .receptive import same_elements
+from .support import Backends, Role, Stepping, Work
 
 
 class TypeMismatch(ValueError):
@@ -41,6 +48,13 @@ class Op:
 
     ARITY: ClassVar[int | None] = 1
     INTEGER_INPUTS: ClassVar[bool] = False  # run() takes int64 tensors as they are (else they arrive as float32)
+    # what the stages after the IR need to know (support.py); None only on abstract bases: the registry test
+    # refuses a node type that leaves one out
+    ROLE: ClassVar[Role | None] = None
+    STEPPING: ClassVar[Stepping | None] = None
+    WORK: ClassVar[Work | None] = None
+    BACKENDS: ClassVar[Backends | None] = None
+    DENDRITIC: ClassVar[bool] = False  # computable in the receiving core's dendrite when fed synaptic sums
 
     delay: int = dataclasses.field(default=0, metadata={"doc": (
         "timesteps between an input and its effect on the output on a time-stepped target; the output "
@@ -93,6 +107,25 @@ class Op:
 
     def run(self, *inputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def reads(self, out: np.ndarray, in_shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+        """For the output elements marked in the boolean mask ``out`` (one sample's output shape), the elements
+        of each input (shapes ``in_shapes``) they depend on. Elementwise roles read their own position; every
+        other node type overrides this with its structure (windows, rows, heads)."""
+        if self.ROLE in ("elementwise", "neuron", "io", "host"):
+            return same_elements(out, in_shapes)
+        raise NotImplementedError(f"{self.type_name()} ({self.ROLE}) declares no receptive field")
+
+    def scheduled(self, arrival: int, data_steps: int, run_steps: int, synapse_delay: int) -> "Op":
+        """This node on a time-stepped target, its inputs arriving ``arrival`` steps after the graph's (see
+        ``passes/schedule.py``): its own delay and the fields that depend on absolute time. Default: as is
+        (the node answers on the step its inputs arrive)."""
+        return self
+
+    def unscheduled(self, data_steps: int) -> "Op":
+        """The inverse of :meth:`scheduled` for a run over the ``data_steps`` data window: no delay, every
+        absolute-time field back to its unscheduled value."""
+        return dataclasses.replace(self, delay=0) if self.delay else self
 
     def value_range(self, inputs: Sequence[Interval | None], in_types: Sequence[TensorType],
                     out: TensorType) -> Interval | None:

@@ -10,6 +10,7 @@ import torch
 from ..interval import Interval
 from ..types import FLOAT32, SPIKE, TensorType, int_type
 from .base import Op, expect, param
+from .support import LAVA_FLOAT, NETX_FLOAT, NETX_PRODUCT, NIR_NO_PRODUCT, Backends, Refused
 
 
 def _same_shapes(inputs: Sequence[TensorType], what: str) -> None:
@@ -23,6 +24,8 @@ class Add(Op):
     """Sum of one or more streams (residual). Semantics: ``y = ((x0 + x1) + x2) + ...`` in input order."""
 
     ARITY = None
+    ROLE, STEPPING, WORK = "elementwise", "local", "none"
+    BACKENDS = Backends(lava=Refused(LAVA_FLOAT), onnx="function", nir="dissolved", netx=Refused(NETX_FLOAT))
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         _same_shapes(inputs, "Add")
@@ -40,6 +43,8 @@ class Mul(Op):
     """Elementwise product of two streams. Semantics: ``y = a * b`` (AND when both are spikes)."""
 
     ARITY = 2
+    ROLE, STEPPING, WORK = "elementwise", "local", "none"
+    BACKENDS = Backends(lava="local", onnx="function", nir=Refused(NIR_NO_PRODUCT), netx=Refused(NETX_PRODUCT))
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         _same_shapes(inputs, "Mul")
@@ -62,6 +67,10 @@ class ReLU(Op):
     float out; an integer input gives the unsigned integer of one bit less (exact)."""
 
     INTEGER_INPUTS = True  # torch.relu keeps int64 exact
+    ROLE, STEPPING, WORK = "elementwise", "local", "none"
+    BACKENDS = Backends(lava="local", onnx="function",
+                        nir=Refused("NIR has no ReLU or other static non-linearity (only spiking neurons and "
+                                    "Threshold)"), netx=Refused(NETX_FLOAT))
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
@@ -85,6 +94,8 @@ class Scale(Op):
     per-sample shape. Output float32, same time layout as the input.
     """
 
+    ROLE, STEPPING, WORK = "host", "local", "none"
+    BACKENDS = Backends(lava="host", onnx="function", nir="Scale", netx=Refused(NETX_FLOAT))
     scale: float | np.ndarray = param("the factor: a float, or an array of the input's shape (one per element)")
 
     def problems(self) -> list[str]:

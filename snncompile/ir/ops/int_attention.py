@@ -11,6 +11,7 @@ saturate at a narrower width.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -24,6 +25,8 @@ from .attention import _heads_problems, _qkv_types
 from .base import Op, expect, expect_stream, param
 from .loihi import _F32_EXACT, _int_array_problems, _integer_float, as_int64
 from .quant import _fit_problems, fit
+from .receptive import head_channels, head_tokens, per_head
+from .support import NETX_PRODUCT, NIR_INTEGER, ONNX_INTEGER, Backends, Refused
 
 Overflow = Literal["none", "saturate", "wrap"]
 _HEADS_DOC = "attention heads H (contiguous channel groups)"
@@ -87,6 +90,15 @@ def _intervals(inputs: Sequence[Interval | None], types: Sequence[TensorType]) -
     return [Interval.of_dtype(t.dtype) if i is None else i for i, t in zip(inputs, types)]
 
 
+def _events(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[T, B, C, Hs, Ws]`` non-zero indicators as per-head rows ``[T, B, H, N, d]`` (int64)."""
+    t, b, c = x.shape[:3]
+    return (x != 0).to(torch.int64).reshape(t, b, heads, c // heads, -1).transpose(-2, -1)
+
+
+_BACKENDS = Backends(lava="local", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER), netx=Refused(NETX_PRODUCT))
+
+
 def _integer_operand(t: TensorType, what: str) -> None:
     expect(t.dtype.kind != "float", f"{what} must be integers (spikes, ternary or ints), got {t}; quantise it first")
 
@@ -143,6 +155,8 @@ class KVOuterAccumulate(_Accumulate):
     """
 
     ARITY = 2
+    ROLE, STEPPING, WORK = "accumulate", "history", "attention"
+    BACKENDS = dataclasses.replace(_BACKENDS, lava="history")
     heads: int = param(_HEADS_DOC)
     block: int = param("timesteps per temporal block (STAtten ``chunk_size``)", 1)
     block_offset: int = param("steps before the first block starts (a scheduler sets the input latency); "
@@ -181,6 +195,24 @@ class KVOuterAccumulate(_Accumulate):
         per_step = exact_matmul(kh.transpose(-2, -1), vh)  # [T, B, H, d, d]
         return self._fit(self._block_sums(per_step))
 
+    def scheduled(self, arrival: int, data_steps: int, run_steps: int, synapse_delay: int) -> "KVOuterAccumulate":
+        """Each block's sum leaves at its last step (``delay = block - 1``); blocks start with the data."""
+        return dataclasses.replace(self, delay=self.block - 1, block_offset=arrival)
+
+    def unscheduled(self, data_steps: int) -> "KVOuterAccumulate":
+        return dataclasses.replace(self, delay=0, block_offset=0)
+
+    def reads(self, out, in_shapes):
+        # M[h, i, j] sums K[h, :, i] * V[h, :, j] over the block's tokens
+        return [head_channels(out.any(2), in_shapes[0], self.heads), head_channels(out.any(1), in_shapes[1], self.heads)]
+
+    def work(self, args: list[torch.Tensor]) -> torch.Tensor:
+        """Additions into ``M[h, i, j]`` per step: ``sum_n [K_n,i] [V_n,j]`` (none before ``block_offset``)."""
+        k, v = (_events(a, self.heads) for a in args)
+        work = torch.einsum("tbhni,tbhnj->tbhij", k, v)
+        work[:self.block_offset] = 0
+        return work
+
     def _block_sums(self, per_step: torch.Tensor) -> torch.Tensor:
         """Every step of a block gets the block's sum; steps before ``block_offset`` get 0."""
         if self.block == 1:  # each step is its own block
@@ -203,6 +235,8 @@ class QMAccumulate(_Accumulate):
     """
 
     ARITY = 2
+    ROLE, STEPPING, WORK = "accumulate", "local", "attention"
+    BACKENDS = _BACKENDS
     heads: int = param(_HEADS_DOC)
     out_bits: int | None = param(_OUT_BITS_DOC, None)
     overflow: Overflow = param(_OVERFLOW_DOC, "none")
@@ -232,6 +266,17 @@ class QMAccumulate(_Accumulate):
         o = exact_matmul(_heads_of(q, self.heads, "Q"), as_int64(m, "M"))
         return self._fit(_channels(o, q))
 
+    def reads(self, out, in_shapes):
+        o = per_head(out, self.heads)  # [H, d (j), N]: O[h, n, j] reads Q[h, n, :] and M[h, :, j]
+        m = np.broadcast_to(o.any(2)[:, None, :], in_shapes[1]).copy()
+        return [head_tokens(o.any(1), in_shapes[0], self.heads), m]
+
+    def work(self, args: list[torch.Tensor]) -> torch.Tensor:
+        """Additions into ``O[h, n, j]`` per step: ``nnz(Q[h, n, :])`` (each Q event adds a row of M)."""
+        q = args[0]
+        rows = _events(q, self.heads)  # [T, B, H, N, d]
+        return rows.sum(-1, keepdim=True).expand(rows.shape).transpose(-2, -1).reshape(q.shape)
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class SpikeScores(_ProvenRange):
@@ -242,6 +287,8 @@ class SpikeScores(_ProvenRange):
     """
 
     ARITY = 2
+    ROLE, STEPPING, WORK = "accumulate", "local", "attention"
+    BACKENDS = _BACKENDS
     heads: int = param(_HEADS_DOC)
 
     def problems(self) -> list[str]:
@@ -265,6 +312,15 @@ class SpikeScores(_ProvenRange):
             return torch.matmul(qh, kh.transpose(-2, -1)).to(torch.int64)
         return exact_matmul(_heads_of(q, self.heads, "Q"), _heads_of(k, self.heads, "K").transpose(-2, -1))
 
+    def reads(self, out, in_shapes):
+        # A[h, n, m] reads Q[h, :, n] and K[h, :, m]
+        return [head_tokens(out.any(2), in_shapes[0], self.heads), head_tokens(out.any(1), in_shapes[1], self.heads)]
+
+    def work(self, args: list[torch.Tensor]) -> torch.Tensor:
+        """Additions into ``A[h, n, m]`` per step: the coincidences ``sum_j [Q_n,j] [K_m,j]``."""
+        q, k = (_events(a, self.heads) for a in args)
+        return torch.einsum("tbhnj,tbhmj->tbhnm", q, k)
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class ScoreLUT(_ProvenRange):
@@ -275,6 +331,8 @@ class ScoreLUT(_ProvenRange):
     ``0 .. table.shape[1] - 1`` is an error.
     """
 
+    ROLE, STEPPING, WORK = "elementwise", "local", "none"  # a lookup: no additions
+    BACKENDS = dataclasses.replace(_BACKENDS, netx=Refused(NETX_PRODUCT + " (nor a lookup table)"))
     table: np.ndarray = param("integer values ``[H, d + 1]`` of the scores ``0 .. d``, per head")
 
     def problems(self) -> list[str]:
@@ -313,6 +371,8 @@ class ScoreValueAccumulate(_Accumulate):
     """
 
     ARITY = 2
+    ROLE, STEPPING, WORK = "accumulate", "local", "attention"
+    BACKENDS = _BACKENDS
     heads: int = param(_HEADS_DOC)
     out_bits: int | None = param(_OUT_BITS_DOC, None)
     overflow: Overflow = param(_OVERFLOW_DOC, "none")
@@ -341,6 +401,17 @@ class ScoreValueAccumulate(_Accumulate):
             return self._fit(_channels(o, v).to(torch.int64))
         o = exact_matmul(as_int64(s, "S"), _heads_of(v, self.heads, "V"))
         return self._fit(_channels(o, v))
+
+    def reads(self, out, in_shapes):
+        o = per_head(out, self.heads)  # [H, d (j), N]: O[h, n, j] reads S[h, n, :] and V[h, j, :]
+        s = np.broadcast_to(o.any(1)[:, :, None], in_shapes[0]).copy()
+        return [s, head_channels(o.any(2), in_shapes[1], self.heads)]
+
+    def work(self, args: list[torch.Tensor]) -> torch.Tensor:
+        """Additions into ``O[h, n, j]`` per step: ``nnz(V[h, :, j])`` (each V event adds a column of S)."""
+        v = args[1]
+        rows = _events(v, self.heads)  # [T, B, H, N, d]
+        return rows.sum(-2, keepdim=True).expand(rows.shape).transpose(-2, -1).reshape(v.shape)
 
 
 __all__ = ["KVOuterAccumulate", "QMAccumulate", "SpikeScores", "ScoreLUT", "ScoreValueAccumulate", "exact_matmul"]

@@ -1,6 +1,7 @@
 """Graph boundary and time-layout nodes."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -9,6 +10,7 @@ import torch
 from ..types import FLOAT32, DType, TensorType, TimeLayout
 from ..interval import Interval
 from .base import Op, expect, param
+from .support import Backends, Refused
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -20,6 +22,8 @@ class Input(Op):
     """
 
     ARITY = 0
+    ROLE, STEPPING, WORK = "io", "layout", "none"
+    BACKENDS = Backends(lava="host", onnx="function", nir="Input", netx="input")
     shape: tuple[int, ...] = param("per-sample, per-timestep shape, e.g. ``(C, H, W)``")
     dtype: DType = param("value type the caller promises (``float32``, ``spike``, ...)", FLOAT32)
     time: TimeLayout = param("``static``: one ``[B, *shape]`` value for all timesteps; ``stream``: "
@@ -47,6 +51,8 @@ class Output(Op):
     """A graph output. Semantics: identity."""
 
     INTEGER_INPUTS = True  # int64 values leave the graph as they are
+    ROLE, STEPPING, WORK = "io", "layout", "none"
+    BACKENDS = Backends(lava="host", onnx="function", nir="Output", netx="output")
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         return inputs[0]
@@ -65,6 +71,9 @@ class Repeat(Op):
     pipeline drains on zeros."""
 
     INTEGER_INPUTS = True  # a copy: int64 values pass unchanged
+    ROLE, STEPPING, WORK = "host", "layout", "none"
+    BACKENDS = Backends(lava="host", onnx="function", nir="dissolved",
+                        netx=Refused("host-side repetition of a static value: no netx layer"))
     time_steps: int = param("number of timesteps of the stream (the graph's ``time_steps``)")
     data_steps: int = param("timesteps that carry the value, zeros after (0: all of them)", 0)
 
@@ -78,6 +87,13 @@ class Repeat(Op):
         (x,) = inputs
         expect(x.time == "static", f"Repeat needs a static input, got a stream {x}")
         return TensorType(x.shape, x.dtype, "stream")
+
+    def scheduled(self, arrival: int, data_steps: int, run_steps: int, synapse_delay: int) -> "Repeat":
+        """The value for the data steps, zeros while the pipeline drains."""
+        return dataclasses.replace(self, time_steps=run_steps, data_steps=data_steps)
+
+    def unscheduled(self, data_steps: int) -> "Repeat":
+        return dataclasses.replace(self, delay=0, time_steps=data_steps, data_steps=0)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         y = x.unsqueeze(0).repeat(self.time_steps, *([1] * x.dim()))
@@ -97,6 +113,9 @@ class TimeMean(Op):
     the window ``start .. start + n - 1``, ``n = steps`` (all remaining steps when ``steps`` is 0):
     torch ``mean(0)`` of that slice. A scheduled graph reads its outputs where they arrive."""
 
+    ROLE, STEPPING, WORK = "host", "layout", "none"
+    BACKENDS = Backends(lava="host", onnx="function", nir=Refused("NIR has no reduction over time"),
+                        netx=Refused("a mean over time (the host-side readout): no netx layer"))
     start: int = param("first timestep averaged (the output's latency in a scheduled graph)", 0)
     steps: int = param("number of timesteps averaged (0: from ``start`` to the end)", 0)
 
@@ -108,6 +127,13 @@ class TimeMean(Op):
         (x,) = inputs
         expect(x.time == "stream", f"TimeMean needs a stream, got {x}")
         return TensorType(x.shape, FLOAT32, "static")
+
+    def scheduled(self, arrival: int, data_steps: int, run_steps: int, synapse_delay: int) -> "TimeMean":
+        """The window where the input's data steps arrive."""
+        return dataclasses.replace(self, start=arrival, steps=data_steps)
+
+    def unscheduled(self, data_steps: int) -> "TimeMean":
+        return dataclasses.replace(self, delay=0, start=0, steps=0)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         end = self.start + self.steps if self.steps else x.shape[0]

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,46 @@ import torch.nn.functional as F
 from ...nn.seq import per_step
 from ..types import FLOAT32, TensorType
 from .base import Op, expect, expect_stream, param
+from .receptive import dense_rows, synapse_fan_outs, window
+from .support import NETX_FLOAT, Backends, Refused
+
+
+class WeightedSum:
+    """What the synapse node types (float and integer, dense and convolution) share beyond their fields:
+    receptive fields and fan-outs from ``weight`` and, for convolutions, the geometry."""
+
+    ROLE, STEPPING, WORK = "synapse", "local", "synaptic"
+
+    def _conv(self) -> tuple | None:
+        """``(stride, padding, dilation, groups)`` of a convolution; ``None`` for a dense layer."""
+        return None
+
+    def reads(self, out: np.ndarray, in_shapes) -> list[np.ndarray]:
+        conv = self._conv()
+        if conv is None:
+            return [dense_rows(out, in_shapes[0])]
+        stride, padding, dilation, groups = conv
+        return [window(out, in_shapes[0], self.weight.shape[2:], stride, padding, dilation, groups)]
+
+    def fan_out(self, in_shape: tuple[int, ...], output_sets: list[np.ndarray] | None = None,
+                all_weights: bool = False) -> torch.Tensor:
+        """Per input element of one sample (shape ``in_shape``), the (output element, non-zero weight) pairs that
+        read it, for each set of flat output indices (``None``: one set, every output), as float64 exact
+        integers ``[len(output_sets), *in_shape]``: NeuroBench's synaptic operations per input event, geometry
+        and padding included. ``all_weights`` counts zero weights too (the connections of dense storage)."""
+        conv = self._conv()
+        if output_sets is None:
+            if conv is None:  # a dense layer: each input element reaches its column's non-zero weights
+                weight = np.asarray(self.weight)
+                mask = np.ones(weight.shape, bool) if all_weights else weight != 0
+                return torch.from_numpy(mask.sum(0).astype(np.float64)).expand(in_shape).clone()[None]
+            output_sets = [np.arange(math.prod(conv_output_shape(self, TensorType(in_shape))))]
+        return synapse_fan_outs(self.weight, in_shape, output_sets, all_weights, conv)
+
+
+class ConvGeometry(WeightedSum):
+    def _conv(self) -> tuple:
+        return tuple(self.stride), tuple(self.padding), tuple(self.dilation), self.groups
 
 
 def conv_problems(op) -> list[str]:
@@ -43,13 +85,15 @@ def conv_output_shape(op, x: TensorType) -> tuple[int, int, int]:
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
-class Conv2d(Op):
+class Conv2d(ConvGeometry, Op):
     """2-D convolution on ``[C, H, W]`` per timestep.
 
     Semantics (PyTorch ``conv2d``): ``y[t, o] = bias[o] + sum_{c,i,j} weight[o, c, i, j] *
     x_pad[t, c, s*h + d*i, s*w + d*j]`` with zero padding; groups as PyTorch. Input of any dtype
     (spikes make it an accumulate, reals a multiply-accumulate); output float32.
     """
+
+    BACKENDS = Backends(lava="host", onnx="function", nir="Conv2d", netx=Refused(NETX_FLOAT))
 
     weight: np.ndarray = param("kernel ``[C_out, C_in/groups, kH, kW]``")
     bias: np.ndarray | None = param("per-output-channel bias ``[C_out]``, or none", None)
@@ -77,8 +121,10 @@ class Conv2d(Op):
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
-class Linear(Op):
+class Linear(WeightedSum, Op):
     """Dense layer on the last axis. Semantics: ``y[t] = weight @ x[t] + bias`` (PyTorch ``linear``)."""
+
+    BACKENDS = Backends(lava="host", onnx="function", nir="Affine", netx=Refused(NETX_FLOAT))
 
     weight: np.ndarray = param("matrix ``[out, in]``")
     bias: np.ndarray | None = param("bias ``[out]``, or none", None)
@@ -108,6 +154,8 @@ class BatchNorm(Op):
     weight[c] + bias[c]``.
     """
 
+    ROLE, STEPPING, WORK = "elementwise", "local", "none"
+    BACKENDS = Backends(lava="host", onnx="function", nir="folded", netx=Refused(NETX_FLOAT))
     weight: np.ndarray = param("scale gamma ``[C]``")
     bias: np.ndarray = param("shift beta ``[C]``")
     running_mean: np.ndarray = param("running mean ``[C]``")

@@ -12,6 +12,7 @@ input and threshold shifted left by 6 bits, 24-bit current and voltage.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,7 +27,8 @@ from ..interval import Interval, dot_range
 from ..types import SPIKE, TERNARY, TensorType, int_type
 from .base import Op, expect, expect_stream, param
 from ...nn.seq import per_step
-from .linear import conv_output_shape, conv_problems
+from .linear import ConvGeometry, WeightedSum, conv_output_shape, conv_problems
+from .support import NIR_INTEGER, ONNX_INTEGER, Backends, Refused
 
 STATE_BITS = 24           # u and v (Lava uv_bitwidth)
 DECAY_SHIFT = 12          # decays are fractions of 4096
@@ -220,6 +222,7 @@ class _LoihiNeuron(Op):
 
     OUT_DTYPE = SPIKE
     INTEGER_INPUTS = True
+    ROLE, STEPPING, WORK = "neuron", "state", "neuron"
 
     def problems(self) -> list[str]:
         p = _range_problem("current_decay", self.current_decay, 0, DECAY_UNITY, "a 12-bit decay plus Lava's offset")
@@ -482,6 +485,7 @@ class LoihiLIF(_LoihiNeuron):
     Input: an integer stream (int, spike or ternary); output: binary spikes.
     """
 
+    BACKENDS = Backends(lava="neuron", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER), netx="neuron")
     vth: int = param("threshold mantissa, unsigned 17-bit; a neuron fires when ``v > vth << 6``")
 
     def _threshold_problems(self) -> list[str]:
@@ -515,6 +519,8 @@ class LoihiTernaryLIF(_LoihiNeuron):
     vth_lo: int = param("lower threshold mantissa, signed 24-bit, at most ``vth_hi``: -1 when ``v < vth_lo << 6``")
 
     OUT_DTYPE = TERNARY
+    BACKENDS = Backends(lava="neuron", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER),
+                        netx=Refused("a ternary neuron: netx CUBA neurons are Lava LIFs, with binary spikes"))
 
     def _threshold_problems(self) -> list[str]:
         lo, hi = -(1 << (STATE_BITS - 1)), (1 << (STATE_BITS - 1)) - 1
@@ -552,11 +558,20 @@ _DELAY_DOC = ("timesteps before the result arrives: y[t] = f(x)[t - delay], zero
 _OVERFLOW_DOC = "a sum beyond ``out_bits``: ``wrap`` (two's complement) or ``saturate`` (clip)"
 
 
-class _IntSynapse(Op):
+class _IntSynapse(WeightedSum, Op):
     """Shared checks and output handling of the integer synapses (not a node type)."""
 
     INTEGER_INPUTS = True
+    BACKENDS = Backends(lava="synapse", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER), netx="synapse")
     _SPATIAL_AXES = 0  # output axes after the channel axis (a bias broadcasts over them)
+
+    def scheduled(self, arrival: int, data_steps: int, run_steps: int, synapse_delay: int) -> "_IntSynapse":
+        """The target's synapse delay; a bias starts with the data (``bias_start``: their arrival)."""
+        changes = {"delay": synapse_delay} | ({"bias_start": arrival} if self.bias is not None else {})
+        return dataclasses.replace(self, **changes)
+
+    def unscheduled(self, data_steps: int) -> "_IntSynapse":
+        return dataclasses.replace(self, delay=0, **({"bias_start": 0} if self.bias is not None else {}))
 
     def _synapse_problems(self) -> list[str]:
         p = []
@@ -778,7 +793,7 @@ class IntDense(_IntSynapse):
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
-class IntConv2d(_IntSynapse):
+class IntConv2d(ConvGeometry, _IntSynapse):
     """Integer 2-D convolution on ``[C, H, W]`` per timestep: Lava's ``Conv`` (``PyConvModelFixed``).
 
     Semantics, per timestep, exact integers (PyTorch's cross-correlation, zero padding, groups as

@@ -10,9 +10,12 @@ import torch
 from ...nn.neurons import charge, fire_and_reset, ternary_fire_and_reset
 from ..types import FLOAT32, SPIKE, TERNARY, TensorType
 from .base import Op, expect, expect_stream, param
+from .support import NETX_FLOAT, Backends, Refused
 
 Scalar = float  # a per-layer constant; NIR imports may carry per-neuron arrays instead
 LeakEncoding = Literal["divide_by_tau", "multiply_by_rate", "none"]
+_LAVA_FLOAT_NEURON = ("a float neuron: the lowering (normalize_neurons, quantize) turns it into a Loihi LIF, "
+                      "which runs on Lava")
 
 
 def _param(op: Op, name: str, like: torch.Tensor):
@@ -69,6 +72,8 @@ class LIF(Op):
                                                "hard")
 
     OUT_DTYPE = SPIKE
+    ROLE, STEPPING, WORK = "neuron", "state", "neuron"
+    BACKENDS = Backends(lava=Refused(_LAVA_FLOAT_NEURON), onnx="function", nir="LIF", netx=Refused(NETX_FLOAT))
 
     def problems(self) -> list[str]:
         p = _neuron_problems(self, ("v_threshold", "leak"))
@@ -120,6 +125,9 @@ class TernaryLIF(LIF):
     """
 
     OUT_DTYPE = TERNARY
+    BACKENDS = Backends(lava=Refused(_LAVA_FLOAT_NEURON), onnx="function",
+                        nir=Refused("NIR spikes are binary: a ternary (-1/0/+1) neuron has no NIR equivalent"),
+                        netx=Refused(NETX_FLOAT))
 
     def problems(self) -> list[str]:
         p = super().problems()
@@ -143,6 +151,8 @@ class CubaLIF(Op):
     The current is updated first and feeds the voltage in the same step (Norse's and snnTorch's order).
     """
 
+    ROLE, STEPPING, WORK = "neuron", "state", "neuron"
+    BACKENDS = Backends(lava=Refused(_LAVA_FLOAT_NEURON), onnx="function", nir="CubaLIF", netx=Refused(NETX_FLOAT))
     tau_syn: np.ndarray = param("synaptic time constant, one per neuron (input shape)")
     tau_mem: np.ndarray = param("membrane time constant, one per neuron")
     r: np.ndarray = param("membrane resistance, one per neuron")
@@ -167,17 +177,23 @@ class CubaLIF(Op):
         return TensorType(x.shape, SPIKE)
 
     def run(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return self.simulate(x_seq)[0]
+
+    def simulate(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Spikes, currents ``i`` and post-reset membranes ``v`` ``[T, B, ...]``."""
         p = {k: self.tensor(k).to(x_seq.dtype) for k in self.arrays()}
         i = torch.zeros_like(x_seq[0])
         v = torch.zeros_like(x_seq[0]) + p["v_reset"]
-        spikes = []
+        spikes, currents, membranes = [], [], []
         for x in x_seq:
             i = i + (self.dt / p["tau_syn"]) * (p["w_in"] * x - i)
             h = v + (self.dt / p["tau_mem"]) * (p["v_leak"] - v + p["r"] * i)
             s = ((h - p["v_threshold"] > 0) if self.threshold_cmp == ">" else (h - p["v_threshold"] >= 0)).to(h.dtype)
             v = h * (1 - s) + p["v_reset"] * s
             spikes.append(s)
-        return torch.stack(spikes)
+            currents.append(i)
+            membranes.append(v)
+        return torch.stack(spikes), torch.stack(currents), torch.stack(membranes)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -189,6 +205,9 @@ class LI(Op):
     ``none``); no threshold, no reset. Output: the membrane ``v[t]``, float32.
     """
 
+    ROLE, STEPPING, WORK = "neuron", "state", "neuron"
+    BACKENDS = Backends(lava=Refused("a float leaky integrator (a readout): no integer lowering exists for it yet"),
+                        onnx="function", nir="LI", netx=Refused(NETX_FLOAT))
     leak: Scalar | np.ndarray = param("tau for ``divide_by_tau``, the rate ``1/tau`` for "
                                       "``multiply_by_rate``; unused for ``none``", 2.0)
     leak_encoding: LeakEncoding = param("how ``leak`` enters the charge equation", "divide_by_tau")
@@ -227,3 +246,8 @@ class LI(Op):
                            decay_input=self.decay_input, v_rest=self.v_rest)
             out.append(v)
         return torch.stack(out)
+
+    def simulate(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output and membrane ``[T, B, ...]``: the same trace (the membrane is the output)."""
+        v = self.run(x_seq)
+        return v, v

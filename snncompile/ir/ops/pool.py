@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from ..interval import Interval
 from ..types import FLOAT32, SPIKE, TensorType, int_type
 from .base import Op, expect, expect_stream, param
+from .receptive import window
+from .support import Backends, Refused
 from ...nn.seq import per_step
 
 
@@ -40,6 +42,11 @@ class MaxPool2d(Op):
     dtype is the input dtype.
     """
 
+    ROLE, STEPPING, WORK = "pool", "local", "none"
+    BACKENDS = Backends(lava="local", onnx="function",
+                        nir=Refused("NIR 1.0.8 has no max pool (only SumPool2d and AvgPool2d)"),
+                        netx=Refused("max pooling: netx's 'pool' raises NotImplementedError in lava-dl 0.6.0, and a "
+                                     "max is not linear, so it cannot be folded into the next synapse"))
     kernel: tuple[int, int] = param("window (rows, columns)", (3, 3))
     stride: tuple[int, int] = param("step ``s`` (rows, columns)", (2, 2))
     padding: tuple[int, int] = param("``-inf`` padding ``p`` on each side (at most half the kernel)", (1, 1))
@@ -57,6 +64,9 @@ class MaxPool2d(Op):
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return per_step(x, lambda f: F.max_pool2d(f, self.kernel, self.stride, self.padding))
 
+    def reads(self, out, in_shapes):
+        return [window(out, in_shapes[0], self.kernel, self.stride, self.padding)]
+
     def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
         # every window holds at least one input element (padding is at most half the kernel), and the
         # -inf padding never wins: the max is one of the inputs
@@ -71,6 +81,8 @@ class SumPool2d(Op):
     output; integer (spike) input: the exact integer sum, typed with the width ``kH*kW*max|x|`` needs.
     """
 
+    ROLE, STEPPING, WORK = "pool", "local", "none"
+    BACKENDS = Backends(lava="local", onnx="function", nir="SumPool2d", netx="fold")
     kernel: tuple[int, int] = param("window (rows, columns)")
     stride: tuple[int, int] = param("step ``s`` (rows, columns)")
     padding: tuple[int, int] = param("zero padding ``p`` on each side (at most half the kernel)", (0, 0))
@@ -89,6 +101,9 @@ class SumPool2d(Op):
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return per_step(x, lambda f: F.avg_pool2d(f, self.kernel, self.stride, self.padding,
                                                  count_include_pad=True, divisor_override=1))
+
+    def reads(self, out, in_shapes):
+        return [window(out, in_shapes[0], self.kernel, self.stride, self.padding)]
 
     def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
         if out.dtype.kind == "float" or inputs[0] is None:

@@ -13,6 +13,8 @@ from ...config import is_int
 from ..interval import Interval
 from ..types import TensorType, int_type
 from .base import Op, expect, param
+from .receptive import token_reduction
+from .support import NIR_INTEGER, ONNX_INTEGER, Backends, Refused
 
 Overflow = Literal["none", "saturate", "wrap"]
 _OUT_BITS_DOC = "signed width of the result; ``overflow`` says what a value beyond it does"
@@ -59,6 +61,9 @@ class Quantize(Op):
     value an integer stands for is ``scale * y``. Same time layout as the input (static or stream).
     """
 
+    ROLE, STEPPING, WORK = "host", "local", "none"
+    BACKENDS = Backends(lava="host", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER),
+                        netx=Refused("quantisation of real values runs on the host: netx has no quantiser"))
     scale: float = param("real value of one integer step (> 0)")
     bits: int = param("width of the result")
     signed: bool = param("signed (two's complement range) or unsigned result", True)
@@ -96,6 +101,11 @@ class IntAdd(Op):
 
     ARITY = None
     INTEGER_INPUTS = True
+    ROLE, STEPPING, WORK, DENDRITIC = "elementwise", "local", "none", True
+    BACKENDS = Backends(lava="local", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER),
+                        netx=Refused("an integer sum of streams (a residual connection): a netx network is a single "
+                                     "chain of layers; its 'concat' and 'average' layers raise NotImplementedError in "
+                                     "lava-dl 0.6.0"))
     out_bits: int = param(_OUT_BITS_DOC, 24)
     overflow: Overflow = param(_OVERFLOW_DOC, "saturate")
 
@@ -134,6 +144,10 @@ class IntShift(Op):
     """
 
     INTEGER_INPUTS = True
+    ROLE, STEPPING, WORK, DENDRITIC = "elementwise", "local", "none", True
+    BACKENDS = Backends(lava="local", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER),
+                        netx=Refused("a power-of-two scaling between layers: netx has no such layer (a netx block is "
+                                     "synapse -> neuron)"))
     shift: int = param("left shift (negative: arithmetic right shift)")
     out_bits: int = param(_OUT_BITS_DOC, 24)
     overflow: Overflow = param(_OVERFLOW_DOC, "saturate")
@@ -165,6 +179,10 @@ class Delay(Op):
     """
 
     INTEGER_INPUTS = True
+    ROLE, STEPPING, WORK, DENDRITIC = "elementwise", "local", "none", True
+    BACKENDS = Backends(lava="local", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER),
+                        netx=Refused("a delay line aligning converging paths: netx has no standalone delay layer "
+                                     "(only per-synapse delays inside a Dense)"))
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
@@ -187,6 +205,10 @@ class TokenSum(Op):
     then wrapped or saturated to ``out_bits``."""
 
     INTEGER_INPUTS = True
+    ROLE, STEPPING, WORK = "pool", "local", "none"
+    BACKENDS = Backends(lava="local", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER),
+                        netx=Refused("a sum over tokens: netx has no reduction layer ('average' raises "
+                                     "NotImplementedError in lava-dl 0.6.0)"))
     out_bits: int = param(_OUT_BITS_DOC, 24)
     overflow: Overflow = param(_OVERFLOW_DOC, "saturate")
 
@@ -201,6 +223,9 @@ class TokenSum(Op):
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return fit(_as_int64(x).flatten(3).sum(3), self.out_bits, self.overflow)
+
+    def reads(self, out, in_shapes):
+        return [token_reduction(out, in_shapes[0])]
 
     def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
         tokens = in_types[0].shape[1] * in_types[0].shape[2]
