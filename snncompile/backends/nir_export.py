@@ -45,29 +45,12 @@ from typing import Iterable
 import numpy as np
 
 from ..ir import Graph, TensorType
-from ..ir.ops import Op
+from ..ir.ops import Op, Refused
 
 __all__ = ["NIRExportError", "expressible_nodes", "nir_problems", "to_nir", "write_nir"]
 
 HINT = "snncompile."
 
-_NO_PRODUCT = ("NIR has no node that multiplies two activations: every NIR node has one input and fan-in "
-               "edges are always summed, so a product of two streams (spiking attention's Q·K / K·V) cannot "
-               "be written")
-_REASONS = {
-    "SpikeColumnSum": _NO_PRODUCT, "SpikeMask": _NO_PRODUCT, "BlockLinearAttention": _NO_PRODUCT,
-    "LUTAttention": _NO_PRODUCT + " (nor a lookup table)", "Mul": _NO_PRODUCT,
-    "MaxPool2d": "NIR 1.0.8 has no max pool (only SumPool2d and AvgPool2d)",
-    "ReLU": "NIR has no ReLU or other static non-linearity (only spiking neurons and Threshold)",
-    "TimeMean": "NIR has no reduction over time",
-    "TemporalWindow": "a weighted window over past timesteps would need NIR Delay nodes, which this exporter "
-                      "does not write (NIR delays are continuous-time)",
-    "TernaryLIF": "NIR spikes are binary: a ternary (-1/0/+1) neuron has no NIR equivalent",
-}
-_INTEGER = ("an integer Loihi node: NIR is continuous-time and untyped, with no integer arithmetic (Loihi's "
-            "12-bit decays truncating toward zero, 24-bit wrap and saturation, shifts) and no step delay; export "
-            "the float graph before lowering")
-_REASONS.update({kind: _INTEGER for kind in ("IntDense", "IntConv2d", "LoihiLIF", "LoihiTernaryLIF")})
 
 
 class NIRExportError(ValueError):
@@ -94,19 +77,15 @@ def _reason(graph: Graph, name: str, types: dict[str, TensorType], fold_batchnor
     """Why node ``name`` cannot be written as NIR, or None if it can."""
     op = graph.op(name)
     kind = op.type_name()
-    if kind in _REASONS:
-        return _REASONS[kind]
+    if isinstance(op.BACKENDS.nir, Refused):  # the op type's own declaration
+        return op.BACKENDS.nir.reason
     if op.delay or op.overflow != "none":
         return (f"delay={op.delay}, overflow={op.overflow!r}: NIR neurons are continuous-time and untyped, "
                 "with no per-node step delay or integer overflow")
-    if kind in ("Input", "Output", "Repeat", "Conv2d", "SumPool2d", "Flatten", "Scale", "CubaLIF", "LI"):
-        return None
     if kind == "Linear":
         shape = types[graph.nodes[name].inputs[0]].shape
         return None if len(shape) == 1 else (
             f"NIR Affine maps a 1-D vector; this Linear acts on the last axis of a {list(shape)} map (tokens)")
-    if kind == "TokenMean":
-        return None
     if kind == "Add":
         srcs = graph.nodes[name].inputs
         return None if len(set(srcs)) == len(srcs) else (
@@ -121,8 +100,7 @@ def _reason(graph: Graph, name: str, types: dict[str, TensorType], fold_batchnor
         if op.reset != "hard":
             return ("NIR neurons reset to v_reset only; subtractive reset has no NIR form "
                     "(neuromorphs/NIR#129, #138)")
-        return None
-    return f"no NIR equivalent for {kind}"
+    return None
 
 
 def nir_problems(graph: Graph, nodes: Iterable[str] | None = None, *, fold_batchnorm: bool = False) -> dict[str, str]:

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper
 
 from . import attention, neurons
 from .builder import OPSET, Body
-from ...ir.ops import OPS
+from ...ir.ops import OPS, Refused
 
 DOMAIN = "snncompile"
 DOMAIN_VERSION = 1
@@ -211,13 +211,10 @@ SPECS: dict[str, OpSpec] = {
     "TemporalWindow": OpSpec(("x",), ("weights",), {}, attention.temporal_window),
 }
 
-_INTEGER = ("an integer Loihi node (exact int64 arithmetic, two's complement wrap or saturation, a scheduling "
-            "delay): this export writes float32 graphs only, so it is refused rather than approximated; run it "
-            "with snncompile.ir.run_graph or on the Lava target")
-# IR op types the export refuses on purpose, with the reason; every type in OPS is in SPECS or here.
-# (the node types of the IR's integer modules: the Loihi family, the lowering's plumbing, integer attention)
-_INTEGER_MODULES = tuple(f"snncompile.ir.ops.{m}" for m in ("loihi", "quant", "int_attention"))
-REFUSED: dict[str, str] = {op.type_name(): _INTEGER for op in OPS if op.__module__ in _INTEGER_MODULES}
+# IR op types the export refuses on purpose, with the reason each op type declares (BACKENDS.onnx); every
+# other type has a function in SPECS (tests/test_op_registry.py holds the two together)
+REFUSED: dict[str, str] = {op.type_name(): op.BACKENDS.onnx.reason for op in OPS
+                           if isinstance(op.BACKENDS.onnx, Refused)}
 
 
 def add_spec(arity: int) -> OpSpec:
