@@ -45,3 +45,13 @@ def test_no_stage_imports_a_later_one():
             if other in STAGES and STAGES.index(other) > STAGES.index(own):
                 problems.append(f"{path.relative_to(PACKAGE)} ({own}) imports {module} ({other})")
     assert not problems, "\n".join(problems)
+
+
+MAX_LINES = 500
+
+
+def test_no_module_is_a_grab_bag():
+    """No module of the package is over MAX_LINES lines: split it by concern instead."""
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
