@@ -26,8 +26,8 @@ from snncompile.ir.ops import LIF, BatchNorm, Conv2d, Input, Linear, MaxPool2d, 
 from snncompile.nn.neurons import MultiStepLIF
 from snncompile.nn.sdt import build_model
 from snncompile.nn.seq import PerStep
-from snncompile.passes import (PIPELINES, PassContext, PassError, Reported, RewriteError, fold_batchnorm, reports,
-                               rewrite_graph, run_pipeline, to_fixpoint)
+from snncompile.passes import (PIPELINES, Pass, PassContext, PassError, Reported, RewriteError, as_pass,
+                               fold_batchnorm, rewrite_graph, run_pipeline, to_fixpoint)
 from snncompile.passes.fold_batchnorm import fold_blocker
 from snncompile.passes.rewrite import Edit
 from snncompile.zoo.registry import find_entry
@@ -70,6 +70,7 @@ def stream(graph: Graph, batch=4, seed=0) -> dict:
     return {name: torch.rand(graph.time_steps, batch, *shape, generator=torch.Generator().manual_seed(seed)) * 2}
 
 
+@as_pass()
 def scale_linear(graph: Graph, ctx: PassContext) -> Graph:
     """Toy pass: multiply every Linear weight by ``factor`` (option, default 2)."""
     factor = ctx.options_for(scale_linear).get("factor", 2.0)
@@ -78,6 +79,7 @@ def scale_linear(graph: Graph, ctx: PassContext) -> Graph:
     return dataclasses.replace(graph, nodes=nodes)
 
 
+@as_pass()
 def do_nothing(graph: Graph, ctx: PassContext) -> Graph:
     return graph
 
@@ -143,6 +145,7 @@ def test_start_and_stop_select_passes_by_name():
 
 
 def test_a_pass_that_breaks_the_graph_is_named():
+    @as_pass()
     def drop_input(graph: Graph, ctx: PassContext) -> Graph:
         return dataclasses.replace(graph, nodes={n: v for n, v in graph.nodes.items() if n != "x"})
 
@@ -153,9 +156,11 @@ def test_a_pass_that_breaks_the_graph_is_named():
 
 
 def test_a_pass_that_raises_or_rewrites_history_is_named():
+    @as_pass()
     def explode(graph: Graph, ctx: PassContext) -> Graph:
         raise KeyError("boom")
 
+    @as_pass()
     def forge(graph: Graph, ctx: PassContext) -> Graph:
         return dataclasses.replace(graph, history=())
 
@@ -172,13 +177,13 @@ def test_a_pass_that_raises_or_rewrites_history_is_named():
 def test_verify_runs_after_every_step_and_its_failure_names_the_pass():
     seen = []
 
-    def verify(name, before, after):
-        seen.append((name, after.history[-1].name, len(before.history)))
+    def verify(step, before, after):
+        seen.append((step.name, after.history[-1].name, len(before.history)))
 
     run_pipeline(linear_graph(), [fold_batchnorm, do_nothing], CTX, verify=verify)
     assert seen == [("fold_batchnorm", "fold_batchnorm", 0), ("do_nothing", "do_nothing", 1)]
 
-    def strict(name, before, after):
+    def strict(step, before, after):
         x = stream(before)
         if not torch.equal(run_graph(before, x)["y"], run_graph(after, x)["y"]):
             raise AssertionError("outputs differ")
@@ -196,21 +201,22 @@ def test_to_fixpoint_stops_when_unchanged_and_raises_when_it_never_settles():
         return scale_linear(graph, PassContext(options={"scale_linear": {"factor": 0.5}})) if len(calls) <= 3 \
             else graph
 
-    out = to_fixpoint(shrink)(linear_graph(), CTX)
+    out = to_fixpoint(Pass(shrink))(linear_graph(), CTX)
     assert len(calls) == 4
     np.testing.assert_array_equal(out.op("fc").weight, linear_graph().op("fc").weight / 8)
 
     def churn(graph: Graph, ctx: PassContext) -> Graph:  # always a new object: never converges
         return dataclasses.replace(graph)
 
-    wrapped = to_fixpoint(churn, max_iter=5)
-    assert wrapped.__name__ == "churn"
+    wrapped = to_fixpoint(Pass(churn), max_iter=5)
+    assert wrapped.name == "churn"
     with pytest.raises(PassError, match=r"pass 'churn': did not reach a fixpoint in 5 iterations"):
         run_pipeline(linear_graph(), [wrapped], CTX)
     with pytest.raises(PassError, match="in 32 iterations"):
-        to_fixpoint(churn)(linear_graph(), CTX)
+        to_fixpoint(Pass(churn))(linear_graph(), CTX)
     folded = to_fixpoint(fold_batchnorm)
-    assert folded.__name__ == "fold_batchnorm" and folded.report is fold_batchnorm.report
+    assert folded.name == "fold_batchnorm" and folded.report is fold_batchnorm.report
+    assert folded.__doc__ == fold_batchnorm.__doc__ and folded.__doc__.startswith("Fold every BatchNorm")
     assert run_pipeline(linear_graph(), [folded], CTX).history[0].options["folded"] == {"bn": "fc"}
 
 
@@ -228,9 +234,15 @@ def test_dumps_every_step_and_the_times(tmp_path):
     assert list(times) == ["01_fold_batchnorm", "02_scale_linear"] and all(t >= 0 for t in times.values())
 
 
-def test_pipelines_are_lists_of_pass_functions():
+def test_pipelines_are_lists_of_passes():
     assert PIPELINES["float"] == (fold_batchnorm,)
-    assert all(callable(p) for steps in PIPELINES.values() for p in steps)
+    assert all(isinstance(p, Pass) for steps in PIPELINES.values() for p in steps)
+    loihi = {p.name: p for p in PIPELINES["loihi"]}
+    assert {n for n, p in loihi.items() if p.exact} == {"prove_ranges", "schedule"}
+    assert {n for n, p in loihi.items() if p.align} == {"normalize_neurons", "quantize", "schedule"}
+    assert [n for n, p in loihi.items() if p.float_view] == ["quantize"]
+    with pytest.raises(TypeError, match="pipeline steps must be Pass objects"):
+        run_pipeline(linear_graph(), [do_nothing.run], CTX)
 
 
 def test_rewrite_rules_that_never_settle_raise():
@@ -244,7 +256,7 @@ def test_rewrite_rules_that_never_settle_raise():
 
 
 def test_a_reporting_pass_cannot_shadow_its_options():
-    @reports(lambda before, after: {"factor": "reported"})
+    @as_pass(report=lambda before, after: {"factor": "reported"})
     def noisy(graph, ctx):
         return graph
 
@@ -253,6 +265,7 @@ def test_a_reporting_pass_cannot_shadow_its_options():
 
 
 def test_a_pass_can_return_its_report_with_its_graph():
+    @as_pass()
     def decides(graph, ctx):  # what it decided is known only while it runs
         return Reported(graph, {"chosen": [ctx.seed, 2]})
 

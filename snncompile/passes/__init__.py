@@ -1,6 +1,6 @@
 """Graph-to-graph passes and the pipelines that chain them (see ``pipeline.py`` for the contract).
 
-``PIPELINES`` holds the canned pipelines as explicit tuples of pass functions (never names):
+``PIPELINES`` holds the canned pipelines as explicit tuples of :class:`Pass` objects (never names):
 
 - ``float``: BatchNorm folding only (the float graph a GPU or ONNX runtime would run);
 - ``loihi``: the whole lowering to the integer graph a Loihi-style target runs, stage by stage:
@@ -13,7 +13,7 @@ from ..ir import Graph
 from .fold_batchnorm import fold_batchnorm
 from .lower_attention import lower_attention
 from .normalize_neurons import normalize_neurons
-from .pipeline import Pass, PassContext, PassError, Reported, reports, run_pipeline, to_fixpoint
+from .pipeline import Pass, PassContext, PassError, Reported, as_pass, run_pipeline, to_fixpoint
 from .prove_ranges import prove_ranges
 from .quantize import QuantizeError, quantize
 from .rewrite import Edit, RewriteError, apply_edit, rewrite_graph
@@ -33,7 +33,8 @@ def lower_to_loihi(graph: Graph, calibration: Mapping[str, object] | None = None
     ctx = PassContext(calibration=calibration, target=target, options=options or {})
     return run_pipeline(graph, PIPELINES["loihi"], ctx, **pipeline_kw)
 
-__all__ = ["PIPELINES", "lower_to_loihi", "Pass", "PassContext", "PassError", "Reported", "reports", "run_pipeline", "to_fixpoint",
+__all__ = ["PIPELINES", "lower_to_loihi", "Pass", "PassContext", "PassError", "Reported", "as_pass", "run_pipeline",
+           "to_fixpoint",
            "fold_batchnorm", "normalize_neurons", "lower_attention", "quantize", "QuantizeError", "prove_ranges",
            "schedule", "latencies", "Edit", "RewriteError", "apply_edit", "rewrite_graph", "Alignment",
            "VerificationError", "compare_graphs", "verify_pipeline"]

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from ..ir.ops import BatchNorm, Conv2d, Linear
-from .pipeline import PassContext, reports
+from .pipeline import PassContext, as_pass
 from .rewrite import Edit, rewrite_graph
 
 
@@ -77,7 +77,7 @@ def _report(before: Graph, after: Graph) -> dict:
     return {"folded": folded, "kept": kept}
 
 
-@reports(_report)
+@as_pass(report=_report)
 def fold_batchnorm(graph: Graph, ctx: PassContext) -> Graph:
     """Fold every BatchNorm whose producer is a Conv2d or Linear into that producer.
 

@@ -7,7 +7,7 @@ from ..config import is_int
 from ..ir import SPIKE, Graph, Node, TensorType, run_graph
 from ..ir.ops import (BlockLinearAttention, KVOuterAccumulate, LUTAttention, QMAccumulate, Quantize, ReLU, Scale,
                       ScoreLUT, ScoreValueAccumulate, SpikeScores)
-from .pipeline import PassContext, reports
+from .pipeline import PassContext, as_pass
 from .rewrite import Edit, apply_edit
 
 DEFAULTS = {"association": "auto", "k_bits": 8, "lut_bits": 8}
@@ -146,7 +146,7 @@ def _report(before: Graph, after: Graph) -> dict:
     return {"lowered": lowered}
 
 
-@reports(_report)
+@as_pass(report=_report)
 def lower_attention(graph: Graph, ctx: PassContext) -> Graph:
     """Rewrite every ``BlockLinearAttention`` and ``LUTAttention`` into integer accumulates and a float
     ``Scale`` carrying the real factor (which the quantisation pass folds into the consuming neuron).

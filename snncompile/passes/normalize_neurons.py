@@ -8,7 +8,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from ..ir.ops import LIF, TernaryLIF
-from .pipeline import PassContext, reports
+from .pipeline import PassContext, as_pass
 from .verify import Alignment
 from .rewrite import Edit, rewrite_graph
 
@@ -122,7 +122,18 @@ def _report(before: Graph, after: Graph) -> dict:
     return {"normalized": normalized, "kept": kept}
 
 
-@reports(_report)
+def _align(before: Graph, after: Graph) -> Alignment:
+    """A normalised membrane is ``c`` times the original: ``v / c`` is in the original's units."""
+    scales = {}
+    for name, node in after.nodes.items():
+        if name in before.nodes and node.op is not before.op(name) and type(node.op) in (LIF, TernaryLIF):
+            c = np.asarray(membrane_scale(before.op(name)), np.float64)
+            if c.size == 1 or np.ptp(c) == 0:
+                scales[name] = 1.0 / float(c.flat[0])
+    return Alignment(membrane_scale=scales)
+
+
+@as_pass(report=_report, align=_align)
 def normalize_neurons(graph: Graph, ctx: PassContext) -> Graph:
     """Rewrite every ``LIF`` / ``TernaryLIF`` into the form of Loihi's CUBA neuron with ``du = 4095``.
 
@@ -170,18 +181,5 @@ def normalize_neurons(graph: Graph, ctx: PassContext) -> Graph:
         raise ValueError(f"normalize_neurons takes no options, got {dict(ctx.options_for(normalize_neurons))}")
     return rewrite_graph(graph, [(_normalizable, _normalize)])
 
-
-def _align(before: Graph, after: Graph) -> Alignment:
-    """A normalised membrane is ``c`` times the original: ``v / c`` is in the original's units."""
-    scales = {}
-    for name, node in after.nodes.items():
-        if name in before.nodes and node.op is not before.op(name) and type(node.op) in (LIF, TernaryLIF):
-            c = np.asarray(membrane_scale(before.op(name)), np.float64)
-            if c.size == 1 or np.ptp(c) == 0:
-                scales[name] = 1.0 / float(c.flat[0])
-    return Alignment(membrane_scale=scales)
-
-
-normalize_neurons.align = _align
 
 __all__ = ["normalize_neurons", "normalize_blocker", "is_normalized", "membrane_scale", "normalized_neuron"]

@@ -1,17 +1,18 @@
 """Passes and the pipeline that runs them.
 
-A *pass* is a pure function ``def verb_object(graph: Graph, ctx: PassContext) -> Graph``, one per module
-of this package. Its docstring states what it requires and what it guarantees. It never mutates its
-input (graphs, nodes and parameter arrays are immutable), and it returns its input object itself when
+A *pass* is a :class:`Pass`: a pure function ``def verb_object(graph: Graph, ctx: PassContext) -> Graph``,
+one per module of this package, together with what the pipeline and ``verify`` need to know of it (its
+report, its alignment, its float view, whether it is exact), declared where the function is defined with
+:func:`as_pass`. The function's docstring states what it requires and what it guarantees. It never mutates
+its input (graphs, nodes and parameter arrays are immutable), and it returns its input object itself when
 nothing matched, so "changed" means ``out is not graph``. A pass leaves ``graph.history`` alone: the
 pipeline records it. A pass with something to say about its work (what it did, what it had to leave)
-carries a ``report(before, after) -> dict``, attached with :func:`reports`, or, when only the run itself
-knows it (the decisions ``quantize`` takes on the way), returns :class:`Reported` (the graph and that
-dict); the pipeline puts the dict into the pass's :class:`~snncompile.ir.graph.HistoryEntry` options, next
-to the options it ran with.
+declares a ``report(before, after) -> dict`` or, when only the run itself knows it (the decisions
+``quantize`` takes on the way), returns :class:`Reported` (the graph and that dict); the pipeline puts the
+dict into the pass's :class:`~snncompile.ir.graph.HistoryEntry` options, next to the options it ran with.
 
-:func:`run_pipeline` runs a list of passes (function objects, never names), validates the graph after
-every step and records one ``HistoryEntry(name, options, digest)`` per step, where ``digest`` is
+:func:`run_pipeline` runs a list of :class:`Pass` objects (never names), validates the graph after every
+step and records one ``HistoryEntry(name, options, digest)`` per step, where ``digest`` is
 ``graph_digest`` of that step's result. Every failure raises :class:`PassError` naming the pass.
 """
 from __future__ import annotations
@@ -23,10 +24,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from ..ir import Graph, GraphError, HistoryEntry
 from ..ir import io as ir_io
+
+if TYPE_CHECKING:  # verify imports this module; a pass's alignment is verify's type
+    from .verify import Alignment
 
 
 class PassError(ValueError):
@@ -54,42 +58,68 @@ class PassContext:
         object.__setattr__(self, "options", MappingProxyType(frozen))
 
     def options_for(self, p: Pass | str) -> Mapping[str, object]:
-        """The options given to pass ``p`` (a pass function or its name); empty when none."""
-        return self.options.get(p if isinstance(p, str) else p.__name__, MappingProxyType({}))
+        """The options given to pass ``p`` (a :class:`Pass` or its name); empty when none."""
+        return self.options.get(p if isinstance(p, str) else p.name, MappingProxyType({}))
 
 
 @dataclass(frozen=True)
 class Reported:
-    """A pass's result together with its report (same rules as a :func:`reports` dict)."""
+    """A pass's result together with its report (same rules as a :attr:`Pass.report` dict)."""
 
     graph: Graph
     report: Mapping[str, object]
 
 
-class Pass(Protocol):
-    __name__: str
-
-    def __call__(self, graph: Graph, ctx: PassContext) -> Graph | Reported: ...
-
-
+PassFunction = Callable[[Graph, PassContext], "Graph | Reported"]
 Report = Callable[[Graph, Graph], Mapping[str, object]]
+Align = Callable[[Graph, Graph], "Alignment"]
+FloatView = Callable[[Graph], Graph]
+Verify = Callable[["Pass", Graph, Graph], None]
 
-Verify = Callable[[str, Graph, Graph], None]
+
+@dataclass(frozen=True)
+class Pass:
+    """One pipeline step: the pass function and what the pipeline and ``verify`` read of it.
+
+    Calling a ``Pass`` calls its function; its ``__doc__`` is the function's (the pass's contract).
+    """
+
+    run: PassFunction                 #: ``run(graph, ctx) -> Graph | Reported``: the pass itself
+    #: ``report(before, after) -> dict``, recorded in the step's history entry. Its keys must not clash with
+    #: the pass's option names; its values must be storable in a ``.snnir`` history (str, numbers, tuples,
+    #: lists, str-keyed dicts)
+    report: Report | None = None
+    #: ``align(before, after) -> Alignment``: how the result's values map onto its input's (``verify``);
+    #: None: identity
+    align: Align | None = None
+    #: ``float_view(after) -> Graph``: the result computed in float; ``verify`` compares it as a stage of
+    #: its own before the result (``quantize``: quantisation error, then integer arithmetic error)
+    float_view: FloatView | None = None
+    exact: bool = False               #: every value of the result is its input's (after ``align``), bit for bit
+    name: str = ""                    #: the name options, history and ``start``/``stop`` use; "": the function's
+
+    def __post_init__(self):
+        if not callable(self.run):
+            raise TypeError(f"a Pass runs a function, got {self.run!r}")
+        if not self.name:
+            object.__setattr__(self, "name", self.run.__name__)
+        object.__setattr__(self, "__doc__", self.run.__doc__)
+
+    def __call__(self, graph: Graph, ctx: PassContext) -> Graph | Reported:
+        return self.run(graph, ctx)
 
 
-def reports(report: Report) -> Callable[[Pass], Pass]:
-    """Decorator: attach ``report(before, after) -> dict`` to a pass. Its keys must not clash with the
-    pass's option names; its values must be storable in a ``.snnir`` history (str, numbers, tuples,
-    lists, str-keyed dicts)."""
-    def attach(p: Pass) -> Pass:
-        p.report = report
-        return p
-    return attach
+def as_pass(*, report: Report | None = None, align: Align | None = None, float_view: FloatView | None = None,
+            exact: bool = False) -> Callable[[PassFunction], Pass]:
+    """Decorator: the pass function as a :class:`Pass` with these fields (named after the function)."""
+    def define(run: PassFunction) -> Pass:
+        return Pass(run, report=report, align=align, float_view=float_view, exact=exact)
+    return define
 
 
 def to_fixpoint(p: Pass, max_iter: int = 32) -> Pass:
     """``p`` applied until it returns its input unchanged; raises :class:`PassError` if it still
-    changes the graph after ``max_iter`` applications. Keeps the name (and report) of ``p``."""
+    changes the graph after ``max_iter`` applications. Keeps every other field of ``p`` (name, report ...)."""
     def fixpoint(graph: Graph, ctx: PassContext) -> Graph:
         current = graph
         for _ in range(max_iter):
@@ -97,14 +127,14 @@ def to_fixpoint(p: Pass, max_iter: int = 32) -> Pass:
             if out is current:
                 return current
             current = out
-        raise PassError(p.__name__, f"did not reach a fixpoint in {max_iter} iterations (it still changes "
-                                    f"the graph)")
-    functools.update_wrapper(fixpoint, p)  # name, doc, and attributes such as ``report``
-    return fixpoint
+        raise PassError(p.name, f"did not reach a fixpoint in {max_iter} iterations (it still changes "
+                                f"the graph)")
+    functools.update_wrapper(fixpoint, p.run)  # the contract (docstring) stays the pass's
+    return dataclasses.replace(p, run=fixpoint)
 
 
 def _select(steps: Sequence[Pass], start: str | None, stop: str | None) -> range:
-    names = [s.__name__ for s in steps]
+    names = [s.name for s in steps]
 
     def index(name: str, what: str) -> int:
         if name not in names:
@@ -124,41 +154,41 @@ def _select(steps: Sequence[Pass], start: str | None, stop: str | None) -> range
 def _entry(p: Pass, ctx: PassContext, before: Graph, after: Graph,
            found: Mapping[str, object] | None) -> HistoryEntry:
     options = dict(ctx.options_for(p))
-    report = getattr(p, "report", None)
-    if found is None and report is not None:
-        found = report(before, after)
+    if found is None and p.report is not None:
+        found = p.report(before, after)
     if found is not None:
         found = dict(found)
         clash = sorted(set(found) & set(options))
         if clash:
-            raise PassError(p.__name__, f"its report keys {clash} clash with its option names")
+            raise PassError(p.name, f"its report keys {clash} clash with its option names")
         options.update(found)
-    return HistoryEntry(name=p.__name__, options=options, digest=ir_io.graph_digest(after))
+    return HistoryEntry(name=p.name, options=options, digest=ir_io.graph_digest(after))
 
 
 def run_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None = None, *,
                  start: str | None = None, stop: str | None = None, verify: Verify | None = None,
                  dump_dir: str | Path | None = None) -> Graph:
-    """Run ``steps`` (pass functions) in order on ``graph`` and return the final graph.
+    """Run ``steps`` (:class:`Pass` objects) in order on ``graph`` and return the final graph.
 
     - ``start``/``stop``: names of the first and last pass to run (both inclusive; unknown, ambiguous or
       reversed names raise ``ValueError`` before anything runs).
     - After every step the result is validated and ``HistoryEntry(pass name, options, digest)`` is
       appended to its history (options: ``ctx.options_for(pass)`` plus the pass's report, if any).
-    - ``verify(pass_name, before, after)``, if given, runs after every step (``after`` already has the
-      new history entry); anything it raises becomes a :class:`PassError` naming the pass.
+    - ``verify(step, before, after)`` (``step`` the :class:`Pass`), if given, runs after every step
+      (``after`` already has the new history entry); anything it raises becomes a :class:`PassError` naming
+      the pass.
     - ``dump_dir``: writes ``00_input.snnir``, then ``NN_<pass>.snnir`` after every step (``NN`` is the
       pass's 1-based position in ``steps``), and ``time_per_pass.json`` (``{"NN_<pass>": seconds}``,
       the time spent in the pass itself).
     """
     ctx = PassContext() if ctx is None else ctx
     for s in steps:
-        if not callable(s) or not isinstance(getattr(s, "__name__", None), str):
-            raise TypeError(f"pipeline steps must be pass functions, got {s!r}")
-    unknown = sorted(set(ctx.options) - {s.__name__ for s in steps})
+        if not isinstance(s, Pass):
+            raise TypeError(f"pipeline steps must be Pass objects (Pass(function) makes one), got {s!r}")
+    unknown = sorted(set(ctx.options) - {s.name for s in steps})
     if unknown:
         raise ValueError(f"options given for {unknown}, which this pipeline does not run "
-                         f"({', '.join(s.__name__ for s in steps) or 'no passes'})")
+                         f"({', '.join(s.name for s in steps) or 'no passes'})")
     selected = _select(steps, start, stop)
     try:
         graph.validate()
@@ -170,31 +200,31 @@ def run_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None = 
         ir_io.save(graph, dump / "00_input.snnir")
     times: dict[str, float] = {}
     for i in selected:
-        p, tag = steps[i], f"{i + 1:02d}_{steps[i].__name__}"
+        p, tag = steps[i], f"{i + 1:02d}_{steps[i].name}"
         started = time.perf_counter()
         try:
             out = p(graph, ctx)
         except PassError:
             raise
         except Exception as e:
-            raise PassError(p.__name__, f"failed: {type(e).__name__}: {e}") from e
+            raise PassError(p.name, f"failed: {type(e).__name__}: {e}") from e
         times[tag] = time.perf_counter() - started
         found = None
         if isinstance(out, Reported):
             out, found = out.graph, out.report
         if not isinstance(out, Graph):
-            raise PassError(p.__name__, f"returned {type(out).__name__}, not a Graph")
+            raise PassError(p.name, f"returned {type(out).__name__}, not a Graph")
         if out.history != graph.history:
-            raise PassError(p.__name__, "changed the graph's history (the pipeline records history)")
+            raise PassError(p.name, "changed the graph's history (the pipeline records history)")
         problems = out.problems()
         if problems:
-            raise PassError(p.__name__, "produced an invalid graph:\n  - " + "\n  - ".join(problems))
+            raise PassError(p.name, "produced an invalid graph:\n  - " + "\n  - ".join(problems))
         out = dataclasses.replace(out, history=out.history + (_entry(p, ctx, graph, out, found),))
         if verify is not None:
             try:
-                verify(p.__name__, graph, out)
+                verify(p, graph, out)
             except Exception as e:
-                raise PassError(p.__name__, f"verification failed: {type(e).__name__}: {e}") from e
+                raise PassError(p.name, f"verification failed: {type(e).__name__}: {e}") from e
         if dump is not None:
             ir_io.save(out, dump / f"{tag}{ir_io.SUFFIX}")
         graph = out
@@ -203,4 +233,4 @@ def run_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None = 
     return graph
 
 
-__all__ = ["PassContext", "PassError", "Pass", "reports", "to_fixpoint", "run_pipeline"]
+__all__ = ["PassContext", "PassError", "Pass", "Reported", "as_pass", "to_fixpoint", "run_pipeline"]

@@ -14,7 +14,7 @@ from ..ir.interval import Interval
 from ..ir.ops import Delay, IntAdd, IntConv2d, IntDense, IntShift, LoihiLIF, LoihiTernaryLIF, Output
 from ..ir.ops.loihi import ACT_SHIFT, STATE_BITS
 from ..targets import Target, load_target
-from .pipeline import PassContext, reports
+from .pipeline import PassContext, as_pass
 
 NEURONS = (LoihiLIF, LoihiTernaryLIF)
 SYNAPSES = (IntDense, IntConv2d)
@@ -289,7 +289,7 @@ def _check(graph: Graph, a: RangeAnalysis, target: Target | None) -> None:
         raise ValueError(f"{len(problems)} range problem(s):\n  - " + "\n  - ".join(problems))
 
 
-@reports(_report)
+@as_pass(report=_report, exact=True)  # it only narrows widths to proven ones: every value stays
 def prove_ranges(graph: Graph, ctx: PassContext) -> Graph:
     """Prove the interval of every integer tensor and narrow each ``out_bits`` to it.
 
@@ -331,5 +331,3 @@ def prove_ranges(graph: Graph, ctx: PassContext) -> Graph:
 
 __all__ = ["prove_ranges", "value_ranges", "analyse", "RangeAnalysis", "graded_edges", "width"]
 
-
-prove_ranges.exact = True  # it only narrows widths to proven ones: every value stays as it was

@@ -57,7 +57,7 @@ from ..ir.types import int_type
 from ..targets import load_target
 from .float_view import float_view
 from .normalize_neurons import normalize_blocker
-from .pipeline import PassContext, Reported
+from .pipeline import PassContext, Reported, as_pass
 from .prove_ranges import analyse
 from .verify import Alignment
 
@@ -565,6 +565,17 @@ def _pruned(graph: Graph) -> Graph:
     return dataclasses.replace(graph, nodes=nodes)
 
 
+def _align(before: Graph, after: Graph) -> Alignment:
+    """Integer values times their scale, Loihi membranes (1/64 input steps) times theirs."""
+    plan = after.history[-1].options
+    return Alignment(scale=dict(plan["scales"]), membrane_scale=dict(plan["membrane_scales"]))
+
+
+def _float_view(after: Graph) -> Graph:
+    return float_view(after, dict(after.history[-1].options["scales"]))
+
+
+@as_pass(align=_align, float_view=_float_view)
 def quantize(graph: Graph, ctx: PassContext) -> Reported:
     """Put the whole graph on integers (see the module docstring for the scheme).
 
@@ -588,14 +599,5 @@ def quantize(graph: Graph, ctx: PassContext) -> Reported:
                                           for n, r in lowering.report["neurons"].items()}
     return Reported(out, lowering.report)
 
-
-def _align(before: Graph, after: Graph) -> Alignment:
-    """Integer values times their scale, Loihi membranes (1/64 input steps) times theirs."""
-    plan = after.history[-1].options
-    return Alignment(scale=dict(plan["scales"]), membrane_scale=dict(plan["membrane_scales"]))
-
-
-quantize.align = _align
-quantize.float_view = lambda after: float_view(after, dict(after.history[-1].options["scales"]))
 
 __all__ = ["quantize", "QuantizeError"]

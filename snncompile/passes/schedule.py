@@ -28,7 +28,7 @@ import dataclasses
 from ..ir import Graph, Node
 from ..ir.ops import Delay, IntConv2d, IntDense, Repeat, TimeMean
 from ..ir.ops.int_attention import KVOuterAccumulate
-from .pipeline import PassContext, reports
+from .pipeline import PassContext, as_pass
 from .verify import Alignment
 
 SYNAPSES = (IntDense, IntConv2d)
@@ -75,7 +75,12 @@ def _report(before: Graph, after: Graph) -> dict:
             "run_steps": after.time_steps, "data_steps": before.time_steps}
 
 
-@reports(_report)
+def _align(before: Graph, after: Graph) -> Alignment:
+    return Alignment(offset=latencies(after))
+
+
+# timing only: every value is the unscheduled one, read from its latency on
+@as_pass(report=_report, align=_align, exact=True)
 def schedule(graph: Graph, ctx: PassContext) -> Graph:
     """Assign target delays, insert delay lines and stretch the run (see the module docstring).
 
@@ -160,12 +165,5 @@ def output_window(graph: Graph, name: str) -> tuple[int, int]:
     start = 0 if entry is None else int(entry.options["latency"][name])
     return start, data_steps(graph)
 
-
-def _align(before: Graph, after: Graph) -> Alignment:
-    return Alignment(offset=latencies(after))
-
-
-schedule.align = _align
-schedule.exact = True  # timing only: every value is the unscheduled one, read from its latency on
 
 __all__ = ["schedule", "unschedule", "latencies", "data_steps", "output_window"]

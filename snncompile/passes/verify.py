@@ -15,7 +15,7 @@ are 0; in [0, 1]); integer outputs also report the fraction saturated at their d
 with a ``simulate`` method also report their membrane error. An :class:`Alignment` says how a candidate's
 values map onto the reference's: a factor into reference units (``candidate * scale``, quantised stages),
 another for membranes, and a time offset (a scheduled node's step ``offset + t`` is the reference's step
-``t``). A pass provides its alignment with an ``align(before, after) -> Alignment`` attribute.
+``t``). A pass provides its alignment as its :attr:`~.pipeline.Pass.align`.
 
 Nodes are matched by name, except where a pass replaced a node: when reference node ``R`` is gone and
 every consumer that read ``R`` (and every graph output that was ``R``) now reads candidate node ``X``, then
@@ -290,25 +290,25 @@ def verify_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None
     """Run ``steps`` with :func:`run_pipeline`, comparing every stage with the previous one on ``feeds``.
 
     Stage 0 is the input graph (accuracy only). A stage is *exact* when its pass is named in ``exact`` or
-    has a true ``exact`` attribute: every matched node must then be bit-identical, and the first that is
+    is declared exact (``Pass.exact``): every matched node must then be bit-identical, and the first that is
     not raises :class:`VerificationError` naming the pass and the node. Other stages are checked against
     ``tolerance`` and their violations recorded; with ``strict`` the first one raises. A shape difference
-    always raises. A pass's ``align(before, after)`` attribute, if any, gives the stage's :class:`Alignment`;
-    its ``float_view(after)`` attribute, if any, adds a stage before it: the pass's result computed in
-    float (``quantize``: the quantised-float graph), so the float -> quantised-float -> integer steps are
+    always raises. A pass's ``align(before, after)``, if any, gives the stage's :class:`Alignment`; its
+    ``float_view(after)``, if any, adds a stage before it: the pass's result computed in float
+    (``quantize``: the quantised-float graph), so the float -> quantised-float -> integer steps are
     compared one by one.
     ``labels``: per-sample class indices for stage accuracies. ``pipeline_kw`` goes to ``run_pipeline``.
     """
-    by_name = {s.__name__: s for s in steps}
     first_input = graph.inputs()[0]
     batch_axis = 0 if graph.types()[first_input].time == "static" else 1
     report = VerifyReport(samples=feeds[first_input].shape[batch_axis], tolerance=tolerance)
-    values = {id(graph): run_graph(graph, feeds, keep="all")}
+    # the last stage run (the next step's input) and its values, so each stage runs once
+    last: tuple[Graph, dict] = (graph, run_graph(graph, feeds, keep="all"))
 
     def stage_accuracy(g: Graph, vals) -> float | None:
         return None if labels is None else accuracy(vals[g.outputs[0]], labels)
 
-    report.stages.append(StageReport(0, "input", stage_accuracy(graph, values[id(graph)])))
+    report.stages.append(StageReport(0, "input", stage_accuracy(*last)))
 
     def add_stage(pass_name: str, before: Graph, after: Graph, before_vals, after_vals, exact_stage: bool,
                   alignment: Alignment | None) -> None:
@@ -321,21 +321,18 @@ def verify_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None
         if first is not None:
             raise VerificationError(pass_name, first[0], first[1])
 
-    def verify(pass_name: str, before: Graph, after: Graph) -> None:
-        before_vals = values.pop(id(before)) if id(before) in values else run_graph(before, feeds, keep="all")
+    def verify(step: Pass, before: Graph, after: Graph) -> None:
+        nonlocal last
+        before_vals = last[1] if last[0] is before else run_graph(before, feeds, keep="all")
         after_vals = run_graph(after, feeds, keep="all")
-        values[id(after)] = after_vals
-        step = by_name.get(pass_name)
-        exact_stage = pass_name in exact or bool(getattr(step, "exact", False))
-        align = getattr(step, "align", None)
-        view = getattr(step, "float_view", None)
-        if view is not None:  # quantised-float in between: quantisation error, then integer arithmetic error
-            float_graph = view(after)
+        last = (after, after_vals)
+        if step.float_view is not None:  # quantised-float in between: quantisation error, then integer error
+            float_graph = step.float_view(after)
             float_vals = run_graph(float_graph, feeds, keep="all")
-            add_stage(f"{pass_name} (float view)", before, float_graph, before_vals, float_vals, False, None)
+            add_stage(f"{step.name} (float view)", before, float_graph, before_vals, float_vals, False, None)
             before, before_vals = float_graph, float_vals
-        add_stage(pass_name, before, after, before_vals, after_vals, exact_stage,
-                  align(before, after) if align else None)
+        add_stage(step.name, before, after, before_vals, after_vals, step.name in exact or step.exact,
+                  step.align(before, after) if step.align else None)
 
     try:
         report.graph = run_pipeline(graph, steps, ctx, verify=verify, **pipeline_kw)
