@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal, get_args, get_origin
 
 from .ops import OPS, Op
+from .ops.support import BACKEND_NAMES, ROLES, Refused
 from .types import DType
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "ir.md"
@@ -166,11 +167,24 @@ def _inputs(op: type[Op]) -> str:
     return {0: "none (fed by the caller)", None: "one or more"}.get(op.ARITY, str(op.ARITY))
 
 
+_BACKEND_TITLES = {"lava": "Lava", "onnx": "ONNX", "nir": "NIR", "netx": "netx"}
+
+
+def _declarations(op: type[Op]) -> list[str]:
+    """What the op type declares for the later stages (``ops/support.py``): role, stepping, work, backends."""
+    dendritic = ", dendritic" if op.DENDRITIC else ""
+    lines = [f"Role `{op.ROLE}` ({ROLES[op.ROLE]}){dendritic}; steps `{op.STEPPING}`; counted work `{op.WORK}`; "
+             f"inputs: {_inputs(op)}.", ""]
+    for backend in BACKEND_NAMES:
+        entry = op.BACKENDS.get(backend)
+        said = f"refused: {entry.reason}" if isinstance(entry, Refused) else f"`{entry}`"
+        lines.append(f"- {_BACKEND_TITLES[backend]}: {_cell(said)}")
+    return lines + [""]
+
+
 def render_op(op: type[Op]) -> str:
     doc = inspect.cleandoc(op.__doc__ or "")
-    parts = [f"### {op.type_name()}", "",
-             f"Family `{op.__module__.rsplit('.', 1)[-1]}`; inputs: {_inputs(op)}.", "",
-             _markdown_docstring(doc), ""]
+    parts = [f"### {op.type_name()}", "", *_declarations(op), _markdown_docstring(doc), ""]
     fields = dataclasses.fields(op)
     if fields:
         parts += ["| field | type | default | meaning |", "|---|---|---|---|"]
@@ -184,9 +198,9 @@ def render_op(op: type[Op]) -> str:
 
 def render_markdown() -> str:
     """The whole reference page (``docs/ir.md``)."""
-    index = ["## Node types", "", "| node | family | inputs | summary |", "|---|---|---|---|"]
+    index = ["## Node types", "", "| node | role | inputs | summary |", "|---|---|---|---|"]
     for op in OPS:
-        index.append(f"| [{op.type_name()}](#{op.type_name().lower()}) | `{op.__module__.rsplit('.', 1)[-1]}` "
+        index.append(f"| [{op.type_name()}](#{op.type_name().lower()}) | `{op.ROLE}` "
                      f"| {_inputs(op)} | {_cell(_summary(op))} |")
     body = [render_op(op) for op in OPS]
     return "\n".join([HEADER, CONVENTIONS, "\n".join(index), "", "## Reference", "", "\n".join(body)]).rstrip() + "\n"
