@@ -16,7 +16,6 @@ from snncompile.ir.ops import (Input, IntAdd, IntConv2d, IntDense, IntShift, KVO
 from snncompile.backends.design_rules import RULES, DesignRuleError, check, check_or_raise
 from snncompile.backends.placement import (Placement, PlacementError, compartment_order, load_placement, place,
                                            placement_path, save_placement)
-from snncompile.backends.receptive_fields import elements_read
 from snncompile.targets import SCHEMA, load_target
 
 RULE_NAMES = {r.__name__ for r in RULES}
@@ -268,7 +267,7 @@ def test_receptive_fields_equal_brute_force(case):
     for _ in range(3):
         out = rng.random(out_shape) < 0.3
         expected = brute_reads(op, inputs, out)
-        got = elements_read(op, out, [tuple(x.shape) for x in inputs])
+        got = op.reads(out, [tuple(x.shape) for x in inputs])
         for g, e in zip(got, expected):
             np.testing.assert_array_equal(g, e)
 

@@ -23,13 +23,15 @@ from typing import Callable
 from ..ir import Graph
 from ..ir.interval import Interval
 from ..ir.io import graph_digest
-from ..ir.ops import Delay, IntConv2d, IntDense, LoihiLIF, LoihiTernaryLIF
+from ..ir.ops import Delay, LoihiLIF, ops_where
 from ..passes.prove_ranges import value_ranges
 from ..targets import Target
 from .placement import HOST_TYPES, Placement
 
-NEURONS = (LoihiLIF, LoihiTernaryLIF)
-SYNAPSES = (IntDense, IntConv2d)
+# the lowered (integer) neurons and synapses, whose fields the rules read: the float ones exist only before
+# lowering, and chip_nodes_are_lowered reports any found on the chip
+NEURONS = ops_where(ROLE="neuron", INTEGER_INPUTS=True)
+SYNAPSES = ops_where(ROLE="synapse", INTEGER_INPUTS=True)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def chip_nodes_are_lowered(graph: Graph, placement: Placement, target: Target) -
     return [_v(chip_nodes_are_lowered, n, f"{graph.op(n).type_name()} computes {types[n].dtype} values on the "
                f"chip; lower the graph to integers first (the 'loihi' pipeline)")
             for n in graph.nodes if n not in host and types[n].dtype.kind == "float"
-            and graph.op(n).type_name() not in HOST_TYPES]
+            and not isinstance(graph.op(n), HOST_TYPES)]
 
 
 # -- per-core resources --------------------------------------------------------------------------------------------

@@ -2,14 +2,16 @@
 
 ``place(graph, target) -> Placement`` partitions the graph; ``design_rules.check`` checks the result
 against the target. ``save_placement`` / ``load_placement`` keep it beside the compiled artifact (the data
-model and its file: :mod:`~snncompile.backends.placement_model`; receptive fields:
-:mod:`~snncompile.backends.receptive_fields`). This module re-exports the model's names.
+model and its file: :mod:`~snncompile.backends.placement_model`, whose names this module re-exports).
+The families below (host, synapse, neuron and dendritic ops) and each node's receptive field are the op
+types' own declarations in the op registry (``snncompile.ir.ops``: ``ROLE``, ``DENDRITIC``, ``reads``).
 
 What lives where
 ----------------
-- **Host nodes** are not placed: ``Input``, ``Output``, ``Repeat``, ``TimeMean``, ``Scale``, ``Quantize``
-  and every node with a static (once per sample) output, such as the stem's ``Conv2d`` named ``*.host``.
-- **Units** hold compartments (neurons) on cores: Loihi neurons (``LoihiLIF``, ``LoihiTernaryLIF``) and
+- **Host nodes** are not placed: the ``io`` and ``host`` roles (``Input``, ``Output``, ``Repeat``,
+  ``TimeMean``, ``Scale``, ``Quantize``) and every node with a static (once per sample) output, such as the
+  stem's ``Conv2d`` named ``*.host``.
+- **Units** hold compartments (neurons) on cores: neurons (``LoihiLIF``, ``LoihiTernaryLIF``) and
   every node doing arithmetic on the chip that is not attached (below): ``IntAdd``/``IntShift`` of
   messages, ``TokenSum``, ``MaxPool2d``/``SumPool2d``, the integer attention nodes (``KVOuterAccumulate``,
   ``QMAccumulate``, ``SpikeScores``, ``ScoreLUT``, ``ScoreValueAccumulate``). On a real chip the latter are
@@ -17,8 +19,9 @@ What lives where
   element** (per sample and timestep).
 - **Attached nodes** have no compartments of their own and live on the cores of the unit they feed:
   synapses (``IntDense``, ``IntConv2d``: on the core of their *postsynaptic* compartments, with their
-  weight memory counted there), ``Delay`` (a delay on the receiving side: synaptic/dendritic delay) and
-  ``IntAdd``/``IntShift`` of synaptic sums only (dendritic arithmetic, as ``prove_ranges`` treats them), and
+  weight memory counted there), ``Delay`` (a delay on the receiving side: synaptic/dendritic delay), the
+  ``DENDRITIC`` ops (``IntAdd``, ``IntShift``, ``Delay``) of synaptic sums only (dendritic arithmetic, as
+  ``prove_ranges`` treats them), and
   an ``IntShift`` read only by neurons (fraction bits or a saturating clamp of their input ``a_in``). A
   unit's *group* is the unit and everything attached to it, found by walking its inputs upstream through
   attachable nodes. A node attached to two units is stored on both. An attachable node that feeds the
@@ -43,8 +46,7 @@ Per unit
   counted here.
 - **Fan-in axons** of a slice: the distinct source elements (outputs of other units, or host inputs)
   whose messages reach any compartment of the slice, found exactly by walking each member's receptive
-  field (convolution and pooling windows, dense rows, head structure of the attention nodes; an unknown
-  type conservatively depends on its whole input).
+  field (``Op.reads``: convolution and pooling windows, dense rows, head structure of the attention nodes).
 - **Fan-out axons** of a slice: for every output element it emits, one axon per destination core whose
   fan-in includes it, plus one if the host reads it.
 
@@ -72,17 +74,16 @@ import numpy as np
 from ..ir import Graph
 from ..ir.interval import Interval
 from ..ir.io import graph_digest
-from ..ir.ops import Delay, IntAdd, IntConv2d, IntDense, IntShift, LoihiLIF, LoihiTernaryLIF, ScoreLUT
+from ..ir.ops import Delay, IntConv2d, IntDense, IntShift, ScoreLUT, family, ops_where
 from ..passes.prove_ranges import width
 from ..targets import Target, load_target
 from .placement_model import (CoreLoad, Message, NodePlacement, Placement, PlacementError, Slice, load_placement,
                               placement_path, save_placement)
-from .receptive_fields import elements_read
 
-HOST_TYPES = ("Input", "Output", "Repeat", "TimeMean", "Scale", "Quantize")
-SYNAPSES = (IntDense, IntConv2d)
-DENDRITIC = (IntAdd, IntShift, Delay)
-NEURONS = (LoihiLIF, LoihiTernaryLIF)
+HOST_TYPES = family("io") + family("host")  # computed by the host whatever feeds them
+SYNAPSES = family("synapse")
+DENDRITIC = ops_where(DENDRITIC=True)
+NEURONS = family("neuron")
 
 
 # -- classification --------------------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def host_nodes(graph: Graph, types=None) -> list[str]:
     """Nodes the host computes: the host types and every node with a static (once per sample) output."""
     types = types or graph.types()
     return [n for n, node in graph.nodes.items()
-            if node.op.type_name() in HOST_TYPES or types[n].time == "static"]
+            if isinstance(node.op, HOST_TYPES) or types[n].time == "static"]
 
 
 def _groups(graph: Graph, types) -> tuple[list[str], dict[str, list[str]]]:
@@ -172,7 +173,7 @@ class _Unit:
             node = self.graph.nodes[m]
             out = np.zeros(math.prod(self.shapes[m]), bool)
             out[self.elements(m, start, stop)] = True
-            masks = elements_read(node.op, out.reshape(self.shapes[m]), [self.shapes[s] for s in node.inputs])
+            masks = node.op.reads(out.reshape(self.shapes[m]), [self.shapes[s] for s in node.inputs])
             for src, mask in zip(node.inputs, masks):
                 if src not in self.members:
                     flat = mask.reshape(-1)
