@@ -33,7 +33,8 @@ EXAMPLES = {
     TimeMean: (TimeMean(), [TensorType(VEC)]),
     Conv2d: (Conv2d(weight=rng.normal(size=(6, 2, 3, 3)).astype(np.float32), padding=(1, 1), groups=2),
              [TensorType(MAP, SPIKE)]),
-    Linear: (Linear(weight=rng.normal(size=(5, 6)).astype(np.float32)), [TensorType(VEC, SPIKE)]),
+    Linear: (Linear(weight=rng.normal(size=(5, 6)).astype(np.float32), bias=np.zeros(5, np.float32)),
+             [TensorType(VEC, SPIKE)]),
     BatchNorm: (BatchNorm(weight=np.ones(C, np.float32), bias=np.zeros(C, np.float32),
                           running_mean=np.zeros(C, np.float32), running_var=np.ones(C, np.float32)),
                 [TensorType(MAP)]),
@@ -249,3 +250,37 @@ def test_example_runs(op_type):
 
     out = run_graph(graph, {f"x{i}": _values(t) for i, t in enumerate(in_types)})["op"]
     assert out.shape[-len(_output_type(op, in_types).shape):] == _output_type(op, in_types).shape
+
+
+def _one_node_graph(op_type) -> Graph:
+    op, in_types = EXAMPLES[op_type]
+    nodes = {f"x{i}": Node(Input(shape=t.shape, dtype=t.dtype, time=t.time)) for i, t in enumerate(in_types)}
+    nodes["op"] = Node(op, tuple(nodes))
+    nodes["out"] = Node(Output(), ("op",))
+    return Graph(nodes=nodes, outputs=("out",), time_steps=4).validate()
+
+
+@pytest.mark.parametrize("op_type", [t for t in OPS if t not in (Input, Output)], ids=lambda t: t.__name__)
+def test_nir_declarations_match_the_exporter(op_type):
+    """An op type the NIR exporter maps is written as the NIR node it declares; a refused one is refused with
+    its declared reason."""
+    from snncompile.backends.nir_export import NIRExportError, nir_problems, to_nir
+
+    graph = _one_node_graph(op_type)
+    declared = op_type.BACKENDS.nir
+    if isinstance(declared, Refused):
+        assert nir_problems(graph)["op"] == declared.reason
+        with pytest.raises(NIRExportError):
+            to_nir(graph)
+        return
+    if op_type is BatchNorm:  # folded into the Conv2d/Linear before it
+        graph = Graph(nodes={"x0": Node(Input(shape=(6,))), "lin": Node(EXAMPLES[Linear][0], ("x0",)),
+                             "op": Node(BatchNorm(weight=np.ones(5, np.float32), bias=np.zeros(5, np.float32),
+                                                  running_mean=np.zeros(5, np.float32),
+                                                  running_var=np.ones(5, np.float32)), ("lin",)),
+                             "out": Node(Output(), ("op",))}, outputs=("out",), time_steps=4).validate()
+    written = {type(n).__name__ for n in to_nir(graph, fold_batchnorm=True).nodes.values()}
+    if declared in ("folded", "dissolved"):
+        assert written <= {"Input", "Output", "Affine", "Linear"}, written
+    else:
+        assert declared in written, (declared, written)

@@ -27,12 +27,12 @@ class WeightedSum:
 
     ROLE, STEPPING, WORK = "synapse", "local", "synaptic"
 
-    def _conv(self) -> tuple | None:
+    def _conv_geometry(self) -> tuple | None:
         """``(stride, padding, dilation, groups)`` of a convolution; ``None`` for a dense layer."""
         return None
 
     def reads(self, out: np.ndarray, in_shapes) -> list[np.ndarray]:
-        conv = self._conv()
+        conv = self._conv_geometry()
         if conv is None:
             return [dense_rows(out, in_shapes[0])]
         stride, padding, dilation, groups = conv
@@ -44,7 +44,7 @@ class WeightedSum:
         read it, for each set of flat output indices (``None``: one set, every output), as float64 exact
         integers ``[len(output_sets), *in_shape]``: NeuroBench's synaptic operations per input event, geometry
         and padding included. ``all_weights`` counts zero weights too (the connections of dense storage)."""
-        conv = self._conv()
+        conv = self._conv_geometry()
         if output_sets is None:
             if conv is None:  # a dense layer: each input element reaches its column's non-zero weights
                 weight = np.asarray(self.weight)
@@ -55,7 +55,7 @@ class WeightedSum:
 
 
 class ConvGeometry(WeightedSum):
-    def _conv(self) -> tuple:
+    def _conv_geometry(self) -> tuple:
         return tuple(self.stride), tuple(self.padding), tuple(self.dilation), self.groups
 
 
@@ -113,10 +113,11 @@ class Conv2d(ConvGeometry, Op):
         return TensorType(conv_output_shape(self, x), FLOAT32, x.time)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        bias = self.tensor("bias") if self.bias is not None else None
+        weight = self.tensor("weight").to(x.device)
+        bias = self.tensor("bias").to(x.device) if self.bias is not None else None
 
         def conv(frames: torch.Tensor) -> torch.Tensor:
-            return F.conv2d(frames, self.tensor("weight"), bias, self.stride, self.padding, self.dilation, self.groups)
+            return F.conv2d(frames, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         return conv(x) if x.dim() == 4 else per_step(x, conv)  # [B, C, H, W]: a static value
 
 
@@ -143,7 +144,8 @@ class Linear(WeightedSum, Op):
         return TensorType((*x.shape[:-1], self.weight.shape[0]), FLOAT32, x.time)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.tensor("weight"), self.tensor("bias") if self.bias is not None else None)
+        bias = self.tensor("bias").to(x.device) if self.bias is not None else None
+        return F.linear(x, self.tensor("weight").to(x.device), bias)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -178,6 +180,6 @@ class BatchNorm(Op):
         return TensorType(x.shape, FLOAT32, x.time)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        return per_step(x, lambda f: F.batch_norm(f, self.tensor("running_mean"), self.tensor("running_var"),
-                                                 self.tensor("weight"), self.tensor("bias"), False, 0.0,
-                                                 self.eps))
+        mean, var, weight, bias = (self.tensor(k).to(x.device)
+                                   for k in ("running_mean", "running_var", "weight", "bias"))
+        return per_step(x, lambda f: F.batch_norm(f, mean, var, weight, bias, False, 0.0, self.eps))
