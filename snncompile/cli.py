@@ -16,6 +16,7 @@ from .backends.design_rules import DesignRuleError, check_or_raise
 from .backends.placement import PlacementError, load_placement, place, save_placement
 from .backends.nir_export import NIRExportError, expressible_nodes, nir_problems, write_nir
 from .backends.onnx import OnnxExportError, to_onnx
+from .backends.protocol import BackendError, get_backend
 from .data import DataError, load_dataset
 from .frontend import ExportError, export
 from .frontend.nir_import import NIRImportError, from_nir
@@ -26,7 +27,7 @@ from .passes.verify import render, to_json as verify_json
 from .report.job import SCHEMA, run_job
 from .report.render import ReportError, load_report, render_html, render_terminal, reprice
 from .sim.dataset import graph_feeds
-from .sim.distributed import evaluate_distributed, launched
+from .sim.distributed import launched
 from .train.trainer import evaluate, train
 from .zoo.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from .config import ATTENTION_MODES, DATASETS, ConfigError, DataConfig, ZooEntry
@@ -39,7 +40,7 @@ console = Console()
 
 USER_ERRORS = (ConfigError, CheckpointError, DataError, ExportError, GraphError, ir_io.IRFileError,
                NIRExportError, NIRImportError, OnnxExportError, PassError, DesignRuleError, PlacementError,
-               FileNotFoundError, ReportError)
+               FileNotFoundError, ReportError, BackendError)
 EXIT_USER_ERROR = 2
 
 ModelArg = typer.Argument(DEFAULT_MODEL, help="zoo model name (see `snncompile models`) or checkpoint file")
@@ -129,11 +130,10 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     the test set, check a few samples on Lava, count activity, estimate energy and latency, and report it
     (terminal tables, JSON, an HTML page with plots). MODEL may be a compiled `.snnir` from `snncompile
     compile`: its graph and placement are used as they are, its model and data read from the file beside it."""
-    from .backends.lava.mapping import GRANULARITIES  # here, not at the top: it imports Lava
-
-    if lava_granularity not in GRANULARITIES:  # before the job, not after minutes of it
-        raise typer.BadParameter(f"{lava_granularity!r} is not one of {', '.join(GRANULARITIES)}",
-                                 param_hint="--lava-granularity")
+    try:  # the job's Lava backend, made now to refuse a bad setting before the job, not after minutes of it
+        get_backend("lava", granularity=lava_granularity, timeout=lava_timeout)
+    except BackendError as e:
+        raise typer.BadParameter(str(e), param_hint="--lava-granularity") from None
     compiled = None
     if model.endswith(ir_io.SUFFIX):
         artifact, source = Path(model), _compiled_source(Path(model))
@@ -241,6 +241,7 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     `torchrun --nproc_per_node=2 -m snncompile simulate MODEL`.
     """
     start = time.perf_counter()
+    chosen = get_backend(backend, granularity=granularity)
     if model.endswith(ir_io.SUFFIX):  # a compiled artifact: the model and data it was compiled from
         graph_file, source = Path(model), _compiled_source(Path(model))
         model, attention = source["model"], attention or source["attention"]
@@ -249,21 +250,17 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     graph = ir_io.load(graph_file) if graph_file else export(loaded.model)
     test_set = load_dataset(data, loaded.config, split)
     indices = range(min(limit, len(test_set))) if limit is not None else None
-    if backend not in ("ref", "lava"):
-        raise ConfigError(f"unknown backend {backend!r}; known: ref, lava")
-    if backend == "lava":
-        return _simulate_on_lava(graph, test_set, indices, batch_size, granularity, json_out, loaded.name or model)
-    result = evaluate_distributed(graph, test_set, batch_size=batch_size, indices=indices)
+    result = chosen.evaluate(graph, test_set, indices=indices, batch_size=batch_size)
     rank, world = launched()
     if rank != 0:
         return
     if json_out:
         doc = {"model": model, "graph": str(graph_file) if graph_file else None, "dataset": data.dataset,
-               "split": split, "world_size": world, "seconds": round(time.perf_counter() - start, 3),
-               **result.to_dict()}
+               "split": split, "backend": backend, "world_size": world,
+               "seconds": round(time.perf_counter() - start, 3), **result.to_dict()}
         json_out.write_text(json.dumps(doc, indent=1) + "\n")
     console.print(f"{loaded.name or model}: simulated accuracy {result.accuracy:.2%} ({result.correct}/"
-                  f"{result.total}) on {data.dataset} {split}, {world} process(es)")
+                  f"{result.total}) on {data.dataset} {split}; {result.summary}")
 
 
 def _compiled_from(artifact: Path) -> Path:
@@ -282,20 +279,6 @@ def _compiled_source(artifact: Path) -> dict:
         return {k: source[k] for k in ("model", "attention", "dataset", "data_root", "target")}
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{sidecar}: not a compile record ({type(e).__name__}: {e})") from None
-
-
-def _simulate_on_lava(graph, test_set, indices, batch_size: int, granularity: str, json_out: Optional[Path],
-                      name: str) -> None:
-    from .backends.lava.evaluate import evaluate_lava  # imports Lava only when asked for
-
-    if not any(n.op.type_name() == "LoihiLIF" for n in graph.nodes.values()):
-        raise ConfigError("--backend lava runs a compiled integer graph: pass --graph from `snncompile compile`")
-    result = evaluate_lava(graph, test_set, indices=indices, batch_size=min(batch_size, 16), granularity=granularity)
-    if json_out:
-        json_out.write_text(json.dumps(result, indent=1) + "\n")
-    console.print(f"{name}: Lava ({granularity}) accuracy {result['accuracy']:.2%} ({result['correct']}/"
-                  f"{result['total']}); outputs identical to the reference simulator on "
-                  f"{result['identical_to_reference']}/{result['total']} samples")
 
 
 def _samples(data_set, count: int) -> tuple[torch.Tensor, torch.Tensor]:
