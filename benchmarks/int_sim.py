@@ -13,7 +13,7 @@ What it measures, for one batch of the model's test set:
   training samples as ``snncompile compile`` does) run by ``run_graph`` on the same batch. It runs
   ``T + L`` steps (``T`` data steps plus the pipeline latency ``L`` the schedule adds); both are printed.
   This is the time-stepped run whose traces line up with Lava's step for step.
-- ``window``: the same integer graph unscheduled (``snncompile.passes.schedule.unschedule``): the ``T``
+- ``window``: the same integer graph unscheduled (``snncompile.ir.timing.unschedule``): the ``T``
   data steps only, every node's values equal to the scheduled run's from its latency on (the schedule's
   tested guarantee), so its outputs are identical; what a data-set evaluation needs.
 
@@ -128,7 +128,7 @@ def _runner(args, variant: str, workdir: Path):
 
     graph = ir_io.load(workdir / "int.snnir")
     if variant == "window":
-        from snncompile.passes.schedule import unschedule
+        from snncompile.ir.timing import unschedule
         graph = unschedule(graph)
     feeds = graph_feeds(graph, saved["x"])
     saved["graph"] = graph

@@ -1,10 +1,15 @@
 """float_view: the quantised-float counterpart of an integer graph (same names, real units, float nodes)."""
+import dataclasses
+
 import numpy as np
+import pytest
 import torch
 
-from snncompile.ir import SPIKE, Node, run_graph
+from snncompile.ir import SPIKE, Node
+from snncompile.ir.io import graph_digest
 from snncompile.ir.ops import LIF, Conv2d, Input, Linear, Output, Scale, TokenMean
 from snncompile.passes.quantize import quantize
+from snncompile.sim import run_graph
 from test_quantize import dense_lif, graph_of, lowered, plan, spikes
 
 
@@ -22,6 +27,21 @@ def test_float_view_keeps_names_and_fires_with_the_integer_neuron():
     x = spikes(n=12, b=512)
     a, b = run_graph(view, {"x": x})["out"], run_graph(q, {"x": x})["out"]
     assert (a == b).double().mean() > 0.999  # only float rounding separates them here (4 steps, no shifts)
+
+
+def test_the_scales_are_a_field_of_the_quantised_graph():
+    rng = np.random.default_rng(7)
+    g = dense_lif(rng.normal(0, 1.0, (16, 12)).astype(np.float32), rng.normal(0.3, 0.3, 16).astype(np.float32))
+    q = lowered(g)
+    assert q.scales == plan(q)["scales"] and q.scales["fc"] == plan(q)["synapses"]["fc"]["scale"]
+    bare = dataclasses.replace(q, history=())  # provenance gone: the scales stay
+    assert graph_digest(quantize.float_view(bare)) == graph_digest(quantize.float_view(q))
+    assert quantize.float_view(q).scales is None  # its values are real
+    align = quantize.align(g, q)  # the membrane in 1/64 steps of the neuron's input
+    assert align.scale == q.scales
+    assert align.membrane_scale == {"lif": plan(q)["neurons"]["lif"]["input_scale"] / 64}
+    with pytest.raises(ValueError, match="float_view takes a quantised graph"):
+        quantize.float_view(dataclasses.replace(q, scales=None))
 
 
 def test_integer_effects_show_between_float_view_and_integer():

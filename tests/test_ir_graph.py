@@ -9,6 +9,7 @@ import torch
 from snncompile.backends.nir_export import NIRExportError, to_nir
 from snncompile.backends.onnx import OnnxExportError, to_onnx
 from snncompile.ir import Graph, GraphError, Node, run_graph
+from snncompile.ir.graph import Schedule
 from snncompile.ir.ops import LIF, OPS, Input, Linear, Output
 
 
@@ -38,6 +39,20 @@ def test_bad_delay_and_overflow_are_reported_together():
     text = str(e.value)
     assert "node 'fc' (Linear): delay must be an int >= 0, got -1" in text
     assert "overflow must be 'none', 'saturate' or 'wrap', got 'clip'" in text
+
+
+def test_a_schedule_or_scales_not_describing_the_graph_are_reported():
+    g = chain()
+    stale = dataclasses.replace(g, schedule=Schedule(5, {"x": 0, "fc": 0, "gone": 1}, ("fc",)),
+                                scales={"gone": 2.0, "fc": 0.0})
+    problems = "\n".join(stale.problems())
+    assert "schedule: latencies must name every node once; missing ['lif', 'y'], not nodes ['gone']" in problems
+    assert "schedule: delay lines ['fc'] are not Delay nodes of the graph" in problems
+    assert "scales: ['gone'] are not nodes of the graph" in problems
+    assert "scales: must be finite numbers > 0, got {'fc': 0.0}" in problems
+    short = dataclasses.replace(g, schedule=Schedule(3, {n: 0 for n in g.nodes}))
+    assert short.problems() == ["schedule: data_steps 3 + largest latency 0 = 3 steps, but the graph runs 5"]
+    assert dataclasses.replace(g, schedule=Schedule(5, {n: 0 for n in g.nodes}), scales={"fc": 0.5}).problems() == []
 
 
 def test_exporters_refuse_delays_they_cannot_carry():

@@ -9,12 +9,14 @@ import torch
 import snncompile
 from snncompile.data import load_dataset
 from snncompile.frontend import export
-from snncompile.ir import SPIKE, Graph, Node, run_graph
+from snncompile.ir import SPIKE, Graph, Node
 from snncompile.ir.ops import (Delay, Input, IntAdd, IntDense, KVOuterAccumulate, LoihiLIF, Output, QMAccumulate,
                                Repeat, TimeMean)
 from snncompile.ir.io import graph_digest
-from snncompile.passes import PIPELINES, PassContext, latencies, run_pipeline, schedule
-from snncompile.passes.schedule import unschedule
+from snncompile.ir.graph import Schedule
+from snncompile.ir.timing import data_steps, latencies, output_window, unschedule
+from snncompile.passes import PIPELINES, PassContext, run_pipeline, schedule
+from snncompile.sim import run_graph
 from snncompile.sim.dataset import graph_feeds
 from snncompile.zoo.registry import find_entry
 
@@ -132,6 +134,24 @@ def test_zoo_models_schedule_exactly(name):
     assert scheduled.history[-1].options["end_to_end"] > 0
     assert_aligned(unscheduled, scheduled, feeds)
     assert graph_digest(unschedule(scheduled)) == graph_digest(unscheduled)
+
+
+def test_the_schedule_is_a_field_of_the_graph_not_of_its_history():
+    g = residual_graph()
+    s = run_pipeline(g, [schedule])
+    assert s.schedule == Schedule(data_steps=T, latency=latencies(s), delay_lines=("skip.delay1",))
+    assert s.schedule.latency["fc3"] == 3 and s.schedule.run_steps == s.time_steps == T + 3
+    bare = dataclasses.replace(s, history=())  # provenance gone: the timing stays
+    assert data_steps(bare) == T and output_window(bare, "fc3") == (3, T)
+    assert graph_digest(unschedule(bare)) == graph_digest(g)
+    assert g.schedule is None and data_steps(g) == T and output_window(g, "fc3") == (0, T)
+
+
+def test_a_delay_line_has_its_sources_scale_and_unschedule_drops_it():
+    g = dataclasses.replace(residual_graph(), scales={"skip": 0.5, "fc2": 0.25})
+    s = run_pipeline(g, [schedule])
+    assert s.scales == {"skip": 0.5, "fc2": 0.25, "skip.delay1": 0.5}
+    assert unschedule(s).scales == g.scales
 
 
 def test_unschedule_is_the_exact_inverse():

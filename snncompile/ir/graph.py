@@ -1,10 +1,13 @@
-"""The graph container: named nodes, their ordered inputs, the outputs, and the pass history.
+"""The graph container: named nodes, their ordered inputs, the outputs, what the lowering decided about
+them (the schedule, the quantisation scales), and the pass history.
 
 A graph is data plus a few queries. Editing lives in passes (which build new graphs); running lives
-in ``interpret.py`` and the simulators.
+in ``interpret.py`` and the simulators; timing queries (latencies, data window, ``unschedule``) in
+``timing.py``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -36,11 +39,54 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """The timing the ``schedule`` pass gave a graph for a time-stepped target.
+
+    The graph runs ``run_steps = data_steps + max latency`` steps (its ``time_steps``): its inputs carry
+    ``data_steps`` steps of data, zeros after, and each node's values arrive from its latency on.
+    """
+
+    data_steps: int                   #: ``T``: timesteps of input data (the graph's before scheduling)
+    latency: Mapping[str, int]        #: every node -> steps from the graph's inputs to its output (static: 0)
+    delay_lines: tuple[str, ...] = ()  #: the ``Delay`` nodes the schedule inserted to re-align paths
+
+    @property
+    def run_steps(self) -> int:
+        return self.data_steps + max(self.latency.values(), default=0)
+
+    def problems(self, graph: "Graph") -> list[str]:
+        """Where this schedule does not describe ``graph`` (its nodes, its ``time_steps``)."""
+        problems = []
+        if not (isinstance(self.data_steps, int) and self.data_steps >= 1):
+            problems.append(f"schedule: data_steps must be an int >= 1, got {self.data_steps!r}")
+        missing = [n for n in graph.nodes if n not in self.latency]
+        unknown = [n for n in self.latency if n not in graph.nodes]
+        if missing or unknown:
+            problems.append(f"schedule: latencies must name every node once; missing {missing[:5]}, "
+                            f"not nodes {unknown[:5]}")
+        bad = {n: v for n, v in self.latency.items() if not (isinstance(v, int) and v >= 0)}
+        if bad:
+            problems.append(f"schedule: latencies must be ints >= 0, got {dict(list(bad.items())[:5])}")
+        lines = [n for n in self.delay_lines if n not in graph.nodes or graph.nodes[n].op.type_name() != "Delay"]
+        if lines:
+            problems.append(f"schedule: delay lines {lines[:5]} are not Delay nodes of the graph")
+        if not bad and isinstance(self.data_steps, int) and self.run_steps != graph.time_steps:
+            problems.append(f"schedule: data_steps {self.data_steps} + largest latency "
+                            f"{self.run_steps - self.data_steps} = {self.run_steps} steps, but the graph runs "
+                            f"{graph.time_steps}")
+        return problems
+
+
+@dataclass(frozen=True)
 class Graph:
     nodes: Mapping[str, Node]
     outputs: tuple[str, ...]
     time_steps: int
-    history: tuple[HistoryEntry, ...] = ()
+    history: tuple[HistoryEntry, ...] = ()  #: provenance: the passes applied, their options and reports
+    schedule: Schedule | None = None        #: set by the ``schedule`` pass; None: the graph is unscheduled
+    #: set by ``quantize``: node -> the real value of one integer step of its output (a node it does not
+    #: name: 1); None: the graph was not quantised
+    scales: Mapping[str, float] | None = None
 
     # -- queries ------------------------------------------------------------------------------
     def op(self, name: str) -> Op:
@@ -82,8 +128,9 @@ class Graph:
         """Every structural and type problem of the graph at once, each naming its node.
 
         Checked: the node's own parameters, dangling inputs, arity, a ``time_steps`` field that differs
-        from the graph's, the outputs, every cycle, and the types of every node whose inputs are sound
-        (a node downstream of a broken one or of a cycle is not type-checked: it has no input type).
+        from the graph's, the outputs, every cycle, the types of every node whose inputs are sound
+        (a node downstream of a broken one or of a cycle is not type-checked: it has no input type), and
+        that the schedule and the scales name the graph's nodes.
         """
         problems = []
         if self.time_steps < 1:
@@ -110,6 +157,16 @@ class Graph:
                 problems.append(f"graph output {out!r} is not a node")
         if not self.outputs:
             problems.append("graph has no outputs")
+        if self.schedule is not None:
+            problems += self.schedule.problems(self)
+        if self.scales is not None:
+            unknown = [n for n in self.scales if n not in self.nodes]
+            if unknown:
+                problems.append(f"scales: {unknown[:5]} are not nodes of the graph")
+            bad = {n: s for n, s in self.scales.items() if not (isinstance(s, (int, float)) and not
+                                                               isinstance(s, bool) and math.isfinite(s) and s > 0)}
+            if bad:
+                problems.append(f"scales: must be finite numbers > 0, got {dict(list(bad.items())[:5])}")
         order, cycles = self._order_and_cycles()
         problems += ["cycle: " + " -> ".join(cycle + [cycle[0]]) for cycle in cycles]
         types: dict[str, TensorType] = {}

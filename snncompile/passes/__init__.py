@@ -17,7 +17,7 @@ from .pipeline import Pass, PassContext, PassError, Reported, as_pass, run_pipel
 from .prove_ranges import prove_ranges
 from .quantize import QuantizeError, quantize
 from .rewrite import Edit, RewriteError, apply_edit, rewrite_graph
-from .schedule import latencies, schedule
+from .schedule import schedule
 from .verify import Alignment, VerificationError, compare_graphs, verify_pipeline
 
 PIPELINES: dict[str, tuple[Pass, ...]] = {
@@ -36,5 +36,5 @@ def lower_to_loihi(graph: Graph, calibration: Mapping[str, object] | None = None
 __all__ = ["PIPELINES", "lower_to_loihi", "Pass", "PassContext", "PassError", "Reported", "as_pass", "run_pipeline",
            "to_fixpoint",
            "fold_batchnorm", "normalize_neurons", "lower_attention", "quantize", "QuantizeError", "prove_ranges",
-           "schedule", "latencies", "Edit", "RewriteError", "apply_edit", "rewrite_graph", "Alignment",
+           "schedule", "Edit", "RewriteError", "apply_edit", "rewrite_graph", "Alignment",
            "VerificationError", "compare_graphs", "verify_pipeline"]

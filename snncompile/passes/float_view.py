@@ -10,8 +10,6 @@ sources of error; ``snncompile verify`` shows both stages.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from ..ir import Graph, Node
@@ -40,9 +38,12 @@ def _synapse(op, s_in: float, s_out: float):
                   groups=op.groups)
 
 
-def float_view(integer: Graph, scales: dict[str, float]) -> Graph:
-    """The quantised-float counterpart of ``integer`` (see the module docstring). ``scales``: node -> the
-    real value of one integer step (absent: 1), as ``quantize`` records them."""
+def float_view(integer: Graph) -> Graph:
+    """The quantised-float counterpart of ``integer`` (see the module docstring), a graph ``quantize``
+    returned: its ``scales`` give the real value of one integer step of each node (absent: 1)."""
+    if integer.scales is None:
+        raise ValueError("float_view takes a quantised graph (one with scales, as quantize returns it)")
+    scales = integer.scales
     s = lambda n: float(scales.get(n, 1.0))  # noqa: E731
     nodes: dict[str, Node] = {}
     for name in integer.topo_order():
@@ -73,7 +74,9 @@ def float_view(integer: Graph, scales: dict[str, float]) -> Graph:
             nodes[name] = Node(op, tuple(_requantised(nodes, integer, i, s(i)) for i in inputs))
         else:
             nodes[name] = Node(op, inputs)
-    return dataclasses.replace(integer, nodes=nodes).validate()
+    # real values: no scales; the integer graph's timing, were it scheduled, does not name the new nodes
+    return Graph(nodes=nodes, outputs=integer.outputs, time_steps=integer.time_steps,
+                 history=integer.history).validate()
 
 
 def _requantised(nodes: dict[str, Node], integer: Graph, name: str, scale: float) -> str:

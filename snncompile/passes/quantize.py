@@ -565,17 +565,19 @@ def _pruned(graph: Graph) -> Graph:
     return dataclasses.replace(graph, nodes=nodes)
 
 
+def _membrane_scales(graph: Graph, neurons) -> dict[str, float]:
+    """The real value of one step of each of ``neurons``' Loihi membranes (``graph`` quantised): the
+    membrane is in 1/64 steps of the neuron's input (``ACT_SHIFT``)."""
+    return {n: graph.scales.get(graph.nodes[n].inputs[0], 1.0) / (1 << ACT_SHIFT) for n in neurons}
+
+
 def _align(before: Graph, after: Graph) -> Alignment:
-    """Integer values times their scale, Loihi membranes (1/64 input steps) times theirs."""
-    plan = after.history[-1].options
-    return Alignment(scale=dict(plan["scales"]), membrane_scale=dict(plan["membrane_scales"]))
+    """Integer values times their scale, the Loihi membranes of the lowered neurons times theirs."""
+    lowered = [n for n, node in before.nodes.items() if _is_neuron(node.op)]
+    return Alignment(scale=dict(after.scales), membrane_scale=_membrane_scales(after, lowered))
 
 
-def _float_view(after: Graph) -> Graph:
-    return float_view(after, dict(after.history[-1].options["scales"]))
-
-
-@as_pass(align=_align, float_view=_float_view)
+@as_pass(align=_align, float_view=float_view)
 def quantize(graph: Graph, ctx: PassContext) -> Reported:
     """Put the whole graph on integers (see the module docstring for the scheme).
 
@@ -583,7 +585,9 @@ def quantize(graph: Graph, ctx: PassContext) -> Reported:
     (``lower_attention``); calibration data when an input carries real values over time.
     Options (``ctx.options["quantize"]``): ``input_bits`` (16), ``static_vth`` (512).
     Guarantees: no float node is left between the inputs' quantisation and the output ``Scale``; every
-    synapse has ``delay = 0``. Raises :class:`QuantizeError` naming the node it cannot lower.
+    synapse has ``delay = 0``; ``Graph.scales`` holds the real value of one integer step of every node
+    whose values are not in real units already (absent: 1). Raises :class:`QuantizeError` naming the node
+    it cannot lower.
     """
     options = {**DEFAULTS, **ctx.options_for(quantize)}
     unknown = sorted(set(options) - set(DEFAULTS))
@@ -594,9 +598,9 @@ def quantize(graph: Graph, ctx: PassContext) -> Reported:
     for name, node in out.nodes.items():  # a clamp added after the lowering has its input's scale
         if isinstance(node.op, IntShift) and node.op.shift == 0 and node.inputs[0] in lowering.scale:
             lowering.scale.setdefault(name, lowering.scale[node.inputs[0]])
-    lowering.report["scales"] = {n: s for n, s in lowering.scale.items() if n in out.nodes}
-    lowering.report["membrane_scales"] = {n: r["input_scale"] / (1 << ACT_SHIFT)
-                                          for n, r in lowering.report["neurons"].items()}
+    out = dataclasses.replace(out, scales={n: s for n, s in lowering.scale.items() if n in out.nodes})
+    lowering.report["scales"] = dict(out.scales)
+    lowering.report["membrane_scales"] = _membrane_scales(out, lowering.report["neurons"])
     return Reported(out, lowering.report)
 
 

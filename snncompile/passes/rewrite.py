@@ -6,6 +6,7 @@ list of rules until none matches anywhere. Rules are passed explicitly; nothing 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -36,7 +37,8 @@ class RewriteError(ValueError):
 
 
 def apply_edit(graph: Graph, at: str, edit: Edit) -> Graph:
-    """A new graph: ``graph`` with ``edit`` applied at node ``at`` (history kept; not validated)."""
+    """A new graph: ``graph`` with ``edit`` applied at node ``at`` (history, schedule and scales kept; not
+    validated)."""
     def ref(name: str) -> str:
         return edit.rename.get(name, name)
 
@@ -48,8 +50,8 @@ def apply_edit(graph: Graph, at: str, edit: Edit) -> Graph:
             continue
         node = edit.replace.get(name, node)
         nodes[name] = Node(node.op, tuple(ref(src) for src in node.inputs))
-    outputs = tuple(ref(o) for o in graph.outputs)
-    return Graph(nodes=nodes, outputs=outputs, time_steps=graph.time_steps, history=graph.history)
+    # history, schedule and scales kept: one that no longer names the nodes makes the graph invalid
+    return dataclasses.replace(graph, nodes=nodes, outputs=tuple(ref(o) for o in graph.outputs))
 
 
 def rewrite_graph(graph: Graph, rules: Sequence[Rule], *, max_rewrites: int | None = None) -> Graph:

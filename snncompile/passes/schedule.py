@@ -19,15 +19,20 @@ This pass:
 
 Guarantee (tested exactly): every node's scheduled output, read from its latency on, equals its output
 in the unscheduled graph step for step, for all ``T`` data steps; graph outputs after a ``TimeMean`` are
-identical. The report states each node's latency and the end-to-end latency.
+identical. The result carries its timing as ``Graph.schedule`` (``T``, every node's latency, the delay
+lines); the queries on it (``latencies``, ``data_steps``, ``output_window``) and its inverse
+(``unschedule``) are in :mod:`snncompile.ir.timing`. The report states each node's latency and the
+end-to-end latency.
 """
 from __future__ import annotations
 
 import dataclasses
 
 from ..ir import Graph, Node
+from ..ir.graph import Schedule
 from ..ir.ops import Delay, IntConv2d, IntDense, Repeat, TimeMean
 from ..ir.ops.int_attention import KVOuterAccumulate
+from ..ir.timing import delay_latencies
 from .pipeline import PassContext, as_pass
 from .verify import Alignment
 
@@ -41,16 +46,6 @@ def _own_delay(op, synapse_delay: int) -> int:
     if isinstance(op, KVOuterAccumulate):
         return op.block - 1
     return op.delay
-
-
-def latencies(graph: Graph) -> dict[str, int]:
-    """Steps from the graph's inputs to each node's output (static nodes: 0), as scheduled."""
-    types, out = graph.types(), {}
-    for name in graph.topo_order():
-        node = graph.nodes[name]
-        arrivals = [out[s] for s in node.inputs if types[s].time == "stream"]
-        out[name] = (max(arrivals, default=0) + node.op.delay) if types[name].time == "stream" else 0
-    return out
 
 
 def _timed(op, arrival: int, data_steps: int, run_steps: int, synapse_delay: int):
@@ -68,15 +63,14 @@ def _timed(op, arrival: int, data_steps: int, run_steps: int, synapse_delay: int
 
 
 def _report(before: Graph, after: Graph) -> dict:
-    lat = latencies(after)
-    return {"latency": lat, "end_to_end": after.time_steps - before.time_steps,
-            "delay_lines": {n: node.op.delay for n, node in after.nodes.items() if isinstance(node.op, Delay)
-                            and n not in before.nodes},
-            "run_steps": after.time_steps, "data_steps": before.time_steps}
+    timing = after.schedule
+    return {"latency": dict(timing.latency), "end_to_end": after.time_steps - before.time_steps,
+            "delay_lines": {n: after.op(n).delay for n in timing.delay_lines},
+            "run_steps": after.time_steps, "data_steps": timing.data_steps}
 
 
 def _align(before: Graph, after: Graph) -> Alignment:
-    return Alignment(offset=latencies(after))
+    return Alignment(offset=dict(after.schedule.latency))
 
 
 # timing only: every value is the unscheduled one, read from its latency on
@@ -85,13 +79,15 @@ def schedule(graph: Graph, ctx: PassContext) -> Graph:
     """Assign target delays, insert delay lines and stretch the run (see the module docstring).
 
     Requires: an unscheduled graph (every node's latency 0 apart from what this pass sets; run it once).
-    Option ``synapse_delay`` (1: Lava's Dense/Conv). Returns a new graph with ``time_steps = T + L``.
+    Option ``synapse_delay`` (1: Lava's Dense/Conv). Returns a new graph with ``time_steps = T + L`` and
+    its :class:`~snncompile.ir.graph.Schedule` (``T``, every node's latency, the delay lines); a delay line
+    has its source's scale.
     """
     options = {**DEFAULTS, **ctx.options_for(schedule)}
     if set(options) != set(DEFAULTS):
         raise ValueError(f"schedule: unknown options {sorted(set(options) - set(DEFAULTS))}")
     already = [n for n, node in graph.nodes.items() if node.op.delay]
-    if already:
+    if already or graph.schedule is not None:
         raise ValueError(f"schedule: the graph is scheduled already (nodes with delays: {already[:5]})")
     data_steps, synapse_delay = graph.time_steps, options["synapse_delay"]
     types = graph.types()
@@ -114,56 +110,19 @@ def schedule(graph: Graph, ctx: PassContext) -> Graph:
         lat[name] = arrival + op.delay if types[name].time == "stream" else 0
     run_steps = data_steps + max(lat.values(), default=0)
     nodes: dict[str, Node] = {}
+    lines: dict[str, str] = {}  # delay line -> its source
     for name in graph.nodes:  # the input's node order, each delay line just before its first reader
         node = timed[name]
-        nodes.update((line, timed[line]) for line in node.inputs if line not in graph.nodes)
+        for line in node.inputs:
+            if line not in graph.nodes:
+                nodes[line], lines[line] = timed[line], timed[line].inputs[0]
         if isinstance(node.op, Repeat):
             node = Node(_timed(node.op, 0, data_steps, run_steps, synapse_delay), node.inputs)
         nodes[name] = node
-    return Graph(nodes=nodes, outputs=graph.outputs, time_steps=run_steps, history=graph.history)
+    scales = None if graph.scales is None else {
+        **graph.scales, **{line: graph.scales[src] for line, src in lines.items() if src in graph.scales}}
+    out = Graph(nodes=nodes, outputs=graph.outputs, time_steps=run_steps, history=graph.history, scales=scales)
+    return dataclasses.replace(out, schedule=Schedule(data_steps, delay_latencies(out), tuple(lines)))
 
 
-def unschedule(graph: Graph) -> Graph:
-    """The graph before ``schedule``: its delay lines removed, every delay and time alignment back to 0,
-    ``T`` steps. Node values equal the scheduled graph's from their latency on (the schedule's guarantee),
-    so a simulator that needs no step-for-step timing (accuracy, a data set's outputs) can run this."""
-    entry = next((h for h in reversed(graph.history) if h.name == "schedule"), None)
-    if entry is None:
-        return graph
-    steps, lines = int(entry.options["data_steps"]), set(entry.options["delay_lines"])
-
-    def source(name: str) -> str:
-        return source(graph.nodes[name].inputs[0]) if name in lines else name
-
-    nodes = {}
-    for name, node in graph.nodes.items():
-        if name in lines:
-            continue
-        op, changes = node.op, {"delay": 0}
-        if isinstance(op, KVOuterAccumulate):
-            changes["block_offset"] = 0
-        if isinstance(op, SYNAPSES) and op.bias is not None:
-            changes["bias_start"] = 0
-        if isinstance(op, TimeMean):
-            changes.update(start=0, steps=0)
-        if isinstance(op, Repeat):
-            changes.update(time_steps=steps, data_steps=0)
-        nodes[name] = Node(dataclasses.replace(op, **changes), tuple(map(source, node.inputs)))
-    history = tuple(h for h in graph.history if h is not entry)
-    return Graph(nodes=nodes, outputs=tuple(map(source, graph.outputs)), time_steps=steps, history=history)
-
-
-def data_steps(graph: Graph) -> int:
-    """Timesteps of input data ``graph`` takes: ``time_steps``, less the latency a schedule added."""
-    entry = next((h for h in reversed(graph.history) if h.name == "schedule"), None)
-    return graph.time_steps if entry is None else int(entry.options["data_steps"])
-
-
-def output_window(graph: Graph, name: str) -> tuple[int, int]:
-    """``(start, steps)``: where a stream output's ``data_steps`` values arrive in a (scheduled) run."""
-    entry = next((h for h in reversed(graph.history) if h.name == "schedule"), None)
-    start = 0 if entry is None else int(entry.options["latency"][name])
-    return start, data_steps(graph)
-
-
-__all__ = ["schedule", "unschedule", "latencies", "data_steps", "output_window"]
+__all__ = ["schedule"]

@@ -32,7 +32,7 @@ from ..frontend import export
 from ..ir import io as ir_io
 from ..ir import Graph, run_graph
 from ..passes import lower_to_loihi
-from ..passes.schedule import unschedule
+from ..ir.timing import unschedule
 from ..sim.dataset import evaluate_graph, graph_feeds
 from ..targets import load_target
 from .cores import core_activity

@@ -11,7 +11,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..ir import Graph
-from ..passes.schedule import data_steps, output_window
+from ..ir.timing import data_steps, output_window
 from .run import NodeCounts, merge_counts, simulate, zero_counts
 
 

@@ -68,7 +68,7 @@ import numpy as np
 from snncompile.ir import Graph
 from snncompile.ir.ops.loihi import BIAS_MANT_RANGE
 from snncompile.ir.types import TensorType
-from snncompile.passes.schedule import latencies
+from snncompile.ir.timing import latencies
 
 __all__ = ["NetxExport", "NetxExportError", "NetxLayer", "NetxPlan", "NetxRun", "NetxRunError", "expressible_chain",
            "netx_dense_weights", "plan_netx", "run_netx", "write_netx"]
