@@ -17,7 +17,6 @@ import torch
 
 from snncompile.ir import io as irio
 from snncompile.ir.graph import Graph, GraphError, HistoryEntry, Node
-from snncompile.ir.interpret import run_graph
 from snncompile.ir.io import IRFileError, from_bytes, graph_digest, load, save, to_bytes
 from snncompile.ir.ops import (LI, LIF, OPS, Add, BatchNorm, BlockLinearAttention, Conv2d, CubaLIF, Flatten, Input,
                                Linear, LUTAttention, MaxPool2d, Mul, Output, ReLU, Repeat, Scale, SpikeColumnSum,
@@ -25,6 +24,7 @@ from snncompile.ir.ops import (LI, LIF, OPS, Add, BatchNorm, BlockLinearAttentio
                                IntDense, LoihiLIF, LoihiTernaryLIF, Quantize, IntAdd, IntShift, Delay, TokenSum,
                                KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate)
 from snncompile.ir.types import FLOAT32, SPIKE, TERNARY, DType, int_type
+from snncompile.ir.interpret import run_graph
 
 T = 4
 
@@ -157,6 +157,7 @@ def assert_same_graph(g: Graph, h: Graph) -> None:
             assert same_value(va, vb), f"{name}.{f.name}: {va!r} != {vb!r}"
     assert g.outputs == h.outputs and type(h.outputs) is tuple
     assert g.time_steps == h.time_steps
+    assert g.schedule == h.schedule and g.scales == h.scales
     assert len(g.history) == len(h.history)
     for x, y in zip(g.history, h.history):
         assert x.name == y.name and x.digest == y.digest
@@ -228,7 +229,9 @@ def test_graph_json_layout():
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         doc = json.loads(zf.read("graph.json"))
         entries = set(zf.namelist())
-    assert list(doc) == ["format", "format_version", "time_steps", "outputs", "nodes", "history", "arrays"]
+    assert list(doc) == ["format", "format_version", "time_steps", "outputs", "nodes", "schedule", "scales",
+                         "history", "arrays"]
+    assert doc["schedule"] is None and doc["scales"] is None  # neither scheduled nor quantised
     assert doc["format"] == "snncompile-ir" and doc["format_version"] == irio.FORMAT_VERSION
     assert doc["time_steps"] == T and doc["outputs"] == ["out", "out_tok", "out0", "out_li", "out_int", "out_acc",
                                                          "out_itok", "out_iattn"]
@@ -1012,6 +1015,99 @@ def test_save_replaces_atomically_with_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# ------------------------------------------------------------------------------------------------
+# The schedule and the scales (format version 3)
+# ------------------------------------------------------------------------------------------------
+
+def lowered_graph() -> Graph:
+    """A small float residual graph through the whole integer lowering: quantised and scheduled, with one
+    delay line (the skip path is a synapse hop shorter)."""
+    from snncompile.passes import PIPELINES, run_pipeline
+    rng = np.random.default_rng(3)
+    nodes = {"x": Node(Input(shape=(6,), dtype=SPIKE)),
+             "fc1": Node(Linear(weight=rng.normal(0, 1, (6, 6)).astype(np.float32)), ("x",)),
+             "lif1": Node(LIF(), ("fc1",)),
+             "fc2": Node(Linear(weight=rng.normal(0, 1, (6, 6)).astype(np.float32)), ("lif1",)),
+             "skip": Node(Linear(weight=rng.normal(0, 1, (6, 6)).astype(np.float32)), ("x",)),
+             "sum": Node(Add(), ("skip", "fc2")), "lif2": Node(LIF(), ("sum",)), "out": Node(Output(), ("lif2",))}
+    return run_pipeline(Graph(nodes, ("out",), time_steps=4), PIPELINES["loihi"])
+
+
+def as_version_2(doc: dict) -> None:
+    """A version-3 document as version 2 wrote it: no schedule or scales records (the schedule and
+    quantize history entries, which the v3 passes still write, were version 2's only record of them)."""
+    del doc["schedule"], doc["scales"]
+    doc["format_version"] = 2
+
+
+def test_schedule_and_scales_round_trip_in_node_order():
+    g = lowered_graph()
+    assert g.schedule.delay_lines == ("skip.delay1",) and g.scales["skip.delay1"] == g.scales["skip"]
+    data = to_bytes(g)
+    doc = json.loads(read_entries(data)["graph.json"])
+    assert doc["schedule"] == {"data_steps": 4, "latency": {n: g.schedule.latency[n] for n in g.nodes},
+                               "delay_lines": ["skip.delay1"]}
+    assert list(doc["schedule"]["latency"]) == list(g.nodes)
+    assert list(doc["scales"]) == [n for n in g.nodes if n in g.scales]
+    h = from_bytes(data)
+    assert_same_graph(g, h)
+    assert graph_digest(h) == graph_digest(g) and to_bytes(h) == data
+
+
+def test_digest_covers_the_schedule_and_the_scales():
+    g = lowered_graph()
+    latency = {**g.schedule.latency, "out": g.schedule.latency["out"]}
+    variants = [dataclasses.replace(g, schedule=None), dataclasses.replace(g, scales=None),
+                dataclasses.replace(g, scales={**g.scales, "fc1": g.scales["fc1"] * 2}),
+                dataclasses.replace(g, schedule=dataclasses.replace(g.schedule, delay_lines=())),
+                dataclasses.replace(g, schedule=dataclasses.replace(g.schedule, latency=latency))]
+    digests = [graph_digest(v) for v in variants]
+    assert digests[-1] == graph_digest(g)  # the same latencies: the same graph
+    assert graph_digest(g) not in digests[:-1] and len(set(digests[:-1])) == 4
+
+
+def test_a_version_2_file_loads_with_its_schedule_and_scales(tmp_path):
+    g = lowered_graph()
+    old = tamper(to_bytes(g), as_version_2)
+    assert json.loads(read_entries(old)["graph.json"])["format_version"] == 2
+    h = from_bytes(old)
+    assert h.schedule == g.schedule and h.scales == g.scales  # the delay line's scale recovered too
+    assert graph_digest(h) == graph_digest(g)
+    from snncompile.ir.timing import data_steps, unschedule
+    assert data_steps(h) == 4 and graph_digest(unschedule(h)) == graph_digest(unschedule(g))
+    # a version-2 graph that was never scheduled or quantised has neither
+    plain = from_bytes(tamper(to_bytes(small_graph()), as_version_2))
+    assert plain.schedule is None and plain.scales is None
+
+
+def test_a_version_2_history_that_does_not_describe_the_graph_is_refused(tmp_path):
+    def stale(doc):
+        as_version_2(doc)
+        schedule = next(h for h in doc["history"] if h["name"] == "schedule")
+        del schedule["options"]["latency"]["dict"]["skip.delay1"]
+
+    expect_error(tmp_path, tamper(to_bytes(lowered_graph()), stale),
+                 r"invalid graph:.*schedule: latencies must name every node once; missing \['skip.delay1'\]")
+
+
+@pytest.mark.parametrize("mutate, pattern", [
+    (lambda d: d.pop("schedule"), r"graph.json: missing key\(s\) 'schedule'"),
+    (lambda d: d["schedule"].pop("delay_lines"), r"schedule: missing key"),
+    (lambda d: d["schedule"].update(data_steps="4"), r"schedule: data_steps must be an integer, got '4'"),
+    (lambda d: d["schedule"]["latency"].update(fc1=1.5), r"schedule: latency must be an object of node name -> "
+                                                         r"integer"),
+    (lambda d: d["schedule"].update(delay_lines="skip.delay1"), r"schedule: delay_lines must be a list"),
+    (lambda d: d["schedule"].update(delay_lines=["fc1"]), r"schedule: delay lines \['fc1'\] are not Delay nodes"),
+    (lambda d: d["schedule"].update(data_steps=3), r"schedule: data_steps 3 \+ largest latency 2 = 5 steps, but "
+                                                   r"the graph runs 6"),
+    (lambda d: d["scales"].update(fc1=True), r"scales must be an object of node name -> number"),
+    (lambda d: d["scales"].update(gone=1.0), r"scales: \['gone'\] are not nodes of the graph"),
+    (lambda d: d["scales"].update(fc1=-1.0), r"scales: must be finite numbers > 0, got \{'fc1': -1.0\}"),
+])
+def test_malformed_schedule_or_scales(tmp_path, mutate, pattern):
+    expect_error(tmp_path, tamper(to_bytes(lowered_graph()), mutate), pattern)
 
 
 def test_loads_a_version_1_file():

@@ -12,7 +12,7 @@ API
   file (or ``source``) and then says what is wrong, naming the node and field where there is one. A file
   that does not exist raises the usual ``FileNotFoundError``.
 
-Container (format_version 1)
+Container (format_version 3)
 ----------------------------
 A zip archive (``.snnir``) with these entries, in sorted name order. Every entry has the timestamp
 1980-01-01 00:00:00, Unix mode 0644 and deflate compression (level 6), so equal graphs give byte-equal
@@ -28,7 +28,7 @@ There are no other entries. ``graph.json`` is an object with exactly these keys:
 .. code-block:: text
 
     {"format": "snncompile-ir",          # magic
-     "format_version": 1,                # integer, independent of the package version
+     "format_version": 3,                # integer, independent of the package version
      "time_steps": 4,
      "outputs": ["out"],
      "nodes": [                          # in graph order (the order is meaningful)
@@ -37,6 +37,10 @@ There are no other entries. ``graph.json`` is an object with exactly these keys:
         "out": {"shape": [8, 32, 32], "dtype": "float32", "time": "stream"},  # the output type
         "fields": {"weight": {"array": "arrays/0001.weight.npy"}, "bias": null,
                    "stride": [1, 1], "padding": [1, 1], "dilation": [1, 1], "groups": 1}}, ...],
+     "schedule": {"data_steps": 4,        # or null: the graph is unscheduled
+                  "latency": {"x": 0, "conv1": 1, ...},   # every node, in graph order
+                  "delay_lines": ["x.delay1"]},
+     "scales": {"conv1": 0.0123, ...},   # or null: the graph is not quantised
      "history": [{"name": "fold_batchnorm", "options": {...values...}, "digest": "<hex>"}, ...],
      "arrays": {"arrays/0001.weight.npy": {"dtype": "<f4", "shape": [8, 3, 3, 3], "sha256": "<hex>"}}}
 
@@ -50,6 +54,14 @@ as a list of non-negative integers (``[]`` for a scalar); ``dtype``, the ``DType
 ``str`` form (``"float32"``, ``"spike"``, ``"ternary"``, ``"int8"``, ``"uint5"``; ``DType.parse`` reads
 it back); ``time``, ``"stream"`` or ``"static"``. ``out`` is derived data: ``save`` writes what inference
 gives, and ``load`` checks that every recorded ``out`` equals the type inferred from the loaded graph.
+
+``schedule`` and ``scales`` are ``Graph.schedule`` and ``Graph.scales`` (what the ``schedule`` and
+``quantize`` passes decided; ``history`` is provenance only): ``schedule`` is null or an object with exactly
+the keys ``data_steps`` (integer), ``latency`` (node name -> integer, every node once, in graph order) and
+``delay_lines`` (a list of node names); ``scales`` is null or an object node name -> finite number, in
+graph order. ``load`` refuses a schedule or scales that do not name the graph's nodes, a ``Delay`` node
+for each delay line, a run of ``data_steps`` + the largest latency steps and positive finite scales (the
+``Graph.problems()`` checks).
 
 ``fields`` holds every init field of the node's dataclass, no more and no fewer. The ``arrays``
 manifest lists every array entry: ``dtype`` is numpy's ``dtype.str`` (byte order included), and
@@ -127,21 +139,29 @@ files' ``out`` records); its upgrade step rewrites the affected ``out`` records.
    version ``N + 1``. For a new field ``LIF.delay: int = 0``, it sets ``node["fields"]["delay"] = 0``
    for every node whose ``type`` is ``"LIF"``.
 3. Register it with ``UPGRADES[N] = upgrade_vN_to_vN1``.
-4. Commit a version-``N`` file under ``tests/data/`` and a test that loads it.
+4. Commit a version-``N`` file under ``tests/data/`` (or have the test write a version-``N`` document by
+   down-converting a current one) and a test that loads it.
 
 Changelog: version 1, the first format. (Before version 1 was first released, node entries gained the
 ``out`` record; as no version-1 file without it was ever released, that needed no version bump.)
 Version 2: ``IntDense``/``IntConv2d`` gained ``bias``, ``Repeat`` ``data_steps``, ``TimeMean`` ``start``
 and ``steps``; a ``SumPool2d`` of spikes or integers is typed as an integer sum (it was float32); new node
 types of the integer lowering. ``upgrade_v1_to_v2`` (``upgrades.py``); ``tests/data/format_v1.snnir``.
+Version 3: the ``schedule`` and ``scales`` records (version 2 kept them only in its history, where the
+passes' reports still have them). ``upgrade_v2_to_v3`` recovers them from the last ``schedule`` and
+``quantize`` history entries; ``tests/test_ir_io.py`` writes its version-2 documents by down-converting a
+version-3 one (no binary fixture).
 
 Digest
 ------
 ``graph_digest(graph)`` is the sha256 of the compact, key-sorted, ASCII JSON encoding of
 ``{"scheme": "snncompile-ir-digest/1", "time_steps", "outputs", "nodes": [[name, type, inputs,
-fields], ...]}``. Values use the encoding above, except that an array becomes ``{"array": {"dtype":
-dtype.str, "shape": [...], "sha256": <raw C-order bytes>}}``. It covers structure, node order, every
-field, and array bytes, dtypes and shapes. It leaves out ``history``, so that a pass can store the
+fields], ...]}``, plus the ``schedule`` and ``scales`` records (as in ``graph.json``) for a graph that has
+them: they change what the graph's values mean, so a scheduled or quantised graph differs from the same
+nodes without them; a graph without them has the digest it had before format version 3. Values use the
+encoding above, except that an array becomes ``{"array": {"dtype": dtype.str, "shape": [...], "sha256":
+<raw C-order bytes>}}``. It covers structure, node order, every field, array bytes, dtypes and shapes,
+the schedule and the scales. It leaves out ``history``, so that a pass can store the
 digest of its result in that result's history, and the recorded ``out`` types, which are derived from
 the rest (so ``graph_digest`` never runs type inference and works on invalid graphs too). It does not
 depend on the file format version or on entry names. Equal graphs have equal digests. ``load(save(g))``
@@ -153,11 +173,11 @@ from typing import Callable
 
 from .loader import from_bytes, load
 from .values import IRFileError, _field_hints  # noqa: F401  (_field_hints: for the tests)
-from .upgrades import upgrade_v1_to_v2
+from .upgrades import upgrade_v1_to_v2, upgrade_v2_to_v3
 from .writer import graph_digest, save, to_bytes
 
 MAGIC = "snncompile-ir"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SUFFIX = ".snnir"
 DIGEST_SCHEME = "snncompile-ir-digest/1"
 
@@ -172,7 +192,7 @@ RATIO_MIN_BYTES = 1024 ** 2
 # Upgrade steps: UPGRADES[v] turns a format_version-v graph.json document into version v + 1.
 # See "Versions and upgrades" in the docstring above.
 Upgrade = Callable[[dict], dict]
-UPGRADES: dict[int, Upgrade] = {1: upgrade_v1_to_v2}
+UPGRADES: dict[int, Upgrade] = {1: upgrade_v1_to_v2, 2: upgrade_v2_to_v3}
 
 
 def readable_versions() -> list[int]:

@@ -9,14 +9,16 @@ from typing import Any
 
 from ...config import is_int
 from .. import io as ir_io  # the package: its constants are read at call time, so they can be patched
-from ..graph import Graph, HistoryEntry, Node
+from ..graph import Graph, HistoryEntry, Node, Schedule
 from ..ops import OPS_BY_NAME
 from ..types import DType, TensorType
 from .reader import _parse_json, _Reader
 from .values import (_TIME_LAYOUTS, IRFileError, _check_field, _decode, _init_fields, _keys, _Problem,
                      _short, _where)
 
-_DOC_KEYS = ("format", "format_version", "time_steps", "outputs", "nodes", "history", "arrays")
+_DOC_KEYS = ("format", "format_version", "time_steps", "outputs", "nodes", "schedule", "scales", "history",
+             "arrays")
+_SCHEDULE_KEYS = ("data_steps", "latency", "delay_lines")
 _NODE_KEYS = ("name", "type", "inputs", "out", "fields")
 _OUT_KEYS = ("shape", "dtype", "time")
 _HISTORY_KEYS = ("name", "options", "digest")
@@ -50,6 +52,32 @@ def _decode_type(j: Any, where: str) -> TensorType:
 
 def _type_text(t: TensorType) -> str:
     return f"{t.dtype}[{', '.join(map(str, t.shape))}] ({t.time})"
+
+
+def _decode_schedule(j: Any) -> Schedule | None:
+    """The graph's schedule from its ``schedule`` record (null: unscheduled). That it names the graph's
+    nodes is ``Graph.problems``' check."""
+    if j is None:
+        return None
+    _keys(j, _SCHEDULE_KEYS, "schedule")
+    data_steps, latency, lines = j["data_steps"], j["latency"], j["delay_lines"]
+    if not is_int(data_steps):
+        raise _Problem(f"schedule: data_steps must be an integer, got {_short(data_steps)}")
+    if not isinstance(latency, dict) or not all(is_int(v) for v in latency.values()):
+        raise _Problem(f"schedule: latency must be an object of node name -> integer, got {_short(latency)}")
+    if not isinstance(lines, list) or not all(isinstance(n, str) for n in lines):
+        raise _Problem(f"schedule: delay_lines must be a list of node names, got {_short(lines)}")
+    return Schedule(data_steps, latency, tuple(lines))
+
+
+def _decode_scales(j: Any) -> dict[str, float] | None:
+    """The graph's scales from its ``scales`` record (null: not quantised)."""
+    if j is None:
+        return None
+    if not isinstance(j, dict) or not all(isinstance(s, (int, float)) and not isinstance(s, bool)
+                                          for s in j.values()):
+        raise _Problem(f"scales must be an object of node name -> number, got {_short(j)}")
+    return {n: float(s) for n, s in j.items()}
 
 
 def _upgrade(doc: dict) -> dict:
@@ -137,7 +165,8 @@ def _build(doc: Any, reader: _Reader) -> Graph:
             raise _Problem(f"history[{i}]: name and digest must be strings and options an object")
         options = {k: _decode(v, f"history[{i}] ({jh['name']}) option {k!r}", None) for k, v in jh["options"].items()}
         history.append(HistoryEntry(jh["name"], options, jh["digest"]))
-    graph = Graph(nodes=nodes, outputs=tuple(outputs), time_steps=time_steps, history=tuple(history))
+    graph = Graph(nodes=nodes, outputs=tuple(outputs), time_steps=time_steps, history=tuple(history),
+                  schedule=_decode_schedule(doc["schedule"]), scales=_decode_scales(doc["scales"]))
     try:
         problems = graph.problems()
     except Exception as e:

@@ -5,7 +5,10 @@ anything malformed as it is for the loader to report.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ..types import DType
+from .values import _decode, _Problem
 
 # Fields version 2 added, with the values that keep a version-1 node's meaning.
 _V2_FIELDS = {"Repeat": {"data_steps": 0}, "TimeMean": {"start": 0, "steps": 0},
@@ -60,4 +63,47 @@ def upgrade_v1_to_v2(doc: dict) -> dict:
             for key, value in _V2_FIELDS.get(node.get("type"), {}).items():
                 node["fields"].setdefault(key, value)
     _retype_sum_pools(nodes)
+    return doc
+
+
+def _last_entry(doc: dict, name: str) -> dict | None:
+    """The last well-formed history entry of pass ``name``, or None."""
+    history = doc.get("history")
+    entries = history if isinstance(history, list) else []
+    return next((h for h in reversed(entries) if isinstance(h, dict) and h.get("name") == name
+                 and isinstance(h.get("options"), dict)), None)
+
+
+def _option(entry: dict, key: str) -> Any:
+    """A history option's value (tagged encoding decoded), or None where absent or malformed (the
+    loader reports a malformed history itself)."""
+    try:
+        return _decode(entry["options"][key], key, None)
+    except (KeyError, _Problem):
+        return None
+
+
+def upgrade_v2_to_v3(doc: dict) -> dict:
+    """Version 3: the schedule and the quantisation scales are records of the document; version 2 kept
+    them in its history only. The schedule is the last ``schedule`` entry's ``data_steps``, ``latency`` and
+    ``delay_lines`` (null without one: the graph is unscheduled); the scales are the last ``quantize``
+    entry's ``scales`` (null without one), a delay line the schedule inserted having its source's scale.
+    A malformed entry is carried over as it is, for the loader to report."""
+    entry = _last_entry(doc, "schedule")
+    schedule = None
+    if entry is not None:
+        lines = _option(entry, "delay_lines")
+        schedule = {"data_steps": _option(entry, "data_steps"), "latency": _option(entry, "latency"),
+                    "delay_lines": list(lines) if isinstance(lines, dict) else lines}
+    entry = _last_entry(doc, "quantize")
+    scales = None if entry is None else _option(entry, "scales")
+    nodes = doc.get("nodes")
+    if schedule is not None and isinstance(scales, dict) and isinstance(schedule["delay_lines"], list) \
+            and isinstance(nodes, list):
+        sources = {n.get("name"): n.get("inputs") for n in nodes if isinstance(n, dict)}
+        for line in schedule["delay_lines"]:
+            inputs = sources.get(line)
+            if isinstance(inputs, list) and len(inputs) == 1 and inputs[0] in scales:
+                scales[line] = scales[inputs[0]]
+    doc["schedule"], doc["scales"] = schedule, scales
     return doc

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import secrets
 import zipfile
@@ -12,8 +13,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ...config import is_int
 from .. import io as ir_io  # the package: its constants are read at call time, so they can be patched
-from ..graph import Graph, HistoryEntry, Node
+from ..graph import Graph, HistoryEntry, Node, Schedule
 from ..ops import OPS_BY_NAME, Op
 from ..types import DType, TensorType
 from .values import (_TIME_LAYOUTS, IRFileError, _array_sha256, _c_order, _check_field, _encode, _init_fields,
@@ -54,8 +56,40 @@ def _check_header(graph: Graph) -> None:
         raise _Problem(f"outputs must be node names, got {graph.outputs!r}")
 
 
+def _encode_schedule(schedule: Schedule | None) -> dict | None:
+    """The ``schedule`` record: ``{"data_steps", "latency": {node: steps}, "delay_lines": [node, ...]}``."""
+    if schedule is None:
+        return None
+    if not isinstance(schedule, Schedule):
+        raise _Problem(f"schedule must be a Schedule, got {_short(schedule)}")
+    if not is_int(schedule.data_steps):
+        raise _Problem(f"schedule: data_steps must be an int, got {_short(schedule.data_steps)}")
+    latency = dict(schedule.latency)
+    bad = [(n, v) for n, v in latency.items() if not isinstance(n, str) or not is_int(v)]
+    if bad:
+        raise _Problem(f"schedule: latencies must map node names to ints, got {bad[0][0]!r}: {_short(bad[0][1])}")
+    if not isinstance(schedule.delay_lines, tuple) or not all(isinstance(n, str) for n in schedule.delay_lines):
+        raise _Problem(f"schedule: delay_lines must be a tuple of node names, got {_short(schedule.delay_lines)}")
+    return {"data_steps": int(schedule.data_steps), "latency": {n: int(v) for n, v in latency.items()},
+            "delay_lines": list(schedule.delay_lines)}
+
+
+def _encode_scales(scales: Mapping[str, float] | None) -> dict | None:
+    """The ``scales`` record: ``{node: real value of one integer step}``, finite floats."""
+    if scales is None:
+        return None
+    if not isinstance(scales, Mapping):
+        raise _Problem(f"scales must be a mapping, got {_short(scales)}")
+    bad = [(n, s) for n, s in scales.items() if not isinstance(n, str) or isinstance(s, bool)
+           or not isinstance(s, (int, float)) or not math.isfinite(s)]
+    if bad:
+        raise _Problem(f"scales must map node names to finite numbers, got {bad[0][0]!r}: {_short(bad[0][1])}")
+    return {n: float(s) for n, s in scales.items()}
+
+
 def graph_digest(graph: Graph) -> str:
-    """sha256 (hex) of the graph's content: structure, node order, fields, array bytes/dtypes/shapes.
+    """sha256 (hex) of the graph's content: structure, node order, fields, array bytes/dtypes/shapes, and
+    its schedule and scales when it has them.
 
     History is not included (see the module docstring, *Digest*). The graph need not be valid.
     """
@@ -66,10 +100,12 @@ def graph_digest(graph: Graph) -> str:
             return {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": _array_sha256(a)}
 
         nodes = _encode_nodes(graph, array_ref)
+        lowering = {"schedule": _encode_schedule(graph.schedule), "scales": _encode_scales(graph.scales)}
     except _Problem as e:
         raise IRFileError("<graph_digest>", str(e)) from None
     doc = {"scheme": ir_io.DIGEST_SCHEME, "time_steps": graph.time_steps, "outputs": list(graph.outputs),
            "nodes": [[n["name"], n["type"], n["inputs"], n["fields"]] for n in nodes]}
+    doc.update((key, value) for key, value in lowering.items() if value is not None)  # absent: digest as before
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
@@ -122,8 +158,14 @@ def _document(graph: Graph) -> tuple[dict, dict[str, bytes]]:
             raise _Problem(f"history[{i}] ({h.name}): option names must be strings, got {bad[0]!r}")
         options = {k: _encode(v, f"history[{i}] ({h.name}) option {k!r}", None) for k, v in h.options.items()}
         history.append({"name": h.name, "options": options, "digest": h.digest})
+    schedule, scales = _encode_schedule(graph.schedule), _encode_scales(graph.scales)
+    if schedule is not None:  # both in node order (the graph is valid: they name its nodes)
+        schedule["latency"] = {n: schedule["latency"][n] for n in graph.nodes}
+    if scales is not None:
+        scales = {n: scales[n] for n in graph.nodes if n in scales}
     doc = {"format": ir_io.MAGIC, "format_version": ir_io.FORMAT_VERSION, "time_steps": graph.time_steps,
-           "outputs": list(graph.outputs), "nodes": nodes, "history": history, "arrays": manifest}
+           "outputs": list(graph.outputs), "nodes": nodes, "schedule": schedule, "scales": scales,
+           "history": history, "arrays": manifest}
     return doc, blobs
 
 
