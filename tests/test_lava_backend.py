@@ -27,8 +27,8 @@ pytest.importorskip("lava.magma")
 
 from snncompile.backends.lava.mapping import LavaBackendError, plan_lava  # noqa: E402
 from snncompile.backends.lava.models import from_lava, lava_shape, stepper, to_lava  # noqa: E402
-from snncompile.backends.lava.runner import (LavaTimeoutError, descendants, group_members, run_lava,  # noqa: E402
-                                             run_lava_session)
+from snncompile.backends.lava.runner import run_lava, run_lava_session  # noqa: E402
+from snncompile.backends.lava.session import LavaTimeoutError, descendants, group_members  # noqa: E402
 
 from conftest import shared_path  # noqa: E402
 

@@ -51,6 +51,7 @@ from lava.utils.weightutils import SignMode
 from snncompile.backends.lava.models import (STEPPING, FusedKernel, PortKernel, Slot, from_lava, lava_shape, stepper,
                                              to_lava)
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
+from snncompile.backends.lava.session import LavaBackendError
 from snncompile.ir import Graph, Node
 from snncompile.ir.interval import Interval
 from snncompile.ir.ops import (BatchNorm, Conv2d, Input, IntAdd, IntConv2d, IntDense, KVOuterAccumulate, Linear,
@@ -63,10 +64,6 @@ HOST_OPS = (Input, Conv2d, Linear, BatchNorm, Quantize, Repeat)  # host computat
 NEURONS = (LoihiLIF, LoihiTernaryLIF)
 MAX_KRON_ELEMENTS = 1 << 22  # a batched stock Dense's block-diagonal weight matrix stays below this
 _BLOCK = re.compile(r"^([A-Za-z_]\w*\.\d+)\.")
-
-
-class LavaBackendError(ValueError):
-    """The graph cannot be run on the Lava backend, or a Lava run failed; the message names the node."""
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@
 ``expressible_chain(graph)`` returns just ``(nodes, problems)``. ``write_netx(graph, path)`` writes that
 chain as netx HDF5 (the layout slayer writes and ``netx.utils.NetDict`` reads, spec lava_loihi.md §5.3).
 ``run_netx(path, frames)`` loads the file with ``netx.hdf5.Network`` and runs it in Lava's ``fixed_pt``
-simulator, one fresh runtime per sample, in a child process under a timeout (nothing of it outlives the
-call). h5py is the only dependency of planning and writing; Lava is imported by ``run_netx`` alone.
+simulator, one fresh runtime per sample, in an isolated Lava session under a timeout (:mod:`.session`:
+nothing of it outlives the call). h5py is the only dependency of planning and writing; Lava is imported by
+``run_netx`` alone.
 
 What netx expresses (``Network._create``): an ``input`` layer, then blocks ``Dense``/``Conv`` synapse ->
 ``CUBA`` neuron (Lava ``LIF``), with ``flatten`` between them. ``pool``, ``average``, ``concat``, ``convT``
@@ -54,8 +55,6 @@ steps, leading zeros included.
 
 import json
 import math
-import multiprocessing as mp
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +64,8 @@ import numpy as np
 
 # absolute imports: Lava's compiler also executes this file on its own, as a sibling of the backend's Process
 # definitions, when it looks for ProcessModels (spec lava_loihi.md §1.4); it must import cleanly that way
+from snncompile.backends.lava.session import (LavaBackendError, LavaTimeoutError, fixed_pt_config, import_lava,
+                                              run_isolated, stopped)
 from snncompile.ir import Graph
 from snncompile.ir.ops.loihi import BIAS_MANT_RANGE
 from snncompile.ir.types import TensorType
@@ -118,7 +119,7 @@ class NetxExportError(ValueError):
 
 class NetxRunError(RuntimeError):
     """The Lava run of a netx network failed or timed out (its processes were killed); its ``__cause__`` is
-    the error of :func:`snncompile.backends.lava.runner.run_isolated`. ``worker_pid``: the worker process,
+    the error of :func:`snncompile.backends.lava.session.run_isolated`. ``worker_pid``: the worker process,
     whose process group held every Lava process of the run; ``segments``: the shared-memory files those
     processes held when they were killed (unlinked since)."""
 
@@ -692,16 +693,14 @@ def run_netx(path: str | Path, frames: np.ndarray, *, input_message_bits: int | 
     ``Extractor`` on every block's output, ``net.run(RunSteps(T), Loihi2SimCfg(select_tag="fixed_pt"))``, then
     ``net.stop()``: a fresh runtime per sample, so every sample starts from zero state.
 
-    All of it happens in :func:`snncompile.backends.lava.runner.run_isolated`: a forked child process that
+    All of it happens in :func:`snncompile.backends.lava.session.run_isolated`: a forked child process that
     leads its own process group; the call waits at most ``timeout`` seconds, then kills the whole group
     (Lava's processes included), unlinks the shared-memory segments they held, and raises
-    :class:`NetxRunError` (as for a failed run or a dead worker; runner's error is its ``__cause__``). Any
-    process of the group still alive 2 s after the worker answered is killed the same way
-    (``NetxRun.stragglers`` counts them). The runner module imports Lava, whose import sets multiprocessing's
-    start method to ``fork`` (and fails where another one is set): it is imported with the start method
-    cleared, and this process's own (none included) is put back after; the child sets ``fork`` before Lava
-    starts its processes. ``preload``: also import netx in this process (once; later children fork with it
-    loaded).
+    :class:`NetxRunError` (as for a failed run or a dead worker; the session's error is its ``__cause__``).
+    Any process of the group still alive 2 s after the worker answered is killed the same way
+    (``NetxRun.stragglers`` counts them). ``preload``: import netx in this process first (once, with
+    :func:`~snncompile.backends.lava.session.import_lava`, which leaves this process's multiprocessing start
+    method as it was; later children fork with it loaded).
     """
     path = Path(path)
     frames = np.asarray(frames)
@@ -711,21 +710,20 @@ def run_netx(path: str | Path, frames: np.ndarray, *, input_message_bits: int | 
     bits = int(attrs.get(_ATTR + "input_message_bits", 0)) if input_message_bits is None else int(input_message_bits)
     neurons = tuple(json.loads(attrs.get(_ATTR + "neurons", "[]")))
     t0 = time.perf_counter()
-    runner = _runner()
     if preload:
-        import lava.lib.dl.netx.hdf5  # noqa: F401
+        import_lava("lava.lib.dl.netx.hdf5")
     timings: dict = {"preload_s": time.perf_counter() - t0}
     cleanup: dict = {}
     t0 = time.perf_counter()
     try:
-        (spikes, child_timings), pgid = runner.run_isolated(
+        (spikes, child_timings), pgid = run_isolated(
             _run_samples, str(path), frames, bits, timeout=timeout, what=f"the Lava run of {path}", grace=2.0,
             cleanup=cleanup)
-    except runner.LavaTimeoutError as e:
+    except LavaTimeoutError as e:
         raise NetxRunError(f"the Lava run of {path} did not finish within its timeout of {timeout:g} s; its "
                            "processes were killed", cleanup.get("pgid", e.pgid), cleanup.get("segments", frozenset())
                            ) from e
-    except runner.LavaBackendError as e:  # failed in the child (its traceback included), or the child died
+    except LavaBackendError as e:  # failed in the child (its traceback included), or the child died
         raise NetxRunError(str(e), cleanup.get("pgid"), cleanup.get("segments", frozenset())) from e
     timings.update(child_timings, total_s=time.perf_counter() - t0)
     return NetxRun(spikes=tuple(spikes), neurons=neurons, timings=timings, worker_pid=pgid,
@@ -737,22 +735,6 @@ def _file_attrs(path: Path) -> dict:
 
     with h5py.File(path, "r") as f:
         return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-
-
-def _runner():
-    """:mod:`snncompile.backends.lava.runner` (imported here, not at the top: importing this module must not
-    import Lava). Lava's import calls ``multiprocessing.set_start_method('fork')``, which fails where a start
-    method is set and fixes one where none is: the first import happens with none set, and this process's
-    own start method is put back after."""
-    if "lava.magma.runtime.message_infrastructure.multiprocessing" not in sys.modules:
-        method = mp.get_start_method(allow_none=True)
-        mp.set_start_method(None, force=True)
-        try:
-            import snncompile.backends.lava.runner  # noqa: F401
-        finally:
-            mp.set_start_method(method, force=True)
-    from snncompile.backends.lava import runner
-    return runner
 
 
 def _to_lava(x: np.ndarray, port_shape: tuple[int, ...]) -> np.ndarray:
@@ -775,13 +757,12 @@ def _from_lava(y: np.ndarray) -> np.ndarray:
 
 
 def _run_samples(path: str, frames: np.ndarray, bits: int) -> tuple[list[np.ndarray], dict]:
-    """In the child (:func:`runner.run_isolated`): one Lava run per sample; returns ``(spikes, timings)``."""
-    mp.set_start_method("fork", force=True)  # a disposable child; Lava's processes need fork (see run_netx)
+    """In the child (:func:`~snncompile.backends.lava.session.run_isolated`): one Lava run per sample; returns
+    ``(spikes, timings)``."""
     t0 = time.perf_counter()
     from lava.lib.dl.netx.hdf5 import Network
     from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+    from lava.proc.io.extractor import Extractor
     from lava.proc.io.source import RingBuffer
 
     timings: dict = {"import_s": time.perf_counter() - t0, "samples": []}
@@ -798,19 +779,14 @@ def _run_samples(path: str, frames: np.ndarray, bits: int) -> tuple[list[np.ndar
             ex = Extractor(shape=tuple(layer.out.shape), buffer_size=steps)
             layer.out.connect(ex.in_port)
             extractors.append(ex)
-        cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map={Extractor: PyLoihiExtractorModel})
         t["build_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        try:
-            net.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+        with stopped(net, t, "stop_s"):
+            t0 = time.perf_counter()
+            net.run(condition=RunSteps(num_steps=steps), run_cfg=fixed_pt_config())
             t["run_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             got = [_from_lava(np.stack([ex.receive() for _ in range(steps)])) for ex in extractors]
             t["read_s"] = time.perf_counter() - t0
-        finally:
-            t0 = time.perf_counter()
-            net.stop()
-            t["stop_s"] = time.perf_counter() - t0
         t["lava_processes"] = 2 * len(net.layers) + 1 + len(extractors)  # synapse + neuron, source, extractors
         timings["samples"].append(t)
         if per_layer is None:

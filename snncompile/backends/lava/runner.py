@@ -8,13 +8,10 @@ and ternary streams float32, integers int64), so they compare with ``run_graph(g
 exactly. The whole batch runs in one Lava run (the processes carry the batch axis).
 
 Isolation. The Lava session (build, compile, run, read, stop) runs in a forked child process that leads
-its own process group; Lava forks all its processes (one per Process, plus its runtime service and shared
-memory manager) from that child, so they are all in the group. The parent waits for the child's answer at
-most ``timeout`` seconds; then, whatever happened (an answer, an error, a timeout, a crash), it kills what
-is left of the group and removes the shared-memory segments its processes still held (a killed Lava cannot
-unlink them). In the child, the runtime is always stopped (``finally``). Running Lava in a child also keeps
-Lava's forking away from the caller's threads. (Importing this module imports Lava, whose import sets
-``multiprocessing``'s start method to ``fork`` and fails where another one was fixed before.)
+its own process group, under a timeout, its runtime always stopped; whatever is left of the group afterwards
+is killed and its shared memory unlinked (:mod:`.session`, shared with the netx runs). (Importing this
+module imports Lava, whose import sets ``multiprocessing``'s start method to ``fork`` and fails where
+another one was fixed before.)
 
 Speed. Lava's compiler searches a Process's models once per Process instance, compiling every ``.py``
 file beside the Process class from source each time; the parent does that search once per Process class
@@ -23,35 +20,25 @@ the parent too. The first Lava step is timed apart from the others (``LavaRun.st
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
-import signal
 import time
-import traceback
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
 from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense
-from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+from lava.proc.io.extractor import Extractor
 from lava.proc.io.source import RingBuffer
 from lava.proc.lif.process import LIF, TernaryLIF
 
-from snncompile.backends.lava.mapping import LavaBackendError, LavaPlan, build_network, host_subgraph, plan_lava
+from snncompile.backends.lava.mapping import LavaPlan, build_network, host_subgraph, plan_lava
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
+from snncompile.backends.lava.session import (DEFAULT_TIMEOUT, LavaBackendError, LavaTimeoutError, descendants,
+                                              fixed_pt_config, import_lava, run_isolated, stopped)
 from snncompile.ir import run_graph
-
-DEFAULT_TIMEOUT = 600.0
-
-
-class LavaTimeoutError(LavaBackendError):
-    """A Lava run exceeded its timeout; its processes were killed. ``pgid``: their process group."""
-
-    pgid: int = 0
 
 
 @dataclass
@@ -78,160 +65,7 @@ class LavaRun:
         return len(self.pids)
 
 
-# -- processes -----------------------------------------------------------------------------------------------------
-
-def _proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """``(state, ppid, pgid)`` of a process, or ``None`` where it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()
-    return fields[0], int(fields[1]), int(fields[2])
-
-
-def _all_pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def descendants(pid: int) -> list[int]:
-    """The live processes below ``pid`` (children, grandchildren, ...), zombies included."""
-    children: dict[int, list[int]] = {}
-    for p in _all_pids():
-        stat = _proc_stat(p)
-        if stat:
-            children.setdefault(stat[1], []).append(p)
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def group_members(pgid: int) -> list[int]:
-    """The running processes of process group ``pgid`` (zombies, already ended, are left out)."""
-    members = []
-    for p in _all_pids():
-        stat = _proc_stat(p)
-        if stat and stat[2] == pgid and stat[0] != "Z":
-            members.append(p)
-    return members
-
-
-def _shared_memory_of(pids: list[int]) -> set[str]:
-    """The ``/dev/shm`` files the processes ``pids`` have mapped."""
-    found = set()
-    for p in pids:
-        try:
-            maps = Path(f"/proc/{p}/maps").read_text()
-        except OSError:
-            continue
-        for line in maps.splitlines():
-            path = line.split(maxsplit=5)[-1] if line.count(" ") >= 5 else ""
-            if path.startswith("/dev/shm/"):
-                found.add(path.removesuffix(" (deleted)"))
-    return found
-
-
-def _end_group(pgid: int, grace: float = 0.0) -> tuple[int, frozenset[str]]:
-    """Kill whatever of process group ``pgid`` (ours: the child's) still runs after ``grace`` seconds and unlink
-    the shared memory those processes held; returns how many there were and the files unlinked."""
-    members = group_members(pgid)
-    deadline = time.monotonic() + grace
-    while members and time.monotonic() < deadline:
-        time.sleep(0.02)
-        members = group_members(pgid)
-    if not members:
-        return 0, frozenset()
-    segments = _shared_memory_of(members)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    deadline = time.monotonic() + 5.0
-    while group_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    for path in segments:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-    return len(members), frozenset(segments)
-
-
-# -- isolation -----------------------------------------------------------------------------------------------------
-
-def _child_main(conn, fn: Callable, args: tuple) -> None:
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
-    try:
-        torch.set_num_threads(1)  # one core per Lava process; they run side by side
-        message = ("ok", fn(*args))
-    except BaseException as e:  # noqa: BLE001 -- everything goes back to the parent
-        message = ("error", f"{type(e).__name__}: {e}", traceback.format_exc())
-    try:
-        conn.send(message)
-        conn.close()
-    finally:
-        os._exit(0)  # no atexit handlers, no joining of Lava's processes: the parent ends the group
-
-
-def run_isolated(fn: Callable, *args, timeout: float, what: str = "Lava run", grace: float = 0.0,
-                 cleanup: dict | None = None) -> tuple[Any, int]:
-    """``fn(*args)`` in a forked child leading its own process group, within ``timeout`` seconds; returns its
-    result (sent back pickled) and the group id. Afterwards no process of the group is left (see the module
-    docstring): what still runs ``grace`` seconds after the child's answer is killed. Raises
-    :class:`LavaTimeoutError` on timeout and :class:`LavaBackendError` with the child's traceback on an error.
-    ``cleanup``: a dict that receives, also when this raises, ``pgid``, ``stragglers`` (how many processes of
-    the group were killed) and ``segments`` (the shared-memory files they held, unlinked)."""
-    ctx = multiprocessing.get_context("fork")  # Lava itself needs fork; no global start method is set here
-    receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child_main, args=(send, fn, args), daemon=False)
-    start = time.monotonic()
-    child.start()
-    pgid = child.pid
-    try:
-        os.setpgid(pgid, pgid)  # also from here: the group exists before the first wait
-    except OSError:
-        pass
-    send.close()
-    try:
-        if not receive.poll(timeout):
-            error = LavaTimeoutError(f"{what} exceeded its timeout of {timeout:g} s; its processes were stopped")
-            error.pgid = pgid
-            raise error
-        try:
-            message = receive.recv()
-        except EOFError:
-            child.join(5)
-            raise LavaBackendError(f"{what}: the child process died (exit code {child.exitcode})") from None
-    finally:
-        child.join(1.0)  # it exits right after answering
-        stragglers, segments = _end_group(pgid, 0.0 if child.is_alive() else grace)
-        child.join(5.0)
-        receive.close()
-        if cleanup is not None:
-            cleanup.update(pgid=pgid, stragglers=stragglers, segments=segments)
-    if message[0] != "ok":
-        raise LavaBackendError(f"{what} failed: {message[1]}\n--- in the Lava child process ---\n{message[2]}")
-    result = message[1]
-    if isinstance(result, dict):
-        result.setdefault("timings", {})["total"] = time.monotonic() - start
-    return result, pgid
-
-
 # -- the Lava session (in the child) -------------------------------------------------------------------------------
-
-def _import_lava() -> None:
-    """Import Lava's compiler and runtime (about a second, networkx included) once in the parent, so that
-    every forked child has them already."""
-    import lava.magma.compiler.compiler  # noqa: F401
-    import lava.magma.core.run_conditions  # noqa: F401
-    import lava.magma.core.run_configs  # noqa: F401
-
 
 _DISCOVERED: dict[type, list] = {}  # Process class -> its models (filled in the parent, inherited by children)
 
@@ -284,7 +118,6 @@ def _process_classes(plan: LavaPlan) -> list[type]:
 def _lava_session(plan: LavaPlan, sources: dict[str, np.ndarray]) -> dict:
     """Build, compile, run, read and stop (always) the Lava network of ``plan``: in the child process."""
     from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
 
     _memoize_model_discovery()
 
@@ -292,13 +125,12 @@ def _lava_session(plan: LavaPlan, sources: dict[str, np.ndarray]) -> dict:
     t = time.perf_counter()
     net = build_network(plan, sources)
     timings["build"] = time.perf_counter() - t
-    cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map={Extractor: PyLoihiExtractorModel})
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Cannot import module")  # (see _discover)
-        executable = net.anchor.compile(cfg)
+        executable = net.anchor.compile(fixed_pt_config())
     timings["compile"] = time.perf_counter() - t
-    try:
+    with stopped(net.anchor, timings):
         t = time.perf_counter()
         net.anchor.create_runtime(executable=executable)
         timings["start"] = time.perf_counter() - t
@@ -313,10 +145,6 @@ def _lava_session(plan: LavaPlan, sources: dict[str, np.ndarray]) -> dict:
         values = net.read(plan.steps)
         timings["read"] = time.perf_counter() - t
         pids = tuple(descendants(os.getpid()))
-    finally:
-        t = time.perf_counter()
-        net.anchor.stop()
-        timings["stop"] = time.perf_counter() - t
     return {"values": values, "timings": timings, "pids": pids, "processes": len(net.processes)}
 
 
@@ -344,7 +172,8 @@ def run_lava_session(graph, feeds: Mapping[str, torch.Tensor], *, granularity: s
     host = run_graph(host_subgraph(graph, plan.host_in, plan.host_in), feeds, keep="all")
     sources = {s: host[s].to(torch.int64).numpy() for s in plan.sources}
     host_time = time.perf_counter() - t
-    _import_lava()
+    # Lava's compiler and runtime (about a second, networkx included) once here, for every child to inherit
+    import_lava("lava.magma.compiler.compiler", "lava.magma.core.run_conditions", "lava.magma.core.run_configs")
     _discover(_process_classes(plan))  # once per process, seconds: not part of the run's timings
     result, pgid = run_isolated(_lava_session, plan, sources, timeout=timeout,
                                 what=f"Lava run ({granularity}, {plan.steps} steps)")
@@ -376,5 +205,4 @@ def run_lava(graph, feeds: Mapping[str, torch.Tensor], *, granularity: str = "fu
     return run_lava_session(graph, feeds, granularity=granularity, expose=expose, timeout=timeout).values
 
 
-__all__ = ["run_lava", "run_lava_session", "run_isolated", "LavaRun", "LavaTimeoutError", "LavaBackendError",
-           "descendants", "group_members", "DEFAULT_TIMEOUT"]
+__all__ = ["run_lava", "run_lava_session", "LavaRun", "LavaTimeoutError", "LavaBackendError", "DEFAULT_TIMEOUT"]
