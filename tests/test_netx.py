@@ -1,7 +1,7 @@
-"""lava-dl netx export (snncompile/backends/lava/netx.py): what netx can express of a lowered graph, the HDF5
+"""lava-dl netx export (snncompile/backends/lava/netx*.py): what netx can express of a lowered graph, the HDF5
 it writes, and bit-exact runs of that HDF5 in Lava (``netx.hdf5.Network``, ``fixed_pt``) against the IR.
 
-Alignment checked here (the module docstring): Lava step ``t`` (1-based) is IR timestep ``t - 1`` for every
+Alignment checked here (netx.py's docstring): Lava step ``t`` (1-based) is IR timestep ``t - 1`` for every
 exported layer; Lava's one-step Dense/Conv buffer is the scheduled synapse ``delay=1``, so no shift is applied.
 
 The Lava tests run Lava only through ``run_netx``: one forked worker per call, leading its own process group,
