@@ -221,7 +221,7 @@ def test_the_imported_sinabs_cnn_compiles_end_to_end():
 
 def test_biases_take_loihis_mantissa_and_exponent_format():
     """b << 6 = bias_mant << bias_exp: exact below 4096, even up to 8190, saturated beyond."""
-    from snncompile.passes.quantize import _bias
-    b = _bias(np.array([3.0, -4095.0, 5001.0, -6000.0, 9000.0, -1e6]), 1.0)
+    from snncompile.passes.quantize_formats import integer_bias
+    b = integer_bias(np.array([3.0, -4095.0, 5001.0, -6000.0, 9000.0, -1e6]), 1.0)
     assert b.tolist() == [3, -4095, 5000, -6000, 8190, -8190]  # 5001 / 2 rounds half to even
     assert all(abs(v) <= 4095 or v % 2 == 0 for v in b)
