@@ -24,8 +24,9 @@ from .ir import GraphError
 from .ir import io as ir_io
 from .passes import PIPELINES, PassContext, PassError, lower_to_loihi, verify_pipeline
 from .passes.verify import render, to_json as verify_json
+from .report.document import ReportError, load_report, reprice
 from .report.job import SCHEMA, run_job
-from .report.render import ReportError, load_report, render_html, render_terminal, reprice
+from .report.render import render_html, render_terminal
 from .sim.dataset import graph_feeds
 from .sim.distributed import launched
 from .train.trainer import evaluate, train

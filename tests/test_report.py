@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from snncompile import cli
 from snncompile.report.cost import price
-from snncompile.report.render import (JSON_SCHEMA, ReportError, load_report, render_html, render_terminal, reprice,
-                                      validate)
+from snncompile.report.document import JSON_SCHEMA, ReportError, load_report, reprice, validate
+from snncompile.report.render import render_html, render_terminal
 
 ROOT = Path(__file__).resolve().parents[1]
 

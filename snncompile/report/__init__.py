@@ -11,15 +11,18 @@ can be re-priced without re-simulating (issue #6).
 - ``latency``: :func:`estimate_latency`, the cycle-approximate step time, latency, throughput, mesh, message
   and static energy.
 - ``job``: :func:`run_job`, the main job behind ``snncompile run``, one JSON report (``SCHEMA``) and its page.
-- ``render``: the report as terminal tables and one self-contained HTML page; :func:`load_report` checks a file.
+- ``document``: the report as a document: :func:`load_report` reads and checks a file (its JSON schema),
+  :func:`reprice` prices its counts for another target.
+- ``render``: the report as terminal tables and one self-contained HTML page.
 """
 from .cores import CoreActivity, core_activity
 from .cost import EnergyEstimate, price, price_ann, price_nodes
 from .counts import (ATTENTION, SYNAPSES, Activity, AttentionCounts, NeuronCounts, SynapseCounts, Trace,
                      count_activity, fan_out, merge, trace_run)
+from .document import ReportError, load_report, reprice
 from .job import SCHEMA, JobReport, run_job
 from .latency import LatencyEstimate, estimate_latency
-from .render import ReportError, load_report, render_html, render_terminal, reprice
+from .render import render_html, render_terminal
 
 __all__ = ["ATTENTION", "SYNAPSES", "Activity", "AttentionCounts", "NeuronCounts", "SynapseCounts", "Trace",
            "count_activity", "fan_out", "merge", "trace_run", "CoreActivity", "core_activity", "EnergyEstimate",
