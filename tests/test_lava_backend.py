@@ -11,6 +11,8 @@ the reference simulator (``run_graph``) for every exposed node, in both granular
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,8 @@ pytest.importorskip("lava.magma")
 from snncompile.backends.lava.mapping import LavaBackendError, plan_lava  # noqa: E402
 from snncompile.backends.lava.models import from_lava, lava_shape, stepper, to_lava  # noqa: E402
 from snncompile.backends.lava.runner import run_lava, run_lava_session  # noqa: E402
-from snncompile.backends.lava.session import LavaTimeoutError, descendants, group_members  # noqa: E402
+from snncompile.backends.lava.session import (LavaTimeoutError, descendants, group_members, run_isolated,  # noqa: E402
+                                              stopped)
 
 from conftest import shared_path  # noqa: E402
 
@@ -316,3 +319,51 @@ def test_a_run_past_its_timeout_is_stopped_with_a_clear_error():
         run_lava(graph, feeds, granularity="fused", timeout=5)
     assert info.value.pgid and group_members(info.value.pgid) == []
     assert set(descendants(os.getpid())) == before
+
+
+def _divide(a: int, b: int) -> float:
+    return a / b
+
+
+def test_a_failed_session_brings_back_the_childs_traceback_and_leaves_nothing():
+    before, cleanup = set(descendants(os.getpid())), {}
+    with pytest.raises(LavaBackendError, match=r"(?s)probe failed: ZeroDivisionError.*in the Lava child.*_divide"):
+        run_isolated(_divide, 1, 0, timeout=60, what="probe", cleanup=cleanup)
+    assert cleanup["stragglers"] == 0 and group_members(cleanup["pgid"]) == []
+    assert set(descendants(os.getpid())) == before
+
+
+def test_a_session_stops_its_runtime_whatever_happens():
+    class Runtime:
+        stops = 0
+
+        def stop(self):
+            self.stops += 1
+
+    runtime, timings = Runtime(), {}
+    with pytest.raises(RuntimeError, match="mid-run"):
+        with stopped(runtime, timings):
+            raise RuntimeError("mid-run")
+    assert runtime.stops == 1 and timings["stop"] >= 0
+
+
+@pytest.mark.timeout(240)
+def test_lava_runs_under_any_start_method_of_the_caller():
+    """Lava's first import sets multiprocessing's start method to fork, and fails where one is set: a caller on
+    spawn keeps spawn, while Lava's own processes (in the session's child) fork."""
+    script = """if True:
+        import multiprocessing as mp, sys
+        mp.set_start_method("spawn")
+        from snncompile.backends.lava.session import import_lava, run_isolated
+
+        def probe():
+            import lava.proc.lif.process  # imports Lava's multiprocessing module, which sets the start method
+            return mp.get_start_method()
+
+        print(run_isolated(probe, timeout=120)[0], any(m.startswith("lava") for m in sys.modules))
+        import_lava("lava.proc.lif.process")
+        print("lava.proc.lif.process" in sys.modules, mp.get_start_method())
+    """
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=200)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["fork", "False", "True", "spawn"]
