@@ -10,8 +10,9 @@ What it measures, for one batch of the model's test set:
 - ``float``: the trained torch model (``load_checkpoint(...).model``) called on the batch under
   ``torch.no_grad()``; it returns logits.
 - ``int``: the scheduled integer graph (``lower_to_loihi``, calibrated on the first ``--calibration``
-  training samples as ``snncompile compile`` does) run by ``run_graph`` on the same batch. It runs
-  ``T + L`` steps (``T`` data steps plus the pipeline latency ``L`` the schedule adds); both are printed.
+  training samples as ``snncompile compile`` does) run by ``snncompile.sim.run_graph`` (the interpreter with
+  the simulator's fast exact kernels) on the same batch. It runs ``T + L`` steps (``T`` data steps plus the
+  pipeline latency ``L`` the schedule adds); both are printed.
   This is the time-stepped run whose traces line up with Lava's step for step.
 - ``window``: the same integer graph unscheduled (``snncompile.ir.timing.unschedule``): the ``T``
   data steps only, every node's values equal to the scheduled run's from its latency on (the schedule's
@@ -96,7 +97,7 @@ def _float_run(model, x: torch.Tensor) -> torch.Tensor:
 
 
 def _int_run(graph, feeds) -> torch.Tensor:
-    from snncompile.ir import run_graph
+    from snncompile.sim import run_graph
     from snncompile.sim.dataset import logits_of
 
     return logits_of(run_graph(graph, feeds)[graph.outputs[0]], graph)

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     from snncompile.backends.lava.runner import run_lava_session
-    from snncompile.ir import run_graph
+    from snncompile.sim import run_graph
 
     torch.set_num_threads(1)
     graph, feeds = _integer_graph(args.model, args.batch, args.calibration)

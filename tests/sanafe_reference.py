@@ -80,9 +80,10 @@ import torch
 import yaml
 
 from snncompile.backends.placement import Placement
-from snncompile.ir import Graph, run_graph
+from snncompile.ir import Graph
 from snncompile.ir.io import graph_digest
 from snncompile.ir.ops import IntDense, LoihiLIF
+from snncompile.sim import run_graph
 
 SYNAPSE_UNIT = "loihi_dense_synapse"
 SOMA_UNIT = "loihi_lif"

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from snncompile.backends.protocol import BACKENDS_BY_NAME, BackendError, LavaBackend, ReferenceBackend, get_backend
-from snncompile.ir import SPIKE, Graph, Node, run_graph
+from snncompile.ir import SPIKE, Graph, Node
 from snncompile.ir.ops import LIF, Input, IntDense, LoihiLIF, Output
+from snncompile.sim import run_graph
 
 T = 6
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from snncompile.ir import SPIKE, TERNARY, Graph, Node, TensorType, int_type, run_graph
+from snncompile.ir import SPIKE, TERNARY, Graph, Node, TensorType, int_type
 from snncompile.ir.interval import Interval
 from snncompile.ir.ops import (BlockLinearAttention, Input, KVOuterAccumulate, LUTAttention, Output, QMAccumulate,
                                ScoreLUT, ScoreValueAccumulate, SpikeScores, TypeMismatch)
 from snncompile.ir.ops.int_attention import exact_matmul
 from snncompile.ir.ops.quant import fit
+from snncompile.sim import run_graph
 
 UINT8 = int_type(8, signed=False)
 

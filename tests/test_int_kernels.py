@@ -1,12 +1,13 @@
-"""The fast exact kernels of the integer nodes pinned to plain transcriptions of their documented equations.
+"""The simulator's fast exact kernels of the integer nodes (``snncompile.sim.kernels``) and the ops' reference
+semantics (``run``/``simulate``), both pinned to plain transcriptions of the documented equations.
 
 ``LoihiLIF``/``LoihiTernaryLIF`` run in int32 with sign-bit comparisons, the synapses and the integer
 attention accumulates in float32 GEMMs with the shift, bias and overflow applied only where the input's
-range needs them, the interpreter hands synapses their delayed output directly and drops dead values.
-Every case here compares them with a straightforward int64 (or exact float64) evaluation written in this
-file from the docstrings, on random integers that include the extremes around the fast paths' bounds
-(``|a|`` near 2^17 for the neurons, sums near 2^24 for the synapses), so both the fast paths and their
-fall-backs are checked. No timing here: ``benchmarks/int_sim.py`` measures speed.
+range needs them, the synapse kernels write their delayed output directly, the interpreter drops dead values.
+Every case here compares kernel and reference with a straightforward int64 (or exact float64) evaluation
+written in this file from the docstrings, on random integers that include the extremes around the fast
+paths' bounds (``|a|`` near 2^17 for the neurons, sums near 2^24 for the synapses), so both the fast paths
+and their fall-backs are checked. No timing here: ``benchmarks/int_sim.py`` measures speed.
 """
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from snncompile.ir import Graph, Node, run_graph
+from snncompile.ir import Graph, Node, interpret
 from snncompile.ir.ops import (IntAdd, IntConv2d, IntDense, IntShift, Input, KVOuterAccumulate, LoihiLIF,
                                LoihiTernaryLIF, Output, QMAccumulate, ScoreValueAccumulate, SpikeScores, TokenSum)
-from snncompile.ir.ops.loihi import _decay_i32
 from snncompile.ir.types import SPIKE, int_type
+from snncompile.sim import run_graph
+from snncompile.sim.kernels import KERNELS
+from snncompile.sim.kernels.attention import _kv_outer
+from snncompile.sim.kernels.neurons import decay_i32, simulate_int32
+from snncompile.sim.kernels.synapses import run_float32
 
 TOP = 2 ** 23
 
@@ -87,6 +92,18 @@ def equal(got: torch.Tensor, want: torch.Tensor) -> bool:
     return got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want)
 
 
+def kernel(op, *args: torch.Tensor, delay: int = 0, states: bool = False):
+    """The op's fast kernel: its value (``delay`` steps later) and, with ``states``, its state traces."""
+    return KERNELS[type(op)](op, list(args), delay, states)
+
+
+def both(op, *args: torch.Tensor) -> torch.Tensor:
+    """``op.run(*args)`` after checking that the kernel gives exactly the same (dtype included)."""
+    want = op.run(*args)
+    assert equal(kernel(op, *args)[0], want)
+    return want
+
+
 # -- neurons --------------------------------------------------------------------------------------------------------
 
 def neuron_inputs(rng: np.random.Generator, T: int, shape: tuple[int, ...], peak: int) -> torch.Tensor:
@@ -112,9 +129,10 @@ def test_lif_matches_the_equations(cd, vd, peak):
         want = ref_neuron(op, a)
         got = op.simulate(a)
         assert all(equal(g, w) for g, w in zip(got, want)), kw
-        spikes = op.run(a)
-        assert equal(spikes, want[0].to(torch.float32))
-        assert equal(op.run(a.to(torch.float32)), spikes)  # integers held in floats
+        spikes, traces = kernel(op, a, states=True)
+        assert equal(spikes, want[0].to(torch.float32)) and all(equal(g, w) for g, w in zip(traces, want[1:])), kw
+        assert equal(both(op, a), spikes)
+        assert equal(both(op, a.to(torch.float32)), spikes)  # integers held in floats
 
 
 @pytest.mark.parametrize("cd,vd", DECAYS)
@@ -128,7 +146,9 @@ def test_ternary_lif_matches_the_equations(cd, vd):
         assert op.problems() == []
         want = ref_neuron(op, a)
         assert all(equal(g, w) for g, w in zip(op.simulate(a), want)), (peak, hi, lo)
-        assert equal(op.run(a), want[0].to(torch.float32))
+        spikes, traces = kernel(op, a, states=True)
+        assert all(equal(g, w) for g, w in zip(traces, want[1:])), (peak, hi, lo)
+        assert equal(spikes, want[0].to(torch.float32)) and equal(both(op, a), spikes)
 
 
 def test_lif_state_saturates_and_folds_without_leak():
@@ -143,19 +163,23 @@ def test_lif_state_saturates_and_folds_without_leak():
         want = ref_neuron(op, a)
         reached |= {("u", int(want[1].max())), ("v", int(want[2].min())), ("v", int(want[2].max()))}
         assert all(equal(g, w) for g, w in zip(op.simulate(a), want))
+        assert all(equal(g, w) for g, w in zip(kernel(op, a, states=True)[1], want[1:]))
     assert {("u", TOP), ("v", -(TOP - 1)), ("v", TOP - 1)} <= reached  # the 24-bit bounds were reached
 
 
 def test_lif_rejects_non_integers_and_takes_odd_shapes():
     op = LoihiLIF(current_decay=4096, voltage_decay=2048, vth=1)
-    with pytest.raises(ValueError, match="integers"):
-        op.run(torch.tensor([[0.0, 0.5]]))
-    with pytest.raises(ValueError, match="integers"):
-        op.run(torch.tensor([[0.0, float("nan")]]))
-    for a in (torch.tensor([3, 0, -2, 7]), torch.zeros(5, 2, 0, dtype=torch.int64)):  # [T] alone; empty frames
-        assert all(equal(g, w) for g, w in zip(op.simulate(a), ref_neuron(op, a)))
-    a = torch.tensor([[1, 2], [3, 4]], dtype=torch.int32)  # a narrower integer dtype
-    assert all(equal(g, w) for g, w in zip(op.simulate(a), ref_neuron(op, a)))
+    for run in (op.run, lambda a: kernel(op, a)):
+        with pytest.raises(ValueError, match="integers"):
+            run(torch.tensor([[0.0, 0.5]]))
+        with pytest.raises(ValueError, match="integers"):
+            run(torch.tensor([[0.0, float("nan")]]))
+    for a in (torch.tensor([3, 0, -2, 7]), torch.zeros(5, 2, 0, dtype=torch.int64),  # [T] alone; empty frames
+              torch.tensor([[1, 2], [3, 4]], dtype=torch.int32)):  # a narrower integer dtype
+        want = ref_neuron(op, a)
+        assert all(equal(g, w) for g, w in zip(op.simulate(a), want))
+        spikes, traces = kernel(op, a, states=True)
+        assert equal(spikes, want[0].to(torch.float32)) and all(equal(g, w) for g, w in zip(traces, want[1:]))
 
 
 def test_decay_helper_is_exact_for_every_decay():
@@ -167,7 +191,7 @@ def test_decay_helper_is_exact_for_every_decay():
     out = torch.empty_like(x32)
     for keep in range(4097):
         want = trunc_div(x64 * keep, 4096)
-        assert torch.equal(_decay_i32(x32, keep, out=out).to(torch.int64), want), keep
+        assert torch.equal(decay_i32(x32, keep, out=out).to(torch.int64), want), keep
 
 
 # -- synapses -------------------------------------------------------------------------------------------------------
@@ -197,8 +221,8 @@ def test_conv_matches_the_equations(geometry):
                   torch.from_numpy(rng.integers(-40, 41, size=(T, B, C, 8, 7))),  # graded, both signs
                   torch.from_numpy(rng.integers(-2 ** 14, 2 ** 14, size=(T, B, C, 8, 7)))):  # sums beyond 2^24
             want = ref_synapse(op, x, delay=0)
-            assert equal(op.run(x), want), (e, bits, overflow)
-            assert equal(op._run_delayed(x), ref_synapse(op, x)), (e, bits, overflow, delay)
+            assert equal(both(op, x), want), (e, bits, overflow)
+            assert equal(kernel(op, x, delay=delay)[0], ref_synapse(op, x)), (e, bits, overflow, delay)
 
 
 def test_dense_matches_the_equations():
@@ -212,23 +236,24 @@ def test_dense_matches_the_equations():
         for x in (spikes(rng, (6, 10, 20)), torch.from_numpy(rng.integers(-300, 300, size=(6, 10, 20))),
                   torch.from_numpy(rng.integers(-2 ** 20, 2 ** 20, size=(6, 10, 20))),
                   torch.from_numpy(rng.integers(-9, 9, size=(6, 3, 2, 20)))):  # extra leading axes
-            assert equal(op.run(x), ref_synapse(op, x, delay=0)), (e, bits, overflow)
-            assert equal(op._run_delayed(x), ref_synapse(op, x)), (e, bits, overflow)
+            assert equal(both(op, x), ref_synapse(op, x, delay=0)), (e, bits, overflow)
+            assert equal(kernel(op, x, delay=1)[0], ref_synapse(op, x)), (e, bits, overflow)
 
 
 def test_synapse_wrap_needed_only_where_the_range_leaves_out_bits():
     # all-positive weights: the proven interval is [0, 5 * 255]; 12 bits hold it, 11 bits must wrap
     w = np.full((2, 5), 255)
     x = torch.ones(3, 1, 5)
-    assert IntDense(weight=w, out_bits=12).run(x)[0, 0].tolist() == [1275, 1275]
-    assert IntDense(weight=w, out_bits=11).run(x)[0, 0].tolist() == [1275 - 2048] * 2
-    assert IntDense(weight=w, out_bits=11, overflow="saturate").run(x)[0, 0].tolist() == [1023, 1023]
+    assert both(IntDense(weight=w, out_bits=12), x)[0, 0].tolist() == [1275, 1275]
+    assert both(IntDense(weight=w, out_bits=11), x)[0, 0].tolist() == [1275 - 2048] * 2
+    assert both(IntDense(weight=w, out_bits=11, overflow="saturate"), x)[0, 0].tolist() == [1023, 1023]
 
 
 def test_synapse_rejects_non_integers():
     op = IntDense(weight=np.ones((2, 3), dtype=np.int64))
-    with pytest.raises(ValueError, match="integers"):
-        op.run(torch.tensor([[[0.0, 1.0, 0.25]]]))
+    for run in (op.run, lambda x: kernel(op, x)):
+        with pytest.raises(ValueError, match="integers"):
+            run(torch.tensor([[[0.0, 1.0, 0.25]]]))
 
 
 # -- integer attention, plumbing, interpreter ---------------------------------------------------------------------------
@@ -253,22 +278,22 @@ def test_attention_accumulates_match_the_equations():
         want = torch.zeros_like(per_step)
         for start in range(offset, T, block):
             want[start:start + block] = per_step[start:start + block].sum(0)
-        got = KVOuterAccumulate(heads=H, block=block, block_offset=offset).run(k, v)
+        got = both(KVOuterAccumulate(heads=H, block=block, block_offset=offset), k, v)
         assert equal(got, want)
-        assert equal(KVOuterAccumulate(heads=H, block=block, block_offset=offset).run(k * 2 ** 20, v),
+        assert equal(both(KVOuterAccumulate(heads=H, block=block, block_offset=offset), k * 2 ** 20, v),
                      want * 2 ** 20)  # sums beyond 2^24: the exact int64 route
         m = want
         qm = channels(torch.einsum("tbhnd,tbhde->tbhne", heads(q, H), m), q)
-        assert equal(QMAccumulate(heads=H).run(q, m), qm)
-        assert equal(QMAccumulate(heads=H, out_bits=8, overflow="wrap").run(q, m), wrap_bits(qm, 8))
-        assert equal(QMAccumulate(heads=H).run(q, m * 2 ** 20), qm * 2 ** 20)  # beyond 2^24: int64
+        assert equal(both(QMAccumulate(heads=H), q, m), qm)
+        assert equal(both(QMAccumulate(heads=H, out_bits=8, overflow="wrap"), q, m), wrap_bits(qm, 8))
+        assert equal(both(QMAccumulate(heads=H), q, m * 2 ** 20), qm * 2 ** 20)  # beyond 2^24: int64
     scores = torch.einsum("tbhnd,tbhmd->tbhnm", heads(q, H), heads(q.flip(0), H))
-    assert equal(SpikeScores(heads=H).run(q, q.flip(0)), scores)
-    assert equal(SpikeScores(heads=H).run(q * 2 ** 22, q.flip(0) * 2 ** 22), scores * 2 ** 44)  # int64
+    assert equal(both(SpikeScores(heads=H), q, q.flip(0)), scores)
+    assert equal(both(SpikeScores(heads=H), q * 2 ** 22, q.flip(0) * 2 ** 22), scores * 2 ** 44)  # int64
     sv = channels(torch.einsum("tbhnm,tbhmd->tbhnd", scores, heads(v, H)), v)
-    assert equal(ScoreValueAccumulate(heads=H).run(scores, v), sv)
-    assert equal(ScoreValueAccumulate(heads=H).run(scores * 2 ** 22, v), sv * 2 ** 22)  # int64
-    assert equal(ScoreValueAccumulate(heads=H, out_bits=4, overflow="saturate").run(scores, v), sv.clamp(-8, 7))
+    assert equal(both(ScoreValueAccumulate(heads=H), scores, v), sv)
+    assert equal(both(ScoreValueAccumulate(heads=H), scores * 2 ** 22, v), sv * 2 ** 22)  # int64
+    assert equal(both(ScoreValueAccumulate(heads=H, out_bits=4, overflow="saturate"), scores, v), sv.clamp(-8, 7))
 
 
 def test_integer_plumbing_fits_only_out_of_range_values():
@@ -300,3 +325,20 @@ def test_interpreter_delays_synapses_and_drops_dead_values_exactly():
     assert equal(everything["d1"], d1) and equal(everything["n1"], n1) and equal(everything["d2"], d2)
     assert equal(everything["out"], 2 * d2)
     assert equal(run_graph(graph, {"x": x})["out"], everything["out"])
+    reference = interpret.run_graph(graph, {"x": x}, keep="all")  # no kernels: every op's own run
+    assert reference.keys() == everything.keys() and all(equal(reference[n], everything[n]) for n in reference)
+
+
+def test_kernels_take_their_fast_routes_exactly_where_the_bounds_hold():
+    # (else the cases above would pin only the fall-backs to the equations)
+    lif = LoihiLIF(current_decay=1000, voltage_decay=333, vth=3)
+    a = torch.zeros(4, 2, 3, dtype=torch.int64)
+    assert simulate_int32(lif, a + (2 ** 17 - 1), traces=False) is not None
+    assert simulate_int32(lif, a + 2 ** 17, traces=False) is None  # a << 6 could wrap Lava's int32
+    dense = IntDense(weight=np.full((2, 4), 255), delay=0)
+    x = torch.ones(3, 1, 4)
+    assert run_float32(dense, x, 0, dense._frames) is not None
+    assert run_float32(dense, x * (2 ** 24 // 1020 + 1), 0, dense._frames) is None  # a sum reaches 2^24
+    kv = KVOuterAccumulate(heads=1, block=2)
+    k, v = torch.ones(2, 1, 2, 2, 2), torch.ones(2, 1, 2, 2, 2)
+    assert _kv_outer(kv, k, v) is not None and _kv_outer(kv, k * 2 ** 21, v) is None

@@ -24,7 +24,7 @@ from snncompile.ir.ops import (LI, LIF, OPS, Add, BatchNorm, BlockLinearAttentio
                                IntDense, LoihiLIF, LoihiTernaryLIF, Quantize, IntAdd, IntShift, Delay, TokenSum,
                                KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate)
 from snncompile.ir.types import FLOAT32, SPIKE, TERNARY, DType, int_type
-from snncompile.ir.interpret import run_graph
+from snncompile.sim import run_graph
 
 T = 4
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from snncompile.ir import SPIKE, Graph, Node, int_type, run_graph
+from snncompile.ir import SPIKE, Graph, Node, int_type
 from snncompile.ir.ops import (LIF, Delay, Flatten, Input, IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate,
                                LoihiLIF, LoihiTernaryLIF, MaxPool2d, Mul, Output, QMAccumulate, ReLU, ScoreLUT,
                                ScoreValueAccumulate, SpikeColumnSum, SpikeMask, SpikeScores, SumPool2d, TemporalWindow,
@@ -32,6 +32,7 @@ from snncompile.backends.lava.models import from_lava, lava_shape, stepper, to_l
 from snncompile.backends.lava.runner import run_lava, run_lava_session  # noqa: E402
 from snncompile.backends.lava.session import (LavaTimeoutError, descendants, group_members, run_isolated,  # noqa: E402
                                               stopped)
+from snncompile.sim import run_graph  # noqa: E402
 
 from conftest import shared_path  # noqa: E402
 

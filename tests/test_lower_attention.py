@@ -14,12 +14,13 @@ import torch
 import snncompile
 from snncompile.data import load_dataset
 from snncompile.frontend import export
-from snncompile.ir import FLOAT32, SPIKE, TERNARY, Graph, Node, run_graph
+from snncompile.ir import FLOAT32, SPIKE, TERNARY, Graph, Node
 from snncompile.ir.ops import (BlockLinearAttention, Input, KVOuterAccumulate, LUTAttention, Output, QMAccumulate,
                                Quantize, ReLU, Scale, ScoreLUT, SpikeColumnSum, SpikeMask)
 from snncompile.nn.attention import merge_heads, split_heads
 from snncompile.passes import PassContext, PassError, fold_batchnorm, run_pipeline
 from snncompile.passes.lower_attention import lower_attention
+from snncompile.sim import run_graph
 from snncompile.sim.dataset import graph_feeds, logits_of
 from snncompile.zoo.registry import find_entry
 

@@ -20,10 +20,11 @@ import torch
 from conftest import shared_path
 from snncompile.backends.lava import (NetxExportError, NetxRunError, expressible_chain, netx_dense_weights, plan_netx,
                                       run_netx, write_netx)
-from snncompile.ir import SPIKE, Graph, Node, int_type, run_graph
+from snncompile.ir import SPIKE, Graph, Node, int_type
 from snncompile.ir.ops import (Flatten, Input, IntConv2d, IntDense, LoihiLIF, LoihiTernaryLIF, Output, SumPool2d)
 from snncompile.ir.ops.loihi import lava_effective_weights
 from snncompile.passes import PassContext, lower_to_loihi, run_pipeline, schedule
+from snncompile.sim import run_graph
 
 
 def scheduled(nodes: dict, outputs=("y",), T: int = 8) -> Graph:

@@ -20,7 +20,7 @@ import snncompile
 from snncompile.config import ATTENTION_MODES, ModelConfig
 from snncompile.data import load_dataset
 from snncompile.frontend import export
-from snncompile.ir import SPIKE, TERNARY, Graph, Node, run_graph
+from snncompile.ir import SPIKE, TERNARY, Graph, Node
 from snncompile.ir import io as ir_io
 from snncompile.ir.ops import LIF, BatchNorm, Conv2d, Input, Linear, MaxPool2d, Output
 from snncompile.nn.neurons import MultiStepLIF
@@ -30,6 +30,7 @@ from snncompile.passes import (PIPELINES, Pass, PassContext, PassError, Reported
                                fold_batchnorm, rewrite_graph, run_pipeline, to_fixpoint)
 from snncompile.passes.fold_batchnorm import fold_blocker
 from snncompile.passes.rewrite import Edit
+from snncompile.sim import run_graph
 from snncompile.zoo.registry import find_entry
 
 CTX = PassContext()

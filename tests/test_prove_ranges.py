@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from snncompile.ir import SPIKE, TERNARY, Graph, Node, TensorType, int_type, run_graph
+from snncompile.ir import SPIKE, TERNARY, Graph, Node, TensorType, int_type
 from snncompile.ir.interval import Interval
 from snncompile.ir.ops import (BlockLinearAttention, Delay, Flatten, Input, IntAdd, IntConv2d, IntDense, IntShift,
                                LoihiLIF, LoihiTernaryLIF, MaxPool2d, Op, Output, Quantize, ReLU, SpikeColumnSum,
                                SumPool2d, TemporalWindow, TokenSum)
 from snncompile.passes import PassContext, PassError, run_pipeline
 from snncompile.passes.prove_ranges import graded_edges, prove_ranges, value_ranges
+from snncompile.sim import run_graph
 from snncompile.targets import load_target
 
 TOP = 2 ** 23

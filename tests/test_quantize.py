@@ -10,11 +10,12 @@ import torch
 from conftest import shared_path
 from zoo_lowering import lowered_zoo_model
 from snncompile.frontend.nir_import import from_nir
-from snncompile.ir import SPIKE, Graph, Node, run_graph
+from snncompile.ir import SPIKE, Graph, Node
 from snncompile.ir.ops import (LIF, Add, Conv2d, Input, IntAdd, IntDense, IntShift, Linear, LoihiLIF, Output, Repeat,
                                SpikeColumnSum, TimeMean)
 from snncompile.passes import (PassContext, PassError, lower_to_loihi, normalize_neurons, prove_ranges, quantize,
                                run_pipeline)
+from snncompile.sim import run_graph
 from snncompile.sim.dataset import evaluate_graph
 
 

@@ -11,10 +11,11 @@ import torch
 
 from sanafe_reference import ENERGY_UNITS, SanafeHarnessError, chain_layers, run_sanafe
 from snncompile.backends.placement import place
-from snncompile.ir import SPIKE, Graph, Node, int_type, run_graph
+from snncompile.ir import SPIKE, Graph, Node, int_type
 from snncompile.ir.ops import Input, IntDense, LoihiLIF, Output
 from snncompile.report import count_activity
 from snncompile.report.cores import tile_position
+from snncompile.sim import run_graph
 from snncompile.targets import load_target
 
 STEPS = 8

@@ -14,11 +14,11 @@ import torch
 import snncompile
 from snncompile.data import load_dataset
 from snncompile.frontend import export
-from snncompile.ir import SPIKE, Graph, Node, int_type, run_graph
+from snncompile.ir import SPIKE, Graph, Node, int_type
 from snncompile.ir import io as ir_io
 from snncompile.ir.ops import LIF, Input, LoihiLIF, Output
 from snncompile.nn.record import record_spikes
-from snncompile.sim import EvalResult, evaluate_graph, graph_feeds, simulate
+from snncompile.sim import EvalResult, evaluate_graph, graph_feeds, run_graph, simulate
 from snncompile.zoo.registry import find_entry
 
 ROOT = Path(__file__).resolve().parents[1]

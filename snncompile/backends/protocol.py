@@ -16,7 +16,8 @@ from typing import Iterable, Mapping, Protocol, Sequence
 
 import torch
 
-from ..ir import Graph, run_graph
+from ..ir import Graph
+from ..sim import run_graph
 from ..sim.distributed import evaluate_distributed, launched
 
 

@@ -1,13 +1,25 @@
 """Interpreter: runs any IR graph with each node's own semantics (``Op.run``): float32 for float nodes,
-exact int64 for the integer (Loihi) nodes; see the tensor convention in ``ops/base.py``."""
+exact int64 for the integer (Loihi) nodes; see the tensor convention in ``ops/base.py``.
+
+How a node is evaluated is pluggable: a *kernel table* maps op types to functions computing the same values
+faster (the simulator's exact integer kernels, ``snncompile.sim.kernels``); op types it does not name are
+evaluated by :func:`reference`.
+"""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
 from .graph import Graph
+from .ops.base import Op
+
+#: ``kernel(op, args, delay, states) -> (value, traces)``: the node's value on its inputs ``args`` (as the
+#: interpreter hands them to ``op.run``), ``delay`` steps later (0 for a static value); with ``states`` (asked
+#: only of ops that have ``simulate``) also the state traces ``simulate`` returns after its output, in the op's
+#: own time, else ``()``. A kernel must equal :func:`reference` exactly.
+Kernel = Callable[[Op, Sequence[torch.Tensor], int, bool], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
 
 
 def delayed(x: torch.Tensor, steps: int) -> torch.Tensor:
@@ -38,12 +50,36 @@ def ieee_float32() -> Iterator[None]:
         matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
-def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs") -> dict[str, torch.Tensor]:
+def reference(op: Op, args: Sequence[torch.Tensor], delay: int, states: bool
+              ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The op's own semantics as a :data:`Kernel`: ``op.run``, then its delay. Where state traces are asked
+    for, ``op.simulate`` instead (one evaluation): its first result is the output, spikes, which the tensor
+    convention carries as float32 (the integer neurons' ``simulate`` gives them as int64)."""
+    if states:
+        spikes, *traces = op.simulate(*args)
+        return delayed(spikes.to(torch.float32), delay), tuple(traces)
+    return delayed(op.run(*args), delay), ()
+
+
+def evaluate(op: Op, args: Sequence[torch.Tensor], *, stream: bool, states: bool = False,
+             kernels: Mapping[type[Op], Kernel] | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """One node on its input values exactly as :func:`run_graph` evaluates it: integer inputs handed to a
+    float node as float32, the node's delay applied to a ``stream`` output, by its kernel in ``kernels`` (else
+    :func:`reference`). ``states``: also return the state traces of an op that has ``simulate`` (else ``()``)."""
+    if not op.INTEGER_INPUTS:  # float semantics: int64 streams arrive as float32
+        args = [a if a.is_floating_point() else a.to(torch.float32) for a in args]
+    kernel = reference if kernels is None else kernels.get(type(op), reference)
+    return kernel(op, args, op.delay if stream else 0, states and hasattr(op, "simulate"))
+
+
+def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs", *,
+              kernels: Mapping[type[Op], Kernel] | None = None) -> dict[str, torch.Tensor]:
     """Run ``graph`` on ``feeds`` (Input node name -> tensor; ``[B, ...]`` static, ``[T, B, ...]`` stream).
 
     ``keep="outputs"`` returns the graph outputs; ``keep="all"`` every node's value (for tracing).
     A stream fed with fewer timesteps than ``graph.time_steps`` is padded with zeros (a scheduled graph
-    runs longer than its input lasts, draining its pipeline).
+    runs longer than its input lasts, draining its pipeline). ``kernels``: op type -> :data:`Kernel` for the
+    op types not evaluated by :func:`reference` (``snncompile.sim.run_graph`` passes the fast exact ones).
     """
     graph.validate()
     missing = [n for n in graph.inputs() if n not in feeds]
@@ -64,20 +100,12 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
     with torch.no_grad(), ieee_float32():
         for name in order:
             node = graph.nodes[name]
+            stream = types[name].time == "stream"
             if name in feeds:
-                values[name] = _drained(feeds[name], graph.time_steps) if types[name].time == "stream" else feeds[name]
+                values[name] = _drained(feeds[name], graph.time_steps) if stream else feeds[name]
                 continue
             args = [values[s] for s in node.inputs]
-            if not node.op.INTEGER_INPUTS:  # float semantics: int64 streams arrive as float32
-                args = [a if a.is_floating_point() else a.to(torch.float32) for a in args]
-            stream = types[name].time == "stream"
-            # an op that can produce its delayed output directly (the integer synapses) skips the copy
-            run_delayed = getattr(node.op, "_run_delayed", None) if stream else None
-            if run_delayed is not None:
-                values[name] = run_delayed(*args)
-            else:
-                out = node.op.run(*args)
-                values[name] = delayed(out, node.op.delay) if stream else out
+            values[name] = evaluate(node.op, args, stream=stream, kernels=kernels)[0]
             del args
             for s in last_use.get(name, ()):
                 del values[s]

@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import is_int
-from ..ir import SPIKE, Graph, Node, TensorType, run_graph
+from ..ir import SPIKE, Graph, Node, TensorType
 from ..ir.ops import (BlockLinearAttention, KVOuterAccumulate, LUTAttention, QMAccumulate, Quantize, ReLU, Scale,
                       ScoreLUT, ScoreValueAccumulate, SpikeScores)
+from ..sim import run_graph
 from .pipeline import PassContext, as_pass
 from .rewrite import Edit, apply_edit
 

@@ -29,8 +29,9 @@ from typing import Collection, Mapping, Sequence
 
 import torch
 
-from ..ir import Graph, run_graph
+from ..ir import Graph
 from ..ir.interpret import delayed
+from ..sim import run_graph
 from .pipeline import PassContext, PassError, Pass, run_pipeline
 
 

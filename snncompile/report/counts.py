@@ -1,6 +1,6 @@
 """Exact activity counts of one simulation run: plain integers per node and per timestep, no prices.
 
-:func:`count_activity` runs a graph once (:func:`snncompile.ir.run_graph`, every value kept, neuron state
+:func:`count_activity` runs a graph once (:func:`snncompile.sim.run_graph`, every value kept, neuron state
 traces recorded by a hook on the neuron's own ``simulate``) and counts, summed over the batch (the number of
 samples is recorded, so per-sample figures are a division away):
 
@@ -53,9 +53,9 @@ from typing import Iterable, Mapping
 import numpy as np
 import torch
 
-from ..ir import Graph, run_graph
+from ..ir import Graph
 from ..ir.graph import Node
-from ..sim.run import NodeCounts, _recording, count_spikes, spiking_nodes
+from ..sim.run import NodeCounts, _recording, count_spikes, run_graph, spiking_nodes
 
 SYNAPSES = ("IntDense", "IntConv2d", "Linear", "Conv2d")
 ATTENTION = ("KVOuterAccumulate", "QMAccumulate", "SpikeScores", "ScoreValueAccumulate")

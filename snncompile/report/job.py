@@ -30,9 +30,10 @@ from ..backends.lava.evaluate import evaluate_lava
 from ..backends.placement import Placement, PlacementError, place, save_placement
 from ..frontend import export
 from ..ir import io as ir_io
-from ..ir import Graph, run_graph
+from ..ir import Graph
 from ..passes import lower_to_loihi
 from ..ir.timing import unschedule
+from ..sim import run_graph
 from ..sim.dataset import evaluate_graph, graph_feeds
 from ..targets import load_target
 from .cores import core_activity

@@ -1,6 +1,7 @@
 """Reference simulator: run a graph (float or lowered integer) on a batch and record what it did.
 
-Built on :func:`snncompile.ir.run_graph`: every node's arithmetic is its op's own ``run`` (and, for
+:func:`run_graph` is the IR's interpreter (:func:`snncompile.ir.interpret.run_graph`) with the simulator's
+fast exact kernels (:mod:`snncompile.sim.kernels`): every node's arithmetic is its op's own ``run`` (and, for
 neurons, ``simulate``); nothing here re-implements a node. Membranes are recorded by a hook rather than
 by running neurons twice: the graph is shallow-copied and, on each neuron node whose membranes are
 wanted, the copy's ``simulate`` is shadowed by a wrapper that calls the class's ``simulate``, keeps
@@ -17,8 +18,9 @@ from typing import Iterable, Mapping
 
 import torch
 
-from ..ir import Graph, run_graph
+from ..ir import Graph, interpret
 from ..ir.graph import Node
+from .kernels import KERNELS
 
 RECORDABLE = ("spikes", "membranes")
 
@@ -105,6 +107,11 @@ def count_spikes(trace: torch.Tensor, op: str) -> NodeCounts:
     per_step = (trace != 0).flatten(1).sum(1)
     return NodeCounts(op=op, neurons=math.prod(trace.shape[2:]), samples=trace.shape[1],
                       spikes=tuple(int(v) for v in per_step.tolist()))
+
+
+def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs") -> dict[str, torch.Tensor]:
+    """:func:`snncompile.ir.interpret.run_graph` with the fast exact kernels (same arguments, same values)."""
+    return interpret.run_graph(graph, feeds, keep, kernels=KERNELS)
 
 
 def _on_device(op, device: torch.device):

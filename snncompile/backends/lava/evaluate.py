@@ -6,7 +6,7 @@ absolute imports only, no Lava import at module level.
 """
 import torch
 
-from snncompile.ir import run_graph
+from snncompile.sim import run_graph
 from snncompile.sim.dataset import graph_feeds, logits_of
 
 

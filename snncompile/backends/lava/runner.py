@@ -38,7 +38,7 @@ from snncompile.backends.lava.mapping import LavaPlan, build_network, host_subgr
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
 from snncompile.backends.lava.session import (DEFAULT_TIMEOUT, LavaBackendError, LavaTimeoutError, descendants,
                                               fixed_pt_config, import_lava, run_isolated, stopped)
-from snncompile.ir import run_graph
+from snncompile.sim import run_graph
 
 
 @dataclass

@@ -4,10 +4,11 @@ Operand layout as in ``attention.py``: Q, K, V are ``[C, Hs, Ws]`` streams, head
 groups (``c = h*d + j``, ``d = C / heads``), tokens ``n = y*Ws + x`` (``N = Hs*Ws``). The per-head matrices
 between these nodes travel as per-sample shapes ``(H, d, d)`` (``K^T V``) and ``(H, N, N)`` (scores).
 
-Every node computes exactly: int64, or float32 (float64) matrix products when every partial sum provably
-stays below 2^24 (2^53) in magnitude. Output dtypes are the proven width of the worst case (the interval
-``value_range`` gives for the input dtypes), or ``int<out_bits>`` where an accumulate is told to wrap or
-saturate at a narrower width.
+Every node computes exactly (``run``, the reference): int64, or float32 (float64) matrix products when every
+partial sum provably stays below 2^24 (2^53) in magnitude; the simulator's kernels
+(``snncompile.sim.kernels.attention``) compute the same values faster. Output dtypes are the proven width of
+the worst case (the interval ``value_range`` gives for the input dtypes), or ``int<out_bits>`` where an
+accumulate is told to wrap or saturate at a narrower width.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from ..interval import Interval
 from ..types import SPIKE, DType, TensorType, int_type
 from .attention import _heads_problems, _qkv_types
 from .base import Op, expect, expect_stream, param
-from .loihi import _F32_EXACT, _int_array_problems, _integer_float, as_int64
+from .loihi import _int_array_problems, as_int64
 from .quant import _fit_problems, fit
 from .receptive import head_channels, head_tokens, per_head
 from .support import NETX_PRODUCT, NIR_INTEGER, ONNX_INTEGER, Backends, Refused
@@ -49,30 +50,6 @@ def exact_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if dtype == torch.int64 and a.device.type != "cpu":  # no int64 matrix product on GPUs
         return torch.matmul(a.cpu(), b.cpu()).to(a.device)
     return torch.matmul(a.to(dtype), b.to(dtype)).to(torch.int64)
-
-
-def _peaks(*operands: tuple[torch.Tensor, str]) -> list[int] | None:
-    """``max |x|`` of each integer operand ``(x, what)`` (a float ``x`` is checked to hold integers, raising
-    as :func:`as_int64` does), or ``None`` where one is not finite or reaches 2^53 (the exact int64 route
-    then decides, and raises where it must)."""
-    peaks = []
-    for x, what in operands:
-        if x.numel() == 0:
-            peaks.append(0)
-            continue
-        if x.dtype == torch.bool or x.is_complex():
-            return None
-        lo, hi = (v.item() for v in torch.aminmax(x))
-        if x.is_floating_point():
-            if not (-2.0 ** 53 < lo and hi < 2.0 ** 53):  # also false for NaN
-                return None
-            _integer_float(x, what)
-        peaks.append(int(max(-lo, hi, 0)))
-    return peaks
-
-
-def _as_f32(x: torch.Tensor) -> torch.Tensor:
-    return x if x.dtype == torch.float32 else x.to(torch.float32)
 
 
 def _heads_of(x: torch.Tensor, heads: int, what: str) -> torch.Tensor:
@@ -184,13 +161,6 @@ class KVOuterAccumulate(_Accumulate):
         return Interval.hull((k * v).times(rows), Interval(0, 0))  # 0: steps before the first block
 
     def run(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        peaks = _peaks((k, "K"), (v, "V"))
-        tokens = k.shape[-2] * k.shape[-1] if k.dim() >= 2 else 0
-        if peaks is not None and tokens * peaks[0] * peaks[1] * self.block < _F32_EXACT:
-            # every block sum (of block * N products) stays below 2^24: exact in float32
-            kh, vh = split_heads(_as_f32(k), self.heads), split_heads(_as_f32(v), self.heads)
-            per_step = torch.matmul(kh.transpose(-2, -1), vh)  # [T, B, H, d, d]
-            return self._fit(self._block_sums(per_step).to(torch.int64))
         kh, vh = _heads_of(k, self.heads, "K"), _heads_of(v, self.heads, "V")
         per_step = exact_matmul(kh.transpose(-2, -1), vh)  # [T, B, H, d, d]
         return self._fit(self._block_sums(per_step))
@@ -259,10 +229,6 @@ class QMAccumulate(_Accumulate):
         return (q * m).times(types[0].shape[0] // self.heads)
 
     def run(self, q: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        peaks = _peaks((q, "Q"), (m, "M"))
-        if peaks is not None and m.dim() >= 2 and m.shape[-2] * peaks[0] * peaks[1] < _F32_EXACT:
-            o = torch.matmul(split_heads(_as_f32(q), self.heads), _as_f32(m))
-            return self._fit(_channels(o, q).to(torch.int64))
         o = exact_matmul(_heads_of(q, self.heads, "Q"), as_int64(m, "M"))
         return self._fit(_channels(o, q))
 
@@ -306,10 +272,6 @@ class SpikeScores(_ProvenRange):
         return (q * k).times(types[0].shape[0] // self.heads)
 
     def run(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        peaks = _peaks((q, "Q"), (k, "K"))
-        if peaks is not None and q.dim() >= 3 and q.shape[2] // self.heads * peaks[0] * peaks[1] < _F32_EXACT:
-            qh, kh = split_heads(_as_f32(q), self.heads), split_heads(_as_f32(k), self.heads)
-            return torch.matmul(qh, kh.transpose(-2, -1)).to(torch.int64)
         return exact_matmul(_heads_of(q, self.heads, "Q"), _heads_of(k, self.heads, "K").transpose(-2, -1))
 
     def reads(self, out, in_shapes):
@@ -395,10 +357,6 @@ class ScoreValueAccumulate(_Accumulate):
         return (s * v).times(types[0].shape[1])
 
     def run(self, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        peaks = _peaks((s, "S"), (v, "V"))
-        if peaks is not None and s.dim() >= 1 and s.shape[-1] * peaks[0] * peaks[1] < _F32_EXACT:
-            o = torch.matmul(_as_f32(s), split_heads(_as_f32(v), self.heads))
-            return self._fit(_channels(o, v).to(torch.int64))
         o = exact_matmul(as_int64(s, "S"), _heads_of(v, self.heads, "V"))
         return self._fit(_channels(o, v))
 

@@ -3,9 +3,11 @@
 These are the node types the lowering passes produce. Their semantics are integer arithmetic, exact,
 and equal to Lava 0.10.0's ``fixed_pt`` process models (``PyLifModelBitAcc``, ``PyTernLifModelFixed``,
 ``PyDenseModelBitAcc``, ``PyConvModelFixed``) bit for bit; ``tests/test_loihi_ops.py`` runs Lava itself
-to check that. ``run`` computes in int64 torch tensors, never in floats: integer inputs may arrive as
-int64 tensors or as float tensors holding exact integers (spikes are float 0/1); integer outputs are
-int64 tensors, spike outputs float32 (see ``base.py``).
+to check that. ``run`` and ``simulate`` are the reference: the equations in int64 torch tensors (a
+synapse's sums in float32 or float64 only where every partial sum provably is an exact integer there),
+never rounded: integer inputs may arrive as int64 tensors or as float tensors holding exact integers
+(spikes are float 0/1); integer outputs are int64 tensors, spike outputs float32 (see ``base.py``). The
+simulator's faster exact kernels of these nodes live in ``snncompile.sim.kernels``.
 
 Fixed constants of Loihi's LIF (Lava ``AbstractPyLifModelFixed``): 12-bit decays (unity 4096), synaptic
 input and threshold shifted left by 6 bits, 24-bit current and voltage.
@@ -13,7 +15,6 @@ input and threshold shifted left by 6 bits, 24-bit current and voltage.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal, Sequence
@@ -82,69 +83,6 @@ def _decay_int(x: int, decay: int) -> int:
     """:func:`_decay` of one Python int."""
     p = x * (DECAY_UNITY - decay)
     return p >> DECAY_SHIFT if p >= 0 else -(-p >> DECAY_SHIFT)
-
-
-# -- fast exact evaluation ----------------------------------------------------------------------------------------
-#
-# ``run`` and ``simulate`` evaluate the equations above in narrower arithmetic wherever the input's actual
-# range (one reduction per timestep, checked at run time) proves it exact, and fall back to the int64
-# reference evaluation elsewhere:
-# - neurons step in int32: with |a| < 2^17 and a bias below 2^23 no value reaches 2^26, so none of Lava's
-#   int32 wraps can occur, and every operation (sums, the trunc-toward-zero decay, the 24-bit fold, clip,
-#   sign-bit comparisons) is exact integer arithmetic;
-# - synapses (and the attention accumulates in int_attention.py) sum in float32 GEMMs where every partial
-#   sum is an integer below 2^24 (then float32 holds it exactly whatever the summation order); shift (a
-#   power-of-two scaling, then floor), bias and saturation follow in float32 where the result's proven
-#   interval stays below 2^24 too, the wrap in int64 only where that interval leaves out_bits.
-# Outputs keep their documented dtypes (int64 integers, float32 spikes). tests/test_int_kernels.py pins
-# every fast path to a plain transcription of the equations.
-
-_F32_EXACT = 1 << 24  # integers of magnitude <= 2^24 are exact in float32
-_CHUNK_ELEMENTS = 1 << 19  # output elements a synapse computes per float32 GEMM (a few steps; cache-sized)
-
-
-def _integer_float(x: torch.Tensor, what: str) -> None:
-    """Raise (as :func:`as_int64`) unless the float tensor ``x`` (finite) holds integers only."""
-    if x.is_floating_point() and x.numel() and any(v.item() != 0 for v in torch.aminmax(torch.frac(x))):
-        as_int64(x, what)  # raises the documented error
-        raise ValueError(f"{what} must hold integers")  # (not reached: as_int64 raises)
-
-
-def _step_ranges(x: torch.Tensor) -> tuple[list[int], list[int]] | None:
-    """Per-timestep minimum and maximum of an integer-valued ``[T, ...]`` tensor as Python ints, or ``None``
-    where the fast paths do not apply (an empty or 0-d tensor, a dtype ``aminmax`` lacks, NaN or values of
-    magnitude >= 2^53). (One ``aminmax`` per step: much faster than torch's reduction along a dim.)"""
-    if x.dim() == 0 or x.numel() == 0 or x.dtype == torch.bool or x.is_complex():
-        return None
-    lows, highs = [], []
-    for step in x.reshape(x.shape[0], -1):
-        lo, hi = torch.aminmax(step)
-        lo, hi = lo.item(), hi.item()
-        if x.is_floating_point() and not (-2.0 ** 53 < lo and hi < 2.0 ** 53):  # also false for NaN
-            return None
-        lows.append(int(lo))
-        highs.append(int(hi))
-    return lows, highs
-
-
-def _decay_i32(x: torch.Tensor, keep: int, out: torch.Tensor) -> torch.Tensor:
-    """:func:`_decay` with ``keep = 4096 - decay`` of an int32 tensor ``|x| <= 2^24``, exactly, into ``out``:
-    ``trunc0(x * keep / 4096)``. A power of two ``keep = 2^(12-k)`` is the rounding-toward-zero shift
-    ``(x + (2^k - 1 if x < 0 else 0)) >> k``; other values go through float64 (``|x * keep| < 2^36`` is
-    exact there) and its conversion to int32, which truncates toward zero."""
-    if keep == DECAY_UNITY:
-        return out.copy_(x)
-    if keep == 0:
-        return out.zero_()
-    if keep & (keep - 1) == 0:
-        k = DECAY_SHIFT - (keep.bit_length() - 1)
-        torch.bitwise_right_shift(x, 31, out=out)  # -1 where x < 0, else 0
-        if k == 1:
-            torch.sub(x, out, out=out)
-        else:
-            out.bitwise_and_((1 << k) - 1).add_(x)
-        return out.bitwise_right_shift_(k)
-    return out.copy_(x.double().mul_(keep / DECAY_UNITY))
 
 
 _EXACT_STEPS = 1 << 12  # horizons up to this many steps are iterated exactly, longer ones bounded in closed form
@@ -259,126 +197,15 @@ class _LoihiNeuron(Op):
         return self.bias_mant << self.bias_exp
 
     def run(self, x_seq: torch.Tensor) -> torch.Tensor:
-        if "simulate" in vars(self):  # shadowed by a recorder (sim.run): it sees the traces of this very run
-            return self.simulate(x_seq)[0].to(torch.float32)
-        fast = self._simulate_fast(x_seq, traces=False)
-        return fast[0] if fast is not None else self._simulate_exact(x_seq)[0].to(torch.float32)
-
-    def simulate(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Spikes, currents ``u`` and post-reset voltages ``v``, each int64 ``[T, B, ...]``."""
-        fast = self._simulate_fast(x_seq, traces=True)
-        if fast is None:
-            return self._simulate_exact(x_seq)
-        return tuple(t.to(torch.int64) for t in fast)
+        return self.simulate(x_seq)[0].to(torch.float32)
 
     def _thresholds(self) -> tuple[int, int | None]:
         """``(hi, lo)``: fire +1 where ``h > hi``, -1 where ``h < lo`` (``None``: never)."""
         raise NotImplementedError
 
-    def _simulate_fast(self, x_seq: torch.Tensor, traces: bool):
-        """The equations in int32 (see *fast exact evaluation* above), or ``None`` where a bound this needs
-        does not hold: ``|a| < 2^17`` (``a << 6`` and ``U`` stay below 2^23 and 2^24: no int32 wrap, at most
-        one 24-bit fold), a bias below 2^23 (the int32 sum in ``h`` cannot wrap), decays in 0..4096,
-        ``vth_lo <= vth_hi``. Returns float32 spikes, and with ``traces`` int32 ``u`` and ``v`` traces too.
-
-        Each step is a few element-wise int32 operations on one ``[B, ...]`` frame: ``u`` is folded only where
-        its proven extreme (:func:`_leaky_extreme` of ``|a| << 6``) can leave ``(-2^23, 2^23]`` and ``h``
-        clipped only where ``v``'s can leave the 24-bit range; comparisons are sign bits
-        (``(h - theta - 1) >> 31`` is -1 exactly where ``h <= theta``), which also mask the reset."""
-        cd, vd = self.current_decay, self.voltage_decay
-        if not (0 <= cd <= DECAY_UNITY and 0 <= vd <= DECAY_UNITY):
-            return None
-        hi, lo = self._thresholds()
-        if lo is not None and lo > hi:
-            return None
-        ranges = _step_ranges(x_seq)
-        if ranges is None:
-            return None
-        lows, highs = ranges
-        peak = max(max(-min(lows), max(highs)), 0)
-        if peak >= 1 << 17:  # |a << 6| < 2^23
-            return None
-        bias = self._bias(x_seq.device)
-        bias_peak = int(bias.abs().max()) if isinstance(bias, torch.Tensor) else abs(bias)
-        if bias_peak > 1 << (STATE_BITS - 1):
-            return None
-        _integer_float(x_seq, f"{self.type_name()} input")
-
-        i32 = torch.int32
-        T, frame = x_seq.shape[0], x_seq.shape[1:]
-        top, full = 1 << (STATE_BITS - 1), 1 << STATE_BITS
-        limit = top - 1
-        # u never folds while its proven extreme stays inside (-2^23, 2^23); v never saturates likewise
-        step = peak << ACT_SHIFT
-        u_peak = step if cd == DECAY_UNITY else _leaky_extreme(step, cd, T)
-        fold = u_peak is None or u_peak >= top
-        drive = (top if fold else u_peak) + bias_peak
-        v_peak = _leaky_extreme(drive, vd, T)
-        clip = v_peak is None or v_peak > limit
-        # |h| <= 2^23 - 1: thresholds beyond +-2^24 compare like +-2^24 (and h - theta stays inside int32)
-        hi = max(min(hi, _F32_EXACT), -_F32_EXACT)
-        lo = None if lo is None else max(min(lo, _F32_EXACT), -_F32_EXACT)
-        if isinstance(bias, torch.Tensor):
-            bias = bias.to(device=x_seq.device, dtype=i32) if bool(bias.any()) else 0
-        # with no bias and no spike from h = 0, leading all-zero input steps leave everything at 0
-        start = 0
-        if isinstance(bias, int) and bias == 0 and hi >= 0 and (lo is None or lo <= 0):
-            while start < T and lows[start] == 0 and highs[start] == 0:
-                start += 1
-
-        dev = x_seq.device
-        spikes = torch.empty((T, *frame), dtype=torch.float32, device=dev)
-        spikes[:start].zero_()
-        us = torch.zeros((T, *frame), dtype=i32, device=dev) if traces else None
-        vs = torch.zeros((T, *frame), dtype=i32, device=dev) if traces else None
-        u_prev, v_prev = torch.zeros(frame, dtype=i32, device=dev), torch.zeros(frame, dtype=i32, device=dev)
-        u_work, v_work = torch.empty_like(u_prev), torch.empty_like(v_prev)
-        a, keep = torch.empty_like(u_prev), torch.empty_like(u_prev)
-        below = torch.empty_like(u_prev) if lo is not None else None
-        mask = torch.empty_like(u_prev) if fold else None
-        u_keep, v_keep = DECAY_UNITY - cd, DECAY_UNITY - vd
-        for t in range(start, T):
-            a.copy_(x_seq[t])
-            # U = trunc0(u * keep / 4096) + (a << 6), then Lava's one-step fold into (-2^23, 2^23]
-            u = us[t] if traces else u_work
-            if u_keep == 0:
-                if traces:
-                    torch.mul(a, 1 << ACT_SHIFT, out=u)
-            else:
-                _decay_i32(u_prev, u_keep, out=u).add_(a, alpha=1 << ACT_SHIFT)
-                if fold:  # mask: -1 where U <= -2^23; keep: -1 where U <= 2^23
-                    torch.add(u, top - 1, out=mask).bitwise_right_shift_(31)
-                    torch.sub(u, top + 1, out=keep).bitwise_right_shift_(31).add_(1)
-                    u.sub_(keep, alpha=full).sub_(mask, alpha=full)
-            # h = clip(trunc0(v * keep / 4096) + u + bias): |h| < 2^24 + 2^23 before the clip
-            v = vs[t] if traces else v_work
-            _decay_i32(v_prev, v_keep, out=v)
-            if u_keep == 0:
-                v.add_(a, alpha=1 << ACT_SHIFT)
-            else:
-                v.add_(u)
-            if not isinstance(bias, int) or bias != 0:
-                v.add_(bias)
-            if clip:
-                v.clamp_(-limit, limit)
-            # keep: -1 where h <= hi (no +1 spike), 0 where it fires
-            torch.sub(v, hi + 1, out=keep).bitwise_right_shift_(31)
-            out = torch.add(keep, 1, out=spikes[t])
-            if below is not None:  # below: -1 where h < lo (a -1 spike)
-                torch.sub(v, lo, out=below).bitwise_right_shift_(31)
-                out.add_(below)
-                keep.bitwise_and_(below.bitwise_not_())
-            v.bitwise_and_(keep)  # reset where it fired
-            if traces:
-                u_prev, v_prev = u, v
-            else:
-                if u_keep != 0:
-                    u_prev, u_work = u, u_prev
-                v_prev, v_work = v, v_prev
-        return (spikes, us, vs) if traces else (spikes,)
-
-    def _simulate_exact(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The int64 reference evaluation of the equations (any input, wraps included)."""
+    def simulate(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Spikes, currents ``u`` and post-reset voltages ``v``, each int64 ``[T, B, ...]``: the equations in
+        int64 (any input, Lava's int32 wraps included)."""
         a_seq = as_int64(x_seq, f"{self.type_name()} input")
         top, full = 1 << (STATE_BITS - 1), 1 << STATE_BITS
         limit = top - 1
@@ -594,17 +421,6 @@ class _IntSynapse(WeightedSum, Op):
     def _weight64(self) -> torch.Tensor:
         return torch.from_numpy(self.weight.astype(np.int64))
 
-    @cached_property
-    def _weight32(self) -> torch.Tensor:
-        """The weights in float32 (exact wherever the fast path uses them: ``|w| <= row sum < 2^24``)."""
-        return torch.from_numpy(self.weight.astype(np.float32))
-
-    @cached_property
-    def _row_sign_sums(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per output: the sum of its positive weights and the sum of its negative weights (int64)."""
-        w = self.weight.astype(np.int64).reshape(self.weight.shape[0], -1)
-        return np.where(w > 0, w, 0).sum(1), np.where(w < 0, w, 0).sum(1)
-
     def _frames(self, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """``op(a, w)`` of the node (the linear map before shift, bias and overflow) on a ``[n, B, ...]`` chunk."""
         raise NotImplementedError
@@ -644,97 +460,7 @@ class _IntSynapse(WeightedSum, Op):
         return wrap(y, self.out_bits) if self.overflow == "wrap" else saturate(y, self.out_bits)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run_delayed(x, 0)
-
-    def _run_delayed(self, x: torch.Tensor, delay: int | None = None) -> torch.Tensor:
-        """``run(x)`` delayed by ``delay`` steps (default: the node's ``delay``): ``y[t] = run(x)[t - delay]``,
-        zero first, ``T`` steps (what the interpreter makes of ``run``; computed without the dropped last steps
-        and the copy)."""
-        delay = self.delay if delay is None else delay
-        fast = self._run_fast(x, delay)
-        if fast is not None:
-            return fast
-        y = self._finish(self._accumulate(x, self._frames))
-        if delay == 0:
-            return y
-        return torch.cat([torch.zeros_like(y[:delay]), y[:-delay]])[: y.shape[0]]
-
-    def _run_fast(self, x: torch.Tensor, delay: int) -> torch.Tensor | None:
-        """The synapse in float32 (see *fast exact evaluation*), or ``None`` where it does not apply.
-
-        From the input's per-step range ``[lo, hi]`` (hulled with 0: padding and absent terms add 0) each
-        sum lies in ``[min_o (P_o lo + N_o hi), max_o (P_o hi + N_o lo)]`` (``P_o``, ``N_o`` the row's positive
-        and negative weight sums); partial sums are below ``max_o sum |w_o| * max |x|``. Where that is below
-        2^24 the float32 GEMM is exact; where the shifted, biased interval is too, shift (a power-of-two
-        scaling, then floor) and bias are exact in float32. Wrap or saturation is applied only where that
-        interval leaves ``out_bits``. All-zero input steps give the bias (or 0) without a GEMM."""
-        ranges = _step_ranges(x) if x.dim() >= 2 else None
-        if ranges is None:
-            return None
-        lows, highs = ranges
-        lo, hi = min(min(lows), 0), max(max(highs), 0)
-        if self._row_abs_sum * max(-lo, hi) >= _F32_EXACT or not -31 <= self.weight_exp <= 31:
-            return None
-        pos, neg = self._row_sign_sums
-        acc_lo = int((pos * lo + neg * hi).min(initial=0))
-        acc_hi = int((pos * hi + neg * lo).max(initial=0))
-        e = self.weight_exp
-        y_lo, y_hi = (acc_lo << e, acc_hi << e) if e >= 0 else (acc_lo >> -e, acc_hi >> -e)
-        if self.bias is not None:
-            b_lo, b_hi = int(self.bias.min(initial=0)), int(self.bias.max(initial=0))
-            if max(-b_lo, b_hi) >= _F32_EXACT:
-                return None
-            y_lo, y_hi = min(y_lo, y_lo + b_lo), max(y_hi, y_hi + b_hi)
-        if max(-y_lo, y_hi) >= _F32_EXACT:
-            return None
-        half = 1 << (self.out_bits - 1)
-        fits = -half <= y_lo and y_hi <= half - 1
-
-        f32 = torch.float32
-        T = x.shape[0]
-        w = self._weight32.to(x.device)
-        frame = self._frames(x[:0].to(f32), w).shape[1:]
-        out = torch.empty((T, *frame), dtype=torch.int64, device=x.device)
-        out[:delay].zero_()
-        steps = max(T - delay, 0)
-        bias = bias_fit = None
-        if self.bias is not None:
-            spatial = [1] * self._SPATIAL_AXES
-            bias = torch.from_numpy(self.bias.astype(np.float32)).to(x.device).reshape(-1, *spatial)
-            b64 = torch.from_numpy(self.bias.astype(np.int64)).to(x.device)
-            b64 = wrap(b64, self.out_bits) if self.overflow == "wrap" else saturate(b64, self.out_bits)
-            bias_fit = b64.reshape(-1, *spatial)
-        per_step = max(1, math.prod(frame))
-        chunk = max(1, _CHUNK_ELEMENTS // per_step)
-        s = 0
-        while s < steps:
-            if lows[s] == 0 and highs[s] == 0:  # op(0) = 0: only the bias, from bias_start on
-                if bias_fit is not None and s >= self.bias_start:
-                    out[s + delay].copy_(bias_fit.expand(frame))
-                else:
-                    out[s + delay].zero_()
-                s += 1
-                continue
-            end = s + 1
-            while end < steps and end - s < chunk and (lows[end] != 0 or highs[end] != 0):
-                end += 1
-            a = x[s:end]
-            _integer_float(a, f"{self.type_name()} input")
-            acc = self._frames(a if a.dtype == f32 else a.to(f32), w)
-            if e > 0:
-                acc.mul_(float(1 << e))
-            elif e < 0:
-                acc.mul_(1.0 / (1 << -e)).floor_()
-            if bias is not None and end > self.bias_start:
-                acc[max(self.bias_start - s, 0):].add_(bias)
-            if not fits and self.overflow != "wrap":
-                acc.clamp_(-half, half - 1)
-            y = out[s + delay:end + delay]
-            y.copy_(acc)
-            if not fits and self.overflow == "wrap":
-                y.add_(half).bitwise_and_((1 << self.out_bits) - 1).sub_(half)
-            s = end
-        return out
+        return self._finish(self._accumulate(x, self._frames))
 
     def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
         if inputs[0] is None:
@@ -834,22 +560,11 @@ class IntConv2d(ConvGeometry, _IntSynapse):
         return TensorType(conv_output_shape(self, x), int_type(self.out_bits))
 
     def _frames(self, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return per_step(a, lambda f: self._conv_frames(f, w))
+        return per_step(a, lambda f: self._conv(f, w))
 
-    def _conv_frames(self, f: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """The convolution of a batch of frames; a float batch with many all-zero frames (a silent sample at
-        a step) convolves only the others (a zero frame gives exactly 0: there is no bias here)."""
-        conv = lambda g: F.conv2d(g, w, None, self.stride, self.padding, self.dilation, self.groups)  # noqa: E731
-        if f.shape[0] < 8 or not f.is_floating_point() or f.dtype != w.dtype:
-            return conv(f)
-        flat = f.reshape(f.shape[0], -1)
-        live = (flat.amax(1) != 0).logical_or_(flat.amin(1) != 0)
-        n_live = int(live.sum())
-        if 4 * n_live > 3 * f.shape[0]:
-            return conv(f)
-        idx = live.nonzero().squeeze(1)
-        y_live = conv(f.index_select(0, idx))
-        return y_live.new_zeros((f.shape[0], *y_live.shape[1:])).index_copy_(0, idx, y_live)
+    def _conv(self, f: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The convolution (without bias) of a batch of frames ``[N, C, H, W]``."""
+        return F.conv2d(f, w, None, self.stride, self.padding, self.dilation, self.groups)
 
     def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
         x = inputs[0]
