@@ -8,10 +8,9 @@ import torch
 
 from zoo_lowering import lowered_zoo_model
 from snncompile.ir import SPIKE, Graph, Node, int_type
-from snncompile.ir.ops import (Conv2d, Input, IntConv2d, IntDense, KVOuterAccumulate, LoihiLIF, Output, QMAccumulate,
-                               ScoreValueAccumulate, SpikeScores)
-from snncompile.report import count_activity, fan_out, merge
-from snncompile.report.counts import attention_work
+from snncompile.ir.ops import (Conv2d, Input, IntAdd, IntConv2d, IntDense, KVOuterAccumulate, LoihiLIF, Output,
+                               QMAccumulate, ScoreValueAccumulate, SpikeColumnSum, SpikeScores)
+from snncompile.report import count_activity, merge
 from snncompile.sim import simulate
 from snncompile.zoo.registry import DEFAULT_MODEL
 
@@ -60,7 +59,7 @@ def test_padded_conv_border_inputs_reach_fewer_outputs():
     w = np.ones((1, 1, 3, 3), dtype=np.int64)
     w[0, 0, 0, 0] = 0  # the top-left tap: input (r, c) reaches output (r+1, c+1) through it
     # fan-out with all weights: corner 4, edge 6, centre 9; minus the zero tap where (r+1, c+1) exists
-    assert fan_out(IntConv2d(weight=w, padding=(1, 1)), (1, 3, 3))[0].tolist() == [[3, 5, 4], [5, 8, 6], [4, 6, 4]]
+    assert IntConv2d(weight=w, padding=(1, 1)).fan_out((1, 3, 3))[0, 0].tolist() == [[3, 5, 4], [5, 8, 6], [4, 6, 4]]
     g = graph_of({"x": Node(Input(shape=(1, 3, 3), dtype=SPIKE)),
                   "conv": Node(IntConv2d(weight=w, padding=(1, 1)), ("x",)),
                   "out": Node(Output(), ("conv",))}, time_steps=2)
@@ -109,11 +108,11 @@ def test_attention_accumulates_one_head():
     assert act.totals["attention_accumulates"] == 4 + 6 + 5 + 6
     # per output element: M[i, j] = sum_n K_n,i V_n,j; QM out[c, n] = nnz(Q row n); A[n, m] = sum_j Q_n,j K_m,j;
     # SV out[c, n] = nnz(V column c)
-    assert attention_work(g.op("kv"), [k, v])[0, 0, 0].tolist() == [[2, 1], [1, 0]]
-    assert attention_work(g.op("s"), [q, k])[0, 0, 0].tolist() == [[2, 1], [1, 1]]
+    assert g.op("kv").work([k, v])[0, 0, 0].tolist() == [[2, 1], [1, 0]]
+    assert g.op("s").work([q, k])[0, 0, 0].tolist() == [[2, 1], [1, 1]]
     unused = torch.zeros(1, 1, 1, 2, 2)  # M and S: the work depends on Q's and V's events only
-    qm = attention_work(g.op("qm"), [q, unused])[0, 0].reshape(2, 2)  # [c, n]
-    sv = attention_work(g.op("sv"), [unused, v])[0, 0].reshape(2, 2)
+    qm = g.op("qm").work([q, unused])[0, 0].reshape(2, 2)  # [c, n]
+    sv = g.op("sv").work([unused, v])[0, 0].reshape(2, 2)
     assert qm.tolist() == [[2, 1], [2, 1]] and sv.tolist() == [[2, 2], [1, 1]]
     # every operand non-zero: KV and QM N*d*d, scores and SV N*N*d per head (the ANN-equivalent products)
     assert {n: c.connections for n, c in act.attention.items()} == {"kv": 2 * 2 * 2, "qm": 2 * 2 * 2,
@@ -124,6 +123,36 @@ def lif_graph(**kw) -> Graph:
     return graph_of({"x": Node(Input(shape=(2,), dtype=int_type(8))),
                      "lif": Node(LoihiLIF(current_decay=4096, voltage_decay=0, vth=10, **kw), ("x",)),
                      "out": Node(Output(), ("lif",))}, time_steps=4)
+
+
+def test_sdsa_column_sums_count_one_addition_per_and_term():
+    # one head, d = 2 channels, N = 3 tokens: K AND V holds 2 terms in column 0 and 1 in column 1
+    k = torch.tensor([[1, 1, 0], [1, 0, 0]]).reshape(1, 1, 2, 1, 3).float()
+    v = torch.tensor([[1, 1, 1], [1, 1, 0]]).reshape(1, 1, 2, 1, 3).float()
+    spike = Input(shape=(2, 1, 3), dtype=SPIKE)
+    g = graph_of({"k": Node(spike), "v": Node(spike), "cs": Node(SpikeColumnSum(heads=1), ("k", "v")),
+                  "out": Node(Output(), ("cs",))}, time_steps=1)
+    c = count_activity(g, {"k": k, "v": v}).attention["cs"]
+    assert c.accumulates == (2 + 1,) and c.connections == 2 * 3  # every token of every column
+
+
+class Undeclared(IntAdd):
+    """An integer sum whose type forgot to declare the work it does."""
+
+    WORK = None
+
+
+def test_work_none_counts_nothing_and_an_undeclared_work_is_an_error():
+    x = torch.tensor([[[1, 0, 2]]], dtype=torch.float32)
+
+    def summed(op):
+        return graph_of({"x": Node(Input(shape=(3,), dtype=int_type(8))), "sum": Node(op, ("x", "x")),
+                         "out": Node(Output(), ("sum",))}, time_steps=1)
+
+    act = count_activity(summed(IntAdd()), {"x": x})
+    assert IntAdd.WORK == "none" and not (act.synapses or act.attention or act.neurons)
+    with pytest.raises(ValueError, match="node 'sum': op type Undeclared declares WORK=None"):
+        count_activity(summed(Undeclared()), {"x": x})
 
 
 def test_neuron_updates_active_and_inactive():

@@ -40,7 +40,7 @@ from snncompile.ir import SPIKE, Graph, Node, run_graph
 from snncompile.nn.neurons import MultiStepLIF
 from snncompile.nn.seq import PerStep
 from snncompile.passes import lower_to_loihi
-from snncompile.report.counts import SYNAPSES, count_activity
+from snncompile.report.counts import count_activity
 from snncompile.sim.dataset import graph_feeds
 
 from conftest import shared_path
@@ -148,7 +148,7 @@ class GraphTwin(nn.Module):
         nodes = {}
         for name, node in graph.nodes.items():
             op = node.op
-            if op.type_name() in SYNAPSES:
+            if op.WORK == "synaptic":
                 layer = self._layer(op)
                 self.layers.append(layer)
                 op = self._tapped(copy.copy(op), layer, types[node.inputs[0]].time == "stream")

@@ -17,14 +17,13 @@ can be re-priced without re-simulating (issue #6).
 """
 from .cores import CoreActivity, core_activity
 from .cost import EnergyEstimate, price, price_ann, price_nodes
-from .counts import (ATTENTION, SYNAPSES, Activity, AttentionCounts, NeuronCounts, SynapseCounts, Trace,
-                     count_activity, fan_out, merge, trace_run)
+from .counts import Activity, AttentionCounts, NeuronCounts, SynapseCounts, Trace, count_activity, merge, trace_run
 from .document import ReportError, load_report, reprice
 from .job import SCHEMA, JobReport, run_job
 from .latency import LatencyEstimate, estimate_latency
 from .render import render_html, render_terminal
 
-__all__ = ["ATTENTION", "SYNAPSES", "Activity", "AttentionCounts", "NeuronCounts", "SynapseCounts", "Trace",
-           "count_activity", "fan_out", "merge", "trace_run", "CoreActivity", "core_activity", "EnergyEstimate",
+__all__ = ["Activity", "AttentionCounts", "NeuronCounts", "SynapseCounts", "Trace",
+           "count_activity", "merge", "trace_run", "CoreActivity", "core_activity", "EnergyEstimate",
            "price", "price_ann", "price_nodes", "LatencyEstimate", "estimate_latency", "SCHEMA", "JobReport",
            "run_job", "ReportError", "load_report", "render_html", "render_terminal", "reprice"]

@@ -5,10 +5,10 @@
 
 - ``synaptic_ops``: the synaptic operations of every synapse attached to the core, for its own output
   elements only (a synapse's operations happen where its postsynaptic compartments are): per input event,
-  the non-zero weights that connect it to an output element on this core (:func:`counts.fan_out` restricted
-  to those outputs). Exact; summed over cores it equals ``Activity.totals`` ``ACs + MACs``.
+  the non-zero weights that connect it to an output element on this core (the synapse's ``Op.fan_out``
+  restricted to those outputs). Exact; summed over cores it equals ``Activity.totals`` ``ACs + MACs``.
 - ``attention_accumulates``: an integer attention node's additions into the output elements the core holds
-  (``counts.attention_work``, per element). Exact.
+  (the node's ``Op.work``, per element). Exact.
 - ``neuron_updates_active`` / ``neuron_updates_inactive``: the core's neurons (Loihi LIF compartments) whose
   update at that step is active (input, carried state or bias) or idle (``counts.active_neurons``). Exact.
 - ``events_out``: the non-zero values the unit's slice emits (spikes, or graded messages from attention
@@ -33,7 +33,7 @@ import torch
 from ..backends.placement import Placement, core_views
 from ..ir import Graph
 from ..targets import Target
-from .counts import ATTENTION, SYNAPSES, Trace, attention_work, fan_outs
+from .counts import Trace
 
 COUNTS = ("synaptic_ops", "attention_accumulates", "neuron_updates_active", "neuron_updates_inactive", "events_out",
           "messages_out", "messages_in", "hops_ew", "hops_ns", "messages_between_chips", "host_messages_in")
@@ -85,7 +85,7 @@ def _synaptic_ops(graph: Graph, views, trace: Trace, events, out: np.ndarray, ba
     for i, v in enumerate(views):
         for member, outputs in v.owned.items():
             src = graph.nodes[member].inputs[0]
-            if graph.op(member).type_name() in SYNAPSES and trace.types[src].time == "stream":
+            if graph.op(member).WORK == "synaptic" and trace.types[src].time == "stream":
                 rows.setdefault(member, []).append((i, outputs))
     for member, cores in rows.items():
         src = graph.nodes[member].inputs[0]
@@ -93,7 +93,7 @@ def _synaptic_ops(graph: Graph, views, trace: Trace, events, out: np.ndarray, ba
         flat = x.reshape(-1, x.shape[2])
         for start in range(0, len(cores), batch):
             part = cores[start:start + batch]
-            fans = fan_outs(graph.op(member), tuple(trace.types[src].shape), [o for _, o in part]).flatten(1)
+            fans = graph.op(member).fan_out(tuple(trace.types[src].shape), [o for _, o in part]).flatten(1)
             ops = flat @ fans.numpy().T  # [T * B, cores in the batch]
             for column, (i, _) in enumerate(part):
                 out[i] += ops[:, column].reshape(x.shape[:2])
@@ -124,12 +124,10 @@ def core_activity(graph: Graph, placement: Placement, trace: Trace, target: Targ
 
     for i, v in enumerate(views):
         for member, outputs in v.owned.items():
-            op, src = graph.op(member), graph.nodes[member].inputs[0]
-            kind = op.type_name()
-            if kind in ATTENTION:
+            op = graph.op(member)
+            if op.WORK == "attention":
                 if member not in works:
-                    args = [trace.values[s] for s in graph.nodes[member].inputs]
-                    works[member] = attention_work(op, args).flatten(2)
+                    works[member] = op.work([trace.values[s] for s in graph.nodes[member].inputs]).flatten(2)
                 counts["attention_accumulates"][i] += works[member][:, :, outputs].sum(2).double().numpy()
             if member in trace.active:
                 active = trace.active[member].flatten(2)[:, :, outputs].sum(2).to(torch.float64).numpy()

@@ -8,14 +8,19 @@ Spikes (:class:`snncompile.sim.run.NodeCounts`, every spiking node): ``spikes[t]
 ternary -1 is an event), ``neurons`` elements per sample; firing rate ``spikes / (neurons * samples * T)``
 and activation sparsity ``1 - rate`` are derived.
 
-Synapses (:class:`SynapseCounts`; ``IntDense``, ``IntConv2d`` and the float ``Linear``, ``Conv2d``)::
+What a node counts is its op type's ``WORK`` (``snncompile.ir.ops.support.WORK_KINDS``): ``"synaptic"``,
+``"attention"``, ``"neuron"``, or ``"none"`` (nothing, by declaration: routing, reshapes, host arithmetic, float
+ops that exist only before lowering). An op type that declares none of these is an error, never a zero.
+
+Synapses (:class:`SynapseCounts`; WORK ``"synaptic"``: ``IntDense``, ``IntConv2d``, the float ``Linear``,
+``Conv2d``)::
 
     ops[t] = sum over input elements e with x[t, b, e] != 0 of fanout(e)
     fanout(e) = number of (output element, weight) pairs with a non-zero weight that read e
 
-(for ``Linear``/``IntDense``: the non-zero weights in column ``e``'s input index; for a convolution: the
-transposed convolution of the non-zero-weight mask with an all-ones output, so a border input reached by
-fewer windows, or padding, counts fewer). That is NeuroBench's SynOps (binarised input times binarised
+(``Op.fan_out``; for ``Linear``/``IntDense``: the non-zero weights in column ``e``'s input index; for a
+convolution: the transposed convolution of the non-zero-weight mask with an all-ones output, so a border input
+reached by fewer windows, or padding, counts fewer). That is NeuroBench's SynOps (binarised input times binarised
 weights, bias excluded), computed from the graph alone, never from a target. ``kind`` says what one
 operation is: ``"AC"`` (an accumulate) when the input is *typed* a spike or ternary stream (binary events),
 ``"MAC"`` (a multiply-accumulate) when it is typed graded (multi-bit integers or reals). NeuroBench decides
@@ -26,19 +31,21 @@ counted (NeuroBench's "Dense" per sample and step; the work of dense storage). A
 input (the host-side first layer ``*.host``, computed once per sample) is ``static``: its single entry
 ``ops[0]`` counts every sample once, as MACs.
 
-Neuron updates (:class:`NeuronCounts`; every op with ``simulate``: LoihiLIF, LoihiTernaryLIF, the float
-neurons): a neuron is *active* at step t when its input is non-zero at t, or any of its state (``u``,
+Neuron updates (:class:`NeuronCounts`; WORK ``"neuron"``, on a streamed input: LoihiLIF, LoihiTernaryLIF,
+the float neurons): a neuron is *active* at step t when its input is non-zero at t, or any of its state (``u``,
 ``v``; the float neurons' ``v``) carried in from step t-1 is non-zero, or it has a non-zero bias (a bias
 charges it every step); all other neurons are *inactive* (nothing changes: an idle update).
 ``active[t]`` is summed over the batch; ``inactive[t] = neurons * samples - active[t]``.
 
-Attention accumulates (:class:`AttentionCounts`; the matrix products NeuroBench does not see), per step,
-summed over batch and heads, rows ``n`` (tokens) of the per-head ``[N, d]`` operands::
+Attention accumulates (:class:`AttentionCounts`; WORK ``"attention"``, the products NeuroBench does not see;
+``Op.work`` gives them per output element), per step, summed over batch and heads, rows ``n`` (tokens) of the
+per-head ``[N, d]`` operands::
 
     KVOuterAccumulate  sum_n nnz(K[n, :]) * nnz(V[n, :])     additions into M = K^T V (steps >= block_offset)
     QMAccumulate       nnz(Q) * d                            each Q event adds one row of M (d values)
     SpikeScores        sum_j nnz(Q[:, j]) * nnz(K[:, j])     coincidences added into A = Q K^T
     ScoreValueAccumulate  nnz(V) * N                         each V event adds one column of S (N values)
+    SpikeColumnSum     sum_n (K AND V)[n, :]                 SDSA: one addition per AND term summed (its output)
 
 Counts are kept apart from prices: an :class:`Activity` can be re-priced without re-simulating, and
 ``merge`` (or ``+``) sums the counts of several batches of one graph.
@@ -55,10 +62,8 @@ import torch
 
 from ..ir import Graph
 from ..ir.graph import Node
+from ..ir.ops.support import WORK_KINDS
 from ..sim.run import NodeCounts, _recording, count_spikes, run_graph, spiking_nodes
-
-SYNAPSES = ("IntDense", "IntConv2d", "Linear", "Conv2d")
-ATTENTION = ("KVOuterAccumulate", "QMAccumulate", "SpikeScores", "ScoreValueAccumulate")
 
 
 def _ints(x: torch.Tensor) -> tuple[int, ...]:
@@ -232,57 +237,11 @@ def merge(parts: Iterable[Activity]) -> Activity:
     return out
 
 
-# -- fan-out ------------------------------------------------------------------------------------------------------
-
-def fan_out(op, in_shape: tuple[int, ...], outputs: np.ndarray | None = None,
-            all_weights: bool = False) -> torch.Tensor:
-    """Per input element (per-sample shape ``in_shape``): how many (output element, non-zero weight) pairs read
-    it, as float64 (exact integers): the binarised layer's transpose (the gradient of its input) applied to
-    all-ones outputs (geometry and padding included; for a dense op the column's non-zero count). ``outputs``
-    (flat output indices) counts only the pairs whose output element is among them (the part of a synapse one
-    core computes); ``all_weights`` counts zero weights too (the connections of dense storage)."""
-    if outputs is None:
-        weight = np.asarray(op.weight)
-        if op.type_name() in ("IntDense", "Linear"):
-            mask = np.ones(weight.shape, bool) if all_weights else weight != 0
-            return torch.from_numpy(mask.sum(0).astype(np.float64)).expand(in_shape).clone()
-        outputs = np.arange(math.prod(_out_shape(op, in_shape)))
-    return fan_outs(op, in_shape, [outputs], all_weights)[0]
-
-
-def fan_outs(op, in_shape: tuple[int, ...], output_sets: list[np.ndarray], all_weights: bool = False
-             ) -> torch.Tensor:
-    """:func:`fan_out` for several sets of outputs at once: ``[len(output_sets), *in_shape]``. Computed in
-    float32, exact while a fan-out (at most the weights of one input element) stays below 2^24."""
-    weight = np.asarray(op.weight)
-    mask = torch.from_numpy(np.ones(weight.shape, bool) if all_weights else weight != 0).to(torch.float32)
-    if weight.size >= 1 << 24:
-        mask = mask.double()
-    out_shape = _out_shape(op, in_shape)
-    selected = torch.zeros((len(output_sets), math.prod(out_shape)), dtype=mask.dtype)
-    for row, outputs in enumerate(output_sets):
-        selected[row, torch.as_tensor(outputs, dtype=torch.int64)] = 1
-    selected = selected.reshape(len(output_sets), *out_shape)
-    if op.type_name() in ("IntDense", "Linear"):
-        return (selected @ mask).double()
-    return torch.nn.grad.conv2d_input((len(output_sets), *in_shape), mask, selected, *_geometry(op)).double()
-
-
-def _geometry(op) -> tuple:
-    return tuple(op.stride), tuple(op.padding), tuple(op.dilation), op.groups
-
-
-def _out_shape(op, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-    if op.type_name() in ("IntDense", "Linear"):
-        return (*in_shape[:-1], np.asarray(op.weight).shape[0])
-    probe = torch.empty((1, *in_shape), device="meta")
-    weight = torch.empty(np.asarray(op.weight).shape, device="meta")
-    return tuple(torch.nn.functional.conv2d(probe, weight, None, *_geometry(op)).shape[1:])
-
+# -- synapses -----------------------------------------------------------------------------------------------------
 
 def _synapse_counts(op, x: torch.Tensor, graded: bool, static: bool) -> SynapseCounts:
     shape = tuple(x.shape[1:]) if static else tuple(x.shape[2:])
-    fan = fan_out(op, shape).flatten()
+    fan = op.fan_out(shape)[0].flatten()
     events = (x != 0).to(torch.float64)
     if static:  # [B, ...]: once per sample
         ops = (int((events.flatten(1) @ fan).sum()),)
@@ -291,45 +250,14 @@ def _synapse_counts(op, x: torch.Tensor, graded: bool, static: bool) -> SynapseC
         ops = _ints((events.flatten(2) @ fan).sum(1).round().to(torch.int64))
         samples = x.shape[1]
     return SynapseCounts(op=op.type_name(), samples=samples, kind="MAC" if graded or static else "AC",
-                         connections=int(fan_out(op, shape, all_weights=True).sum()), static=static, ops=ops)
+                         connections=int(op.fan_out(shape, all_weights=True).sum()), static=static, ops=ops)
 
 
 # -- attention ----------------------------------------------------------------------------------------------------
 
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """``[T, B, C, Hs, Ws]`` non-zero indicators as per-head rows ``[T, B, H, N, d]`` (int64)."""
-    t, b, c = x.shape[:3]
-    return (x != 0).to(torch.int64).reshape(t, b, heads, c // heads, -1).transpose(-2, -1)
-
-
-def attention_work(op, args: list[torch.Tensor]) -> torch.Tensor:
-    """``[T, B, *output shape]``: the additions into each output element of one integer attention node, per
-    step and sample (summed over an element's contributions, these are the module docstring's formulas)::
-
-        KVOuterAccumulate     M[h, i, j]  sum_n [K_n,i] [V_n,j]    (zero before block_offset)
-        QMAccumulate          out[c, n]   nnz(Q[h, n, :])          (row n of head h adds into each of its d columns)
-        SpikeScores           A[h, n, m]  sum_j [Q_n,j] [K_m,j]
-        ScoreValueAccumulate  out[c, n]   nnz(V[h, :, j])          (each event in column j adds into all N rows)
-
-    with ``c = h * d + j`` the channel of head ``h``, column ``j``, and ``n`` a token."""
-    name = op.type_name()
-    if name == "KVOuterAccumulate":
-        k, v = (_heads(a, op.heads) for a in args)
-        work = torch.einsum("tbhni,tbhnj->tbhij", k, v)
-        work[:op.block_offset] = 0  # steps before the first block compute nothing
-        return work
-    if name == "SpikeScores":
-        q, k = (_heads(a, op.heads) for a in args)
-        return torch.einsum("tbhnj,tbhmj->tbhnm", q, k)
-    x = args[0] if name == "QMAccumulate" else args[1]
-    rows = _heads(x, op.heads)  # [T, B, H, N, d]
-    per = rows.sum(-1, keepdim=True) if name == "QMAccumulate" else rows.sum(-2, keepdim=True)
-    return per.expand(rows.shape).transpose(-2, -1).reshape(x.shape)  # back to [T, B, C, Hs, Ws]
-
-
 def attention_accumulates(op, args: list[torch.Tensor]) -> torch.Tensor:
     """``[T, B]`` additions of one integer attention node per step and sample, summed over heads."""
-    return attention_work(op, args).flatten(2).sum(2)
+    return op.work(args).flatten(2).sum(2)
 
 
 def _attention_counts(op, args: list[torch.Tensor]) -> AttentionCounts:
@@ -413,18 +341,20 @@ def count_activity(graph: Graph, feeds: Mapping[str, torch.Tensor] | None = None
         act.spikes[name] = count_spikes(values[name], graph.op(name).type_name())
     for name in graph.topo_order():
         op, srcs = graph.op(name), graph.nodes[name].inputs
-        kind = op.type_name()
-        if kind in SYNAPSES:
+        if op.WORK == "synaptic":
             src = srcs[0]
             static = types[src].time != "stream"
             act.synapses[name] = _synapse_counts(op, values[src], not types[src].dtype.is_spike, static)
-        elif kind in ATTENTION:
+        elif op.WORK == "attention":
             act.attention[name] = _attention_counts(op, [values[s] for s in srcs])
-        elif name in trace.active:
-            act.neurons[name] = _neuron_counts(op, trace.active[name])
+        elif op.WORK == "neuron":
+            if name in trace.active:  # a neuron on a static input updates once per sample: not counted
+                act.neurons[name] = _neuron_counts(op, trace.active[name])
+        elif op.WORK != "none":
+            raise ValueError(f"node {name!r}: op type {op.type_name()} declares WORK={op.WORK!r}, not one of "
+                             f"{', '.join(WORK_KINDS)}: its activity cannot be counted")
     return act
 
 
-__all__ = ["Activity", "AttentionCounts", "Trace", "trace_run", "active_neurons", "attention_accumulates", "attention_work",
-           "NeuronCounts", "SynapseCounts", "count_activity", "fan_out", "fan_outs", "merge",
-           "ATTENTION", "SYNAPSES"]
+__all__ = ["Activity", "AttentionCounts", "Trace", "trace_run", "active_neurons", "attention_accumulates",
+           "NeuronCounts", "SynapseCounts", "count_activity", "merge"]
