@@ -23,8 +23,6 @@ Conventions that the comparison has to line up (NeuroBench behaviour read from i
 """
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
@@ -36,11 +34,12 @@ from neurobench.models import TorchModel
 
 from snncompile.frontend import export
 from snncompile.frontend.nir_import import from_nir
-from snncompile.ir import SPIKE, Graph, Node, run_graph
+from snncompile.ir import SPIKE, Graph
 from snncompile.nn.neurons import MultiStepLIF
 from snncompile.nn.seq import PerStep
 from snncompile.passes import lower_to_loihi
 from snncompile.report.counts import count_activity
+from snncompile.sim import run_graph
 from snncompile.sim.dataset import graph_feeds
 
 from conftest import shared_path
@@ -133,8 +132,8 @@ def exported(net: nn.Module, x: torch.Tensor, kind: str) -> tuple[Graph, dict]:
 
 
 class GraphTwin(nn.Module):
-    """A torch model of an IR graph for NeuroBench: the graph runs in our interpreter, and every synapse
-    node first passes its input through a bias-free ``nn.Linear`` / ``nn.Conv2d`` holding the node's
+    """A torch model of an IR graph for NeuroBench: the graph runs in our interpreter, whose observer passes
+    every synapse node's input through a bias-free ``nn.Linear`` / ``nn.Conv2d`` holding the node's
     weights (per-step frames ``[T*B, ...]`` for a stream, ``[B, ...]`` once for a static node).
 
     NeuroBench reads only a connection layer's input and weights, so these layers show it exactly what
@@ -143,17 +142,14 @@ class GraphTwin(nn.Module):
 
     def __init__(self, graph: Graph):
         super().__init__()
+        self.graph = graph
         self.layers = nn.ModuleList()
         types = graph.types()
-        nodes = {}
+        self.taps: dict[str, tuple[nn.Module, bool]] = {}  # synapse node -> its layer, whether it reads a stream
         for name, node in graph.nodes.items():
-            op = node.op
-            if op.WORK == "synaptic":
-                layer = self._layer(op)
-                self.layers.append(layer)
-                op = self._tapped(copy.copy(op), layer, types[node.inputs[0]].time == "stream")
-            nodes[name] = Node(op, node.inputs)
-        self.graph = Graph(nodes=nodes, outputs=graph.outputs, time_steps=graph.time_steps, history=graph.history)
+            if node.op.WORK == "synaptic":
+                self.taps[name] = (self._layer(node.op), types[node.inputs[0]].time == "stream")
+                self.layers.append(self.taps[name][0])
         (self.input,) = graph.inputs()
         self.stream = types[self.input].time == "stream"
 
@@ -168,23 +164,15 @@ class GraphTwin(nn.Module):
         layer.weight.data.copy_(w)
         return layer
 
-    @staticmethod
-    def _tapped(op, layer: nn.Module, stream: bool):
-        # the interpreter calls _run_delayed where the op has one (the integer synapses; their run goes
-        # through it too), else run: tap exactly one so each node reaches NeuroBench once per forward
-        method = "_run_delayed" if stream and hasattr(op, "_run_delayed") else "run"
-        inner = getattr(type(op), method)
-
-        def tapped(x, *rest):
-            layer(x.flatten(0, 1).to(torch.float32) if stream else x.to(torch.float32))
-            return inner(op, x, *rest)
-
-        object.__setattr__(op, method, tapped)
-        return op
+    def _tap(self, name: str, op, inputs: list[torch.Tensor], value: torch.Tensor, traces) -> None:
+        """The interpreter's observer: each synapse node's input reaches NeuroBench once per forward."""
+        if name in self.taps:
+            layer, stream = self.taps[name]
+            layer(inputs[0].flatten(0, 1).to(torch.float32) if stream else inputs[0].to(torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feed = x.transpose(0, 1).contiguous() if self.stream else x
-        return run_graph(self.graph, {self.input: feed})[self.graph.outputs[0]]
+        return run_graph(self.graph, {self.input: feed}, observer=self._tap)[self.graph.outputs[0]]
 
 
 def sinabs_cnn(spikes: bool) -> tuple[Graph, torch.Tensor]:

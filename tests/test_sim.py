@@ -14,9 +14,9 @@ import torch
 import snncompile
 from snncompile.data import load_dataset
 from snncompile.frontend import export
-from snncompile.ir import SPIKE, Graph, Node, int_type
+from snncompile.ir import SPIKE, Graph, Node, int_type, interpret
 from snncompile.ir import io as ir_io
-from snncompile.ir.ops import LIF, Input, LoihiLIF, Output
+from snncompile.ir.ops import LIF, Input, IntDense, LoihiLIF, Output
 from snncompile.nn.record import record_spikes
 from snncompile.sim import EvalResult, evaluate_graph, graph_feeds, run_graph, simulate
 from snncompile.zoo.registry import find_entry
@@ -92,6 +92,38 @@ def test_loihi_neuron_records_currents_and_voltages():
     assert torch.equal(res.outputs["out"], run_graph(graph, {"in": x})["out"])
     with pytest.raises(ValueError, match="record"):
         simulate(graph, {"in": x}, record=("voltages",))
+    assert "simulate" not in vars(lif) and "run" not in vars(lif)  # recorded through the observer, not patched
+
+
+def test_observer_sees_every_node_once_with_its_inputs_value_and_the_asked_traces():
+    rng = np.random.default_rng(3)
+    lif = LoihiLIF(current_decay=1024, voltage_decay=512, vth=10)
+    graph = Graph(nodes={"in": Node(Input(shape=(4,), dtype=SPIKE)),
+                         "d": Node(IntDense(weight=rng.integers(-60, 60, size=(5, 4)), delay=1), ("in",)),
+                         "lif": Node(lif, ("d",)), "lif2": Node(lif, ("d",)),
+                         "out": Node(Output(), ("lif",))}, outputs=("out",), time_steps=7)
+    x = torch.from_numpy((rng.random((5, 3, 4)) < 0.5).astype(np.float32))
+    seen = []
+    values = run_graph(graph, {"in": x}, keep="all", observer=lambda *call: seen.append(call), states=["lif"])
+    assert [call[0] for call in seen] == graph.topo_order()
+    for name, op, inputs, value, traces in seen:
+        assert op is graph.op(name) and value is values[name]
+        assert len(inputs) == len(graph.nodes[name].inputs)
+        assert all(a is values[s] for a, s in zip(inputs, graph.nodes[name].inputs))
+        assert traces == () or name == "lif"  # only the asked node's traces
+    _, u, v = lif.simulate(values["d"])
+    traces = next(call[4] for call in seen if call[0] == "lif")
+    assert len(traces) == 2 and torch.equal(traces[0], u) and torch.equal(traces[1], v)
+    # the interpreter evaluates an op type by the kernel its table names, and the reference without one
+    calls = []
+
+    def spy(op, args, delay, states):
+        calls.append((op, delay, states))
+        return interpret.reference(op, args, delay, states)
+
+    plain = interpret.run_graph(graph, {"in": x}, keep="all", kernels={IntDense: spy}, states=["lif"])
+    assert calls == [(graph.op("d"), 1, False)]
+    assert all(torch.equal(plain[n], values[n]) for n in graph.nodes)
 
 
 def test_evaluation_reproduces_the_float_models_accuracy(digits, full_eval):

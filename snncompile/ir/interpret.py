@@ -3,12 +3,13 @@ exact int64 for the integer (Loihi) nodes; see the tensor convention in ``ops/ba
 
 How a node is evaluated is pluggable: a *kernel table* maps op types to functions computing the same values
 faster (the simulator's exact integer kernels, ``snncompile.sim.kernels``); op types it does not name are
-evaluated by :func:`reference`.
+evaluated by :func:`reference`. An *observer* sees every node's inputs, value and, where asked, the state
+traces its evaluation computed (a neuron's currents and voltages), so one run serves recording and counting.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Collection, Iterator, Mapping, Sequence
 
 import torch
 
@@ -20,6 +21,9 @@ from .ops.base import Op
 #: only of ops that have ``simulate``) also the state traces ``simulate`` returns after its output, in the op's
 #: own time, else ``()``. A kernel must equal :func:`reference` exactly.
 Kernel = Callable[[Op, Sequence[torch.Tensor], int, bool], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
+#: ``observer(name, op, inputs, value, traces)``, called once per node in topological order (an Input node with
+#: no inputs and its fed value); ``traces`` as a kernel returns them (``()`` unless the node's were asked for).
+Observer = Callable[[str, Op, list[torch.Tensor], torch.Tensor, tuple[torch.Tensor, ...]], None]
 
 
 def delayed(x: torch.Tensor, steps: int) -> torch.Tensor:
@@ -73,13 +77,16 @@ def evaluate(op: Op, args: Sequence[torch.Tensor], *, stream: bool, states: bool
 
 
 def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs", *,
-              kernels: Mapping[type[Op], Kernel] | None = None) -> dict[str, torch.Tensor]:
+              kernels: Mapping[type[Op], Kernel] | None = None, observer: Observer | None = None,
+              states: Collection[str] = ()) -> dict[str, torch.Tensor]:
     """Run ``graph`` on ``feeds`` (Input node name -> tensor; ``[B, ...]`` static, ``[T, B, ...]`` stream).
 
     ``keep="outputs"`` returns the graph outputs; ``keep="all"`` every node's value (for tracing).
     A stream fed with fewer timesteps than ``graph.time_steps`` is padded with zeros (a scheduled graph
     runs longer than its input lasts, draining its pipeline). ``kernels``: op type -> :data:`Kernel` for the
     op types not evaluated by :func:`reference` (``snncompile.sim.run_graph`` passes the fast exact ones).
+    ``observer``: called with every node as it is evaluated (:data:`Observer`); ``states``: the nodes whose
+    state traces it receives (those of an op with ``simulate``; others get ``()``).
     """
     graph.validate()
     missing = [n for n in graph.inputs() if n not in feeds]
@@ -88,6 +95,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
         raise ValueError(f"feeds must name exactly the graph inputs {graph.inputs()}; "
                          f"missing {missing}, unknown {unknown}")
     values: dict[str, torch.Tensor] = {}
+    states = set(states)
     types = graph.types()
     order = graph.topo_order()
     # unless every value is kept, drop each one after its last consumer has run (peak memory)
@@ -103,10 +111,14 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
             stream = types[name].time == "stream"
             if name in feeds:
                 values[name] = _drained(feeds[name], graph.time_steps) if stream else feeds[name]
+                if observer is not None:
+                    observer(name, node.op, [], values[name], ())
                 continue
             args = [values[s] for s in node.inputs]
-            values[name] = evaluate(node.op, args, stream=stream, kernels=kernels)[0]
-            del args
+            values[name], traces = evaluate(node.op, args, stream=stream, states=name in states, kernels=kernels)
+            if observer is not None:
+                observer(name, node.op, args, values[name], traces)
+            del args, traces
             for s in last_use.get(name, ()):
                 del values[s]
     if keep == "all":

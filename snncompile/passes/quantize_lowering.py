@@ -7,11 +7,12 @@ import math
 import numpy as np
 import torch
 
-from ..ir import Graph, Node, run_graph
+from ..ir import Graph, Node
 from ..ir.ops import (Add, Conv2d, Delay, Input, IntAdd, IntConv2d, IntDense, IntShift, Linear, LoihiLIF,
                       LoihiTernaryLIF, MaxPool2d, Quantize, ReLU, Repeat, Scale, TemporalWindow, TernaryLIF,
                       TimeMean, TokenMean, TokenSum)
 from ..ir.ops.loihi import DECAY_UNITY, STATE_BITS
+from ..sim import run_graph
 from ..targets import load_target
 from .pipeline import PassContext
 from .quantize_formats import (WEIGHT_LIMIT, float_threshold, integer_bias, integer_weights, is_float_neuron,

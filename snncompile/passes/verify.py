@@ -31,7 +31,7 @@ import torch
 
 from ..ir import Graph
 from ..ir.interpret import delayed
-from ..sim import run_graph
+from ..sim import evaluate_node, run_graph
 from .pipeline import PassContext, PassError, Pass, run_pipeline
 
 
@@ -144,17 +144,12 @@ def _compare(ref: torch.Tensor, cand: torch.Tensor, kind: str, scale: float, dty
 def _run_node(graph: Graph, name: str, args: list[torch.Tensor], types,
               membrane: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The node's output as ``run_graph`` computes it and, with ``membrane``, a neuron's post-reset
-    membrane (the last value of its ``simulate``)."""
-    op = graph.op(name)
-    if not op.INTEGER_INPUTS:
-        args = [a if a.is_floating_point() else a.to(torch.float32) for a in args]
+    membrane (the last of its state traces), delayed as its output."""
+    op, stream = graph.op(name), types[name].time == "stream"
     with torch.no_grad():
-        out = op.run(*args)
-        v = op.simulate(*args)[-1] if membrane else None
-    if types[name].time == "stream":
-        out = delayed(out, op.delay)
-        v = None if v is None else delayed(v, op.delay)
-    return out, v
+        out, traces = evaluate_node(op, args, stream=stream, states=membrane)
+    v = traces[-1] if traces else None
+    return out, (delayed(v, op.delay) if v is not None and stream else v)
 
 
 def _from_offset(x: torch.Tensor, offset: int, steps: int) -> torch.Tensor:

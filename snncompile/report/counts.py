@@ -1,7 +1,7 @@
 """Exact activity counts of one simulation run: plain integers per node and per timestep, no prices.
 
 :func:`count_activity` runs a graph once (:func:`snncompile.sim.run_graph`, every value kept, neuron state
-traces recorded by a hook on the neuron's own ``simulate``) and counts, summed over the batch (the number of
+traces handed to its observer by the neurons' evaluation) and counts, summed over the batch (the number of
 samples is recorded, so per-sample figures are a division away):
 
 Spikes (:class:`snncompile.sim.run.NodeCounts`, every spiking node): ``spikes[t]`` non-zero outputs (a
@@ -52,7 +52,6 @@ Counts are kept apart from prices: an :class:`Activity` can be re-priced without
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field, fields
 from typing import Iterable, Mapping
@@ -61,9 +60,8 @@ import numpy as np
 import torch
 
 from ..ir import Graph
-from ..ir.graph import Node
 from ..ir.ops.support import WORK_KINDS
-from ..sim.run import NodeCounts, _recording, count_spikes, run_graph, spiking_nodes
+from ..sim.run import NodeCounts, count_spikes, run_graph, spiking_nodes
 
 
 def _ints(x: torch.Tensor) -> tuple[int, ...]:
@@ -305,26 +303,17 @@ class Trace:
 
 def trace_run(graph: Graph, feeds: Mapping[str, torch.Tensor]) -> Trace:
     """Run ``graph`` once on a batch (``feeds`` as for :func:`run_graph`), keeping every value and each
-    neuron's active updates (state traces recorded by a hook on the neuron's own ``simulate``)."""
-    sinks: dict[str, dict] = {}
-    nodes = {}
-    for name, node in graph.nodes.items():
-        op = node.op
-        if hasattr(op, "simulate"):
-            sinks[name] = {}
-            op = _recording(copy.copy(op), sinks[name])  # a copy: the graph's node stays as it is
-        nodes[name] = Node(op, node.inputs)
-    shadow = Graph(nodes=nodes, outputs=graph.outputs, time_steps=graph.time_steps, history=graph.history)
-    values = run_graph(shadow, feeds, keep="all")
+    neuron's active updates (from the state traces its evaluation hands the observer)."""
     types = graph.types()
+    neurons = [n for n, node in graph.nodes.items()
+               if hasattr(node.op, "simulate") and types[node.inputs[0]].time == "stream"]
     active = {}
-    for name in sinks:
-        src = graph.nodes[name].inputs[0]
-        if types[src].time == "stream":
-            op, states = graph.op(name), sinks[name].get("states")
-            if states is None:  # run() did not go through simulate(): one extra run of this neuron
-                states = type(op).simulate(op, values[src])[1:]
-            active[name] = active_neurons(op, values[src], states)
+
+    def observe(name: str, op, inputs, value: torch.Tensor, traces: tuple[torch.Tensor, ...]) -> None:
+        if traces:
+            active[name] = active_neurons(op, inputs[0], traces)
+
+    values = run_graph(graph, feeds, keep="all", observer=observe, states=neurons)
     first = graph.inputs()[0] if graph.inputs() else None
     samples = 0 if first is None else values[first].shape[1 if types[first].time == "stream" else 0]
     return Trace(values, active, types, samples)

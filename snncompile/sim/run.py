@@ -1,25 +1,21 @@
 """Reference simulator: run a graph (float or lowered integer) on a batch and record what it did.
 
 :func:`run_graph` is the IR's interpreter (:func:`snncompile.ir.interpret.run_graph`) with the simulator's
-fast exact kernels (:mod:`snncompile.sim.kernels`): every node's arithmetic is its op's own ``run`` (and, for
-neurons, ``simulate``); nothing here re-implements a node. Membranes are recorded by a hook rather than
-by running neurons twice: the graph is shallow-copied and, on each neuron node whose membranes are
-wanted, the copy's ``simulate`` is shadowed by a wrapper that calls the class's ``simulate``, keeps
-its state traces and returns them unchanged, so the op's own ``run`` (which calls ``simulate``) does the
-work once. An op whose ``run`` does not go through ``simulate`` gets one extra ``simulate`` call (the
-only case that costs a second run of a node).
+fast exact kernels (:mod:`snncompile.sim.kernels`): the values of every node are its op's reference
+semantics exactly, computed faster. :func:`simulate` records a run through the interpreter's observer,
+which sees each node's value and, for a neuron whose membranes are wanted, the state traces its evaluation
+computed anyway: one run of every node, nothing patched.
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Collection, Iterable, Mapping
 
 import torch
 
-from ..ir import Graph, interpret
-from ..ir.graph import Node
+from ..ir import Graph
+from ..ir import interpret
 from .kernels import KERNELS
 
 RECORDABLE = ("spikes", "membranes")
@@ -109,31 +105,17 @@ def count_spikes(trace: torch.Tensor, op: str) -> NodeCounts:
                       spikes=tuple(int(v) for v in per_step.tolist()))
 
 
-def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs") -> dict[str, torch.Tensor]:
+def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs", *,
+              observer: interpret.Observer | None = None, states: Collection[str] = ()) -> dict[str, torch.Tensor]:
     """:func:`snncompile.ir.interpret.run_graph` with the fast exact kernels (same arguments, same values)."""
-    return interpret.run_graph(graph, feeds, keep, kernels=KERNELS)
+    return interpret.run_graph(graph, feeds, keep, kernels=KERNELS, observer=observer, states=states)
 
 
-def _on_device(op, device: torch.device):
-    """A shallow copy of ``op`` whose ``Op.tensor`` parameters live on ``device``."""
-    clone = copy.copy(op)
-    if device.type != "cpu":
-        clone.__dict__["_tensors"] = {k: v.to(device) for k, v in op._tensors.items()}
-    return clone
-
-
-def _recording(op, sink: dict):
-    """Shadow ``op.simulate`` (an instance attribute over the class method) so that the op's own
-    ``run`` records the state traces it computes anyway."""
-    inner = type(op).simulate
-
-    def simulate(x_seq):
-        result = inner(op, x_seq)
-        sink["states"] = result[1:]
-        return result
-
-    object.__setattr__(op, "simulate", simulate)
-    return op
+def evaluate_node(op, args: list[torch.Tensor], *, stream: bool, states: bool = False
+                  ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """One node as :func:`run_graph` evaluates it (:func:`snncompile.ir.interpret.evaluate` with the fast
+    exact kernels): its value and, with ``states``, the state traces of an op that has ``simulate``."""
+    return interpret.evaluate(op, args, stream=stream, states=states, kernels=KERNELS)
 
 
 def simulate(graph: Graph, feeds: Mapping[str, torch.Tensor], *, record: Iterable[str] = ("spikes",),
@@ -148,34 +130,19 @@ def simulate(graph: Graph, feeds: Mapping[str, torch.Tensor], *, record: Iterabl
     unknown = [r for r in record if r not in RECORDABLE]
     if unknown:
         raise ValueError(f"record takes {RECORDABLE}, got {unknown}")
-    device = torch.device(device)
-    spiking = spiking_nodes(graph)
-    sinks: dict[str, dict] = {}
-    nodes = {}
-    for name, node in graph.nodes.items():
-        op = node.op
-        if device.type != "cpu" or ("membranes" in record and hasattr(op, "simulate")):
-            op = _on_device(op, device)
-        if "membranes" in record and hasattr(op, "simulate"):
-            sinks[name] = {}
-            op = _recording(op, sinks[name])
-        nodes[name] = Node(op, node.inputs)
-    shadow = Graph(nodes=nodes, outputs=graph.outputs, time_steps=graph.time_steps, history=graph.history)
-    values = run_graph(shadow, {k: v.to(device) for k, v in feeds.items()}, keep="all")
+    spiking = set(spiking_nodes(graph))
+    neurons = [n for n, node in graph.nodes.items() if hasattr(node.op, "simulate")] if "membranes" in record else []
+    result = SimResult(outputs={})
 
-    result = SimResult(outputs={n: values[n] for n in graph.outputs})
-    for name in spiking:
-        result.counts[name] = count_spikes(values[name], graph.op(name).type_name())
-        if "spikes" in record:
-            result.spikes[name] = values[name]
-    for name, sink in sinks.items():
-        if "states" not in sink:  # run() did not go through simulate(): the one documented extra run
-            args = [values[s] for s in graph.nodes[name].inputs]
-            if not graph.op(name).INTEGER_INPUTS:
-                args = [a if a.is_floating_point() else a.to(torch.float32) for a in args]
-            sink["states"] = type(graph.op(name)).simulate(nodes[name].op, *args)[1:]
-        states = sink["states"]
-        result.membranes[name] = states[-1]
-        if len(states) > 1:
-            result.currents[name] = states[0]
+    def observe(name: str, op, inputs, value: torch.Tensor, traces: tuple[torch.Tensor, ...]) -> None:
+        if name in spiking:
+            result.counts[name] = count_spikes(value, op.type_name())
+            if "spikes" in record:
+                result.spikes[name] = value
+        if traces:
+            result.membranes[name] = traces[-1]
+            if len(traces) > 1:
+                result.currents[name] = traces[0]
+
+    result.outputs = run_graph(graph, {k: v.to(device) for k, v in feeds.items()}, observer=observe, states=neurons)
     return result

@@ -228,7 +228,7 @@ class LUTAttention(Op):
     def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         T, B, C, Hs, Ws = q.shape
         qh, kh, vh = (split_heads(t, self.heads) for t in (q, k, v))
-        f, _, _ = lut_lookup(self.tensor("table"), torch.matmul(qh, kh.transpose(-2, -1)))
+        f, _, _ = lut_lookup(self.tensor("table").to(q.device), torch.matmul(qh, kh.transpose(-2, -1)))
         return merge_heads(torch.matmul(f, vh) * self.scale).reshape(T, B, C, Hs, Ws)
 
     reads = _product_reads
@@ -268,7 +268,7 @@ class TemporalWindow(Op):
         return TensorType(x.shape, int_type(_bits(bound) + signed, signed=signed))
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        return attenuated_window(x.to(torch.float32), self.tensor("weights").to(torch.float32))
+        return attenuated_window(x.to(torch.float32), self.tensor("weights").to(x.device, torch.float32))
 
     def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
         if out.dtype.kind == "float" or inputs[0] is None:

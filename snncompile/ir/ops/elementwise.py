@@ -110,5 +110,5 @@ class Scale(Op):
         return TensorType(x.shape, FLOAT32, x.time)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.tensor("scale").to(x.dtype) if isinstance(self.scale, np.ndarray) else self.scale
+        scale = self.tensor("scale").to(x) if isinstance(self.scale, np.ndarray) else self.scale  # x's dtype and device
         return x * scale

@@ -320,7 +320,7 @@ class ScoreLUT(_ProvenRange):
         return Interval(int(reachable.min()), int(reachable.max()))
 
     def run(self, a: torch.Tensor) -> torch.Tensor:
-        return lut_lookup(self.tensor("table").to(torch.int64), as_int64(a, "scores"))[0]
+        return lut_lookup(self.tensor("table").to(a.device, torch.int64), as_int64(a, "scores"))[0]
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

@@ -20,7 +20,7 @@ _LAVA_FLOAT_NEURON = ("a float neuron: the lowering (normalize_neurons, quantize
 
 def _param(op: Op, name: str, like: torch.Tensor):
     value = getattr(op, name)
-    return op.tensor(name).to(like.dtype) if isinstance(value, np.ndarray) else value
+    return op.tensor(name).to(like) if isinstance(value, np.ndarray) else value  # like's dtype and device
 
 
 def _neuron_problems(op, shape_fields: Sequence[str]) -> list[str]:
@@ -181,7 +181,7 @@ class CubaLIF(Op):
 
     def simulate(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Spikes, currents ``i`` and post-reset membranes ``v`` ``[T, B, ...]``."""
-        p = {k: self.tensor(k).to(x_seq.dtype) for k in self.arrays()}
+        p = {k: self.tensor(k).to(x_seq) for k in self.arrays()}  # x_seq's dtype and device
         i = torch.zeros_like(x_seq[0])
         v = torch.zeros_like(x_seq[0]) + p["v_reset"]
         spikes, currents, membranes = [], [], []
