@@ -6,10 +6,7 @@ unscheduled graph's data fill its whole run.
 """
 from __future__ import annotations
 
-import dataclasses
-
 from .graph import Graph, Node
-from .ops import IntConv2d, IntDense, KVOuterAccumulate, Repeat, TimeMean
 
 
 def delay_latencies(graph: Graph) -> dict[str, int]:
@@ -41,11 +38,12 @@ def output_window(graph: Graph, name: str) -> tuple[int, int]:
 
 
 def unschedule(graph: Graph) -> Graph:
-    """The graph before ``schedule``: its delay lines removed, every delay and time alignment back to 0,
-    ``T`` steps, no schedule, and its history without the schedule step's entry (the graph is again the
-    one that step received). Node values equal the scheduled graph's from their latency on (the
-    schedule's guarantee), so a simulator that needs no step-for-step timing (accuracy, a data set's
-    outputs) can run this. An unscheduled graph is returned as it is."""
+    """The graph before ``schedule``: its delay lines removed, every node as its op's ``unscheduled(T)``
+    gives it (no delay, its absolute-time fields back to the data window), ``T`` steps, no schedule, and its
+    history without the schedule step's entry (the graph is again the one that step received). Node values
+    equal the scheduled graph's from their latency on (the schedule's guarantee), so a simulator that needs
+    no step-for-step timing (accuracy, a data set's outputs) can run this. An unscheduled graph is returned
+    as it is."""
     timing = graph.schedule
     if timing is None:
         return graph
@@ -58,16 +56,7 @@ def unschedule(graph: Graph) -> Graph:
     for name, node in graph.nodes.items():
         if name in lines:
             continue
-        op, changes = node.op, {"delay": 0}
-        if isinstance(op, KVOuterAccumulate):
-            changes["block_offset"] = 0
-        if isinstance(op, (IntDense, IntConv2d)) and op.bias is not None:
-            changes["bias_start"] = 0
-        if isinstance(op, TimeMean):
-            changes.update(start=0, steps=0)
-        if isinstance(op, Repeat):
-            changes.update(time_steps=steps, data_steps=0)
-        nodes[name] = Node(dataclasses.replace(op, **changes), tuple(map(source, node.inputs)))
+        nodes[name] = Node(node.op.unscheduled(steps), tuple(map(source, node.inputs)))
     entry = next((h for h in reversed(graph.history) if h.name == "schedule"), None)
     scales = None if graph.scales is None else {n: s for n, s in graph.scales.items() if n not in lines}
     return Graph(nodes=nodes, outputs=tuple(map(source, graph.outputs)), time_steps=steps,

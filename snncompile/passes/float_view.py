@@ -13,11 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node
-from ..ir.ops import (LIF, Add, Conv2d, Delay, IntAdd, IntConv2d, IntDense, IntShift, Linear, LoihiLIF,
-                      LoihiTernaryLIF, Quantize, Scale, TemporalWindow, TernaryLIF, TokenMean, TokenSum)
+from ..ir.ops import (LIF, Add, Conv2d, Delay, IntAdd, IntDense, IntShift, Linear, LoihiLIF, Quantize, Scale,
+                      TemporalWindow, TernaryLIF, TokenMean, TokenSum, ops_where)
 from ..ir.ops.loihi import ACT_SHIFT, DECAY_UNITY
 
-_INTEGER_OPERANDS = "snncompile.ir.ops.int_attention"  # node types that take integers only
+SYNAPSES = ops_where(ROLE="synapse", INTEGER_INPUTS=True)
+NEURONS = ops_where(ROLE="neuron", INTEGER_INPUTS=True)
+# products of integer activations: they compute on the integer grid whatever the float view feeds them
+INTEGER_OPERANDS = ops_where(ROLE="accumulate", INTEGER_INPUTS=True)
 
 
 def _neuron(op, scale: float):
@@ -50,9 +53,9 @@ def float_view(integer: Graph) -> Graph:
         node = integer.nodes[name]
         op, inputs = node.op, node.inputs
         s_in = s(inputs[0]) if inputs else 1.0
-        if isinstance(op, (IntDense, IntConv2d)):
+        if isinstance(op, SYNAPSES):
             nodes[name] = Node(_synapse(op, s_in, s(name)), inputs)
-        elif isinstance(op, (LoihiLIF, LoihiTernaryLIF)):
+        elif isinstance(op, NEURONS):
             nodes[name] = Node(_neuron(op, s_in), inputs)
         elif isinstance(op, IntAdd):
             nodes[name] = Node(Add(), inputs)
@@ -70,7 +73,7 @@ def float_view(integer: Graph) -> Graph:
             nodes[name] = Node(Scale(scale=op.scale), (f"{name}.int",))
         elif isinstance(op, TemporalWindow) and op.weights.dtype.kind in "iu":
             nodes[name] = Node(TemporalWindow(weights=(op.weights * s(name) / s_in).astype(np.float32)), inputs)
-        elif type(op).__module__ == _INTEGER_OPERANDS:
+        elif isinstance(op, INTEGER_OPERANDS):
             nodes[name] = Node(op, tuple(_requantised(nodes, integer, i, s(i)) for i in inputs))
         else:
             nodes[name] = Node(op, inputs)

@@ -7,13 +7,14 @@ import dataclasses
 import numpy as np
 
 from ..ir import Graph, Node
-from ..ir.ops import LIF, TernaryLIF
+from ..ir.ops import LIF, family
 from .pipeline import PassContext, as_pass
 from .verify import Alignment
 from .rewrite import Edit, rewrite_graph
 
-# Exact types: a subclass may fire or reset by its own rule, which the rescaling below knows nothing of.
-NEURON_TYPES = (LIF, TernaryLIF)
+# The registered neurons of LIF's form (its fields and equations; TernaryLIF fires both ways by them), by
+# exact type: a node of an unregistered subclass may fire or reset by a rule the rescaling knows nothing of.
+NEURON_TYPES = tuple(op for op in family("neuron") if issubclass(op, LIF))
 
 
 def normalize_blocker(op: LIF) -> str | None:
@@ -126,7 +127,7 @@ def _align(before: Graph, after: Graph) -> Alignment:
     """A normalised membrane is ``c`` times the original: ``v / c`` is in the original's units."""
     scales = {}
     for name, node in after.nodes.items():
-        if name in before.nodes and node.op is not before.op(name) and type(node.op) in (LIF, TernaryLIF):
+        if name in before.nodes and node.op is not before.op(name) and type(node.op) in NEURON_TYPES:
             c = np.asarray(membrane_scale(before.op(name)), np.float64)
             if c.size == 1 or np.ptp(c) == 0:
                 scales[name] = 1.0 / float(c.flat[0])

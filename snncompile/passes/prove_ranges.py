@@ -11,15 +11,15 @@ from dataclasses import dataclass
 
 from ..ir import Graph, Node, TensorType
 from ..ir.interval import Interval
-from ..ir.ops import Delay, IntAdd, IntConv2d, IntDense, IntShift, LoihiLIF, LoihiTernaryLIF, Output
+from ..ir.ops import Output, ops_where
 from ..ir.ops.loihi import ACT_SHIFT, STATE_BITS
 from ..targets import Target, load_target
 from .pipeline import PassContext, as_pass
 
-NEURONS = (LoihiLIF, LoihiTernaryLIF)
-SYNAPSES = (IntDense, IntConv2d)
+NEURONS = ops_where(ROLE="neuron", INTEGER_INPUTS=True)
+SYNAPSES = ops_where(ROLE="synapse", INTEGER_INPUTS=True)
 # In-core arithmetic on synaptic sums: Lava adds every a_in port, shifts and delays inside the core.
-DENDRITIC = (IntAdd, IntShift, Delay)
+DENDRITIC = ops_where(DENDRITIC=True)
 
 STATE_LIMIT = (1 << (STATE_BITS - 1)) - 1        # |u| and |v| within signed 24 bits, u clear of its wrap
 INPUT_LIMIT = (1 << (STATE_BITS - 1 - ACT_SHIFT)) - 1   # |a| < 2^17: a << 6 stays within 24 bits

@@ -6,15 +6,14 @@ import math
 
 import numpy as np
 
-from ..ir.ops import LIF, TernaryLIF
 from ..ir.ops.loihi import BIAS_MANT_RANGE, DECAY_UNITY, lava_effective_weights
-from .normalize_neurons import normalize_blocker
+from .normalize_neurons import NEURON_TYPES, normalize_blocker
 
 WEIGHT_LIMIT = 254          # Lava mixed-sign 8-bit weights: even values in [-256, 254]
 
 
 def is_float_neuron(op) -> bool:
-    return type(op) in (LIF, TernaryLIF)
+    return type(op) in NEURON_TYPES
 
 
 def float_threshold(op) -> float:

@@ -6,9 +6,9 @@ answer once the last step of its block is in. Converging paths of different leng
 identity against the attention branch; Q against ``KᵀV``) must therefore be re-aligned with delay lines.
 This pass:
 
-1. sets every synapse's ``delay`` to the target's (``synapse_delay``, 1 for Lava) and every
-   ``KVOuterAccumulate``'s to ``block - 1``; other nodes keep theirs (0: they answer on the step their
-   inputs arrive);
+1. sets each node's ``delay`` and absolute-time fields as its op's ``scheduled(...)`` declares them
+   (``snncompile.ir.ops``): a synapse takes the target's delay (``synapse_delay``, 1 for Lava), a
+   ``KVOuterAccumulate`` ``block - 1``; other nodes answer on the step their inputs arrive;
 2. computes each node's *latency* (steps from the graph's input to its output) and inserts a ``Delay``
    node ``<source>.delay<k>`` on every input that would arrive ``k`` steps early;
 3. aligns what depends on absolute time: a temporal block starts at its input's latency
@@ -30,36 +30,12 @@ import dataclasses
 
 from ..ir import Graph, Node
 from ..ir.graph import Schedule
-from ..ir.ops import Delay, IntConv2d, IntDense, Repeat, TimeMean
-from ..ir.ops.int_attention import KVOuterAccumulate
+from ..ir.ops import Delay
 from ..ir.timing import delay_latencies
 from .pipeline import PassContext, as_pass
 from .verify import Alignment
 
-SYNAPSES = (IntDense, IntConv2d)
 DEFAULTS = {"synapse_delay": 1}
-
-
-def _own_delay(op, synapse_delay: int) -> int:
-    if isinstance(op, SYNAPSES):
-        return synapse_delay
-    if isinstance(op, KVOuterAccumulate):
-        return op.block - 1
-    return op.delay
-
-
-def _timed(op, arrival: int, data_steps: int, run_steps: int, synapse_delay: int):
-    """``op`` with its delay and absolute-time fields set for inputs that arrive at step ``arrival``."""
-    changes = {"delay": _own_delay(op, synapse_delay)} if "delay" in {f.name for f in dataclasses.fields(op)} else {}
-    if isinstance(op, KVOuterAccumulate):
-        changes["block_offset"] = arrival
-    if isinstance(op, SYNAPSES) and op.bias is not None:
-        changes["bias_start"] = arrival
-    if isinstance(op, TimeMean):
-        changes.update(start=arrival, steps=data_steps)
-    if isinstance(op, Repeat):
-        changes.update(time_steps=run_steps, data_steps=data_steps)
-    return dataclasses.replace(op, **changes)
 
 
 def _report(before: Graph, after: Graph) -> dict:
@@ -93,10 +69,11 @@ def schedule(graph: Graph, ctx: PassContext) -> Graph:
     types = graph.types()
     timed: dict[str, Node] = {}
     lat: dict[str, int] = {}
+    arrivals: dict[str, int] = {}
     for name in graph.topo_order():
         node = graph.nodes[name]
         streams = [s for s in node.inputs if types[s].time == "stream"]
-        arrival = max((lat[s] for s in streams), default=0)
+        arrival = arrivals[name] = max((lat[s] for s in streams), default=0)
         inputs = []
         for src in node.inputs:
             early = arrival - lat[src] if src in streams else 0
@@ -105,7 +82,8 @@ def schedule(graph: Graph, ctx: PassContext) -> Graph:
                 timed.setdefault(line, Node(Delay(delay=early), (src,)))
                 src = line
             inputs.append(src)
-        op = _timed(node.op, arrival, data_steps, data_steps, synapse_delay)
+        # the run's length is known once every latency is: layout nodes are scheduled again below
+        op = node.op.scheduled(arrival, data_steps, data_steps, synapse_delay)
         timed[name] = Node(op, tuple(inputs))
         lat[name] = arrival + op.delay if types[name].time == "stream" else 0
     run_steps = data_steps + max(lat.values(), default=0)
@@ -116,8 +94,9 @@ def schedule(graph: Graph, ctx: PassContext) -> Graph:
         for line in node.inputs:
             if line not in graph.nodes:
                 nodes[line], lines[line] = timed[line], timed[line].inputs[0]
-        if isinstance(node.op, Repeat):
-            node = Node(_timed(node.op, 0, data_steps, run_steps, synapse_delay), node.inputs)
+        if node.op.STEPPING == "layout":  # defines the time layout: it depends on the run's length
+            op = graph.op(name).scheduled(arrivals[name], data_steps, run_steps, synapse_delay)
+            node = Node(op, node.inputs)
         nodes[name] = node
     scales = None if graph.scales is None else {
         **graph.scales, **{line: graph.scales[src] for line, src in lines.items() if src in graph.scales}}
