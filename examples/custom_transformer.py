@@ -22,7 +22,7 @@ import yaml
 from snncompile import load_checkpoint
 from snncompile.config import ATTENTION_MODES, load_entry_file
 from snncompile.data import load_dataset
-from snncompile.report.job import JobReport, run_job
+from snncompile.job import JobReport, run_job
 from snncompile.train.trainer import train
 
 

@@ -25,7 +25,7 @@ from torch.utils.data import Subset
 from snncompile import LoadedCheckpoint, load_checkpoint
 from snncompile.config import ATTENTION_MODES, DATASETS, DataConfig
 from snncompile.data import load_dataset
-from snncompile.report.job import JobReport, run_job
+from snncompile.job import JobReport, run_job
 from snncompile.zoo.registry import find_entry
 
 DEMO_MODELS = {"statten": "statten-digits", "sdt": "sdsa-digits"}  # upstream repository -> shipped model

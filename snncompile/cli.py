@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from .backends.design_rules import DesignRuleError, check_or_raise
-from .backends.placement import PlacementError, load_placement, place, save_placement
+from .backends.design_rules import DesignRuleError
+from .backends.placement import PlacementError, load_placement, save_placement
 from .backends.nir_export import NIRExportError, expressible_nodes, nir_problems, write_nir
 from .backends.onnx import OnnxExportError, to_onnx
 from .backends.protocol import BackendError, get_backend
@@ -22,10 +22,10 @@ from .frontend import ExportError, export
 from .frontend.nir_import import NIRImportError, from_nir
 from .ir import GraphError
 from .ir import io as ir_io
-from .passes import PIPELINES, PassContext, PassError, lower_to_loihi, verify_pipeline
+from .job import SCHEMA, Compiled, CompileRecord, ModelSource, run_job, steps
+from .passes import PIPELINES, PassContext, PassError, verify_pipeline
 from .passes.verify import render, to_json as verify_json
 from .report.document import ReportError, load_report, reprice
-from .report.job import SCHEMA, run_job
 from .report.render import render_html, render_terminal
 from .sim.dataset import graph_feeds
 from .sim.distributed import launched
@@ -142,18 +142,20 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
             raise ConfigError(f"{artifact} was placed for {source['target']!r}, not {target!r}: compile it for "
                               f"{target!r} (snncompile compile ... --target {target})")
         graph = ir_io.load(artifact)
-        compiled, target = (graph, load_placement(artifact, graph)), source["target"]
+        record = CompileRecord(ModelSource(*(source[k] for k in ("model", "attention", "dataset", "data_root"))),
+                               source["target"])
+        compiled, target = Compiled(graph, load_placement(artifact, graph), record), source["target"]
         model, attention = source["model"], attention or source["attention"]
         dataset, data_root = dataset or source["dataset"], data_root or source["data_root"]
     loaded, data = _load(model, attention, dataset, data_root)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
     train_set, test_set = (load_dataset(data, loaded.config, split) for split in ("train", "test"))
-    steps = Console(stderr=True)
+    announce = Console(stderr=True)
     report = run_job(loaded, train_set, test_set, target=target or "loihi2", samples=samples,
                      lava_samples=lava_samples, lava_granularity=lava_granularity, lava_timeout=lava_timeout,
                      out_dir=out_dir, compiled=compiled, progress=True,
-                     step=lambda message: steps.print(f"[dim]{message}...[/]"))
+                     step=lambda message: announce.print(f"[dim]{message}...[/]"))
     for table in render_terminal(report.to_dict()):
         console.print(table)
     console.print(f"report: {report.files['report']} (JSON, schema {SCHEMA}); HTML page with plots: "
@@ -289,11 +291,6 @@ def _samples(data_set, count: int) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor([int(data_set[i][1]) for i in range(n)]))
 
 
-def _calibration(graph, loaded: LoadedCheckpoint, data: DataConfig, count: int) -> dict[str, torch.Tensor]:
-    """Calibration feeds: the first ``count`` training samples (never the test samples verified on)."""
-    return graph_feeds(graph, _samples(load_dataset(data, loaded.config, "train"), count)[0])
-
-
 def _pipeline(name: str):
     if name not in PIPELINES:
         raise ConfigError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
@@ -319,10 +316,10 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     """Lower a model to the integer graph a Loihi-style target runs (the `loihi` pipeline), place it on the
     target's cores, check the design rules (every violation is listed), and save graph and placement."""
     loaded, data = _load(model, attention, dataset, data_root)
-    graph = export(loaded.model)
-    lowered = lower_to_loihi(graph, _calibration(graph, loaded, data, calibration), target=target,
-                             dump_dir=dump_dir)
-    placement = place(lowered, target)
+    record = CompileRecord(ModelSource(model, attention, data.dataset, data.root), target, calibration, max_chips)
+    graph = steps.export(loaded)
+    compiled = steps.compile_graph(graph, load_dataset(data, loaded.config, "train"), record, dump_dir=dump_dir)
+    lowered, placement = compiled.graph, compiled.placement
     out = out or Path("runs") / f"{loaded.name or Path(model).stem}.loihi.snnir"
     out.parent.mkdir(parents=True, exist_ok=True)
     ir_io.save(lowered, out)
@@ -336,7 +333,9 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     console.print(table)
     console.print(f"wrote {out}: {lowered.time_steps} steps per sample ({graph.time_steps} data steps + latency)")
     console.print(f"wrote {placed}: {placement.cores_used} cores on {placement.chips_used} chip(s) of {target}")
-    check_or_raise(lowered, placement, load_target(target), max_chips=max_chips)
+    violations = steps.check_rules(compiled, load_target(target))
+    if violations:
+        raise DesignRuleError(violations, target)
     console.print("design rules: no violation")
 
 
@@ -360,12 +359,13 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON")) -> None:
     """Run a model through a pass pipeline and compare every stage with the previous one, node by node
     (spike agreement, membrane error, isolated and cumulative) and by accuracy."""
-    steps = _pipeline(pipeline)
+    passes = _pipeline(pipeline)
     loaded, data = _load(model, attention, dataset, data_root)
     x, labels = _samples(load_dataset(data, loaded.config, "test"), samples)
     graph = export(loaded.model)
-    ctx = PassContext(calibration=_calibration(graph, loaded, data, calibration), target=target)
-    report = verify_pipeline(graph, steps, ctx, graph_feeds(graph, x), labels)
+    train_set = load_dataset(data, loaded.config, "train")
+    ctx = PassContext(calibration=steps.calibration_feeds(graph, train_set, calibration), target=target)
+    report = verify_pipeline(graph, passes, ctx, graph_feeds(graph, x), labels)
     for table in render(report):
         console.print(table)
     if json_out:

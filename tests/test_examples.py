@@ -13,7 +13,7 @@ import torch
 
 from snncompile.config import load_entry_file
 from snncompile.ir import io as ir_io
-from snncompile.report.job import SCHEMA
+from snncompile.job import SCHEMA
 from snncompile.zoo.torchfile import read_torch_file
 
 from conftest import shared_path

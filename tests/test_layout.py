@@ -3,7 +3,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "snncompile"
-STAGES = ["resources", "targets", "config", "nn", "zoo", "data", "train", "ir", "sim", "frontend", "passes", "backends", "report", "cli"]
+STAGES = ["resources", "targets", "config", "nn", "zoo", "data", "train", "ir", "sim", "frontend", "passes", "backends", "report", "job", "cli"]
 
 
 def stage_of(module: str) -> str | None:

@@ -10,7 +10,6 @@ can be re-priced without re-simulating (issue #6).
   :func:`price_ann` the ANN equivalent.
 - ``latency``: :func:`estimate_latency`, the cycle-approximate step time, latency, throughput, mesh, message
   and static energy.
-- ``job``: :func:`run_job`, the main job behind ``snncompile run``, one JSON report (``SCHEMA``) and its page.
 - ``document``: the report as a document: :func:`load_report` reads and checks a file (its JSON schema),
   :func:`reprice` prices its counts for another target.
 - ``render``: the report as terminal tables and one self-contained HTML page.
@@ -19,11 +18,10 @@ from .cores import CoreActivity, core_activity
 from .cost import EnergyEstimate, price, price_ann, price_nodes
 from .counts import Activity, AttentionCounts, NeuronCounts, SynapseCounts, Trace, count_activity, merge, trace_run
 from .document import ReportError, load_report, reprice
-from .job import SCHEMA, JobReport, run_job
 from .latency import LatencyEstimate, estimate_latency
 from .render import render_html, render_terminal
 
 __all__ = ["Activity", "AttentionCounts", "NeuronCounts", "SynapseCounts", "Trace",
            "count_activity", "merge", "trace_run", "CoreActivity", "core_activity", "EnergyEstimate",
-           "price", "price_ann", "price_nodes", "LatencyEstimate", "estimate_latency", "SCHEMA", "JobReport",
-           "run_job", "ReportError", "load_report", "render_html", "render_terminal", "reprice"]
+           "price", "price_ann", "price_nodes", "LatencyEstimate", "estimate_latency", "ReportError", "load_report",
+           "render_html", "render_terminal", "reprice"]

@@ -1,0 +1,225 @@
+"""The steps of the main job, each a function from what it needs to what it gives, shared by ``snncompile
+compile``, ``simulate`` and ``run`` (:func:`~snncompile.job.run.run_job` runs them in order).
+
+- :func:`export`: the trained model to the IR graph.
+- :func:`simulate`: a graph's top-1 evaluation on a data set with the reference simulator (an integer graph
+  unscheduled: the same outputs in its data window, without the pipeline's extra steps).
+- :func:`lower`: the IR graph to the target's scheduled integer graph, calibrated on the first training samples
+  (:func:`calibration_feeds`).
+- :func:`place`: the integer graph on the target's cores.
+- :func:`compile_graph`: ``lower`` then ``place``, one :class:`~.artifact.Compiled` with its record.
+- :func:`check_rules`: every design rule a compiled graph breaks on its target.
+- :func:`check_on_lava`: the first test samples on a backend (Lava), checked against the reference simulator.
+- :func:`compare_spikes`: float and integer spike trains per neuron layer on the same samples.
+- :func:`count`: activity per node and per core from one recorded run.
+- :func:`price`: latency and energy for the target, the 45 nm convention and the ANN equivalent.
+- :func:`report`: the run report (schema ``SCHEMA``, docs/report_schema.md) as JSON and an HTML page.
+
+:class:`Clock` names each step as it starts and keeps its wall time (the report's ``seconds``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import torch
+
+from ..backends.design_rules import Violation, check
+from ..backends.placement import place
+from ..backends.protocol import Backend
+from ..frontend import export as export_model
+from ..ir import Graph
+from ..ir.timing import unschedule
+from ..passes import lower_to_loihi
+from ..report.cores import CoreActivity, core_activity
+from ..report.cost import EnergyEstimate, price_ann, price_nodes
+from ..report.counts import Activity, count_activity, trace_run
+from ..report.latency import LatencyEstimate, estimate_latency
+from ..report.render import render_html
+from ..sim import run_graph
+from ..sim.dataset import EvalResult, evaluate_graph, graph_feeds
+from ..targets import Target
+from ..zoo.checkpoint import LoadedCheckpoint
+from .artifact import CompileRecord, Compiled
+
+SCHEMA = "snncompile-run-report/2"
+T = TypeVar("T")
+
+
+@dataclass
+class Clock:
+    """Runs steps by name: tells ``step`` what runs next and keeps each one's wall time in ``seconds``."""
+
+    step: Callable[[str], None] = lambda message: None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, label: str, fn: Callable[[], T]) -> T:
+        self.step(label)
+        start = time.perf_counter()
+        result = fn()
+        self.seconds[label] = round(time.perf_counter() - start, 3)
+        return result
+
+
+def first_samples(data_set, count: int) -> torch.Tensor:
+    """The inputs of the first ``count`` items of a data set, stacked."""
+    return torch.stack([data_set[i][0] for i in range(min(count, len(data_set)))])
+
+
+def export(loaded: LoadedCheckpoint) -> Graph:
+    return export_model(loaded.model)
+
+
+def simulate(graph: Graph, data_set, *, progress: bool = False, description: str = "simulate") -> EvalResult:
+    return evaluate_graph(unschedule(graph), data_set, progress=progress, description=description)
+
+
+def calibration_feeds(graph: Graph, train_set, count: int) -> dict[str, torch.Tensor]:
+    """What calibrates the scales chosen from data: the first ``count`` training samples (never test samples)."""
+    return graph_feeds(graph, first_samples(train_set, count))
+
+
+def lower(graph: Graph, train_set, *, calibration: int, target: str, dump_dir: Path | None = None) -> Graph:
+    """The ``loihi`` pipeline for ``target``, calibrated on the first ``calibration`` training samples."""
+    return lower_to_loihi(graph, calibration_feeds(graph, train_set, calibration), target=target, dump_dir=dump_dir)
+
+
+def compile_graph(graph: Graph, train_set, record: CompileRecord, *, dump_dir: Path | None = None,
+                  clock: Clock | None = None) -> Compiled:
+    """``lower`` then ``place`` for the record's target and calibration, timed as ``lowering`` and
+    ``placement``; the design rules are not checked here (:func:`check_rules`)."""
+    clock = clock or Clock()
+    integer = clock("lowering", lambda: lower(graph, train_set, calibration=record.calibration,
+                                              target=record.target, dump_dir=dump_dir))
+    return Compiled(integer, clock("placement", lambda: place(integer, record.target)), record)
+
+
+def check_rules(compiled: Compiled, chip: Target) -> list[Violation]:
+    """Every design rule violation of the compiled graph on ``chip`` (the record's target), with the chips
+    its record allows."""
+    return check(compiled.graph, compiled.placement, chip, max_chips=compiled.record.max_chips)
+
+
+def check_on_lava(integer: Graph, test_set, *, samples: int, backend: Backend) -> dict:
+    """The first ``samples`` test samples on ``backend``: the report's ``lava`` entry (accuracy, samples, how
+    many equal the reference simulator's outputs, the granularity)."""
+    found = backend.evaluate(integer, test_set, indices=range(min(samples, len(test_set)))).to_dict()
+    return {k: found[k] for k in ("accuracy", "total", "identical_to_reference", "granularity")}
+
+
+def compare_spikes(float_graph: Graph, integer: Graph, x: torch.Tensor) -> list[dict]:
+    """Per neuron layer present in both graphs: firing rates and spike agreement on the inputs ``x`` (the
+    integer graph unscheduled, so both are read on the same steps)."""
+    a = run_graph(float_graph, graph_feeds(float_graph, x), keep="all")
+    b = run_graph(unschedule(integer), graph_feeds(integer, x), keep="all")
+    rows = []
+    for name in float_graph.topo_order():
+        if name in b and hasattr(float_graph.op(name), "simulate") and a[name].shape == b[name].shape:
+            u, v = a[name].double(), b[name].double()
+            rows.append({"node": name, "float_rate": float(u.abs().mean()), "integer_rate": float(v.abs().mean()),
+                         "agreement": float((u == v).double().mean())})
+    return rows
+
+
+@dataclass
+class Counts:
+    """One recorded run's activity: per node (``activity``, and its JSON form ``table``, made once) and per
+    core of the placement (``cores``)."""
+
+    activity: Activity
+    table: dict
+    cores: CoreActivity
+
+
+def count(compiled: Compiled, chip: Target, x: torch.Tensor) -> Counts:
+    """Run the compiled graph once on the inputs ``x``, recording, and count its activity per node and core."""
+    trace = trace_run(compiled.graph, graph_feeds(compiled.graph, x))
+    activity = count_activity(compiled.graph, trace=trace)
+    return Counts(activity, activity.to_dict(), core_activity(compiled.graph, compiled.placement, trace, chip))
+
+
+@dataclass
+class Estimate:
+    """Latency on the target, and energy keyed by pricing: the target's name, ``cmos45`` and ``ann``."""
+
+    latency: LatencyEstimate
+    energy: dict[str, EnergyEstimate]
+
+
+def price(counts: Counts, chip: Target) -> Estimate:
+    """Latency from the per-core counts; energy from the counts, the target's with its static, message and
+    hop energy, the 45 nm convention's, and the ANN equivalent's (every connection a 45 nm MAC)."""
+    latency = estimate_latency(counts.cores, chip)
+    return Estimate(latency, {chip.name: price_nodes(counts.table, chip).plus(latency.energy_pj, latency.figures),
+                              "cmos45": price_nodes(counts.table, "cmos45"),
+                              "ann": price_ann(counts.activity, "cmos45")})
+
+
+@dataclass
+class JobReport:
+    """What :func:`~snncompile.job.run.run_job` found; ``to_dict()`` is the JSON report (``schema`` =
+    ``SCHEMA``)."""
+
+    model: str
+    target: str
+    checkpoint: dict                   #: where the model came from: path, format, architecture, loader notes
+    float_accuracy: float
+    integer_accuracy: float
+    test_samples: int
+    lava: dict
+    placement: dict                    #: cores, chips, per_core (loads, capacities, busy time)
+    violations: list[str]
+    layers: list[dict]                 #: per neuron layer: float / integer firing rate, spike agreement
+    activity: dict                     #: the integer graph's counts (``Activity.to_dict()``)
+    energy: dict                       #: the target, cmos45 and "ann": ``EnergyEstimate.to_dict()``
+    latency: dict                      #: ``LatencyEstimate.to_dict()`` on the target
+    files: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, **{k: v for k, v in self.__dict__.items()}}
+
+
+def _per_core(compiled: Compiled, chip: Target, latency: LatencyEstimate) -> list[dict]:
+    """Each core's load beside the target's per-core capacities, and its busy time per sample."""
+    def cap(figure, scale=1):
+        return None if figure is None else figure.value * scale
+
+    return [{"core": c.core, "chip": c.chip, "node": c.node, "neurons": c.neurons,
+             "neuron_capacity": cap(chip.neurons_per_core), "synaptic_bytes": c.synaptic_bytes,
+             "synaptic_capacity_bytes": cap(chip.synaptic_memory_per_core, 1024),
+             "fan_in_axons": c.fan_in_axons, "fan_in_capacity": cap(chip.fan_in_axons_per_core),
+             "fan_out_axons": c.fan_out_axons, "fan_out_capacity": cap(chip.fan_out_axons_per_core),
+             "busy_ns": latency.core_busy_ns.get(c.core, 0.0)} for c in compiled.placement.cores]
+
+
+def report(name: str, loaded: LoadedCheckpoint, chip: Target, *, float_eval: EvalResult, int_eval: EvalResult,
+           lava: dict, compiled: Compiled, violations: list[Violation], layers: list[dict], counts: Counts,
+           estimate: Estimate, artifact: dict[str, Path], out_dir: Path, seconds: dict[str, float]) -> JobReport:
+    """The run report of everything the steps found, written to ``<out_dir>/<name>.report.json`` and its HTML
+    page ``<name>.report.html``; ``artifact``: the compiled model's files (``save_compiled``)."""
+    checkpoint = {"path": str(loaded.path), "format": loaded.source, "config": dataclasses.asdict(loaded.config),
+                  "notes": list(loaded.notes)}
+    files = {"graph": str(artifact["graph"]), "placement": str(artifact["placement"]),
+             "report": str(out_dir / f"{name}.report.json"), "html": str(out_dir / f"{name}.report.html")}
+    result = JobReport(model=name, target=chip.name, checkpoint=checkpoint, float_accuracy=float_eval.accuracy,
+                       integer_accuracy=int_eval.accuracy, test_samples=int_eval.total, lava=lava,
+                       placement={"cores": compiled.placement.cores_used, "chips": compiled.placement.chips_used,
+                                  "per_core": _per_core(compiled, chip, estimate.latency)},
+                       violations=[f"[{v.rule}] {v.node}: {v.message}" for v in violations], layers=layers,
+                       activity=counts.table, energy={k: e.to_dict() for k, e in estimate.energy.items()},
+                       latency=estimate.latency.to_dict(), files=files, seconds=seconds)
+    document = result.to_dict()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    Path(files["report"]).write_text(json.dumps(document, indent=1) + "\n")
+    Path(files["html"]).write_text(render_html(document), encoding="utf-8")
+    return result
+
+
+__all__ = ["SCHEMA", "Clock", "Counts", "Estimate", "JobReport", "first_samples", "calibration_feeds", "export",
+           "simulate", "lower", "place", "compile_graph", "check_rules", "check_on_lava", "compare_spikes", "count",
+           "price", "report"]
