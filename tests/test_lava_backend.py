@@ -11,6 +11,7 @@ the reference simulator (``run_graph``) for every exposed node, in both granular
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,9 @@ import torch
 
 from snncompile.ir import SPIKE, Graph, Node, int_type
 from snncompile.ir.ops import (LIF, Delay, Flatten, Input, IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate,
-                               LoihiLIF, LoihiTernaryLIF, MaxPool2d, Mul, Output, QMAccumulate, ReLU, ScoreLUT,
-                               ScoreValueAccumulate, SpikeColumnSum, SpikeMask, SpikeScores, SumPool2d, TemporalWindow,
-                               TokenSum)
+                               Linear, LoihiLIF, LoihiTernaryLIF, MaxPool2d, Mul, Output, QMAccumulate, ReLU, Scale,
+                               ScoreLUT, ScoreValueAccumulate, SpikeColumnSum, SpikeMask, SpikeScores, SumPool2d,
+                               TemporalWindow, TokenSum)
 
 pytest.importorskip("lava.magma")
 
@@ -177,7 +178,8 @@ def test_plan_maps_to_lavas_own_processes_where_they_match():
 def test_unsupported_nodes_are_refused_naming_the_node():
     spikes = {"x": (Input(shape=(4,), dtype=SPIKE),)}
     float_neuron = _graph({**spikes, "neuron": (LIF(leak=2.0), "x"), "y": (Output(), "neuron")}, ("y",))
-    with pytest.raises(LavaBackendError, match=r"node 'neuron' \(LIF\): no Lava mapping"):
+    with pytest.raises(LavaBackendError, match=r"node 'neuron' \(LIF\): no Lava mapping for this node type: "
+                                               + re.escape(LIF.BACKENDS.lava.reason)):  # the type's own reason
         plan_lava(float_neuron)
     early = _graph({"k": (Input(shape=(4, 2, 2), dtype=SPIKE),), "v": (Input(shape=(4, 2, 2), dtype=SPIKE),),
                     "kv": (KVOuterAccumulate(heads=2, block=3, delay=1), "k", "v"), "y": (Output(), "kv")}, ("y",))
@@ -190,6 +192,19 @@ def test_unsupported_nodes_are_refused_naming_the_node():
         plan_lava(synapse_graph(), granularity="per_block")
     with pytest.raises(ValueError, match="unknown nodes"):
         plan_lava(synapse_graph(), expose=["nope"])
+
+
+def test_the_host_parts_follow_each_op_types_declarations():
+    """A readout the host computes whatever feeds it (Scale, role host) runs on the host after the chip; a float
+    synapse the host computes only before the chip (Linear, role synapse) is refused where it reads the chip."""
+    chip = {"x": (Input(shape=(4,), dtype=SPIKE),), "d": (IntDense(weight=np.array([[2, -4, 6, 8]] * 3)), "x"),
+            "n": (LoihiLIF(current_decay=4096, voltage_decay=0, vth=0), "d")}
+    plan = plan_lava(_graph({**chip, "s": (Scale(scale=0.5), "n"), "y": (Output(), "s")}, ("y",)))
+    assert (plan.host_in, plan.chip, plan.host_out) == (("x",), ("d", "n"), ("s", "y"))
+    late = _graph({**chip, "lin": (Linear(weight=np.ones((2, 3))), "n"), "y": (Output(), "lin")}, ("y",))
+    with pytest.raises(LavaBackendError, match=r"node 'lin' \(Linear\): the host computes this node type only before "
+                                               r"the chip, but it reads \['n'\] from the chip"):
+        plan_lava(late)
 
 
 # ------------------------------------------------------------------------------------------------

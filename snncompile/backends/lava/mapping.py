@@ -48,20 +48,17 @@ from lava.proc.io.source import RingBuffer
 from lava.proc.lif.process import LIF, TernaryLIF
 from lava.utils.weightutils import SignMode
 
-from snncompile.backends.lava.models import (STEPPING, FusedKernel, PortKernel, Slot, from_lava, lava_shape, stepper,
-                                             to_lava)
+from snncompile.backends.lava.models import FusedKernel, PortKernel, Slot, from_lava, lava_shape, stepper, to_lava
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
 from snncompile.backends.lava.session import LavaBackendError
 from snncompile.ir import Graph, Node
 from snncompile.ir.interval import Interval
-from snncompile.ir.ops import (BatchNorm, Conv2d, Input, IntAdd, IntConv2d, IntDense, KVOuterAccumulate, Linear,
-                               LoihiLIF, LoihiTernaryLIF, Output, Quantize, Repeat, TimeMean)
+from snncompile.ir.ops import (Input, IntAdd, IntConv2d, IntDense, KVOuterAccumulate, LoihiLIF, LoihiTernaryLIF,
+                               Refused)
 from snncompile.ir.ops.loihi import lava_effective_weights
 from snncompile.ir.types import TensorType
 
 GRANULARITIES = ("per_op", "fused", "fused_model")
-HOST_OPS = (Input, Conv2d, Linear, BatchNorm, Quantize, Repeat)  # host computation before the chip
-NEURONS = (LoihiLIF, LoihiTernaryLIF)
 MAX_KRON_ELEMENTS = 1 << 22  # a batched stock Dense's block-diagonal weight matrix stays below this
 _BLOCK = re.compile(r"^([A-Za-z_]\w*\.\d+)\.")
 
@@ -114,15 +111,21 @@ def _fail(graph: Graph, name: str, why: str):
 
 
 def _split(graph: Graph, types: dict[str, TensorType]) -> tuple[list[str], list[str], list[str]]:
+    """Host input, chip and host output nodes (the module docstring), from each op type's declarations: an op
+    the host computes (``BACKENDS.lava == "host"``) is host input where all it reads is, the graph's outputs
+    (role ``io`` with an input) excepted; ops the host computes whatever feeds them (roles ``io`` and ``host``:
+    outputs, readouts, quantisers), static values and all that reads the host output part are host output."""
     host_in, chip, host_out = [], [], []
     inside, after = set(), set()
     for name in graph.topo_order():
         op, inputs = graph.op(name), graph.nodes[name].inputs
-        if isinstance(op, Input) or (isinstance(op, HOST_OPS) and all(s in inside for s in inputs)) or (
-                types[name].time == "static" and all(s in inside for s in inputs)):
+        on_host = op.BACKENDS.lava == "host"
+        if all(s in inside for s in inputs) and (types[name].time == "static" or (
+                on_host and not (op.ROLE == "io" and inputs))):
             inside.add(name)
             host_in.append(name)
-        elif types[name].time == "static" or isinstance(op, (Output, TimeMean)) or any(s in after for s in inputs):
+        elif (types[name].time == "static" or (on_host and op.ROLE in ("io", "host"))
+              or any(s in after for s in inputs)):
             after.add(name)
             host_out.append(name)
         else:
@@ -132,9 +135,12 @@ def _split(graph: Graph, types: dict[str, TensorType]) -> tuple[list[str], list[
 
 def _check_chip_node(graph: Graph, types: dict[str, TensorType], name: str, host_in: set[str]) -> None:
     op = graph.op(name)
-    if type(op) not in STEPPING:
-        _fail(graph, name, f"no Lava mapping for this node type (on-chip types: "
-                           f"{', '.join(sorted(t.__name__ for t in STEPPING))})")
+    if isinstance(op.BACKENDS.lava, Refused):
+        _fail(graph, name, f"no Lava mapping for this node type: {op.BACKENDS.lava.reason}")
+    if op.BACKENDS.lava == "host":
+        chip_inputs = [s for s in graph.nodes[name].inputs if s not in host_in]
+        _fail(graph, name, f"the host computes this node type only before the chip, but it reads {chip_inputs} "
+                           "from the chip")
     t = types[name]
     if t.dtype.kind == "float":
         _fail(graph, name, f"its output {t} is not an integer: only integer streams run on the chip")
@@ -155,7 +161,7 @@ def _check_chip_node(graph: Graph, types: dict[str, TensorType], name: str, host
 def _exposed(graph: Graph, chip: list[str], sinks: list[str], expose) -> tuple[list[str], list[str]]:
     """The chip nodes to record and the host input nodes asked for (see :func:`plan_lava`)."""
     if expose is None or expose == "neurons":
-        wanted = [n for n in chip if isinstance(graph.op(n), NEURONS)]
+        wanted = [n for n in chip if graph.op(n).ROLE == "neuron"]
     elif expose == "all":
         wanted = list(chip)
     elif isinstance(expose, str):

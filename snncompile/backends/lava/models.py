@@ -6,7 +6,8 @@ names the Process (spec lava_loihi.md §1.4). This module is one of those files:
 no package, so it imports absolutely and does nothing at import but define things.
 
 One source of truth for the arithmetic. A model never re-implements an equation; every step calls either
-the IR node's own ``run`` (:class:`NodeStepper`) or, for neurons, Lava's own LIF code (:class:`NeuronStepper`):
+the IR node's own ``run`` (:class:`NodeStepper`) or, for neurons, Lava's own LIF code (:class:`NeuronStepper`).
+How a node is stepped is its op type's Lava mapping (``BACKENDS.lava``, ``snncompile.ir.ops.support.LAVA_KEYS``):
 
 - *local* nodes, whose output at step t depends on their inputs at step t only (sums, shifts, pools,
   products, attention accumulates, LUTs), run on a one-step tensor; an all-zero input (the pipeline filling
@@ -53,18 +54,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
-from snncompile.ir.ops import (Delay, Flatten, IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate, LoihiLIF,
-                               LoihiTernaryLIF, MaxPool2d, Mul, QMAccumulate, ReLU, ScoreLUT, ScoreValueAccumulate,
-                               SpikeColumnSum, SpikeMask, SpikeScores, SumPool2d, TemporalWindow, TokenSum)
-
-# how each on-chip node type is stepped (see the module docstring); a type not listed has no Lava mapping
-STEPPING: dict[type, str] = {
-    **{op: "local" for op in (IntAdd, IntShift, Delay, TokenSum, Flatten, ReLU, Mul, MaxPool2d, SumPool2d,
-                              SpikeColumnSum, SpikeMask, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate)},
-    IntDense: "synapse", IntConv2d: "synapse",
-    LoihiLIF: "neuron", LoihiTernaryLIF: "neuron",
-    KVOuterAccumulate: "history", TemporalWindow: "history",
-}
+from snncompile.ir.ops import LoihiTernaryLIF
 
 
 # -- layouts -------------------------------------------------------------------------------------------------------
@@ -107,7 +97,7 @@ class NodeStepper:
 
     def __init__(self, op, steps: int):
         self.op = op
-        self.kind = STEPPING[type(op)]
+        self.kind = op.BACKENDS.lava  # "local", "synapse" or "history" (the mapping refuses the others)
         self.steps = steps
         self._history: list[torch.Tensor] | None = None
         self._line: list[torch.Tensor] = []
@@ -199,7 +189,7 @@ class NeuronStepper:
 
 def stepper(op, steps: int):
     """The stepper of an on-chip node: :class:`NeuronStepper` for neurons, else :class:`NodeStepper`."""
-    return NeuronStepper(op, steps) if STEPPING[type(op)] == "neuron" else NodeStepper(op, steps)
+    return NeuronStepper(op, steps) if op.BACKENDS.lava == "neuron" else NodeStepper(op, steps)
 
 
 class PortKernel:
@@ -298,5 +288,5 @@ class PyFusedNodesModel(PyLoihiProcessModel):
         self.rec_out.send(rec)
 
 
-__all__ = ["STEPPING", "NodeStepper", "PortKernel", "FusedKernel", "Slot", "lava_shape", "to_lava", "from_lava",
+__all__ = ["NodeStepper", "PortKernel", "FusedKernel", "Slot", "lava_shape", "to_lava", "from_lava",
            "PyUnaryNodeModel", "PyBinaryNodeModel", "PyFusedNodesModel"]
