@@ -44,7 +44,8 @@ that node's values are what ``run_netx`` feeds (``input_message_bits``: 0 for sp
 width, so Lava's synapses take graded payloads). It stops at the first node that cannot continue it, and
 at a fan-out (netx networks are one chain). Everything else is reported by name: attention (no netx layer
 multiplies two spike streams), ``IntAdd`` residuals, ``IntShift``, ``TokenSum``, ``Delay``, ``MaxPool2d``,
-ternary neurons, host-side ``Quantize``/``Repeat``, float nodes.
+ternary neurons, host-side ``Quantize``/``Repeat``, float nodes. Each op type declares its netx mapping
+(``BACKENDS.netx``: input, output, synapse, neuron, fold) or the reason it has none, which is the reason given.
 
 Alignment (exact, no shift): Lava step ``t`` (1-based) is IR timestep ``t - 1``. The source RingBuffer
 sends the IR input's frame ``t - 1`` at Lava step ``t``; each Dense/Conv adds Lava's one-step buffer, which
@@ -63,40 +64,11 @@ import numpy as np
 # definitions, when it looks for ProcessModels (spec lava_loihi.md §1.4); it must import cleanly that way
 from snncompile.backends.lava.netx_weights import neuron_bias, synapse_weights
 from snncompile.ir import Graph
+from snncompile.ir.ops import Refused
 from snncompile.ir.types import TensorType
 from snncompile.ir.timing import latencies
 
 __all__ = ["NetxExportError", "NetxLayer", "NetxPlan", "expressible_chain", "plan_netx"]
-
-_SYNAPSES = ("IntDense", "IntConv2d")
-
-# -- why a node is not exported -------------------------------------------------------------------------------------
-_PRODUCT = ("attention: netx has no layer that multiplies two spike streams (the Q·K / K·V products); lava-dl has "
-            "no attention block")
-_FLOAT = ("a float node: netx layers are integer Loihi blocks; lower the graph (lower_to_loihi) and export the "
-          "integer graph")
-_KIND_REASONS = {
-    **{k: _PRODUCT for k in ("KVOuterAccumulate", "QMAccumulate", "SpikeScores", "ScoreValueAccumulate",
-                             "SpikeColumnSum", "SpikeMask", "BlockLinearAttention", "Mul")},
-    "ScoreLUT": _PRODUCT + " (nor a lookup table)", "LUTAttention": _PRODUCT + " (nor a lookup table)",
-    "IntAdd": ("an integer sum of streams (a residual connection): a netx network is a single chain of layers; its "
-               "'concat' and 'average' layers raise NotImplementedError in lava-dl 0.6.0"),
-    "IntShift": "a power-of-two scaling between layers: netx has no such layer (a netx block is synapse -> neuron)",
-    "TokenSum": ("a sum over tokens: netx has no reduction layer ('average' raises NotImplementedError in "
-                 "lava-dl 0.6.0)"),
-    "Delay": ("a delay line aligning converging paths: netx has no standalone delay layer (only per-synapse delays "
-              "inside a Dense)"),
-    "MaxPool2d": ("max pooling: netx's 'pool' raises NotImplementedError in lava-dl 0.6.0, and a max is not linear, "
-                  "so it cannot be folded into the next synapse"),
-    "LoihiTernaryLIF": "a ternary neuron: netx CUBA neurons are Lava LIFs, with binary spikes",
-    "TimeMean": "a mean over time (the host-side readout): no netx layer",
-    "Quantize": "quantisation of real values runs on the host: netx has no quantiser",
-    "Repeat": "host-side repetition of a static value: no netx layer",
-    "TemporalWindow": _FLOAT,
-}
-_FLOAT_KINDS = ("Conv2d", "Linear", "BatchNorm", "LIF", "TernaryLIF", "CubaLIF", "LI", "Add", "ReLU", "Scale",
-                "TokenMean")
-
 
 class NetxExportError(ValueError):
     """Nothing of the graph can be written as netx HDF5; the message lists every node with its reason."""
@@ -274,32 +246,29 @@ def _find_feed(graph: Graph, types, reasons: dict[str, str]) -> str | None:
         reasons[n] = (f"host side ({types[n]}): netx networks take integer or spike streams; the host computes "
                       f"the netx input {name!r} from it")
     if name not in inputs:
-        kind = graph.op(name).type_name()
-        reasons[name] = (f"{_KIND_REASONS.get(kind, 'host side')}; its integer stream {types[name]} is the netx "
-                         "network's input (run_netx feeds it through a RingBuffer)")
+        netx = graph.op(name).BACKENDS.netx
+        reasons[name] = (f"{netx.reason if isinstance(netx, Refused) else 'host side'}; its integer stream "
+                         f"{types[name]} is the netx network's input (run_netx feeds it through a RingBuffer)")
     return name
 
 
 def _own_problem(graph: Graph, types, name: str) -> str | None:
-    """Why node ``name`` can never be part of a netx export, judging the node alone (None: it could be)."""
+    """Why node ``name`` can never be part of a netx export, judging the node alone (None: it could be): its op
+    type's netx refusal, or what keeps this one node from its netx mapping (``BACKENDS.netx``)."""
     op = graph.op(name)
-    kind = op.type_name()
-    if kind in _KIND_REASONS:
-        return _KIND_REASONS[kind]
-    if kind in _FLOAT_KINDS:
-        return _FLOAT
-    if kind in _SYNAPSES:
+    netx = op.BACKENDS.netx
+    if isinstance(netx, Refused):
+        return netx.reason
+    if netx == "synapse":
         src = graph.nodes[name].inputs[0]
         return synapse_weights(op, None, types[src])[2]
-    if kind == "LoihiLIF":
+    if netx == "neuron":
         return neuron_bias(op)[1]
-    if kind == "Input":
+    if netx == "input":
         return None if _is_integer_stream(types[name]) else f"host side ({types[name]})"
-    if kind == "Output":
+    if netx == "output":
         return f"a graph output reading {graph.nodes[name].inputs[0]!r}, which is not exported"
-    if kind in ("SumPool2d", "Flatten"):
-        return None
-    return f"no netx equivalent for {kind}"
+    return None  # "fold": folded into the synapse after it (support.NETX_KEYS)
 
 
 # -- one layer ------------------------------------------------------------------------------------------------------
@@ -315,24 +284,25 @@ def _layer_at(graph: Graph, types, src: str, start: str, index: int, latency, re
     """The netx layer beginning at node ``start`` (fed by ``src``), or None with the reason in ``reasons``."""
     name, pool, flatten = start, None, None
     folded: list[str] = []
-    for kind_wanted in ("SumPool2d", "Flatten"):
-        if graph.op(name).type_name() != kind_wanted:
+    for role in ("pool", "shape"):  # a sum pool, then a flatten, folded into the synapse after them
+        op = graph.op(name)
+        if op.BACKENDS.netx != "fold" or op.ROLE != role:
             continue
         nxt = _single_consumer(graph, name)
         if nxt is None:
-            reasons[name] = (f"{kind_wanted} feeding {len(graph.consumers(name))} nodes or read as a graph output: "
-                             "netx has no such layer, so it can only be folded into the one synapse after it")
+            reasons[name] = (f"{op.type_name()} feeding {len(graph.consumers(name))} nodes or read as a graph "
+                             "output: netx has no such layer, so it can only be folded into the one synapse after it")
             return None
-        if graph.op(name).delay:
-            reasons[name] = f"delay={graph.op(name).delay}: folded into the next synapse, it must act at once"
+        if op.delay:
+            reasons[name] = f"delay={op.delay}: folded into the next synapse, it must act at once"
             return None
         folded.append(name)
-        pool, flatten = (name, flatten) if kind_wanted == "SumPool2d" else (pool, name)
+        pool, flatten = (name, flatten) if role == "pool" else (pool, name)
         name = nxt
     kind = graph.op(name).type_name()
-    if kind not in _SYNAPSES:
+    if graph.op(name).BACKENDS.netx != "synapse":
         own = _own_problem(graph, types, name)
-        if kind == "LoihiLIF" and not folded:
+        if graph.op(name).BACKENDS.netx == "neuron" and not folded:
             reasons[name] = (f"a neuron fed by {src!r} directly, without a synapse: netx layers are synapse -> neuron "
                              "blocks (netx's Input block drives its neuron only through its bias)")
         elif folded and own is None:
@@ -343,7 +313,7 @@ def _layer_at(graph: Graph, types, src: str, start: str, index: int, latency, re
         return None
     syn = graph.op(name)
     neuron = _single_consumer(graph, name)
-    if neuron is None or graph.op(neuron).type_name() != "LoihiLIF":
+    if neuron is None or graph.op(neuron).BACKENDS.netx != "neuron":
         read = " and is a graph output" if name in graph.outputs else ""
         reasons[name] = (f"its output feeds {graph.consumers(name)}{read}: a netx block is a synapse whose only "
                          "consumer is a CUBA neuron (LoihiLIF)")
