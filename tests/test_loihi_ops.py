@@ -21,7 +21,7 @@ import torch
 
 from snncompile.ir import Graph, Node
 from snncompile.ir.ops import IntConv2d, IntDense, Input, LoihiLIF, LoihiTernaryLIF, Output
-from snncompile.ir.ops.loihi import lava_effective_weights
+from snncompile.ir.ops.int_synapse import lava_effective_weights
 from snncompile.ir.types import FLOAT32, SPIKE, TERNARY, TensorType, int_type
 from snncompile.sim import run_graph
 

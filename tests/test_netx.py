@@ -22,7 +22,7 @@ from snncompile.backends.lava import (NetxExportError, NetxRunError, expressible
                                       run_netx, write_netx)
 from snncompile.ir import SPIKE, Graph, Node, int_type
 from snncompile.ir.ops import (Flatten, Input, IntConv2d, IntDense, LoihiLIF, LoihiTernaryLIF, Output, SumPool2d)
-from snncompile.ir.ops.loihi import lava_effective_weights
+from snncompile.ir.ops.int_synapse import lava_effective_weights
 from snncompile.passes import PassContext, lower_to_loihi, run_pipeline, schedule
 from snncompile.sim import run_graph
 

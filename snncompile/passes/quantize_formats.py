@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from ..ir.ops.loihi import BIAS_MANT_RANGE, DECAY_UNITY, lava_effective_weights
+from ..ir.ops.int_synapse import lava_effective_weights
+from ..ir.ops.loihi import BIAS_MANT_RANGE, DECAY_UNITY
 from .normalize_neurons import NEURON_TYPES, normalize_blocker
 
 WEIGHT_LIMIT = 254          # Lava mixed-sign 8-bit weights: even values in [-256, 254]

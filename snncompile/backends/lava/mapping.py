@@ -55,7 +55,7 @@ from snncompile.ir import Graph, Node
 from snncompile.ir.interval import Interval
 from snncompile.ir.ops import (Input, IntAdd, IntConv2d, IntDense, KVOuterAccumulate, LoihiLIF, LoihiTernaryLIF,
                                Refused)
-from snncompile.ir.ops.loihi import lava_effective_weights
+from snncompile.ir.ops.int_synapse import lava_effective_weights
 from snncompile.ir.types import TensorType
 
 GRANULARITIES = ("per_op", "fused", "fused_model")

@@ -7,7 +7,8 @@ from .elementwise import Add, Mul, ReLU, Scale
 from .int_attention import KVOuterAccumulate, QMAccumulate, ScoreLUT, ScoreValueAccumulate, SpikeScores
 from .io import Input, Output, Repeat, TimeMean
 from .linear import BatchNorm, Conv2d, Linear
-from .loihi import IntConv2d, IntDense, LoihiLIF, LoihiTernaryLIF
+from .int_synapse import IntConv2d, IntDense
+from .loihi import LoihiLIF, LoihiTernaryLIF
 from .neuron import LI, LIF, CubaLIF, TernaryLIF
 from .pool import MaxPool2d, SumPool2d
 from .quant import Delay, IntAdd, IntShift, Quantize, TokenSum
