@@ -10,10 +10,11 @@ from typing import Optional
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from .backends.design_rules import DesignRuleError
-from .backends.placement import PlacementError, load_placement, save_placement
+from .backends.placement import PlacementError
 from .backends.nir_export import NIRExportError, expressible_nodes, nir_problems, write_nir
 from .backends.onnx import OnnxExportError, to_onnx
 from .backends.protocol import BackendError, get_backend
@@ -22,7 +23,8 @@ from .frontend import ExportError, export
 from .frontend.nir_import import NIRImportError, from_nir
 from .ir import GraphError
 from .ir import io as ir_io
-from .job import SCHEMA, Compiled, CompileRecord, ModelSource, run_job, steps
+from .job import (SCHEMA, ArtifactError, Compiled, CompileRecord, ModelSource, load_compiled, record_path, run_job,
+                  save_compiled, steps)
 from .passes import PIPELINES, PassContext, PassError, verify_pipeline
 from .passes.verify import render, to_json as verify_json
 from .report.document import ReportError, load_report, reprice
@@ -41,7 +43,7 @@ console = Console()
 
 USER_ERRORS = (ConfigError, CheckpointError, DataError, ExportError, GraphError, ir_io.IRFileError,
                NIRExportError, NIRImportError, OnnxExportError, PassError, DesignRuleError, PlacementError,
-               FileNotFoundError, ReportError, BackendError)
+               FileNotFoundError, ReportError, BackendError, ArtifactError)
 EXIT_USER_ERROR = 2
 
 ModelArg = typer.Argument(DEFAULT_MODEL, help="zoo model name (see `snncompile models`) or checkpoint file")
@@ -137,16 +139,12 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
         raise typer.BadParameter(str(e), param_hint="--lava-granularity") from None
     compiled = None
     if model.endswith(ir_io.SUFFIX):
-        artifact, source = Path(model), _compiled_source(Path(model))
-        if target not in (None, source["target"]):
-            raise ConfigError(f"{artifact} was placed for {source['target']!r}, not {target!r}: compile it for "
+        artifact = Path(model)
+        compiled, (model, attention, dataset, data_root) = _compiled(artifact, attention, dataset, data_root)
+        if target not in (None, compiled.record.target):
+            raise ConfigError(f"{artifact} was placed for {compiled.record.target!r}, not {target!r}: compile it for "
                               f"{target!r} (snncompile compile ... --target {target})")
-        graph = ir_io.load(artifact)
-        record = CompileRecord(ModelSource(*(source[k] for k in ("model", "attention", "dataset", "data_root"))),
-                               source["target"])
-        compiled, target = Compiled(graph, load_placement(artifact, graph), record), source["target"]
-        model, attention = source["model"], attention or source["attention"]
-        dataset, data_root = dataset or source["dataset"], data_root or source["data_root"]
+        target = compiled.record.target
     loaded, data = _load(model, attention, dataset, data_root)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
@@ -154,13 +152,14 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     announce = Console(stderr=True)
     report = run_job(loaded, train_set, test_set, target=target or "loihi2", samples=samples,
                      lava_samples=lava_samples, lava_granularity=lava_granularity, lava_timeout=lava_timeout,
-                     out_dir=out_dir, compiled=compiled, progress=True,
-                     step=lambda message: announce.print(f"[dim]{message}...[/]"))
+                     out_dir=out_dir, compiled=compiled, source=ModelSource(model, attention, data.dataset, data.root),
+                     progress=True, step=lambda message: announce.print(f"[dim]{message}...[/]"))
     for table in render_terminal(report.to_dict()):
         console.print(table)
     console.print(f"report: {report.files['report']} (JSON, schema {SCHEMA}); HTML page with plots: "
                   f"{report.files['html']}")
-    console.print(f"compiled graph: {report.files['graph']} (placement {report.files['placement']})")
+    console.print(f"compiled graph: {report.files['graph']} (placement {report.files['placement']}, compile record "
+                  f"{record_path(report.files['graph'])}; `snncompile run {report.files['graph']}` runs it again)")
 
 
 FORMATS = {".snnir": "snnir", ".nir": "nir", ".onnx": "onnx"}
@@ -245,12 +244,13 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     """
     start = time.perf_counter()
     chosen = get_backend(backend, granularity=granularity)
+    graph = ir_io.load(graph_file) if graph_file else None
     if model.endswith(ir_io.SUFFIX):  # a compiled artifact: the model and data it was compiled from
-        graph_file, source = Path(model), _compiled_source(Path(model))
-        model, attention = source["model"], attention or source["attention"]
-        dataset, data_root = dataset or source["dataset"], data_root or source["data_root"]
+        graph_file = Path(model)
+        compiled, (model, attention, dataset, data_root) = _compiled(graph_file, attention, dataset, data_root)
+        graph = compiled.graph
     loaded, data = _load(model, attention, dataset, data_root)
-    graph = ir_io.load(graph_file) if graph_file else export(loaded.model)
+    graph = steps.export(loaded) if graph is None else graph
     test_set = load_dataset(data, loaded.config, split)
     indices = range(min(limit, len(test_set))) if limit is not None else None
     result = chosen.evaluate(graph, test_set, indices=indices, batch_size=batch_size)
@@ -266,22 +266,14 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                   f"{result.total}) on {data.dataset} {split}; {result.summary}")
 
 
-def _compiled_from(artifact: Path) -> Path:
-    """The sidecar of a compiled graph naming the model, data and target it was compiled from."""
-    return artifact.with_name(artifact.name[:-len(ir_io.SUFFIX)] + ".compile.json")
-
-
-def _compiled_source(artifact: Path) -> dict:
-    """What a compiled graph's sidecar says: model, attention, dataset, data_root, target."""
-    sidecar = _compiled_from(artifact)
-    if not sidecar.is_file():
-        raise FileNotFoundError(f"{sidecar}: missing; `snncompile compile` writes it beside {artifact.name} "
-                                f"to name the model and data the graph was compiled from")
-    try:
-        source = json.loads(sidecar.read_text())
-        return {k: source[k] for k in ("model", "attention", "dataset", "data_root", "target")}
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{sidecar}: not a compile record ({type(e).__name__}: {e})") from None
+def _compiled(artifact: Path, attention: Optional[str], dataset: Optional[str],
+              data_root: Optional[Path]) -> tuple[Compiled, tuple]:
+    """A compiled model, and the model, attention, dataset and data root to load beside it: its record's, where
+    the command line does not override them."""
+    compiled = load_compiled(artifact)
+    recorded = compiled.record.source
+    return compiled, (recorded.model, attention or recorded.attention, dataset or recorded.dataset,
+                      data_root or recorded.data_root)
 
 
 def _samples(data_set, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,29 +306,28 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                 dump_dir: Optional[Path] = typer.Option(None, "--dump-dir", help="also write the graph after "
                                                         "every pass, and the time per pass")) -> None:
     """Lower a model to the integer graph a Loihi-style target runs (the `loihi` pipeline), place it on the
-    target's cores, check the design rules (every violation is listed), and save graph and placement."""
+    target's cores, check the design rules (every violation is listed, and nothing is written), and save the
+    compiled model: graph, placement and compile record (`snncompile run` and `simulate` take the graph)."""
     loaded, data = _load(model, attention, dataset, data_root)
     record = CompileRecord(ModelSource(model, attention, data.dataset, data.root), target, calibration, max_chips)
     graph = steps.export(loaded)
     compiled = steps.compile_graph(graph, load_dataset(data, loaded.config, "train"), record, dump_dir=dump_dir)
     lowered, placement = compiled.graph, compiled.placement
-    out = out or Path("runs") / f"{loaded.name or Path(model).stem}.loihi.snnir"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ir_io.save(lowered, out)
-    placed = save_placement(placement, out)
-    _compiled_from(out).write_text(json.dumps({"model": model, "attention": attention, "dataset": data.dataset,
-                                               "data_root": data.root, "target": target}, indent=1) + "\n")
     table = Table("pass", "what it did", title=f"{loaded.name or model}: {len(graph.nodes)} -> "
                                                f"{len(lowered.nodes)} nodes")
     for entry in lowered.history:
         table.add_row(entry.name, _summary(entry.options))
     console.print(table)
-    console.print(f"wrote {out}: {lowered.time_steps} steps per sample ({graph.time_steps} data steps + latency)")
-    console.print(f"wrote {placed}: {placement.cores_used} cores on {placement.chips_used} chip(s) of {target}")
     violations = steps.check_rules(compiled, load_target(target))
-    if violations:
+    if violations:  # nothing written: no file may look like a compiled model that fits
         raise DesignRuleError(violations, target)
     console.print("design rules: no violation")
+    files = save_compiled(compiled, out or Path("runs") / f"{loaded.name or Path(model).stem}.loihi.snnir")
+    console.print(f"wrote {files['graph']}: {lowered.time_steps} steps per sample ({graph.time_steps} data steps + "
+                  f"latency)")
+    console.print(f"wrote {files['placement']}: {placement.cores_used} cores on {placement.chips_used} chip(s) of "
+                  f"{target}")
+    console.print(f"wrote {files['record']}: the model, data and target it was compiled from and for")
 
 
 def _summary(report: dict) -> str:
@@ -403,5 +394,5 @@ def main() -> None:
     try:
         app()
     except USER_ERRORS as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}")  # a message's [brackets] are text, not markup
         raise SystemExit(EXIT_USER_ERROR) from None

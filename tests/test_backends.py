@@ -64,7 +64,8 @@ def test_lava_and_the_reference_agree_through_the_protocol():
     on_lava = lava.run(graph, {"x": x}, expose=["n"])
     assert on_lava.keys() == {"y", "n"} and on_lava["n"].abs().sum() > 0
     assert all(torch.equal(v, ref.run(graph, {"x": x}, expose=["n"])[k]) for k, v in on_lava.items())
-    expected, found = ref.evaluate(graph, samples, indices=range(1, 5)), lava.evaluate(graph, samples, indices=range(1, 5))
+    expected = ref.evaluate(graph, samples, indices=range(1, 5))
+    found = lava.evaluate(graph, samples, indices=range(1, 5))
     assert found.indices == expected.indices == [1, 2, 3, 4] and found.predictions == expected.predictions
     assert found.details == {"identical_to_reference": 4, "granularity": "per_op"}
     assert "spike_counts" in expected.to_dict() and found.to_dict()["accuracy"] == expected.accuracy

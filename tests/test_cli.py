@@ -55,6 +55,15 @@ def test_run_default_model_does_the_whole_job(tmp_path):
     assert report["latency"]["per_sample_ns"] > 0 and len(report["placement"]["per_core"]) == report["placement"]["cores"]
     html = tmp_path / f"{DEFAULT_MODEL}.report.html"
     assert f"report: {tmp_path}" in text and str(html) in text and 'id="plot-firing-rate"' in html.read_text()
+    compiled = tmp_path / f"{DEFAULT_MODEL}.loihi.snnir"  # what run says it wrote is what run reads
+    assert f"compiled graph: {compiled} " in text and f"`snncompile run {compiled}` runs it again" in text
+    again = cli("run", compiled, "--samples", "16", "--lava-samples", "4", "--lava-granularity", "fused_model",
+                "--out-dir", tmp_path / "again")
+    assert again.returncode == 0, again.stdout + again.stderr
+    rerun = json.loads((tmp_path / "again" / f"{DEFAULT_MODEL}.report.json").read_text())
+    assert ir_io.graph_digest(ir_io.load(rerun["files"]["graph"])) == ir_io.graph_digest(ir_io.load(compiled))
+    assert {k: v for k, v in rerun.items() if k not in ("files", "seconds")} == \
+        {k: v for k, v in report.items() if k not in ("files", "seconds")}
 
 
 def test_an_unknown_lava_granularity_is_refused_before_the_job():
@@ -185,8 +194,18 @@ def test_compile_writes_the_integer_graph(tmp_path):
     assert [h.name for h in graph.history][-3:] == ["quantize", "prove_ranges", "schedule"]
     assert {"LoihiLIF", "IntConv2d", "KVOuterAccumulate"} <= {n.op.type_name() for n in graph.nodes.values()}
     assert "wrote" in out.stdout and "steps per sample" in out.stdout
+    assert json.loads((tmp_path / "m.compile.json").read_text())["calibration"] == 16
     placement = json.loads((tmp_path / "m.placement.json").read_text())
     assert placement["target"] == "loihi2" and placement["cores_used"] > 0 and "design rules: no violation" in out.stdout
+
+
+def test_compile_that_breaks_a_design_rule_lists_every_violation_and_writes_nothing(tmp_path):
+    out = cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16", "--max-chips", "0")
+    assert out.returncode == 2 and "Traceback" not in out.stdout + out.stderr
+    assert list(tmp_path.iterdir()) == [] and "wrote" not in out.stdout and "no violation" not in out.stdout
+    text = " ".join(out.stdout.split())
+    found = int(re.search(r"(\d+) design rule violation\(s\) on target 'loihi2'", text).group(1))
+    assert found > 1 and text.count("[cores_fit_on_max_chips]") == found and "beyond the 0 cores" in text
 
 
 def test_compile_for_a_target_without_graded_spikes_lists_every_problem(tmp_path):
@@ -214,6 +233,10 @@ def test_run_on_a_compiled_graph_needs_its_record_and_target(tmp_path):
     assert cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16").returncode == 0
     out = cli("run", tmp_path / "m.snnir", "--target", "loihi1")
     assert out.returncode == 2 and "was placed for 'loihi2', not 'loihi1'" in " ".join(out.stdout.split())
+    (tmp_path / "m.compile.json").write_text('{"model": "statten-digits"}')
+    out = cli("run", tmp_path / "m.snnir")
+    assert out.returncode == 2 and "Traceback" not in out.stdout + out.stderr
+    assert "m.compile.json: not a compile record (KeyError: 'attention')" in " ".join(out.stdout.split())
     (tmp_path / "m.compile.json").unlink()
     out = cli("run", tmp_path / "m.snnir")
     assert out.returncode == 2 and "m.compile.json: missing" in " ".join(out.stdout.split())

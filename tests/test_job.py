@@ -1,4 +1,8 @@
-"""The main job's named steps: what each gives on the default model, and the clock that names and times them."""
+"""The main job's named steps: what each gives on the default model, and the clock that names and times them;
+the compiled artifact: written and read back as one object, a missing or malformed part a one-line error."""
+import dataclasses
+import json
+
 import pytest
 from torch.utils.data import Subset
 
@@ -6,7 +10,8 @@ import snncompile
 from snncompile.backends.placement import place
 from snncompile.data import load_dataset
 from snncompile.ir import io as ir_io
-from snncompile.job import CompileRecord, ModelSource
+from snncompile.job import (ArtifactError, CompileRecord, ModelSource, load_compiled, load_record, record_path,
+                            save_compiled)
 from snncompile.job import steps
 from snncompile.passes import lower_to_loihi
 from snncompile.sim.dataset import graph_feeds
@@ -69,3 +74,52 @@ def test_count_and_price_give_the_reports_counts_latency_and_energy(model, compi
     estimate = steps.price(counts, chip)
     assert set(estimate.energy) == {"loihi2", "cmos45", "ann"} and estimate.latency.per_sample_ns > 0
     assert estimate.energy["loihi2"].total_pj > estimate.energy["cmos45"].total_pj > 0
+
+
+# -- the compiled artifact -------------------------------------------------------------------------------------------
+
+def test_a_compiled_model_reads_back_as_it_was_written(tmp_path, compiled):
+    files = save_compiled(compiled, tmp_path / "sub" / "m.snnir")
+    assert files == {"graph": tmp_path / "sub" / "m.snnir", "placement": tmp_path / "sub" / "m.placement.json",
+                     "record": tmp_path / "sub" / "m.compile.json"} and record_path(files["graph"]) == files["record"]
+    again = load_compiled(files["graph"])
+    assert ir_io.graph_digest(again.graph) == ir_io.graph_digest(compiled.graph)
+    assert again.placement.to_json() == compiled.placement.to_json() and again.record == compiled.record
+    assert json.loads(files["record"].read_text()) == {
+        "model": compiled.record.source.model, "attention": "STAtten", "dataset": "digits", "data_root": None,
+        "target": "loihi2", "calibration": CALIBRATION, "max_chips": 1}
+
+
+def test_a_record_written_before_calibration_and_chips_were_kept_still_reads(tmp_path, compiled):
+    files = save_compiled(compiled, tmp_path / "m.snnir")
+    old = {k: v for k, v in json.loads(files["record"].read_text()).items() if k not in ("calibration", "max_chips")}
+    files["record"].write_text(json.dumps(old))
+    assert load_record(files["graph"]) == CompileRecord(compiled.record.source, "loihi2", None, 1)
+
+
+@pytest.mark.parametrize("text, why", [(None, "m.compile.json: missing; "),
+                                       ("{not json", "m.compile.json: not a compile record (JSONDecodeError"),
+                                       ('{"model": "x"}', "m.compile.json: not a compile record (KeyError: 'attention')"),
+                                       ("[1, 2]", "m.compile.json: not a compile record (TypeError"),
+                                       ('{"model": 3, "attention": null, "dataset": null, "data_root": null, '
+                                        '"target": "loihi2"}', "m.compile.json: not a compile record (TypeError: model")])
+def test_a_missing_or_malformed_record_is_one_line_naming_the_file(tmp_path, compiled, text, why):
+    files = save_compiled(compiled, tmp_path / "m.snnir")
+    if text is None:
+        files["record"].unlink()
+    else:
+        files["record"].write_text(text)
+    with pytest.raises((FileNotFoundError, ArtifactError)) as error:
+        load_compiled(files["graph"])
+    assert str(error.value).startswith(str(tmp_path / why.split(":")[0])) and why in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_an_artifact_is_a_snnir_file_whose_parts_agree(tmp_path, compiled):
+    with pytest.raises(ArtifactError, match=r"m\.bin: a compiled graph is a \.snnir file"):
+        save_compiled(compiled, tmp_path / "m.bin")
+    assert not list(tmp_path.iterdir())
+    elsewhere = dataclasses.replace(compiled, record=dataclasses.replace(compiled.record, target="loihi1"))
+    save_compiled(elsewhere, tmp_path / "m.snnir")
+    with pytest.raises(ArtifactError, match="placed for 'loihi2', but its compile record says 'loihi1'"):
+        load_compiled(tmp_path / "m.snnir")

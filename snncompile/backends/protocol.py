@@ -147,4 +147,5 @@ def get_backend(name: str, **settings) -> Backend:
     return kind(**{k: v for k, v in settings.items() if k in taken})
 
 
-__all__ = ["Backend", "BackendError", "Evaluation", "ReferenceBackend", "LavaBackend", "BACKENDS_BY_NAME", "get_backend"]
+__all__ = ["Backend", "BackendError", "Evaluation", "ReferenceBackend", "LavaBackend", "BACKENDS_BY_NAME",
+           "get_backend"]

@@ -7,7 +7,7 @@ the reference simulator; run the first ``lava_samples`` test samples on the Lava
 output equals the reference simulator's; on the first ``samples`` test samples compare the float and the
 integer graph's spike trains per neuron layer, count the integer graph's activity per node and per core,
 estimate latency and price it for the target, the 45 nm convention and the ANN equivalent. Writes the
-integer graph and its placement, the JSON report and its HTML page.
+compiled model (``save_compiled``: what ``snncompile run m.snnir`` reads), the JSON report and its HTML page.
 
 Schema history: ``/1`` had no ``checkpoint``, ``latency``, ``placement.per_core``, ``energy[...].per_node_pj`` or
 ``energy["ann"]``; docs/report_schema.md describes every field.
@@ -17,12 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..backends.placement import PlacementError, save_placement
+from ..backends.placement import PlacementError
 from ..backends.protocol import get_backend
-from ..ir import io as ir_io
 from ..targets import load_target
 from ..zoo.checkpoint import LoadedCheckpoint
-from .artifact import Compiled, CompileRecord, ModelSource
+from .artifact import Compiled, CompileRecord, ModelSource, save_compiled
 from .steps import (Clock, JobReport, check_on_lava, check_rules, compare_spikes, compile_graph, count, export,
                     first_samples, price, report, simulate)
 
@@ -30,14 +29,16 @@ from .steps import (Clock, JobReport, check_on_lava, check_rules, compare_spikes
 def run_job(loaded: LoadedCheckpoint, train_set, test_set, *, target: str = "loihi2", samples: int = 64,
             lava_samples: int = 8, calibration: int = 64, out_dir: Path = Path("runs"),
             lava_granularity: str = "fused", lava_timeout: float = 600.0, compiled: Compiled | None = None,
-            progress: bool = False,
+            source: ModelSource | None = None, progress: bool = False,
             step: Callable[[str], None] = lambda message: None) -> JobReport:
-    """Run the whole job (see the module docstring) and write ``<out_dir>/<name>.loihi.snnir``, its
-    placement, ``<name>.report.json`` and ``<name>.report.html``. Data sets are any indexable ``(x, y)``
-    sequence (a ``torch.utils.data.Subset`` evaluates part of one). ``lava_granularity`` and ``lava_timeout``
-    (seconds per Lava session) set up the Lava backend. ``compiled``: a compiled model for ``target`` to use
-    instead of lowering and placing the model afresh. ``step(message)`` is told what runs next;
-    ``progress`` shows a bar (on stderr) while the test set is evaluated."""
+    """Run the whole job (see the module docstring) and write ``<out_dir>/<name>.loihi.snnir`` with its
+    placement and compile record, ``<name>.report.json`` and ``<name>.report.html``. Data sets are any
+    indexable ``(x, y)`` sequence (a ``torch.utils.data.Subset`` evaluates part of one). ``lava_granularity``
+    and ``lava_timeout`` (seconds per Lava session) set up the Lava backend. ``compiled``: a compiled model
+    for ``target`` (``load_compiled``) to use instead of lowering and placing the model afresh; ``source``:
+    how the model and its data load again, for the compile record (default: the checkpoint file and the
+    data set it names). ``step(message)`` is told what runs next; ``progress`` shows a bar (on stderr) while
+    the test set is evaluated."""
     name = loaded.name or Path(str(loaded.path)).stem
     chip = load_target(target)
     lava = get_backend("lava", granularity=lava_granularity, timeout=lava_timeout)
@@ -46,7 +47,7 @@ def run_job(loaded: LoadedCheckpoint, train_set, test_set, *, target: str = "loi
     float_eval = clock("float evaluation", lambda: simulate(graph, test_set, progress=progress,
                                                             description="float model"))
     if compiled is None:
-        record = CompileRecord(ModelSource.of(loaded), target, calibration)
+        record = CompileRecord(source or ModelSource.of(loaded), target, calibration)
         compiled = compile_graph(graph, train_set, record, clock=clock)
     elif compiled.placement.target != target:
         raise PlacementError(f"the compiled graph was placed for {compiled.placement.target!r}, not {target!r}")
@@ -59,9 +60,7 @@ def run_job(loaded: LoadedCheckpoint, train_set, test_set, *, target: str = "loi
     layers = clock("spike agreement", lambda: compare_spikes(graph, compiled.graph, x))
     counts = clock("activity counts", lambda: count(compiled, chip, x))
     estimate = clock("latency estimate", lambda: price(counts, chip))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    graph_file = ir_io.save(compiled.graph, out_dir / f"{name}.loihi.snnir")
-    artifact = {"graph": graph_file, "placement": save_placement(compiled.placement, graph_file)}
+    artifact = save_compiled(compiled, out_dir / f"{name}.loihi.snnir")
     return report(name, loaded, chip, float_eval=float_eval, int_eval=int_eval, lava=checked, compiled=compiled,
                   violations=violations, layers=layers, counts=counts, estimate=estimate, artifact=artifact,
                   out_dir=out_dir, seconds=clock.seconds)
