@@ -13,12 +13,12 @@ from ..ir import Graph
 from .fold_batchnorm import fold_batchnorm
 from .lower_attention import lower_attention
 from .normalize_neurons import normalize_neurons
-from .pipeline import Pass, PassContext, PassError, Reported, as_pass, run_pipeline, to_fixpoint
+from .pipeline import Alignment, Pass, PassContext, PassError, Reported, as_pass, run_pipeline, to_fixpoint
 from .prove_ranges import prove_ranges
 from .quantize import QuantizeError, quantize
 from .rewrite import Edit, RewriteError, apply_edit, rewrite_graph
 from .schedule import schedule
-from .verify import Alignment, VerificationError, compare_graphs, verify_pipeline
+from .verify import VerificationError, compare_graphs, verify_pipeline
 
 PIPELINES: dict[str, tuple[Pass, ...]] = {
     "float": (fold_batchnorm,),

@@ -8,8 +8,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from ..ir.ops import LIF, family
-from .pipeline import PassContext, as_pass
-from .verify import Alignment
+from .pipeline import Alignment, PassContext, as_pass
 from .rewrite import Edit, rewrite_graph
 
 # The registered neurons of LIF's form (its fields and equations; TernaryLIF fires both ways by them), by

@@ -24,13 +24,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from ..ir import Graph, GraphError, HistoryEntry
 from ..ir import io as ir_io
 
-if TYPE_CHECKING:  # verify imports this module; a pass's alignment is verify's type
-    from .verify import Alignment
 
 
 class PassError(ValueError):
@@ -72,7 +70,20 @@ class Reported:
 
 PassFunction = Callable[[Graph, PassContext], "Graph | Reported"]
 Report = Callable[[Graph, Graph], Mapping[str, object]]
-Align = Callable[[Graph, Graph], "Alignment"]
+@dataclass(frozen=True)
+class Alignment:
+    """How candidate values map onto reference values, per candidate node (absent: 1, 1, 0)."""
+
+    scale: Mapping[str, float] = field(default_factory=dict)           #: candidate * scale = reference units
+    membrane_scale: Mapping[str, float] = field(default_factory=dict)  #: the same for a neuron's membrane
+    offset: Mapping[str, int] = field(default_factory=dict)            #: candidate step offset + t = reference t
+
+    @property
+    def timed(self) -> bool:
+        return any(self.offset.values())
+
+
+Align = Callable[[Graph, Graph], Alignment]
 FloatView = Callable[[Graph], Graph]
 Verify = Callable[["Pass", Graph, Graph], None]
 

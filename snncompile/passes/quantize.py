@@ -48,11 +48,10 @@ from ..ir.ops import IntShift, LoihiLIF, LoihiTernaryLIF
 from ..ir.ops.loihi import ACT_SHIFT
 from ..ir.types import int_type
 from .float_view import float_view
-from .pipeline import PassContext, Reported, as_pass
+from .pipeline import Alignment, PassContext, Reported, as_pass
 from .prove_ranges import analyse
 from .quantize_formats import is_float_neuron
 from .quantize_lowering import Lowering, QuantizeError
-from .verify import Alignment
 
 DEFAULTS = {"input_bits": 16, "static_vth": 512}
 

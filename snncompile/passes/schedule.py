@@ -32,8 +32,7 @@ from ..ir import Graph, Node
 from ..ir.graph import Schedule
 from ..ir.ops import Delay
 from ..ir.timing import delay_latencies
-from .pipeline import PassContext, as_pass
-from .verify import Alignment
+from .pipeline import Alignment, PassContext, as_pass
 
 DEFAULTS = {"synapse_delay": 1}
 

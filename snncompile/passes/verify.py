@@ -32,7 +32,7 @@ import torch
 from ..ir import Graph
 from ..ir.interpret import delayed
 from ..sim import evaluate_node, run_graph
-from .pipeline import PassContext, PassError, Pass, run_pipeline
+from .pipeline import Alignment, PassContext, PassError, Pass, run_pipeline
 
 
 class VerificationError(PassError):
@@ -71,19 +71,6 @@ class NodeReport:
     cumulative: Comparison | None = None
     isolated: Comparison | None = None
     note: str = ""                        #: why a node is unmatched, or a shape difference
-
-
-@dataclass(frozen=True)
-class Alignment:
-    """How candidate values map onto reference values, per candidate node (absent: 1, 1, 0)."""
-
-    scale: Mapping[str, float] = field(default_factory=dict)           #: candidate * scale = reference units
-    membrane_scale: Mapping[str, float] = field(default_factory=dict)  #: the same for a neuron's membrane
-    offset: Mapping[str, int] = field(default_factory=dict)            #: candidate step offset + t = reference t
-
-    @property
-    def timed(self) -> bool:
-        return any(self.offset.values())
 
 
 @dataclass(frozen=True)
