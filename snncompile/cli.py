@@ -35,7 +35,7 @@ from .train.trainer import evaluate, train
 from .zoo.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from .config import ATTENTION_MODES, DATASETS, ConfigError, DataConfig, ZooEntry
 from .targets import load_target
-from .zoo.registry import DEFAULT_MODEL, find_entry, list_entries
+from .zoo.registry import DEFAULT_MODEL, find_entry, list_entries, load_entry_checkpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compile trained PyTorch spiking transformers for a bit-accurate Loihi-style target.")
@@ -60,10 +60,7 @@ def _checkpoint(model: str, attention: Optional[str]) -> tuple[LoadedCheckpoint,
         loaded = load_checkpoint(path, attention=attention)
         return loaded, _entry_named(loaded.name)
     entry = find_entry(model)
-    if entry.checkpoint is None:
-        raise ConfigError(f"zoo model {entry.name!r} ships no trained weights; pass an upstream "
-                          f"checkpoint file, or train one with `snncompile train {entry.name}`")
-    return load_checkpoint(entry.checkpoint, attention=attention), entry
+    return load_entry_checkpoint(entry, attention), entry
 
 
 def _load(model: str, attention: Optional[str], dataset: Optional[str],

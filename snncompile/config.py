@@ -9,14 +9,22 @@ A zoo file has four sections::
     train: {...}                    # TrainConfig fields (optional)
     checkpoint: statten_digits.pt   # trained weights next to the YAML (optional)
 
-Every problem in a file is reported at once, each naming the file and the field.
+Every problem in a file is reported at once, each naming the file and the field. A real-valued field must be
+a finite number (YAML's ``.nan`` and ``.inf`` are refused) within its meaningful range.
+
+With a ``checkpoint``, the architecture is the checkpoint's: the ``model`` section describes it and may give
+any subset of its fields, and every field it gives must equal the checkpoint's (a difference is an error
+naming each field, :func:`snncompile.zoo.registry.load_entry_checkpoint`), never silently ignored nor
+overriding trained weights. A trained model runs with another attention through ``--attention``, not by
+editing its YAML.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -30,6 +38,23 @@ class ConfigError(ValueError):
 
 def _doc(text: str, **kw) -> Any:
     return field(metadata={"doc": text}, **kw)
+
+
+Range = tuple[Callable[[float], bool], str]  # (holds for a valid value, what a valid value is)
+_POSITIVE: Range = (lambda v: v > 0, "> 0")
+_NON_NEGATIVE: Range = (lambda v: v >= 0, ">= 0")
+
+
+def _float_problems(config, ranges: dict[str, Range]) -> list[str]:
+    """Every real-valued field of ``config`` that is not finite or outside its range in ``ranges``."""
+    problems = []
+    for f in (f for f in dataclasses.fields(config) if f.type == "float"):
+        value = getattr(config, f.name)
+        if not math.isfinite(value):
+            problems.append(f"{f.name}: must be a finite number, got {value}")
+        elif f.name in ranges and not ranges[f.name][0](value):
+            problems.append(f"{f.name}: must be {ranges[f.name][1]}, got {value}")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -105,11 +130,9 @@ class ModelConfig:
         if self.attention == "STAtten" and self.chunk_size >= 1 and self.time_steps % self.chunk_size:
             p.append(f"chunk_size: time_steps={self.time_steps} is not a multiple of chunk_size="
                      f"{self.chunk_size} (STAtten splits T into whole blocks)")
-        if self.ds2ta_tau_init <= 0:
-            p.append(f"ds2ta_tau_init: must be > 0, got {self.ds2ta_tau_init}")
-        if self.ternary_tau <= 1:
-            p.append(f"ternary_tau: must be > 1, got {self.ternary_tau}")
-        return p
+        return p + _float_problems(self, {"ds2ta_tau_init": _POSITIVE, "ternary_tau": (lambda v: v > 1, "> 1"),
+                                          "ssa_scale": _POSITIVE, "ds2ta_scale": _POSITIVE,
+                                          "ternary_threshold": _POSITIVE})
 
 
 DATASETS = ("digits", "event-digits", "cifar10", "cifar10-dvs", "ncaltech101", "imagenet")
@@ -129,9 +152,7 @@ class DataConfig:
         p = []
         if self.dataset not in DATASETS:
             p.append(f"dataset: {self.dataset!r} is not one of {', '.join(DATASETS)}")
-        if not 0 < self.test_fraction < 1:
-            p.append(f"test_fraction: must be in (0, 1), got {self.test_fraction}")
-        return p
+        return p + _float_problems(self, {"test_fraction": (lambda v: 0 < v < 1, "in (0, 1)")})
 
 
 @dataclass(frozen=True)
@@ -149,9 +170,9 @@ class TrainConfig:
 
     def problems(self) -> list[str]:
         p = [f"{n}: must be >= 1" for n in ("epochs", "batch_size") if getattr(self, n) < 1]
-        if self.lr <= 0:
-            p.append(f"lr: must be > 0, got {self.lr}")
-        return p
+        return p + _float_problems(self, {"lr": _POSITIVE, "weight_decay": _NON_NEGATIVE,
+                                          "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+                                          "tet_lambda": (lambda v: 0 <= v <= 1, "in [0, 1]")})
 
 
 @dataclass(frozen=True)
@@ -165,6 +186,7 @@ class ZooEntry:
     train: TrainConfig
     checkpoint: Path | None  # absolute path of the shipped weights, if any
     source: Path | None      # the YAML file
+    model_fields: frozenset[str] = frozenset()  # the model fields the YAML gives (the others are defaults)
 
 
 def _build(cls, raw: Any, section: str, problems: list[str]):
@@ -244,7 +266,7 @@ def parse_entry(raw: Any, source: Path | None = None) -> ZooEntry:
     if problems:
         raise ConfigError(f"{where}: invalid model config:\n  - " + "\n  - ".join(problems))
     return ZooEntry(name=name, description=str(raw.get("description", "")), model=model, data=data,
-                    train=train, checkpoint=checkpoint, source=source)
+                    train=train, checkpoint=checkpoint, source=source, model_fields=frozenset(raw.get("model") or ()))
 
 
 def load_entry_file(path: str | Path) -> ZooEntry:
