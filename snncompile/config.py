@@ -31,6 +31,14 @@ import yaml
 ATTENTION_MODES = ("SDT", "STAtten", "SSA", "A2OS2A", "DS2TA")
 SPIKE_MODES = ("lif", "plif")
 
+# The largest architecture accepted (README, "Resource limits"): well above every published
+# configuration (ImageNet 8-768: dim 768, 8 layers, 224 px, 1000 classes; T = 16 on event data), and
+# checked before a model is built, so that a config or checkpoint cannot make the builder allocate
+# without bound. MAX_WEIGHTS bounds the weights of a model built from a checkpoint (1 GiB of float32).
+MAX_SIZES = {"img_size": 1024, "in_channels": 1024, "num_classes": 100_000, "dim": 4096, "num_heads": 64,
+             "layers": 64, "mlp_ratio": 16, "time_steps": 256, "chunk_size": 256, "ds2ta_window": 256}
+MAX_WEIGHTS = 2 ** 28
+
 
 class ConfigError(ValueError):
     """A configuration file or dictionary is invalid; the message lists every problem."""
@@ -114,10 +122,11 @@ class ModelConfig:
             p.append(f"attention: {self.attention!r} is not one of {', '.join(ATTENTION_MODES)}")
         if self.spike_mode not in SPIKE_MODES:
             p.append(f"spike_mode: {self.spike_mode!r} is not one of {', '.join(SPIKE_MODES)}")
-        for name in ("img_size", "in_channels", "num_classes", "dim", "num_heads", "layers",
-                     "mlp_ratio", "time_steps", "chunk_size", "ds2ta_window"):
+        for name, largest in MAX_SIZES.items():
             if getattr(self, name) < 1:
                 p.append(f"{name}: must be >= 1, got {getattr(self, name)}")
+            elif getattr(self, name) > largest:
+                p.append(f"{name}: must be <= {largest}, got {getattr(self, name)}")
         if self.dim % 8:
             p.append(f"dim: {self.dim} must be divisible by 8 (the stem widths are D/8, D/4, D/2)")
         if self.num_heads >= 1 and self.dim % self.num_heads:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..config import ConfigError, ModelConfig, is_int, model_config_from_dict
+from ..config import MAX_SIZES, MAX_WEIGHTS, ConfigError, ModelConfig, is_int, model_config_from_dict
 from ..nn.sdt import SpikeDrivenTransformer, build_model
 from .torchfile import CheckpointError, read_torch_file
 
@@ -185,7 +185,7 @@ def load_checkpoint(path: str | Path, *, attention: str | None = None,
                 "sizes are read from the weight shapes)")
         notes: list[str] = []
         state_dict = _strip_module_prefix(dict(obj), notes)
-        parsed = _Parsed("state_dict", state_dict, _infer_from_shapes(state_dict), notes=notes)
+        parsed = _Parsed("state_dict", state_dict, _infer_from_shapes(path, state_dict), notes=notes)
     else:
         keys = f"keys {sorted(map(str, obj))[:12]}" if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path}: not a model checkpoint: expected our format, a timm checkpoint "
@@ -231,7 +231,7 @@ def _parse_upstream(path: Path, obj: dict) -> _Parsed:
     if arch is not None and arch != "sdt":
         notes.append(f"arch {arch!r} is not the Spike-Driven Transformer ('sdt'); loading it as one")
 
-    fields = _infer_from_shapes(state_dict)
+    fields = _infer_from_shapes(path, state_dict)
     suggested = note = None
     if args is not None:
         for attr, name in _ARGS_FIELDS.items():
@@ -286,7 +286,22 @@ def _shape(state_dict: dict, key: str, ndim: int) -> tuple[int, ...] | None:
     return tuple(t.shape) if isinstance(t, torch.Tensor) and t.dim() == ndim else None
 
 
-def _infer_from_shapes(state_dict: dict) -> dict:
+def _block_count(path: Path, state_dict: dict) -> int:
+    """The number of blocks the ``block.<i>.`` keys name, refusing an index past ``MAX_SIZES['layers']``
+    before anything is built."""
+    largest = MAX_SIZES["layers"]
+    indices = [-1]
+    for key in state_dict:
+        if isinstance(key, str) and (m := re.match(r"block\.(\d+)\.", key)):
+            digits = m.group(1)
+            if len(digits) > len(str(largest)) or int(digits) >= largest:
+                raise CheckpointError(f"{path}: key {key[:80]!r} names block {digits[:20]}; a model has at "
+                                      f"most {largest} blocks (layers)")
+            indices.append(int(digits))
+    return max(indices) + 1
+
+
+def _infer_from_shapes(path: Path, state_dict: dict) -> dict:
     """ModelConfig fields implied by weight shapes (only those the weights determine)."""
     out: dict = {}
     if s := _shape(state_dict, "patch_embed.proj_conv3.weight", 4):
@@ -297,11 +312,10 @@ def _infer_from_shapes(state_dict: dict) -> dict:
         out["num_classes"] = s[0]
     if s := _shape(state_dict, "block.0.attn.talking_heads.weight", 3):
         out["num_heads"] = s[0]
-    blocks = {int(m.group(1)) for k in state_dict if isinstance(k, str) and (m := re.match(r"block\.(\d+)\.", k))}
-    if blocks:
-        out["layers"] = max(blocks) + 1
+    if layers := _block_count(path, state_dict):
+        out["layers"] = layers
     s = _shape(state_dict, "block.0.mlp.fc1_conv.weight", 4)
-    if s and "dim" in out and s[0] % out["dim"] == 0:
+    if s and out.get("dim") and s[0] % out["dim"] == 0:
         out["mlp_ratio"] = s[0] // out["dim"]
     plif = any(isinstance(k, str) and _PLIF_KEY.search(k) for k in state_dict)
     out["spike_mode"] = "plif" if plif else "lif"
@@ -368,8 +382,12 @@ def _load_weights(path: Path, cfg: ModelConfig, state_dict: dict, strict: bool,
     not_tensors = [str(k) for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise CheckpointError(f"{path}: state_dict entries that are not tensors: {', '.join(not_tensors)}")
-    model = build_model(cfg)
-    expected = model.state_dict()
+    with torch.device("meta"):  # shapes only: nothing is allocated until the weights are known to fit
+        expected = build_model(cfg).state_dict()
+    weights = sum(t.numel() for t in expected.values())
+    if weights > MAX_WEIGHTS:
+        raise CheckpointError(f"{path}: the {_describe(cfg)} has {weights} weights, more than the limit of "
+                              f"{MAX_WEIGHTS}")
     unexpected = [k for k in state_dict if k not in expected]
     for key in [k for k in unexpected if _dead_reason(k, cfg)]:
         notes.append(f"dropped dead parameter {key} ({_dead_reason(key, cfg)})")
@@ -394,6 +412,7 @@ def _load_weights(path: Path, cfg: ModelConfig, state_dict: dict, strict: bool,
         raise CheckpointError(f"{path}: the weights do not fit the {_describe(cfg)}:\n  - "
                               + "\n  - ".join(problems))
     notes += [f"not loaded (strict=False): {p}" for p in problems]
+    model = build_model(cfg)
     model.load_state_dict({k: state_dict[k] for k in expected if k in state_dict and k not in mismatched},
                           strict=False)
     return model.eval()

@@ -4,7 +4,14 @@ A pickle can name any importable callable and have it called, so ``torch.load`` 
 can run arbitrary code, and torch 2.3's ``weights_only=True`` refuses the ``argparse.Namespace`` that
 every upstream checkpoint contains. :func:`read_torch_file` therefore reads the zip itself: its
 unpickler resolves only an explicit allowlist of globals (:data:`ALLOWED_GLOBALS`) and rebuilds
-tensors from the zip's storage records; any other global is refused before it is imported.
+tensors from the zip's storage records; any other global is refused before it is imported. It is the
+pure-Python unpickler with the opcodes that act on an existing object restricted to the objects
+torch.save uses them on: in the C unpickler a pickle BUILD reaches ``Tensor.__setstate__``, whose
+``set_`` resizes a storage past its record (uninitialised heap memory in a weight, or a reservation of
+any size from a few hundred bytes).
+
+Nothing is read before its size is checked against the limits below (README, "Resource limits"): the
+sizes the zip declares, before decompressing, and a tensor's extent, before building it.
 """
 from __future__ import annotations
 
@@ -13,6 +20,8 @@ import argparse
 import codecs
 import collections
 import io
+import math
+import os
 import pickle
 import sys
 import zipfile
@@ -27,6 +36,18 @@ from ..config import is_int
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be read or does not fit the model; the message names the file."""
+
+
+# Limits (README, "Resource limits"). torch.save stores its records uncompressed, so a file holds about
+# its own size (trained weights recompressed with deflate stay near 1:1); an upstream checkpoint's
+# data.pkl is a few hundred KB.
+MAX_PICKLE_BYTES = 16 * 1024 ** 2  # data.pkl
+MAX_TENSOR_BYTES = 2 * 1024 ** 3   # one storage record, and the extent of one tensor
+MAX_TOTAL_BYTES = 8 * 1024 ** 3    # every entry of the zip, uncompressed, together
+MAX_RATIO = 100                    # every entry uncompressed : the file's size
+RATIO_MIN_BYTES = 1024 ** 2        # below this the ratio is not checked
+MAX_NESTING = 100                  # containers within containers in the unpickled object
+_CHUNK = 1024 ** 2                 # bytes decompressed at a time into a record's buffer
 
 
 # ------------------------------------------------------------------------------------------------
@@ -99,6 +120,10 @@ _STORAGE_DTYPES = {
 }
 
 
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks,
                        metadata=None):
     """Our version of ``torch._utils._rebuild_tensor_v2``: a strided view of a loaded storage.
@@ -114,8 +139,11 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, bac
     if not (is_int(storage_offset) and storage_offset >= 0):
         raise ValueError(f"bad storage offset {storage_offset!r}")
     size, stride = tuple(size), tuple(stride)
-    if len(size) != len(stride) or not all(is_int(v) and v >= 0 for v in size + stride):
+    if len(size) != len(stride) or not all(is_int(v) and 0 <= v < 2 ** 63 for v in size + stride):
         raise ValueError(f"bad tensor size {size!r} / stride {stride!r}")
+    nbytes = math.prod(size) * _element_size(storage.dtype)
+    if nbytes > MAX_TENSOR_BYTES:
+        raise ValueError(f"tensor of size {size} holds {nbytes} bytes, more than the limit of {MAX_TENSOR_BYTES}")
     if all(size):
         last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= storage.numel:
@@ -135,10 +163,14 @@ _NUMPY_KINDS = "biufc"  # bool, signed, unsigned, float, complex: what a logged 
 
 
 def _numpy_dtype(spec, align=False, copy=False):
-    """``numpy.dtype`` for the numeric type-code strings numpy pickles (never object or structured)."""
+    """``numpy.dtype`` for the numeric type-code strings numpy pickles (never object or structured).
+
+    Always a copy, whatever the pickle asks: the BUILD that numpy pickles after it sets the byte order
+    in place, which must never reach numpy's shared dtype instances.
+    """
     if not isinstance(spec, str):
         raise ValueError(f"numpy dtype from {type(spec).__name__}, not from a type-code string")
-    dt = np.dtype(spec, bool(align), bool(copy))
+    dt = np.dtype(spec, bool(align), True)
     if dt.kind not in _NUMPY_KINDS:
         raise ValueError(f"numpy dtype {spec!r} is not a numeric type")
     return dt
@@ -181,24 +213,48 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 _LEGACY_PREFIX = pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2)
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+def _is_dtype_state(state) -> bool:
+    """The state numpy pickles for a numeric dtype: only the byte order varies."""
+    return (isinstance(state, tuple) and len(state) == 8 and state[0] == 3 and state[1] in ("<", ">", "|", "=")
+            and state[2:] == (None, None, None, -1, -1, 0))
+
+
+def _restricted(opcode: str, allowed: tuple[type, ...], target):
+    """The pure-Python unpickler's ``opcode``, acting only on objects of exactly the ``allowed`` types;
+    ``target(unpickler)`` finds the object it acts on (under the mark for the opcodes that take one)."""
+    load = pickle._Unpickler.dispatch[getattr(pickle, opcode)[0]]
+
+    def restricted(self):
+        obj = target(self)
+        if type(obj) not in allowed:
+            raise self.refusal(opcode, obj)
+        load(self)
+    return restricted
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
     """Unpickles ``<prefix>/data.pkl`` resolving only :data:`ALLOWED_GLOBALS`.
 
     ``find_class`` is the only way a pickle reaches a Python object by name (GLOBAL, STACK_GLOBAL,
     INST, OBJ and the extension registry all go through it), so refusing there stops code execution.
+    The opcodes that act on an object already built act only where torch.save writes them: BUILD on a
+    numpy dtype (its byte order) and on an OrderedDict or Namespace (attributes), SETITEM(S) on dicts,
+    APPEND(S) on lists, ADDITEMS on sets. So no method of a rebuilt tensor is ever called.
     """
 
-    def __init__(self, path: Path, zf: zipfile.ZipFile, prefix: str):
-        super().__init__(io.BytesIO(zf.read(f"{prefix}/data.pkl")), encoding="utf-8")
-        self._path, self._zf, self._prefix = path, zf, prefix
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, path: Path, archive: "_Archive", prefix: str):
+        super().__init__(io.BytesIO(archive.read(f"{prefix}/data.pkl", MAX_PICKLE_BYTES)), encoding="utf-8")
+        self._path, self._archive, self._prefix = path, archive, prefix
         self._storages: dict[str, _Storage] = {}
         self._swap = self._byteswap_needed()
 
     def _byteswap_needed(self) -> bool:
         name = f"{self._prefix}/byteorder"
-        if name not in self._zf.namelist():
+        if not self._archive.has(name):
             return sys.byteorder != "little"  # torch's default for files without a mark
-        order = self._zf.read(name)
+        order = bytes(self._archive.read(name, len(b"little")))
         if order not in (b"little", b"big"):
             raise CheckpointError(f"{self._path}: unknown byte order {order!r} in {name}")
         return order.decode() != sys.byteorder
@@ -231,22 +287,114 @@ class _RestrictedUnpickler(pickle.Unpickler):
                                  f"{storage_type.dtype}")
             return cached
         record = f"{self._prefix}/data/{key}"
-        try:
-            info = self._zf.getinfo(record)
-        except KeyError:
+        if not self._archive.has(record):
             raise CheckpointError(f"{self._path}: the storage record {record} referenced by data.pkl "
-                                  "is missing (truncated or corrupted file)") from None
-        nbytes = numel * torch.empty((), dtype=storage_type.dtype).element_size()
-        if info.file_size != nbytes:
-            raise CheckpointError(f"{self._path}: storage record {record} holds {info.file_size} bytes, "
-                                  f"data.pkl expects {nbytes} ({numel} x {storage_type.dtype})")
-        untyped = (torch.frombuffer(bytearray(self._zf.read(record)), dtype=torch.uint8).untyped_storage()
-                   if nbytes else torch.UntypedStorage(0))
+                                  "is missing (truncated or corrupted file)")
+        nbytes = numel * _element_size(storage_type.dtype)
+        if self._archive.size(record) != nbytes:
+            raise CheckpointError(f"{self._path}: storage record {record} holds {self._archive.size(record)} "
+                                  f"bytes, data.pkl expects {nbytes} ({numel} x {storage_type.dtype})")
+        data = self._archive.read(record, MAX_TENSOR_BYTES)
+        untyped = torch.frombuffer(data, dtype=torch.uint8).untyped_storage() if nbytes else torch.UntypedStorage(0)
         if self._swap:
             untyped.byteswap(storage_type.dtype)
         storage = _Storage(key=key, dtype=storage_type.dtype, numel=numel, untyped=untyped)
         self._storages[key] = storage
         return storage
+
+    def refusal(self, opcode: str, obj) -> CheckpointError:
+        return CheckpointError(f"refusing to load {self._path}: its pickle applies {opcode} to a "
+                               f"{type(obj).__name__}, which torch.save never does")
+
+    def _load_build(self):
+        state = self.stack.pop()
+        obj = self.stack[-1]
+        if isinstance(obj, np.dtype) and _is_dtype_state(state):
+            obj.__setstate__(state)
+        elif type(obj) in (collections.OrderedDict, _Namespace) and isinstance(state, dict) \
+                and all(type(k) is str for k in state):
+            obj.__dict__.update(state)  # torch's state_dict()._metadata; a Namespace's attributes
+        else:
+            raise self.refusal("BUILD (__setstate__)", obj)
+
+    dispatch[pickle.BUILD[0]] = _load_build
+    dispatch[pickle.SETITEM[0]] = _restricted("SETITEM", (dict, collections.OrderedDict), lambda u: u.stack[-3])
+    dispatch[pickle.SETITEMS[0]] = _restricted("SETITEMS", (dict, collections.OrderedDict),
+                                               lambda u: u.metastack[-1][-1])
+    dispatch[pickle.APPEND[0]] = _restricted("APPEND", (list,), lambda u: u.stack[-2])
+    dispatch[pickle.APPENDS[0]] = _restricted("APPENDS", (list,), lambda u: u.metastack[-1][-1])
+    dispatch[pickle.ADDITEMS[0]] = _restricted("ADDITEMS", (set,), lambda u: u.metastack[-1][-1])
+
+
+class _Archive:
+    """A zip archive whose entries are read only within the limits, each into one buffer."""
+
+    def __init__(self, path: Path, zf: zipfile.ZipFile, file_size: int):
+        self._path, self._zf = path, zf
+        self._infos = {info.filename: info for info in zf.infolist()}
+        total = 0
+        for info in zf.infolist():
+            if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise CheckpointError(f"{path}: entry {info.filename} is encrypted or compressed with method "
+                                      f"{info.compress_type}; torch.save writes neither")
+            total += info.file_size
+        if total > MAX_TOTAL_BYTES:
+            raise CheckpointError(f"{path}: its entries hold {total} bytes uncompressed, more than the limit "
+                                  f"of {MAX_TOTAL_BYTES}")
+        if total > RATIO_MIN_BYTES and total > MAX_RATIO * file_size:
+            raise CheckpointError(f"{path}: its entries hold {total} bytes uncompressed in a file of "
+                                  f"{file_size} bytes, above the limit of {MAX_RATIO}:1 (a zip bomb?)")
+
+    def names(self) -> list[str]:
+        return list(self._infos)
+
+    def has(self, name: str) -> bool:
+        return name in self._infos
+
+    def size(self, name: str) -> int:
+        return self._infos[name].file_size
+
+    def read(self, name: str, limit: int) -> bytearray:
+        """The entry's bytes, decompressed a chunk at a time into one buffer of its declared size."""
+        info = self._infos[name]
+        if info.file_size > limit:
+            raise CheckpointError(f"{self._path}: entry {name} holds {info.file_size} bytes uncompressed, "
+                                  f"more than the limit of {limit}")
+        data = bytearray(info.file_size)
+        done = 0
+        with self._zf.open(info) as f:  # stops at the declared size and checks the CRC at the end
+            while done < len(data) and (chunk := f.read(min(_CHUNK, len(data) - done))):
+                data[done:done + len(chunk)] = chunk
+                done += len(chunk)
+        if done != len(data):
+            raise CheckpointError(f"{self._path}: entry {name} holds {done} bytes, its header says {len(data)}")
+        return data
+
+
+def _children(obj) -> list:
+    if isinstance(obj, dict):
+        return [*obj.keys(), *obj.values()]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return list(obj)
+    if isinstance(obj, argparse.Namespace):
+        return list(vars(obj).values())
+    return []
+
+
+def _nesting(obj) -> int:
+    """How many containers deep ``obj`` nests, counted without recursion (a shared container counts
+    once, a cycle back into a container as flat)."""
+    depth: dict[int, int] = {}
+    stack = [(obj, False)]
+    while stack:
+        item, finished = stack.pop()
+        if finished:
+            depth[id(item)] = 1 + max((depth[id(c)] for c in _children(item) if id(c) in depth), default=0)
+        elif id(item) not in depth and _children(item):
+            depth[id(item)] = 0  # in progress: a cycle back to it adds nothing
+            stack.append((item, True))
+            stack.extend((c, False) for c in _children(item) if id(c) not in depth)
+    return depth.get(id(obj), 0)
 
 
 def read_torch_file(path: str | Path) -> Any:
@@ -254,13 +402,15 @@ def read_torch_file(path: str | Path) -> Any:
 
     Returns the unpickled object with every tensor on the CPU. Raises :class:`CheckpointError`,
     naming the file, for files that are not torch zip archives (legacy format, random bytes,
-    truncated or corrupted zips, TorchScript archives) and for pickles referencing anything outside
-    :data:`ALLOWED_GLOBALS`.
+    truncated or corrupted zips, TorchScript archives), for pickles referencing anything outside
+    :data:`ALLOWED_GLOBALS` or acting on objects as torch.save never does, and for anything over the
+    limits (``MAX_*`` above).
     """
     path = Path(path)
     try:
         with open(path, "rb") as f:
             head = f.read(len(_LEGACY_PREFIX))
+            file_size = os.fstat(f.fileno()).st_size
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read: {e.strerror}") from None
     if not zipfile.is_zipfile(path):
@@ -273,7 +423,8 @@ def read_torch_file(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: not a torch checkpoint (expected a torch.save zip archive)")
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
+            archive = _Archive(path, zf, file_size)
+            names = archive.names()
             if any(n.endswith("/constants.pkl") for n in names):
                 raise CheckpointError(f"{path}: a TorchScript archive (torch.jit.save), not a checkpoint")
             prefixes = sorted({n[:-len("/data.pkl")] for n in names
@@ -283,12 +434,13 @@ def read_torch_file(path: str | Path) -> Any:
                 raise CheckpointError(f"{path}: zip archive with {found} <prefix>/data.pkl records; "
                                       "not a torch.save checkpoint")
             try:
-                return _RestrictedUnpickler(path, zf, prefixes[0]).load()
+                obj = _RestrictedUnpickler(path, archive, prefixes[0]).load()
             except CheckpointError:
                 raise
             except Exception as e:  # a forged or damaged pickle can fail in any number of ways
                 raise CheckpointError(f"{path}: corrupted checkpoint: {type(e).__name__}: {e}") from e
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as e:
         raise CheckpointError(f"{path}: truncated or corrupted zip archive: {e}") from None
-
-
+    if _nesting(obj) > MAX_NESTING:
+        raise CheckpointError(f"{path}: its pickle nests containers more than {MAX_NESTING} deep")
+    return obj
