@@ -3,10 +3,13 @@ with its YAML checked against it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..resources import shipped_dir
 from ..config import ConfigError, ZooEntry, load_entry_file
-from .checkpoint import LoadedCheckpoint, load_checkpoint
+
+if TYPE_CHECKING:
+    from .checkpoint import LoadedCheckpoint
 
 DEFAULT_MODEL = "statten-digits"
 
@@ -36,6 +39,7 @@ def load_entry_checkpoint(entry: ZooEntry, attention: str | None = None) -> Load
     if entry.checkpoint is None:
         raise ConfigError(f"zoo model {entry.name!r} ships no trained weights; pass an upstream checkpoint "
                           f"file, or train one with `snncompile train {entry.name}`")
+    from .checkpoint import load_checkpoint  # torch: loaded with a checkpoint, not with the zoo's list
     loaded = load_checkpoint(entry.checkpoint, attention=attention)
     compared = sorted(entry.model_fields - ({"attention"} if attention else set()))
     differing = [f"model.{name}: {getattr(entry.model, name)!r} here, {getattr(loaded.config, name)!r} in the "
