@@ -75,7 +75,7 @@ def test_an_unknown_lava_granularity_is_refused_before_the_job():
 def test_unknown_model_is_a_clear_error_not_a_traceback():
     out = cli("run", "no-such-model")
     assert out.returncode == 2
-    assert "no model named 'no-such-model'" in out.stdout and "Traceback" not in out.stdout + out.stderr
+    assert "no model named 'no-such-model'" in out.stderr and "Traceback" not in out.stdout + out.stderr
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
@@ -83,13 +83,13 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     bad.write_bytes(b"definitely not a checkpoint")
     out = cli("evaluate", bad)
     assert out.returncode == 2
-    assert "broken.pt" in out.stdout and "Traceback" not in out.stdout + out.stderr
+    assert "broken.pt" in out.stderr and "Traceback" not in out.stdout + out.stderr
 
 
 def test_zoo_model_without_weights_says_how_to_get_them():
     out = cli("run", "statten-cifar10-2-256")
     assert out.returncode == 2
-    assert "ships no trained weights" in out.stdout
+    assert "ships no trained weights" in out.stderr
 
 
 def test_train_writes_a_loadable_checkpoint_with_metrics(tmp_path):
@@ -143,7 +143,7 @@ def test_export_nir_refuses_attention_unless_a_part_is_asked_for(tmp_path):
     import nir
     out = cli("export", DEFAULT_MODEL, "-o", tmp_path / "g.nir")
     assert out.returncode == 2
-    assert "multiplies two activations" in " ".join(out.stdout.split()) and "--nir-part" in out.stdout
+    assert "multiplies two activations" in " ".join(out.stderr.split()) and "--nir-part" in out.stderr
     out = cli("export", DEFAULT_MODEL, "-o", tmp_path / "g.nir", "--nir-part")
     assert out.returncode == 0, out.stdout + out.stderr
     graph = nir.read(tmp_path / "g.nir")  # type checking on
@@ -158,7 +158,7 @@ def test_inspect_a_nir_file_from_another_framework():
 
 def test_export_to_unknown_format_is_a_clear_error(tmp_path):
     out = cli("export", DEFAULT_MODEL, "-o", tmp_path / "g.bin")
-    assert out.returncode == 2 and "--format snnir|nir|onnx" in out.stdout
+    assert out.returncode == 2 and "--format snnir|nir|onnx" in out.stderr
 
 
 @pytest.mark.parametrize("source", ["zoo", "upstream"])
@@ -203,7 +203,7 @@ def test_compile_that_breaks_a_design_rule_lists_every_violation_and_writes_noth
     out = cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16", "--max-chips", "0")
     assert out.returncode == 2 and "Traceback" not in out.stdout + out.stderr
     assert list(tmp_path.iterdir()) == [] and "wrote" not in out.stdout and "no violation" not in out.stdout
-    text = " ".join(out.stdout.split())
+    text = " ".join(out.stderr.split())
     found = int(re.search(r"(\d+) design rule violation\(s\) on target 'loihi2'", text).group(1))
     assert found > 1 and text.count("[cores_fit_on_max_chips]") == found and "beyond the 0 cores" in text
 
@@ -211,7 +211,7 @@ def test_compile_that_breaks_a_design_rule_lists_every_violation_and_writes_noth
 def test_compile_for_a_target_without_graded_spikes_lists_every_problem(tmp_path):
     out = cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16", "--target", "loihi1")
     assert out.returncode == 2 and not (tmp_path / "m.snnir").exists()
-    text = " ".join(out.stdout.split())
+    text = " ".join(out.stderr.split())
     assert "binary spikes only" in text and text.count("graded spike;") >= 10  # every graded edge, by node
 
 
@@ -232,14 +232,14 @@ def test_run_on_a_compiled_graph_uses_its_graph_and_placement(tmp_path):
 def test_run_on_a_compiled_graph_needs_its_record_and_target(tmp_path):
     assert cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16").returncode == 0
     out = cli("run", tmp_path / "m.snnir", "--target", "loihi1")
-    assert out.returncode == 2 and "was placed for 'loihi2', not 'loihi1'" in " ".join(out.stdout.split())
+    assert out.returncode == 2 and "was placed for 'loihi2', not 'loihi1'" in " ".join(out.stderr.split())
     (tmp_path / "m.compile.json").write_text('{"model": "statten-digits"}')
     out = cli("run", tmp_path / "m.snnir")
     assert out.returncode == 2 and "Traceback" not in out.stdout + out.stderr
-    assert "m.compile.json: not a compile record (KeyError: 'attention')" in " ".join(out.stdout.split())
+    assert "m.compile.json: not a compile record (KeyError: 'attention')" in " ".join(out.stderr.split())
     (tmp_path / "m.compile.json").unlink()
     out = cli("run", tmp_path / "m.snnir")
-    assert out.returncode == 2 and "m.compile.json: missing" in " ".join(out.stdout.split())
+    assert out.returncode == 2 and "m.compile.json: missing" in " ".join(out.stderr.split())
 
 
 @pytest.mark.slow

@@ -49,7 +49,7 @@ def test_a_nan_learning_rate_stops_train_with_one_line(tmp_path, monkeypatch, ca
     monkeypatch.setattr(sys, "argv", ["snncompile", "train", str(path), "-o", str(tmp_path / "out.pt")])
     with pytest.raises(SystemExit) as caught:
         cli.main()
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # errors go to stderr
     assert caught.value.code == cli.EXIT_USER_ERROR and "train.lr: must be a finite number" in out
     assert "Traceback" not in out and not (tmp_path / "out.pt").exists()
 
@@ -70,7 +70,7 @@ def test_the_cli_refuses_a_yaml_that_disagrees_with_its_checkpoint(tmp_path, mon
     monkeypatch.setattr(sys, "argv", ["snncompile", "evaluate", str(path)])
     with pytest.raises(SystemExit) as caught:
         cli.main()
-    out = " ".join(capsys.readouterr().out.split())
+    out = " ".join(capsys.readouterr().err.split())
     assert caught.value.code == cli.EXIT_USER_ERROR and "model.dim: 128 here, 64 in the checkpoint" in out
 
 

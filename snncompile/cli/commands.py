@@ -1,60 +1,87 @@
-"""The ``snncompile`` command line. Each command is a thin wrapper over one library function."""
+"""The ``snncompile`` commands, each a thin wrapper over one library function. A command imports the stages it
+uses when it runs: ``snncompile --help`` and ``--version`` load no torch. Its options are checked while the
+command line is parsed (:mod:`.options`); every user error is reported one way (:mod:`.errors`)."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Column, Table
 
-from .backends.design_rules import DesignRuleError
-from .backends.placement import PlacementError
-from .backends.nir_export import NIRExportError, expressible_nodes, nir_problems, write_nir
-from .backends.onnx import OnnxExportError, to_onnx
-from .backends.protocol import BackendError, get_backend
-from .data import DataError, load_dataset
-from .frontend import ExportError, export
-from .frontend.nir_import import NIRImportError, from_nir
-from .ir import GraphError
-from .ir import io as ir_io
-from .job import (SCHEMA, ArtifactError, Compiled, CompileRecord, ModelSource, load_compiled, record_path, run_job,
-                  save_compiled, steps)
-from .passes import PIPELINES, PassContext, PassError, verify_pipeline
-from .passes.verify import render, to_json as verify_json
-from .report.document import ReportError, load_report, reprice
-from .report.render import render_html, render_terminal
-from .sim.dataset import graph_feeds
-from .sim.distributed import launched
-from .train.trainer import evaluate, train
-from .zoo.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
-from .config import ATTENTION_MODES, DATASETS, ConfigError, DataConfig, ZooEntry
-from .targets import load_target
-from .zoo.registry import DEFAULT_MODEL, find_entry, list_entries, load_entry_checkpoint
+from .. import __version__
+from ..config import ATTENTION_MODES, DATASETS, ConfigError, DataConfig
+from ..zoo.registry import DEFAULT_MODEL, find_entry, list_entries
+from .errors import Commands
+from .options import any_target, chip_target, one_of, output_dir, output_file, positive, unwritable
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+if TYPE_CHECKING:
+    import torch
+
+    from ..config import ZooEntry
+    from ..job import Compiled
+    from ..zoo.checkpoint import LoadedCheckpoint
+
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True,
                   help="Compile trained PyTorch spiking transformers for a bit-accurate Loihi-style target.")
 console = Console()
 
-USER_ERRORS = (ConfigError, CheckpointError, DataError, ExportError, GraphError, ir_io.IRFileError,
-               NIRExportError, NIRImportError, OnnxExportError, PassError, DesignRuleError, PlacementError,
-               FileNotFoundError, ReportError, BackendError, ArtifactError)
-EXIT_USER_ERROR = 2
+
+def _granularities():
+    from ..backends.lava.mapping import GRANULARITIES  # imports Lava
+    return GRANULARITIES
+
+
+def _backends():
+    from ..backends.protocol import BACKENDS_BY_NAME
+    return BACKENDS_BY_NAME
+
+
+def _pipelines():
+    from ..passes import PIPELINES
+    return PIPELINES
+
+
+def _splits():
+    from ..data import SPLITS
+    return SPLITS
+
 
 ModelArg = typer.Argument(DEFAULT_MODEL, help="zoo model name (see `snncompile models`) or checkpoint file")
-AttentionOpt = typer.Option(None, "--attention", help=f"override the attention mode: {', '.join(ATTENTION_MODES)}")
+AttentionOpt = typer.Option(None, "--attention", callback=one_of(lambda: ATTENTION_MODES),
+                            help=f"override the attention mode: {', '.join(ATTENTION_MODES)}")
 DataRootOpt = typer.Option(None, "--data-root", help="local folder of user-supplied data (CIFAR-10, CIFAR10-DVS...)")
-DatasetOpt = typer.Option(None, "--dataset", help=f"evaluation data set: {', '.join(DATASETS)} "
-                                                  "(default: the one the model was trained on)")
+DatasetOpt = typer.Option(None, "--dataset", callback=one_of(lambda: DATASETS),
+                          help=f"evaluation data set: {', '.join(DATASETS)} (default: the one the model was trained on)")
+
+
+def _default_output(path: Path, option: str) -> Path:
+    """An output file a command chose itself, checked as an option's value is (before any work)."""
+    if reason := unwritable(path, directory=False):
+        raise typer.BadParameter(reason, param_hint=option)
+    return path
+
+
+def _version(show: bool) -> None:
+    if show:
+        console.print(f"snncompile {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _common(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                         help="print the version and exit")) -> None:
+    pass
 
 
 def _checkpoint(model: str, attention: Optional[str]) -> tuple[LoadedCheckpoint, Optional[ZooEntry]]:
     """A zoo name resolves to its shipped checkpoint; anything else is a checkpoint path."""
+    from ..zoo.checkpoint import load_checkpoint
+    from ..zoo.registry import load_entry_checkpoint
     path = Path(model)
     if path.is_file() and path.suffix not in (".yaml", ".yml"):
         loaded = load_checkpoint(path, attention=attention)
@@ -83,6 +110,7 @@ def _entry_named(name: Optional[str]) -> Optional[ZooEntry]:
 @app.command("models")
 def models_cmd() -> None:
     """List the model zoo: configs, and the test accuracy of those with shipped weights."""
+    from ..zoo.checkpoint import load_checkpoint
     table = Table(Column("name", no_wrap=True), "attention", "T", "D x L", "data", "shipped acc.")
     for e in list_entries():
         acc = "-"
@@ -95,11 +123,13 @@ def models_cmd() -> None:
 
 @app.command("train")
 def train_cmd(model: str = typer.Argument(..., help="zoo model name or YAML file"),
-              out: Path = typer.Option(None, "-o", "--out", help="checkpoint to write (default runs/<name>.pt)"),
-              epochs: Optional[int] = typer.Option(None, help="override the config's epoch count")) -> None:
+              out: Optional[Path] = typer.Option(None, "-o", "--out", callback=output_file,
+                                                 help="checkpoint to write (default runs/<name>.pt)"),
+              epochs: Optional[int] = typer.Option(None, min=1, help="override the config's epoch count")) -> None:
     """Train a zoo model on its dataset (with progress) and save the checkpoint and its metrics."""
+    from ..train.trainer import train
     entry = find_entry(model)
-    out = out or Path("runs") / f"{entry.name}.pt"
+    out = out or _default_output(Path("runs") / f"{entry.name}.pt", "--out")
     out.parent.mkdir(parents=True, exist_ok=True)
     result = train(entry, out, epochs=epochs)
     console.print(f"test accuracy {result.metrics['test_accuracy']:.2%} -> {result.checkpoint} "
@@ -110,6 +140,8 @@ def train_cmd(model: str = typer.Argument(..., help="zoo model name or YAML file
 def evaluate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                  dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt) -> None:
     """Float accuracy of a checkpoint (ours or upstream) on its dataset's test split."""
+    from ..data import load_dataset
+    from ..train.trainer import evaluate
     loaded, data = _load(model, attention, dataset, data_root)
     acc = evaluate(loaded.model, load_dataset(data, loaded.config, "test"))
     console.print(f"{loaded.name or loaded.path}: float test accuracy {acc:.2%} on {data.dataset}")
@@ -118,22 +150,25 @@ def evaluate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
 @app.command("run")
 def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
             dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
-            target: Optional[str] = typer.Option(None, help="hardware target (`targets/`; default loihi2, or the "
-                                                 "one a compiled MODEL was placed for)"),
-            samples: int = typer.Option(64, help="test samples for the per-layer spike table and activity counts"),
-            lava_samples: int = typer.Option(8, help="test samples run on Lava and checked against the reference"),
-            lava_granularity: str = typer.Option("fused", help="Lava processes: per_op, fused (per block) or "
-                                                  "fused_model"),
-            lava_timeout: float = typer.Option(600.0, help="seconds one Lava session may take"),
-            out_dir: Path = typer.Option(Path("runs"), "--out-dir", help="where the graph and report go")) -> None:
+            target: Optional[str] = typer.Option(None, callback=chip_target, help="hardware target (`targets/`; "
+                                                 "default loihi2, or the one a compiled MODEL was placed for)"),
+            samples: int = typer.Option(64, min=1, help="test samples for the per-layer spike table and activity "
+                                        "counts"),
+            lava_samples: int = typer.Option(8, min=1, help="test samples run on Lava and checked against the "
+                                             "reference"),
+            lava_granularity: str = typer.Option("fused", callback=one_of(_granularities),
+                                                 help="Lava processes: per_op, fused (per block) or fused_model"),
+            lava_timeout: float = typer.Option(600.0, callback=positive, help="seconds one Lava session may take"),
+            out_dir: Path = typer.Option(Path("runs"), "--out-dir", callback=output_dir,
+                                         help="where the graph and report go")) -> None:
     """The main job on a model: evaluate it in float, lower it to integers, place it on the target, simulate
     the test set, check a few samples on Lava, count activity, estimate energy and latency, and report it
     (terminal tables, JSON, an HTML page with plots). MODEL may be a compiled `.snnir` from `snncompile
     compile`: its graph and placement are used as they are, its model and data read from the file beside it."""
-    try:  # the job's Lava backend, made now to refuse a bad setting before the job, not after minutes of it
-        get_backend("lava", granularity=lava_granularity, timeout=lava_timeout)
-    except BackendError as e:
-        raise typer.BadParameter(str(e), param_hint="--lava-granularity") from None
+    from ..data import load_dataset
+    from ..ir import io as ir_io
+    from ..job import SCHEMA, ModelSource, record_path, run_job
+    from ..report.render import render_terminal
     compiled = None
     if model.endswith(ir_io.SUFFIX):
         artifact = Path(model)
@@ -164,8 +199,9 @@ FORMATS = {".snnir": "snnir", ".nir": "nir", ".onnx": "onnx"}
 
 @app.command("export")
 def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or upstream) or zoo model name"),
-               out: Path = typer.Option(..., "-o", "--out", help="file to write"),
-               fmt: Optional[str] = typer.Option(None, "--format", help="snnir, nir or onnx (default: from the suffix)"),
+               out: Path = typer.Option(..., "-o", "--out", callback=output_file, help="file to write"),
+               fmt: Optional[str] = typer.Option(None, "--format", callback=one_of(FORMATS.values),
+                                                 help="snnir, nir or onnx (default: from the suffix)"),
                attention: Optional[str] = AttentionOpt,
                events: Optional[bool] = typer.Option(None, "--events/--static",
                                                      help="input as an event stream or a static image "
@@ -173,8 +209,12 @@ def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or u
                nir_part: bool = typer.Option(False, "--nir-part", help="NIR only: export the largest part NIR can "
                                                                         "express (the stem) instead of refusing")) -> None:
     """Export a model to the IR file format (.snnir), to NIR (its expressible part) or to ONNX (whole graph)."""
+    from ..backends.nir_export import expressible_nodes, nir_problems, write_nir
+    from ..backends.onnx import to_onnx
+    from ..frontend import export
+    from ..ir import io as ir_io
     fmt = fmt or FORMATS.get(out.suffix)
-    if fmt not in FORMATS.values():
+    if fmt is None:
         raise ConfigError(f"cannot tell the format of {out}: pass --format snnir|nir|onnx")
     loaded, _ = _checkpoint(model, attention)
     graph = export(loaded.model, events=events)
@@ -200,8 +240,12 @@ def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or u
 
 @app.command("inspect")
 def inspect_cmd(file: Path = typer.Argument(..., help=".snnir graph, checkpoint, or .nir file"),
-                time_steps: int = typer.Option(4, help="timesteps to assume for a .nir file")) -> None:
+                time_steps: int = typer.Option(4, min=1, help="timesteps to assume for a .nir file")) -> None:
     """Show a graph as a table of nodes: type, inputs, output type, parameters and semantics."""
+    from ..frontend import export
+    from ..frontend.nir_import import from_nir
+    from ..ir import io as ir_io
+    from ..zoo.checkpoint import load_checkpoint
     if file.suffix == ".snnir":
         graph = ir_io.load(file)
     elif file.suffix == ".nir":
@@ -226,19 +270,27 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                  dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
                  graph_file: Optional[Path] = typer.Option(None, "--graph", help=".snnir graph to simulate "
                                                            "(default: the model exported to the IR)"),
-                 split: str = typer.Option("test", help="train or test"),
-                 limit: Optional[int] = typer.Option(None, help="simulate only the first N samples"),
-                 batch_size: int = typer.Option(64, help="samples per batch (Lava: per Lava session)"),
-                 backend: str = typer.Option("ref", help="ref: the reference simulator; lava: Lava's bit-accurate "
+                 split: str = typer.Option("test", callback=one_of(_splits), help="train or test"),
+                 limit: Optional[int] = typer.Option(None, min=1, help="simulate only the first N samples"),
+                 batch_size: int = typer.Option(64, min=1, help="samples per batch (Lava: per Lava session)"),
+                 backend: str = typer.Option("ref", callback=one_of(_backends),
+                                             help="ref: the reference simulator; lava: Lava's bit-accurate "
                                              "fixed_pt simulator (a compiled graph; checked against ref)"),
-                 granularity: str = typer.Option("fused", help="Lava only: per_op, fused or fused_model"),
-                 json_out: Optional[Path] = typer.Option(None, "--json", help="write the result as JSON")) -> None:
+                 granularity: str = typer.Option("fused", callback=one_of(_granularities),
+                                                 help="Lava only: per_op, fused or fused_model"),
+                 json_out: Optional[Path] = typer.Option(None, "--json", callback=output_file,
+                                                         help="write the result as JSON")) -> None:
     """Simulate an IR graph on a data set: accuracy, predictions and per-node spike counts. MODEL may be a
     compiled `.snnir` from `snncompile compile` (its model and data set are read from the file beside it).
 
     Shards across processes when launched by torchrun (gloo):
     `torchrun --nproc_per_node=2 -m snncompile simulate MODEL`.
     """
+    from ..backends.protocol import get_backend
+    from ..data import load_dataset
+    from ..ir import io as ir_io
+    from ..job import steps
+    from ..sim.distributed import launched
     start = time.perf_counter()
     chosen = get_backend(backend, granularity=granularity)
     graph = ir_io.load(graph_file) if graph_file else None
@@ -267,6 +319,7 @@ def _compiled(artifact: Path, attention: Optional[str], dataset: Optional[str],
               data_root: Optional[Path]) -> tuple[Compiled, tuple]:
     """A compiled model, and the model, attention, dataset and data root to load beside it: its record's, where
     the command line does not override them."""
+    from ..job import load_compiled
     compiled = load_compiled(artifact)
     recorded = compiled.record.source
     return compiled, (recorded.model, attention or recorded.attention, dataset or recorded.dataset,
@@ -275,37 +328,37 @@ def _compiled(artifact: Path, attention: Optional[str], dataset: Optional[str],
 
 def _samples(data_set, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``count`` items of a data set, stacked: inputs and labels."""
+    import torch
     n = min(count, len(data_set))
     return (torch.stack([data_set[i][0] for i in range(n)]),
             torch.tensor([int(data_set[i][1]) for i in range(n)]))
 
 
-def _pipeline(name: str):
-    if name not in PIPELINES:
-        raise ConfigError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
-    return PIPELINES[name]
-
-
-CalibrationOpt = typer.Option(64, help="training samples that calibrate the scales chosen from data")
-TargetOpt = typer.Option(None, help="hardware target whose widths the range proof checks (`targets/`: "
-                                    "loihi1, loihi2, ...; default: the Loihi node types' own limits)")
+CalibrationOpt = typer.Option(64, min=1, help="training samples that calibrate the scales chosen from data")
 
 
 @app.command("compile")
 def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                 dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
-                out: Optional[Path] = typer.Option(None, "-o", "--out", help="integer graph to write "
-                                                   "(default runs/<name>.loihi.snnir)"),
-                target: str = typer.Option("loihi2", help="hardware target (`targets/`: loihi1, loihi2): its widths "
-                                           "bound the range proof, its cores the placement and design rules"),
-                max_chips: int = typer.Option(1, help="chips the placement may use"),
+                out: Optional[Path] = typer.Option(None, "-o", "--out", callback=output_file,
+                                                   help="integer graph to write (default runs/<name>.loihi.snnir)"),
+                target: str = typer.Option("loihi2", callback=chip_target, help="hardware target (`targets/`: "
+                                           "loihi1, loihi2): its widths bound the range proof, its cores the "
+                                           "placement and design rules"),
+                max_chips: int = typer.Option(1, min=0, help="chips the placement may use"),
                 calibration: int = CalibrationOpt,
-                dump_dir: Optional[Path] = typer.Option(None, "--dump-dir", help="also write the graph after "
-                                                        "every pass, and the time per pass")) -> None:
+                dump_dir: Optional[Path] = typer.Option(None, "--dump-dir", callback=output_dir,
+                                                        help="also write the graph after every pass, and the time "
+                                                        "per pass")) -> None:
     """Lower a model to the integer graph a Loihi-style target runs (the `loihi` pipeline), place it on the
     target's cores, check the design rules (every violation is listed, and nothing is written), and save the
     compiled model: graph, placement and compile record (`snncompile run` and `simulate` take the graph)."""
+    from ..backends.design_rules import DesignRuleError
+    from ..data import load_dataset
+    from ..job import CompileRecord, ModelSource, save_compiled, steps
+    from ..targets import load_target
     loaded, data = _load(model, attention, dataset, data_root)
+    out = out or _default_output(Path("runs") / f"{loaded.name or Path(model).stem}.loihi.snnir", "--out")
     record = CompileRecord(ModelSource(model, attention, data.dataset, data.root), target, calibration, max_chips)
     graph = steps.export(loaded)
     compiled = steps.compile_graph(graph, load_dataset(data, loaded.config, "train"), record, dump_dir=dump_dir)
@@ -319,7 +372,7 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     if violations:  # nothing written: no file may look like a compiled model that fits
         raise DesignRuleError(violations, target)
     console.print("design rules: no violation")
-    files = save_compiled(compiled, out or Path("runs") / f"{loaded.name or Path(model).stem}.loihi.snnir")
+    files = save_compiled(compiled, out)
     console.print(f"wrote {files['graph']}: {lowered.time_steps} steps per sample ({graph.time_steps} data steps + "
                   f"latency)")
     console.print(f"wrote {files['placement']}: {placement.cores_used} cores on {placement.chips_used} chip(s) of "
@@ -341,19 +394,28 @@ def _summary(report: dict) -> str:
 @app.command("verify")
 def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
-               pipeline: str = typer.Option("loihi", help=f"pass pipeline: {', '.join(PIPELINES)}"),
-               samples: int = typer.Option(64, help="test samples run through every stage"),
-               calibration: int = CalibrationOpt, target: Optional[str] = TargetOpt,
-               json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON")) -> None:
+               pipeline: str = typer.Option("loihi", callback=one_of(_pipelines),
+                                            help="pass pipeline: loihi (to integers) or float (BatchNorm folded)"),
+               samples: int = typer.Option(64, min=1, help="test samples run through every stage"),
+               calibration: int = CalibrationOpt,
+               target: Optional[str] = typer.Option(None, callback=chip_target, help="hardware target whose widths "
+                                                    "the range proof checks (`targets/`: loihi1, loihi2, ...; "
+                                                    "default: the Loihi node types' own limits)"),
+               json_out: Optional[Path] = typer.Option(None, "--json", callback=output_file,
+                                                       help="also write the report as JSON")) -> None:
     """Run a model through a pass pipeline and compare every stage with the previous one, node by node
     (spike agreement, membrane error, isolated and cumulative) and by accuracy."""
-    passes = _pipeline(pipeline)
+    from ..data import load_dataset
+    from ..job import steps
+    from ..passes import PIPELINES, PassContext, verify_pipeline
+    from ..passes.verify import render, to_json as verify_json
+    from ..sim.dataset import graph_feeds
     loaded, data = _load(model, attention, dataset, data_root)
     x, labels = _samples(load_dataset(data, loaded.config, "test"), samples)
-    graph = export(loaded.model)
+    graph = steps.export(loaded)
     train_set = load_dataset(data, loaded.config, "train")
     ctx = PassContext(calibration=steps.calibration_feeds(graph, train_set, calibration), target=target)
-    report = verify_pipeline(graph, passes, ctx, graph_feeds(graph, x), labels)
+    report = verify_pipeline(graph, PIPELINES[pipeline], ctx, graph_feeds(graph, x), labels)
     for table in render(report):
         console.print(table)
     if json_out:
@@ -364,32 +426,27 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
 @app.command("report")
 def report_cmd(artifact: Path = typer.Argument(..., help="run report JSON (`snncompile run` writes "
                                                          "runs/<model>.report.json)"),
-               html: Optional[Path] = typer.Option(None, "--html", help="HTML page to write (default: beside the "
-                                                   "report, <name>.html)"),
-               json_out: Optional[Path] = typer.Option(None, "--json", help="write the checked (and re-priced) "
-                                                       "report as JSON"),
-               target: Optional[str] = typer.Option(None, "--target", help="re-price the energy for this target "
-                                                    "from the stored counts (no re-simulation)")) -> None:
+               html: Optional[Path] = typer.Option(None, "--html", callback=output_file,
+                                                   help="HTML page to write (default: beside the report, "
+                                                   "<name>.html)"),
+               json_out: Optional[Path] = typer.Option(None, "--json", callback=output_file,
+                                                       help="write the checked (and re-priced) report as JSON"),
+               target: Optional[str] = typer.Option(None, "--target", callback=any_target,
+                                                    help="re-price the energy for this target from the stored "
+                                                    "counts (no re-simulation)")) -> None:
     """Show a run report as tables and write it as one self-contained HTML page with plots (firing rates,
     operations, energy by operation and by node, core utilisation, float-vs-integer agreement).
     Fields and schema versions: docs/report_schema.md."""
+    from ..report.document import load_report, reprice
+    from ..report.render import render_html, render_terminal
     report = load_report(artifact)
+    html = html or _default_output(artifact.with_suffix(".html"), "--html")
     if target:
         report = reprice(report, target)
     for table in render_terminal(report):
         console.print(table)
-    html = html or artifact.with_suffix(".html")
     html.write_text(render_html(report), encoding="utf-8")
     console.print(f"HTML page with plots: {html}")
     if json_out:
         json_out.write_text(json.dumps(report, indent=1) + "\n")
         console.print(f"report written to {json_out}")
-
-
-def main() -> None:
-    """Console entry point: user errors (bad file, config, data) print one message and exit 2."""
-    try:
-        app()
-    except USER_ERRORS as e:
-        console.print(f"[red]error:[/] {escape(str(e))}")  # a message's [brackets] are text, not markup
-        raise SystemExit(EXIT_USER_ERROR) from None
