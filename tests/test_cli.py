@@ -194,6 +194,9 @@ def test_compile_writes_the_integer_graph(tmp_path):
     assert [h.name for h in graph.history][-3:] == ["quantize", "prove_ranges", "schedule"]
     assert {"LoihiLIF", "IntConv2d", "KVOuterAccumulate"} <= {n.op.type_name() for n in graph.nodes.values()}
     assert "wrote" in out.stdout and "steps per sample" in out.stdout
+    text = " ".join(out.stdout.split())  # each number of the pass table says what it counts
+    assert f"latency ({len(graph.nodes)} nodes), end_to_end = " in text and "latency: " not in text
+    assert re.search(r"fold_batchnorm │ folded \(\d+ nodes\), kept \(0 nodes\)", text)
     assert json.loads((tmp_path / "m.compile.json").read_text())["calibration"] == 16
     placement = json.loads((tmp_path / "m.placement.json").read_text())
     assert placement["target"] == "loihi2" and placement["cores_used"] > 0 and "design rules: no violation" in out.stdout

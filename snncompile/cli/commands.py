@@ -366,7 +366,7 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     table = Table("pass", "what it did", title=f"{loaded.name or model}: {len(graph.nodes)} -> "
                                                f"{len(lowered.nodes)} nodes")
     for entry in lowered.history:
-        table.add_row(entry.name, _summary(entry.options))
+        table.add_row(entry.name, _summary(entry.options, set(graph.nodes) | set(lowered.nodes)))
     console.print(table)
     violations = steps.check_rules(compiled, load_target(target))
     if violations:  # nothing written: no file may look like a compiled model that fits
@@ -380,14 +380,17 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     console.print(f"wrote {files['record']}: the model, data and target it was compiled from and for")
 
 
-def _summary(report: dict) -> str:
-    """One line per pass report: the counts a reader looks for first."""
+def _summary(report: dict, nodes: set[str]) -> str:
+    """One line per pass report that says what each number is: a record per node is shown as how many nodes
+    it holds (``latency (69 nodes)``, not a latency of 69), a number or a text as it is (``run_steps = 19``)."""
     parts = []
     for key, value in report.items():
-        if isinstance(value, dict):
-            parts.append(f"{key}: {len(value)}")
+        if isinstance(value, (dict, list, tuple)):
+            per_node = all(isinstance(k, str) and k in nodes for k in value)
+            one, many = ("node", "nodes") if per_node else ("entry", "entries")
+            parts.append(f"{key} ({len(value)} {one if len(value) == 1 else many})")
         elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            parts.append(f"{key}: {value}")
+            parts.append(f"{key} = {value}")
     return ", ".join(parts)
 
 
