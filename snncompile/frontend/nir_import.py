@@ -41,12 +41,14 @@ Refused with :class:`NIRImportError`: recurrent graphs (cycles; the IR is acycli
 ``Threshold``, ``CubaLI``, ``Conv1d``, and anything that does not give a full flatten or a 1-D ``Affine``
 input.
 
-Modules: :mod:`~snncompile.frontend.nir_graph` reads the file and checks the graph's structure,
+Modules: :mod:`~snncompile.frontend.nir_file` reads the file without trusting it (no other file is read through
+it, sizes are bounded before anything is read), :mod:`~snncompile.frontend.nir_graph` checks the graph's structure,
 :mod:`~snncompile.frontend.nir_conventions` turns neuron parameters into IR fields under the conventions above,
 :mod:`~snncompile.frontend.nir_nodes` converts one node at a time; this module runs them in order.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -55,7 +57,8 @@ import numpy as np
 from ..ir import FLOAT32, DType, Graph, GraphError, HistoryEntry
 from ..ir.ops import Add, Input, Output
 from .nir_conventions import HINT, Conventions
-from .nir_graph import NIRImportError, as_array, declared_input, feed_forward_order, flat_graph, read_nir
+from .nir_file import read_nir
+from .nir_graph import MAX_RANK, NIRImportError, as_array, declared_input, feed_forward_order, flat_graph
 from .nir_nodes import Builder, convert_node
 
 __all__ = ["NIRImportError", "from_nir", "read_nir"]
@@ -83,10 +86,38 @@ def from_nir(source, *, time_steps: int, dt: float | None = None,
         raise ValueError(f"threshold_cmp must be '>' or '>=', got {threshold_cmp!r}")
     if reset not in ("hard", "subtract"):
         raise ValueError(f"reset must be 'hard' or 'subtract', got {reset!r}")
+    if dt is not None and not dt > 0:
+        raise ValueError(f"dt must be > 0, got {dt}")
     origin = None
     if isinstance(source, (str, Path)):
         origin = str(source)
         source = read_nir(source, type_check)
+    options = {"dt": dt, "threshold_cmp": threshold_cmp, "reset": reset, "leak_encoding": leak_encoding,
+               "norse_tau_bug": norse_tau_bug, "input_dtype": input_dtype}
+    try:
+        return _import(source, time_steps, options, origin)
+    except NIRImportError as e:
+        if origin is None:
+            raise
+        raise NIRImportError(f"{origin}: {e}") from None
+
+
+def _file_dt(graph) -> float:
+    """The step a file written by snncompile records (graph metadata ``snncompile.dt``), else 1."""
+    meta = graph.metadata if isinstance(graph.metadata, dict) else {}
+    if HINT + "dt" not in meta:
+        return 1.0
+    value = as_array(meta[HINT + "dt"])
+    if value.size != 1 or value.dtype.kind not in "iuf" or not 0 < float(value.reshape(-1)[0]) < math.inf:
+        raise NIRImportError(f"the graph metadata {HINT}dt is {value.reshape(-1)[:4]} ({value.dtype}, shape "
+                             f"{value.shape}), not one positive step")
+    return float(value.reshape(-1)[0])
+
+
+def _import(source, time_steps: int, options: dict, origin: str | None) -> Graph:
+    """from_nir on a nir graph or node (``origin``: the file it was read from, recorded in the history)."""
+    import nir
+
     if not isinstance(source, nir.NIRGraph):
         if not isinstance(source, nir.NIRNode):
             raise TypeError(f"from_nir needs a nir.NIRGraph, a nir.NIRNode or a path, got {type(source).__name__}")
@@ -96,13 +127,9 @@ def from_nir(source, *, time_steps: int, dt: float | None = None,
         source = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array(shape)), "node": source,
                                      "output": nir.Output(output_type=np.array(shape))},
                               edges=[("input", "node"), ("node", "output")], type_check=False)
-    if dt is None:
-        meta = source.metadata if isinstance(source.metadata, dict) else {}
-        dt = float(as_array(meta[HINT + "dt"])) if HINT + "dt" in meta else 1.0
-    if not dt > 0:
-        raise ValueError(f"dt must be > 0, got {dt}")
-    ctx = Conventions(dt=float(dt), threshold_cmp=threshold_cmp, reset=reset, leak_encoding=leak_encoding,
-                      norse_tau_bug=norse_tau_bug)
+    dt = _file_dt(source) if options["dt"] is None else options["dt"]
+    ctx = Conventions(dt=float(dt), threshold_cmp=options["threshold_cmp"], reset=options["reset"],
+                      leak_encoding=options["leak_encoding"], norse_tau_bug=options["norse_tau_bug"])
 
     nodes, edges = flat_graph(source)
     order, preds, succs = feed_forward_order(nodes, edges)
@@ -116,12 +143,12 @@ def from_nir(source, *, time_steps: int, dt: float | None = None,
         if isinstance(node, nir.Input):
             shape = declared_input(node)
             if not shape:
-                raise NIRImportError(f"Input node {name!r} has no shape")
+                raise NIRImportError(f"Input node {name!r} declares no shape of 1 to {MAX_RANK} whole numbers")
             consumers = [declared_input(nodes[d]) for d in succs[name]]
             if (len(shape) >= 2 and shape[0] == 1 and consumers and
                     all(c == shape[1:] for c in consumers)):
                 shape = shape[1:]  # a batch dimension leaked into the Input (Norse 1.1.0, nirtorch tracing)
-            b.add(name, Input(shape=shape, dtype=input_dtype, time="stream"), (), name)
+            b.add(name, Input(shape=shape, dtype=options["input_dtype"], time="stream"), (), name)
             out_of[name] = name
             continue
         srcs = [out_of[p] for p in preds[name]]
@@ -137,12 +164,11 @@ def from_nir(source, *, time_steps: int, dt: float | None = None,
         out_of[name] = name
     if not outputs:  # type_check=False graphs may lack Output nodes: their leaves are the outputs
         outputs = [n for n in order if not succs[n]]
-    options = {"dt": dt, "threshold_cmp": threshold_cmp, "reset": reset, "leak_encoding": leak_encoding,
-               "norse_tau_bug": norse_tau_bug, "input_dtype": str(input_dtype)}
+    recorded = dict(options, dt=dt, input_dtype=str(options["input_dtype"]))
     if origin is not None:
-        options["path"] = origin
+        recorded["path"] = origin
     graph = Graph(nodes=b.nodes, outputs=tuple(outputs), time_steps=time_steps,
-                  history=(HistoryEntry("from_nir", options),))
+                  history=(HistoryEntry("from_nir", recorded),))
     try:
         return graph.validate()
     except GraphError as e:
