@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .nir_graph import NIRImportError, as_array, as_text
+from .nir_graph import NIRImportError, as_text, float32, numbers
 
 HINT = "snncompile."  # prefix of the metadata keys written by snncompile's exporter (exactness hints only)
 
@@ -28,9 +28,7 @@ class Conventions:
 
 
 def per_neuron(name: str, field: str, value, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
-    if value is None:
-        raise NIRImportError(f"node {name!r}: parameter {field} is missing")
-    a = as_array(value).astype(np.float64)
+    a = numbers(name, field, value).astype(np.float64)
     if a.shape == shape:
         out = a
     elif a.size == 1:
@@ -39,7 +37,7 @@ def per_neuron(name: str, field: str, value, shape: tuple[int, ...], dtype=np.fl
         out = a.reshape(shape)
     else:
         raise NIRImportError(f"node {name!r}: {field} has shape {a.shape}, its input is {shape}")
-    return out.astype(dtype)
+    return float32(name, field, out) if dtype == np.float32 else out.astype(dtype)
 
 
 def compact(a: np.ndarray):
@@ -67,6 +65,8 @@ def spike_threshold(name: str, node, shape, ctx: Conventions, hints) -> tuple[np
     if hints.get("threshold_cmp") == ">=":
         # the exporter wrote the float32 predecessor of θ with ">": h > pred(θ) <=> h >= θ
         theta, cmp = np.nextafter(theta, np.float32(np.inf)).astype(np.float32), ">="
+        if not np.isfinite(theta).all():
+            raise NIRImportError(f"node {name!r}: v_threshold is the largest float32, which has no successor")
     return theta, cmp
 
 
@@ -76,6 +76,7 @@ def time_constant(name: str, field: str, value, shape, ctx: Conventions) -> np.n
         tau = tau / ctx.dt
     if np.any(tau <= 0):
         raise NIRImportError(f"node {name!r}: {field} must be > 0, got {np.unique(tau)[:4]}")
+    float32(name, field, tau)  # the IR neuron holds it in float32
     factor = ctx.dt / tau
     if np.any(factor > 1 + 1e-6):
         hint = (" Norse 1.1.0 files store dt*tau (norse#411): pass norse_tau_bug=True." if not ctx.norse_tau_bug
@@ -87,11 +88,11 @@ def time_constant(name: str, field: str, value, shape, ctx: Conventions) -> np.n
     return tau
 
 
-def _leak(tau: np.ndarray, ctx: Conventions, encoding: str) -> np.ndarray:
+def _leak(name: str, field: str, tau: np.ndarray, ctx: Conventions, encoding: str) -> np.ndarray:
     if encoding == "divide_by_tau":
-        return (tau / ctx.dt).astype(np.float32)
-    # Norse's order: the factor is dt * (1/tau), both float32, multiplied in float32
-    return (np.float32(ctx.dt) * (1.0 / tau).astype(np.float32)).astype(np.float32)
+        return float32(name, f"{field}/dt", tau / ctx.dt)
+    # Norse's order: the factor is dt * (1/tau), both float32, multiplied in float32 (dt/tau <= 1: no overflow)
+    return (np.float32(ctx.dt) * float32(name, f"1/{field}", 1.0 / tau)).astype(np.float32)
 
 
 def leaky_fields(name: str, node, shape, ctx: Conventions, hints, field: str = "tau") -> tuple[dict, np.ndarray | None]:
@@ -100,14 +101,15 @@ def leaky_fields(name: str, node, shape, ctx: Conventions, hints, field: str = "
     r = per_neuron(name, "r", node.r, shape, np.float64)
     encoding = hints.get("leak_encoding") or ctx.leak_encoding or "multiply_by_rate"
     if encoding not in ("multiply_by_rate", "divide_by_tau"):
-        raise NIRImportError(f"leak_encoding must be 'multiply_by_rate' or 'divide_by_tau', got {encoding!r}")
+        raise NIRImportError(f"node {name!r}: leak_encoding must be 'multiply_by_rate' or 'divide_by_tau', got "
+                             f"{encoding!r}")
     scale = None
     if np.all(r == 1):
         decay_input = True
     elif np.allclose(r, tau / ctx.dt, rtol=1e-6, atol=0):
         decay_input = False  # r = tau/dt: the input enters undecayed (snnTorch's beta form)
     else:
-        decay_input, scale = True, r.astype(np.float32)
-    fields = dict(leak=compact(_leak(tau, ctx, encoding)), leak_encoding=encoding, decay_input=decay_input,
-                  v_rest=scalar(name, "v_leak", per_neuron(name, "v_leak", node.v_leak, shape)))
+        decay_input, scale = True, per_neuron(name, "r", node.r, shape)  # r in float32
+    fields = dict(leak=compact(_leak(name, field, tau, ctx, encoding)), leak_encoding=encoding,
+                  decay_input=decay_input, v_rest=scalar(name, "v_leak", per_neuron(name, "v_leak", node.v_leak, shape)))
     return fields, scale

@@ -14,22 +14,29 @@ from ..ir import Node, TensorType
 from ..ir.ops import LI, LIF, Conv2d, CubaLIF, Flatten, Linear, Op, Scale, SumPool2d, TypeMismatch
 from .nir_conventions import (Conventions, compact, exporter_hints, leaky_fields, per_neuron, scalar, spike_threshold,
                               time_constant)
-from .nir_graph import NIRImportError, as_array, as_text
+from .nir_graph import NIRImportError, as_text, float32, numbers
 
 
-def _f32(value) -> np.ndarray:
+def _f32(name: str, field: str, value) -> np.ndarray:
     """A weight as float32, the IR's number type (float64 / integer NIR weights are cast; integers below
     2**24 exactly)."""
-    return as_array(value).astype(np.float32)
+    return float32(name, field, numbers(name, field, value))
 
 
-def _pair(value, what: str) -> tuple[int, int]:
-    a = as_array(value).reshape(-1)
+def _pair(name: str, field: str, value) -> tuple[int, int]:
+    a = numbers(name, field, value, integral=True).reshape(-1)
     if a.size == 1:
         return int(a[0]), int(a[0])
     if a.size == 2:
         return int(a[0]), int(a[1])
-    raise NIRImportError(f"{what} must be an int or a pair, got {value!r}")
+    raise NIRImportError(f"node {name!r}: {field} must be an int or a pair, got {a.size} values")
+
+
+def _int(name: str, field: str, value) -> int:
+    a = numbers(name, field, value, integral=True).reshape(-1)
+    if a.size != 1:
+        raise NIRImportError(f"node {name!r}: {field} must be one int, got {a.size} values")
+    return int(a[0])
 
 
 
@@ -54,7 +61,10 @@ def _conv_padding(name: str, padding, weight: np.ndarray, dilation) -> tuple[int
                                      f"asymmetric padding, which the IR Conv2d lacks")
             return span[0] // 2, span[1] // 2
         raise NIRImportError(f"node {name!r}: unknown padding {text!r}")
-    return _pair(padding, f"node {name!r}: padding")
+    return _pair(name, "padding", padding)
+
+
+MAX_ELEMENTS = 2**24  # values per sample and step of one node's output (and of its per-neuron parameters)
 
 
 class Builder:
@@ -78,9 +88,13 @@ class Builder:
         if problems:
             raise NIRImportError(f"node {nir_name!r}: " + "; ".join(problems))
         try:
-            self.types[name] = op.infer([self.types[s] for s in inputs])
+            out = op.infer([self.types[s] for s in inputs])
         except TypeMismatch as e:
             raise NIRImportError(f"node {nir_name!r} ({type(op).__name__}): {e}") from None
+        if math.prod(out.shape) > MAX_ELEMENTS:
+            raise NIRImportError(f"node {nir_name!r} ({type(op).__name__}): its output of shape {out.shape} has more "
+                                 f"than {MAX_ELEMENTS} values per sample (the limit)")
+        self.types[name] = out
         self.nodes[name] = Node(op, inputs)
         return name
 
@@ -115,25 +129,28 @@ def convert_node(b: Builder, name: str, node, x: str, ctx: Conventions) -> None:
     if kind in _REFUSED:
         raise NIRImportError(f"node {name!r} ({kind}) is not supported: {_REFUSED[kind]}")
     if kind in ("Affine", "Linear"):
-        w = _f32(node.weight)
+        w = _f32(name, "weight", node.weight)
         if w.ndim != 2:
             raise NIRImportError(f"node {name!r} ({kind}): weight of shape {w.shape}; only 2-D weights map to the IR")
         if len(shape) != 1:
             raise NIRImportError(f"node {name!r} ({kind}): input has shape {shape}; NIR {kind} maps a 1-D vector "
                                  f"(is a Flatten missing?)")
-        bias = _f32(node.bias).reshape(-1) if kind == "Affine" and node.bias is not None else None
+        bias = _f32(name, "bias", node.bias).reshape(-1) if kind == "Affine" and node.bias is not None else None
         b.add(final, Linear(weight=w, bias=bias), (x,), name)
     elif kind == "Conv2d":
-        w = _f32(node.weight)
-        dilation = _pair(node.dilation, f"node {name!r}: dilation")
-        bias = None if node.bias is None else _f32(node.bias).reshape(-1)
-        b.add(final, Conv2d(weight=w, bias=bias, stride=_pair(node.stride, f"node {name!r}: stride"),
+        w = _f32(name, "weight", node.weight)
+        if w.ndim != 4:
+            raise NIRImportError(f"node {name!r} (Conv2d): weight of shape {w.shape}; a 2-D convolution has 4-D "
+                                 f"weights")
+        dilation = _pair(name, "dilation", node.dilation)
+        bias = None if node.bias is None else _f32(name, "bias", node.bias).reshape(-1)
+        b.add(final, Conv2d(weight=w, bias=bias, stride=_pair(name, "stride", node.stride),
                             padding=_conv_padding(name, node.padding, w, dilation), dilation=dilation,
-                            groups=int(as_array(node.groups).reshape(-1)[0])), (x,), name)
+                            groups=_int(name, "groups", node.groups)), (x,), name)
     elif kind in ("SumPool2d", "AvgPool2d"):
-        kernel = _pair(node.kernel_size, f"node {name!r}: kernel_size")
-        pool = SumPool2d(kernel=kernel, stride=_pair(node.stride, f"node {name!r}: stride"),
-                         padding=_pair(node.padding, f"node {name!r}: padding"))
+        kernel = _pair(name, "kernel_size", node.kernel_size)
+        pool = SumPool2d(kernel=kernel, stride=_pair(name, "stride", node.stride),
+                         padding=_pair(name, "padding", node.padding))
         if kind == "SumPool2d":
             b.add(final, pool, (x,), name)
         else:  # NIR: AvgPool2d = SumPool2d then Scale by 1 / window size
@@ -142,7 +159,7 @@ def convert_node(b: Builder, name: str, node, x: str, ctx: Conventions) -> None:
     elif kind == "Scale":
         b.add(final, Scale(scale=compact(per_neuron(name, "scale", node.scale, shape))), (x,), name)
     elif kind == "Flatten":
-        start, end = int(as_array(node.start_dim)), int(as_array(node.end_dim))
+        start, end = _int(name, "start_dim", node.start_dim), _int(name, "end_dim", node.end_dim)
         literal = _flatten_shape(shape, start, end)
         torch_style = _flatten_shape(shape, start - 1, end - 1 if end > 0 else end) if start >= 1 else None
         if not any(s is not None and len(s) == 1 for s in (literal, torch_style)):
