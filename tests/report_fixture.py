@@ -1,6 +1,7 @@
 """A small hand-made run report (schema /2, every optional field present) for the report tests: the shape
 `snncompile run` writes, with numbers of the size a 2-layer digits model gives, without running the job."""
-from snncompile.report.cost import price
+from snncompile.report.cost import price_nodes
+from snncompile.targets import load_target
 
 SAMPLES, STEPS = 4, 5
 ATTENTION_LIF = "block.0.attn.attn_lif"
@@ -16,6 +17,7 @@ def run_report(attention_lif: str = ATTENTION_LIF) -> dict:
                 "block.0.attn.q_conv": ("IntConv2d", "AC", False, [0, 1500, 2600, 2900, 2300], 2304),
                 "head": ("IntDense", "AC", False, [0, 0, 640, 1020, 900], 640)}
     accumulates = [0, 0, 180, 240, 210]
+    time_figure = {"value": 3.5, "unit": "ns", "status": "proxy", "source": "proxy: the Loihi 1 value (test)"}
     activity = {
         "samples": SAMPLES, "time_steps": STEPS,
         "spikes": {n: {"op": "LoihiLIF", "neurons": neurons[n], "samples": SAMPLES, "timesteps": STEPS,
@@ -34,17 +36,22 @@ def run_report(attention_lif: str = ATTENTION_LIF) -> dict:
         "spikes": sum(map(sum, spikes.values())), "neuron_updates_active": sum(map(sum, active.values())),
         "neuron_updates_inactive": sum(neurons[n] * SAMPLES * STEPS - sum(a) for n, a in active.items()),
     }
-    loihi2 = price(activity["totals"], SAMPLES, "loihi2").to_dict()
-    loihi2["per_node_pj"] = {"block.0.attn.q_conv": 46_610.0, "head": 15_045.0, "block.0.attn.core.kv": 3_717.0,
-                             "stem.lif": 96_520.0, attention_lif: 9_230.0, "head_lif": 3_300.0}
-    cmos45 = price(activity["totals"], SAMPLES, "cmos45").to_dict()
-    cmos45["per_node_pj"] = {"stem.conv.host": 7_948.8, "block.0.attn.q_conv": 1_777.5, "head": 573.75,
-                             "block.0.attn.core.kv": 141.75}
+    activity["node_totals"] = {
+        **{n: {"spikes": sum(spikes[n]), "neuron_updates_active": sum(a),
+               "neuron_updates_inactive": neurons[n] * SAMPLES * STEPS - sum(a)} for n, a in active.items()},
+        **{n: {"host_MACs" if static else f"{kind}s": sum(ops)} for n, (_, kind, static, ops, _) in synapses.items()},
+        "block.0.attn.core.kv": {"attention_accumulates": sum(accumulates)}}
+    chip = load_target("loihi2")
+    hops = {"hops_ew": 1_520.0, "hops_ns": 96.0}
+    latency_figures = {"synaptic_op_time": time_figure,
+                       **{f"tile_hop_energy_{d}": getattr(chip, f"tile_hop_energy_{d}").record()
+                          for d in ("ew", "ns")}}
+    loihi2 = price_nodes(activity, "loihi2").plus(hops, latency_figures).to_dict()
+    cmos45 = price_nodes(activity, "cmos45").to_dict()
     mac = cmos45["figures"]["mac_energy"]
     ann = {"target": "cmos45 ANN", "per_sample_pj": {"ANN_MACs": 4672 * mac["value"]}, "total_pj": 4672 * mac["value"],
            "per_node_pj": {}, "figures": {"mac_energy": mac}, "unpriced": []}
     step_ns = [1_210.0, 3_480.0, 5_912.5, 6_340.0, 5_125.0]
-    time_figure = {"value": 3.5, "unit": "ns", "status": "proxy", "source": "proxy: the Loihi 1 value (test)"}
     return {
         "schema": "snncompile-run-report/2", "model": "statten-digits", "target": "loihi2",
         "checkpoint": {"path": "models/statten_digits.pt", "format": "snncompile",
@@ -69,17 +76,18 @@ def run_report(attention_lif: str = ATTENTION_LIF) -> dict:
                     "per_sample_ns_min": 19_800.0, "per_sample_ns_max": 23_100.0,
                     "throughput_samples_per_s": 1e9 / sum(step_ns), "barrier_ns": 215.2,
                     "slowest_core": [0, 0, 1, 1, 0], "core_busy_ns": {"0": 9_800.0, "1": 6_120.5, "2": 2_450.0},
-                    "energy_pj": {"hops_ew": 1_520.0, "hops_ns": 96.0},
-                    "figures": {"synaptic_op_time": time_figure}, "not_modelled": []},
-        "files": {"report": "runs/statten-digits.report.json"},
+                    "energy_pj": hops, "figures": latency_figures, "not_modelled": []},
+        "files": {"report": "runs/statten-digits.report.json", "html": "runs/statten-digits.report.html",
+                  "graph": "runs/statten-digits.loihi.snnir"},
         "seconds": {"export": 0.04, "lowering": 1.7},
     }
 
 
 def version_1(report: dict) -> dict:
-    """``report`` as schema /1 wrote it: no per-core placement, latency, per-node or ANN energy."""
+    """``report`` as schema /1 wrote it: no per-core placement, latency, per-node counts or energy, ANN energy."""
     energy = {k: {f: v for f, v in e.items() if f != "per_node_pj"} for k, e in report["energy"].items() if k != "ann"}
+    activity = {k: v for k, v in report["activity"].items() if k != "node_totals"}
     return {**{k: v for k, v in report.items() if k not in ("latency", "checkpoint")},
-            "schema": "snncompile-run-report/1",
+            "schema": "snncompile-run-report/1", "activity": activity,
             "placement": {"cores": report["placement"]["cores"], "chips": report["placement"]["chips"]},
             "energy": energy}

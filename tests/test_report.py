@@ -7,21 +7,22 @@ import sys
 from pathlib import Path
 
 import pytest
-from report_fixture import ATTENTION_LIF, SAMPLES, run_report, version_1
+from report_fixture import run_report, version_1
 from rich.console import Console
 from typer.testing import CliRunner
 
 from snncompile import cli
-from snncompile.report.cost import price
+from snncompile.report.cost import price_nodes
 from snncompile.report.document import JSON_SCHEMA, ReportError, load_report, reprice, validate
 from snncompile.report.render import render_html, render_terminal
+from snncompile.report.tables import cited, headline, node_energy, pj, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def terminal_text(report: dict) -> str:
-    console = Console(record=True, width=250, file=io.StringIO())
-    for table in render_terminal(report):
+def terminal_text(report: dict, width: int = 250, details: bool = True) -> str:
+    console = Console(record=True, width=width, file=io.StringIO())
+    for table in render_terminal(report, details=details):
         console.print(table)
     return console.export_text()
 
@@ -32,28 +33,66 @@ def write(tmp_path: Path, report, name: str = "statten-digits.report.json") -> P
     return path
 
 
-def test_terminal_tables_show_the_key_numbers_with_figure_statuses():
-    report = run_report()
-    text = terminal_text(report)
-    for expected in ("statten-digits", "98.61%", "98.33%", "8/8 samples identical", "3 cores on 1 chip",
-                     ATTENTION_LIF, "0.0501", "0.0428", "0.9775", "block.0.attn.core.kv", "KVOuterAccumulate",
-                     "synaptic_op_energy", "23.6 pJ", "unpriced", "host_MACs", "ANN_MACs", "stem.lif"):
+LONG_LIF = "block.11.attn.shortcut_lif"  # as long as the node names of a real model
+
+
+def nodes(report: dict) -> list[str]:
+    activity = report["activity"]
+    return [*activity["spikes"], *activity["synapses"], *activity["attention"]]
+
+
+def test_the_headline_fits_80_columns_with_the_key_figures_and_nothing_long():
+    report = run_report(attention_lif=LONG_LIF)
+    text = terminal_text(report, width=80, details=False)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in text
+    # one line per row: nothing wraps (title, 13 rows, the hint)
+    assert len(lines) == 1 + len(headline(report).rows) + 1 == 15
+    loihi2, cmos45 = report["energy"]["loihi2"], report["energy"]["cmos45"]
+    for expected in ("run report: statten-digits on loihi2", "float 98.61%, integer 98.33% (360 test samples)",
+                     "8/8 samples identical to the reference (fused); accuracy 100.00%",
+                     "3 cores on 1 chip of loihi2; no design-rule violation",
+                     "neurons 3%, synaptic memory 2%, fan-in 6%, fan-out 8%",
+                     f"loihi2: {loihi2['total_pj'] / 1e3:.2f} nJ/sample [proxy]; unpriced: host_MACs",
+                     f"cmos45: {cmos45['total_pj'] / 1e3:.2f} nJ/sample [derived, documented]; 3 counts unpriced",
+                     "loihi2: 22.07 us/sample, 45,316 samples/s [proxy]",
+                     "report: runs/statten-digits.report.json", "page: runs/statten-digits.report.html",
+                     "graph: runs/statten-digits.loihi.snnir", "--details"):
         assert expected in text, expected
-    total = f"{report['energy']['loihi2']['total_pj'] / 1e3:.2f} nJ"  # 186,312 pJ
-    assert re.search(rf"energy per sample, loihi2 +│ {re.escape(total)} \[proxy\]", text)
-    assert "energy per sample: cmos45 [derived, documented]" in text  # statuses beside every priced number
-    assert "energy/sample loihi2 [proxy]" in text and "96.52 nJ" in text  # stem.lif's per-node energy
-    per_sample_acs = report["activity"]["totals"]["ACs"] / SAMPLES
-    assert f"{per_sample_acs:,.0f}" in text
-    assert "latency on loihi2 [proxy]" in text and "22.07 us" in text
-    assert "64/8,192 (1%)" in text and "4,608/196,608 (2%)" in text
+    assert not any(re.search(rf"^{re.escape(node)} ", text, re.MULTILINE) for node in nodes(report))  # --details
+
+
+def test_the_details_fit_80_columns_and_never_cut_a_node_name():
+    report = run_report(attention_lif=LONG_LIF)
+    text = terminal_text(report, width=80)
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text
+    for node in nodes(report):  # each whole, on one line
+        assert re.search(rf"^{re.escape(node)} ", text, re.MULTILINE), node
+    for expected in ("0.0501", "0.0428", "0.9775", "KVOuterAccumulate", "23.6 pJ", "ANN_MACs",
+                     "latency on loihi2 [proxy]", "energy per sample: cmos45 [derived, documented]"):
+        assert expected in text, expected
+    assert "core utilisation" not in text and "lava_loihi" not in text  # on the page only
+
+
+def test_energy_per_node_says_unpriced_never_zero_where_the_target_has_no_figure():
+    report = run_report()
+    (by_node,) = [rows for rows in tables(report) if rows.key == "energy-by-node"]
+    cells = {row[0]: dict(zip(by_node.columns[1:], row[1:])) for row in by_node.rows}
+    loihi2, cmos45 = "loihi2 [proxy]", "cmos45 [derived, documented]"
+    assert report["energy"]["loihi2"]["per_node_pj"]["stem.conv.host"] == 0  # the host's MACs: no chip figure
+    assert cells["stem.conv.host"][loihi2] == "unpriced" and cells["stem.lif"][cmos45] == "unpriced"
+    assert cells["stem.lif"][loihi2] == pj(report["energy"]["loihi2"]["per_node_pj"]["stem.lif"])
+    assert not any("0.00 pJ" in cell for row in by_node.rows for cell in row)
+    entry = {**report["energy"]["loihi2"], "unpriced": ["spikes"]}  # a node priced in part
+    assert node_energy(report["activity"], entry, "stem.lif").endswith(" + unpriced")
 
 
 def test_a_version_1_report_is_read_and_shown_without_the_version_2_fields():
     report = validate(version_1(run_report()))
     text = terminal_text(report)
-    assert "snncompile-run-report/1" in text and "0.9775" in text and "latency" not in text
+    assert "run report: statten-digits on loihi2" in text and "0.9775" in text and "latency" not in text
     page = render_html(report)
+    assert "schema snncompile-run-report/1" in page
     assert 'id="plot-energy-by-layer"' in page and "no per-node energy" in page
     assert 'id="plot-core-utilisation"' in page and "no per-core placement" in page
 
@@ -81,14 +120,24 @@ def test_load_report_of_a_missing_file_names_it(tmp_path):
         load_report(tmp_path / "nothing.json")
 
 
-def test_reprice_prices_the_stored_counts_for_another_target():
+def test_reprice_prices_the_stored_counts_for_another_target_and_says_what_it_leaves_out():
     report = run_report()
     repriced = reprice(report, "loihi1")
-    totals = report["activity"]["totals"]
-    assert repriced["energy"]["loihi1"] == price(totals, SAMPLES, "loihi1").to_dict()
-    assert list(repriced["energy"]) == ["loihi1", "loihi2", "cmos45", "ann"]
+    assert repriced["energy"]["loihi1"] == {**price_nodes(report["activity"], "loihi1").to_dict(),
+                                            "left_out": ["hops_ew", "hops_ns"]}
+    assert list(repriced["energy"]) == ["loihi1", "loihi2", "cmos45", "ann"] and repriced["repriced_for"] == "loihi1"
     assert repriced["energy"]["loihi2"] == report["energy"]["loihi2"] and "loihi1" not in report["energy"]
-    assert "energy per sample: loihi1 [pre-silicon]" in terminal_text(repriced)
+    text = terminal_text(validate(repriced), width=80)
+    assert "run report: statten-digits on loihi2, energy re-priced for loihi1" in text
+    assert "left out: hops_ew, hops_ns (need a placement on loihi1)" in text
+    assert "energy per sample: loihi1 [pre-silicon]" in text
+    assert re.search(r"^hops_ew +- +- +left out", text, re.MULTILINE)
+    assert "statten-digits on loihi2, energy re-priced for loihi1" in render_html(repriced)
+
+
+def test_repricing_for_the_reports_own_target_keeps_its_mesh_and_static_terms():
+    report = run_report()
+    assert reprice(report, "loihi2")["energy"] == report["energy"]
 
 
 def test_reprice_for_an_unknown_target_is_a_report_error():
@@ -100,14 +149,18 @@ def test_report_command_shows_writes_html_and_repriced_json(tmp_path):
     path = write(tmp_path, run_report())
     out = tmp_path / "repriced.json"
     result = CliRunner().invoke(cli.app, ["report", str(path), "--target", "loihi1", "--json", str(out)],
-                                env={"COLUMNS": "250"})
+                                env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     html = tmp_path / "statten-digits.report.html"
-    assert "98.61%" in result.output and f"HTML page with plots: {html}" in " ".join(result.output.split())
+    assert "98.61%" in result.output and f"HTMLpagewithplots:{html}" in "".join(result.output.split())
+    assert "energy re-priced for loihi1" in result.output and "left out: hops_ew, hops_ns" in result.output
+    assert "block.0.attn.q_conv" not in result.output  # the per-node tables: --details
     assert html.read_text().startswith("<!DOCTYPE html>")
     written = json.loads(out.read_text())
     assert written == json.loads(json.dumps(reprice(run_report(), "loihi1")))
     assert validate(written)["energy"]["loihi1"]["target"] == "loihi1"
+    details = CliRunner().invoke(cli.app, ["report", str(path), "--details"], env={"COLUMNS": "80"})
+    assert details.exit_code == 0 and "block.0.attn.q_conv" in details.output
 
 
 def test_report_command_error_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
@@ -115,7 +168,8 @@ def test_report_command_error_is_one_line_not_a_traceback(tmp_path, monkeypatch,
     monkeypatch.setattr(sys, "argv", ["snncompile", "report", str(path)])
     with pytest.raises(SystemExit) as caught:
         cli.main()
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
     assert caught.value.code == cli.EXIT_USER_ERROR
     assert "error:" in out and "schema 'other/1'" in out and "Traceback" not in out
 
@@ -130,6 +184,30 @@ def test_html_is_self_contained_and_escapes_report_text():
     for plot in ("firing-rate", "agreement", "synaptic-ops", "energy-by-op", "energy-by-layer", "core-utilisation",
                  "step-latency"):
         assert f'<figure id="plot-{plot}">' in page
+
+
+def test_the_page_has_contents_linking_every_plot_and_table():
+    page = render_html(run_report())
+    contents = re.search(r'<nav id="contents">(.*?)</nav>', page).group(1)
+    links = re.findall(r'href="#([^"]+)"', contents)
+    ids = re.findall(r'<(?:figure|table) id="([^"]+)"', page)
+    assert links == ids and len(ids) >= 18
+    assert {"plot-step-latency", "table-cores", "table-figures", "table-summary"} <= set(ids)
+
+
+def test_the_page_cites_papers_tools_and_target_files_never_notes_outside_the_repository():
+    report = run_report()
+    assert "lava_loihi.md" in json.dumps(report)  # the targets' sources cite the team's research note
+    page = render_html(report)
+    assert not re.search(r"\w+\.md\b", page)
+    (figures,) = [rows for rows in tables(report) if rows.key == "figures"]
+    sources = {row[1]: (row[5], row[6]) for row in figures.rows}
+    assert sources["synaptic_op_energy"] == ("proxy: the Loihi 1 value, Davies et al. 2018, IEEE Micro 38(1):82-99, "
+                                             "Table 2 (pre-silicon, 0.75 V)", "targets/loihi2.toml")
+    assert sources["mac_energy"][1] == "targets/cmos45.toml"
+    assert all((ROOT / file).is_file() for _, file in sources.values())
+    assert cited("MatMul-free LLM on Loihi 2 paper, as cited in lava_loihi.md §6.2 ('8-bit by default')") == \
+        "MatMul-free LLM on Loihi 2 paper ('8-bit by default')"
 
 
 def test_every_schema_field_is_documented():

@@ -1,7 +1,7 @@
 """The HTML page of `snncompile report` in headless Chromium (Debian's `chromium` package, driven by the
 `playwright` Python package with that browser, never a downloaded one): it renders without console or page
-errors, every plot is an SVG with a size, nothing is fetched from outside the file, and report text cannot
-inject script."""
+errors, every plot is an SVG with a size, nothing is fetched from outside the file, report text cannot
+inject script, its contents lead to every plot and table, and its axes read in sensible units."""
 from pathlib import Path
 
 import pytest
@@ -69,4 +69,33 @@ def test_report_text_is_shown_literally_never_run(browser, tmp_path):
     assert page.evaluate("document.scripts.length") == 0
     assert INJECTION in page.locator("#table-layers").inner_text()
     assert INJECTION in page.locator("figure#plot-firing-rate svg").text_content()
+    page.close()
+
+
+def test_the_contents_lead_to_every_plot_and_table(browser, tmp_path):
+    page, seen = open_page(browser, tmp_path, run_report())
+    links = page.locator("nav#contents a")
+    targets = [href.removeprefix("#") for href in links.evaluate_all("links => links.map(a => a.getAttribute('href'))")]
+    assert set(PLOTS) | {"table-summary", "table-layers", "table-cores", "table-figures"} <= set(targets)
+    assert page.evaluate("ids => ids.filter(id => !document.getElementById(id))", targets) == []
+    assert page.evaluate("document.documentElement.scrollHeight") > 3 * 900  # many windows tall
+    for target in ("plot-energy-by-op", "table-cores"):  # the link scrolls its target into the window
+        page.locator(f'nav#contents a[href="#{target}"]').click()
+        top = page.evaluate(f"document.getElementById('{target}').getBoundingClientRect().top")
+        assert page.evaluate("window.scrollY") > 900 and -5 < top < 900, (target, top)
+    page.locator("#table-cores caption a.up").click()
+    assert abs(page.evaluate("document.getElementById('contents').getBoundingClientRect().top")) < 5
+    assert seen["errors"] == []
+    page.close()
+
+
+def test_step_latency_reads_in_microseconds_over_whole_steps_and_cores_show_their_fan(browser, tmp_path):
+    page, _ = open_page(browser, tmp_path, run_report())  # steps of 1,210 to 6,340 ns
+    steps = page.locator("figure#plot-step-latency svg")
+    assert "time per step (us)" in steps.text_content() and "6340" not in steps.text_content()
+    ticks = steps.locator("g[id^='plot-step-latency-xtick_'] text").all_text_contents()
+    assert ticks and all(tick.isdigit() for tick in ticks), ticks  # whole time steps, never 0.5
+    legend = page.locator("figure#plot-core-utilisation svg g[id$='legend_1']").text_content()
+    for resource in ("neurons", "synaptic memory", "fan-in", "fan-out"):
+        assert resource in legend, resource
     page.close()

@@ -54,6 +54,8 @@ def _splits():
 ModelArg = typer.Argument(DEFAULT_MODEL, help="zoo model name (see `snncompile models`) or checkpoint file")
 AttentionOpt = typer.Option(None, "--attention", callback=one_of(lambda: ATTENTION_MODES),
                             help=f"override the attention mode: {', '.join(ATTENTION_MODES)}")
+DetailsOpt = typer.Option(False, "--details", help="also the tables per layer, node and energy term (every table "
+                                                   "and plot: the HTML page)")
 DataRootOpt = typer.Option(None, "--data-root", help="local folder of user-supplied data (CIFAR-10, CIFAR10-DVS...)")
 DatasetOpt = typer.Option(None, "--dataset", callback=one_of(lambda: DATASETS),
                           help=f"evaluation data set: {', '.join(DATASETS)} (default: the one the model was trained on)")
@@ -160,14 +162,15 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                                                  help="Lava processes: per_op, fused (per block) or fused_model"),
             lava_timeout: float = typer.Option(600.0, callback=positive, help="seconds one Lava session may take"),
             out_dir: Path = typer.Option(Path("runs"), "--out-dir", callback=output_dir,
-                                         help="where the graph and report go")) -> None:
+                                         help="where the graph and report go"),
+            details: bool = DetailsOpt) -> None:
     """The main job on a model: evaluate it in float, lower it to integers, place it on the target, simulate
     the test set, check a few samples on Lava, count activity, estimate energy and latency, and report it
     (terminal tables, JSON, an HTML page with plots). MODEL may be a compiled `.snnir` from `snncompile
     compile`: its graph and placement are used as they are, its model and data read from the file beside it."""
     from ..data import load_dataset
     from ..ir import io as ir_io
-    from ..job import SCHEMA, ModelSource, record_path, run_job
+    from ..job import ModelSource, record_path, run_job
     from ..report.render import render_terminal
     compiled = None
     if model.endswith(ir_io.SUFFIX):
@@ -186,10 +189,8 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                      lava_samples=lava_samples, lava_granularity=lava_granularity, lava_timeout=lava_timeout,
                      out_dir=out_dir, compiled=compiled, source=ModelSource(model, attention, data.dataset, data.root),
                      progress=True, step=lambda message: announce.print(f"[dim]{message}...[/]"))
-    for table in render_terminal(report.to_dict()):
+    for table in render_terminal(report.to_dict(), details=details):  # its headline names the report and page
         console.print(table)
-    console.print(f"report: {report.files['report']} (JSON, schema {SCHEMA}); HTML page with plots: "
-                  f"{report.files['html']}")
     console.print(f"compiled graph: {report.files['graph']} (placement {report.files['placement']}, compile record "
                   f"{record_path(report.files['graph'])}; `snncompile run {report.files['graph']}` runs it again)")
 
@@ -436,7 +437,8 @@ def report_cmd(artifact: Path = typer.Argument(..., help="run report JSON (`snnc
                                                        help="write the checked (and re-priced) report as JSON"),
                target: Optional[str] = typer.Option(None, "--target", callback=any_target,
                                                     help="re-price the energy for this target from the stored "
-                                                    "counts (no re-simulation)")) -> None:
+                                                    "counts (no re-simulation)"),
+               details: bool = DetailsOpt) -> None:
     """Show a run report as tables and write it as one self-contained HTML page with plots (firing rates,
     operations, energy by operation and by node, core utilisation, float-vs-integer agreement).
     Fields and schema versions: docs/report_schema.md."""
@@ -446,7 +448,7 @@ def report_cmd(artifact: Path = typer.Argument(..., help="run report JSON (`snnc
     html = html or _default_output(artifact.with_suffix(".html"), "--html")
     if target:
         report = reprice(report, target)
-    for table in render_terminal(report):
+    for table in render_terminal(report, details=details):
         console.print(table)
     html.write_text(render_html(report), encoding="utf-8")
     console.print(f"HTML page with plots: {html}")

@@ -12,7 +12,8 @@ can be re-priced without re-simulating (issue #6).
   and static energy.
 - ``document``: the report as a document: :func:`load_report` reads and checks a file (its JSON schema),
   :func:`reprice` prices its counts for another target.
-- ``render``: the report as terminal tables and one self-contained HTML page.
+- ``render``: the report as terminal tables (a headline for 80 columns, the rest on request) and one
+  self-contained HTML page; ``tables`` holds the tables both show, ``plots`` the page's plots.
 """
 from .cores import CoreActivity, core_activity
 from .cost import EnergyEstimate, price, price_ann, price_nodes

@@ -62,16 +62,24 @@ def load_report(path: Path | str) -> dict:
 
 def reprice(report: dict, target: str) -> dict:
     """A copy of ``report`` whose ``energy[target]`` is priced afresh from the stored counts (``activity``:
-    whole-run and, where the report has them, per-node totals), first among the entries; the other entries
-    are kept. Mesh, message and static energy need a placement on that target: not re-priced."""
+    whole-run and, where the report has them, per-node totals), first among the entries, and whose
+    ``repriced_for`` names ``target``; the other entries are kept. The latency model's terms (mesh hops,
+    messages, static energy) need a placement and a latency on the target: for the report's own target they are
+    the stored ones (``latency.energy_pj``, so the entry is the one the run wrote), for another target they are
+    left out and listed in the entry's ``left_out``."""
     activity = report["activity"]
     try:
         estimate = (price_nodes(activity, target) if "node_totals" in activity
-                    else price(activity["totals"], activity["samples"], target)).to_dict()
+                    else price(activity["totals"], activity["samples"], target))
     except ValueError as e:  # an unknown or invalid target file, or a report of no samples
         raise ReportError(f"cannot price the report of {report['model']} for {target!r}: {e}") from None
-    others = {key: entry for key, entry in report["energy"].items() if key != target}
-    return {**report, "energy": {target: estimate, **others}}
+    latency_terms = report.get("latency", {}).get("energy_pj", {})
+    if latency_terms and estimate.target == report["latency"]["target"]:
+        entry = estimate.plus(latency_terms, report["latency"]["figures"]).to_dict()
+    else:
+        entry = {**estimate.to_dict(), **({"left_out": sorted(latency_terms)} if latency_terms else {})}
+    others = {key: kept for key, kept in report["energy"].items() if key != target}
+    return {**report, "repriced_for": target, "energy": {target: entry, **others}}
 
 
 __all__ = ["JSON_SCHEMA", "SCHEMAS", "ReportError", "load_report", "validate", "reprice"]
