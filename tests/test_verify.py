@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -189,17 +190,24 @@ def test_fold_batchnorm_report_on_the_shipped_statten_digits_model():
     assert only_ref == {graph.nodes[b].inputs[0] for b in bns}  # the convs' own (pre-BN) values
     folded = table["patch_embed.proj_conv"]  # the folded conv stands for its BatchNorm
     assert folded.reference == "patch_embed.proj_bn" and folded.isolated.smape < 1e-5
-    text = render_text(report)
-    for n in neurons + ["patch_embed.proj_conv", "fold_batchnorm"]:
-        assert n in text
+    text = render_text(report, details=True)
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text
+    for n in neurons + ["patch_embed.proj_conv"]:  # each whole, on one line
+        assert re.search(rf"^{re.escape(n)} ", text, re.MULTILINE), n
+    summary = render_text(report)
+    assert max(map(len, summary.splitlines())) <= 80 and len(summary.splitlines()) < 20
+    assert "fold_batchnorm" in summary and f"{acc[0]:.4f}" in summary and "--details" in summary
+    worst = sorted((r for r in stage.nodes if r.status == "matched" and not r.cumulative.bit_identical),
+                   key=lambda r: -r.cumulative.smape)[:3]  # no spike differs: the values furthest off
+    assert [r.name for r in worst] == re.findall(r"^(\S+) +smape", summary, re.MULTILINE)
     data = to_json(report)
     json.dumps(data)
     assert {n["name"] for n in data["stages"][1]["nodes"]} >= set(neurons)
-    print("\n" + text)
+    print("\n" + summary)
 
 
-def render_text(report) -> str:
-    console = Console(record=True, width=160, file=io.StringIO())
-    for t in render(report):
+def render_text(report, details: bool = False) -> str:
+    console = Console(record=True, width=80, file=io.StringIO())
+    for t in render(report, details=details):
         console.print(t)
     return console.export_text()

@@ -406,7 +406,9 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                                                     "the range proof checks (`targets/`: loihi1, loihi2, ...; "
                                                     "default: the Loihi node types' own limits)"),
                json_out: Optional[Path] = typer.Option(None, "--json", callback=output_file,
-                                                       help="also write the report as JSON")) -> None:
+                                                       help="also write the report as JSON"),
+               details: bool = typer.Option(False, "--details", help="every node of every stage, not only the "
+                                            "summary and each stage's worst nodes (all are in --json)")) -> None:
     """Run a model through a pass pipeline and compare every stage with the previous one, node by node
     (spike agreement, membrane error, isolated and cumulative) and by accuracy."""
     from ..data import load_dataset
@@ -420,7 +422,7 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     train_set = load_dataset(data, loaded.config, "train")
     ctx = PassContext(calibration=steps.calibration_feeds(graph, train_set, calibration), target=target)
     report = verify_pipeline(graph, PIPELINES[pipeline], ctx, graph_feeds(graph, x), labels)
-    for table in render(report):
+    for table in render(report, details=details):
         console.print(table)
     if json_out:
         json_out.write_text(json.dumps(verify_json(report), indent=2) + "\n")

@@ -340,48 +340,85 @@ def to_json(report: VerifyReport) -> dict:
                        for s in report.stages]}
 
 
+def _brief(c: Comparison) -> str:
+    """A comparison in a few words: identical, the spike agreement, or the SMAPE (and saturation) of values."""
+    if c.bit_identical:
+        return "identical"
+    if c.agreement is not None:
+        return f"{c.agreement:.6f} ({c.differing} spikes)"
+    return f"smape {c.smape:.3g}" + (f", sat {100 * c.saturation:.2f}%" if c.saturation else "")
+
+
 def _fmt(c: Comparison | None) -> str:
+    """:func:`_brief`, then on lines of their own the largest error of values and of a neuron's membrane."""
     if c is None:
         return "-"
-    membrane = "" if not c.membrane_max_abs_error else f" v {c.membrane_max_abs_error:.3g}"
-    if c.bit_identical:
-        return "identical" + (f", membrane{membrane}" if membrane else "")
-    if c.agreement is not None:
-        text = f"{c.agreement:.6f} ({c.differing} spikes)"
-    else:
-        text = f"max {c.max_abs_error:.3g} smape {c.smape:.3g}"
-        if c.saturation:
-            text += f" sat {100 * c.saturation:.2f}%"
-    return text + membrane
+    lines = [_brief(c)]
+    if not c.bit_identical and c.agreement is None:
+        lines.append(f"max {c.max_abs_error:.3g}")
+    if c.membrane_max_abs_error:
+        lines.append(f"membrane max {c.membrane_max_abs_error:.3g}")
+    return "\n".join(lines)
 
 
-def render(report: VerifyReport) -> list:
-    """Rich tables: a summary of the stages, then one node table per pass."""
-    from rich.table import Table
+WORST_SHOWN = 3  # nodes per stage in the summary: the ones furthest from their reference
 
-    summary = Table(title=f"verify: {report.samples} samples")
-    for col in ("stage", "pass", "accuracy", "exact", "identical nodes", "min spike agreement", "violations"):
-        summary.add_column(col)
-    tables = [summary]
+
+def _worst(nodes: list[NodeReport]) -> list[NodeReport]:
+    """The :data:`WORST_SHOWN` nodes of a stage furthest from their reference, cumulatively: the neuron layers
+    of lowest spike agreement, or where every spike agrees, the values of highest SMAPE."""
+    differing = [n for n in nodes if n.status == "matched" and n.cumulative is not None
+                 and not n.cumulative.bit_identical]
+    spikes = sorted((n for n in differing if n.cumulative.agreement is not None and n.cumulative.differing),
+                    key=lambda n: n.cumulative.agreement)
+    values = sorted((n for n in differing if n.cumulative.smape is not None), key=lambda n: -n.cumulative.smape)
+    return (spikes or values)[:WORST_SHOWN]
+
+
+def render(report: VerifyReport, details: bool = False) -> list:
+    """Rich tables for an 80-column terminal: a summary of the stages, then each stage's worst nodes
+    (:func:`_worst`); with ``details`` every node of every stage instead (all of them are in :func:`to_json`
+    too). A node name is wrapped where it must be, never cut."""
+    from rich import box
+    from rich.table import Column, Table
+    from rich.text import Text
+
+    def table(title: str, *columns: str) -> Table:
+        return Table(*(Column(Text(name), overflow="fold") for name in columns), title=Text(title),
+                     title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                     collapse_padding=True, min_width=min(len(title), 80))  # a title as wide as the table
+
+    summary = table(f"verify: {report.samples} samples", "stage", "pass", "accuracy", "exact", "identical\nnodes",
+                    "min spike\nagreement", "violations")
+    tables, worst = [summary], []
     for s in report.stages:
         matched = [n for n in s.nodes if n.status == "matched" and n.cumulative is not None]
         agreements = [n.cumulative.agreement for n in matched if n.cumulative.agreement is not None]
-        summary.add_row(str(s.index), s.pass_name, "-" if s.accuracy is None else f"{s.accuracy:.4f}",
+        summary.add_row(str(s.index), Text(s.pass_name), "-" if s.accuracy is None else f"{s.accuracy:.4f}",
                         "yes" if s.exact else "no",
                         "-" if s.index == 0 else f"{sum(n.cumulative.bit_identical for n in matched)}/{len(matched)}",
                         f"{min(agreements):.6f}" if agreements else "-", str(len(s.violations)))
-        if s.index == 0:
+        shown = _worst(s.nodes)
+        if shown:
+            worst.append(table(f"stage {s.index}, {s.pass_name}: the {len(shown)} nodes furthest from the stage "
+                               f"before", "node", "cumulative", "isolated"))
+        for n in shown:
+            worst[-1].add_row(Text(n.name), _brief(n.cumulative), _brief(n.isolated))
+        if s.index == 0 or not details:
             continue
-        t = Table(title=f"stage {s.index}: {s.pass_name}")
-        for col in ("node", "op", "reference", "cumulative", "isolated"):
-            t.add_column(col)
+        t = table(f"stage {s.index}: {s.pass_name}", "node\n(op, reference it stands for)", "cumulative",
+                  "isolated")
         for n in s.nodes:
-            ref = n.note if n.status != "matched" or n.cumulative is None else (
-                "" if n.reference == n.name else n.reference)
-            t.add_row(n.name + (" (ref)" if n.status == "only_reference" else ""), n.op, ref, _fmt(n.cumulative) if n.status == "matched" else n.status,
-                      _fmt(n.isolated) if n.status == "matched" else "")
+            stands_for = f", for {n.reference}" if n.reference not in (None, n.name) else ""
+            node = Text(f"{n.name}{' (ref)' if n.status == 'only_reference' else ''}\n{n.op}{stands_for}")
+            if n.status == "matched" and n.cumulative is not None:
+                t.add_row(node, _fmt(n.cumulative), _fmt(n.isolated))
+            else:
+                t.add_row(node, n.status, Text(n.note))
         tables.append(t)
-    return tables
+    if not details and worst:
+        summary.caption, summary.caption_justify = Text("every node of every stage: --details"), "left"
+    return tables if details else tables + worst
 
 
 __all__ = ["Comparison", "NodeReport", "StageReport", "Tolerance", "VerificationError", "VerifyReport",
