@@ -900,7 +900,7 @@ def test_package_never_unpickles():
     source = "\n".join(p.read_text() for p in Path(irio.__file__).parent.glob("*.py"))
     assert "import pickle" not in source and "torch.load" not in source
     code = [line for line in source.splitlines() if "np.load(" in line and "``" not in line]
-    assert code and all("allow_pickle=False" in line for line in code)
+    assert all("allow_pickle=False" in line for line in code) and "np.frombuffer(data, dtype" in source
 
 
 def test_manifest_and_entries_must_agree(tmp_path, good):

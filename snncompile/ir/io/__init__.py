@@ -92,17 +92,27 @@ this.
 
 Reading
 -------
-``load`` never runs code from the file: it uses JSON, and ``np.load(..., allow_pickle=False)`` on bytes
-whose ``.npy`` header has already been checked. It refuses each of these with an ``IRFileError``:
+``load`` never runs code from the file: it uses JSON, numpy's ``.npy`` header reader, and ``np.frombuffer``
+over the array's bytes (never ``np.load``, never pickle). Every size is checked before the memory for it is
+taken: an entry is decompressed a chunk at a time into one buffer of its declared size, and an array is a
+view of its entry's buffer (the node then keeps its own frozen copy), so reading holds at most about the
+declared sizes of the entries, plus graph.json's parsed objects (up to about 40 times its bytes). The limits
+are constants of this package (README, "Resource limits"). It refuses each of these with an ``IRFileError``:
 
 - not a zip, or truncated or corrupt (bad CRC);
 - encrypted entries, compression other than stored or deflate, duplicate entry names;
 - an entry name that is absolute or contains ``..``, a backslash, or an empty component;
 - an entry with a declared size over ``MAX_ENTRY_BYTES`` (2 GiB);
 - entries whose sizes add up to more than ``MAX_TOTAL_BYTES`` (4 GiB);
-- a ``graph.json`` over ``MAX_JSON_BYTES``;
+- a ``graph.json`` over ``MAX_JSON_BYTES`` (32 MiB), or nested more than ``MAX_JSON_DEPTH`` (100) arrays and
+  objects deep;
 - an entry over ``RATIO_MIN_BYTES`` whose compression ratio is above ``MAX_RATIO`` (deflate
-  cannot go beyond about 1032:1, so such an entry is a bomb or a lie);
+  cannot go beyond about 1032:1, so such an entry is a bomb or a lie), and entries whose sizes add up to
+  more than ``MAX_RATIO`` times the file's size (entries that share their compressed data);
+- more than ``MAX_NODES`` (100,000) nodes, and a dtype wider than ``MAX_DTYPE_BITS`` (256) bits;
+- an array whose manifest shape has more than 32 dimensions or describes more than ``MAX_ENTRY_BYTES``
+  of data, or whose entry's size is not its ``.npy`` header's and that data's (checked before the data is
+  decompressed);
 - a missing ``graph.json``, JSON that does not parse, a duplicated JSON key, or ``NaN``/``Infinity``
   literals;
 - the wrong magic, or a ``format_version`` that is newer than this package or has no upgrade path;
@@ -182,9 +192,14 @@ SUFFIX = ".snnir"
 DIGEST_SCHEME = "snncompile-ir-digest/1"
 
 GRAPH_ENTRY = "graph.json"
+# Limits (README, "Resource limits"), checked before anything is allocated. graph.json parses into Python
+# objects of up to about 40 times its size; a zoo model's is 70 KB (about 1 KB a node).
 MAX_ENTRY_BYTES = 2 * 1024 ** 3
 MAX_TOTAL_BYTES = 4 * 1024 ** 3
-MAX_JSON_BYTES = 256 * 1024 ** 2
+MAX_JSON_BYTES = 32 * 1024 ** 2
+MAX_JSON_DEPTH = 100
+MAX_NODES = 100_000
+MAX_DTYPE_BITS = 256
 MAX_ENTRIES = 100_000
 MAX_RATIO = 1100
 RATIO_MIN_BYTES = 1024 ** 2

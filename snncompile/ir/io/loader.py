@@ -11,10 +11,10 @@ from ...config import is_int
 from .. import io as ir_io  # the package: its constants are read at call time, so they can be patched
 from ..graph import Graph, HistoryEntry, Node, Schedule
 from ..ops import OPS_BY_NAME
-from ..types import DType, TensorType
+from ..types import TensorType
 from .reader import _parse_json, _Reader
 from .values import (_TIME_LAYOUTS, IRFileError, _check_field, _decode, _init_fields, _keys, _Problem,
-                     _short, _where)
+                     _short, _where, parse_dtype)
 
 _DOC_KEYS = ("format", "format_version", "time_steps", "outputs", "nodes", "schedule", "scales", "history",
              "arrays")
@@ -36,13 +36,7 @@ def _decode_type(j: Any, where: str) -> TensorType:
     shape, dtype_text, time = j["shape"], j["dtype"], j["time"]
     if not isinstance(shape, list) or not all(is_int(d) and d >= 0 for d in shape):
         raise _Problem(f"{where}: shape must be a list of non-negative integers, got {_short(shape)}")
-    if not isinstance(dtype_text, str):
-        raise _Problem(f"{where}: dtype must be a string such as 'float32', 'spike' or 'uint5', "
-                       f"got {_short(dtype_text)}")
-    try:
-        dtype = DType.parse(dtype_text)
-    except ValueError as e:
-        raise _Problem(f"{where}: {e}") from None
+    dtype = parse_dtype(dtype_text, where)
     if str(dtype) != dtype_text:
         raise _Problem(f"{where}: dtype {dtype_text!r} is not in canonical form {str(dtype)!r}")
     if not isinstance(time, str) or time not in _TIME_LAYOUTS:
@@ -106,6 +100,8 @@ def _build(doc: Any, reader: _Reader) -> Graph:
         raise _Problem(f"graph.json must hold a JSON object, got {_short(doc)}")
     if doc.get("format") != ir_io.MAGIC:
         raise _Problem(f"not a snncompile IR file: format is {_short(doc.get('format'))}, expected {ir_io.MAGIC!r}")
+    if isinstance(doc.get("nodes"), list) and len(doc["nodes"]) > ir_io.MAX_NODES:
+        raise _Problem(f"{len(doc['nodes'])} nodes, more than the limit of {ir_io.MAX_NODES}")
     doc = _upgrade(doc)
     _keys(doc, _DOC_KEYS, "graph.json")
     time_steps, outputs = doc["time_steps"], doc["outputs"]
@@ -197,7 +193,7 @@ def _load(fileobj, source: str) -> Graph:
         except Exception as e:  # malformed central directories raise assorted errors
             raise _Problem(f"not a readable zip archive, or truncated ({type(e).__name__}: {e})") from None
         with zf:
-            reader = _Reader(zf)
+            reader = _Reader(zf, fileobj.seek(0, io.SEEK_END))
             reader.check_entries()
             if ir_io.GRAPH_ENTRY not in reader.infos:
                 raise _Problem(f"missing {ir_io.GRAPH_ENTRY} (entries: {', '.join(sorted(reader.infos)) or 'none'})")

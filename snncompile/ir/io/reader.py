@@ -1,6 +1,7 @@
 """``.snnir`` reading: the hardened zip checks, graph.json parsing, the array manifest and array entries."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -14,6 +15,9 @@ from .. import io as ir_io  # the package: its constants are read at call time, 
 from .values import _array_sha256, _c_order, _check_array_dtype, _keys, _Problem, _short
 
 _MANIFEST_KEYS = ("dtype", "shape", "sha256")
+_MAX_NDIM = 32           # numpy's
+_MAX_NPY_HEADER = 65536  # magic, version, length and the header dict: numpy writes 128 bytes or so
+_CHUNK = 1024 ** 2       # bytes decompressed at a time into an entry's buffer
 
 
 def _check_entry_name(name: Any, what: str = "entry") -> str:
@@ -41,23 +45,41 @@ def _reject_constant(text: str):
                    f"as {{'float': ...}})")
 
 
+_TOO_DEEP = "graph.json is nested too deeply (arrays and objects more than {} deep)"
+
+
+def _nesting(doc: Any) -> int:
+    """How many arrays and objects deep a parsed JSON document nests, counted level by level (no recursion)."""
+    depth, level = 0, [doc]
+    while level := [item for item in level if isinstance(item, (list, dict))]:
+        depth += 1
+        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)]
+    return depth
+
+
 def _parse_json(data: bytes) -> Any:
+    """The document, refused when it nests deeper than ``MAX_JSON_DEPTH`` (the loader and the upgrade
+    steps walk values recursively)."""
     try:
         text = data.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
+        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
     except _Problem:
         raise
     except (UnicodeDecodeError, ValueError) as e:
         raise _Problem(f"graph.json is not valid JSON: {e}") from None
     except RecursionError:
-        raise _Problem("graph.json is nested too deeply") from None
+        raise _Problem(_TOO_DEEP.format(ir_io.MAX_JSON_DEPTH)) from None
+    if _nesting(doc) > ir_io.MAX_JSON_DEPTH:
+        raise _Problem(_TOO_DEEP.format(ir_io.MAX_JSON_DEPTH))
+    return doc
 
 
 class _Reader:
     """Reads one archive: all entry checks, the manifest, and the array entries."""
 
-    def __init__(self, zf: zipfile.ZipFile):
+    def __init__(self, zf: zipfile.ZipFile, archive_bytes: int):
         self.zf = zf
+        self.archive_bytes = archive_bytes
         self.infos: dict[str, zipfile.ZipInfo] = {}
         self.arrays: dict[str, np.ndarray] = {}
         self.referenced: set[str] = set()
@@ -88,17 +110,36 @@ class _Reader:
         if total > ir_io.MAX_TOTAL_BYTES:
             raise _Problem(f"entries declare {total} uncompressed bytes in all, more than the limit of "
                            f"{ir_io.MAX_TOTAL_BYTES}")
+        # entries whose data overlap (one deflate stream read under many names) pass the check per entry
+        if total > ir_io.RATIO_MIN_BYTES and total > ir_io.MAX_RATIO * self.archive_bytes:
+            raise _Problem(f"entries declare {total} uncompressed bytes in all from a file of {self.archive_bytes} "
+                           f"bytes, above the limit of {ir_io.MAX_RATIO}:1 (a zip bomb?)")
 
-    def read(self, name: str, limit: int) -> bytes:
+    def read(self, name: str, limit: int) -> bytearray:
+        """The entry, decompressed a chunk at a time into one buffer of its declared size."""
         info = self.infos[name]
         if info.file_size > limit:
             raise _Problem(f"entry {name!r} declares {info.file_size} bytes, more than the limit of {limit}")
+        with self._open(name) as f:
+            return self._fill(f, name, bytearray(info.file_size), 0)
+
+    @contextlib.contextmanager
+    def _open(self, name: str):
         try:
-            data = self.zf.read(info)
+            with self.zf.open(self.infos[name]) as f:  # stops at the declared size, checks the CRC at its end
+                yield f
+        except _Problem:
+            raise
         except Exception as e:  # zipfile raises many kinds on corrupt data: all mean the same here
             raise _Problem(f"entry {name!r} is corrupt or truncated: {type(e).__name__}: {e}") from None
-        if len(data) != info.file_size:
-            raise _Problem(f"entry {name!r} has {len(data)} bytes, its header says {info.file_size}")
+
+    def _fill(self, f, name: str, data: bytearray, done: int) -> bytearray:
+        """``data`` from byte ``done`` on filled from the entry's stream ``f``, which must end there."""
+        while done < len(data) and (chunk := f.read(min(_CHUNK, len(data) - done))):
+            data[done:done + len(chunk)] = chunk
+            done += len(chunk)
+        if done != len(data) or f.read(1):
+            raise _Problem(f"entry {name!r} has {done} bytes, its header says {self.infos[name].file_size}")
         return data
 
     def load_manifest(self, manifest: Any) -> None:
@@ -122,6 +163,12 @@ class _Reader:
                 raise _Problem(f"{what}: dtype {dtype_text!r} is not in numpy's canonical form {dtype.str!r}")
             if not isinstance(shape, list) or not all(is_int(s) and s >= 0 for s in shape):
                 raise _Problem(f"{what}: shape must be a list of non-negative integers, got {_short(shape)}")
+            if len(shape) > _MAX_NDIM:
+                raise _Problem(f"{what}: {len(shape)} dimensions, more than numpy's {_MAX_NDIM}")
+            nbytes = math.prod(shape) * dtype.itemsize
+            if nbytes > ir_io.MAX_ENTRY_BYTES:
+                raise _Problem(f"{what}: shape {_short(shape)} of {dtype.str!r} holds {nbytes} bytes, more than the "
+                               f"limit of {ir_io.MAX_ENTRY_BYTES}")
             if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                 raise _Problem(f"{what}: sha256 must be 64 lowercase hex digits, got {_short(digest)}")
             if name not in self.infos:
@@ -132,34 +179,41 @@ class _Reader:
             raise _Problem(f"unexpected entry {extra[0]!r}: not graph.json and not in the array manifest")
 
     def _load_array(self, name: str, dtype: np.dtype, shape: tuple[int, ...], digest: str) -> np.ndarray:
+        """The array of entry ``name``, whose manifest ``dtype`` and ``shape`` are within the limits. The
+        header is read first and the entry's size checked against it; the data is then decompressed into
+        one buffer, which the array is a view of."""
         what = f"array entry {name!r}"
-        data = self.read(name, ir_io.MAX_ENTRY_BYTES)
-        fp = io.BytesIO(data)
-        try:
-            version = np.lib.format.read_magic(fp)
-            if version == (1, 0):
-                h_shape, fortran, h_dtype = np.lib.format.read_array_header_1_0(fp)
-            elif version == (2, 0):
-                h_shape, fortran, h_dtype = np.lib.format.read_array_header_2_0(fp)
-            else:
-                raise _Problem(f"{what}: .npy format version {version} is not supported (1.0, 2.0)")
-        except _Problem:
-            raise
-        except Exception as e:
-            raise _Problem(f"{what}: not a valid .npy header: {e}") from None
-        _check_array_dtype(h_dtype, what)
-        if h_dtype.str != dtype.str:
-            raise _Problem(f"{what}: .npy dtype {h_dtype.str!r} differs from the manifest's {dtype.str!r}")
-        if tuple(h_shape) != shape:
-            raise _Problem(f"{what}: .npy shape {tuple(h_shape)} differs from the manifest's {shape}")
-        expected = fp.tell() + math.prod(shape) * dtype.itemsize
-        if len(data) != expected:
-            raise _Problem(f"{what}: {len(data)} bytes, but its header describes {expected}")
-        try:
-            array = np.load(io.BytesIO(data), allow_pickle=False)
-        except Exception as e:
-            raise _Problem(f"{what}: cannot read: {e}") from None
-        array = _c_order(array)
+        size = self.infos[name].file_size
+        with self._open(name) as f:
+            head = f.read(min(size, _MAX_NPY_HEADER))
+            fp = io.BytesIO(head)
+            try:
+                version = np.lib.format.read_magic(fp)
+                if version == (1, 0):
+                    h_shape, fortran, h_dtype = np.lib.format.read_array_header_1_0(fp)
+                elif version == (2, 0):
+                    h_shape, fortran, h_dtype = np.lib.format.read_array_header_2_0(fp)
+                else:
+                    raise _Problem(f"{what}: .npy format version {version} is not supported (1.0, 2.0)")
+            except _Problem:
+                raise
+            except Exception as e:
+                raise _Problem(f"{what}: not a valid .npy header: {e}") from None
+            _check_array_dtype(h_dtype, what)
+            if h_dtype.str != dtype.str:
+                raise _Problem(f"{what}: .npy dtype {h_dtype.str!r} differs from the manifest's {dtype.str!r}")
+            if tuple(h_shape) != shape:
+                raise _Problem(f"{what}: .npy shape {tuple(h_shape)} differs from the manifest's {shape}")
+            count = math.prod(shape)
+            expected = fp.tell() + count * dtype.itemsize
+            if size != expected:
+                raise _Problem(f"{what}: {size} bytes, but its header describes {expected}")
+            data = bytearray(count * dtype.itemsize)
+            first = head[fp.tell():]
+            data[:len(first)] = first
+            self._fill(f, name, data, len(first))
+        flat = np.frombuffer(data, dtype, count=count)
+        array = _c_order(flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape))
         if _array_sha256(array) != digest:
             raise _Problem(f"{what}: sha256 mismatch (the array bytes were changed or corrupted)")
         return array

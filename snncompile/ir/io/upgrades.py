@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...config import is_int
 from ..types import DType
-from .values import _decode, _Problem
+from .values import _decode, _Problem, parse_dtype
 
 # Fields version 2 added, with the values that keep a version-1 node's meaning.
 _V2_FIELDS = {"Repeat": {"data_steps": 0}, "TimeMean": {"start": 0, "steps": 0},
@@ -22,35 +23,56 @@ _DTYPE_PASSING = ("Output", "Flatten", "MaxPool2d")
 
 def _sum_pool_dtype(node: dict, source_out: dict) -> str | None:
     """Version 2 types a SumPool2d of spikes or integers as the exact integer sum (it was float32)."""
+    kernel = node["fields"].get("kernel") if isinstance(node.get("fields"), dict) else None
     try:
-        source = DType.parse(source_out["dtype"])
-        k0, k1 = node["fields"]["kernel"]
-    except (KeyError, TypeError, ValueError):
+        source = parse_dtype(source_out.get("dtype"), "")
+        k0, k1 = kernel
+    except (_Problem, TypeError, ValueError):
         return None
-    if source.kind == "float" or not isinstance(k0, int) or not isinstance(k1, int):
+    if source.kind == "float" or not is_int(k0) or not is_int(k1) or max(k0, k1) > 1 << 32:
         return None
     bound = k0 * k1 * max(abs(source.min), abs(source.max))
     return str(DType("int", bound.bit_length() + source.signed, source.signed))
 
 
+def _retyped(node: dict, source_out: dict) -> str | None:
+    """The version-2 ``out`` dtype of a node whose single input's ``out`` is ``source_out`` (None: unchanged)."""
+    if node.get("type") == "SumPool2d":
+        return _sum_pool_dtype(node, source_out)
+    return source_out.get("dtype") if node.get("type") in _DTYPE_PASSING else None
+
+
+def _source(node: dict, by_name: dict) -> str | None:
+    inputs = node.get("inputs")
+    if isinstance(inputs, list) and len(inputs) == 1 and isinstance(inputs[0], str) and inputs[0] in by_name:
+        return inputs[0]
+    return None
+
+
 def _retype_sum_pools(nodes: list) -> None:
-    """Rewrite the ``out`` dtype of integer SumPool2d nodes and of the dtype-passing nodes they feed."""
-    by_name = {n.get("name"): n for n in nodes if isinstance(n, dict) and isinstance(n.get("out"), dict)}
-    for _ in range(len(by_name)):  # a fixpoint: each sweep carries a change one node further
-        changed = False
-        for node in by_name.values():
-            inputs = node.get("inputs")
-            if not (isinstance(inputs, list) and len(inputs) == 1 and inputs[0] in by_name):
-                continue
-            source_out = by_name[inputs[0]]["out"]
-            if node.get("type") == "SumPool2d":
-                dtype = _sum_pool_dtype(node, source_out)
-            else:
-                dtype = source_out.get("dtype") if node.get("type") in _DTYPE_PASSING else None
-            if dtype is not None and node["out"].get("dtype") != dtype:
-                node["out"]["dtype"], changed = dtype, True
-        if not changed:
-            return
+    """Rewrite the ``out`` dtype of integer SumPool2d nodes and of the dtype-passing nodes they feed.
+
+    A node's new dtype follows from its single input's, so each node is retyped once, after its input,
+    whatever order the file lists them in (linear in the nodes). Nodes on a cycle, which the loader
+    refuses later, are left as they are.
+    """
+    by_name = {n["name"]: n for n in nodes
+               if isinstance(n, dict) and isinstance(n.get("name"), str) and isinstance(n.get("out"), dict)}
+    done: set[str] = set()
+    for start in by_name:
+        chain, on_chain = [], set()  # start, its input, that one's input, ... up to a node already done
+        name = start
+        while name is not None and name not in done and name not in on_chain:
+            chain.append(name)
+            on_chain.add(name)
+            name = _source(by_name[name], by_name)
+        cycle = set(chain[chain.index(name):]) if name in on_chain else set()
+        for name in reversed(chain):
+            source = _source(by_name[name], by_name)
+            dtype = None if name in cycle or source is None else _retyped(by_name[name], by_name[source]["out"])
+            if dtype is not None:
+                by_name[name]["out"]["dtype"] = dtype
+            done.add(name)
 
 
 def upgrade_v1_to_v2(doc: dict) -> dict:

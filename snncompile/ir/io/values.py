@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...config import is_int
+from .. import io as ir_io  # the package: its constants are read at call time, so they can be patched
 from ..types import DType
 
 _ARRAY_KINDS = "biufc"  # bool, int, uint, float, complex
@@ -38,13 +39,28 @@ def _c_order(a: np.ndarray) -> np.ndarray:
 
 
 def _array_sha256(a: np.ndarray) -> str:
-    return hashlib.sha256(_c_order(a).tobytes()).hexdigest()
+    """The sha256 of the array's raw bytes in C order, hashed in place (no copy of a C-ordered array)."""
+    return hashlib.sha256(_c_order(a).reshape(-1).view(np.uint8)).hexdigest()
 
 
 def _check_array_dtype(dtype: np.dtype, where: str) -> None:
     if dtype.hasobject or dtype.kind not in _ARRAY_KINDS or dtype.fields is not None or dtype.subdtype:
         raise _Problem(f"{where}: array dtype {dtype.str!r} ({dtype}) is not allowed "
                        f"(only bool, int, uint, float and complex; never object or structured)")
+
+
+def parse_dtype(text: Any, where: str) -> DType:
+    """The DType a file names, refusing widths over ``MAX_DTYPE_BITS`` (``DType.min``/``max`` are powers
+    of two of the width: a width of 10**11 would never finish)."""
+    if not isinstance(text, str):
+        raise _Problem(f"{where}: dtype must be a string such as 'float32', 'spike' or 'uint5', got {_short(text)}")
+    try:
+        dtype = DType.parse(text)
+    except ValueError as e:
+        raise _Problem(f"{where}: {e}") from None
+    if dtype.bits > ir_io.MAX_DTYPE_BITS:
+        raise _Problem(f"{where}: dtype {_short(text)} is wider than the limit of {ir_io.MAX_DTYPE_BITS} bits")
+    return dtype
 
 
 def _encode(value: Any, where: str, array_ref: Callable[[np.ndarray], Any] | None) -> Any:
@@ -112,10 +128,7 @@ def _decode(j: Any, where: str, array_get: Callable[[str], np.ndarray] | None) -
         if tag == "dtype":
             if not isinstance(body, str):
                 raise _Problem(f"{where}: {{'dtype': ...}} needs a string, got {_short(body)}")
-            try:
-                return DType.parse(body)
-            except ValueError as e:
-                raise _Problem(f"{where}: {e}") from None
+            return parse_dtype(body, where)
         if array_get is None:
             raise _Problem(f"{where}: arrays are allowed only as the direct value of a node field")
         if not isinstance(body, str):
