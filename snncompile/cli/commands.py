@@ -58,7 +58,8 @@ DetailsOpt = typer.Option(False, "--details", help="also the tables per layer, n
                                                    "and plot: the HTML page)")
 DataRootOpt = typer.Option(None, "--data-root", help="local folder of user-supplied data (CIFAR-10, CIFAR10-DVS...)")
 DatasetOpt = typer.Option(None, "--dataset", callback=one_of(lambda: DATASETS),
-                          help=f"evaluation data set: {', '.join(DATASETS)} (default: the one the model was trained on)")
+                          help=f"evaluation data set: {', '.join(DATASETS)} (default: the one the model was "
+                               "trained on)")
 
 
 def _default_output(path: Path, option: str) -> Path:
