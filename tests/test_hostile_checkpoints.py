@@ -119,8 +119,8 @@ def test_recompressed_checkpoint_loads(tmp_path):
 
 
 @pytest.mark.parametrize("limit, value, expected", [
-    ("MAX_PICKLE_BYTES", 100, r"data\.pkl holds \d+ bytes uncompressed, more than the limit of 100"),
-    ("MAX_TENSOR_BYTES", 100, r"data/0 holds 400 bytes uncompressed, more than the limit of 100"),
+    ("MAX_PICKLE_BYTES", 100, r"data\.pkl' holds \d+ bytes uncompressed, more than the limit of 100"),
+    ("MAX_TENSOR_BYTES", 100, r"data/0' holds 400 bytes uncompressed, more than the limit of 100"),
     ("MAX_TOTAL_BYTES", 300, r"entries hold \d+ bytes uncompressed, more than the limit of 300"),
 ])
 def test_limits_are_checked_before_reading(tmp_path, monkeypatch, limit, value, expected):
@@ -210,3 +210,30 @@ def test_huge_dim_in_a_model_config_is_one_error_naming_the_field():
     with pytest.raises(ConfigError) as e:
         parse_entry({"name": "big", "model": {"dim": 10 ** 12}})
     assert f"model.dim: must be <= {MAX_SIZES['dim']}, got {10 ** 12}" in str(e.value)
+
+
+# -- what the fuzzing found ---------------------------------------------------------------------------
+
+def test_a_name_flagged_utf8_that_is_not_is_one_error(tmp_path):
+    path = write_torch_zip(tmp_path / "name.pth", hand_pickle(pickle.NONE))
+    data = bytearray(path.read_bytes())
+    central = data.rindex(b"PK\x01\x02")  # the last entry's directory record: flag it UTF-8, break its name
+    data[central + 9] |= 0x08  # general purpose flag bit 11: the name is UTF-8
+    data[central + 46] = 0xED
+    path.write_bytes(bytes(data))
+    assert "truncated or corrupted zip archive: UnicodeDecodeError" in one_line_error(read_torch_file, path)
+
+
+@pytest.mark.parametrize("key", [3, ("a", 1), "head.weight\nhead.bias"])
+def test_state_dict_keys_must_be_printable_strings(tmp_path, key):
+    state_dict = trained_like(small_cfg()).state_dict()
+    state_dict[key] = torch.zeros(1)
+    path = tmp_path / "keys.pth"
+    torch.save({"state_dict": state_dict, "args": upstream_args()}, path)
+    assert f"state_dict keys must be printable strings, got {key!r}" in one_line_error(load_checkpoint, path)
+
+
+@pytest.mark.parametrize("value", [torch.zeros(20), [1], {"a": [1]}])
+def test_an_argument_that_is_not_a_scalar_is_one_line_naming_it(tmp_path, value):
+    path = write_upstream(tmp_path / "up.pth", trained_like(small_cfg()), upstream_args(dim=value))
+    assert f"args.dim is a {type(value).__name__} (" in one_line_error(load_checkpoint, path)

@@ -192,3 +192,11 @@ def test_overlapping_entries_are_refused_by_the_archive_ratio():
     assert len(bomb) < 40_000
     assert "above the limit of 1100:1 (a zip bomb?)" in file_error(bomb)
     assert "entries declare" in file_error(bomb)
+
+
+def test_format_1_upgrade_leaves_malformed_nodes_to_the_loader():
+    doc = v1_chain(2)
+    doc["nodes"][1]["type"] = {"a": 1}  # unhashable where the upgrade looks up a type's new fields
+    doc["nodes"][2]["inputs"] = [{"dtype": "int8"}]
+    doc["nodes"][0]["out"]["dtype"] = 7
+    assert file_error(archive(doc)).startswith("node 'x' (Input) out: dtype must be a string")

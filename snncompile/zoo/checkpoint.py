@@ -28,7 +28,7 @@ import torch
 
 from ..config import MAX_SIZES, MAX_WEIGHTS, ConfigError, ModelConfig, is_int, model_config_from_dict
 from ..nn.sdt import SpikeDrivenTransformer, build_model
-from .torchfile import CheckpointError, read_torch_file
+from .torchfile import CheckpointError, _short, read_torch_file
 
 FORMAT = "snncompile-checkpoint"
 FORMAT_VERSION = 1
@@ -200,7 +200,7 @@ def load_checkpoint(path: str | Path, *, attention: str | None = None,
 def _parse_snncompile(path: Path, obj: dict) -> _Parsed:
     version = obj.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: {FORMAT} format_version {version!r} is not supported "
+        raise CheckpointError(f"{path}: {FORMAT} format_version {_short(version)} is not supported "
                               f"(this snncompile reads version {FORMAT_VERSION})")
     problems = [f"{key} is missing" for key in ("config", "state_dict") if key not in obj]
     problems += [f"{key} must be a dict" for key in ("config", "state_dict", "metrics", "extra")
@@ -210,7 +210,8 @@ def _parse_snncompile(path: Path, obj: dict) -> _Parsed:
     if problems:
         raise CheckpointError(f"{path}: malformed {FORMAT}: " + "; ".join(problems))
     metrics = obj.get("metrics", {})
-    return _Parsed("snncompile", obj["state_dict"], dict(obj["config"]), metrics=metrics,
+    config = {k: _scalar(path, f"config.{k}", v) for k, v in _string_keys(path, "config", obj["config"]).items()}
+    return _Parsed("snncompile", obj["state_dict"], config, metrics=metrics,
                    name=obj.get("name"), extra=obj.get("extra", {}), dataset=metrics.get("dataset"))
 
 
@@ -229,19 +230,19 @@ def _parse_upstream(path: Path, obj: dict) -> _Parsed:
         raise CheckpointError(f"{path}: 'args' is a {type(args).__name__}, not an argparse.Namespace")
     arch = obj.get("arch", (args or {}).get("model"))
     if arch is not None and arch != "sdt":
-        notes.append(f"arch {arch!r} is not the Spike-Driven Transformer ('sdt'); loading it as one")
+        notes.append(f"arch {_short(arch)} is not the Spike-Driven Transformer ('sdt'); loading it as one")
 
     fields = _infer_from_shapes(path, state_dict)
     suggested = note = None
     if args is not None:
         for attr, name in _ARGS_FIELDS.items():
             if args.get(attr) is not None:
-                fields[name] = _coerce(args[attr], _FIELD_TYPES[name])
+                fields[name] = _coerce(_scalar(path, f"args.{attr}", args[attr]), _FIELD_TYPES[name])
         from_statten = "attention_mode" in args
         if from_statten:
             suggested = "STAtten"
             if args["attention_mode"] != "STAtten":
-                note = (f"attention_mode {args['attention_mode']!r} in args is ignored by upstream "
+                note = (f"attention_mode {_short(args['attention_mode'])} in args is ignored by upstream "
                         "STAtten train.py (it never passes it to the model); using STAtten")
         else:
             suggested = "SDT"
@@ -251,6 +252,8 @@ def _parse_upstream(path: Path, obj: dict) -> _Parsed:
             dvs_sets = _DVS_DATASETS_STATTEN if from_statten else _DVS_DATASETS_SDT
             fields["dvs_mode"] = args["dataset"] in dvs_sets
             notes.append(f"dvs_mode={fields['dvs_mode']} derived from args.dataset {args['dataset']!r}")
+    dataset = (args or {}).get("dataset")
+    dataset = _UPSTREAM_DATASETS.get(dataset) if isinstance(dataset, str) else None
     metrics: dict = {}
     if is_int(obj.get("epoch")):
         metrics["epoch"] = obj["epoch"]
@@ -259,7 +262,23 @@ def _parse_upstream(path: Path, obj: dict) -> _Parsed:
         if args is not None and isinstance(args.get("eval_metric"), str):
             metrics["eval_metric"] = args["eval_metric"]
     return _Parsed("upstream", state_dict, fields, suggested_attention=suggested, attention_note=note,
-                   metrics=metrics, notes=notes, dataset=_UPSTREAM_DATASETS.get((args or {}).get("dataset")))
+                   metrics=metrics, notes=notes, dataset=dataset)
+
+
+def _string_keys(path: Path, where: str, values: dict) -> dict:
+    odd = [k for k in values if not (isinstance(k, str) and k.isprintable())]
+    if odd:
+        raise CheckpointError(f"{path}: {where} keys must be printable strings, got {_short(odd[0])}")
+    return values
+
+
+def _scalar(path: Path, where: str, value: Any) -> Any:
+    """``value`` when it is what a configuration field holds (a number, string, bool or None); else one error
+    naming the field (a tensor or container would print over many lines in the field's check)."""
+    if not isinstance(value, (str, numbers.Number, np.bool_, type(None))):
+        raise CheckpointError(f"{path}: {where} is a {type(value).__name__} ({_short(value)}), not a number or "
+                              "string")
+    return value
 
 
 def _coerce(value: Any, kind: str) -> Any:
@@ -379,6 +398,7 @@ def _describe(cfg: ModelConfig) -> str:
 
 def _load_weights(path: Path, cfg: ModelConfig, state_dict: dict, strict: bool,
                   notes: list[str]) -> SpikeDrivenTransformer:
+    _string_keys(path, "state_dict", state_dict)
     not_tensors = [str(k) for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise CheckpointError(f"{path}: state_dict entries that are not tensors: {', '.join(not_tensors)}")

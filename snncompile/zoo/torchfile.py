@@ -120,6 +120,18 @@ _STORAGE_DTYPES = {
 }
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` on one line, cut at ``limit`` characters: how a message quotes what a file holds."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _one_line(error: Exception) -> str:
+    """An exception's message on one line, cut at 300 characters (torch's can span lines)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
 def _element_size(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
@@ -135,12 +147,12 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, bac
     if not isinstance(storage, _Storage):
         raise ValueError(f"tensor rebuilt from {type(storage).__name__}, not from a storage record")
     if metadata:
-        raise ValueError(f"tensor metadata {metadata!r} (conjugate/negative views) is not supported")
+        raise ValueError(f"tensor metadata {_short(metadata)} (conjugate/negative views) is not supported")
     if not (is_int(storage_offset) and storage_offset >= 0):
-        raise ValueError(f"bad storage offset {storage_offset!r}")
+        raise ValueError(f"bad storage offset {_short(storage_offset)}")
     size, stride = tuple(size), tuple(stride)
     if len(size) != len(stride) or not all(is_int(v) and 0 <= v < 2 ** 63 for v in size + stride):
-        raise ValueError(f"bad tensor size {size!r} / stride {stride!r}")
+        raise ValueError(f"bad tensor size {_short(size)} / stride {_short(stride)}")
     nbytes = math.prod(size) * _element_size(storage.dtype)
     if nbytes > MAX_TENSOR_BYTES:
         raise ValueError(f"tensor of size {size} holds {nbytes} bytes, more than the limit of {MAX_TENSOR_BYTES}")
@@ -148,7 +160,7 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, bac
         last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= storage.numel:
             raise ValueError(f"tensor of size {size}, stride {stride}, offset {storage_offset} reaches "
-                             f"element {last} of storage {storage.key!r}, which holds {storage.numel}")
+                             f"element {last} of storage {_short(storage.key)}, which holds {storage.numel}")
     t = torch.empty((0,), dtype=storage.dtype)
     return t.set_(storage.untyped, storage_offset, size, stride)
 
@@ -172,7 +184,7 @@ def _numpy_dtype(spec, align=False, copy=False):
         raise ValueError(f"numpy dtype from {type(spec).__name__}, not from a type-code string")
     dt = np.dtype(spec, bool(align), True)
     if dt.kind not in _NUMPY_KINDS:
-        raise ValueError(f"numpy dtype {spec!r} is not a numeric type")
+        raise ValueError(f"numpy dtype {_short(spec)} is not a numeric type")
     return dt
 
 
@@ -256,7 +268,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
             return sys.byteorder != "little"  # torch's default for files without a mark
         order = bytes(self._archive.read(name, len(b"little")))
         if order not in (b"little", b"big"):
-            raise CheckpointError(f"{self._path}: unknown byte order {order!r} in {name}")
+            raise CheckpointError(f"{self._path}: unknown byte order {order!r} in {_short(name)}")
         return order.decode() != sys.byteorder
 
     def find_class(self, module, name):
@@ -269,30 +281,30 @@ class _RestrictedUnpickler(pickle._Unpickler):
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             raise CheckpointError(
-                f"refusing to load {self._path}: it contains a pickled reference to {module}.{name}, "
+                f"refusing to load {self._path}: it contains a pickled reference to {module}.{name}"[:300] + ", "
                 "which is not a tensor, container or argparse.Namespace; loading it could execute "
                 "code") from None
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise ValueError(f"unknown persistent id {pid!r}")
+            raise ValueError(f"unknown persistent id {_short(pid)}")
         _, storage_type, key, _location, numel = pid  # location ignored: everything goes to CPU
         if not isinstance(storage_type, _StorageType) or not isinstance(key, str) or not is_int(numel) \
                 or numel < 0:
-            raise ValueError(f"malformed storage reference {pid!r}")
+            raise ValueError(f"malformed storage reference {_short(pid)}")
         if key in self._storages:
             cached = self._storages[key]
             if cached.dtype != storage_type.dtype:
-                raise ValueError(f"storage {key!r} is referenced as both {cached.dtype} and "
+                raise ValueError(f"storage {_short(key)} is referenced as both {cached.dtype} and "
                                  f"{storage_type.dtype}")
             return cached
         record = f"{self._prefix}/data/{key}"
         if not self._archive.has(record):
-            raise CheckpointError(f"{self._path}: the storage record {record} referenced by data.pkl "
+            raise CheckpointError(f"{self._path}: the storage record {_short(record)} referenced by data.pkl "
                                   "is missing (truncated or corrupted file)")
         nbytes = numel * _element_size(storage_type.dtype)
         if self._archive.size(record) != nbytes:
-            raise CheckpointError(f"{self._path}: storage record {record} holds {self._archive.size(record)} "
+            raise CheckpointError(f"{self._path}: storage record {_short(record)} holds {self._archive.size(record)} "
                                   f"bytes, data.pkl expects {nbytes} ({numel} x {storage_type.dtype})")
         data = self._archive.read(record, MAX_TENSOR_BYTES)
         untyped = torch.frombuffer(data, dtype=torch.uint8).untyped_storage() if nbytes else torch.UntypedStorage(0)
@@ -335,7 +347,7 @@ class _Archive:
         total = 0
         for info in zf.infolist():
             if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                raise CheckpointError(f"{path}: entry {info.filename} is encrypted or compressed with method "
+                raise CheckpointError(f"{path}: entry {_short(info.filename)} is encrypted or compressed with method "
                                       f"{info.compress_type}; torch.save writes neither")
             total += info.file_size
         if total > MAX_TOTAL_BYTES:
@@ -358,7 +370,7 @@ class _Archive:
         """The entry's bytes, decompressed a chunk at a time into one buffer of its declared size."""
         info = self._infos[name]
         if info.file_size > limit:
-            raise CheckpointError(f"{self._path}: entry {name} holds {info.file_size} bytes uncompressed, "
+            raise CheckpointError(f"{self._path}: entry {_short(name)} holds {info.file_size} bytes uncompressed, "
                                   f"more than the limit of {limit}")
         data = bytearray(info.file_size)
         done = 0
@@ -367,7 +379,7 @@ class _Archive:
                 data[done:done + len(chunk)] = chunk
                 done += len(chunk)
         if done != len(data):
-            raise CheckpointError(f"{self._path}: entry {name} holds {done} bytes, its header says {len(data)}")
+            raise CheckpointError(f"{self._path}: entry {_short(name)} holds {done} bytes, its header says {len(data)}")
         return data
 
 
@@ -430,7 +442,7 @@ def read_torch_file(path: str | Path) -> Any:
             prefixes = sorted({n[:-len("/data.pkl")] for n in names
                                if n.endswith("/data.pkl") and n.count("/") == 1})
             if len(prefixes) != 1:
-                found = "no" if not prefixes else f"{len(prefixes)} ({', '.join(prefixes)})"
+                found = "no" if not prefixes else f"{len(prefixes)} ({_short(prefixes)})"
                 raise CheckpointError(f"{path}: zip archive with {found} <prefix>/data.pkl records; "
                                       "not a torch.save checkpoint")
             try:
@@ -438,9 +450,13 @@ def read_torch_file(path: str | Path) -> Any:
             except CheckpointError:
                 raise
             except Exception as e:  # a forged or damaged pickle can fail in any number of ways
-                raise CheckpointError(f"{path}: corrupted checkpoint: {type(e).__name__}: {e}") from e
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupted zip archive: {e}") from None
+                raise CheckpointError(f"{path}: corrupted checkpoint: {type(e).__name__}: {_one_line(e)}") from e
+    except CheckpointError:
+        raise
+    except Exception as e:  # a malformed central directory raises assorted errors (BadZipFile, EOFError,
+        # UnicodeDecodeError for a name flagged UTF-8, ...): all mean the same here
+        raise CheckpointError(f"{path}: truncated or corrupted zip archive: {type(e).__name__}: "
+                              f"{_one_line(e)}") from None
     if _nesting(obj) > MAX_NESTING:
         raise CheckpointError(f"{path}: its pickle nests containers more than {MAX_NESTING} deep")
     return obj

@@ -81,8 +81,8 @@ def upgrade_v1_to_v2(doc: dict) -> dict:
     if not isinstance(nodes, list):
         return doc
     for node in nodes:
-        if isinstance(node, dict) and isinstance(node.get("fields"), dict):
-            for key, value in _V2_FIELDS.get(node.get("type"), {}).items():
+        if isinstance(node, dict) and isinstance(node.get("fields"), dict) and isinstance(node.get("type"), str):
+            for key, value in _V2_FIELDS.get(node["type"], {}).items():
                 node["fields"].setdefault(key, value)
     _retype_sum_pools(nodes)
     return doc
