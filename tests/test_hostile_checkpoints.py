@@ -4,6 +4,7 @@ from __future__ import annotations
 import pickle
 import tracemalloc
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 from hostile_files import (glob, hand_pickle, integer, ints, record_bytes, storage_bytes, tensor, text,
                            write_torch_zip)
 from snncompile.config import MAX_SIZES, MAX_WEIGHTS, ConfigError, parse_entry
+from snncompile.ir import io as irio
 from snncompile.zoo import checkpoint, torchfile
 from snncompile.zoo.checkpoint import CheckpointError, load_checkpoint, read_torch_file
 from upstream_files import DROP, small_cfg, trained_like, upstream_args, write_upstream
@@ -237,3 +239,21 @@ def test_state_dict_keys_must_be_printable_strings(tmp_path, key):
 def test_an_argument_that_is_not_a_scalar_is_one_line_naming_it(tmp_path, value):
     path = write_upstream(tmp_path / "up.pth", trained_like(small_cfg()), upstream_args(dim=value))
     assert f"args.dim is a {type(value).__name__} (" in one_line_error(load_checkpoint, path)
+
+
+def test_the_limits_are_the_ones_the_readme_states():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Resource limits")[1].split("\n## ")[0]
+
+    def size(n: int) -> str:
+        return f"{n // 1024 ** 3} GiB" if n % 1024 ** 3 == 0 else f"{n // 1024 ** 2} MiB"
+    assert all(f"`{name}`" in section and f"{largest:,}".replace(",", "" if largest < 10_000 else ",") in section
+               for name, largest in MAX_SIZES.items())
+    assert MAX_WEIGHTS == 2 ** 28 and "2^28 weights" in section
+    assert f"{size(torchfile.MAX_PICKLE_BYTES)} / {size(torchfile.MAX_TENSOR_BYTES)} / " \
+           f"{size(torchfile.MAX_TOTAL_BYTES)}" in section
+    assert f"{torchfile.MAX_RATIO}:1" in section and f"{torchfile.MAX_NESTING} deep" in section
+    assert f"{size(irio.MAX_ENTRY_BYTES)} / {size(irio.MAX_TOTAL_BYTES)} / {size(irio.MAX_JSON_BYTES)}, " \
+           f"{irio.MAX_JSON_DEPTH} deep" in section
+    assert f"{irio.MAX_RATIO}:1" in section
+    assert f"{irio.MAX_NODES:,} / {irio.MAX_ENTRIES:,} / {irio.MAX_DTYPE_BITS} bits" in section
