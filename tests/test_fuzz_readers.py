@@ -86,6 +86,7 @@ def run_worker(manifest_path: Path, count: int) -> tuple[list[dict], list[int]]:
     return results, hangs
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_mutated_snnir_files_and_crafted_checkpoints_end_in_our_error_or_load(tmp_path):
     files = mutated_files(tmp_path, seeds := seed_files(tmp_path / "seeds"))

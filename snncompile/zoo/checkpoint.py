@@ -165,7 +165,8 @@ def load_checkpoint(path: str | Path, *, attention: str | None = None,
     (used as is, apart from ``attention``) or a dict of field overrides that win over what the file
     says. With ``strict`` every missing, unexpected or mis-shaped key is an error (all listed in one
     :class:`CheckpointError`); with ``strict=False`` matching weights load and the rest is recorded
-    in ``notes``.
+    in ``notes``. The architecture is checked against ``config.MAX_SIZES`` and its weights are counted
+    (at most ``config.MAX_WEIGHTS``) before the model is built (README, "Resource limits").
     """
     path = Path(path)
     if config is not None and not isinstance(config, (ModelConfig, dict)):
@@ -252,8 +253,8 @@ def _parse_upstream(path: Path, obj: dict) -> _Parsed:
             dvs_sets = _DVS_DATASETS_STATTEN if from_statten else _DVS_DATASETS_SDT
             fields["dvs_mode"] = args["dataset"] in dvs_sets
             notes.append(f"dvs_mode={fields['dvs_mode']} derived from args.dataset {args['dataset']!r}")
-    dataset = (args or {}).get("dataset")
-    dataset = _UPSTREAM_DATASETS.get(dataset) if isinstance(dataset, str) else None
+    upstream_dataset = (args or {}).get("dataset")
+    dataset = _UPSTREAM_DATASETS.get(upstream_dataset) if isinstance(upstream_dataset, str) else None
     metrics: dict = {}
     if is_int(obj.get("epoch")):
         metrics["epoch"] = obj["epoch"]
@@ -266,6 +267,7 @@ def _parse_upstream(path: Path, obj: dict) -> _Parsed:
 
 
 def _string_keys(path: Path, where: str, values: dict) -> dict:
+    """``values`` when every key is a printable string (keys are quoted in messages, one line each)."""
     odd = [k for k in values if not (isinstance(k, str) and k.isprintable())]
     if odd:
         raise CheckpointError(f"{path}: {where} keys must be printable strings, got {_short(odd[0])}")
