@@ -79,3 +79,18 @@ def test_integer_attention_values_fit_the_inferred_width():
     ones = torch.ones(4, 1, 8, 4, 4)
     out = BlockLinearAttention(heads=2, block=2).run(ones, ones, ones)
     assert out.max().item() == 128 and torch.equal(out, out.round())
+
+
+def test_a_deep_chain_listed_consumer_first_orders_without_recursion():
+    """A 20,000-node chain listed from its output back to its input (a valid graph a file may hold) orders,
+    types and validates: the depth-first walk is iterative."""
+    from snncompile.ir.ops import ReLU
+
+    n = 20_000
+    nodes = {"out": Node(Output(), (f"r{n - 1}",))}
+    for i in reversed(range(n)):
+        nodes[f"r{i}"] = Node(ReLU(), (f"r{i - 1}" if i else "x",))
+    nodes["x"] = Node(Input(shape=(3,)))
+    graph = Graph(nodes=nodes, outputs=("out",), time_steps=2)
+    assert graph.topo_order() == ["x", *(f"r{i}" for i in range(n)), "out"]
+    assert len(graph.validate().types()) == n + 2

@@ -103,24 +103,29 @@ class Graph:
         return [(src, dst) for dst, node in self.nodes.items() for src in node.inputs]
 
     def topo_order(self) -> list[str]:
-        """Nodes ordered so that every producer comes before its consumers (raises on a cycle)."""
+        """Nodes ordered so that every producer comes before its consumers (raises on a cycle): a depth-first
+        walk of each node's inputs in port order, nodes in node order. Iterative, so a deep graph (a long chain
+        listed consumer first) needs no recursion."""
         order, state = [], {}
-
-        def visit(name: str, path: tuple[str, ...]):
-            if state.get(name) == "done":
-                return
-            if state.get(name) == "active":
-                cycle = path[path.index(name):] + (name,)
-                raise GraphError([f"cycle through {' -> '.join(cycle)}"])
-            state[name] = "active"
-            for src in self.nodes[name].inputs:
-                if src in self.nodes:
-                    visit(src, path + (name,))
-            state[name] = "done"
-            order.append(name)
-
-        for name in self.nodes:
-            visit(name, ())
+        for root in self.nodes:
+            if state.get(root) == "done":
+                continue
+            state[root] = "active"
+            stack = [(root, iter(self.nodes[root].inputs))]
+            while stack:
+                name, pending = stack[-1]
+                src = next((s for s in pending if s in self.nodes and state.get(s) != "done"), None)
+                if src is None:
+                    stack.pop()
+                    state[name] = "done"
+                    order.append(name)
+                elif state.get(src) == "active":
+                    path = [n for n, _ in stack]
+                    cycle = path[path.index(src):] + [src]
+                    raise GraphError([f"cycle through {' -> '.join(cycle)}"])
+                else:
+                    state[src] = "active"
+                    stack.append((src, iter(self.nodes[src].inputs)))
         return order
 
     # -- validation -----------------------------------------------------------------------------
