@@ -175,6 +175,29 @@ def test_plan_maps_to_lavas_own_processes_where_they_match():
     assert named.exposed_host == ("x",) and "lif" in named.recorded and "lif2" not in named.recorded
 
 
+def test_the_stock_share_counts_what_lavas_own_processes_execute_per_op():
+    from snncompile.backends.lava.fidelity import lava_classes, stock_share
+    from snncompile.report.counts import count_activity
+    graph = synapse_graph()
+    plan = plan_lava(graph, granularity="per_op", batch=B)
+    totals = count_activity(graph, _feeds(graph, 0)).node_totals()
+    share = stock_share(plan, totals)
+    synaptic = share["synaptic_ops"]
+    ops = {n: totals[n].get("ACs", 0) + totals[n].get("MACs", 0) for n in ("conv", "gconv", "dense", "cconv", "cdense")}
+    assert totals["gconv"]["MACs"] and totals["dense"]["MACs"]  # graded inputs count too
+    assert synaptic["stock"] == ops["conv"] + ops["gconv"] + ops["dense"] > 0
+    assert synaptic["total"] == synaptic["stock"] + ops["cconv"] + ops["cdense"]
+    assert synaptic["fraction"] == synaptic["stock"] / synaptic["total"] < 1
+    assert share["neuron_updates"]["fraction"] == 1.0  # every neuron a stock LIF or TernaryLIF
+    classes = lava_classes(graph, batch=B)
+    assert list(classes) == graph.topo_order()
+    assert classes["conv"] == {"per_op": "Conv", "fused": "FusedNodes", "fused_model": "FusedNodes"}
+    assert classes["cconv"]["per_op"] == "UnaryNode" and classes["mul"]["per_op"] == "BinaryNode"
+    assert classes["x"]["per_op"] == classes["out"]["fused"] == "host"
+    with pytest.raises(ValueError, match="per_op plan"):
+        stock_share(plan_lava(graph), totals)
+
+
 def test_unsupported_nodes_are_refused_naming_the_node():
     spikes = {"x": (Input(shape=(4,), dtype=SPIKE),)}
     float_neuron = _graph({**spikes, "neuron": (LIF(leak=2.0), "x"), "y": (Output(), "neuron")}, ("y",))

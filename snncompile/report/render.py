@@ -86,6 +86,10 @@ def _summary(report: dict) -> _Rows:
              ["Lava check", f"{lava['identical_to_reference']}/{lava['total']} samples identical to the reference "
                             f"simulator ({lava['granularity']}), Lava accuracy {lava['accuracy']:.2%}"],
              ["activity counted on", f"{activity['samples']:,} samples x {activity['time_steps']} steps"]]
+    if "stock_share" in lava:
+        rows.insert(-1, ["Lava's own processes (per_op)", ", ".join(
+            f"{'-' if v['fraction'] is None else format(v['fraction'], '.1%')} of {k.replace('_', ' ')}"
+            for k, v in lava["stock_share"].items())])
     for key, entry in report["energy"].items():
         unpriced = f"; unpriced: {', '.join(entry['unpriced'])}" if entry["unpriced"] else ""
         rows.append([f"energy per sample, {key}", f"{_pj(entry['total_pj'])} [{_statuses(entry['figures'])}]"
