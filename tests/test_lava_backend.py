@@ -55,6 +55,8 @@ def synapse_graph() -> Graph:
         "conv": (IntConv2d(weight=rng.integers(-255, 256, (2, 2, 3, 3)), padding=(1, 1)), "x"),
         "gconv": (IntConv2d(weight=rng.integers(-255, 256, (2, 1, 3, 3)), padding=(1, 1), groups=2), "g"),
         # custom: bias from step 2, a right shift, saturation to 10 bits, delay 2
+        # Lava's Conv with the exponent in its weights; Lava's Dense with its own (a floor shift of the sum)
+        "econv": (IntConv2d(weight=rng.integers(-255, 256, (2, 2, 3, 3)), padding=(1, 1), weight_exp=3), "x"),
         "cconv": (IntConv2d(weight=rng.integers(-255, 256, (2, 2, 3, 3)), padding=(1, 1), bias=np.array([300, -200]),
                             bias_start=2, weight_exp=-1, out_bits=10, overflow="saturate", delay=2), "x"),
         "lif": (LoihiLIF(current_decay=1024, voltage_decay=128, vth=40, bias_exp=2,
@@ -74,6 +76,7 @@ def synapse_graph() -> Graph:
         # Lava's Dense (graded input, mixed even weights), then a custom dense with odd weights and a bias
         "dense": (IntDense(weight=even(5, 8)), "flat"),
         "lif3": (LoihiLIF(current_decay=512, voltage_decay=0, vth=3), "dense"),
+        "edense": (IntDense(weight=even(3, 5), weight_exp=-3, out_bits=16), "lif3"),
         "cdense": (IntDense(weight=rng.integers(-255, 256, (4, 5)), bias=np.array([5, -7, 100, 0]), bias_start=3,
                             weight_exp=1, out_bits=9, overflow="wrap", delay=2), "lif3"),
         "out": (Output(), "cdense"),
@@ -83,6 +86,8 @@ def synapse_graph() -> Graph:
         "out_tsum": (Output(), "tsum"),
         "out_tlif": (Output(), "tlif"),
         "out_g": (Output(), "g"),  # the host output part also reads a host value
+        "out_econv": (Output(), "econv"),
+        "out_edense": (Output(), "edense"),
     }
     return _graph(nodes, tuple(n for n in nodes if n.startswith("out")))
 
@@ -165,12 +170,14 @@ def test_lava_layout_round_trips():
 
 def test_plan_maps_to_lavas_own_processes_where_they_match():
     plan = plan_lava(synapse_graph(), granularity="per_op", batch=B)
-    assert plan.stock == {"conv": "Conv", "gconv": "Conv", "lif": "LIF", "lif2": "LIF", "tlif": "TernaryLIF",
-                          "dense": "Dense", "lif3": "LIF"}
+    assert plan.stock == {"conv": "Conv", "gconv": "Conv", "econv": "Conv", "lif": "LIF", "lif2": "LIF",
+                          "tlif": "TernaryLIF", "dense": "Dense", "lif3": "LIF", "edense": "Dense"}
     assert [p[1] for p in plan.processes()].count("Extractor") == len(plan.recorded)
     assert plan.sources == ("x", "g")
-    assert set(plan.recorded) == {"lif", "lif2", "tlif", "lif3", "cdense", "relu", "maxor", "mul", "tsum"}
-    assert plan.host_out == ("out", "out_relu", "out_maxor", "out_mul", "out_tsum", "out_tlif", "out_g")
+    assert set(plan.recorded) == {"lif", "lif2", "tlif", "lif3", "cdense", "relu", "maxor", "mul", "tsum", "econv",
+                                  "edense"}
+    assert plan.host_out == ("out", "out_relu", "out_maxor", "out_mul", "out_tsum", "out_tlif", "out_g", "out_econv",
+                             "out_edense")
     named = plan_lava(synapse_graph(), expose=["x", "lif"], batch=B)
     assert named.exposed_host == ("x",) and "lif" in named.recorded and "lif2" not in named.recorded
 
@@ -183,9 +190,10 @@ def test_the_stock_share_counts_what_lavas_own_processes_execute_per_op():
     totals = count_activity(graph, _feeds(graph, 0)).node_totals()
     share = stock_share(plan, totals)
     synaptic = share["synaptic_ops"]
-    ops = {n: totals[n].get("ACs", 0) + totals[n].get("MACs", 0) for n in ("conv", "gconv", "dense", "cconv", "cdense")}
+    ops = {n: totals[n].get("ACs", 0) + totals[n].get("MACs", 0)
+           for n in ("conv", "gconv", "econv", "dense", "edense", "cconv", "cdense")}
     assert totals["gconv"]["MACs"] and totals["dense"]["MACs"]  # graded inputs count too
-    assert synaptic["stock"] == ops["conv"] + ops["gconv"] + ops["dense"] > 0
+    assert synaptic["stock"] == ops["conv"] + ops["gconv"] + ops["dense"] + ops["econv"] + ops["edense"] > 0
     assert synaptic["total"] == synaptic["stock"] + ops["cconv"] + ops["cdense"]
     assert synaptic["fraction"] == synaptic["stock"] / synaptic["total"] < 1
     assert share["neuron_updates"]["fraction"] == 1.0  # every neuron a stock LIF or TernaryLIF

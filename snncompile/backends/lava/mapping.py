@@ -14,9 +14,13 @@ Granularities:
 - ``"per_op"``: one Process per IR node. Lava's own bit-accurate processes where their semantics equal the
   node's: ``LoihiLIF`` -> ``LIF`` and ``LoihiTernaryLIF`` -> ``TernaryLIF`` (``du = current_decay - 1``,
   ``dv = voltage_decay``; elementwise, so the batch rides along in the shape); ``IntDense`` -> ``Dense`` and
-  ``IntConv2d`` -> ``Conv`` only without a bias, with ``weight_exp`` 0 and delay 1, with weights Lava keeps
-  as they are (``lava_effective_weights``, the sign mode passed explicitly) and a proven result range the
-  node's ``out_bits`` (and, for Conv, Lava's 24-bit wrap) never touches. The batch rides along there too:
+  ``IntConv2d`` -> ``Conv`` only without a bias, with delay 1, with weights Lava keeps as they are
+  (``lava_effective_weights``, the sign mode passed explicitly) and a proven result range the node's
+  ``out_bits`` (and, for Conv, Lava's 24-bit wrap) never touches. Dense takes the node's ``weight_exp`` as
+  its own (``PyDenseModelBitAcc`` shifts the int32 sum left, or arithmetically right: the IR's floor);
+  Lava's fixed Conv has no exponent (it ignores ``weight_exp``) and does not clip its weights, so a
+  ``weight_exp >= 0`` is carried by the weights (``w << weight_exp``, the same sums exactly) and a negative
+  one keeps the node custom. The batch rides along there too:
   Dense gets the block-diagonal ``kron(I_B, W)`` (when that stays small), Conv the samples as channel groups
   (``groups * B``, Lava keeps ``groups`` in an int8). Every other node runs in a custom
   :class:`~.processes.UnaryNode`/:class:`~.processes.BinaryNode` (its own ``run``, stepped: see
@@ -224,8 +228,10 @@ def stock_process(op, in_type: TensorType, out_type: TensorType, batch: int) -> 
         return "LIF"
     if not isinstance(op, (IntDense, IntConv2d)):
         return None
-    if op.bias is not None or op.weight_exp != 0 or op.delay != 1:
+    if op.bias is not None or op.delay != 1:
         return None
+    if isinstance(op, IntConv2d) and op.weight_exp < 0:
+        return None  # Lava's Conv has no shift of the sum: a left shift rides in the weights, a floor shift cannot
     r = _proven_range(op, in_type, out_type)
     if r is None or not _fits(r, op.out_bits):
         return None  # the node's own wrap or saturation could act: Lava's does not match it
@@ -240,8 +246,8 @@ def stock_process(op, in_type: TensorType, out_type: TensorType, batch: int) -> 
             return None
         kept, _ = lava_effective_weights(w)
         return "Dense" if np.array_equal(kept, w) else None
-    if not _fits(r, 24) or op.groups * batch > 127 or max(*op.padding, *op.stride, *op.dilation,
-                                                            *op.weight.shape[2:]) > 127:
+    if not _fits(r, 24) or not _fits(Interval(0, int(np.abs(op.weight).max(initial=0)) << op.weight_exp), 24) \
+            or op.groups * batch > 127 or max(*op.padding, *op.stride, *op.dilation, *op.weight.shape[2:]) > 127:
         return None  # Lava wraps at 24 bits; its Conv keeps groups, padding, stride ... in int8
     return "Conv"
 
@@ -368,9 +374,10 @@ def _stock(kind: str, op, in_shape, out_shape, in_type: TensorType, batch: int, 
         _, mode = lava_effective_weights(w)
         blocks = batch * math.prod(in_shape[:-1])
         proc = Dense(weights=np.kron(np.eye(blocks, dtype=np.int64), w).astype(np.int32), num_message_bits=graded,
-                     sign_mode=SignMode[mode.upper()], num_weight_bits=8, weight_exp=0, name=name)
+                     sign_mode=SignMode[mode.upper()], num_weight_bits=8, weight_exp=op.weight_exp, name=name)
         return proc, [proc.s_in], proc.a_out
-    kernel = np.ascontiguousarray(op.weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))  # [C_out, kW, kH, C_in/g]
+    # [C_out, kW, kH, C_in/g]; the exponent (>= 0) in the weights: Lava's fixed Conv neither clips nor shifts them
+    kernel = np.ascontiguousarray(op.weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)).astype(np.int64) << op.weight_exp
     proc = Conv(weight=np.tile(kernel, (batch, 1, 1, 1)).astype(np.int32), input_shape=lava_shape(in_shape, batch),
                 padding=tuple(op.padding[::-1]), stride=tuple(op.stride[::-1]), dilation=tuple(op.dilation[::-1]),
                 groups=op.groups * batch, num_message_bits=graded, name=name)
