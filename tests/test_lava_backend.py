@@ -79,6 +79,9 @@ def synapse_graph() -> Graph:
         "edense": (IntDense(weight=even(3, 5), weight_exp=-3, out_bits=16), "lif3"),
         "cdense": (IntDense(weight=rng.integers(-255, 256, (4, 5)), bias=np.array([5, -7, 100, 0]), bias_start=3,
                             weight_exp=1, out_bits=9, overflow="wrap", delay=2), "lif3"),
+        # Lava's LIFReset: a bias from step 0, u and v restarted at step 3
+        "rlif": (LoihiLIF(current_decay=4096, voltage_decay=1024, vth=50, bias_mant=rng.integers(-20, 60, (3,)),
+                          bias_exp=6, reset_at=3), "edense"),
         "out": (Output(), "cdense"),
         "out_relu": (Output(), "relu"),
         "out_maxor": (Output(), "maxor"),
@@ -88,6 +91,7 @@ def synapse_graph() -> Graph:
         "out_g": (Output(), "g"),  # the host output part also reads a host value
         "out_econv": (Output(), "econv"),
         "out_edense": (Output(), "edense"),
+        "out_rlif": (Output(), "rlif"),
     }
     return _graph(nodes, tuple(n for n in nodes if n.startswith("out")))
 
@@ -171,13 +175,13 @@ def test_lava_layout_round_trips():
 def test_plan_maps_to_lavas_own_processes_where_they_match():
     plan = plan_lava(synapse_graph(), granularity="per_op", batch=B)
     assert plan.stock == {"conv": "Conv", "gconv": "Conv", "econv": "Conv", "lif": "LIF", "lif2": "LIF",
-                          "tlif": "TernaryLIF", "dense": "Dense", "lif3": "LIF", "edense": "Dense"}
+                          "tlif": "TernaryLIF", "dense": "Dense", "lif3": "LIF", "edense": "Dense", "rlif": "LIFReset"}
     assert [p[1] for p in plan.processes()].count("Extractor") == len(plan.recorded)
     assert plan.sources == ("x", "g")
     assert set(plan.recorded) == {"lif", "lif2", "tlif", "lif3", "cdense", "relu", "maxor", "mul", "tsum", "econv",
-                                  "edense"}
+                                  "edense", "rlif"}
     assert plan.host_out == ("out", "out_relu", "out_maxor", "out_mul", "out_tsum", "out_tlif", "out_g", "out_econv",
-                             "out_edense")
+                             "out_edense", "out_rlif")
     named = plan_lava(synapse_graph(), expose=["x", "lif"], batch=B)
     assert named.exposed_host == ("x",) and "lif" in named.recorded and "lif2" not in named.recorded
 

@@ -12,7 +12,8 @@ A lowered, scheduled graph splits in three parts (:func:`plan_lava`):
 Granularities:
 
 - ``"per_op"``: one Process per IR node. Lava's own bit-accurate processes where their semantics equal the
-  node's: ``LoihiLIF`` -> ``LIF`` and ``LoihiTernaryLIF`` -> ``TernaryLIF`` (``du = current_decay - 1``,
+  node's: ``LoihiLIF`` -> ``LIF`` (``LIFReset`` where it restarts at ``reset_at``: ``reset_offset =
+  reset_at + 1``, an interval past the run) and ``LoihiTernaryLIF`` -> ``TernaryLIF`` (``du = current_decay - 1``,
   ``dv = voltage_decay``; elementwise, so the batch rides along in the shape); ``IntDense`` -> ``Dense`` and
   ``IntConv2d`` -> ``Conv`` only without a bias, with delay 1, with weights Lava keeps as they are
   (``lava_effective_weights``, the sign mode passed explicitly) and a proven result range the node's
@@ -49,7 +50,7 @@ from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense
 from lava.proc.io.extractor import Extractor
 from lava.proc.io.source import RingBuffer
-from lava.proc.lif.process import LIF, TernaryLIF
+from lava.proc.lif.process import LIF, LIFReset, TernaryLIF
 from lava.utils.weightutils import SignMode
 
 from snncompile.backends.lava.models import FusedKernel, PortKernel, Slot, from_lava, lava_shape, stepper, to_lava
@@ -220,12 +221,13 @@ def _fits(r: Interval, bits: int) -> bool:
 
 
 def stock_process(op, in_type: TensorType, out_type: TensorType, batch: int) -> str | None:
-    """The Lava process that computes ``op`` exactly (``"LIF"``, ``"TernaryLIF"``, ``"Dense"``, ``"Conv"``),
+    """The Lava process that computes ``op`` exactly (``"LIF"``, ``"LIFReset"``, ``"TernaryLIF"``, ``"Dense"``,
+    ``"Conv"``),
     or ``None`` where a custom process must (see the module docstring for the conditions)."""
     if isinstance(op, LoihiTernaryLIF):
         return "TernaryLIF"
     if isinstance(op, LoihiLIF):
-        return "LIF"
+        return "LIFReset" if op.reset_at else "LIF"
     if not isinstance(op, (IntDense, IntConv2d)):
         return None
     if op.bias is not None or op.delay != 1:
@@ -329,7 +331,8 @@ def _build_per_op(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork
         op, inputs = graph.op(name), graph.nodes[name].inputs
         kind = plan.stock.get(name)
         if kind:
-            proc, in_ports, out_port = _stock(kind, op, shape[inputs[0]], shape[name], types[inputs[0]], batch, name)
+            proc, in_ports, out_port = _stock(kind, op, shape[inputs[0]], shape[name], types[inputs[0]], batch, name,
+                                              steps)
         else:
             ports = inputs if op.ARITY == 2 else inputs[:1]  # an IntAdd's inputs arrive summed on one port
             kernel = PortKernel(stepper(op, steps), [shape[s] for s in ports], shape[name], batch)
@@ -356,17 +359,21 @@ def _build_per_op(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork
     return LavaNetwork(anchor=procs[0], processes=procs, readers=readers)
 
 
-def _stock(kind: str, op, in_shape, out_shape, in_type: TensorType, batch: int, name: str):
-    """One of Lava's own processes for ``op`` (batch-aware, see the module docstring): (process, input
-    ports, output port)."""
-    if kind in ("LIF", "TernaryLIF"):
+def _stock(kind: str, op, in_shape, out_shape, in_type: TensorType, batch: int, name: str, steps: int):
+    """One of Lava's own processes for ``op`` (batch-aware, see the module docstring) in a run of ``steps``
+    steps: (process, input ports, output port)."""
+    if kind in ("LIF", "LIFReset", "TernaryLIF"):
         bias = op.bias_mant
         if isinstance(bias, np.ndarray):
             bias = to_lava(np.broadcast_to(bias, (batch, *out_shape)).astype(np.int32), out_shape)
         common = dict(shape=lava_shape(out_shape, batch), du=op.current_decay - 1, dv=op.voltage_decay,
                       bias_mant=bias, bias_exp=op.bias_exp, name=name)
-        proc = TernaryLIF(**common, vth_hi=op.vth_hi, vth_lo=op.vth_lo) if kind == "TernaryLIF" else LIF(
-            **common, vth=op.vth)
+        if kind == "TernaryLIF":
+            proc = TernaryLIF(**common, vth_hi=op.vth_hi, vth_lo=op.vth_lo)
+        elif kind == "LIFReset":  # Lava counts steps from 1; one reset: an interval longer than the run
+            proc = LIFReset(**common, vth=op.vth, reset_interval=steps + 1, reset_offset=op.reset_at + 1)
+        else:
+            proc = LIF(**common, vth=op.vth)
         return proc, [proc.a_in], proc.s_out
     graded = 0 if in_type.dtype.kind == "spike" else 16  # 0: Lava reads its input as booleans
     if kind == "Dense":
