@@ -86,6 +86,7 @@ def test_lava_fidelity_gives_the_stock_share_and_each_nodes_lava_classes(model, 
                                                                + counts.table["totals"]["neuron_updates_inactive"])
     synaptic = found["stock_share"]["synaptic_ops"]
     assert 0 < synaptic["total"] == counts.table["totals"]["ACs"] + counts.table["totals"]["MACs"]
+    assert synaptic["stock"] > 0  # the stem's synapses, their biases moved into the neurons, on Lava's Conv
     assert set(found["processes"]) == set(compiled.graph.nodes)
     assert {c["fused_model"] for c in found["processes"].values()} == {"FusedNodes", "host"}
 

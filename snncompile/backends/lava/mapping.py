@@ -26,9 +26,10 @@ Granularities:
   (``groups * B``, Lava keeps ``groups`` in an int8). Every other node runs in a custom
   :class:`~.processes.UnaryNode`/:class:`~.processes.BinaryNode` (its own ``run``, stepped: see
   :mod:`.models`); an ``IntAdd`` gets all its producers on one InPort, which Lava sums (the residual
-  accumulator), then wraps or saturates. One Lava ``Extractor`` per recorded node. (The zoo's lowered
-  synapses all carry a bias, BatchNorm's folded shift that starts with their data: there Lava's own processes
-  run the neurons and custom ones the synapses.)
+  accumulator), then wraps or saturates. One Lava ``Extractor`` per recorded node. The zoo's lowered
+  synapses carry a bias, BatchNorm's folded shift that starts with their data: where only neurons read a
+  synapse, the plan's graph (``LavaPlan.graph``) has it in the neurons instead, as Loihi would
+  (:mod:`.neuron_bias`, exact on every neuron), and Lava's Dense/Conv and LIFReset run them.
 - ``"fused"``: a few :class:`~.processes.FusedNodes` processes, one per transformer block (nodes named
   ``<word>.<i>.…``), one for what comes before the first block and one for what follows the last; values
   crossing between them travel on the bus (``processes.py``), the host's values too (one ``RingBuffer``
@@ -53,6 +54,7 @@ from lava.proc.io.source import RingBuffer
 from lava.proc.lif.process import LIF, LIFReset, TernaryLIF
 from lava.utils.weightutils import SignMode
 
+from snncompile.backends.lava.neuron_bias import move_biases_to_neurons
 from snncompile.backends.lava.models import FusedKernel, PortKernel, Slot, from_lava, lava_shape, stepper, to_lava
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
 from snncompile.backends.lava.session import LavaBackendError
@@ -70,7 +72,8 @@ _BLOCK = re.compile(r"^([A-Za-z_]\w*\.\d+)\.")
 
 @dataclass(frozen=True)
 class LavaPlan:
-    """How a graph runs on Lava. ``chip``: on-chip nodes in dependency order; ``sources``: host values the chip
+    """How a graph runs on Lava. ``graph``: the graph the processes compute (per-op: synapse biases moved into
+    the neurons where that is exact, :mod:`.neuron_bias`); ``chip``: on-chip nodes in dependency order; ``sources``: host values the chip
     reads; ``sinks``: chip values the host part reads; ``recorded``: chip nodes whose streams the extractors
     bring back (exposed ones and sinks); ``groups``: the nodes of each fused Process (per-op: one per node);
     ``stock``: per-op nodes run by one of Lava's own processes (node -> Lava class name); ``exposed_host``:
@@ -278,7 +281,9 @@ def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: i
     recorded, exposed_host = _exposed(graph, chip, sinks, expose)
     exposed_host = [n for n in exposed_host if n in inside]  # (host outputs always come back)
     stock: dict[str, str] = {}
-    if granularity == "per_op":
+    if granularity == "per_op":  # Loihi's form: biases in the neurons, what no one reads of the synapses changed
+        graph = move_biases_to_neurons(graph, keep={*recorded, *exposed_host})
+        types = graph.types()
         groups = [(n,) for n in chip]
         for n in chip:
             srcs = graph.nodes[n].inputs
