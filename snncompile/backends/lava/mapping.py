@@ -54,7 +54,7 @@ from lava.proc.io.source import RingBuffer
 from lava.proc.lif.process import LIF, LIFReset, TernaryLIF
 from lava.utils.weightutils import SignMode
 
-from snncompile.backends.lava.neuron_bias import move_biases_to_neurons
+from snncompile.backends.lava.neuron_bias import fits, move_biases_to_neurons
 from snncompile.backends.lava.models import FusedKernel, PortKernel, Slot, from_lava, lava_shape, stepper, to_lava
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
 from snncompile.backends.lava.session import LavaBackendError
@@ -219,10 +219,6 @@ def _proven_range(op, in_type: TensorType, out_type: TensorType) -> Interval | N
         return None
 
 
-def _fits(r: Interval, bits: int) -> bool:
-    return -(1 << (bits - 1)) <= r.lo and r.hi <= (1 << (bits - 1)) - 1
-
-
 def stock_process(op, in_type: TensorType, out_type: TensorType, batch: int) -> str | None:
     """The Lava process that computes ``op`` exactly (``"LIF"``, ``"LIFReset"``, ``"TernaryLIF"``, ``"Dense"``,
     ``"Conv"``),
@@ -238,10 +234,10 @@ def stock_process(op, in_type: TensorType, out_type: TensorType, batch: int) -> 
     if isinstance(op, IntConv2d) and op.weight_exp < 0:
         return None  # Lava's Conv has no shift of the sum: a left shift rides in the weights, a floor shift cannot
     r = _proven_range(op, in_type, out_type)
-    if r is None or not _fits(r, op.out_bits):
+    if r is None or not fits(r, op.out_bits):
         return None  # the node's own wrap or saturation could act: Lava's does not match it
     if isinstance(op, IntDense):
-        if len(in_type.shape) == 3 or not _fits(r, 32):
+        if len(in_type.shape) == 3 or not fits(r, 32):
             return None
         prefix = math.prod(in_type.shape[:-1])
         if (batch * prefix) ** 2 * op.weight.size > MAX_KRON_ELEMENTS:
@@ -251,7 +247,7 @@ def stock_process(op, in_type: TensorType, out_type: TensorType, batch: int) -> 
             return None
         kept, _ = lava_effective_weights(w)
         return "Dense" if np.array_equal(kept, w) else None
-    if not _fits(r, 24) or not _fits(Interval(0, int(np.abs(op.weight).max(initial=0)) << op.weight_exp), 24) \
+    if not fits(r, 24) or not fits(Interval(0, int(np.abs(op.weight).max(initial=0)) << op.weight_exp), 24) \
             or op.groups * batch > 127 or max(*op.padding, *op.stride, *op.dilation, *op.weight.shape[2:]) > 127:
         return None  # Lava wraps at 24 bits; its Conv keeps groups, padding, stride ... in int8
     return "Conv"

@@ -34,7 +34,8 @@ from snncompile.ir.timing import latencies
 INPUT_LIMIT = 1 << (23 - ACT_SHIFT)  # |a| below it: a << 6 stays inside u's 24 bits
 
 
-def _fits(r: Interval | None, bits: int) -> bool:
+def fits(r: Interval | None, bits: int) -> bool:
+    """Whether the proven interval ``r`` (``None``: no proof) lies inside ``bits`` signed bits."""
     return r is not None and -(1 << (bits - 1)) <= r.lo and r.hi <= (1 << (bits - 1)) - 1
 
 
@@ -63,7 +64,7 @@ def _movable(graph: Graph, types, name: str, readers: list[str], latency: dict[s
     plain = dataclasses.replace(syn, bias=None, bias_start=0)
     for op in (syn, plain):  # neither wraps nor folds u, with or without the bias
         r = op.value_range(x, [types[src]], types[name])
-        if not (_fits(r, syn.out_bits) and -INPUT_LIMIT < r.lo and r.hi < INPUT_LIMIT):
+        if not (fits(r, syn.out_bits) and -INPUT_LIMIT < r.lo and r.hi < INPUT_LIMIT):
             return False
     return True
 
@@ -90,4 +91,4 @@ def move_biases_to_neurons(graph: Graph, keep: Collection[str] = ()) -> Graph:
     return graph if nodes == dict(graph.nodes) else dataclasses.replace(graph, nodes=nodes)
 
 
-__all__ = ["move_biases_to_neurons"]
+__all__ = ["fits", "move_biases_to_neurons"]
