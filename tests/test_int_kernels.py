@@ -52,7 +52,9 @@ def ref_neuron(op, a: torch.Tensor):
     u = torch.zeros_like(a[0])
     v = torch.zeros_like(a[0])
     ss, us, vs = [], [], []
-    for a_t in a:
+    for t, a_t in enumerate(a):
+        if t == getattr(op, "reset_at", 0):  # LoihiLIF restarts u and v from 0 (0: nothing to restart)
+            u, v = torch.zeros_like(u), torch.zeros_like(v)
         big = i32(trunc_div(u * (4096 - op.current_decay), 4096) + i32(a_t * 64))
         u = torch.where(big > TOP, big - 2 ** 24, torch.where(big <= -TOP, big + 2 ** 24, big))
         h = i32(trunc_div(v * (4096 - op.voltage_decay), 4096) + u + bias).clamp(-(TOP - 1), TOP - 1)
@@ -123,7 +125,9 @@ def test_lif_matches_the_equations(cd, vd, peak):
     rng = np.random.default_rng(cd * 7 + vd + peak)
     a = neuron_inputs(rng, 24, (3, 5), peak)
     for kw in ({"vth": 0}, {"vth": 40}, {"vth": 2 ** 17 - 1}, {"vth": 7, "bias_mant": -4096, "bias_exp": 7},
-               {"vth": 300, "bias_mant": rng.integers(-4096, 4096, size=(5,)), "bias_exp": 3}):
+               {"vth": 300, "bias_mant": rng.integers(-4096, 4096, size=(5,)), "bias_exp": 3},
+               {"vth": 30, "bias_mant": rng.integers(-500, 500, size=(5,)), "bias_exp": 6, "reset_at": 9},
+               {"vth": 5, "bias_mant": 3, "bias_exp": 7, "reset_at": 23}):
         op = LoihiLIF(current_decay=cd, voltage_decay=vd, **kw)
         assert op.problems() == []
         want = ref_neuron(op, a)
@@ -149,6 +153,21 @@ def test_ternary_lif_matches_the_equations(cd, vd):
         spikes, traces = kernel(op, a, states=True)
         assert all(equal(g, w) for g, w in zip(traces, want[1:])), (peak, hi, lo)
         assert equal(spikes, want[0].to(torch.float32)) and equal(both(op, a), spikes)
+
+
+def test_a_lif_restarting_at_reset_at_runs_afresh_from_there():
+    rng = np.random.default_rng(5)
+    a = neuron_inputs(rng, 16, (2, 3), 3000)
+    common = dict(current_decay=1024, voltage_decay=512, vth=200, bias_mant=rng.integers(-900, 900, (3,)), bias_exp=6)
+    plain, restarted = LoihiLIF(**common), LoihiLIF(**common, reset_at=6)
+    def fast(op, x):
+        spikes, traces = kernel(op, x, states=True)
+        return (spikes.to(torch.int64), *traces)
+
+    for run in (lambda op, x: op.simulate(x), fast):
+        before, after, whole = run(plain, a[:6]), run(plain, a[6:]), run(restarted, a)
+        assert all(equal(w[:6], b) and equal(w[6:], f) for w, b, f in zip(whole, before, after))
+        assert not all(equal(w[6:], p[6:]) for w, p in zip(whole, run(plain, a)))  # the restart changed something
 
 
 def test_lif_state_saturates_and_folds_without_leak():

@@ -1035,11 +1035,34 @@ def lowered_graph() -> Graph:
     return run_pipeline(Graph(nodes, ("out",), time_steps=4), PIPELINES["loihi"])
 
 
+def as_version_3(doc: dict) -> None:
+    """A version-4 document as version 3 wrote it: no ``reset_at`` on the LoihiLIF neurons."""
+    for node in doc["nodes"]:
+        if node["type"] == "LoihiLIF":
+            assert node["fields"].pop("reset_at") == 0
+    doc["format_version"] = 3
+
+
 def as_version_2(doc: dict) -> None:
-    """A version-3 document as version 2 wrote it: no schedule or scales records (the schedule and
-    quantize history entries, which the v3 passes still write, were version 2's only record of them)."""
+    """A version-4 document as version 2 wrote it: that of version 3, without schedule or scales records (the
+    schedule and quantize history entries, which the passes still write, were version 2's only record of them)."""
+    as_version_3(doc)
     del doc["schedule"], doc["scales"]
     doc["format_version"] = 2
+
+
+def test_a_version_3_file_loads_with_neurons_that_never_restart():
+    g = lowered_graph()
+    neurons = [n for n in g.nodes if g.op(n).type_name() == "LoihiLIF"]
+    assert neurons and all(g.op(n).reset_at == 0 for n in neurons)
+    old = tamper(to_bytes(g), as_version_3)
+    written = [n for n in json.loads(read_entries(old)["graph.json"])["nodes"] if n["type"] == "LoihiLIF"]
+    assert len(written) == len(neurons) and not any("reset_at" in n["fields"] for n in written)
+    h = from_bytes(old)
+    assert all(h.op(n).reset_at == 0 for n in neurons) and graph_digest(h) == graph_digest(g)
+    restarted = dict(g.nodes)
+    restarted[neurons[0]] = Node(dataclasses.replace(g.op(neurons[0]), reset_at=2), g.nodes[neurons[0]].inputs)
+    assert graph_digest(dataclasses.replace(g, nodes=restarted)) != graph_digest(g)  # a restart is in the digest
 
 
 def test_schedule_and_scales_round_trip_in_node_order():

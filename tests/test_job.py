@@ -76,6 +76,21 @@ def test_count_and_price_give_the_reports_counts_latency_and_energy(model, compi
     assert estimate.energy["loihi2"].total_pj > estimate.energy["cmos45"].total_pj > 0
 
 
+def test_lava_fidelity_gives_the_stock_share_and_each_nodes_lava_classes(model, compiled):
+    pytest.importorskip("lava.magma")
+    _, _, test_set = model
+    counts = steps.count(compiled, load_target("loihi2"), steps.first_samples(test_set, 2))
+    found = steps.lava_fidelity(compiled.graph, counts)
+    neurons = found["stock_share"]["neuron_updates"]
+    assert neurons["fraction"] == 1.0 and neurons["total"] == (counts.table["totals"]["neuron_updates_active"]
+                                                               + counts.table["totals"]["neuron_updates_inactive"])
+    synaptic = found["stock_share"]["synaptic_ops"]
+    assert 0 < synaptic["total"] == counts.table["totals"]["ACs"] + counts.table["totals"]["MACs"]
+    assert synaptic["stock"] > 0  # the stem's synapses, their biases moved into the neurons, on Lava's Conv
+    assert set(found["processes"]) == set(compiled.graph.nodes)
+    assert {c["fused_model"] for c in found["processes"].values()} == {"FusedNodes", "host"}
+
+
 # -- the compiled artifact -------------------------------------------------------------------------------------------
 
 def test_a_compiled_model_reads_back_as_it_was_written(tmp_path, compiled):

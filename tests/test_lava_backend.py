@@ -55,6 +55,8 @@ def synapse_graph() -> Graph:
         "conv": (IntConv2d(weight=rng.integers(-255, 256, (2, 2, 3, 3)), padding=(1, 1)), "x"),
         "gconv": (IntConv2d(weight=rng.integers(-255, 256, (2, 1, 3, 3)), padding=(1, 1), groups=2), "g"),
         # custom: bias from step 2, a right shift, saturation to 10 bits, delay 2
+        # Lava's Conv with the exponent in its weights; Lava's Dense with its own (a floor shift of the sum)
+        "econv": (IntConv2d(weight=rng.integers(-255, 256, (2, 2, 3, 3)), padding=(1, 1), weight_exp=3), "x"),
         "cconv": (IntConv2d(weight=rng.integers(-255, 256, (2, 2, 3, 3)), padding=(1, 1), bias=np.array([300, -200]),
                             bias_start=2, weight_exp=-1, out_bits=10, overflow="saturate", delay=2), "x"),
         "lif": (LoihiLIF(current_decay=1024, voltage_decay=128, vth=40, bias_exp=2,
@@ -74,8 +76,12 @@ def synapse_graph() -> Graph:
         # Lava's Dense (graded input, mixed even weights), then a custom dense with odd weights and a bias
         "dense": (IntDense(weight=even(5, 8)), "flat"),
         "lif3": (LoihiLIF(current_decay=512, voltage_decay=0, vth=3), "dense"),
+        "edense": (IntDense(weight=even(3, 5), weight_exp=-3, out_bits=16), "lif3"),
         "cdense": (IntDense(weight=rng.integers(-255, 256, (4, 5)), bias=np.array([5, -7, 100, 0]), bias_start=3,
                             weight_exp=1, out_bits=9, overflow="wrap", delay=2), "lif3"),
+        # Lava's LIFReset: a bias from step 0, u and v restarted at step 3
+        "rlif": (LoihiLIF(current_decay=4096, voltage_decay=1024, vth=50, bias_mant=rng.integers(-20, 60, (3,)),
+                          bias_exp=6, reset_at=3), "edense"),
         "out": (Output(), "cdense"),
         "out_relu": (Output(), "relu"),
         "out_maxor": (Output(), "maxor"),
@@ -83,6 +89,9 @@ def synapse_graph() -> Graph:
         "out_tsum": (Output(), "tsum"),
         "out_tlif": (Output(), "tlif"),
         "out_g": (Output(), "g"),  # the host output part also reads a host value
+        "out_econv": (Output(), "econv"),
+        "out_edense": (Output(), "edense"),
+        "out_rlif": (Output(), "rlif"),
     }
     return _graph(nodes, tuple(n for n in nodes if n.startswith("out")))
 
@@ -165,14 +174,78 @@ def test_lava_layout_round_trips():
 
 def test_plan_maps_to_lavas_own_processes_where_they_match():
     plan = plan_lava(synapse_graph(), granularity="per_op", batch=B)
-    assert plan.stock == {"conv": "Conv", "gconv": "Conv", "lif": "LIF", "lif2": "LIF", "tlif": "TernaryLIF",
-                          "dense": "Dense", "lif3": "LIF"}
+    assert plan.stock == {"conv": "Conv", "gconv": "Conv", "econv": "Conv", "lif": "LIF", "lif2": "LIF",
+                          "tlif": "TernaryLIF", "dense": "Dense", "lif3": "LIF", "edense": "Dense", "rlif": "LIFReset"}
     assert [p[1] for p in plan.processes()].count("Extractor") == len(plan.recorded)
     assert plan.sources == ("x", "g")
-    assert set(plan.recorded) == {"lif", "lif2", "tlif", "lif3", "cdense", "relu", "maxor", "mul", "tsum"}
-    assert plan.host_out == ("out", "out_relu", "out_maxor", "out_mul", "out_tsum", "out_tlif", "out_g")
+    assert set(plan.recorded) == {"lif", "lif2", "tlif", "lif3", "cdense", "relu", "maxor", "mul", "tsum", "econv",
+                                  "edense", "rlif"}
+    assert plan.host_out == ("out", "out_relu", "out_maxor", "out_mul", "out_tsum", "out_tlif", "out_g", "out_econv",
+                             "out_edense", "out_rlif")
     named = plan_lava(synapse_graph(), expose=["x", "lif"], batch=B)
     assert named.exposed_host == ("x",) and "lif" in named.recorded and "lif2" not in named.recorded
+
+
+def test_the_stock_share_counts_what_lavas_own_processes_execute_per_op():
+    from snncompile.backends.lava.fidelity import lava_classes, stock_share
+    from snncompile.report.counts import count_activity
+    graph = synapse_graph()
+    plan = plan_lava(graph, granularity="per_op", batch=B)
+    totals = count_activity(graph, _feeds(graph, 0)).node_totals()
+    share = stock_share(plan, totals)
+    synaptic = share["synaptic_ops"]
+    ops = {n: totals[n].get("ACs", 0) + totals[n].get("MACs", 0)
+           for n in ("conv", "gconv", "econv", "dense", "edense", "cconv", "cdense")}
+    assert totals["gconv"]["MACs"] and totals["dense"]["MACs"]  # graded inputs count too
+    assert synaptic["stock"] == ops["conv"] + ops["gconv"] + ops["dense"] + ops["econv"] + ops["edense"] > 0
+    assert synaptic["total"] == synaptic["stock"] + ops["cconv"] + ops["cdense"]
+    assert synaptic["fraction"] == synaptic["stock"] / synaptic["total"] < 1
+    assert share["neuron_updates"]["fraction"] == 1.0  # every neuron a stock LIF or TernaryLIF
+    classes = lava_classes(graph, batch=B)
+    assert list(classes) == graph.topo_order()
+    assert classes["conv"] == {"per_op": "Conv", "fused": "FusedNodes", "fused_model": "FusedNodes"}
+    assert classes["cconv"]["per_op"] == "UnaryNode" and classes["mul"]["per_op"] == "BinaryNode"
+    assert classes["x"]["per_op"] == classes["out"]["fused"] == "host"
+    with pytest.raises(ValueError, match="per_op plan"):
+        stock_share(plan_lava(graph), totals)
+
+
+def biased_chain(vth: int = 60, steps: int = T) -> Graph:
+    """x -> a biased dense -> a LIF whose current keeps only this step's input -> out, scheduled."""
+    from snncompile.passes import PassContext, run_pipeline, schedule
+    rng = np.random.default_rng(3)
+    nodes = {"x": (Input(shape=(6,), dtype=SPIKE),),
+             "d": (IntDense(weight=2 * rng.integers(-60, 60, (5, 6)), bias=np.array([30, -20, 5, 0, 44]), delay=0,
+                            out_bits=12), "x"),
+             "n": (LoihiLIF(current_decay=4096, voltage_decay=1024, vth=vth), "d"), "y": (Output(), "n")}
+    return run_pipeline(_graph(nodes, ("y",), steps), [schedule], PassContext())
+
+
+def test_per_op_moves_a_synapse_bias_into_the_neurons_where_that_is_exact():
+    from snncompile.backends.lava.neuron_bias import move_biases_to_neurons
+    graph = biased_chain()
+    plan = plan_lava(graph, granularity="per_op", batch=B)
+    moved = plan.graph
+    assert moved.op("d").bias is None and plan.stock == {"d": "Dense", "n": "LIFReset"}
+    assert np.array_equal(moved.op("n").bias_mant, np.broadcast_to([30, -20, 5, 0, 44], (5,)))
+    assert (moved.op("n").bias_exp, moved.op("n").reset_at) == (6, 1)
+    feeds = _feeds(graph, 4)
+    ref, got = run_graph(graph, feeds, keep="all"), run_graph(moved, feeds, keep="all")
+    assert torch.equal(ref["n"], got["n"]) and ref["n"].sum() > 0 and not torch.equal(ref["d"], got["d"])
+    assert plan_lava(graph, granularity="per_op", expose=["d"]).graph.op("d").bias is not None  # d is read
+    assert move_biases_to_neurons(graph, keep={"d"}) is graph
+    eager = biased_chain(vth=0)  # its bias alone would fire it before its data arrive: left as it was
+    assert move_biases_to_neurons(eager) is eager and plan_lava(eager, granularity="per_op").stock == {"n": "LIF"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_bias_moved_into_the_neurons_runs_bit_exactly_on_lava():
+    graph = biased_chain(steps=12)
+    feeds = _feeds(graph, 5)
+    run = run_lava_session(graph, feeds, granularity="per_op", timeout=240)
+    assert run.plan.stock == {"d": "Dense", "n": "LIFReset"}
+    assert_equal(run.values, run_graph(graph, feeds, keep="all"))
 
 
 def test_unsupported_nodes_are_refused_naming_the_node():

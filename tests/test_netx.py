@@ -9,6 +9,7 @@ under a timeout; they check that no process of it outlives the call.
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 
@@ -62,8 +63,13 @@ def sinabs_cnn(seed: int = 6):
 
 def test_hand_built_chain_is_expressible_and_written_as_netx_reads_it(tmp_path):
     g = mlp()
+    assert (g.op("l1").reset_at, g.op("l2").reset_at) == (1, 2)  # biased: they restart when their data arrive
     nodes, problems = expressible_chain(g)
     assert nodes == ["x", "d1", "l1", "d2", "l2", "y"] and problems == {}
+    late = dict(g.nodes)
+    late["l2"] = Node(dataclasses.replace(g.op("l2"), reset_at=5), ("d2",))
+    nodes, problems = expressible_chain(Graph(late, g.outputs, time_steps=g.time_steps, schedule=g.schedule))
+    assert "l2" not in nodes and problems["l2"].startswith("reset_at=5: a netx network restarts each layer once")
     export = write_netx(g, tmp_path / "mlp.h5")
     plan = export.plan
     assert plan.feed == "x" and plan.input_message_bits == 0 and plan.steps == g.time_steps == 14

@@ -218,6 +218,9 @@ def test_scheduling_sets_absolute_time_fields():
     assert (kv.scheduled(3, 4, 9, 1).delay, kv.scheduled(3, 4, 9, 1).block_offset) == (1, 3)
     dense, _ = EXAMPLES[IntDense]
     assert (dense.scheduled(3, 4, 9, 1).delay, dense.scheduled(3, 4, 9, 1).bias_start) == (1, 3)
+    biased = LoihiLIF(current_decay=4096, voltage_decay=0, vth=10, bias_mant=3)
+    assert biased.scheduled(3, 4, 9, 1).reset_at == 3 and biased.scheduled(3, 4, 9, 1).unscheduled(4).reset_at == 0
+    assert EXAMPLES[LoihiLIF][0].scheduled(3, 4, 9, 1).reset_at == 0  # no bias: nothing charges before its data
     assert TimeMean().scheduled(5, 4, 9, 1).start == 5 and TimeMean().scheduled(5, 4, 9, 1).steps == 4
     assert Repeat(time_steps=4).scheduled(0, 4, 9, 1).time_steps == 9
 

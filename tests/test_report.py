@@ -97,6 +97,15 @@ def test_a_version_1_report_is_read_and_shown_without_the_version_2_fields():
     assert 'id="plot-core-utilisation"' in page and "no per-core placement" in page
 
 
+def test_the_lava_stock_share_is_shown_where_the_report_has_it():
+    share = {"synaptic_ops": {"stock": 3, "total": 4, "fraction": 0.75},
+             "neuron_updates": {"stock": 0, "total": 0, "fraction": None}}
+    report = validate({**run_report(), "lava": {**run_report()["lava"], "stock_share": share,
+                                                "processes": {"stem.lif": {"per_op": "LIF"}}}})
+    assert "75.0% of synaptic ops, - of neuron updates" in terminal_text(report)
+    assert "Lava's own processes" not in terminal_text(validate(run_report()))
+
+
 @pytest.mark.parametrize("content, message", [
     ({**run_report(), "schema": "snncompile-run-report/9"}, "schema 'snncompile-run-report/9' is not one"),
     ({"model": "x"}, "not a run report (no 'schema' field"),
@@ -104,6 +113,8 @@ def test_a_version_1_report_is_read_and_shown_without_the_version_2_fields():
     ('{"schema": "snncompile-run-report/2", ', "not valid JSON"),
     ({k: v for k, v in run_report().items() if k != "energy"}, "report: 'energy' is a required property"),
     ({**run_report(), "lava": {"accuracy": 1.0}}, "lava: 'total' is a required property"),
+    ({**run_report(), "lava": {**run_report()["lava"], "stock_share": {"synaptic_ops": {"stock": 1, "total": 2}}}},
+     "lava.stock_share: 'neuron_updates' is a required property"),
     ({**run_report(), "layers": [{"node": "a", "float_rate": "high", "integer_rate": 0.1, "agreement": 1}]},
      "layers[0].float_rate: 'high' is not of type 'number'"),
     ({**run_report(), "test_samples": True}, "test_samples: True is not of type 'integer'"),

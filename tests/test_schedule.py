@@ -86,6 +86,23 @@ def test_bias_starts_with_its_data():
         assert_aligned(g, broken, feeds)
 
 
+def test_a_biased_neuron_restarts_when_its_data_arrive():
+    """A neuron bias charges from step 0: the scheduled neuron restarts at its arrival (reset_at), else it would
+    carry the charge of the empty leading steps into its data."""
+    g = residual_graph(bias=False)
+    nodes = dict(g.nodes)
+    nodes["lif2"] = Node(LoihiLIF(current_decay=4096, voltage_decay=512, vth=100, bias_mant=40, bias_exp=6), ("sum",))
+    g, feeds = Graph(nodes=nodes, outputs=g.outputs, time_steps=T).validate(), {"x": spikes((16, 8), seed=2)}
+    s = run_pipeline(g, [schedule])
+    assert s.op("lif2").reset_at == latencies(s)["lif2"] == 2 and s.op("lif1").reset_at == 0
+    assert not s.op("lif2").fires_before_restart((8,))
+    assert_aligned(g, s, feeds)
+    nodes = dict(s.nodes)
+    nodes["lif2"] = Node(dataclasses.replace(s.op("lif2"), reset_at=0), s.nodes["lif2"].inputs)
+    with pytest.raises(AssertionError):
+        assert_aligned(g, Graph(nodes=nodes, outputs=s.outputs, time_steps=s.time_steps, history=s.history), feeds)
+
+
 def test_static_inputs_repeat_for_the_data_steps_only():
     nodes = {"img": Node(Input(shape=(8,), dtype=SPIKE, time="static")),
              "rep": Node(Repeat(time_steps=T), ("img",)),

@@ -23,7 +23,7 @@ from ..targets import load_target
 from ..zoo.checkpoint import LoadedCheckpoint
 from .artifact import Compiled, CompileRecord, ModelSource, save_compiled
 from .steps import (Clock, JobReport, check_on_lava, check_rules, compare_spikes, compile_graph, count, export,
-                    first_samples, price, report, simulate)
+                    first_samples, lava_fidelity, price, report, simulate)
 
 
 def run_job(loaded: LoadedCheckpoint, train_set, test_set, *, target: str = "loihi2", samples: int = 64,
@@ -59,6 +59,7 @@ def run_job(loaded: LoadedCheckpoint, train_set, test_set, *, target: str = "loi
     x = first_samples(test_set, samples)
     layers = clock("spike agreement", lambda: compare_spikes(graph, compiled.graph, x))
     counts = clock("activity counts", lambda: count(compiled, chip, x))
+    checked.update(clock("Lava stock share", lambda: lava_fidelity(compiled.graph, counts)))
     estimate = clock("latency estimate", lambda: price(counts, chip))
     artifact = save_compiled(compiled, out_dir / f"{name}.loihi.snnir")
     return report(name, loaded, chip, float_eval=float_eval, int_eval=int_eval, lava=checked, compiled=compiled,

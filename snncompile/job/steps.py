@@ -12,6 +12,8 @@ compile``, ``simulate`` and ``run`` (:func:`~snncompile.job.run.run_job` runs th
 - :func:`check_on_lava`: the first test samples on a backend (Lava), checked against the reference simulator.
 - :func:`compare_spikes`: float and integer spike trains per neuron layer on the same samples.
 - :func:`count`: activity per node and per core from one recorded run.
+- :func:`lava_fidelity`: of those counts, the share Lava's own process models execute (``per_op``), and the
+  Lava class of each node per granularity.
 - :func:`price`: latency and energy for the target, the 45 nm convention and the ANN equivalent.
 - :func:`report`: the run report (schema ``SCHEMA``, docs/report_schema.md) as JSON and an HTML page.
 
@@ -142,6 +144,17 @@ def count(compiled: Compiled, chip: Target, x: torch.Tensor) -> Counts:
     return Counts(activity, activity.to_dict(), core_activity(compiled.graph, compiled.placement, trace, chip))
 
 
+def lava_fidelity(graph: Graph, counts: Counts) -> dict:
+    """The report's ``lava`` additions: ``stock_share`` (of the recorded run's synaptic operations and neuron
+    updates on the chip, what Lava's own process models execute in ``per_op``) and ``processes`` (per node,
+    the Lava class that runs it in each granularity), for one sample per Lava run."""
+    from ..backends.lava.fidelity import lava_classes, stock_share  # (imports Lava: only when a job asks)
+    from ..backends.lava.mapping import plan_lava
+
+    plan = plan_lava(graph, granularity="per_op")
+    return {"stock_share": stock_share(plan, counts.table["node_totals"]), "processes": lava_classes(graph)}
+
+
 @dataclass
 class Estimate:
     """Latency on the target, and energy keyed by pricing: the target's name, ``cmos45`` and ``ann``."""
@@ -221,5 +234,5 @@ def report(name: str, loaded: LoadedCheckpoint, chip: Target, *, float_eval: Eva
 
 
 __all__ = ["SCHEMA", "Clock", "Counts", "Estimate", "JobReport", "first_samples", "calibration_feeds", "export",
-           "simulate", "lower", "place", "compile_graph", "check_rules", "check_on_lava", "compare_spikes", "count",
+           "simulate", "lower", "place", "compile_graph", "check_rules", "check_on_lava", "lava_fidelity", "compare_spikes", "count",
            "price", "report"]

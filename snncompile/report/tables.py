@@ -134,8 +134,12 @@ def headline(report: dict) -> Rows:
     rows += [["accuracy", f"float {report['float_accuracy']:.2%}, integer {report['integer_accuracy']:.2%} "
                           f"({report['test_samples']:,} test samples)"],
              ["Lava", f"{lava['identical_to_reference']}/{lava['total']} samples identical to the reference "
-                      f"({lava['granularity']}); accuracy {lava['accuracy']:.2%}"],
-             ["placement", f"{_count(placement['cores'], 'core')} on {_count(placement['chips'], 'chip')} of "
+                      f"({lava['granularity']}); accuracy {lava['accuracy']:.2%}"]]
+    if "stock_share" in lava:  # how much per_op runs on Lava's own process models
+        rows.append(["", "on Lava's own processes (per_op): " + ", ".join(
+            f"{'-' if v['fraction'] is None else format(v['fraction'], '.1%')} of {k.replace('_', ' ')}"
+            for k, v in lava["stock_share"].items())])
+    rows += [["placement", f"{_count(placement['cores'], 'core')} on {_count(placement['chips'], 'chip')} of "
                            f"{report['target']}; "
                            + (f"{_count(len(violations), 'design-rule violation')}" if violations
                               else "no design-rule violation")]]

@@ -12,18 +12,24 @@ A lowered, scheduled graph splits in three parts (:func:`plan_lava`):
 Granularities:
 
 - ``"per_op"``: one Process per IR node. Lava's own bit-accurate processes where their semantics equal the
-  node's: ``LoihiLIF`` -> ``LIF`` and ``LoihiTernaryLIF`` -> ``TernaryLIF`` (``du = current_decay - 1``,
+  node's: ``LoihiLIF`` -> ``LIF`` (``LIFReset`` where it restarts at ``reset_at``: ``reset_offset =
+  reset_at + 1``, an interval past the run) and ``LoihiTernaryLIF`` -> ``TernaryLIF`` (``du = current_decay - 1``,
   ``dv = voltage_decay``; elementwise, so the batch rides along in the shape); ``IntDense`` -> ``Dense`` and
-  ``IntConv2d`` -> ``Conv`` only without a bias, with ``weight_exp`` 0 and delay 1, with weights Lava keeps
-  as they are (``lava_effective_weights``, the sign mode passed explicitly) and a proven result range the
-  node's ``out_bits`` (and, for Conv, Lava's 24-bit wrap) never touches. The batch rides along there too:
+  ``IntConv2d`` -> ``Conv`` only without a bias, with delay 1, with weights Lava keeps as they are
+  (``lava_effective_weights``, the sign mode passed explicitly) and a proven result range the node's
+  ``out_bits`` (and, for Conv, Lava's 24-bit wrap) never touches. Dense takes the node's ``weight_exp`` as
+  its own (``PyDenseModelBitAcc`` shifts the int32 sum left, or arithmetically right: the IR's floor);
+  Lava's fixed Conv has no exponent (it ignores ``weight_exp``) and does not clip its weights, so a
+  ``weight_exp >= 0`` is carried by the weights (``w << weight_exp``, the same sums exactly) and a negative
+  one keeps the node custom. The batch rides along there too:
   Dense gets the block-diagonal ``kron(I_B, W)`` (when that stays small), Conv the samples as channel groups
   (``groups * B``, Lava keeps ``groups`` in an int8). Every other node runs in a custom
   :class:`~.processes.UnaryNode`/:class:`~.processes.BinaryNode` (its own ``run``, stepped: see
   :mod:`.models`); an ``IntAdd`` gets all its producers on one InPort, which Lava sums (the residual
-  accumulator), then wraps or saturates. One Lava ``Extractor`` per recorded node. (The zoo's lowered
-  synapses all carry a bias, BatchNorm's folded shift that starts with their data: there Lava's own processes
-  run the neurons and custom ones the synapses.)
+  accumulator), then wraps or saturates. One Lava ``Extractor`` per recorded node. The zoo's lowered
+  synapses carry a bias, BatchNorm's folded shift that starts with their data: where only neurons read a
+  synapse, the plan's graph (``LavaPlan.graph``) has it in the neurons instead, as Loihi would
+  (:mod:`.neuron_bias`, exact on every neuron), and Lava's Dense/Conv and LIFReset run them.
 - ``"fused"``: a few :class:`~.processes.FusedNodes` processes, one per transformer block (nodes named
   ``<word>.<i>.…``), one for what comes before the first block and one for what follows the last; values
   crossing between them travel on the bus (``processes.py``), the host's values too (one ``RingBuffer``
@@ -45,9 +51,10 @@ from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense
 from lava.proc.io.extractor import Extractor
 from lava.proc.io.source import RingBuffer
-from lava.proc.lif.process import LIF, TernaryLIF
+from lava.proc.lif.process import LIF, LIFReset, TernaryLIF
 from lava.utils.weightutils import SignMode
 
+from snncompile.backends.lava.neuron_bias import fits, move_biases_to_neurons
 from snncompile.backends.lava.models import FusedKernel, PortKernel, Slot, from_lava, lava_shape, stepper, to_lava
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
 from snncompile.backends.lava.session import LavaBackendError
@@ -65,7 +72,8 @@ _BLOCK = re.compile(r"^([A-Za-z_]\w*\.\d+)\.")
 
 @dataclass(frozen=True)
 class LavaPlan:
-    """How a graph runs on Lava. ``chip``: on-chip nodes in dependency order; ``sources``: host values the chip
+    """How a graph runs on Lava. ``graph``: the graph the processes compute (per-op: synapse biases moved into
+    the neurons where that is exact, :mod:`.neuron_bias`); ``chip``: on-chip nodes in dependency order; ``sources``: host values the chip
     reads; ``sinks``: chip values the host part reads; ``recorded``: chip nodes whose streams the extractors
     bring back (exposed ones and sinks); ``groups``: the nodes of each fused Process (per-op: one per node);
     ``stock``: per-op nodes run by one of Lava's own processes (node -> Lava class name); ``exposed_host``:
@@ -211,26 +219,25 @@ def _proven_range(op, in_type: TensorType, out_type: TensorType) -> Interval | N
         return None
 
 
-def _fits(r: Interval, bits: int) -> bool:
-    return -(1 << (bits - 1)) <= r.lo and r.hi <= (1 << (bits - 1)) - 1
-
-
 def stock_process(op, in_type: TensorType, out_type: TensorType, batch: int) -> str | None:
-    """The Lava process that computes ``op`` exactly (``"LIF"``, ``"TernaryLIF"``, ``"Dense"``, ``"Conv"``),
+    """The Lava process that computes ``op`` exactly (``"LIF"``, ``"LIFReset"``, ``"TernaryLIF"``, ``"Dense"``,
+    ``"Conv"``),
     or ``None`` where a custom process must (see the module docstring for the conditions)."""
     if isinstance(op, LoihiTernaryLIF):
         return "TernaryLIF"
     if isinstance(op, LoihiLIF):
-        return "LIF"
+        return "LIFReset" if op.reset_at else "LIF"
     if not isinstance(op, (IntDense, IntConv2d)):
         return None
-    if op.bias is not None or op.weight_exp != 0 or op.delay != 1:
+    if op.bias is not None or op.delay != 1:
         return None
+    if isinstance(op, IntConv2d) and op.weight_exp < 0:
+        return None  # Lava's Conv has no shift of the sum: a left shift rides in the weights, a floor shift cannot
     r = _proven_range(op, in_type, out_type)
-    if r is None or not _fits(r, op.out_bits):
+    if r is None or not fits(r, op.out_bits):
         return None  # the node's own wrap or saturation could act: Lava's does not match it
     if isinstance(op, IntDense):
-        if len(in_type.shape) == 3 or not _fits(r, 32):
+        if len(in_type.shape) == 3 or not fits(r, 32):
             return None
         prefix = math.prod(in_type.shape[:-1])
         if (batch * prefix) ** 2 * op.weight.size > MAX_KRON_ELEMENTS:
@@ -240,8 +247,8 @@ def stock_process(op, in_type: TensorType, out_type: TensorType, batch: int) -> 
             return None
         kept, _ = lava_effective_weights(w)
         return "Dense" if np.array_equal(kept, w) else None
-    if not _fits(r, 24) or op.groups * batch > 127 or max(*op.padding, *op.stride, *op.dilation,
-                                                            *op.weight.shape[2:]) > 127:
+    if not fits(r, 24) or not fits(Interval(0, int(np.abs(op.weight).max(initial=0)) << op.weight_exp), 24) \
+            or op.groups * batch > 127 or max(*op.padding, *op.stride, *op.dilation, *op.weight.shape[2:]) > 127:
         return None  # Lava wraps at 24 bits; its Conv keeps groups, padding, stride ... in int8
     return "Conv"
 
@@ -270,7 +277,9 @@ def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: i
     recorded, exposed_host = _exposed(graph, chip, sinks, expose)
     exposed_host = [n for n in exposed_host if n in inside]  # (host outputs always come back)
     stock: dict[str, str] = {}
-    if granularity == "per_op":
+    if granularity == "per_op":  # Loihi's form: biases in the neurons, what no one reads of the synapses changed
+        graph = move_biases_to_neurons(graph, keep={*recorded, *exposed_host})
+        types = graph.types()
         groups = [(n,) for n in chip]
         for n in chip:
             srcs = graph.nodes[n].inputs
@@ -323,7 +332,8 @@ def _build_per_op(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork
         op, inputs = graph.op(name), graph.nodes[name].inputs
         kind = plan.stock.get(name)
         if kind:
-            proc, in_ports, out_port = _stock(kind, op, shape[inputs[0]], shape[name], types[inputs[0]], batch, name)
+            proc, in_ports, out_port = _stock(kind, op, shape[inputs[0]], shape[name], types[inputs[0]], batch, name,
+                                              steps)
         else:
             ports = inputs if op.ARITY == 2 else inputs[:1]  # an IntAdd's inputs arrive summed on one port
             kernel = PortKernel(stepper(op, steps), [shape[s] for s in ports], shape[name], batch)
@@ -350,17 +360,21 @@ def _build_per_op(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork
     return LavaNetwork(anchor=procs[0], processes=procs, readers=readers)
 
 
-def _stock(kind: str, op, in_shape, out_shape, in_type: TensorType, batch: int, name: str):
-    """One of Lava's own processes for ``op`` (batch-aware, see the module docstring): (process, input
-    ports, output port)."""
-    if kind in ("LIF", "TernaryLIF"):
+def _stock(kind: str, op, in_shape, out_shape, in_type: TensorType, batch: int, name: str, steps: int):
+    """One of Lava's own processes for ``op`` (batch-aware, see the module docstring) in a run of ``steps``
+    steps: (process, input ports, output port)."""
+    if kind in ("LIF", "LIFReset", "TernaryLIF"):
         bias = op.bias_mant
         if isinstance(bias, np.ndarray):
             bias = to_lava(np.broadcast_to(bias, (batch, *out_shape)).astype(np.int32), out_shape)
         common = dict(shape=lava_shape(out_shape, batch), du=op.current_decay - 1, dv=op.voltage_decay,
                       bias_mant=bias, bias_exp=op.bias_exp, name=name)
-        proc = TernaryLIF(**common, vth_hi=op.vth_hi, vth_lo=op.vth_lo) if kind == "TernaryLIF" else LIF(
-            **common, vth=op.vth)
+        if kind == "TernaryLIF":
+            proc = TernaryLIF(**common, vth_hi=op.vth_hi, vth_lo=op.vth_lo)
+        elif kind == "LIFReset":  # Lava counts steps from 1; one reset: an interval longer than the run
+            proc = LIFReset(**common, vth=op.vth, reset_interval=steps + 1, reset_offset=op.reset_at + 1)
+        else:
+            proc = LIF(**common, vth=op.vth)
         return proc, [proc.a_in], proc.s_out
     graded = 0 if in_type.dtype.kind == "spike" else 16  # 0: Lava reads its input as booleans
     if kind == "Dense":
@@ -368,9 +382,10 @@ def _stock(kind: str, op, in_shape, out_shape, in_type: TensorType, batch: int, 
         _, mode = lava_effective_weights(w)
         blocks = batch * math.prod(in_shape[:-1])
         proc = Dense(weights=np.kron(np.eye(blocks, dtype=np.int64), w).astype(np.int32), num_message_bits=graded,
-                     sign_mode=SignMode[mode.upper()], num_weight_bits=8, weight_exp=0, name=name)
+                     sign_mode=SignMode[mode.upper()], num_weight_bits=8, weight_exp=op.weight_exp, name=name)
         return proc, [proc.s_in], proc.a_out
-    kernel = np.ascontiguousarray(op.weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))  # [C_out, kW, kH, C_in/g]
+    # [C_out, kW, kH, C_in/g]; the exponent (>= 0) in the weights: Lava's fixed Conv neither clips nor shifts them
+    kernel = np.ascontiguousarray(op.weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)).astype(np.int64) << op.weight_exp
     proc = Conv(weight=np.tile(kernel, (batch, 1, 1, 1)).astype(np.int32), input_shape=lava_shape(in_shape, batch),
                 padding=tuple(op.padding[::-1]), stride=tuple(op.stride[::-1]), dilation=tuple(op.dilation[::-1]),
                 groups=op.groups * batch, num_message_bits=graded, name=name)

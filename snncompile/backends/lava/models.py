@@ -144,7 +144,7 @@ class NeuronStepper:
     """A Loihi neuron stepped by Lava's own ``fixed_pt`` model code (``PyLifModelBitAcc``,
     ``PyTernLifModelFixed``), the code per-op runs as Lava's LIF/TernaryLIF Processes, here on one model
     instance in this process (its state ``u``, ``v`` kept between steps): the step of ``run_spk`` without the
-    ports. Same interface as :class:`NodeStepper`; ``op`` a ``LoihiLIF`` or ``LoihiTernaryLIF``."""
+    ports, and ``LIFReset``'s restart of ``u`` and ``v`` at the op's ``restart_step``. Same interface as :class:`NodeStepper`; ``op`` a ``LoihiLIF`` or ``LoihiTernaryLIF``."""
 
     def __init__(self, op, steps: int):
         self.op, self.steps = op, steps
@@ -174,6 +174,9 @@ class NeuronStepper:
             self._model = self._build(tuple(x.shape))
         m = self._model
         a = x.numpy().astype(np.int32)  # what Lava's port delivers (int32 messages, summed in int32)
+        if t == self.op.restart_step():  # what LIFReset's run_spk does at its reset step
+            m.u *= 0
+            m.v *= 0
         m.scale_bias()
         if not m.isthrscaled:
             m.scale_threshold()

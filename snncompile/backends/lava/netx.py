@@ -52,7 +52,11 @@ sends the IR input's frame ``t - 1`` at Lava step ``t``; each Dense/Conv adds La
 is the IR synapse's ``delay=1`` set by ``schedule``, so exported layer ``k`` (0-based) first sees the input at
 its scheduled latency ``k + 1`` in both, and the spikes a layer emits at Lava step ``t`` (its extractor's
 ``t``-th value) equal its ``LoihiLIF`` node's value at IR timestep ``t - 1``, for all ``graph.time_steps``
-steps, leading zeros included.
+steps, leading zeros included. A neuron with a bias restarts when its data arrive (``reset_at``, its latency
+``k + 1``): netx's own mechanism does that, ``Network(reset_interval=steps + 1, reset_offset=1)`` giving
+layer ``k`` Lava's ``LIFReset`` with ``reset_offset = k + 2`` (netx adds 1 for Lava's 1-based steps and 1 per
+layer); it restarts the unbiased layers too, which changes nothing where nothing arrived before (the export
+refuses a neuron whose bias alone fires it before its restart).
 """
 
 from dataclasses import dataclass
@@ -115,6 +119,7 @@ class NetxPlan:
     nodes: tuple[str, ...]                # the exported nodes (the netx network computes them), dependency order
     problems: Mapping[str, str]           # every other node -> why it is not exported
     steps: int                            # Lava steps to run: the graph's time_steps (data + latency)
+    restart: bool = False                 # a layer's neuron restarts when its data arrive (LoihiLIF.reset_at)
 
     def frames(self, values: Mapping[str, object]) -> np.ndarray:
         """The netx input from a ``run_graph(..., keep="all")`` result: ``[B, T, *input_shape]`` int64."""
@@ -198,7 +203,8 @@ def plan_netx(graph: Graph, *, max_layers: int | None = None) -> NetxPlan:
     in_type = types[feed] if feed is not None else None
     return NetxPlan(feed=feed, input_shape=tuple(in_type.shape) if in_type else (),
                     input_message_bits=_message_bits(in_type) if in_type else 0, layers=tuple(layers),
-                    nodes=tuple(nodes), problems=problems, steps=graph.time_steps)
+                    nodes=tuple(nodes), problems=problems, steps=graph.time_steps,
+                    restart=any(graph.op(layer.neuron).reset_at for layer in layers))
 
 
 def _host_side(graph: Graph, feed: str | None) -> set[str]:
@@ -334,6 +340,10 @@ def _layer_at(graph: Graph, types, src: str, start: str, index: int, latency, re
     bias, why = neuron_bias(lif)
     if why:
         reasons[neuron] = why
+        return None
+    if lif.reset_at and (lif.reset_at != latency[neuron] or lif.fires_before_restart(types[neuron].shape)):
+        reasons[neuron] = (f"reset_at={lif.reset_at}: a netx network restarts each layer once, when its data "
+                           f"arrive (step {latency[neuron]}), which is exact only where nothing fired before")
         return None
     params = {"iDecay": int(lif.current_decay), "vDecay": int(lif.voltage_decay), "vThMant": int(lif.vth),
               "refDelay": 1}

@@ -83,6 +83,7 @@ def write_netx(graph: Graph, path: str | Path, *, max_layers: int | None = None)
         f.attrs[ATTR + "feed"] = plan.feed
         f.attrs[ATTR + "input_message_bits"] = plan.input_message_bits
         f.attrs[ATTR + "steps"] = plan.steps
+        f.attrs[ATTR + "restart"] = int(plan.restart)
         f.attrs[ATTR + "neurons"] = json.dumps([layer.neuron for layer in plan.layers])
     return NetxExport(path=path, plan=plan, groups=tuple(groups))
 

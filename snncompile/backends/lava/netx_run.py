@@ -47,7 +47,8 @@ def run_netx(path: str | Path, frames: np.ndarray, *, input_message_bits: int | 
     layout) in Lava's ``fixed_pt`` simulator for ``T`` steps; return every block's spikes.
 
     Per sample: ``netx.hdf5.Network(net_config=path, input_message_bits=...)`` (default: the file's
-    ``snncompile.input_message_bits``), a ``lava.proc.io.source.RingBuffer`` of the frames (transposed to
+    ``snncompile.input_message_bits``; with the file's ``snncompile.restart``, its neurons restart when their
+    data arrive: ``reset_interval``, ``reset_offset``), a ``lava.proc.io.source.RingBuffer`` of the frames (transposed to
     Lava's (W, H, C) or flattened in C, H, W order, as the network's input port wants) into ``net.inp``, an
     ``Extractor`` on every block's output, ``net.run(RunSteps(T), Loihi2SimCfg(select_tag="fixed_pt"))``, then
     ``net.stop()``: a fresh runtime per sample, so every sample starts from zero state.
@@ -68,6 +69,7 @@ def run_netx(path: str | Path, frames: np.ndarray, *, input_message_bits: int | 
     attrs = file_attrs(path)
     bits = int(attrs.get(ATTR + "input_message_bits", 0)) if input_message_bits is None else int(input_message_bits)
     neurons = tuple(json.loads(attrs.get(ATTR + "neurons", "[]")))
+    restart = bool(int(attrs.get(ATTR + "restart", 0)))
     t0 = time.perf_counter()
     if preload:
         import_lava("lava.lib.dl.netx.hdf5")
@@ -76,7 +78,7 @@ def run_netx(path: str | Path, frames: np.ndarray, *, input_message_bits: int | 
     t0 = time.perf_counter()
     try:
         (spikes, child_timings), pgid = run_isolated(
-            _run_samples, str(path), frames, bits, timeout=timeout, what=f"the Lava run of {path}", grace=2.0,
+            _run_samples, str(path), frames, bits, restart, timeout=timeout, what=f"the Lava run of {path}", grace=2.0,
             cleanup=cleanup)
     except LavaTimeoutError as e:
         raise NetxRunError(f"the Lava run of {path} did not finish within its timeout of {timeout:g} s; its "
@@ -108,9 +110,10 @@ def _from_lava(y: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(y).astype(np.int8)
 
 
-def _run_samples(path: str, frames: np.ndarray, bits: int) -> tuple[list[np.ndarray], dict]:
+def _run_samples(path: str, frames: np.ndarray, bits: int, restart: bool) -> tuple[list[np.ndarray], dict]:
     """In the child (:func:`~snncompile.backends.lava.session.run_isolated`): one Lava run per sample; returns
-    ``(spikes, timings)``."""
+    ``(spikes, timings)``. ``restart``: layer ``k``'s neurons restart at IR step ``k + 1`` (netx's LIFReset,
+    once in the run: see :mod:`.netx`)."""
     t0 = time.perf_counter()
     from lava.lib.dl.netx.hdf5 import Network
     from lava.magma.core.run_conditions import RunSteps
@@ -123,7 +126,8 @@ def _run_samples(path: str, frames: np.ndarray, bits: int) -> tuple[list[np.ndar
     for sample in frames:
         t = {"build_s": 0.0}
         t0 = time.perf_counter()
-        net = Network(net_config=path, input_message_bits=bits)
+        net = Network(net_config=path, input_message_bits=bits,
+                      **({"reset_interval": steps + 1, "reset_offset": 1} if restart else {}))
         source = RingBuffer(data=_to_lava(sample, tuple(net.inp.shape)))
         source.s_out.connect(net.inp)
         extractors = []

@@ -32,7 +32,7 @@ from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense
 from lava.proc.io.extractor import Extractor
 from lava.proc.io.source import RingBuffer
-from lava.proc.lif.process import LIF, TernaryLIF
+from lava.proc.lif.process import LIF, LIFReset, TernaryLIF
 
 from snncompile.backends.lava.mapping import LavaPlan, build_network, host_subgraph, plan_lava
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
@@ -111,7 +111,7 @@ def _process_classes(plan: LavaPlan) -> list[type]:
     """The Process classes the network of ``plan`` is made of."""
     if plan.granularity != "per_op":
         return [RingBuffer, Extractor, FusedNodes]
-    stock = {"LIF": LIF, "TernaryLIF": TernaryLIF, "Dense": Dense, "Conv": Conv}
+    stock = {"LIF": LIF, "LIFReset": LIFReset, "TernaryLIF": TernaryLIF, "Dense": Dense, "Conv": Conv}
     return [RingBuffer, Extractor, UnaryNode, BinaryNode] + [stock[k] for k in dict.fromkeys(plan.stock.values())]
 
 

@@ -161,6 +161,8 @@ Version 3: the ``schedule`` and ``scales`` records (version 2 kept them only in 
 passes' reports still have them). ``upgrade_v2_to_v3`` recovers them from the last ``schedule`` and
 ``quantize`` history entries; ``tests/test_ir_io.py`` writes its version-2 documents by down-converting a
 version-3 one (no binary fixture).
+Version 4: ``LoihiLIF`` gained ``reset_at`` (a restart of ``u`` and ``v``: Lava's ``LIFReset``);
+``upgrade_v3_to_v4`` gives version-3 neurons 0 (they never restart); ``tests/test_ir_io.py`` down-converts.
 
 Digest
 ------
@@ -168,7 +170,8 @@ Digest
 ``{"scheme": "snncompile-ir-digest/1", "time_steps", "outputs", "nodes": [[name, type, inputs,
 fields], ...]}``, plus the ``schedule`` and ``scales`` records (as in ``graph.json``) for a graph that has
 them: they change what the graph's values mean, so a scheduled or quantised graph differs from the same
-nodes without them; a graph without them has the digest it had before format version 3. Values use the
+nodes without them; a graph without them has the digest it had before format version 3. A field added in
+version 4 (``LoihiLIF.reset_at``) is left out at its upgrade value (0), so the digest is version 3's. Values use the
 encoding above, except that an array becomes ``{"array": {"dtype": dtype.str, "shape": [...], "sha256":
 <raw C-order bytes>}}``. It covers structure, node order, every field, array bytes, dtypes and shapes,
 the schedule and the scales. It leaves out ``history``, so that a pass can store the
@@ -183,11 +186,11 @@ from typing import Callable
 
 from .loader import from_bytes, load
 from .values import IRFileError, _field_hints  # noqa: F401  (_field_hints: for the tests)
-from .upgrades import upgrade_v1_to_v2, upgrade_v2_to_v3
+from .upgrades import upgrade_v1_to_v2, upgrade_v2_to_v3, upgrade_v3_to_v4
 from .writer import graph_digest, save, to_bytes
 
 MAGIC = "snncompile-ir"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 SUFFIX = ".snnir"
 DIGEST_SCHEME = "snncompile-ir-digest/1"
 
@@ -207,7 +210,7 @@ RATIO_MIN_BYTES = 1024 ** 2
 # Upgrade steps: UPGRADES[v] turns a format_version-v graph.json document into version v + 1.
 # See "Versions and upgrades" in the docstring above.
 Upgrade = Callable[[dict], dict]
-UPGRADES: dict[int, Upgrade] = {1: upgrade_v1_to_v2, 2: upgrade_v2_to_v3}
+UPGRADES: dict[int, Upgrade] = {1: upgrade_v1_to_v2, 2: upgrade_v2_to_v3, 3: upgrade_v3_to_v4}
 
 
 def readable_versions() -> list[int]:

@@ -17,6 +17,23 @@ _V2_FIELDS = {"Repeat": {"data_steps": 0}, "TimeMean": {"start": 0, "steps": 0},
               "IntConv2d": {"bias": None, "bias_start": 0}}
 
 
+# Fields version 4 added, with the values that keep a version-3 node's meaning (graph_digest leaves them out
+# at these values, so a graph's digest is the one version 3 gave it).
+V4_FIELDS = {"LoihiLIF": {"reset_at": 0}}
+
+
+def _add_fields(doc: dict, added: dict[str, dict[str, Any]]) -> list | None:
+    """Give every node of a type in ``added`` the fields listed there (where it lacks them); the nodes."""
+    nodes = doc.get("nodes")
+    if not isinstance(nodes, list):
+        return None
+    for node in nodes:
+        if isinstance(node, dict) and isinstance(node.get("fields"), dict) and isinstance(node.get("type"), str):
+            for key, value in added.get(node["type"], {}).items():
+                node["fields"].setdefault(key, value)
+    return nodes
+
+
 # Version-1 node types whose output dtype is their input's (a changed input dtype carries through them).
 _DTYPE_PASSING = ("Output", "Flatten", "MaxPool2d")
 
@@ -77,14 +94,9 @@ def _retype_sum_pools(nodes: list) -> None:
 
 def upgrade_v1_to_v2(doc: dict) -> dict:
     """Version 2: integer-synapse biases, Repeat's ``data_steps``, TimeMean's window, integer SumPool2d."""
-    nodes = doc.get("nodes")
-    if not isinstance(nodes, list):
-        return doc
-    for node in nodes:
-        if isinstance(node, dict) and isinstance(node.get("fields"), dict) and isinstance(node.get("type"), str):
-            for key, value in _V2_FIELDS.get(node["type"], {}).items():
-                node["fields"].setdefault(key, value)
-    _retype_sum_pools(nodes)
+    nodes = _add_fields(doc, _V2_FIELDS)
+    if nodes is not None:
+        _retype_sum_pools(nodes)
     return doc
 
 
@@ -128,4 +140,10 @@ def upgrade_v2_to_v3(doc: dict) -> dict:
             if isinstance(inputs, list) and len(inputs) == 1 and inputs[0] in scales:
                 scales[line] = scales[inputs[0]]
     doc["schedule"], doc["scales"] = schedule, scales
+    return doc
+
+
+def upgrade_v3_to_v4(doc: dict) -> dict:
+    """Version 4: ``LoihiLIF.reset_at`` (0: the neuron never restarts, as every version-3 neuron)."""
+    _add_fields(doc, V4_FIELDS)
     return doc

@@ -18,6 +18,7 @@ from .. import io as ir_io  # the package: its constants are read at call time, 
 from ..graph import Graph, HistoryEntry, Node, Schedule
 from ..ops import OPS_BY_NAME, Op
 from ..types import DType, TensorType
+from .upgrades import V4_FIELDS
 from .values import (_TIME_LAYOUTS, IRFileError, _array_sha256, _c_order, _check_field, _encode, _init_fields,
                      _Problem, _short, _where)
 
@@ -104,10 +105,17 @@ def graph_digest(graph: Graph) -> str:
     except _Problem as e:
         raise IRFileError("<graph_digest>", str(e)) from None
     doc = {"scheme": ir_io.DIGEST_SCHEME, "time_steps": graph.time_steps, "outputs": list(graph.outputs),
-           "nodes": [[n["name"], n["type"], n["inputs"], n["fields"]] for n in nodes]}
+           "nodes": [[n["name"], n["type"], n["inputs"], _digested(n["type"], n["fields"])] for n in nodes]}
     doc.update((key, value) for key, value in lowering.items() if value is not None)  # absent: digest as before
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _digested(type_name: str, fields: dict) -> dict:
+    """A node's fields as its digest covers them: a field added after version 3 is left out at the value
+    that keeps a version-3 node's meaning (the digest is the one that version gave the graph)."""
+    neutral = V4_FIELDS.get(type_name, {})
+    return {k: v for k, v in fields.items() if k not in neutral or v != neutral[k]}
 
 
 def _encode_type(t: Any, where: str) -> dict:

@@ -190,7 +190,8 @@ class IntConv2d(ConvGeometry, _IntSynapse):
     flipped): its kernel is ``weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)``, its stride, padding and
     dilation are given as (columns, rows). Its fixed model ignores
     ``weight_exp`` and ``num_weight_bits`` and wraps the sum to 24 bits: it equals this node with
-    ``weight_exp=0``, ``out_bits=24``, ``overflow='wrap'``, ``delay=1`` (while ``|acc| < 2^31``).
+    ``weight_exp=0``, ``out_bits=24``, ``overflow='wrap'``, ``delay=1`` (while ``|acc| < 2^31``); a
+    ``weight_exp >= 0`` is the same Conv with the weights ``weight << weight_exp`` (it does not clip them).
     Output ``int<out_bits>``.
     """
 

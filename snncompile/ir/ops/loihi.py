@@ -15,6 +15,7 @@ input and threshold shifted left by 6 bits, 24-bit current and voltage.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -186,6 +187,10 @@ class _LoihiNeuron(Op):
                                                     f"input is {x}")
         return TensorType(x.shape, self.OUT_DTYPE)
 
+    def restart_step(self) -> int:
+        """The step before whose update ``u`` and ``v`` restart from 0 (0: never; they start at 0)."""
+        return 0
+
     def _bias(self, device: torch.device) -> torch.Tensor | int:
         if isinstance(self.bias_mant, np.ndarray):
             return torch.from_numpy(self.bias_mant.astype(np.int64)).to(device) << self.bias_exp
@@ -208,7 +213,10 @@ class _LoihiNeuron(Op):
         u = torch.zeros_like(a_seq[0])
         v = torch.zeros_like(a_seq[0])
         spikes, us, vs = [], [], []
-        for a in a_seq:
+        restart = self.restart_step()
+        for t, a in enumerate(a_seq):
+            if t == restart:
+                u, v = torch.zeros_like(u), torch.zeros_like(v)
             big = _i32(_decay(u, self.current_decay) + _i32(a << ACT_SHIFT))
             u = torch.where(big > top, big - full, torch.where(big <= -top, big + full, big))
             h = _i32(_decay(v, self.voltage_decay) + u + bias).clamp(-limit, limit)
@@ -252,6 +260,9 @@ class _LoihiNeuron(Op):
         negative reset, so only the clip ``-(2^23 - 1)`` and the leaky bound apply there. Finally
         ``h`` lies in ``[g_v(V_lo) + d_lo, g_v(V_hi) + d_hi]``; the returned ``v`` interval is the hull of
         that pre-saturation interval and ``[V_lo, V_hi]`` (the stored values, 0 included).
+
+        A restart (``LoihiLIF.reset_at``) sets ``u`` and ``v`` to 0, their value at ``t = -1``: the bounds,
+        proven for sequences starting there, hold after it for the remaining (fewer) steps.
         """
         a = input.shift(ACT_SHIFT)
         u = Interval(min(a.lo, self._current_extreme(a.lo, steps)), max(a.hi, self._current_extreme(a.hi, steps)))
@@ -297,6 +308,13 @@ class LoihiLIF(_LoihiNeuron):
         s[t] = h[t] > (vth << 6)                      (strict)
         v[t] = 0 if s[t] else h[t]                    (hard reset of v; u is not reset)
 
+    with ``u[t-1] = v[t-1] = 0`` taken instead at ``t = reset_at`` when ``reset_at > 0``: Lava's ``LIFReset``
+    (``PyLifResetModelBitAcc``, ``reset_offset = reset_at + 1``, its steps counting from 1, and a
+    ``reset_interval`` longer than the run). A scheduled neuron with a bias restarts when its data arrive
+    (``scheduled``), as its unscheduled twin starts charging at step 0: from its latency on the values equal
+    the unscheduled ones; before, its bias charges it alone (a neuron the lowering gives a bias never fires
+    then: ``passes/bias_to_neurons.py`` proves it).
+
     ``trunc0(p / 4096)`` is ``sign(p) * (|p| >> 12)``: division rounding toward zero (-5 * 2048 / 4096
     gives -2, not -3). ``current_decay = 4096`` keeps only this step's input in ``u``; ``0`` never decays.
     Lava's ``du`` is ``current_decay - 1`` (its ``ds_offset`` adds 1), its ``dv`` is ``voltage_decay``.
@@ -309,9 +327,27 @@ class LoihiLIF(_LoihiNeuron):
 
     BACKENDS = Backends(lava="neuron", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER), netx="neuron")
     vth: int = param("threshold mantissa, unsigned 17-bit; a neuron fires when ``v > vth << 6``")
+    reset_at: int = param("step at which ``u`` and ``v`` restart from 0 before the update (Lava's ``LIFReset``); "
+                          "0: never (they start at 0). A scheduled neuron with a bias restarts when its data "
+                          "arrive", 0)
 
     def _threshold_problems(self) -> list[str]:
-        return _range_problem("vth", self.vth, 0, (1 << VTH_BITS) - 1, "unsigned 17-bit")
+        p = _range_problem("vth", self.vth, 0, (1 << VTH_BITS) - 1, "unsigned 17-bit")
+        return p + _range_problem("reset_at", self.reset_at, 0, (1 << 31) - 1, "a step")
+
+    def restart_step(self) -> int:
+        return self.reset_at
+
+    def fires_before_restart(self, shape: tuple[int, ...]) -> bool:
+        """Whether its bias alone (its input zero until then) fires a neuron of ``shape`` before ``reset_at``."""
+        return bool(self.simulate(torch.zeros((self.reset_at, 1, *shape), dtype=torch.int64))[0].any())
+
+    def scheduled(self, arrival: int, data_steps: int, run_steps: int, synapse_delay: int) -> "LoihiLIF":
+        """A bias charges the neuron from step 0: it restarts when its data arrive (``reset_at``)."""
+        return dataclasses.replace(self, reset_at=arrival) if np.any(np.asarray(self.bias_mant) != 0) else self
+
+    def unscheduled(self, data_steps: int) -> "LoihiLIF":
+        return dataclasses.replace(self, delay=0, reset_at=0)
 
     def _fire(self, h: torch.Tensor) -> torch.Tensor:
         return (h > (self.vth << VTH_SHIFT)).to(torch.int64)

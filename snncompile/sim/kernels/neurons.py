@@ -44,7 +44,8 @@ def simulate_int32(op, x_seq: torch.Tensor, traces: bool):
 
     Each step is a few element-wise int32 operations on one ``[B, ...]`` frame: ``u`` is folded only where
     its proven extreme (``_leaky_extreme`` of ``|a| << 6``) can leave ``(-2^23, 2^23]`` and ``h``
-    clipped only where ``v``'s can leave the 24-bit range; comparisons are sign bits
+    clipped only where ``v``'s can leave the 24-bit range; both restart from 0 at the op's ``restart_step``
+    (its proven ranges still hold); comparisons are sign bits
     (``(h - theta - 1) >> 31`` is -1 exactly where ``h <= theta``), which also mask the reset."""
     cd, vd = op.current_decay, op.voltage_decay
     if not (0 <= cd <= DECAY_UNITY and 0 <= vd <= DECAY_UNITY):
@@ -98,7 +99,10 @@ def simulate_int32(op, x_seq: torch.Tensor, traces: bool):
     below = torch.empty_like(u_prev) if lo is not None else None
     mask = torch.empty_like(u_prev) if fold else None
     u_keep, v_keep = DECAY_UNITY - cd, DECAY_UNITY - vd
+    restart = op.restart_step()
     for t in range(start, T):
+        if t == restart:  # (new tensors: the previous step's may be a kept trace)
+            u_prev, v_prev = torch.zeros_like(u_prev), torch.zeros_like(v_prev)
         a.copy_(x_seq[t])
         # U = trunc0(u * keep / 4096) + (a << 6), then Lava's one-step fold into (-2^23, 2^23]
         u = us[t] if traces else u_work
