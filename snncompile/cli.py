@@ -19,6 +19,7 @@ from .backends.nir_export import NIRExportError, expressible_nodes, nir_problems
 from .backends.onnx import OnnxExportError, to_onnx
 from .backends.protocol import BackendError, get_backend
 from .data import DataError, load_dataset
+from .data.calibration import calibration_samples
 from .frontend import ExportError, export
 from .frontend.nir_import import NIRImportError, from_nir
 from .ir import GraphError
@@ -289,7 +290,11 @@ def _pipeline(name: str):
     return PIPELINES[name]
 
 
-CalibrationOpt = typer.Option(64, help="training samples that calibrate the scales chosen from data")
+CalibrationOpt = typer.Option(64, help="samples that calibrate the scales chosen from data")
+CalibrateFromOpt = typer.Option("auto", "--calibrate-from", help="calibration samples: train (the training set), "
+                                "synthetic (inputs drawn with the data set's normalisation statistics: no data "
+                                "needed), a .npy/.pt tensor file, or auto (train when the data set is at hand, "
+                                "else synthetic)")
 TargetOpt = typer.Option(None, help="hardware target whose widths the range proof checks (`targets/`: "
                                     "loihi1, loihi2, ...; default: the Loihi node types' own limits)")
 
@@ -302,16 +307,19 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                 target: str = typer.Option("loihi2", help="hardware target (`targets/`: loihi1, loihi2): its widths "
                                            "bound the range proof, its cores the placement and design rules"),
                 max_chips: int = typer.Option(1, help="chips the placement may use"),
-                calibration: int = CalibrationOpt,
+                calibration: int = CalibrationOpt, calibrate_from: str = CalibrateFromOpt,
                 dump_dir: Optional[Path] = typer.Option(None, "--dump-dir", help="also write the graph after "
                                                         "every pass, and the time per pass")) -> None:
     """Lower a model to the integer graph a Loihi-style target runs (the `loihi` pipeline), place it on the
     target's cores, check the design rules (every violation is listed, and nothing is written), and save the
     compiled model: graph, placement and compile record (`snncompile run` and `simulate` take the graph)."""
     loaded, data = _load(model, attention, dataset, data_root)
-    record = CompileRecord(ModelSource(model, attention, data.dataset, data.root), target, calibration, max_chips)
+    samples = calibration_samples(calibrate_from, data, loaded.config, calibration)
+    console.print(f"calibration: {escape(samples.source)}")
+    record = CompileRecord(ModelSource(model, attention, data.dataset, data.root), target, len(samples), max_chips,
+                           samples.source)
     graph = steps.export(loaded)
-    compiled = steps.compile_graph(graph, load_dataset(data, loaded.config, "train"), record, dump_dir=dump_dir)
+    compiled = steps.compile_graph(graph, samples, record, dump_dir=dump_dir)
     lowered, placement = compiled.graph, compiled.placement
     table = Table("pass", "what it did", title=f"{loaded.name or model}: {len(graph.nodes)} -> "
                                                f"{len(lowered.nodes)} nodes")
@@ -346,16 +354,17 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
                pipeline: str = typer.Option("loihi", help=f"pass pipeline: {', '.join(PIPELINES)}"),
                samples: int = typer.Option(64, help="test samples run through every stage"),
-               calibration: int = CalibrationOpt, target: Optional[str] = TargetOpt,
-               json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON")) -> None:
+               calibration: int = CalibrationOpt, calibrate_from: str = CalibrateFromOpt,
+               target: Optional[str] = TargetOpt, json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON")) -> None:
     """Run a model through a pass pipeline and compare every stage with the previous one, node by node
     (spike agreement, membrane error, isolated and cumulative) and by accuracy."""
     passes = _pipeline(pipeline)
     loaded, data = _load(model, attention, dataset, data_root)
     x, labels = _samples(load_dataset(data, loaded.config, "test"), samples)
     graph = export(loaded.model)
-    train_set = load_dataset(data, loaded.config, "train")
-    ctx = PassContext(calibration=steps.calibration_feeds(graph, train_set, calibration), target=target)
+    samples = calibration_samples(calibrate_from, data, loaded.config, calibration)
+    console.print(f"calibration: {escape(samples.source)}")
+    ctx = PassContext(calibration=steps.calibration_feeds(graph, samples, calibration), target=target)
     report = verify_pipeline(graph, passes, ctx, graph_feeds(graph, x), labels)
     for table in render(report):
         console.print(table)
