@@ -89,7 +89,7 @@ def compile_checkpoint(entry, work: Path, args) -> dict:
     import torch
     from snncompile import load_checkpoint
     from snncompile.backends import design_rules
-    from snncompile.backends.placement import place
+    from snncompile.backends.placement import core_lower_bound, place
     from snncompile.job.artifact import CompileRecord, Compiled, ModelSource, save_compiled
     from snncompile.frontend import export
     from snncompile.passes import PIPELINES, PassContext, run_pipeline
@@ -109,16 +109,18 @@ def compile_checkpoint(entry, work: Path, args) -> dict:
     placement, seconds_place = _timed(lambda: place(lowered, target))
     found, seconds_check = _timed(lambda: design_rules.check(lowered, placement, target,
                                                              max_chips=placement.chips_used))
-    bound = getattr(placement, "lower_bound", None)
+    bound, seconds_bound = _timed(lambda: core_lower_bound(lowered, target))
     record = CompileRecord(ModelSource(str(work / f"{entry.name}.pth.tar"), None, entry.data.dataset), args.target,
                            args.calibration, placement.chips_used)
     save_compiled(Compiled(lowered, placement, record), work / f"{entry.name}.loihi.snnir")
     rules = sorted({v.rule for v in found})
     return {"float_nodes": len(graph.nodes), "nodes": len(lowered.nodes), "cores": placement.cores_used,
-            "chips": placement.chips_used, "lower_bound": bound, "violations": len(found), "rules_broken": rules,
+            "chips": placement.chips_used, "lower_bound": bound.cores,
+            "lower_bound_by_resource": dict(bound.by_resource), "violations": len(found), "rules_broken": rules,
             "first_violation": str(found[0]) if found else None,
             "seconds": {"load": seconds_load, "export": seconds_export, **passes, "place": seconds_place,
-                        "check": seconds_check}, "torch_threads": torch.get_num_threads()}
+                        "check": seconds_check},
+            "seconds_lower_bound": seconds_bound, "torch_threads": torch.get_num_threads()}
 
 
 def simulate(entry, work: Path, args, phase: str) -> dict:
@@ -211,7 +213,8 @@ def _row(config: str, steps: dict) -> str:
     compile_s = "failed" if "failed" in compiled else (f"{sum(compiled['seconds'].values()):.1f}"
                                                        if "seconds" in compiled else "-")
     per_sample = {p: cell(p, "seconds_per_sample") for p in ("float", "window", "stepped")}
-    return (f"| {config} | {cell('checkpoint', 'parameters')} | {cell('compile', 'nodes')} | {cell('compile', 'cores')} "
+    return (f"| {config} | {cell('checkpoint', 'parameters')} | {cell('compile', 'nodes')} "
+            f"| {cell('compile', 'cores')} "
             f"| {cell('compile', 'chips')} | {cell('compile', 'lower_bound')} | {cell('compile', 'violations')} "
             f"| {compile_s} | {steps.get('compile', {}).get('peak_rss_gb', '-')} "
             f"| {per_sample['float']} / {per_sample['window']} / {per_sample['stepped']} "

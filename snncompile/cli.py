@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from .backends.design_rules import DesignRuleError
-from .backends.placement import PlacementError
+from .backends.placement import PlacementError, core_lower_bound
 from .backends.nir_export import NIRExportError, expressible_nodes, nir_problems, write_nir
 from .backends.onnx import OnnxExportError, to_onnx
 from .backends.protocol import BackendError, get_backend
@@ -334,7 +334,7 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     console.print(f"wrote {files['graph']}: {lowered.time_steps} steps per sample ({graph.time_steps} data steps + "
                   f"latency)")
     console.print(f"wrote {files['placement']}: {placement.cores_used} cores on {placement.chips_used} chip(s) of "
-                  f"{target}")
+                  f"{target} (lower bound from the graph: {core_lower_bound(lowered, target).cores} cores)")
     console.print(f"wrote {files['record']}: the model, data and target it was compiled from and for")
 
 
@@ -355,7 +355,8 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                pipeline: str = typer.Option("loihi", help=f"pass pipeline: {', '.join(PIPELINES)}"),
                samples: int = typer.Option(64, help="test samples run through every stage"),
                calibration: int = CalibrationOpt, calibrate_from: str = CalibrateFromOpt,
-               target: Optional[str] = TargetOpt, json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON")) -> None:
+               target: Optional[str] = TargetOpt,
+               json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON")) -> None:
     """Run a model through a pass pipeline and compare every stage with the previous one, node by node
     (spike agreement, membrane error, isolated and cumulative) and by accuracy."""
     passes = _pipeline(pipeline)

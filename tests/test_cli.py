@@ -220,6 +220,8 @@ def test_compile_writes_the_integer_graph(tmp_path):
     assert json.loads((tmp_path / "m.compile.json").read_text())["calibration"] == 16
     placement = json.loads((tmp_path / "m.placement.json").read_text())
     assert placement["target"] == "loihi2" and placement["cores_used"] > 0 and "design rules: no violation" in out.stdout
+    assert re.search(r"\d+ cores on 1 chip\(s\) of loihi2 \(lower bound from the graph: \d+ cores\)",
+                     " ".join(out.stdout.split()))
 
 
 def test_compile_that_breaks_a_design_rule_lists_every_violation_and_writes_nothing(tmp_path):

@@ -14,8 +14,8 @@ from snncompile.ir import SPIKE, Graph, Node
 from snncompile.ir.ops import (Input, IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate, LoihiLIF, MaxPool2d, Output,
                                QMAccumulate, ScoreValueAccumulate, SpikeScores, SumPool2d, TokenSum)
 from snncompile.backends.design_rules import RULES, DesignRuleError, check, check_or_raise
-from snncompile.backends.placement import (Placement, PlacementError, compartment_order, load_placement, place,
-                                           placement_path, save_placement)
+from snncompile.backends.placement import (Placement, PlacementError, compartment_order, core_lower_bound,
+                                           load_placement, place, placement_path, save_placement)
 from snncompile.targets import SCHEMA, load_target
 
 RULE_NAMES = {r.__name__ for r in RULES}
@@ -217,6 +217,21 @@ def test_the_partitioner_respects_limits_it_can_meet(tmp_path):
     rules = {v.rule for v in check(Graph(nodes, graph.outputs, graph.time_steps), p, target) if v.node == "lif_big"}
     assert rules == {"fan_out_axons_per_core_within_limit", "state_fits_state_bits", "thresholds_fit_threshold_bits",
                      "biases_fit_bias_bits", "decays_fit_decay_bits"}
+
+
+def test_core_lower_bound_per_unit_and_resource(tmp_path, integer, on_loihi2):
+    target = tiny_target(tmp_path)
+    graph = rule_breaker()
+    nodes = dict(graph.nodes)
+    nodes["x"] = Node(Input(shape=(60,), dtype=SPIKE, time="stream"))
+    nodes["big"] = Node(IntDense(weight=np.ones((20, 60), np.int64)), ("x",))
+    graph = Graph(nodes, graph.outputs, graph.time_steps)
+    bound = core_lower_bound(graph, target)
+    # units lif_big (20 neurons / 16; 20 x 60 x 9 bits / 8192; 60 axons / 64), lif2 (40 / 16; 40 x 20 x 5 bits;
+    # 20 axons), double and lif3 (40 / 16; no synapses; 40 axons)
+    assert bound.by_resource == {"neurons": 2 + 3 + 3 + 3, "synaptic memory": 2 + 1 + 0 + 0, "input axons": 4}
+    assert bound.cores == 11 <= place(graph, target).cores_used
+    assert core_lower_bound(integer, "loihi2").cores <= on_loihi2.cores_used
 
 
 # -- receptive fields -------------------------------------------------------------------------------------------------

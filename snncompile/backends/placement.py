@@ -61,6 +61,9 @@ then the one with fewer input axons in all, then ``channel``. A limit that one c
 exceeds is not partitioned for (the slice is bounded by the other limits) and is left to the design
 rules to report. Each slice gets its own core (no two units share a core), numbered from 0 in
 topological order; chip ``k`` holds cores ``k*cores_per_chip`` onwards.
+
+:func:`core_lower_bound` gives the fewest cores any such placement can use, from the graph alone (per unit,
+its neurons, kernel memory and input axons over the per-core limits), to show next to the cores used.
 """
 from __future__ import annotations
 
@@ -298,6 +301,40 @@ def place(graph: Graph, target: Target | str | Path) -> Placement:
     return Placement(target.name, graph_digest(graph), per_chip, nodes, tuple(loads), tuple(host), messages)
 
 
+# -- how few cores any placement needs -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CoreBound:
+    """A lower bound on the cores a placement of the graph needs (``cores``), and per resource the bound that
+    resource alone gives (``by_resource``: neurons, synaptic memory, input axons)."""
+
+    cores: int
+    by_resource: Mapping[str, int]
+
+
+def core_lower_bound(graph: Graph, target: Target | str | Path) -> CoreBound:
+    """No two units share a core, and every unit's cores together hold all its compartments, store each of
+    its kernel rows (or tables) at least once and receive every source element it reads; so a unit needs at
+    least ``ceil(resource / per-core limit)`` cores for each resource, and the graph the sum over its units
+    of the largest of these. Computed from the graph alone (no cut is made)."""
+    target = load_target(target)
+    types = graph.types()
+    shapes = {n: tuple(t.shape) for n, t in types.items()}
+    limits = {"neurons": _limit(target.neurons_per_core), "synaptic memory":
+              _limit(target.synaptic_memory_per_core, 1024 * 8), "input axons": _limit(target.fan_in_axons_per_core)}
+    per_resource, total = dict.fromkeys(limits, 0), 0
+    for u, members in _groups(graph, types)[1].items():
+        counted = [m for m in members if not isinstance(graph.op(m), Delay)] or [u]
+        unit = _Unit(u, members, max(1, max(math.prod(shapes[m]) for m in counted)), shapes, graph)
+        need = {"neurons": unit.neurons, "synaptic memory": unit.synaptic_bits(0, unit.neurons),
+                "input axons": sum(int(m.sum()) for m in unit.fan_in(0, unit.neurons).values())}
+        cores = {k: -(-need[k] // limits[k]) if limits[k] else 1 for k in limits}
+        for k in limits:
+            per_resource[k] += cores[k]
+        total += max(1, *cores.values())
+    return CoreBound(total, per_resource)
+
+
 # -- what each core computes and receives (for per-core activity and latency) -----------------------------------------
 
 @dataclass(frozen=True)
@@ -326,6 +363,7 @@ def core_views(graph: Graph, placement: Placement) -> list[CoreView]:
     return sorted(views, key=lambda v: v.core)
 
 
-__all__ = ["place", "Placement", "NodePlacement", "Slice", "CoreLoad", "CoreView", "Message", "PlacementError",
+__all__ = ["place", "core_lower_bound", "CoreBound",
+           "Placement", "NodePlacement", "Slice", "CoreLoad", "CoreView", "Message", "PlacementError",
            "core_views", "host_nodes",
            "placement_path", "save_placement", "load_placement", "HOST_TYPES"]
