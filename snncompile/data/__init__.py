@@ -8,8 +8,10 @@ event frames [T, C, H, W]; ``y`` an int64 scalar class index.
 - ``cifar10``: CIFAR-10 binary or python batches under ``data.root``; [3, S, S] normalised.
 - ``cifar10-dvs``, ``ncaltech101``: ``<class>/*.npz`` event frames under ``data.root``;
   [T, 2, S, S] counts.
+- ``imagenet``: an ImageFolder tree (``train/<class>/*``, ``val/<class>/*``) under ``data.root``, through
+  timm's evaluation transform (``imagefolder``); [3, S, S] normalised.
 
-S is ``model.img_size`` and T ``model.time_steps``.  ImageNet has no loader.
+S is ``model.img_size`` and T ``model.time_steps``.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from ..config import DataConfig, ModelConfig
 from .common import SPLITS, DataError
 from .digits import load_digits
 from .events import load_event_digits
+from .imagefolder import load_image_folder
 from .local import load_cifar10, load_event_folder
 
 __all__ = ["DataError", "load_dataset", "LOADERS", "CHANNELS"]
@@ -30,6 +33,7 @@ LOADERS = {
     "cifar10": load_cifar10,
     "cifar10-dvs": load_event_folder,
     "ncaltech101": load_event_folder,
+    "imagenet": load_image_folder,
 }
 
 # Input channels each data set provides; digits can also be fed as replicated grey RGB.
@@ -39,6 +43,7 @@ CHANNELS = {
     "cifar10": (3,),
     "cifar10-dvs": (2,),
     "ncaltech101": (2,),
+    "imagenet": (3,),
 }
 
 

@@ -27,11 +27,11 @@ from ..config import DataConfig, ModelConfig
 from ..zoo.torchfile import read_torch_file
 from . import load_dataset
 from .common import DataError
+from .imagefolder import IMAGENET_MEAN, IMAGENET_STD
 from .local import CIFAR_MEAN, CIFAR_STD
 
 SOURCES = ("auto", "train", "synthetic")
 SYNTHETIC_EVENT_RATE = 0.2
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 #: per data set, the (mean, std) its loader normalises pixels with; the digits are plain [0, 1]
 NORMALISATION = {"cifar10": (CIFAR_MEAN, CIFAR_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
                  "digits": ((0.0,), (1.0,))}
