@@ -306,7 +306,8 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                                                    "(default runs/<name>.loihi.snnir)"),
                 target: str = typer.Option("loihi2", help="hardware target (`targets/`: loihi1, loihi2): its widths "
                                            "bound the range proof, its cores the placement and design rules"),
-                max_chips: int = typer.Option(1, help="chips the placement may use"),
+                max_chips: Optional[int] = typer.Option(None, help="chips the placement may use (default: as many "
+                                                        "as it needs)"),
                 calibration: int = CalibrationOpt, calibrate_from: str = CalibrateFromOpt,
                 dump_dir: Optional[Path] = typer.Option(None, "--dump-dir", help="also write the graph after "
                                                         "every pass, and the time per pass")) -> None:
@@ -316,10 +317,13 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     loaded, data = _load(model, attention, dataset, data_root)
     samples = calibration_samples(calibrate_from, data, loaded.config, calibration)
     console.print(f"calibration: {escape(samples.source)}")
-    record = CompileRecord(ModelSource(model, attention, data.dataset, data.root), target, len(samples), max_chips,
-                           samples.source)
+    record = CompileRecord(ModelSource(model, attention, data.dataset, data.root), target, len(samples),
+                           1 if max_chips is None else max_chips, samples.source)
     graph = steps.export(loaded)
     compiled = steps.compile_graph(graph, samples, record, dump_dir=dump_dir)
+    if max_chips is None:  # the chips it needs are allowed
+        compiled = dataclasses.replace(compiled, record=dataclasses.replace(
+            record, max_chips=compiled.placement.chips_used))
     lowered, placement = compiled.graph, compiled.placement
     table = Table("pass", "what it did", title=f"{loaded.name or model}: {len(graph.nodes)} -> "
                                                f"{len(lowered.nodes)} nodes")

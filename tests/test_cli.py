@@ -218,6 +218,7 @@ def test_compile_writes_the_integer_graph(tmp_path):
     assert {"LoihiLIF", "IntConv2d", "KVOuterAccumulate"} <= {n.op.type_name() for n in graph.nodes.values()}
     assert "wrote" in out.stdout and "steps per sample" in out.stdout
     assert json.loads((tmp_path / "m.compile.json").read_text())["calibration"] == 16
+    assert json.loads((tmp_path / "m.compile.json").read_text())["max_chips"] == 1  # as many as it needs
     placement = json.loads((tmp_path / "m.placement.json").read_text())
     assert placement["target"] == "loihi2" and placement["cores_used"] > 0 and "design rules: no violation" in out.stdout
     assert re.search(r"\d+ cores on 1 chip\(s\) of loihi2 \(lower bound from the graph: \d+ cores\)",
