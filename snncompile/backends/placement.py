@@ -273,15 +273,17 @@ def place(graph: Graph, target: Target | str | Path) -> Placement:
             cuts = _cut(unit, target, sends[u], None if best is None else best[0][0])
             if cuts is None:
                 continue
-            slices = [(a, b, unit.fan_in(a, b)) for a, b in cuts]
-            key = (len(slices), sum(int(m.sum()) for *_, reads in slices for m in reads.values()))
+            # each slice's reads as indices: a slice reads few of its sources' elements (at most the fan-in
+            # limit), so thousands of slices of a large unit hold little memory
+            slices = [(a, b, {s: np.flatnonzero(m) for s, m in unit.fan_in(a, b).items()}) for a, b in cuts]
+            key = (len(slices), sum(ix.size for *_, reads in slices for ix in reads.values()))
             if best is None or key <= best[0]:
                 best = (key, unit, slices)
         _, unit, slices = best
         for _, _, reads in slices:
-            for src, mask in reads.items():
+            for src, ix in reads.items():
                 if src in sends:
-                    sends[src] += mask
+                    sends[src][ix] += 1
         cut[u] = (unit, slices)
     per_chip = target.cores_per_chip.value
     nodes, loads = {}, []
@@ -291,7 +293,7 @@ def place(graph: Graph, target: Target | str | Path) -> Placement:
         for a, b, reads in slices:
             core = len(loads)
             loads.append(CoreLoad(core, core // per_chip, u, a, b, b - a, unit.synaptic_bits(a, b),
-                                  sum(int(m.sum()) for m in reads.values()),
+                                  sum(ix.size for ix in reads.values()),
                                   int(sends[u][unit.elements(u, a, b, owned=True)].sum())))
             placed.append(Slice(core, a, b))
         nodes[u] = NodePlacement(u, graph.op(u).type_name(), unit.neurons, unit.order,
