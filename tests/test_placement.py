@@ -290,6 +290,33 @@ def test_receptive_fields_equal_brute_force(case):
 def test_compartment_orders():
     assert compartment_order((2, 1, 3), "channel").tolist() == [0, 1, 2, 3, 4, 5]
     assert compartment_order((2, 1, 3), "position").tolist() == [0, 3, 1, 4, 2, 5]
+    # 2 channel blocks x 2 x 2 tiles of a [4, 2, 2] tensor: each block one position of 2 channels
+    assert compartment_order((4, 2, 2), "tiles:2x2x2").tolist() == [0, 4, 1, 5, 2, 6, 3, 7,
+                                                                     8, 12, 9, 13, 10, 14, 11, 15]
+    order = compartment_order((8, 4, 6), "tiles:2x2x2")
+    assert sorted(order.tolist()) == list(range(8 * 4 * 6))
+    first = np.unravel_index(order[:24], (8, 4, 6))  # the first block: channels 0-3, rows 0-1, columns 0-2
+    assert set(first[0]) == {0, 1, 2, 3} and set(first[1]) == {0, 1} and set(first[2]) == {0, 1, 2}
+
+
+def test_tiled_cuts_use_fewer_cores_where_neither_channel_nor_position_slices_fit(monkeypatch):
+    # a 3x3 convolution of 256 channels of 8 x 8 spikes into 256 neurons per position on Loihi 2: a position
+    # slice stores every kernel (75 fit in 192 KiB), a channel slice reads a window of every input channel
+    # (2304 axons per position); blocks of channels x tiles of positions fit both
+    rng = np.random.default_rng(0)
+    nodes = {"x": Node(Input(shape=(256, 8, 8), dtype=SPIKE, time="stream")),
+             "conv": Node(IntConv2d(weight=rng.integers(-3, 4, (256, 256, 3, 3)), padding=(1, 1)), ("x",)),
+             "lif": Node(LoihiLIF(current_decay=4096, voltage_decay=2048, vth=10), ("conv",)),
+             "y": Node(Output(), ("lif",))}
+    graph = Graph(nodes, ("y",), time_steps=4).validate()
+    tiled = place(graph, "loihi2")
+    assert tiled.nodes["lif"].order.startswith("tiles:")
+    assert not check(graph, tiled, load_target("loihi2"), max_chips=tiled.chips_used)
+    import snncompile.backends.placement as placement
+    monkeypatch.setattr(placement, "_best_tiles", lambda *args: None)
+    untiled = place(graph, "loihi2")
+    assert untiled.nodes["lif"].order in ("channel", "position") and tiled.cores_used < untiled.cores_used
+    assert core_lower_bound(graph, "loihi2").cores <= tiled.cores_used
 
 
 # -- the file --------------------------------------------------------------------------------------------------------
