@@ -115,7 +115,7 @@ def evaluate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                  dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt) -> None:
     """Float accuracy of a checkpoint (ours or upstream) on its dataset's test split."""
     loaded, data = _load(model, attention, dataset, data_root)
-    acc = evaluate(loaded.model, load_dataset(data, loaded.config, "test"))
+    acc = evaluate(loaded.model, load_dataset(data, loaded.config, "test", loaded.transform))
     console.print(f"{loaded.name or loaded.path}: float test accuracy {acc:.2%} on {data.dataset}")
 
 
@@ -149,7 +149,7 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     loaded, data = _load(model, attention, dataset, data_root)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
-    train_set, test_set = (load_dataset(data, loaded.config, split) for split in ("train", "test"))
+    train_set, test_set = (load_dataset(data, loaded.config, split, loaded.transform) for split in ("train", "test"))
     announce = Console(stderr=True)
     report = run_job(loaded, train_set, test_set, target=target or "loihi2", samples=samples,
                      lava_samples=lava_samples, lava_granularity=lava_granularity, lava_timeout=lava_timeout,
@@ -252,7 +252,7 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
         graph = compiled.graph
     loaded, data = _load(model, attention, dataset, data_root)
     graph = steps.export(loaded) if graph is None else graph
-    test_set = load_dataset(data, loaded.config, split)
+    test_set = load_dataset(data, loaded.config, split, loaded.transform)
     indices = range(min(limit, len(test_set))) if limit is not None else None
     result = chosen.evaluate(graph, test_set, indices=indices, batch_size=batch_size)
     rank, world = launched()
@@ -315,7 +315,7 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     target's cores, check the design rules (every violation is listed, and nothing is written), and save the
     compiled model: graph, placement and compile record (`snncompile run` and `simulate` take the graph)."""
     loaded, data = _load(model, attention, dataset, data_root)
-    samples = calibration_samples(calibrate_from, data, loaded.config, calibration)
+    samples = calibration_samples(calibrate_from, data, loaded.config, calibration, loaded.transform)
     console.print(f"calibration: {escape(samples.source)}")
     record = CompileRecord(ModelSource(model, attention, data.dataset, data.root), target, len(samples),
                            1 if max_chips is None else max_chips, samples.source)
@@ -365,9 +365,9 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     (spike agreement, membrane error, isolated and cumulative) and by accuracy."""
     passes = _pipeline(pipeline)
     loaded, data = _load(model, attention, dataset, data_root)
-    x, labels = _samples(load_dataset(data, loaded.config, "test"), samples)
+    x, labels = _samples(load_dataset(data, loaded.config, "test", loaded.transform), samples)
     graph = export(loaded.model)
-    samples = calibration_samples(calibrate_from, data, loaded.config, calibration)
+    samples = calibration_samples(calibrate_from, data, loaded.config, calibration, loaded.transform)
     console.print(f"calibration: {escape(samples.source)}")
     ctx = PassContext(calibration=steps.calibration_feeds(graph, samples, calibration), target=target)
     report = verify_pipeline(graph, passes, ctx, graph_feeds(graph, x), labels)

@@ -1,5 +1,7 @@
 """ImageNet / ImageFolder data: the layout, class numbering, errors, and timm's evaluation transform (checked
 against torchvision's Resize + CenterCrop + Normalize, which timm composes, where torchvision is installed)."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +73,17 @@ def test_missing_folders_and_unreadable_images(tmp_path):
     broken = load_dataset(data, model(), "test")
     with pytest.raises(DataError, match="broken.jpg: not a readable image"):
         broken[0]
+
+
+def test_the_transform_of_an_upstream_checkpoints_args_reaches_the_loader(tmp_path):
+    from upstream_files import small_cfg, trained_like, upstream_args, write_upstream
+    from snncompile import load_checkpoint
+    path = write_upstream(tmp_path / "c.pth.tar", trained_like(small_cfg(img_size=32)),
+                          upstream_args(crop_pct=1.0, interpolation="bilinear", mean=None, std=[0.5, 0.5, 0.5]))
+    loaded = load_checkpoint(path)
+    assert loaded.transform == {"img_size": 32, "crop_pct": 1.0, "interpolation": "bilinear", "std": [0.5] * 3}
+    root = write_tree(tmp_path / "data")
+    data = DataConfig(dataset="imagenet", root=str(root))
+    found = load_dataset(data, dataclasses.replace(loaded.config, num_classes=1000), "test", loaded.transform)
+    assert found.transform == EvalTransform(32, 1.0, "bilinear", IMAGENET_MEAN, (0.5, 0.5, 0.5))
+    assert found[0][0].shape == (3, 32, 32)

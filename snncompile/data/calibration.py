@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -84,8 +85,10 @@ def file_samples(path: Path, model: ModelConfig, count: int) -> CalibrationSet:
     return CalibrationSet(x[:count].contiguous(), f"file {path} ({min(count, len(x))} samples)")
 
 
-def calibration_samples(source: str, data: DataConfig, model: ModelConfig, count: int) -> CalibrationSet:
-    """``count`` calibration inputs from ``source`` (see the module docstring)."""
+def calibration_samples(source: str, data: DataConfig, model: ModelConfig, count: int,
+                        transform: Mapping | None = None) -> CalibrationSet:
+    """``count`` calibration inputs from ``source`` (see the module docstring); ``transform`` as
+    :func:`~snncompile.data.load_dataset` takes it."""
     if source not in SOURCES:
         path = Path(source)
         if path.suffix not in (".npy", ".pt", ".pth"):
@@ -96,7 +99,7 @@ def calibration_samples(source: str, data: DataConfig, model: ModelConfig, count
     if source == "synthetic":
         return synthetic_samples(model, data.dataset, count, seed=data.seed)
     try:
-        train = load_dataset(data, model, "train")
+        train = load_dataset(data, model, "train", transform)
     except DataError as e:
         if source == "train":
             raise
