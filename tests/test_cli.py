@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import shared_path
 import yaml
@@ -187,6 +188,28 @@ def test_float_pipeline_verify(tmp_path):
     assert [s["pass"] for s in json.loads((tmp_path / "r.json").read_text())["stages"]] == ["input", "fold_batchnorm"]
 
 
+def test_compile_calibrates_from_synthetic_inputs_or_a_tensor_file_and_records_which(tmp_path):
+    out = cli("compile", DEFAULT_MODEL, "-o", tmp_path / "s.snnir", "--calibration", "8", "--calibrate-from",
+              "synthetic")
+    assert out.returncode == 0, out.stdout + out.stderr
+    record = json.loads((tmp_path / "s.compile.json").read_text())
+    assert record["calibration"] == 8 and record["calibration_source"].startswith("synthetic: 8 uniform images")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((5, 1, 16, 16), dtype=np.float32))
+    out = cli("compile", DEFAULT_MODEL, "-o", tmp_path / "f.snnir", "--calibrate-from", tmp_path / "x.npy")
+    assert out.returncode == 0, out.stdout + out.stderr
+    record = json.loads((tmp_path / "f.compile.json").read_text())
+    assert record["calibration"] == 5 and record["calibration_source"] == f"file {tmp_path / 'x.npy'} (5 samples)"
+
+
+def test_compile_refuses_a_calibration_file_of_the_wrong_shape_in_one_line(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((5, 1, 8, 8), dtype=np.float32))
+    out = cli("compile", DEFAULT_MODEL, "-o", tmp_path / "f.snnir", "--calibrate-from", tmp_path / "x.npy")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "x.npy: calibration samples must be a tensor [N, 1, 16, 16] for this model, got shape [5, 1, 8, 8]" \
+        in " ".join((out.stdout + out.stderr).split())
+    assert not (tmp_path / "f.snnir").exists()
+
+
 def test_compile_writes_the_integer_graph(tmp_path):
     out = cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16", "--target", "loihi2")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -198,8 +221,11 @@ def test_compile_writes_the_integer_graph(tmp_path):
     assert f"latency ({len(graph.nodes)} nodes), end_to_end = " in text and "latency: " not in text
     assert re.search(r"fold_batchnorm │ folded \(\d+ nodes\), kept \(0 nodes\)", text)
     assert json.loads((tmp_path / "m.compile.json").read_text())["calibration"] == 16
+    assert json.loads((tmp_path / "m.compile.json").read_text())["max_chips"] == 1  # as many as it needs
     placement = json.loads((tmp_path / "m.placement.json").read_text())
     assert placement["target"] == "loihi2" and placement["cores_used"] > 0 and "design rules: no violation" in out.stdout
+    assert re.search(r"\d+ cores on 1 chip\(s\) of loihi2 \(lower bound from the graph: \d+ cores\)",
+                     " ".join(out.stdout.split()))
 
 
 def test_compile_that_breaks_a_design_rule_lists_every_violation_and_writes_nothing(tmp_path):

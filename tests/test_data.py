@@ -138,8 +138,8 @@ def test_event_noise_rate_on_a_black_scene():
 def test_bad_split_and_unsupported_dataset():
     with pytest.raises(ValueError, match="'valid'"):
         load_dataset(DataConfig(), model(), "valid")
-    with pytest.raises(DataError, match="no loader for dataset 'imagenet'"):
-        load_dataset(DataConfig(dataset="imagenet"), model(), "train")
+    with pytest.raises(DataError, match="dataset 'imagenet' is read from a local folder: pass --data-root"):
+        load_dataset(DataConfig(dataset="imagenet"), model(num_classes=1000, in_channels=3), "train")
 
 
 @pytest.mark.parametrize("dataset, channels", [("event-digits", 3), ("digits", 2), ("cifar10", 1),

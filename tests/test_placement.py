@@ -14,8 +14,8 @@ from snncompile.ir import SPIKE, Graph, Node
 from snncompile.ir.ops import (Input, IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate, LoihiLIF, MaxPool2d, Output,
                                QMAccumulate, ScoreValueAccumulate, SpikeScores, SumPool2d, TokenSum)
 from snncompile.backends.design_rules import RULES, DesignRuleError, check, check_or_raise
-from snncompile.backends.placement import (Placement, PlacementError, compartment_order, load_placement, place,
-                                           placement_path, save_placement)
+from snncompile.backends.placement import (Placement, PlacementError, compartment_order, core_lower_bound,
+                                           load_placement, place, placement_path, save_placement)
 from snncompile.targets import SCHEMA, load_target
 
 RULE_NAMES = {r.__name__ for r in RULES}
@@ -219,6 +219,21 @@ def test_the_partitioner_respects_limits_it_can_meet(tmp_path):
                      "biases_fit_bias_bits", "decays_fit_decay_bits"}
 
 
+def test_core_lower_bound_per_unit_and_resource(tmp_path, integer, on_loihi2):
+    target = tiny_target(tmp_path)
+    graph = rule_breaker()
+    nodes = dict(graph.nodes)
+    nodes["x"] = Node(Input(shape=(60,), dtype=SPIKE, time="stream"))
+    nodes["big"] = Node(IntDense(weight=np.ones((20, 60), np.int64)), ("x",))
+    graph = Graph(nodes, graph.outputs, graph.time_steps)
+    bound = core_lower_bound(graph, target)
+    # units lif_big (20 neurons / 16; 20 x 60 x 9 bits / 8192; 60 axons / 64), lif2 (40 / 16; 40 x 20 x 5 bits;
+    # 20 axons), double and lif3 (40 / 16; no synapses; 40 axons)
+    assert bound.by_resource == {"neurons": 2 + 3 + 3 + 3, "synaptic memory": 2 + 1 + 0 + 0, "input axons": 4}
+    assert bound.cores == 11 <= place(graph, target).cores_used
+    assert core_lower_bound(integer, "loihi2").cores <= on_loihi2.cores_used
+
+
 # -- receptive fields -------------------------------------------------------------------------------------------------
 
 def brute_reads(op, inputs: list[torch.Tensor], out_mask: np.ndarray) -> list[np.ndarray]:
@@ -275,6 +290,33 @@ def test_receptive_fields_equal_brute_force(case):
 def test_compartment_orders():
     assert compartment_order((2, 1, 3), "channel").tolist() == [0, 1, 2, 3, 4, 5]
     assert compartment_order((2, 1, 3), "position").tolist() == [0, 3, 1, 4, 2, 5]
+    # 2 channel blocks x 2 x 2 tiles of a [4, 2, 2] tensor: each block one position of 2 channels
+    assert compartment_order((4, 2, 2), "tiles:2x2x2").tolist() == [0, 4, 1, 5, 2, 6, 3, 7,
+                                                                     8, 12, 9, 13, 10, 14, 11, 15]
+    order = compartment_order((8, 4, 6), "tiles:2x2x2")
+    assert sorted(order.tolist()) == list(range(8 * 4 * 6))
+    first = np.unravel_index(order[:24], (8, 4, 6))  # the first block: channels 0-3, rows 0-1, columns 0-2
+    assert set(first[0]) == {0, 1, 2, 3} and set(first[1]) == {0, 1} and set(first[2]) == {0, 1, 2}
+
+
+def test_tiled_cuts_use_fewer_cores_where_neither_channel_nor_position_slices_fit(monkeypatch):
+    # a 3x3 convolution of 256 channels of 8 x 8 spikes into 256 neurons per position on Loihi 2: a position
+    # slice stores every kernel (75 fit in 192 KiB), a channel slice reads a window of every input channel
+    # (2304 axons per position); blocks of channels x tiles of positions fit both
+    rng = np.random.default_rng(0)
+    nodes = {"x": Node(Input(shape=(256, 8, 8), dtype=SPIKE, time="stream")),
+             "conv": Node(IntConv2d(weight=rng.integers(-3, 4, (256, 256, 3, 3)), padding=(1, 1)), ("x",)),
+             "lif": Node(LoihiLIF(current_decay=4096, voltage_decay=2048, vth=10), ("conv",)),
+             "y": Node(Output(), ("lif",))}
+    graph = Graph(nodes, ("y",), time_steps=4).validate()
+    tiled = place(graph, "loihi2")
+    assert tiled.nodes["lif"].order.startswith("tiles:")
+    assert not check(graph, tiled, load_target("loihi2"), max_chips=tiled.chips_used)
+    import snncompile.backends.placement as placement
+    monkeypatch.setattr(placement, "_best_tiles", lambda *args: None)
+    untiled = place(graph, "loihi2")
+    assert untiled.nodes["lif"].order in ("channel", "position") and tiled.cores_used < untiled.cores_used
+    assert core_lower_bound(graph, "loihi2").cores <= tiled.cores_used
 
 
 # -- the file --------------------------------------------------------------------------------------------------------

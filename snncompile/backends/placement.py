@@ -34,7 +34,10 @@ Per unit
   synaptic sum (``IntConv2d`` 64x8x8 into a 2x2 max pool: 4096, not 1024).
 - **Compartment order**: ``channel`` (the output's C order, ``[C, H, W]``) or, where every member's
   output is 3-D, ``position`` (``[H, W, C]``: all channels of a position together, which keeps a 1x1
-  convolution's fan-in local); :func:`compartment_order` gives the flat output indices in that order.
+  convolution's fan-in local) or ``tiles:NCxNHxNW`` (``NC`` blocks of channels times ``NH x NW`` tiles of
+  positions, block by block, each position by position: a core then stores the kernels of a block's channels
+  only and reads the inputs of a tile's window only, where neither a channel nor a position slice fits);
+  :func:`compartment_order` gives the flat output indices in that order.
   A **slice** is a contiguous range ``[start, stop)`` of compartments in the unit's order; a member with
   ``E`` elements covers ``[start*E // N, ceil(stop*E / N))`` of its own in the same order (and *emits*
   ``[start*E // N, stop*E // N)``, so each output element belongs to exactly one slice).
@@ -56,11 +59,15 @@ How a unit is cut changes only its own fan-in and memory and its *sources'* fan-
 in reverse topological order (consumers first: a unit's fan-out is then known when it is cut). Each is
 cut greedily into the fewest slices: from its first compartment, every slice is extended as far as the
 per-core limits allow (neurons, synaptic memory, fan-in and fan-out axons, all monotone in the slice's
-length, so the greedy cut is minimal), in each compartment order; the order with fewer slices wins,
-then the one with fewer input axons in all, then ``channel``. A limit that one compartment alone
+length, so the greedy cut is minimal), in each compartment order (of the tiled ones, the one with the
+fewest blocks whose middle block alone fits a core); the order with fewer slices wins, then the one with
+fewer input axons in all, then ``channel``. A limit that one compartment alone
 exceeds is not partitioned for (the slice is bounded by the other limits) and is left to the design
 rules to report. Each slice gets its own core (no two units share a core), numbered from 0 in
 topological order; chip ``k`` holds cores ``k*cores_per_chip`` onwards.
+
+:func:`core_lower_bound` gives the fewest cores any such placement can use, from the graph alone (per unit,
+its neurons, kernel memory and input axons over the per-core limits), to show next to the cores used.
 """
 from __future__ import annotations
 
@@ -131,7 +138,33 @@ def compartment_order(shape: tuple[int, ...], order: str) -> np.ndarray:
     """The flat (C-order) output indices of a ``shape`` tensor in compartment order: ``channel`` is C order
     itself; ``position`` (3-D shapes) is ``[d1, d2, d0]`` order, all channels of a position together."""
     index = np.arange(math.prod(shape))
-    return index if order == "channel" else index.reshape(shape).transpose(1, 2, 0).reshape(-1)
+    if order == "channel":
+        return index
+    if order == "position":
+        return index.reshape(shape).transpose(1, 2, 0).reshape(-1)
+    nc, nh, nw = _tiles(order)
+    c, h, w = shape
+    return index.reshape(nc, c // nc, nh, h // nh, nw, w // nw).transpose(0, 2, 4, 3, 5, 1).reshape(-1)
+
+
+def _tiles(order: str) -> tuple[int, int, int]:
+    """``tiles:NCxNHxNW`` -> (NC, NH, NW)."""
+    return tuple(int(k) for k in order.split(":")[1].split("x"))
+
+
+def _tile_orders(shapes: list[tuple[int, ...]]) -> list[str]:
+    """The tiled orders every member's ``[C, H, W]`` divides into: ``NC`` channel blocks times ``NH x NW``
+    position tiles (powers of two), each block then position by position, all its channels together."""
+    def halvings(sizes):
+        n, found = 1, []
+        while all(s % n == 0 and s // n >= 1 for s in sizes):
+            found.append(n)
+            n *= 2
+        return found
+
+    return [f"tiles:{nc}x{nh}x{nw}" for nc in halvings([s[0] for s in shapes])
+            for nh in halvings([s[1] for s in shapes]) for nw in halvings([s[2] for s in shapes])
+            if nc * nh * nw > 1 and nh == nw]
 
 
 @dataclass
@@ -243,6 +276,24 @@ def _cut(unit: _Unit, target: Target, sends: np.ndarray, most: int | None = None
     return cuts
 
 
+def _best_tiles(graph: Graph, u: str, members: list[str], neurons: int, shapes, target: Target) -> str | None:
+    """The tiled order with the fewest blocks whose middle block alone fits a core (neurons, kernel memory,
+    input axons); None when none does."""
+    limits = (target.neurons_per_core.value, _limit(target.synaptic_memory_per_core, 1024 * 8),
+              _limit(target.fan_in_axons_per_core))
+    found = []
+    for order in _tile_orders([shapes[m] for m in members]):
+        blocks = math.prod(_tiles(order))
+        if neurons % blocks or neurons // blocks > limits[0]:
+            continue
+        unit, size = _Unit(u, members, neurons, shapes, graph, order), neurons // blocks
+        a = (blocks // 2) * size
+        if (limits[1] is None or unit.synaptic_bits(a, a + size) <= limits[1]) and \
+                (limits[2] is None or sum(int(m.sum()) for m in unit.fan_in(a, a + size).values()) <= limits[2]):
+            found.append((blocks, order))
+    return min(found)[1] if found else None
+
+
 def place(graph: Graph, target: Target | str | Path) -> Placement:
     """Partition ``graph`` (a valid, lowered integer graph) onto the cores of a chip ``target``."""
     target = load_target(target)
@@ -261,7 +312,9 @@ def place(graph: Graph, target: Target | str | Path) -> Placement:
         members = groups[u]
         counted = [m for m in members if not isinstance(graph.op(m), Delay)] or [u]
         neurons = max(1, max(math.prod(shapes[m]) for m in counted))
-        orders = ["channel"] + (["position"] if all(len(shapes[m]) == 3 for m in members) else [])
+        spatial = all(len(shapes[m]) == 3 for m in members)
+        tiles = _best_tiles(graph, u, members, neurons, shapes, target) if spatial else None
+        orders = ["channel"] + (["position"] if spatial else []) + ([tiles] if tiles else [])
         best = None
         # fewest slices, then fewest input axons in all (less fan-out upstream), then channel order; the
         # channel cut comes last so that it can stop once it needs more slices than the position cut
@@ -270,15 +323,17 @@ def place(graph: Graph, target: Target | str | Path) -> Placement:
             cuts = _cut(unit, target, sends[u], None if best is None else best[0][0])
             if cuts is None:
                 continue
-            slices = [(a, b, unit.fan_in(a, b)) for a, b in cuts]
-            key = (len(slices), sum(int(m.sum()) for *_, reads in slices for m in reads.values()))
+            # each slice's reads as indices: a slice reads few of its sources' elements (at most the fan-in
+            # limit), so thousands of slices of a large unit hold little memory
+            slices = [(a, b, {s: np.flatnonzero(m) for s, m in unit.fan_in(a, b).items()}) for a, b in cuts]
+            key = (len(slices), sum(ix.size for *_, reads in slices for ix in reads.values()))
             if best is None or key <= best[0]:
                 best = (key, unit, slices)
         _, unit, slices = best
         for _, _, reads in slices:
-            for src, mask in reads.items():
+            for src, ix in reads.items():
                 if src in sends:
-                    sends[src] += mask
+                    sends[src][ix] += 1
         cut[u] = (unit, slices)
     per_chip = target.cores_per_chip.value
     nodes, loads = {}, []
@@ -288,7 +343,7 @@ def place(graph: Graph, target: Target | str | Path) -> Placement:
         for a, b, reads in slices:
             core = len(loads)
             loads.append(CoreLoad(core, core // per_chip, u, a, b, b - a, unit.synaptic_bits(a, b),
-                                  sum(int(m.sum()) for m in reads.values()),
+                                  sum(ix.size for ix in reads.values()),
                                   int(sends[u][unit.elements(u, a, b, owned=True)].sum())))
             placed.append(Slice(core, a, b))
         nodes[u] = NodePlacement(u, graph.op(u).type_name(), unit.neurons, unit.order,
@@ -296,6 +351,40 @@ def place(graph: Graph, target: Target | str | Path) -> Placement:
     messages = tuple(Message(src, u, m, str(types[src].dtype)) for u, members in groups.items() for m in members
                      for src in dict.fromkeys(graph.nodes[m].inputs) if src not in members)
     return Placement(target.name, graph_digest(graph), per_chip, nodes, tuple(loads), tuple(host), messages)
+
+
+# -- how few cores any placement needs -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CoreBound:
+    """A lower bound on the cores a placement of the graph needs (``cores``), and per resource the bound that
+    resource alone gives (``by_resource``: neurons, synaptic memory, input axons)."""
+
+    cores: int
+    by_resource: Mapping[str, int]
+
+
+def core_lower_bound(graph: Graph, target: Target | str | Path) -> CoreBound:
+    """No two units share a core, and every unit's cores together hold all its compartments, store each of
+    its kernel rows (or tables) at least once and receive every source element it reads; so a unit needs at
+    least ``ceil(resource / per-core limit)`` cores for each resource, and the graph the sum over its units
+    of the largest of these. Computed from the graph alone (no cut is made)."""
+    target = load_target(target)
+    types = graph.types()
+    shapes = {n: tuple(t.shape) for n, t in types.items()}
+    limits = {"neurons": _limit(target.neurons_per_core), "synaptic memory":
+              _limit(target.synaptic_memory_per_core, 1024 * 8), "input axons": _limit(target.fan_in_axons_per_core)}
+    per_resource, total = dict.fromkeys(limits, 0), 0
+    for u, members in _groups(graph, types)[1].items():
+        counted = [m for m in members if not isinstance(graph.op(m), Delay)] or [u]
+        unit = _Unit(u, members, max(1, max(math.prod(shapes[m]) for m in counted)), shapes, graph)
+        need = {"neurons": unit.neurons, "synaptic memory": unit.synaptic_bits(0, unit.neurons),
+                "input axons": sum(int(m.sum()) for m in unit.fan_in(0, unit.neurons).values())}
+        cores = {k: -(-need[k] // limits[k]) if limits[k] else 1 for k in limits}
+        for k in limits:
+            per_resource[k] += cores[k]
+        total += max(1, *cores.values())
+    return CoreBound(total, per_resource)
 
 
 # -- what each core computes and receives (for per-core activity and latency) -----------------------------------------
@@ -326,6 +415,7 @@ def core_views(graph: Graph, placement: Placement) -> list[CoreView]:
     return sorted(views, key=lambda v: v.core)
 
 
-__all__ = ["place", "Placement", "NodePlacement", "Slice", "CoreLoad", "CoreView", "Message", "PlacementError",
+__all__ = ["place", "core_lower_bound", "CoreBound",
+           "Placement", "NodePlacement", "Slice", "CoreLoad", "CoreView", "Message", "PlacementError",
            "core_views", "host_nodes",
            "placement_path", "save_placement", "load_placement", "HOST_TYPES"]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from .. import __version__
@@ -146,7 +147,7 @@ def evaluate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     from ..data import load_dataset
     from ..train.trainer import evaluate
     loaded, data = _load(model, attention, dataset, data_root)
-    acc = evaluate(loaded.model, load_dataset(data, loaded.config, "test"))
+    acc = evaluate(loaded.model, load_dataset(data, loaded.config, "test", loaded.transform))
     console.print(f"{loaded.name or loaded.path}: float test accuracy {acc:.2%} on {data.dataset}")
 
 
@@ -184,7 +185,7 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     loaded, data = _load(model, attention, dataset, data_root)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
-    train_set, test_set = (load_dataset(data, loaded.config, split) for split in ("train", "test"))
+    train_set, test_set = (load_dataset(data, loaded.config, split, loaded.transform) for split in ("train", "test"))
     announce = Console(stderr=True)
     report = run_job(loaded, train_set, test_set, target=target or "loihi2", samples=samples,
                      lava_samples=lava_samples, lava_granularity=lava_granularity, lava_timeout=lava_timeout,
@@ -302,7 +303,7 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
         graph = compiled.graph
     loaded, data = _load(model, attention, dataset, data_root)
     graph = steps.export(loaded) if graph is None else graph
-    test_set = load_dataset(data, loaded.config, split)
+    test_set = load_dataset(data, loaded.config, split, loaded.transform)
     indices = range(min(limit, len(test_set))) if limit is not None else None
     result = chosen.evaluate(graph, test_set, indices=indices, batch_size=batch_size)
     rank, world = launched()
@@ -336,7 +337,11 @@ def _samples(data_set, count: int) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor([int(data_set[i][1]) for i in range(n)]))
 
 
-CalibrationOpt = typer.Option(64, min=1, help="training samples that calibrate the scales chosen from data")
+CalibrationOpt = typer.Option(64, min=1, help="samples that calibrate the scales chosen from data")
+CalibrateFromOpt = typer.Option("auto", "--calibrate-from", help="calibration samples: train (the training set), "
+                                "synthetic (inputs drawn with the data set's normalisation statistics: no data "
+                                "needed), a .npy/.pt tensor file, or auto (train when the data set is at hand, "
+                                "else synthetic)")
 
 
 @app.command("compile")
@@ -347,8 +352,9 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                 target: str = typer.Option("loihi2", callback=chip_target, help="hardware target (`targets/`: "
                                            "loihi1, loihi2): its widths bound the range proof, its cores the "
                                            "placement and design rules"),
-                max_chips: int = typer.Option(1, min=0, help="chips the placement may use"),
-                calibration: int = CalibrationOpt,
+                max_chips: Optional[int] = typer.Option(None, min=0, help="chips the placement may use (default: "
+                                                        "as many as it needs)"),
+                calibration: int = CalibrationOpt, calibrate_from: str = CalibrateFromOpt,
                 dump_dir: Optional[Path] = typer.Option(None, "--dump-dir", callback=output_dir,
                                                         help="also write the graph after every pass, and the time "
                                                         "per pass")) -> None:
@@ -356,14 +362,21 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     target's cores, check the design rules (every violation is listed, and nothing is written), and save the
     compiled model: graph, placement and compile record (`snncompile run` and `simulate` take the graph)."""
     from ..backends.design_rules import DesignRuleError
-    from ..data import load_dataset
+    from ..backends.placement import core_lower_bound
+    from ..data.calibration import calibration_samples
     from ..job import CompileRecord, ModelSource, save_compiled, steps
     from ..targets import load_target
     loaded, data = _load(model, attention, dataset, data_root)
     out = out or _default_output(Path("runs") / f"{loaded.name or Path(model).stem}.loihi.snnir", "--out")
-    record = CompileRecord(ModelSource(model, attention, data.dataset, data.root), target, calibration, max_chips)
+    samples = calibration_samples(calibrate_from, data, loaded.config, calibration, loaded.transform)
+    console.print(f"calibration: {escape(samples.source)}")
+    record = CompileRecord(ModelSource(model, attention, data.dataset, data.root), target, len(samples),
+                           1 if max_chips is None else max_chips, samples.source)
     graph = steps.export(loaded)
-    compiled = steps.compile_graph(graph, load_dataset(data, loaded.config, "train"), record, dump_dir=dump_dir)
+    compiled = steps.compile_graph(graph, samples, record, dump_dir=dump_dir)
+    if max_chips is None:  # the chips it needs are allowed
+        compiled = dataclasses.replace(compiled, record=dataclasses.replace(
+            record, max_chips=compiled.placement.chips_used))
     lowered, placement = compiled.graph, compiled.placement
     table = Table("pass", "what it did", title=f"{loaded.name or model}: {len(graph.nodes)} -> "
                                                f"{len(lowered.nodes)} nodes")
@@ -378,7 +391,7 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     console.print(f"wrote {files['graph']}: {lowered.time_steps} steps per sample ({graph.time_steps} data steps + "
                   f"latency)")
     console.print(f"wrote {files['placement']}: {placement.cores_used} cores on {placement.chips_used} chip(s) of "
-                  f"{target}")
+                  f"{target} (lower bound from the graph: {core_lower_bound(lowered, target).cores} cores)")
     console.print(f"wrote {files['record']}: the model, data and target it was compiled from and for")
 
 
@@ -402,7 +415,7 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                pipeline: str = typer.Option("loihi", callback=one_of(_pipelines),
                                             help="pass pipeline: loihi (to integers) or float (BatchNorm folded)"),
                samples: int = typer.Option(64, min=1, help="test samples run through every stage"),
-               calibration: int = CalibrationOpt,
+               calibration: int = CalibrationOpt, calibrate_from: str = CalibrateFromOpt,
                target: Optional[str] = typer.Option(None, callback=chip_target, help="hardware target whose widths "
                                                     "the range proof checks (`targets/`: loihi1, loihi2, ...; "
                                                     "default: the Loihi node types' own limits)"),
@@ -413,15 +426,17 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     """Run a model through a pass pipeline and compare every stage with the previous one, node by node
     (spike agreement, membrane error, isolated and cumulative) and by accuracy."""
     from ..data import load_dataset
+    from ..data.calibration import calibration_samples
     from ..job import steps
     from ..passes import PIPELINES, PassContext, verify_pipeline
     from ..passes.verify import render, to_json as verify_json
     from ..sim.dataset import graph_feeds
     loaded, data = _load(model, attention, dataset, data_root)
-    x, labels = _samples(load_dataset(data, loaded.config, "test"), samples)
+    x, labels = _samples(load_dataset(data, loaded.config, "test", loaded.transform), samples)
     graph = steps.export(loaded)
-    train_set = load_dataset(data, loaded.config, "train")
-    ctx = PassContext(calibration=steps.calibration_feeds(graph, train_set, calibration), target=target)
+    calibrating = calibration_samples(calibrate_from, data, loaded.config, calibration, loaded.transform)
+    console.print(f"calibration: {escape(calibrating.source)}")
+    ctx = PassContext(calibration=steps.calibration_feeds(graph, calibrating, calibration), target=target)
     report = verify_pipeline(graph, PIPELINES[pipeline], ctx, graph_feeds(graph, x), labels)
     for table in render(report, details=details):
         console.print(table)

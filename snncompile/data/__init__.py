@@ -8,10 +8,14 @@ event frames [T, C, H, W]; ``y`` an int64 scalar class index.
 - ``cifar10``: CIFAR-10 binary or python batches under ``data.root``; [3, S, S] normalised.
 - ``cifar10-dvs``, ``ncaltech101``: ``<class>/*.npz`` event frames under ``data.root``;
   [T, 2, S, S] counts.
+- ``imagenet``: an ImageFolder tree (``train/<class>/*``, ``val/<class>/*``) under ``data.root``, through
+  timm's evaluation transform (``imagefolder``); [3, S, S] normalised.
 
-S is ``model.img_size`` and T ``model.time_steps``.  ImageNet has no loader.
+S is ``model.img_size`` and T ``model.time_steps``.
 """
 from __future__ import annotations
+
+from typing import Mapping
 
 from torch.utils.data import Dataset
 
@@ -20,6 +24,7 @@ from ..config import DataConfig, ModelConfig
 from .common import SPLITS, DataError
 from .digits import load_digits
 from .events import load_event_digits
+from .imagefolder import EvalTransform, load_image_folder
 from .local import load_cifar10, load_event_folder
 
 __all__ = ["DataError", "load_dataset", "LOADERS", "CHANNELS"]
@@ -30,6 +35,7 @@ LOADERS = {
     "cifar10": load_cifar10,
     "cifar10-dvs": load_event_folder,
     "ncaltech101": load_event_folder,
+    "imagenet": load_image_folder,
 }
 
 # Input channels each data set provides; digits can also be fed as replicated grey RGB.
@@ -39,11 +45,14 @@ CHANNELS = {
     "cifar10": (3,),
     "cifar10-dvs": (2,),
     "ncaltech101": (2,),
+    "imagenet": (3,),
 }
 
 
-def load_dataset(data: DataConfig, model: ModelConfig, split: str) -> Dataset:
-    """The ``split`` ("train" or "test") of ``data.dataset``, shaped for ``model``."""
+def load_dataset(data: DataConfig, model: ModelConfig, split: str, transform: Mapping | None = None) -> Dataset:
+    """The ``split`` ("train" or "test") of ``data.dataset``, shaped for ``model``; ``transform``: the
+    evaluation transform settings a checkpoint's ``args`` give (``LoadedCheckpoint.transform``: image folders
+    only)."""
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if data.problems():
@@ -56,7 +65,10 @@ def load_dataset(data: DataConfig, model: ModelConfig, split: str) -> Dataset:
         raise DataError(f"model.in_channels={model.in_channels} does not fit dataset "
                         f"{data.dataset!r}, which provides "
                         f"{' or '.join(map(str, channels))} channel(s)")
-    dataset = LOADERS[data.dataset](data, model, split)
+    if LOADERS[data.dataset] is load_image_folder:
+        dataset = load_image_folder(data, model, split, EvalTransform.from_args(transform, model.img_size))
+    else:
+        dataset = LOADERS[data.dataset](data, model, split)
     if dataset.num_classes > model.num_classes:
         raise DataError(f"dataset {data.dataset!r} has {dataset.num_classes} classes but "
                         f"model.num_classes={model.num_classes}")

@@ -9,8 +9,9 @@ belong together. ``snncompile compile`` and ``snncompile run`` write it, ``snnco
 
 The record is JSON with the keys ``model`` (a zoo name or a checkpoint path), ``attention`` (the override, or
 null), ``dataset``, ``data_root`` (or null), ``target``, ``calibration`` (training samples that calibrated the
-scales) and ``max_chips``; the last two are absent from records written before they were kept (read as
-unknown and 1).
+scales), ``max_chips`` and ``calibration_source`` (which samples calibrated it: the training set, a file or
+synthetic inputs, ``snncompile.data.calibration``); these are absent from records written before they were
+kept (read as unknown, 1 and unknown).
 """
 from __future__ import annotations
 
@@ -53,15 +54,17 @@ class CompileRecord:
     target: str                        #: the hardware target it was lowered and placed for
     calibration: int | None = None     #: training samples that calibrated its scales (None: not recorded)
     max_chips: int = 1                 #: chips the design rules allow its placement
+    calibration_source: str | None = None  #: which samples calibrated it (``data.calibration``; None: not recorded)
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self.source), "target": self.target, "calibration": self.calibration,
-                "max_chips": self.max_chips}
+                "max_chips": self.max_chips, "calibration_source": self.calibration_source}
 
     @staticmethod
     def from_dict(doc: dict) -> "CompileRecord":
         record = CompileRecord(ModelSource(*(doc[k] for k in ("model", "attention", "dataset", "data_root"))),
-                               doc["target"], doc.get("calibration"), doc.get("max_chips", 1))
+                               doc["target"], doc.get("calibration"), doc.get("max_chips", 1),
+                               doc.get("calibration_source"))
         if not (isinstance(record.source.model, str) and isinstance(record.target, str)
                 and isinstance(record.max_chips, int)):
             raise TypeError("model and target must be strings, max_chips an integer")

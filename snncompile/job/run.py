@@ -47,7 +47,9 @@ def run_job(loaded: LoadedCheckpoint, train_set, test_set, *, target: str = "loi
     float_eval = clock("float evaluation", lambda: simulate(graph, test_set, progress=progress,
                                                             description="float model"))
     if compiled is None:
-        record = CompileRecord(source or ModelSource.of(loaded), target, calibration)
+        used = min(calibration, len(train_set))
+        record = CompileRecord(source or ModelSource.of(loaded), target, used,
+                               calibration_source=f"training set ({used} samples)")
         compiled = compile_graph(graph, train_set, record, clock=clock)
     elif compiled.placement.target != target:
         raise PlacementError(f"the compiled graph was placed for {compiled.placement.target!r}, not {target!r}")

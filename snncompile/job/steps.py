@@ -4,8 +4,8 @@ compile``, ``simulate`` and ``run`` (:func:`~snncompile.job.run.run_job` runs th
 - :func:`export`: the trained model to the IR graph.
 - :func:`simulate`: a graph's top-1 evaluation on a data set with the reference simulator (an integer graph
   unscheduled: the same outputs in its data window, without the pipeline's extra steps).
-- :func:`lower`: the IR graph to the target's scheduled integer graph, calibrated on the first training samples
-  (:func:`calibration_feeds`).
+- :func:`lower`: the IR graph to the target's scheduled integer graph, calibrated on the first samples of a
+  training set or of any calibration set (``snncompile.data.calibration``; :func:`calibration_feeds`).
 - :func:`place`: the integer graph on the target's cores.
 - :func:`compile_graph`: ``lower`` then ``place``, one :class:`~.artifact.Compiled` with its record.
 - :func:`check_rules`: every design rule a compiled graph breaks on its target.
@@ -81,7 +81,8 @@ def simulate(graph: Graph, data_set, *, progress: bool = False, description: str
 
 
 def calibration_feeds(graph: Graph, train_set, count: int) -> dict[str, torch.Tensor]:
-    """What calibrates the scales chosen from data: the first ``count`` training samples (never test samples)."""
+    """What calibrates the scales chosen from data: the first ``count`` samples of ``train_set`` (training
+    samples or a ``CalibrationSet``, never test samples)."""
     return graph_feeds(graph, first_samples(train_set, count))
 
 

@@ -7,7 +7,7 @@ from ..config import is_int
 from ..ir import SPIKE, Graph, Node, TensorType
 from ..ir.ops import (BlockLinearAttention, KVOuterAccumulate, LUTAttention, QMAccumulate, Quantize, ReLU, Scale,
                       ScoreLUT, ScoreValueAccumulate, SpikeScores)
-from ..sim import run_graph
+from .calibrate import value_ranges
 from .pipeline import PassContext, as_pass
 from .rewrite import Edit, apply_edit
 
@@ -69,18 +69,19 @@ def lowering_blocker(graph: Graph, name: str, types: dict[str, TensorType], asso
 
 
 def k_scales(graph: Graph, real_k: dict[str, str], ctx: PassContext, bits: int) -> dict[str, float]:
-    """``s_K = max(K) / (2^bits - 1)`` per node of ``real_k`` (attention node -> its real K), K read from one
-    run of ``graph`` on the calibration feeds; rounded to float32, the step ``Quantize`` divides by."""
+    """``s_K = max(K) / (2^bits - 1)`` per node of ``real_k`` (attention node -> its real K), K read from the
+    calibration feeds batch by batch (:func:`~.calibrate.value_ranges`); rounded to float32, the step
+    ``Quantize`` divides by."""
     if not real_k:
         return {}
     if ctx.calibration is None:
         raise ValueError(f"attention node(s) {', '.join(map(repr, real_k))} take a real-valued K, which "
                          f"lower_attention quantises with a scale chosen from data: pass calibration data "
                          f"(PassContext(calibration={{input name: tensor}}))")
-    values = run_graph(graph, ctx.calibration, keep="all")
+    high = value_ranges(graph, ctx.calibration).high
     scales = {}
     for name, k in real_k.items():
-        peak = float(values[k].max())
+        peak = high.get(k, 0.0)
         if not peak > 0:
             raise ValueError(f"attention node {name!r}: K ({k!r}) is never positive on the calibration data, "
                              f"so it gives no quantisation scale")

@@ -12,8 +12,8 @@ from ..ir.ops import (Add, Conv2d, Delay, Input, IntAdd, IntConv2d, IntDense, In
                       LoihiTernaryLIF, MaxPool2d, Quantize, ReLU, Repeat, Scale, TemporalWindow, TernaryLIF,
                       TimeMean, TokenMean, TokenSum)
 from ..ir.ops.loihi import DECAY_UNITY, STATE_BITS
-from ..sim import run_graph
 from ..targets import load_target
+from .calibrate import value_ranges
 from .pipeline import PassContext
 from .quantize_formats import (WEIGHT_LIMIT, float_threshold, integer_bias, integer_weights, is_float_neuron,
                                neuron_problem, voltage_decay, weight_exponent)
@@ -358,11 +358,11 @@ class Lowering:
 
 
 def observed_peaks(graph: Graph, calibration) -> dict[str, float]:
-    """Largest magnitude each node reaches on the calibration data (empty without data)."""
+    """Largest magnitude each node reaches on the calibration data (empty without data), gathered batch by
+    batch (:func:`~.calibrate.value_ranges`)."""
     if calibration is None:
         return {}
-    values = run_graph(graph, calibration, keep="all")
-    return {n: float(v.double().abs().max()) for n, v in values.items() if v.numel()}
+    return value_ranges(graph, calibration).peak
 
 
 def token_multiplier(t) -> float:

@@ -108,6 +108,9 @@ class LoadedCheckpoint:
     path: Path
     extra: dict = field(default_factory=dict)  # save_checkpoint(extra=...) of our format
     dataset: str | None = None     # DataConfig.dataset the file was trained on, when it says so
+    #: the evaluation transform settings its upstream ``args`` set (``crop_pct``, ``interpolation``, ``mean``,
+    #: ``std``, ``img_size``), for image-folder data (``snncompile.data.imagefolder.EvalTransform.from_args``)
+    transform: dict = field(default_factory=dict)
 
 
 # upstream args attribute -> ModelConfig field
@@ -155,6 +158,7 @@ class _Parsed:
     extra: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     dataset: str | None = None
+    transform: dict = field(default_factory=dict)
 
 
 def load_checkpoint(path: str | Path, *, attention: str | None = None,
@@ -195,7 +199,7 @@ def load_checkpoint(path: str | Path, *, attention: str | None = None,
     model = _load_weights(path, cfg, parsed.state_dict, strict, parsed.notes)
     return LoadedCheckpoint(model=model, config=cfg, source=parsed.source, metrics=parsed.metrics,
                             name=parsed.name, notes=parsed.notes, path=path, extra=parsed.extra,
-                            dataset=parsed.dataset)
+                            dataset=parsed.dataset, transform=parsed.transform)
 
 
 def _parse_snncompile(path: Path, obj: dict) -> _Parsed:
@@ -214,6 +218,9 @@ def _parse_snncompile(path: Path, obj: dict) -> _Parsed:
     config = {k: _scalar(path, f"config.{k}", v) for k, v in _string_keys(path, "config", obj["config"]).items()}
     return _Parsed("snncompile", obj["state_dict"], config, metrics=metrics,
                    name=obj.get("name"), extra=obj.get("extra", {}), dataset=metrics.get("dataset"))
+
+
+TRANSFORM_ARGS = ("img_size", "crop_pct", "interpolation", "mean", "std")  # timm train.py's evaluation transform
 
 
 def _parse_upstream(path: Path, obj: dict) -> _Parsed:
@@ -262,8 +269,10 @@ def _parse_upstream(path: Path, obj: dict) -> _Parsed:
         metrics["metric"] = float(obj["metric"])
         if args is not None and isinstance(args.get("eval_metric"), str):
             metrics["eval_metric"] = args["eval_metric"]
+    transform = {k: _transform_value(path, k, (args or {})[k]) for k in TRANSFORM_ARGS
+                 if (args or {}).get(k) not in (None, "")}
     return _Parsed("upstream", state_dict, fields, suggested_attention=suggested, attention_note=note,
-                   metrics=metrics, notes=notes, dataset=dataset)
+                   metrics=metrics, notes=notes, dataset=dataset, transform=transform)
 
 
 def _string_keys(path: Path, where: str, values: dict) -> dict:
@@ -272,6 +281,14 @@ def _string_keys(path: Path, where: str, values: dict) -> dict:
     if odd:
         raise CheckpointError(f"{path}: {where} keys must be printable strings, got {_short(odd[0])}")
     return values
+
+
+def _transform_value(path: Path, key: str, value: Any) -> Any:
+    """An evaluation-transform setting of ``args``: a scalar, or (``mean``, ``std``, ``img_size``) a short
+    sequence of numbers; anything else is one error naming the field."""
+    if isinstance(value, (list, tuple)) and len(value) <= 4 and all(isinstance(v, numbers.Number) for v in value):
+        return tuple(value)
+    return _scalar(path, f"args.{key}", value)
 
 
 def _scalar(path: Path, where: str, value: Any) -> Any:

@@ -1,0 +1,261 @@
+"""Paper-size configurations end to end: checkpoint, compile, placement and reference simulation, each step
+timed and its peak memory measured in a fresh process.
+
+Usage::
+
+    .venv/bin/python benchmarks/scale.py                                    # the four paper configurations
+    .venv/bin/python benchmarks/scale.py --configs statten-cifar10-2-512 --samples 16 --json /tmp/scale.json
+
+For each configuration (``models/<name>.yaml``) the steps below run one after the other, each in its own
+subprocess (``--phase``), so a step's peak RSS (``os.wait4``'s ``ru_maxrss`` of that child) is its own and a
+step that runs out of memory or time is reported as failed without stopping the others:
+
+- ``checkpoint``: a model built from the config with random trained-looking weights (every parameter
+  ``N(0, 0.3)``, BN variances in ``[0.75, 1.25)``), written in the upstream timm format (``state_dict``,
+  ``args`` Namespace) to ``--workdir`` (default ``/tmp/snncompile-scale``; never inside the repository);
+- ``compile``: that checkpoint loaded and exported, the ``loihi`` pipeline pass by pass (each pass timed),
+  calibrated on ``--calibration`` synthetic samples (``snncompile.data.calibration``: images uniform pixels
+  normalised with the data set's mean and std, event frames Poisson counts), then placed on
+  ``--target`` and checked against its design rules with as many chips as the placement uses (so the
+  violations counted are the per-core ones); the compiled model is written beside the checkpoint;
+- ``float``, ``window``, ``stepped``: ``--samples`` synthetic samples through the float graph (BatchNorm
+  folded), the compiled integer graph in its data window (``unschedule``) and as scheduled (time-stepped).
+
+A child is limited to ``--memory-gb`` of address space (so a step that would exhaust the machine fails with
+a MemoryError instead of waking the OOM killer) and ``--timeout`` seconds. Prints a Markdown table (the one
+in the README) and writes every figure to ``--json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PAPER_CONFIGS = ("statten-cifar10-2-512", "statten-cifar10dvs-2-256-t16", "statten-imagenet-8-512",
+                 "statten-imagenet-8-768")
+PHASES = ("checkpoint", "compile", "float", "window", "stepped")
+
+
+# ---- the steps, each run in a child process ------------------------------------------------------------
+
+def _config(name: str):
+    from snncompile.zoo.registry import find_entry
+    return find_entry(name)
+
+
+def synthetic_inputs(entry, count: int, seed: int):
+    """``count`` inputs shaped as the data loader gives them (``snncompile.data.calibration``'s assumption)."""
+    from snncompile.data.calibration import synthetic_samples
+    return synthetic_samples(entry.model, entry.data.dataset, count, seed=seed).inputs
+
+
+def _upstream_args(entry) -> argparse.Namespace:
+    cfg = entry.model
+    return argparse.Namespace(model="sdt", spike_mode="lif", dvs_mode=cfg.dvs_mode, TET=cfg.tet,
+                              attention_mode=cfg.attention, num_heads=cfg.num_heads, num_classes=cfg.num_classes,
+                              img_size=cfg.img_size, pooling_stat=cfg.pooling_stat, time_steps=cfg.time_steps,
+                              chunk_size=cfg.chunk_size, layer=cfg.layers, dim=cfg.dim, mlp_ratio=4,
+                              in_channels=cfg.in_channels, patch_size=None, eval_metric="top1")
+
+
+def write_checkpoint(entry, path: Path) -> dict:
+    """A random trained-looking model of ``entry``'s config, saved as upstream timm's CheckpointSaver does."""
+    import torch
+    from snncompile.nn.sdt import build_model
+    torch.manual_seed(0)
+    model = build_model(entry.model)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) * 0.5 + 0.75 if name.endswith("running_var") else torch.randn_like(t) * 0.3)
+    torch.save({"epoch": 199, "arch": "sdt", "state_dict": model.state_dict(), "version": 2,
+                "args": _upstream_args(entry), "metric": 0.0}, path)
+    return {"parameters": sum(p.numel() for p in model.parameters())}
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, round(time.perf_counter() - start, 2)
+
+
+def compile_checkpoint(entry, work: Path, args) -> dict:
+    import torch
+    from snncompile import load_checkpoint
+    from snncompile.backends import design_rules
+    from snncompile.backends.placement import core_lower_bound, place
+    from snncompile.job.artifact import CompileRecord, Compiled, ModelSource, save_compiled
+    from snncompile.frontend import export
+    from snncompile.passes import PIPELINES, PassContext, run_pipeline
+    from snncompile.sim.dataset import graph_feeds
+    from snncompile.targets import load_target
+
+    loaded, seconds_load = _timed(lambda: load_checkpoint(work / f"{entry.name}.pth.tar"))
+    graph, seconds_export = _timed(lambda: export(loaded.model))
+    del loaded
+    ctx = PassContext(calibration=graph_feeds(graph, synthetic_inputs(entry, args.calibration, seed=1)),
+                      target=args.target)
+    passes, lowered = {}, graph
+    for step in PIPELINES["loihi"]:
+        lowered, passes[step.name] = _timed(lambda: run_pipeline(lowered, PIPELINES["loihi"], ctx,
+                                                                 start=step.name, stop=step.name))
+    target = load_target(args.target)
+    placement, seconds_place = _timed(lambda: place(lowered, target))
+    found, seconds_check = _timed(lambda: design_rules.check(lowered, placement, target,
+                                                             max_chips=placement.chips_used))
+    bound, seconds_bound = _timed(lambda: core_lower_bound(lowered, target))
+    record = CompileRecord(ModelSource(str(work / f"{entry.name}.pth.tar"), None, entry.data.dataset), args.target,
+                           args.calibration, placement.chips_used)
+    save_compiled(Compiled(lowered, placement, record), work / f"{entry.name}.loihi.snnir")
+    rules = sorted({v.rule for v in found})
+    return {"float_nodes": len(graph.nodes), "nodes": len(lowered.nodes), "cores": placement.cores_used,
+            "chips": placement.chips_used, "lower_bound": bound.cores,
+            "lower_bound_by_resource": dict(bound.by_resource), "violations": len(found), "rules_broken": rules,
+            "first_violation": str(found[0]) if found else None,
+            "seconds": {"load": seconds_load, "export": seconds_export, **passes, "place": seconds_place,
+                        "check": seconds_check},
+            "seconds_lower_bound": seconds_bound, "torch_threads": torch.get_num_threads()}
+
+
+def simulate(entry, work: Path, args, phase: str) -> dict:
+    import torch
+    from snncompile.ir.timing import unschedule
+    from snncompile.sim import run_graph
+    from snncompile.sim.dataset import graph_feeds
+
+    if phase == "float":
+        from snncompile import load_checkpoint
+        from snncompile.frontend import export
+        from snncompile.passes import PIPELINES, run_pipeline
+        graph = run_pipeline(export(load_checkpoint(work / f"{entry.name}.pth.tar").model), PIPELINES["float"])
+    else:
+        from snncompile.job.artifact import load_compiled
+        graph = load_compiled(work / f"{entry.name}.loihi.snnir").graph
+        graph = unschedule(graph) if phase == "window" else graph
+    x = synthetic_inputs(entry, args.samples, seed=2)
+    feeds = graph_feeds(graph, x)
+    _, seconds = _timed(lambda: run_graph(graph, feeds))
+    return {"samples": args.samples, "seconds": seconds, "seconds_per_sample": round(seconds / args.samples, 3),
+            "steps": graph.time_steps, "torch_threads": torch.get_num_threads()}
+
+
+def run_phase(args) -> None:
+    entry, work = _config(args.config), Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.phase == "checkpoint":
+        found = write_checkpoint(entry, work / f"{entry.name}.pth.tar")
+    elif args.phase == "compile":
+        found = compile_checkpoint(entry, work, args)
+    else:
+        found = simulate(entry, work, args, args.phase)
+    (work / f"{entry.name}.{args.phase}.json").write_text(json.dumps(found, indent=2) + "\n")
+
+
+# ---- the parent: one child per step, its own peak RSS ---------------------------------------------------
+
+def _child(args, config: str, phase: str) -> dict:
+    """Run one step in a fresh interpreter; its result, wall time and peak RSS (or why it failed)."""
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / f"{config}.{phase}.json"
+    out.unlink(missing_ok=True)
+    command = [sys.executable, __file__, "--phase", phase, "--config", config, "--workdir", str(work),
+               "--calibration", str(args.calibration), "--samples", str(args.samples), "--target", args.target]
+    limit = int(args.memory_gb * 2 ** 30)
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        os.setsid()
+
+    log = work / f"{config}.{phase}.log"
+    start = time.perf_counter()
+    with open(log, "w") as err:
+        child = subprocess.Popen(command, preexec_fn=limited, stderr=err)
+    status, usage = _wait(child.pid, start + args.timeout)
+    wall = round(time.perf_counter() - start, 1)
+    result = {"wall_s": wall, "peak_rss_gb": round(usage.ru_maxrss / 2 ** 20, 2)}
+    child.returncode = -9 if status is None else status  # reaped here (os.wait4 gives this child's own peak RSS)
+    if status == 0 and out.exists():
+        return {**result, **json.loads(out.read_text())}
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    why = f"timed out after {args.timeout} s" if status is None else (lines[-1] if lines else f"exit status {status}")
+    return {**result, "failed": why}
+
+
+def _wait(pid: int, deadline: float):
+    """Reap ``pid`` with ``os.wait4``, killing its process group at ``deadline``: (exit status or None if it
+    was killed for time, its resource usage)."""
+    timed_out = False
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return (None if timed_out else os.waitstatus_to_exitcode(status)), usage
+        if time.perf_counter() > deadline and not timed_out:
+            os.killpg(pid, signal.SIGKILL)
+            timed_out = True
+        time.sleep(0.2)
+
+
+def _row(config: str, steps: dict) -> str:
+    def cell(phase: str, key: str) -> str:
+        step = steps.get(phase, {})
+        if "failed" in step:
+            return "failed"
+        return "-" if step.get(key) is None else str(step[key])
+
+    compiled = steps.get("compile", {})
+    compile_s = "failed" if "failed" in compiled else (f"{sum(compiled['seconds'].values()):.1f}"
+                                                       if "seconds" in compiled else "-")
+    per_sample = {p: cell(p, "seconds_per_sample") for p in ("float", "window", "stepped")}
+    return (f"| {config} | {cell('checkpoint', 'parameters')} | {cell('compile', 'nodes')} "
+            f"| {cell('compile', 'cores')} "
+            f"| {cell('compile', 'chips')} | {cell('compile', 'lower_bound')} | {cell('compile', 'violations')} "
+            f"| {compile_s} | {steps.get('compile', {}).get('peak_rss_gb', '-')} "
+            f"| {per_sample['float']} / {per_sample['window']} / {per_sample['stepped']} "
+            f"| {steps.get('float', {}).get('peak_rss_gb', '-')} / {steps.get('window', {}).get('peak_rss_gb', '-')}"
+            f" / {steps.get('stepped', {}).get('peak_rss_gb', '-')} |")
+
+
+HEADER = ("| configuration | parameters | nodes | cores | chips | lower bound | violations | compile s | compile GB "
+          "| s/sample float / window / stepped | GB float / window / stepped |\n" + "|---" * 11 + "|")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=list(PAPER_CONFIGS))
+    parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
+    parser.add_argument("--workdir", default="/tmp/snncompile-scale")
+    parser.add_argument("--calibration", type=int, default=64, help="synthetic samples that calibrate")
+    parser.add_argument("--samples", type=int, default=16, help="samples each simulation runs (one batch)")
+    parser.add_argument("--target", default="loihi2")
+    parser.add_argument("--memory-gb", type=float, default=16.0, help="address-space limit of each step")
+    parser.add_argument("--timeout", type=int, default=1200, help="seconds each step may run")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.phase:
+        return run_phase(args)
+    results: dict[str, dict] = {}
+    for config in args.configs:
+        results[config] = {}
+        for phase in args.phases:
+            results[config][phase] = _child(args, config, phase)
+            print(f"{config} {phase}: {json.dumps(results[config][phase])}", file=sys.stderr, flush=True)
+            if "failed" in results[config][phase] and phase in ("checkpoint", "compile"):
+                break  # the later steps need what this one writes
+    print(HEADER)
+    for config, steps in results.items():
+        print(_row(config, steps))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

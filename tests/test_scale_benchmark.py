@@ -1,0 +1,38 @@
+"""benchmarks/scale.py on a small configuration: every step in its own process with its own peak RSS, the
+lower bound beside the cores used, and a step that runs out of its memory limit reported as failed (the
+steps that need its output skipped) instead of stopping the benchmark. The paper sizes run in the benchmark."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def scale(tmp_path, *args):
+    out = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--configs", "statten-event-digits",
+                           "--calibration", "4", "--samples", "2", "--workdir", str(tmp_path), "--json", str(out),
+                           *args], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(out.read_text())["statten-event-digits"], done.stdout
+
+
+def test_each_step_measured_in_its_own_process(tmp_path):
+    steps, table = scale(tmp_path, "--phases", "checkpoint", "compile", "window")
+    assert set(steps) == {"checkpoint", "compile", "window"}
+    assert all(0 < s["peak_rss_gb"] < 4 and s["wall_s"] > 0 for s in steps.values())
+    compiled = steps["compile"]
+    assert compiled["violations"] == 0 and 0 < compiled["lower_bound"] <= compiled["cores"]
+    assert set(compiled["seconds"]) >= {"quantize", "schedule", "place"}
+    assert steps["window"]["samples"] == 2 and steps["window"]["seconds_per_sample"] > 0
+    assert (tmp_path / "statten-event-digits.pth.tar").is_file()
+    row = next(line for line in table.splitlines() if line.startswith("| statten-event-digits"))
+    assert f"| {compiled['cores']} |" in row and f"| {compiled['lower_bound']} |" in row
+
+
+def test_a_step_out_of_memory_is_reported_and_the_rest_skipped(tmp_path):
+    steps, table = scale(tmp_path, "--phases", "checkpoint", "compile", "window", "--memory-gb", "0.05")
+    assert set(steps) == {"checkpoint"} and "failed" in steps["checkpoint"]
+    assert "| statten-event-digits | failed |" in table
