@@ -287,7 +287,7 @@ def _transform_value(path: Path, key: str, value: Any) -> Any:
     """An evaluation-transform setting of ``args``: a scalar, or (``mean``, ``std``, ``img_size``) a short
     sequence of numbers; anything else is one error naming the field."""
     if isinstance(value, (list, tuple)) and len(value) <= 4 and all(isinstance(v, numbers.Number) for v in value):
-        return tuple(value)
+        return value
     return _scalar(path, f"args.{key}", value)
 
 
