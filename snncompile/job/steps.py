@@ -121,7 +121,7 @@ def compare_spikes(float_graph: Graph, integer: Graph, x: torch.Tensor) -> list[
     b = run_graph(unschedule(integer), graph_feeds(integer, x), keep="all")
     rows = []
     for name in float_graph.topo_order():
-        if name in b and hasattr(float_graph.op(name), "simulate") and a[name].shape == b[name].shape:
+        if name in b and float_graph.op(name).ROLE == "neuron" and a[name].shape == b[name].shape:
             u, v = a[name].double(), b[name].double()
             rows.append({"node": name, "float_rate": float(u.abs().mean()), "integer_rate": float(v.abs().mean()),
                          "agreement": float((u == v).double().mean())})

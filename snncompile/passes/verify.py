@@ -12,7 +12,7 @@ previous stage) and QuantizeML's per-layer error table (SMAPE and saturation per
 Spike outputs report the agreement (equal elements / total) and the number of differing spikes; real and
 integer outputs report the max absolute error and SMAPE (``mean |a - b| / (|a| + |b|)``, 0 where both
 are 0; in [0, 1]); integer outputs also report the fraction saturated at their dtype's bounds. Neurons
-with a ``simulate`` method also report their membrane error. An :class:`Alignment` says how a candidate's
+(role ``neuron``) also report their membrane error. An :class:`Alignment` says how a candidate's
 values map onto the reference's: a factor into reference units (``candidate * scale``, quantised stages),
 another for membranes, and a time offset (a scheduled node's step ``offset + t`` is the reference's step
 ``t``). A pass provides its alignment as its :attr:`~.pipeline.Pass.align`.
@@ -215,7 +215,7 @@ def compare_graphs(reference: Graph, candidate: Graph, feeds: Mapping[str, torch
             rows.append(NodeReport(c, op.type_name(), "matched", r, kind, k,
                                    note=f"shape {tuple(ref_vals[r].shape)} vs {tuple(cand_vals[c].shape)}"))
             continue
-        neuron = hasattr(op, "simulate") and hasattr(reference.op(r), "simulate")
+        neuron = op.ROLE == "neuron" and reference.op(r).ROLE == "neuron"
         ref_v = membrane(reference, r, ref_vals, rtypes) if neuron else None
         mk = align.membrane_scale.get(c, k)
         cum = _compare(ref_vals[r], cand_vals[c], kind, k, ct.dtype, ref_v,

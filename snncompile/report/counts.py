@@ -306,7 +306,7 @@ def trace_run(graph: Graph, feeds: Mapping[str, torch.Tensor]) -> Trace:
     neuron's active updates (from the state traces its evaluation hands the observer)."""
     types = graph.types()
     neurons = [n for n, node in graph.nodes.items()
-               if hasattr(node.op, "simulate") and types[node.inputs[0]].time == "stream"]
+               if node.op.WORK == "neuron" and types[node.inputs[0]].time == "stream"]
     active = {}
 
     def observe(name: str, op, inputs, value: torch.Tensor, traces: tuple[torch.Tensor, ...]) -> None:

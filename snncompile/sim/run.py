@@ -70,8 +70,8 @@ class SimResult:
 
     ``outputs``: graph output name -> value (exactly ``run_graph``'s). ``spikes``: spiking node
     (SPIKE/TERNARY stream output) -> its ``[T, B, *shape]`` output trace, as the next node sees it
-    (after the node's ``delay``), when ``"spikes"`` is recorded. ``membranes``: neuron node (an op with
-    ``simulate()``) -> post-reset membrane ``v`` ``[T, B, *shape]``; ``currents``: ``u`` for the neurons
+    (after the node's ``delay``), when ``"spikes"`` is recorded. ``membranes``: neuron node (role
+    ``neuron``) -> post-reset membrane ``v`` ``[T, B, *shape]``; ``currents``: ``u`` for the neurons
     that have one (Loihi); both when ``"membranes"`` is recorded, in the neuron's own time (before its
     output ``delay``; all exported and lowered neurons have ``delay`` 0). ``counts``: every spiking node's
     :class:`NodeCounts`, always.
@@ -131,7 +131,7 @@ def simulate(graph: Graph, feeds: Mapping[str, torch.Tensor], *, record: Iterabl
     if unknown:
         raise ValueError(f"record takes {RECORDABLE}, got {unknown}")
     spiking = set(spiking_nodes(graph))
-    neurons = [n for n, node in graph.nodes.items() if hasattr(node.op, "simulate")] if "membranes" in record else []
+    neurons = [n for n, node in graph.nodes.items() if node.op.ROLE == "neuron"] if "membranes" in record else []
     result = SimResult(outputs={})
 
     def observe(name: str, op, inputs, value: torch.Tensor, traces: tuple[torch.Tensor, ...]) -> None:
