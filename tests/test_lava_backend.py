@@ -187,7 +187,7 @@ def test_plan_maps_to_lavas_own_processes_where_they_match():
 
 
 def test_the_stock_share_counts_what_lavas_own_processes_execute_per_op():
-    from snncompile.backends.lava.fidelity import lava_classes, stock_share
+    from snncompile.backends.lava.fidelity import lava_classes, lava_plans, stock_share
     from snncompile.report.counts import count_activity
     graph = synapse_graph()
     plan = plan_lava(graph, granularity="per_op", batch=B)
@@ -201,7 +201,7 @@ def test_the_stock_share_counts_what_lavas_own_processes_execute_per_op():
     assert synaptic["total"] == synaptic["stock"] + ops["cconv"] + ops["cdense"]
     assert synaptic["fraction"] == synaptic["stock"] / synaptic["total"] < 1
     assert share["neuron_updates"]["fraction"] == 1.0  # every neuron a stock LIF or TernaryLIF
-    classes = lava_classes(graph, batch=B)
+    classes = lava_classes(graph, lava_plans(graph, batch=B))
     assert list(classes) == graph.topo_order()
     assert classes["conv"] == {"per_op": "Conv", "fused": "FusedNodes", "fused_model": "FusedNodes"}
     assert classes["cconv"]["per_op"] == "UnaryNode" and classes["mul"]["per_op"] == "BinaryNode"

@@ -149,11 +149,11 @@ def lava_fidelity(graph: Graph, counts: Counts) -> dict:
     """The report's ``lava`` additions: ``stock_share`` (of the recorded run's synaptic operations and neuron
     updates on the chip, what Lava's own process models execute in ``per_op``) and ``processes`` (per node,
     the Lava class that runs it in each granularity), for one sample per Lava run."""
-    from ..backends.lava.fidelity import lava_classes, stock_share  # (imports Lava: only when a job asks)
-    from ..backends.lava.mapping import plan_lava
+    from ..backends.lava.fidelity import lava_classes, lava_plans, stock_share  # (imports Lava: when a job asks)
 
-    plan = plan_lava(graph, granularity="per_op")
-    return {"stock_share": stock_share(plan, counts.table["node_totals"]), "processes": lava_classes(graph)}
+    plans = lava_plans(graph)  # each granularity planned once: the classes and the share read the same plans
+    return {"stock_share": stock_share(plans["per_op"], counts.table["node_totals"]),
+            "processes": lava_classes(graph, plans)}
 
 
 @dataclass

@@ -31,11 +31,16 @@ def plan_classes(plan: LavaPlan) -> dict[str, str]:
     return {n: out[n] for n in plan.graph.topo_order()}
 
 
-def lava_classes(graph: Graph, batch: int = 1) -> dict[str, dict[str, str]]:
-    """Node -> {granularity: the Lava class that runs it} for a batch of ``batch`` samples (a batched stock
-    ``Dense`` must stay small enough: see :mod:`.mapping`)."""
-    by_granularity = {g: plan_classes(plan_lava(graph, granularity=g, batch=batch)) for g in GRANULARITIES}
-    return {n: {g: by_granularity[g][n] for g in GRANULARITIES} for n in graph.topo_order()}
+def lava_plans(graph: Graph, batch: int = 1) -> dict[str, LavaPlan]:
+    """Granularity -> the plan of ``graph`` for a batch of ``batch`` samples (a batched stock ``Dense`` must stay
+    small enough: see :mod:`.mapping`)."""
+    return {g: plan_lava(graph, granularity=g, batch=batch) for g in GRANULARITIES}
+
+
+def lava_classes(graph: Graph, plans: Mapping[str, LavaPlan]) -> dict[str, dict[str, str]]:
+    """Node -> {granularity: the Lava class that runs it} under ``plans`` (:func:`lava_plans` of ``graph``)."""
+    by_granularity = {g: plan_classes(plan) for g, plan in plans.items()}
+    return {n: {g: classes[n] for g, classes in by_granularity.items()} for n in graph.topo_order()}
 
 
 def _share(plan: LavaPlan, node_totals: Mapping[str, Mapping[str, int]], keys: tuple[str, ...]) -> dict:
@@ -62,4 +67,4 @@ def stock_share(plan: LavaPlan, node_totals: Mapping[str, Mapping[str, int]]) ->
             "neuron_updates": _share(plan, node_totals, NEURON_COUNTS)}
 
 
-__all__ = ["HOST", "lava_classes", "plan_classes", "stock_share"]
+__all__ = ["HOST", "lava_classes", "lava_plans", "plan_classes", "stock_share"]
