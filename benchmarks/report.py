@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     from snncompile.backends.placement import place
     from snncompile.frontend import export
     from snncompile.sim import run_graph
-    from snncompile.nn.sdt import build_model
+    from snncompile.nn.backbones import build_model
     from snncompile.passes import lower_to_loihi
     from snncompile.report import (core_activity, count_activity, estimate_latency, price_ann, price_nodes,
                                    render_html, trace_run)

@@ -67,7 +67,7 @@ def _upstream_args(entry) -> argparse.Namespace:
 def write_checkpoint(entry, path: Path) -> dict:
     """A random trained-looking model of ``entry``'s config, saved as upstream timm's CheckpointSaver does."""
     import torch
-    from snncompile.nn.sdt import build_model
+    from snncompile.nn.backbones import build_model
     torch.manual_seed(0)
     model = build_model(entry.model)
     with torch.no_grad():

@@ -7,7 +7,7 @@ from importlib import import_module
 from .config import ConfigError, ModelConfig
 
 __version__ = "0.1.0"
-_LAZY = {"SpikeDrivenTransformer": ".nn.sdt", "build_model": ".nn.sdt", "load_checkpoint": ".zoo.checkpoint",
+_LAZY = {"SpikeDrivenTransformer": ".nn.sdt", "build_model": ".nn.backbones", "load_checkpoint": ".zoo.checkpoint",
          "save_checkpoint": ".zoo.checkpoint", "LoadedCheckpoint": ".zoo.checkpoint",
          "CheckpointError": ".zoo.checkpoint"}
 __all__ = ["SpikeDrivenTransformer", "build_model", "load_checkpoint", "save_checkpoint", "LoadedCheckpoint",

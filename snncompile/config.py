@@ -29,6 +29,9 @@ from typing import Any, Callable
 import yaml
 
 ATTENTION_MODES = ("SDT", "STAtten", "SSA", "A2OS2A", "DS2TA")
+# Model families, each a torch model in nn/ (nn/backbones.py), an exporter in frontend/ and an upstream checkpoint
+# reader in zoo/: "sdt" is the Spike-Driven Transformer v1 as the STAtten repository builds it.
+BACKBONES = ("sdt",)
 SPIKE_MODES = ("lif", "plif")
 
 # The largest architecture accepted (README, "Resource limits"): well above every published
@@ -67,8 +70,11 @@ def _float_problems(config, ranges: dict[str, Range]) -> list[str]:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of a Spike-Driven-Transformer-backbone model (upstream ``sdt``)."""
+    """Architecture of a zoo model: its backbone (model family) and sizes; the fields a backbone does not read
+    keep their defaults."""
 
+    backbone: str = _doc(f"model family: {', '.join(BACKBONES)} (sdt: Spike-Driven Transformer v1 as in the "
+                         "STAtten repository)", default="sdt")
     attention: str = _doc("attention core: SDT (SDSA), STAtten, SSA, A2OS2A or DS2TA", default="STAtten")
     img_size: int = _doc("input height = width in pixels", default=32)
     in_channels: int = _doc("input channels (3 for RGB, 1 for digits, 2 for ON/OFF events)", default=3)
@@ -118,6 +124,8 @@ class ModelConfig:
 
     def problems(self) -> list[str]:
         p = []
+        if self.backbone not in BACKBONES:
+            p.append(f"backbone: {self.backbone!r} is not one of {', '.join(BACKBONES)}")
         if self.attention not in ATTENTION_MODES:
             p.append(f"attention: {self.attention!r} is not one of {', '.join(ATTENTION_MODES)}")
         if self.spike_mode not in SPIKE_MODES:

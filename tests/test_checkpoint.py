@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from snncompile.nn.sdt import build_model
+from snncompile.nn.backbones import build_model
 from snncompile.zoo.checkpoint import (CheckpointError, LoadedCheckpoint, load_checkpoint,
                                        read_torch_file, save_checkpoint)
 from snncompile.config import ModelConfig

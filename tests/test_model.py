@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from snncompile.nn.neurons import MultiStepLIF, MultiStepParametricLIF
-from snncompile.nn.sdt import SpikeDrivenTransformer, build_model
+from snncompile.nn.backbones import build_model
+from snncompile.nn.sdt import SpikeDrivenTransformer
 from snncompile.config import ATTENTION_MODES, ConfigError, ModelConfig, parse_entry
 
 MODES = ["SDT", "STAtten", "SSA", "A2OS2A", "DS2TA"]

@@ -25,7 +25,7 @@ from snncompile.ir.ops import (LI, LIF, Add, BatchNorm, BlockLinearAttention, Co
                                TernaryLIF, TimeMean, TokenMean, Quantize, IntAdd, IntShift, Delay, TokenSum,
                                KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate)
 from snncompile.ir.types import int_type
-from snncompile.nn.sdt import build_model
+from snncompile.nn.backbones import build_model
 
 T, B = 4, 2
 

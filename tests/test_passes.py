@@ -24,7 +24,7 @@ from snncompile.ir import SPIKE, TERNARY, Graph, Node
 from snncompile.ir import io as ir_io
 from snncompile.ir.ops import LIF, BatchNorm, Conv2d, Input, Linear, MaxPool2d, Output
 from snncompile.nn.neurons import MultiStepLIF
-from snncompile.nn.sdt import build_model
+from snncompile.nn.backbones import build_model
 from snncompile.nn.seq import PerStep
 from snncompile.passes import (PIPELINES, Pass, PassContext, PassError, Reported, RewriteError, as_pass,
                                fold_batchnorm, rewrite_graph, run_pipeline, to_fixpoint)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncompile.nn.neurons import MultiStepLIF, MultiStepParametricLIF
-from snncompile.nn.sdt import build_model
+from snncompile.nn.backbones import build_model
 from snncompile.config import ModelConfig
 
 try:  # tests/ as a package or as a rootdir-inserted directory

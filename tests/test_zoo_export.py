@@ -10,7 +10,7 @@ from snncompile.frontend import export
 from snncompile.ir import io as ir_io
 from snncompile.ir import run_graph
 from snncompile.nn.record import record_spikes
-from snncompile.nn.sdt import build_model
+from snncompile.nn.backbones import build_model
 from snncompile.zoo.registry import list_entries
 
 ENTRIES = list_entries()

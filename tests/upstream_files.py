@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from snncompile.config import ModelConfig
-from snncompile.nn.sdt import build_model
+from snncompile.nn.backbones import build_model
 
 
 def small_cfg(**kw) -> ModelConfig:

@@ -15,17 +15,16 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from .. import __version__
-from ..config import ATTENTION_MODES, DATASETS, ConfigError, DataConfig
-from ..zoo.registry import DEFAULT_MODEL, find_entry, list_entries
+from ..config import ConfigError
+from ..zoo.registry import find_entry, list_entries
 from .errors import Commands
+from .models import AttentionOpt, DataRootOpt, DatasetOpt, ModelArg, checkpoint_of, load_model
 from .options import any_target, chip_target, one_of, output_dir, output_file, positive, unwritable
 
 if TYPE_CHECKING:
     import torch
 
-    from ..config import ZooEntry
     from ..job import Compiled
-    from ..zoo.checkpoint import LoadedCheckpoint
 
 app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True,
                   help="Compile trained PyTorch spiking transformers for a bit-accurate Loihi-style target.")
@@ -52,15 +51,8 @@ def _splits():
     return SPLITS
 
 
-ModelArg = typer.Argument(DEFAULT_MODEL, help="zoo model name (see `snncompile models`) or checkpoint file")
-AttentionOpt = typer.Option(None, "--attention", callback=one_of(lambda: ATTENTION_MODES),
-                            help=f"override the attention mode: {', '.join(ATTENTION_MODES)}")
 DetailsOpt = typer.Option(False, "--details", help="also the tables per layer, node and energy term (every table "
                                                    "and plot: the HTML page)")
-DataRootOpt = typer.Option(None, "--data-root", help="local folder of user-supplied data (CIFAR-10, CIFAR10-DVS...)")
-DatasetOpt = typer.Option(None, "--dataset", callback=one_of(lambda: DATASETS),
-                          help=f"evaluation data set: {', '.join(DATASETS)} (default: the one the model was "
-                               "trained on)")
 
 
 def _default_output(path: Path, option: str) -> Path:
@@ -80,35 +72,6 @@ def _version(show: bool) -> None:
 def _common(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                          help="print the version and exit")) -> None:
     pass
-
-
-def _checkpoint(model: str, attention: Optional[str]) -> tuple[LoadedCheckpoint, Optional[ZooEntry]]:
-    """A zoo name resolves to its shipped checkpoint; anything else is a checkpoint path."""
-    from ..zoo.checkpoint import load_checkpoint
-    from ..zoo.registry import load_entry_checkpoint
-    path = Path(model)
-    if path.is_file() and path.suffix not in (".yaml", ".yml"):
-        loaded = load_checkpoint(path, attention=attention)
-        return loaded, _entry_named(loaded.name)
-    entry = find_entry(model)
-    return load_entry_checkpoint(entry, attention), entry
-
-
-def _load(model: str, attention: Optional[str], dataset: Optional[str],
-          data_root: Optional[Path]) -> tuple[LoadedCheckpoint, DataConfig]:
-    """The checkpoint and the data set to evaluate it on (its own, unless overridden)."""
-    loaded, entry = _checkpoint(model, attention)
-    data = entry.data if entry else DataConfig(dataset=loaded.dataset or "")
-    data = dataclasses.replace(data, **{k: v for k, v in (("dataset", dataset), ("root", data_root and str(data_root)))
-                                        if v is not None})
-    if data.problems():
-        raise ConfigError(f"{model}: cannot tell which data set to evaluate on ({'; '.join(data.problems())}); "
-                          f"pass --dataset")
-    return loaded, data
-
-
-def _entry_named(name: Optional[str]) -> Optional[ZooEntry]:
-    return next((e for e in list_entries() if e.name == name), None) if name else None
 
 
 @app.command("models")
@@ -146,7 +109,7 @@ def evaluate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     """Float accuracy of a checkpoint (ours or upstream) on its dataset's test split."""
     from ..data import load_dataset
     from ..train.trainer import evaluate
-    loaded, data = _load(model, attention, dataset, data_root)
+    loaded, data = load_model(model, attention, dataset, data_root)
     acc = evaluate(loaded.model, load_dataset(data, loaded.config, "test", loaded.transform))
     console.print(f"{loaded.name or loaded.path}: float test accuracy {acc:.2%} on {data.dataset}")
 
@@ -182,7 +145,7 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
             raise ConfigError(f"{artifact} was placed for {compiled.record.target!r}, not {target!r}: compile it for "
                               f"{target!r} (snncompile compile ... --target {target})")
         target = compiled.record.target
-    loaded, data = _load(model, attention, dataset, data_root)
+    loaded, data = load_model(model, attention, dataset, data_root)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
     train_set, test_set = (load_dataset(data, loaded.config, split, loaded.transform) for split in ("train", "test"))
@@ -219,7 +182,7 @@ def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or u
     fmt = fmt or FORMATS.get(out.suffix)
     if fmt is None:
         raise ConfigError(f"cannot tell the format of {out}: pass --format snnir|nir|onnx")
-    loaded, _ = _checkpoint(model, attention)
+    loaded, _ = checkpoint_of(model, attention)
     graph = export(loaded.model, events=events)
     if fmt == "snnir":
         ir_io.save(graph, out)
@@ -301,7 +264,7 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
         graph_file = Path(model)
         compiled, (model, attention, dataset, data_root) = _compiled(graph_file, attention, dataset, data_root)
         graph = compiled.graph
-    loaded, data = _load(model, attention, dataset, data_root)
+    loaded, data = load_model(model, attention, dataset, data_root)
     graph = steps.export(loaded) if graph is None else graph
     test_set = load_dataset(data, loaded.config, split, loaded.transform)
     indices = range(min(limit, len(test_set))) if limit is not None else None
@@ -366,7 +329,7 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     from ..data.calibration import calibration_samples
     from ..job import CompileRecord, ModelSource, save_compiled, steps
     from ..targets import load_target
-    loaded, data = _load(model, attention, dataset, data_root)
+    loaded, data = load_model(model, attention, dataset, data_root)
     out = out or _default_output(Path("runs") / f"{loaded.name or Path(model).stem}.loihi.snnir", "--out")
     samples = calibration_samples(calibrate_from, data, loaded.config, calibration, loaded.transform)
     console.print(f"calibration: {escape(samples.source)}")
@@ -431,7 +394,7 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     from ..passes import PIPELINES, PassContext, verify_pipeline
     from ..passes.verify import render, to_json as verify_json
     from ..sim.dataset import graph_feeds
-    loaded, data = _load(model, attention, dataset, data_root)
+    loaded, data = load_model(model, attention, dataset, data_root)
     x, labels = _samples(load_dataset(data, loaded.config, "test", loaded.transform), samples)
     graph = steps.export(loaded)
     calibrating = calibration_samples(calibrate_from, data, loaded.config, calibration, loaded.transform)

@@ -23,15 +23,15 @@ from torch import nn
 
 from ..ir import Graph
 from ..ir.ops import Input, Output, Repeat
-from ..nn.sdt import SpikeDrivenTransformer
 from ..nn.seq import PerStep
 from .builder import (LEAVES, NEURONS, Builder, ExportError, class_name, is_neuron, join, leaf_converter,
                       leaf_problems, neuron, same_behaviour, where)
-from .zoo import CONVERTERS, DEAD, ZOO_METHODS, dead_parameters, transformer, zoo_converter, zoo_problems
+from .backbones import EXPORTS, BackboneExport, backbone_export
+from .zoo import CONVERTERS, DEAD, dead_parameters, zoo_converter, zoo_problems
 
 SUPPORTED = ", ".join(["torch.nn.Sequential", class_name(PerStep)] + [class_name(c) for c, _, _ in LEAVES]
                       + [class_name(c) for c in NEURONS] + [class_name(c) for c in CONVERTERS]
-                      + [f"{class_name(SpikeDrivenTransformer)} (as the whole model)"])
+                      + [f"{class_name(e.model_class)} (as the whole model)" for e in EXPORTS.values()])
 
 
 def export(model: nn.Module, *, input_shape: Sequence[int] | None = None, time_steps: int | None = None,
@@ -48,8 +48,8 @@ def export(model: nn.Module, *, input_shape: Sequence[int] | None = None, time_s
     agree); user models need both. Parameters the forward never reads (``talking_heads``) are dropped
     and listed in the graph's history entry ``export`` (``options["dropped"]``).
     """
-    if same_behaviour(model, SpikeDrivenTransformer, ZOO_METHODS[SpikeDrivenTransformer]):
-        return _export_transformer(model, input_shape, time_steps, events)
+    if (whole := backbone_export(model)) is not None:
+        return _export_backbone(whole, model, input_shape, time_steps, events)
     problems = _problems("", model, per_step=False)
     if input_shape is None or time_steps is None:
         problems.append(f"cannot export {where('', model)}: a user model needs input_shape (per sample and "
@@ -67,12 +67,12 @@ def export(model: nn.Module, *, input_shape: Sequence[int] | None = None, time_s
     else:
         x = b.add("input.repeat", Repeat(time_steps=time_steps), b.add("input", Input(shape=shape, time="static")))
     out = b.add("output", Output(), _chain(b, "", model, x))
-    return b.graph((out,), time_steps, _history(model, b, events))
+    return b.graph((out,), time_steps, _history(model, b, events, DEAD))  # zoo submodules keep their dead weights
 
 
-def _export_transformer(model: SpikeDrivenTransformer, input_shape, time_steps, events) -> Graph:
+def _export_backbone(whole: BackboneExport, model: nn.Module, input_shape, time_steps, events) -> Graph:
     cfg = model.cfg
-    problems = zoo_problems("", model)
+    problems = whole.problems("", model)
     shape = (cfg.in_channels, cfg.img_size, cfg.img_size)
     if input_shape is not None and tuple(input_shape) != shape:
         problems.append(f"cannot export {where('', model)}: input_shape {tuple(input_shape)} differs from the "
@@ -84,15 +84,15 @@ def _export_transformer(model: SpikeDrivenTransformer, input_shape, time_steps, 
         raise ExportError(problems)
     events = cfg.dvs_mode if events is None else events
     b = Builder()
-    out = transformer(b, model, events)
-    return b.graph((out,), cfg.time_steps, _history(model, b, events))
+    out = whole.build(b, model, events)
+    return b.graph((out,), cfg.time_steps, _history(model, b, events, whole.dead))
 
 
-def _history(model: nn.Module, b: Builder, events: bool) -> dict:
-    dropped = dead_parameters(model, b)
+def _history(model: nn.Module, b: Builder, events: bool, dead: tuple[str, ...]) -> dict:
+    dropped = dead_parameters(model, b, dead)
     return {"source": class_name(model), "input": "stream" if events else "static",
             "dropped": tuple(dropped),
-            "dropped_reason": f"never read by the forward (upstream dead parameters: {', '.join(DEAD)})"
+            "dropped_reason": f"never read by the forward (upstream dead parameters: {', '.join(dead)})"
             if dropped else ""}
 
 

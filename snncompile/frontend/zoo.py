@@ -174,12 +174,13 @@ def transformer(b: Builder, model: SpikeDrivenTransformer, events: bool) -> str:
     return b.add("output", Output(), y)
 
 
-def dead_parameters(model: nn.Module, b: Builder) -> list[str]:
-    """State-dict names of the parameters the export did not use; raises unless all are known dead."""
+def dead_parameters(model: nn.Module, b: Builder, dead: tuple[str, ...]) -> list[str]:
+    """State-dict names of the parameters the export did not use; raises unless each belongs to a module named in
+    ``dead`` (the backbone's parameters that upstream keeps but its forward never reads)."""
     unused = [(name, m) for name, m in model.named_modules()
               if id(m) not in b.used and next(m.parameters(recurse=False), None) is not None]
     unexpected = [f"cannot export {where(n, m)}: its parameters are not used by the export" for n, m in unused
-                  if n.split(".")[-1] not in DEAD]
+                  if n.split(".")[-1] not in dead]
     if unexpected:
         raise ExportError(unexpected)
     return [f"{n}.{k}" for n, m in unused for k, _ in m.named_parameters(recurse=False)]

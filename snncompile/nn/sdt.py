@@ -245,7 +245,3 @@ def _init_weights(m: nn.Module) -> None:
     elif isinstance(m, nn.BatchNorm2d):
         nn.init.ones_(m.weight)
         nn.init.zeros_(m.bias)
-
-
-def build_model(cfg: ModelConfig) -> SpikeDrivenTransformer:
-    return SpikeDrivenTransformer(cfg)

@@ -9,10 +9,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import load_dataset
-from ..nn.sdt import SpikeDrivenTransformer, build_model
+from ..nn.backbones import build_model
 from ..zoo.checkpoint import save_checkpoint
 from ..config import TrainConfig, ZooEntry
 
@@ -37,7 +38,7 @@ def _progress(show: bool = True) -> Progress:
 
 
 @torch.no_grad()
-def evaluate(model: SpikeDrivenTransformer, dataset: Dataset, batch_size: int = 128) -> float:
+def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 128) -> float:
     """Top-1 accuracy of the float model (logits averaged over T)."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size)
