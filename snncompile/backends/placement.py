@@ -9,8 +9,9 @@ types' own declarations in the op registry (``snncompile.ir.ops``: ``ROLE``, ``D
 What lives where
 ----------------
 - **Host nodes** are not placed: the ``io`` and ``host`` roles (``Input``, ``Output``, ``Repeat``,
-  ``TimeMean``, ``Scale``, ``Quantize``) and every node with a static (once per sample) output, such as the
-  stem's ``Conv2d`` named ``*.host``.
+  ``TimeMean``, ``Scale``, ``Quantize``), every node with a static (once per sample) output, such as the
+  stem's ``Conv2d`` named ``*.host``, and every node reading what the host computed after the chip (an
+  imported ``LI`` readout behind its ``Scale``).
 - **Units** hold compartments (neurons) on cores: neurons (``LoihiLIF``, ``LoihiTernaryLIF``) and
   every node doing arithmetic on the chip that is not attached (below): ``IntAdd``/``IntShift`` of
   messages, ``TokenSum``, ``MaxPool2d``/``SumPool2d``, the integer attention nodes (``KVOuterAccumulate``,
@@ -96,10 +97,17 @@ NEURONS = family("neuron")
 # -- classification --------------------------------------------------------------------------------------------------
 
 def host_nodes(graph: Graph, types=None) -> list[str]:
-    """Nodes the host computes: the host types and every node with a static (once per sample) output."""
+    """Nodes the host computes: the host types, every node with a static (once per sample) output, and every
+    node that reads what the host computes after the chip (a readout behind the host's ``Scale``: an ``LI``)."""
     types = types or graph.types()
-    return [n for n, node in graph.nodes.items()
-            if isinstance(node.op, HOST_TYPES) or types[n].time == "static"]
+    host, after = set(), set()
+    for n in graph.topo_order():
+        node = graph.nodes[n]
+        if isinstance(node.op, HOST_TYPES) or types[n].time == "static" or any(s in after for s in node.inputs):
+            host.add(n)
+            if any(s not in host for s in node.inputs) or any(s in after for s in node.inputs):
+                after.add(n)  # it reads the chip, or what the host computed from it
+    return [n for n in graph.nodes if n in host]
 
 
 def _groups(graph: Graph, types) -> tuple[list[str], dict[str, list[str]]]:

@@ -56,23 +56,25 @@ import numpy as np
 
 from ..ir import FLOAT32, DType, Graph, GraphError, HistoryEntry
 from ..ir.ops import Add, Input, Output
-from .nir_conventions import HINT, Conventions
+from .nir_conventions import CONVENTIONS, HINT, Conventions
 from .nir_file import read_nir
 from .nir_graph import MAX_RANK, NIRImportError, as_array, declared_input, feed_forward_order, flat_graph
-from .nir_nodes import Builder, convert_node
+from .nir_nodes import Builder, convert_node, unknown_module
 
-__all__ = ["NIRImportError", "from_nir", "read_nir"]
+__all__ = ["CONVENTIONS", "NIRImportError", "from_nir", "read_nir"]
 
 
-def from_nir(source, *, time_steps: int, dt: float | None = None,
-             threshold_cmp: Literal[">", ">="] = ">", reset: Literal["hard", "subtract"] = "hard",
+def from_nir(source, *, time_steps: int, dt: float | None = None, convention: str = "spec",
+             threshold_cmp: Literal[">", ">="] | None = None, reset: Literal["hard", "subtract"] | None = None,
              leak_encoding: Literal["multiply_by_rate", "divide_by_tau"] | None = None,
-             norse_tau_bug: bool = False, input_dtype: DType = FLOAT32,
+             norse_tau_bug: bool | None = None, input_dtype: DType = FLOAT32,
              type_check: bool | None = None) -> Graph:
     """Import a NIR graph (a ``nir.NIRGraph``, a single ``nir.NIRNode``, or a ``.nir`` path) as an IR graph.
 
     ``time_steps``: T of the IR graph. ``dt``: Euler step (default: the file's ``snncompile.dt``
-    metadata, else 1.0). ``threshold_cmp``/``reset``: the spike rule of the source framework (NIR's own:
+    metadata, else 1.0). ``convention``: the framework that wrote the file (``CONVENTIONS``: spec, snntorch,
+    norse, sinabs, rockpool), which sets the defaults of the options below and the decay and ``CubaLIF`` gains
+    (docs/nir.md). ``threshold_cmp``/``reset``: the spike rule of the source framework (NIR's own:
     ``">"``, ``"hard"``). ``leak_encoding``: float order of the leak (default ``multiply_by_rate``, i.e.
     ``dt * (1/tau)`` as Norse; files written by snncompile carry their own). ``norse_tau_bug``: the file
     holds ``dt*tau`` (Norse 1.1.0). ``input_dtype``: the promised value type of every Input (NIR has none).
@@ -82,6 +84,13 @@ def from_nir(source, *, time_steps: int, dt: float | None = None,
     """
     import nir
 
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+    rules = CONVENTIONS[convention]
+    cuba_reset = reset or "hard"  # the IR CubaLIF resets to v_reset: only an explicit subtraction is refused
+    threshold_cmp = rules.threshold_cmp if threshold_cmp is None else threshold_cmp
+    reset = rules.reset if reset is None else reset
+    norse_tau_bug = rules.norse_tau_bug if norse_tau_bug is None else norse_tau_bug
     if threshold_cmp not in (">", ">="):
         raise ValueError(f"threshold_cmp must be '>' or '>=', got {threshold_cmp!r}")
     if reset not in ("hard", "subtract"):
@@ -92,8 +101,9 @@ def from_nir(source, *, time_steps: int, dt: float | None = None,
     if isinstance(source, (str, Path)):
         origin = str(source)
         source = read_nir(source, type_check)
-    options = {"dt": dt, "threshold_cmp": threshold_cmp, "reset": reset, "leak_encoding": leak_encoding,
-               "norse_tau_bug": norse_tau_bug, "input_dtype": input_dtype}
+    options = {"dt": dt, "convention": convention, "threshold_cmp": threshold_cmp, "reset": reset,
+               "cuba_reset": cuba_reset, "leak_encoding": leak_encoding, "norse_tau_bug": norse_tau_bug,
+               "input_dtype": input_dtype}
     try:
         return _import(source, time_steps, options, origin)
     except NIRImportError as e:
@@ -114,6 +124,19 @@ def _file_dt(graph) -> float:
     return float(value.reshape(-1)[0])
 
 
+def _leaked_batch(shape: tuple[int, ...], consumers: list) -> bool:
+    """Whether an Input of ``shape`` ``[1, *s]`` holds a leaked batch axis: every consumer declares ``s``,
+    or a consumer is a ``Conv2d`` (it reads ``[C, H, W]``) and ``s`` has three axes (Norse declares no conv
+    input shape)."""
+    import nir
+
+    if len(shape) < 2 or shape[0] != 1 or not consumers:
+        return False
+    declared = [declared_input(c) for c in consumers]
+    return (all(d == shape[1:] for d in declared)
+            or (len(shape) == 4 and any(isinstance(c, nir.Conv2d) for c in consumers)))
+
+
 def _import(source, time_steps: int, options: dict, origin: str | None) -> Graph:
     """from_nir on a nir graph or node (``origin``: the file it was read from, recorded in the history)."""
     import nir
@@ -128,8 +151,10 @@ def _import(source, time_steps: int, options: dict, origin: str | None) -> Graph
                                      "output": nir.Output(output_type=np.array(shape))},
                               edges=[("input", "node"), ("node", "output")], type_check=False)
     dt = _file_dt(source) if options["dt"] is None else options["dt"]
+    rules = CONVENTIONS[options["convention"]]
     ctx = Conventions(dt=float(dt), threshold_cmp=options["threshold_cmp"], reset=options["reset"],
-                      leak_encoding=options["leak_encoding"], norse_tau_bug=options["norse_tau_bug"])
+                      leak_encoding=options["leak_encoding"], norse_tau_bug=options["norse_tau_bug"],
+                      decay=rules.decay, cuba_gain=rules.cuba_gain, cuba_reset=options["cuba_reset"])
 
     nodes, edges = flat_graph(source)
     order, preds, succs = feed_forward_order(nodes, edges)
@@ -144,9 +169,7 @@ def _import(source, time_steps: int, options: dict, origin: str | None) -> Graph
             shape = declared_input(node)
             if not shape:
                 raise NIRImportError(f"Input node {name!r} declares no shape of 1 to {MAX_RANK} whole numbers")
-            consumers = [declared_input(nodes[d]) for d in succs[name]]
-            if (len(shape) >= 2 and shape[0] == 1 and consumers and
-                    all(c == shape[1:] for c in consumers)):
+            if _leaked_batch(shape, [nodes[d] for d in succs[name]]):
                 shape = shape[1:]  # a batch dimension leaked into the Input (Norse 1.1.0, nirtorch tracing)
             b.add(name, Input(shape=shape, dtype=options["input_dtype"], time="stream"), (), name)
             out_of[name] = name
@@ -159,6 +182,9 @@ def _import(source, time_steps: int, options: dict, origin: str | None) -> Graph
         if isinstance(node, nir.Output):
             out_of[name] = b.add(name, Output(), (x,), name)
             outputs.append(name)
+            continue
+        if node is None:
+            out_of[name] = unknown_module(b, name, x, [declared_input(nodes[d]) for d in succs[name]])
             continue
         convert_node(b, name, node, x, ctx)
         out_of[name] = name

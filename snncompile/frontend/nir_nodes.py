@@ -12,8 +12,8 @@ import numpy as np
 
 from ..ir import Node, TensorType
 from ..ir.ops import LI, LIF, Conv2d, CubaLIF, Flatten, Linear, Op, Scale, SumPool2d, TypeMismatch
-from .nir_conventions import (Conventions, compact, exporter_hints, leaky_fields, per_neuron, scalar, spike_threshold,
-                              time_constant)
+from .nir_conventions import (Conventions, compact, cuba_gains, cuba_time_constant, exporter_hints, leaky_fields,
+                              per_neuron, scalar, spike_threshold, time_constant)
 from .nir_graph import NIRImportError, as_text, float32, numbers
 
 
@@ -108,6 +108,19 @@ _REFUSED = {
 }
 
 
+def unknown_module(b: Builder, name: str, x: str, wanted: list[tuple[int, ...] | None]) -> str:
+    """A node written as ``None`` (Norse 1.1.0 writes every module its exporter does not know so: Flatten,
+    pooling): a ``Flatten`` where that is what its consumers need (each declares the 1-D input of the
+    flattened size), refused otherwise."""
+    shape = b.types[x].shape
+    flat = (math.prod(shape),)
+    if wanted and all(w == flat for w in wanted):
+        return b.add(name, Flatten(), (x,), name) if len(shape) > 1 else x
+    raise NIRImportError(f"node {name!r} is empty (None: Norse 1.1.0 writes a module its exporter does not know, "
+                         f"such as a pooling, so): its input is {list(shape)} and its consumers declare "
+                         f"{[list(w) if w else None for w in wanted]}, so it is no inferable Flatten")
+
+
 def _membrane_input(b: Builder, name: str, node, shape, ctx: Conventions, hints, x: str, leaky: bool):
     """The LIF/LI fields for the membrane and the node feeding it (a ``Scale`` by ``r`` when needed)."""
     if leaky:
@@ -169,14 +182,14 @@ def convert_node(b: Builder, name: str, node, x: str, ctx: Conventions) -> None:
         b.add(final, Flatten(), (x,), name)
     elif kind in ("LIF", "IF", "CubaLIF"):
         if kind == "CubaLIF":
-            if ctx.reset != "hard":
-                raise NIRImportError(f"node {name!r} (CubaLIF): reset={ctx.reset!r} is not supported (the IR CubaLIF "
-                                     f"resets to v_reset)")
+            if ctx.cuba_reset != "hard":
+                raise NIRImportError(f"node {name!r} (CubaLIF): reset={ctx.cuba_reset!r} is not supported (the IR "
+                                     f"CubaLIF resets to v_reset)")
             theta, cmp = spike_threshold(name, node, shape, ctx, hints)
-            arrays = {f: per_neuron(name, f, getattr(node, f), shape)
-                      for f in ("r", "v_leak", "v_reset", "w_in")}
-            taus = {f: time_constant(name, f, getattr(node, f), shape, ctx).astype(np.float32)
-                    for f in ("tau_syn", "tau_mem")}
+            arrays = {f: per_neuron(name, f, getattr(node, f), shape) for f in ("v_leak", "v_reset")}
+            taus = {f: time_constant(name, f, getattr(node, f), shape, ctx) for f in ("tau_syn", "tau_mem")}
+            arrays.update(cuba_gains(name, node, shape, taus, ctx))
+            taus = {f: cuba_time_constant(name, f, tau, ctx) for f, tau in taus.items()}
             b.add(final, CubaLIF(**taus, **arrays, v_threshold=theta, dt=ctx.dt, threshold_cmp=cmp), (x,), name)
             return
         theta, cmp = spike_threshold(name, node, shape, ctx, hints)

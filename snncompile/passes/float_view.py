@@ -1,9 +1,9 @@
 """The quantised-float graph: the integer graph's parameters in real units, computed in float.
 
 ``float_view(integer)`` rebuilds a quantised graph (the output of ``quantize``) with float nodes: integer
-weights times their scales, the Loihi neurons as float LIFs whose threshold is where Lava's strict
-``v > vth << 6`` fires (``s * (vth + 1/64)``), token sums as sums of reals, and every node keeping its name
-with its value in real units. It keeps the rounding of weights, biases, thresholds and inputs (the
+weights times their scales, the Loihi neurons as float LIFs (``CubaLIF`` where the current decays) whose
+threshold is where Lava's strict ``v > vth << 6`` fires (``s * (vth + 1/64)``), token sums as sums of reals,
+and every node keeping its name with its value in real units. It keeps the rounding of weights, biases, thresholds and inputs (the
 quantisation) and drops the integer arithmetic: floored shifts, truncating decays and their 6 fraction
 bits, wraps, saturations and clamps. Comparing float -> quantised-float -> integer separates the two
 sources of error; ``snncompile verify`` shows both stages.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node
-from ..ir.ops import (LIF, Add, Conv2d, Delay, IntAdd, IntDense, IntShift, Linear, LoihiLIF, Quantize, Scale,
+from ..ir.ops import (LIF, Add, Conv2d, CubaLIF, Delay, IntAdd, IntDense, IntShift, Linear, LoihiLIF, Quantize, Scale,
                       TemporalWindow, TernaryLIF, TokenMean, TokenSum, ops_where)
 from ..ir.ops.loihi import ACT_SHIFT, DECAY_UNITY
 
@@ -23,13 +23,28 @@ NEURONS = ops_where(ROLE="neuron", INTEGER_INPUTS=True)
 INTEGER_OPERANDS = ops_where(ROLE="accumulate", INTEGER_INPUTS=True)
 
 
-def _neuron(op, scale: float):
-    """The float LIF that fires where the Loihi neuron does, on real inputs ``scale * a``."""
+def _neuron(op, scale: float, shape: tuple[int, ...]):
+    """The float LIF that fires where the Loihi neuron does, on real inputs ``scale * a``; a ``CubaLIF`` for
+    a neuron whose current decays (the current and the membrane in the input's real units)."""
     threshold = float(scale * ((op.vth if isinstance(op, LoihiLIF) else op.vth_hi) + 2.0 ** -ACT_SHIFT))
+    if isinstance(op, LoihiLIF) and op.current_decay != DECAY_UNITY:
+        return _cuba_view(op, threshold, shape)
     leak = {"leak_encoding": "none"} if op.voltage_decay == 0 else {
         "leak": op.voltage_decay / DECAY_UNITY, "leak_encoding": "multiply_by_rate"}
     cls = LIF if isinstance(op, LoihiLIF) else TernaryLIF
     return cls(v_threshold=threshold, decay_input=False, threshold_cmp=">=", **leak)
+
+
+def _cuba_view(op: LoihiLIF, threshold: float, shape: tuple[int, ...]) -> CubaLIF:
+    """``i += a_s (x / a_s - i)``, ``v += a_m (i / a_m - v)`` with ``a = decay / 4096``: Loihi's ``u`` and
+    ``v`` (``u[t] = (1 - a_s) u[t-1] + x``, ``v[t] = (1 - a_m) v[t-1] + u``) without truncation."""
+    if op.voltage_decay == 0:
+        raise ValueError("float_view: a Loihi neuron whose current decays but whose voltage does not has no CubaLIF "
+                         "form (its r would be infinite)")
+    a_s, a_m = op.current_decay / DECAY_UNITY, op.voltage_decay / DECAY_UNITY
+    full = lambda value: np.full(shape, value, np.float32)  # noqa: E731
+    return CubaLIF(tau_syn=full(1 / a_s), tau_mem=full(1 / a_m), r=full(1 / a_m), w_in=full(1 / a_s),
+                   v_leak=full(0.0), v_reset=full(0.0), v_threshold=full(threshold), dt=1.0, threshold_cmp=">=")
 
 
 def _synapse(op, s_in: float, s_out: float):
@@ -46,7 +61,7 @@ def float_view(integer: Graph) -> Graph:
     returned: its ``scales`` give the real value of one integer step of each node (absent: 1)."""
     if integer.scales is None:
         raise ValueError("float_view takes a quantised graph (one with scales, as quantize returns it)")
-    scales = integer.scales
+    scales, types = integer.scales, integer.types()
     s = lambda n: float(scales.get(n, 1.0))  # noqa: E731
     nodes: dict[str, Node] = {}
     for name in integer.topo_order():
@@ -56,7 +71,7 @@ def float_view(integer: Graph) -> Graph:
         if isinstance(op, SYNAPSES):
             nodes[name] = Node(_synapse(op, s_in, s(name)), inputs)
         elif isinstance(op, NEURONS):
-            nodes[name] = Node(_neuron(op, s_in), inputs)
+            nodes[name] = Node(_neuron(op, s_in, types[name].shape), inputs)
         elif isinstance(op, IntAdd):
             nodes[name] = Node(Add(), inputs)
         elif isinstance(op, TokenSum):

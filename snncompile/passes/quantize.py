@@ -25,6 +25,11 @@ The scheme (one real scale per integer edge, ``real value = scale * integer``):
   ``input_bits`` at the threshold scale of the first neurons (``vth = static_vth``), then repeated.
   Real-valued stream inputs (event frames) are quantised at scale 1 in as few bits as twice the peak
   needs when the calibration data holds integers only, else at ``max|x| / (2^(input_bits-1) - 1)``.
+- **Imported neurons.** A ``CubaLIF`` (NIR) becomes a Loihi LIF whose current decays too
+  (``current_decay = round(4096 dt/tau_syn)``), with the threshold on its membrane in input units
+  (``quantize_formats``); an ``LI`` readout is computed on the host after the chip, on its integer input times
+  its scale (``<li>.real``). Any other float neuron, and one of these that has no exact form (``v_leak``, a
+  subtractive reset, per-neuron constants), is refused naming node, type and reason.
 - **The head.** ``TokenMean`` becomes a ``TokenSum`` and a right shift by ``floor(log2 N)`` (the floored
   mean for ``N`` a power of two), so the head neuron's input stays in the residual stream's range. The
   classifier's ``Linear`` becomes an ``IntDense`` whose time mean is rescaled by a final ``Scale``.
@@ -50,7 +55,7 @@ from ..ir.types import int_type
 from .float_view import float_view
 from .pipeline import Alignment, PassContext, Reported, as_pass
 from .prove_ranges import analyse
-from .quantize_formats import is_float_neuron
+from .quantize_formats import is_float_neuron, membrane_gain
 from .quantize_lowering import Lowering, QuantizeError
 
 DEFAULTS = {"input_bits": 16, "static_vth": 512}
@@ -99,16 +104,17 @@ def _pruned(graph: Graph) -> Graph:
     return dataclasses.replace(graph, nodes=nodes)
 
 
-def _membrane_scales(graph: Graph, neurons) -> dict[str, float]:
-    """The real value of one step of each of ``neurons``' Loihi membranes (``graph`` quantised): the
-    membrane is in 1/64 steps of the neuron's input (``ACT_SHIFT``)."""
-    return {n: graph.scales.get(graph.nodes[n].inputs[0], 1.0) / (1 << ACT_SHIFT) for n in neurons}
+def _membrane_scales(before: Graph, after: Graph) -> dict[str, float]:
+    """The real value of one step of each lowered neuron's Loihi membrane (``after`` quantised): the membrane
+    is in 1/64 steps of the neuron's input (``ACT_SHIFT``), times the float neuron's membrane gain (a
+    ``CubaLIF``'s ``g``; 1 for the LIF family)."""
+    return {n: after.scales.get(after.nodes[n].inputs[0], 1.0) / (1 << ACT_SHIFT) * membrane_gain(node.op)
+            for n, node in before.nodes.items() if is_float_neuron(node.op)}
 
 
 def _align(before: Graph, after: Graph) -> Alignment:
     """Integer values times their scale, the Loihi membranes of the lowered neurons times theirs."""
-    lowered = [n for n, node in before.nodes.items() if is_float_neuron(node.op)]
-    return Alignment(scale=dict(after.scales), membrane_scale=_membrane_scales(after, lowered))
+    return Alignment(scale=dict(after.scales), membrane_scale=_membrane_scales(before, after))
 
 
 @as_pass(align=_align, float_view=float_view)
@@ -118,7 +124,8 @@ def quantize(graph: Graph, ctx: PassContext) -> Reported:
     Requires: BatchNorms folded, neurons normalised (``normalize_neurons``), attention lowered
     (``lower_attention``); calibration data when an input carries real values over time.
     Options (``ctx.options["quantize"]``): ``input_bits`` (16), ``static_vth`` (512).
-    Guarantees: no float node is left between the inputs' quantisation and the output ``Scale``; every
+    Guarantees: no float node is left between the inputs' quantisation and the output ``Scale`` (or a host
+    ``LI`` readout); every
     synapse has ``delay = 0``; ``Graph.scales`` holds the real value of one integer step of every node
     whose values are not in real units already (absent: 1). Raises :class:`QuantizeError` naming the node
     it cannot lower.
@@ -134,7 +141,7 @@ def quantize(graph: Graph, ctx: PassContext) -> Reported:
             lowering.scale.setdefault(name, lowering.scale[node.inputs[0]])
     out = dataclasses.replace(out, scales={n: s for n, s in lowering.scale.items() if n in out.nodes})
     lowering.report["scales"] = dict(out.scales)
-    lowering.report["membrane_scales"] = _membrane_scales(out, lowering.report["neurons"])
+    lowering.report["membrane_scales"] = _membrane_scales(graph, out)
     return Reported(out, lowering.report)
 
 

@@ -1,11 +1,19 @@
-"""quantize's number formats: a float LIF's threshold and Loihi voltage decay, whether it has Loihi's CUBA
-form, and Lava's 8-bit weights and 13-bit bias mantissa (see ``quantize``'s module docstring for the scheme)."""
+"""quantize's number formats: a float neuron's threshold and Loihi decays, whether it has Loihi's CUBA form, and
+Lava's 8-bit weights and 13-bit bias mantissa (see ``quantize``'s module docstring for the scheme).
+
+A NIR ``CubaLIF`` (``i += a_s (w_in x - i)``, ``v += a_m (v_leak - v + r i)``, ``a = dt/tau``) with
+``v_leak = v_reset = 0`` is Loihi's CUBA compartment up to units: with the gain ``g = a_s w_in a_m r``,
+``u = i / (a_s w_in)`` and ``V = v / g`` follow ``u[t] = (1 - a_s) u[t-1] + x[t]`` and
+``V[t] = (1 - a_m) V[t-1] + u[t]``, firing on ``V > theta / g``: Loihi's ``u``/``v`` with ``current_decay =
+a_s 4096`` and ``voltage_decay = a_m 4096`` on inputs in ``x``'s units. The lowering treats it as a LIF of
+threshold ``theta / g`` whose current decays."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
+from ..ir.ops import CubaLIF
 from ..ir.ops.int_synapse import lava_effective_weights
 from ..ir.ops.loihi import BIAS_MANT_RANGE, DECAY_UNITY
 from .normalize_neurons import NEURON_TYPES, normalize_blocker
@@ -14,14 +22,59 @@ WEIGHT_LIMIT = 254          # Lava mixed-sign 8-bit weights: even values in [-25
 
 
 def is_float_neuron(op) -> bool:
-    return type(op) in NEURON_TYPES
+    """A float neuron the lowering turns into a Loihi neuron (the LIF family and ``CubaLIF``)."""
+    return type(op) in NEURON_TYPES or type(op) is CubaLIF
+
+
+def _uniform(op: CubaLIF, field: str) -> float | None:
+    values = np.asarray(getattr(op, field), np.float32)
+    return float(values.flat[0]) if values.size and np.all(values == values.flat[0]) else None
+
+
+def _cuba_rates(op: CubaLIF) -> tuple[float, float]:
+    """``dt / tau_syn`` and ``dt / tau_mem`` as the node computes them (float32)."""
+    return tuple(float(np.float32(op.dt) / np.float32(_uniform(op, f))) for f in ("tau_syn", "tau_mem"))
+
+
+def membrane_gain(op) -> float:
+    """The float membrane per unit of the Loihi membrane in input units: ``g = a_s w_in a_m r`` for a
+    ``CubaLIF`` (module docstring), 1 for the LIF family."""
+    if type(op) is not CubaLIF:
+        return 1.0
+    a_s, a_m = _cuba_rates(op)
+    return a_s * _uniform(op, "w_in") * a_m * _uniform(op, "r")
 
 
 def float_threshold(op) -> float:
-    return float(np.max(np.asarray(op.v_threshold, np.float64)))
+    """The threshold on the membrane in input units (``theta / g`` for a ``CubaLIF``)."""
+    return float(np.max(np.asarray(op.v_threshold, np.float64))) / membrane_gain(op)
+
+
+def current_decay(op) -> int:
+    """Loihi ``iDecay``: 4096 (only this step's input) for the LIF family, ``round(4096 dt / tau_syn)``."""
+    return int(round(_cuba_rates(op)[0] * DECAY_UNITY)) if type(op) is CubaLIF else DECAY_UNITY
+
+
+def _cuba_problem(name: str, op: CubaLIF) -> str | None:
+    why = f"neuron {name!r} (CubaLIF) cannot take Loihi's CUBA form:"
+    uneven = [f for f in ("tau_syn", "tau_mem", "r", "w_in", "v_threshold") if _uniform(op, f) is None]
+    if uneven:
+        return f"{why} per-neuron {', '.join(uneven)} (Lava's LIF takes one value per layer)"
+    for field in ("v_leak", "v_reset"):
+        if np.any(np.asarray(getattr(op, field)) != 0):
+            return f"{why} {field} must be 0 (the CUBA neuron decays and resets to 0)"
+    if membrane_gain(op) <= 0 or _uniform(op, "v_threshold") <= 0:
+        return f"{why} w_in, r and v_threshold must be > 0 (the CUBA neuron fires on a positive threshold)"
+    for field, rate in zip(("tau_syn", "tau_mem"), _cuba_rates(op)):
+        if round(rate * DECAY_UNITY) < 1:
+            return (f"{why} {field}/dt = {1 / rate:.6g} exceeds 8192: its 12-bit decay rounds to 0, a neuron that "
+                    f"never leaks")
+    return None
 
 
 def neuron_problem(name: str, op) -> str | None:
+    if type(op) is CubaLIF:
+        return _cuba_problem(name, op)
     decays_input = op.decay_input and op.leak_encoding != "none"  # an IF neuron never reads decay_input
     if op.threshold_cmp != ">" or decays_input or op.reset != "hard" or op.v_rest != 0 or op.v_reset != 0:
         blocker = normalize_blocker(op)
@@ -36,7 +89,9 @@ def neuron_problem(name: str, op) -> str | None:
 
 
 def voltage_decay(name: str, op) -> int:
-    """Loihi ``vDecay`` (fraction of 4096 lost per step) of a normalised neuron."""
+    """Loihi ``vDecay`` (fraction of 4096 lost per step) of a normalised neuron or a ``CubaLIF``."""
+    if type(op) is CubaLIF:
+        return int(round(_cuba_rates(op)[1] * DECAY_UNITY))
     leak = float(np.max(np.asarray(op.leak, np.float64)))
     if op.leak_encoding == "none":
         return 0
@@ -75,5 +130,5 @@ def integer_bias(bias: np.ndarray | None, scale: float) -> np.ndarray | None:
     return np.clip(b, -2 * mant_max, 2 * mant_max).astype(np.int64)
 
 
-__all__ = ["WEIGHT_LIMIT", "is_float_neuron", "float_threshold", "neuron_problem", "voltage_decay",
-           "weight_exponent", "integer_weights", "integer_bias"]
+__all__ = ["WEIGHT_LIMIT", "is_float_neuron", "membrane_gain", "float_threshold", "current_decay", "neuron_problem",
+           "voltage_decay", "weight_exponent", "integer_weights", "integer_bias"]

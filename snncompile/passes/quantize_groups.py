@@ -1,11 +1,11 @@
 """quantize's scale groups: the float edges that must share one scale (an ``Add``'s inputs and output, a
-``MaxPool2d``, ``ReLU`` or ``Delay``'s input and output), found by union-find."""
+``MaxPool2d``, ``ReLU``, ``Delay`` or ``Flatten``'s input and output), found by union-find."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ..ir import Graph
-from ..ir.ops import Add, Delay, Input, MaxPool2d, Output, ReLU
+from ..ir.ops import Add, Delay, Flatten, Input, MaxPool2d, Output, ReLU
 
 
 @dataclass
@@ -30,7 +30,7 @@ class ScaleGroups:
                 self.parent[name] = name
         for name in graph.topo_order():
             op, inputs = graph.op(name), graph.nodes[name].inputs
-            if isinstance(op, (Add, MaxPool2d, ReLU, Delay)) and name in self.parent:
+            if isinstance(op, (Add, MaxPool2d, ReLU, Delay, Flatten)) and name in self.parent:
                 for src in inputs:
                     if src in self.parent:
                         self._union(src, name)

@@ -8,15 +8,15 @@ import numpy as np
 import torch
 
 from ..ir import Graph, Node
-from ..ir.ops import (Add, Conv2d, Delay, Input, IntAdd, IntConv2d, IntDense, IntShift, Linear, LoihiLIF,
-                      LoihiTernaryLIF, MaxPool2d, Quantize, ReLU, Repeat, Scale, TemporalWindow, TernaryLIF,
+from ..ir.ops import (LI, Add, Conv2d, Delay, Flatten, Input, IntAdd, IntConv2d, IntDense, IntShift, Linear,
+                      LoihiLIF, LoihiTernaryLIF, MaxPool2d, Quantize, ReLU, Repeat, Scale, TemporalWindow, TernaryLIF,
                       TimeMean, TokenMean, TokenSum)
-from ..ir.ops.loihi import DECAY_UNITY, STATE_BITS
+from ..ir.ops.loihi import STATE_BITS
 from ..targets import load_target
 from .calibrate import value_ranges
 from .pipeline import PassContext
-from .quantize_formats import (WEIGHT_LIMIT, float_threshold, integer_bias, integer_weights, is_float_neuron,
-                               neuron_problem, voltage_decay, weight_exponent)
+from .quantize_formats import (WEIGHT_LIMIT, current_decay, float_threshold, integer_bias, integer_weights,
+                               is_float_neuron, neuron_problem, voltage_decay, weight_exponent)
 from .quantize_groups import Group, ScaleGroups
 
 VTH_HEADROOM_BITS = 3       # a threshold at most 1/8 of the input range: inputs reach 8x the threshold
@@ -174,6 +174,11 @@ class Lowering:
             return self._window(name)
         if is_float_neuron(op):
             return self._neuron(name)
+        if isinstance(op, LI):
+            return self._readout(name)
+        if op.ROLE == "neuron" and not op.INTEGER_INPUTS:
+            raise QuantizeError(f"neuron {name!r} ({op.type_name()}) has no integer lowering: a float neuron cannot "
+                                f"stay inside the integer graph")
         if isinstance(op, Add) and self._is_float(name):
             return self._sum(name)
         if isinstance(op, TokenMean):
@@ -187,7 +192,7 @@ class Lowering:
         if isinstance(op, TimeMean):
             return self._output_mean(name)
         # integer, spike and structural nodes keep their semantics (a max-pool of a group keeps its scale)
-        group_member = isinstance(op, (MaxPool2d, ReLU)) and name in self.plan.parent
+        group_member = isinstance(op, (MaxPool2d, ReLU, Flatten)) and name in self.plan.parent
         self.add(name, op, *inputs, scale=self._group_scale_of(name) if group_member else None)
 
     # ---- node rules
@@ -314,15 +319,32 @@ class Lowering:
             # the nearest such vth (too few fraction bits, or a threshold the scale was not chosen for)
             vth = round(ratio - 1.0 / 64)
             exact = 0 < ratio - vth <= 1.0 / 64
-        decay = voltage_decay(name, op)
+        decay, i_decay = voltage_decay(name, op), current_decay(op)
         if type(op) is TernaryLIF:
-            new = LoihiTernaryLIF(current_decay=DECAY_UNITY, voltage_decay=decay, vth_hi=vth, vth_lo=-vth)
+            new = LoihiTernaryLIF(current_decay=i_decay, voltage_decay=decay, vth_hi=vth, vth_lo=-vth)
         else:
-            new = LoihiLIF(current_decay=DECAY_UNITY, voltage_decay=decay, vth=vth)
+            new = LoihiLIF(current_decay=i_decay, voltage_decay=decay, vth=vth)
         self.add(name, new, a)
         self.report["neurons"][name] = {"input_scale": scale / 2.0 ** shift / multiplier, "vth": vth,
-                                        "fraction_bits": shift, "voltage_decay": decay,
+                                        "fraction_bits": shift, "voltage_decay": decay, "current_decay": i_decay,
                                         "threshold_exact": bool(exact), "threshold_ratio": ratio}
+
+    def _readout(self, name: str) -> None:
+        """A leaky integrator (NIR ``LI``) is a readout the host computes after the chip: its integer input
+        back in real units (a ``Scale``, which the host computes), then the float LI as it was. Exact: the LI
+        sees the real values of its quantised input. Anything but the host may not read it."""
+        (src,) = self.graph.nodes[name].inputs
+        chip = [c for c in self.graph.consumers(name) if self.graph.op(c).ROLE not in ("io", "host")]
+        if chip:
+            raise QuantizeError(f"neuron {name!r} (LI) feeds {chip}: a leaky integrator is lowered as a real-valued "
+                                f"readout on the host, which only the graph's outputs may read")
+        if self._is_float(src) and self.rename.get(src, src) not in self.scale:
+            raise QuantizeError(f"neuron {name!r} (LI) reads the real-valued {src!r}: its input must be an integer "
+                                f"result (a synapse or spikes) to be read back on the host")
+        step = self.scale.get(self.rename.get(src, src), 1.0)
+        real = self.add(f"{name}.real", Scale(scale=float(step)), src)
+        self.add(name, self.graph.op(name), real)
+        self.report["neurons"][name] = {"readout": "host", "input_scale": step}
 
     def _fraction_bits(self, src: str, scale: float) -> int:
         """``T - 1`` fraction bits, fewer if the shifted input would leave the neuron input range: by the

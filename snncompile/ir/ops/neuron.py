@@ -206,7 +206,8 @@ class LI(Op):
     """
 
     ROLE, STEPPING, WORK = "neuron", "state", "neuron"
-    BACKENDS = Backends(lava=Refused("a float leaky integrator (a readout): no integer lowering exists for it yet"),
+    BACKENDS = Backends(lava=Refused("a float leaky integrator: quantize makes it a readout the host computes after the "
+                                     "chip (its integer input times its scale), never a chip node"),
                         onnx="function", nir="LI", netx=Refused(NETX_FLOAT))
     leak: Scalar | np.ndarray = param("tau for ``divide_by_tau``, the rate ``1/tau`` for "
                                       "``multiply_by_rate``; unused for ``none``", 2.0)
