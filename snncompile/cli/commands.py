@@ -18,7 +18,8 @@ from .. import __version__
 from ..config import ConfigError
 from ..zoo.registry import find_entry, list_entries
 from .errors import Commands
-from .models import AttentionOpt, DataRootOpt, DatasetOpt, ModelArg, checkpoint_of, load_model
+from .models import (AttentionOpt, ConventionOpt, DataRootOpt, DatasetOpt, DtOpt, GraphOptions, ModelArg, TimeStepsOpt,
+                     checkpoint_of, data_config, data_set, fitted, is_graph_file, load_graph, load_model, load_source)
 from .options import any_target, chip_target, one_of, output_dir, output_file, positive, unwritable
 
 if TYPE_CHECKING:
@@ -128,31 +129,34 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
             lava_timeout: float = typer.Option(600.0, callback=positive, help="seconds one Lava session may take"),
             out_dir: Path = typer.Option(Path("runs"), "--out-dir", callback=output_dir,
                                          help="where the graph and report go"),
-            details: bool = DetailsOpt) -> None:
+            details: bool = DetailsOpt, time_steps: int = TimeStepsOpt, dt: Optional[float] = DtOpt,
+            nir_convention: str = ConventionOpt) -> None:
     """The main job on a model: evaluate it in float, lower it to integers, place it on the target, simulate
     the test set, check a few samples on Lava, count activity, estimate energy and latency, and report it
     (terminal tables, JSON, an HTML page with plots). MODEL may be a compiled `.snnir` from `snncompile
-    compile`: its graph and placement are used as they are, its model and data read from the file beside it."""
-    from ..data import load_dataset
+    compile`: its graph and placement are used as they are, its model and data read from the file beside it.
+    MODEL may be a graph file (.nir) with a --dataset whose samples fit its input."""
     from ..ir import io as ir_io
     from ..job import ModelSource, record_path, run_job
     from ..report.render import render_terminal
     compiled = None
+    options = GraphOptions(time_steps, dt, nir_convention)
     if model.endswith(ir_io.SUFFIX):
         artifact = Path(model)
-        compiled, (model, attention, dataset, data_root) = _compiled(artifact, attention, dataset, data_root)
+        compiled, (model, attention, dataset, data_root, options) = _compiled(artifact, attention, dataset, data_root,
+                                                                               options)
         if target not in (None, compiled.record.target):
             raise ConfigError(f"{artifact} was placed for {compiled.record.target!r}, not {target!r}: compile it for "
                               f"{target!r} (snncompile compile ... --target {target})")
         target = compiled.record.target
-    loaded, data = load_model(model, attention, dataset, data_root)
+    loaded, data = load_source(model, attention, dataset, data_root, options)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
-    train_set, test_set = (load_dataset(data, loaded.config, split, loaded.transform) for split in ("train", "test"))
+    train_set, test_set = (data_set(loaded, data, split) for split in ("train", "test"))
     announce = Console(stderr=True)
     report = run_job(loaded, train_set, test_set, target=target or "loihi2", samples=samples,
                      lava_samples=lava_samples, lava_granularity=lava_granularity, lava_timeout=lava_timeout,
-                     out_dir=out_dir, compiled=compiled, source=ModelSource(model, attention, data.dataset, data.root),
+                     out_dir=out_dir, compiled=compiled, source=_source(model, attention, data, options),
                      progress=True, step=lambda message: announce.print(f"[dim]{message}...[/]"))
     for table in render_terminal(report.to_dict(), details=details):  # its headline names the report and page
         console.print(table)
@@ -164,7 +168,8 @@ FORMATS = {".snnir": "snnir", ".nir": "nir", ".onnx": "onnx"}
 
 
 @app.command("export")
-def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or upstream) or zoo model name"),
+def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or upstream), zoo model name, or graph "
+                                                   "file (.nir)"),
                out: Path = typer.Option(..., "-o", "--out", callback=output_file, help="file to write"),
                fmt: Optional[str] = typer.Option(None, "--format", callback=one_of(FORMATS.values),
                                                  help="snnir, nir or onnx (default: from the suffix)"),
@@ -173,8 +178,11 @@ def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or u
                                                      help="input as an event stream or a static image "
                                                           "(default: events iff the model is in DVS mode)"),
                nir_part: bool = typer.Option(False, "--nir-part", help="NIR only: export the largest part NIR can "
-                                                                        "express (the stem) instead of refusing")) -> None:
-    """Export a model to the IR file format (.snnir), to NIR (its expressible part) or to ONNX (whole graph)."""
+                                                                        "express (the stem) instead of refusing"),
+               time_steps: int = TimeStepsOpt, dt: Optional[float] = DtOpt,
+               nir_convention: str = ConventionOpt) -> None:
+    """Export a model to the IR file format (.snnir), to NIR (its expressible part) or to ONNX (whole graph); a
+    graph file (.nir) is read into the IR first."""
     from ..backends.nir_export import expressible_nodes, nir_problems, write_nir
     from ..backends.onnx import to_onnx
     from ..frontend import export
@@ -182,8 +190,10 @@ def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or u
     fmt = fmt or FORMATS.get(out.suffix)
     if fmt is None:
         raise ConfigError(f"cannot tell the format of {out}: pass --format snnir|nir|onnx")
-    loaded, _ = checkpoint_of(model, attention)
-    graph = export(loaded.model, events=events)
+    if is_graph_file(model):
+        graph = load_graph(model, GraphOptions(time_steps, dt, nir_convention)).graph
+    else:
+        graph = export(checkpoint_of(model, attention)[0].model, events=events)
     if fmt == "snnir":
         ir_io.save(graph, out)
         written = f"{len(graph.nodes)} nodes"
@@ -205,17 +215,17 @@ def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or u
 
 
 @app.command("inspect")
-def inspect_cmd(file: Path = typer.Argument(..., help=".snnir graph, checkpoint, or .nir file"),
-                time_steps: int = typer.Option(4, min=1, help="timesteps to assume for a .nir file")) -> None:
+def inspect_cmd(file: Path = typer.Argument(..., help=".snnir graph, checkpoint, or graph file (.nir)"),
+                time_steps: int = TimeStepsOpt, dt: Optional[float] = DtOpt,
+                nir_convention: str = ConventionOpt) -> None:
     """Show a graph as a table of nodes: type, inputs, output type, parameters and semantics."""
     from ..frontend import export
-    from ..frontend.nir_import import from_nir
     from ..ir import io as ir_io
     from ..zoo.checkpoint import load_checkpoint
     if file.suffix == ".snnir":
         graph = ir_io.load(file)
-    elif file.suffix == ".nir":
-        graph = from_nir(file, time_steps=time_steps)
+    elif is_graph_file(str(file)):
+        graph = load_graph(str(file), GraphOptions(time_steps, dt, nir_convention)).graph
     else:
         graph = export(load_checkpoint(file).model)
     types = graph.types()
@@ -245,28 +255,32 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                  granularity: str = typer.Option("fused", callback=one_of(_granularities),
                                                  help="Lava only: per_op, fused or fused_model"),
                  json_out: Optional[Path] = typer.Option(None, "--json", callback=output_file,
-                                                         help="write the result as JSON")) -> None:
+                                                         help="write the result as JSON"),
+                 time_steps: int = TimeStepsOpt, dt: Optional[float] = DtOpt,
+                 nir_convention: str = ConventionOpt) -> None:
     """Simulate an IR graph on a data set: accuracy, predictions and per-node spike counts. MODEL may be a
-    compiled `.snnir` from `snncompile compile` (its model and data set are read from the file beside it).
+    compiled `.snnir` from `snncompile compile` (its model and data set are read from the file beside it), or a
+    graph file (.nir) with a --dataset whose samples fit its input.
 
     Shards across processes when launched by torchrun (gloo):
     `torchrun --nproc_per_node=2 -m snncompile simulate MODEL`.
     """
     from ..backends.protocol import get_backend
-    from ..data import load_dataset
     from ..ir import io as ir_io
     from ..job import steps
     from ..sim.distributed import launched
     start = time.perf_counter()
     chosen = get_backend(backend, granularity=granularity)
     graph = ir_io.load(graph_file) if graph_file else None
+    options = GraphOptions(time_steps, dt, nir_convention)
     if model.endswith(ir_io.SUFFIX):  # a compiled artifact: the model and data it was compiled from
         graph_file = Path(model)
-        compiled, (model, attention, dataset, data_root) = _compiled(graph_file, attention, dataset, data_root)
+        compiled, (model, attention, dataset, data_root, options) = _compiled(graph_file, attention, dataset,
+                                                                               data_root, options)
         graph = compiled.graph
-    loaded, data = load_model(model, attention, dataset, data_root)
+    loaded, data = load_source(model, attention, dataset, data_root, options)
     graph = steps.export(loaded) if graph is None else graph
-    test_set = load_dataset(data, loaded.config, split, loaded.transform)
+    test_set = data_set(loaded, data, split)
     indices = range(min(limit, len(test_set))) if limit is not None else None
     result = chosen.evaluate(graph, test_set, indices=indices, batch_size=batch_size)
     rank, world = launched()
@@ -281,15 +295,25 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                   f"{result.total}) on {data.dataset} {split}; {result.summary}")
 
 
-def _compiled(artifact: Path, attention: Optional[str], dataset: Optional[str],
-              data_root: Optional[Path]) -> tuple[Compiled, tuple]:
-    """A compiled model, and the model, attention, dataset and data root to load beside it: its record's, where
-    the command line does not override them."""
+def _compiled(artifact: Path, attention: Optional[str], dataset: Optional[str], data_root: Optional[Path],
+              options: GraphOptions) -> tuple[Compiled, tuple]:
+    """A compiled model, and the model, attention, dataset, data root and graph file options to load beside it:
+    its record's, where the command line does not override them (a graph file's options: always the record's,
+    which made the graph)."""
     from ..job import load_compiled
     compiled = load_compiled(artifact)
     recorded = compiled.record.source
+    if recorded.graph_options is not None:
+        options = GraphOptions(**recorded.graph_options)
     return compiled, (recorded.model, attention or recorded.attention, dataset or recorded.dataset,
-                      data_root or recorded.data_root)
+                      data_root or recorded.data_root, options)
+
+
+def _source(model: str, attention: Optional[str], data, options: GraphOptions):
+    """How the model and its data load again (the compile record): a graph file with its reader options."""
+    from ..job import ModelSource
+    return ModelSource(model, attention, data.dataset, data.root,
+                       dataclasses.asdict(options) if is_graph_file(model) else None)
 
 
 def _samples(data_set, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -320,23 +344,27 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                 calibration: int = CalibrationOpt, calibrate_from: str = CalibrateFromOpt,
                 dump_dir: Optional[Path] = typer.Option(None, "--dump-dir", callback=output_dir,
                                                         help="also write the graph after every pass, and the time "
-                                                        "per pass")) -> None:
+                                                        "per pass"),
+                time_steps: int = TimeStepsOpt, dt: Optional[float] = DtOpt,
+                nir_convention: str = ConventionOpt) -> None:
     """Lower a model to the integer graph a Loihi-style target runs (the `loihi` pipeline), place it on the
     target's cores, check the design rules (every violation is listed, and nothing is written), and save the
-    compiled model: graph, placement and compile record (`snncompile run` and `simulate` take the graph)."""
+    compiled model: graph, placement and compile record (`snncompile run` and `simulate` take the graph). MODEL
+    may be a graph file (.nir) with a --dataset: calibration samples come from it (or --calibrate-from)."""
     from ..backends.design_rules import DesignRuleError
     from ..backends.placement import core_lower_bound
     from ..data.calibration import calibration_samples
-    from ..job import CompileRecord, ModelSource, save_compiled, steps
+    from ..job import CompileRecord, save_compiled, steps
     from ..targets import load_target
-    loaded, data = load_model(model, attention, dataset, data_root)
+    options = GraphOptions(time_steps, dt, nir_convention)
+    loaded, data = load_source(model, attention, dataset, data_root, options)
     out = out or _default_output(Path("runs") / f"{loaded.name or Path(model).stem}.loihi.snnir", "--out")
-    samples = calibration_samples(calibrate_from, data, loaded.config, calibration, loaded.transform)
+    samples = calibration_samples(calibrate_from, data, data_config(loaded, data), calibration, loaded.transform)
     console.print(f"calibration: {escape(samples.source)}")
-    record = CompileRecord(ModelSource(model, attention, data.dataset, data.root), target, len(samples),
+    record = CompileRecord(_source(model, attention, data, options), target, len(samples),
                            1 if max_chips is None else max_chips, samples.source)
     graph = steps.export(loaded)
-    compiled = steps.compile_graph(graph, samples, record, dump_dir=dump_dir)
+    compiled = steps.compile_graph(graph, fitted(loaded, samples, "calibration"), record, dump_dir=dump_dir)
     if max_chips is None:  # the chips it needs are allowed
         compiled = dataclasses.replace(compiled, record=dataclasses.replace(
             record, max_chips=compiled.placement.chips_used))
@@ -385,21 +413,23 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                json_out: Optional[Path] = typer.Option(None, "--json", callback=output_file,
                                                        help="also write the report as JSON"),
                details: bool = typer.Option(False, "--details", help="every node of every stage, not only the "
-                                            "summary and each stage's worst nodes (all are in --json)")) -> None:
+                                            "summary and each stage's worst nodes (all are in --json)"),
+               time_steps: int = TimeStepsOpt, dt: Optional[float] = DtOpt,
+               nir_convention: str = ConventionOpt) -> None:
     """Run a model through a pass pipeline and compare every stage with the previous one, node by node
     (spike agreement, membrane error, isolated and cumulative) and by accuracy."""
-    from ..data import load_dataset
     from ..data.calibration import calibration_samples
     from ..job import steps
     from ..passes import PIPELINES, PassContext, verify_pipeline
     from ..passes.verify import render, to_json as verify_json
     from ..sim.dataset import graph_feeds
-    loaded, data = load_model(model, attention, dataset, data_root)
-    x, labels = _samples(load_dataset(data, loaded.config, "test", loaded.transform), samples)
+    loaded, data = load_source(model, attention, dataset, data_root, GraphOptions(time_steps, dt, nir_convention))
+    x, labels = _samples(data_set(loaded, data, "test"), samples)
     graph = steps.export(loaded)
-    calibrating = calibration_samples(calibrate_from, data, loaded.config, calibration, loaded.transform)
+    calibrating = calibration_samples(calibrate_from, data, data_config(loaded, data), calibration, loaded.transform)
     console.print(f"calibration: {escape(calibrating.source)}")
-    ctx = PassContext(calibration=steps.calibration_feeds(graph, calibrating, calibration), target=target)
+    ctx = PassContext(calibration=steps.calibration_feeds(graph, fitted(loaded, calibrating, "calibration"),
+                                                          calibration), target=target)
     report = verify_pipeline(graph, PIPELINES[pipeline], ctx, graph_feeds(graph, x), labels)
     for table in render(report, details=details):
         console.print(table)

@@ -1,30 +1,41 @@
-"""The model a command is given: a zoo name or a checkpoint file, its options, and the data set it is evaluated on.
+"""The model a command is given: a zoo name, a checkpoint file or a graph file, its options, and the data set it is
+evaluated on.
 
 Every command that takes a model reads it here, so a new kind of model source (another checkpoint format, a
-graph file) is added in one place."""
+graph file) is added in one place: a graph file format is one line in ``GRAPH_READERS`` (its suffix and a reader
+``(path, GraphOptions) -> Graph``)."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import typer
 
 from ..config import ATTENTION_MODES, DATASETS, ConfigError, DataConfig
 from ..zoo.registry import DEFAULT_MODEL, find_entry, list_entries
-from .options import one_of
+from .options import one_of, positive
 
 if TYPE_CHECKING:
     from ..config import ZooEntry
+    from ..ir import Graph
+    from ..job.graph_model import GraphModel
     from ..zoo.checkpoint import LoadedCheckpoint
 
-ModelArg = typer.Argument(DEFAULT_MODEL, help="zoo model name (see `snncompile models`) or checkpoint file")
+ModelArg = typer.Argument(DEFAULT_MODEL, help="zoo model name (see `snncompile models`), checkpoint file, or graph "
+                                              "file (.nir: with --dataset)")
 AttentionOpt = typer.Option(None, "--attention", callback=one_of(lambda: ATTENTION_MODES),
                             help=f"override the attention mode: {', '.join(ATTENTION_MODES)}")
 DataRootOpt = typer.Option(None, "--data-root", help="local folder of user-supplied data (CIFAR-10, CIFAR10-DVS...)")
 DatasetOpt = typer.Option(None, "--dataset", callback=one_of(lambda: DATASETS),
                           help=f"evaluation data set: {', '.join(DATASETS)} (default: the one the model was "
                                "trained on)")
+
+
+def _conventions():
+    from ..frontend.nir_conventions import CONVENTIONS
+    return CONVENTIONS
 
 
 def checkpoint_of(model: str, attention: Optional[str]) -> tuple[LoadedCheckpoint, Optional[ZooEntry]]:
@@ -54,3 +65,81 @@ def load_model(model: str, attention: Optional[str], dataset: Optional[str],
 
 def _entry_named(name: Optional[str]) -> Optional[ZooEntry]:
     return next((e for e in list_entries() if e.name == name), None) if name else None
+
+
+# -- graph files: a float graph instead of a checkpoint ------------------------------------------------------------
+
+DEFAULT_TIME_STEPS = 4  # a graph file's steps unless --time-steps says otherwise (NIR is continuous-time)
+
+
+@dataclass(frozen=True)
+class GraphOptions:
+    """How a graph file becomes an IR graph: its time steps, the Euler step ``dt`` (None: the file's, else 1)
+    and the NIR framework convention (``frontend.nir_conventions.CONVENTIONS``)."""
+
+    time_steps: int = DEFAULT_TIME_STEPS
+    dt: Optional[float] = None
+    convention: str = "spec"
+
+
+def _read_nir(path: Path, options: GraphOptions) -> Graph:
+    from ..frontend.nir_import import from_nir
+    return from_nir(path, time_steps=options.time_steps, dt=options.dt, convention=options.convention)
+
+
+#: graph file suffix -> its reader ``(path, options) -> Graph`` (the float IR graph)
+GRAPH_READERS: dict[str, Callable[[Path, GraphOptions], Graph]] = {".nir": _read_nir}
+
+TimeStepsOpt = typer.Option(DEFAULT_TIME_STEPS, "--time-steps", min=1, help="graph files: time steps per sample")
+DtOpt = typer.Option(None, "--dt", callback=positive, help="NIR files: the Euler step in seconds (default: "
+                     "the one the file records, else 1; docs/nir.md)")
+ConventionOpt = typer.Option("spec", "--nir-convention", callback=one_of(_conventions),
+                             help="NIR files: the rules of the framework that wrote it (spec, snntorch, norse, "
+                                  "sinabs, rockpool; docs/nir.md)")
+
+
+def is_graph_file(model: str) -> bool:
+    """Whether ``model`` names a graph file one of ``GRAPH_READERS`` reads (by its suffix)."""
+    return Path(model).suffix.lower() in GRAPH_READERS
+
+
+def load_graph(model: str, options: GraphOptions) -> GraphModel:
+    """The float graph a graph file holds, read by the reader of its suffix."""
+    from ..job.graph_model import GraphModel
+    path = Path(model)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such graph file")
+    graph = GRAPH_READERS[path.suffix.lower()](path, options)
+    return GraphModel(graph, path, path.suffix.lower().lstrip("."), dataclasses.asdict(options))
+
+
+def load_source(model: str, attention: Optional[str], dataset: Optional[str], data_root: Optional[Path],
+                options: GraphOptions) -> tuple[Union[LoadedCheckpoint, GraphModel], DataConfig]:
+    """:func:`load_model`, or for a graph file its graph and the data set ``--dataset`` names (a graph file
+    names none)."""
+    if not is_graph_file(model):
+        return load_model(model, attention, dataset, data_root)
+    if dataset is None:
+        raise ConfigError(f"{model}: a graph file names no data set: pass --dataset ({', '.join(DATASETS)})")
+    data = DataConfig(dataset=dataset, root=data_root and str(data_root))
+    return load_graph(model, options), data
+
+
+def data_config(loaded: Union[LoadedCheckpoint, GraphModel], data: DataConfig):
+    """The model configuration ``data``'s loaders shape samples by."""
+    from ..job.graph_model import GraphModel
+    return loaded.loader_config(data.dataset) if isinstance(loaded, GraphModel) else loaded.config
+
+
+def data_set(loaded: Union[LoadedCheckpoint, GraphModel], data: DataConfig, split: str):
+    """The ``split`` of the data set, in the layout of the graph file's input for a graph model."""
+    from ..data import load_dataset
+    found = load_dataset(data, data_config(loaded, data), split, loaded.transform)
+    return fitted(loaded, found, f"{data.dataset} {split}")
+
+
+def fitted(loaded: Union[LoadedCheckpoint, GraphModel], samples, what: str):
+    """``samples`` (a data set, calibration samples) as the model takes them: a graph model's in its input
+    layout (``GraphInputs``), a checkpoint's as they are."""
+    from ..job.graph_model import GraphInputs, GraphModel
+    return GraphInputs(samples, loaded.graph, what) if isinstance(loaded, GraphModel) else samples

@@ -105,8 +105,9 @@ def any_target(value: Optional[str]) -> Optional[str]:
     return _target(value, chip=False)
 
 
-def positive(value: float) -> float:
-    if not value > 0:
+def positive(value: Optional[float]) -> Optional[float]:
+    """Refuse a number that is not more than 0 (an option left out, None, passes)."""
+    if value is not None and not value > 0:
         raise typer.BadParameter(f"{value} is not more than 0")
     return value
 

@@ -7,11 +7,12 @@ the chips the design rules allowed); ``load_compiled("m.snnir")`` reads all thre
 belong together. ``snncompile compile`` and ``snncompile run`` write it, ``snncompile run m.snnir`` and
 ``snncompile simulate m.snnir`` read it.
 
-The record is JSON with the keys ``model`` (a zoo name or a checkpoint path), ``attention`` (the override, or
-null), ``dataset``, ``data_root`` (or null), ``target``, ``calibration`` (training samples that calibrated the
-scales), ``max_chips`` and ``calibration_source`` (which samples calibrated it: the training set, a file or
-synthetic inputs, ``snncompile.data.calibration``); these are absent from records written before they were
-kept (read as unknown, 1 and unknown).
+The record is JSON with the keys ``model`` (a zoo name, a checkpoint path or a graph file), ``attention`` (the
+override, or null), ``dataset``, ``data_root`` (or null), ``graph_options`` (a graph file's reader options:
+``time_steps``, ``dt``, ``convention``; left out for checkpoints), ``target``, ``calibration`` (training samples that
+calibrated the scales), ``max_chips`` and ``calibration_source`` (which samples calibrated it: the training set,
+a file or synthetic inputs, ``snncompile.data.calibration``); these are absent from records written before they
+were kept (read as unknown, 1, unknown and none).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from ..backends.placement import Placement, load_placement, save_placement
 from ..ir import Graph
 from ..ir import io as ir_io
 from ..zoo.checkpoint import LoadedCheckpoint
+from .graph_model import GraphModel
 
 
 class ArtifactError(ValueError):
@@ -39,10 +41,14 @@ class ModelSource:
     attention: str | None = None
     dataset: str | None = None
     data_root: str | None = None
+    graph_options: dict | None = None  #: a graph file's reader options (time_steps, dt, convention); else None
 
     @staticmethod
-    def of(loaded: LoadedCheckpoint) -> "ModelSource":
-        """The checkpoint file a model was loaded from, with its attention and the data set it names."""
+    def of(loaded: LoadedCheckpoint | GraphModel) -> "ModelSource":
+        """The file a model was loaded from, with its attention (a checkpoint) or its reader options (a graph
+        file), and the data set it names."""
+        if isinstance(loaded, GraphModel):
+            return ModelSource(str(loaded.path), graph_options=dict(loaded.options))
         return ModelSource(str(loaded.path), loaded.config.attention, loaded.dataset)
 
 
@@ -57,17 +63,20 @@ class CompileRecord:
     calibration_source: str | None = None  #: which samples calibrated it (``data.calibration``; None: not recorded)
 
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self.source), "target": self.target, "calibration": self.calibration,
+        source = {k: v for k, v in dataclasses.asdict(self.source).items() if k != "graph_options" or v is not None}
+        return {**source, "target": self.target, "calibration": self.calibration,
                 "max_chips": self.max_chips, "calibration_source": self.calibration_source}
 
     @staticmethod
     def from_dict(doc: dict) -> "CompileRecord":
-        record = CompileRecord(ModelSource(*(doc[k] for k in ("model", "attention", "dataset", "data_root"))),
+        source = ModelSource(*(doc[k] for k in ("model", "attention", "dataset", "data_root")))
+        record = CompileRecord(dataclasses.replace(source, graph_options=doc.get("graph_options")),
                                doc["target"], doc.get("calibration"), doc.get("max_chips", 1),
                                doc.get("calibration_source"))
         if not (isinstance(record.source.model, str) and isinstance(record.target, str)
-                and isinstance(record.max_chips, int)):
-            raise TypeError("model and target must be strings, max_chips an integer")
+                and isinstance(record.max_chips, int)
+                and isinstance(record.source.graph_options, (dict, type(None)))):
+            raise TypeError("model and target must be strings, max_chips an integer, graph_options an object")
         return record
 
 

@@ -22,11 +22,12 @@ from ..backends.protocol import get_backend
 from ..targets import load_target
 from ..zoo.checkpoint import LoadedCheckpoint
 from .artifact import Compiled, CompileRecord, ModelSource, save_compiled
+from .graph_model import GraphModel
 from .steps import (Clock, JobReport, check_on_lava, check_rules, compare_spikes, compile_graph, count, export,
                     first_samples, lava_fidelity, price, report, simulate)
 
 
-def run_job(loaded: LoadedCheckpoint, train_set, test_set, *, target: str = "loihi2", samples: int = 64,
+def run_job(loaded: LoadedCheckpoint | GraphModel, train_set, test_set, *, target: str = "loihi2", samples: int = 64,
             lava_samples: int = 8, calibration: int = 64, out_dir: Path = Path("runs"),
             lava_granularity: str = "fused", lava_timeout: float = 600.0, compiled: Compiled | None = None,
             source: ModelSource | None = None, progress: bool = False,
@@ -38,7 +39,8 @@ def run_job(loaded: LoadedCheckpoint, train_set, test_set, *, target: str = "loi
     for ``target`` (``load_compiled``) to use instead of lowering and placing the model afresh; ``source``:
     how the model and its data load again, for the compile record (default: the checkpoint file and the
     data set it names). ``step(message)`` is told what runs next; ``progress`` shows a bar (on stderr) while
-    the test set is evaluated."""
+    the test set is evaluated. ``loaded`` may be a float graph from a graph file (:class:`GraphModel`) with
+    data sets in its input's layout (``GraphInputs``)."""
     name = loaded.name or Path(str(loaded.path)).stem
     chip = load_target(target)
     lava = get_backend("lava", granularity=lava_granularity, timeout=lava_timeout)

@@ -1,7 +1,7 @@
 """The steps of the main job, each a function from what it needs to what it gives, shared by ``snncompile
 compile``, ``simulate`` and ``run`` (:func:`~snncompile.job.run.run_job` runs them in order).
 
-- :func:`export`: the trained model to the IR graph.
+- :func:`export`: the trained model to the IR graph (a graph file's model: its graph, ``graph_model``).
 - :func:`simulate`: a graph's top-1 evaluation on a data set with the reference simulator (an integer graph
   unscheduled: the same outputs in its data window, without the pipeline's extra steps).
 - :func:`lower`: the IR graph to the target's scheduled integer graph, calibrated on the first samples of a
@@ -47,6 +47,7 @@ from ..sim.dataset import EvalResult, evaluate_graph, graph_feeds
 from ..targets import Target
 from ..zoo.checkpoint import LoadedCheckpoint
 from .artifact import CompileRecord, Compiled
+from .graph_model import GraphModel
 
 SCHEMA = "snncompile-run-report/2"
 T = TypeVar("T")
@@ -72,8 +73,9 @@ def first_samples(data_set, count: int) -> torch.Tensor:
     return torch.stack([data_set[i][0] for i in range(min(count, len(data_set)))])
 
 
-def export(loaded: LoadedCheckpoint) -> Graph:
-    return export_model(loaded.model)
+def export(loaded: LoadedCheckpoint | GraphModel) -> Graph:
+    """The float IR graph: the checkpoint's model exported, or the graph a graph file holds."""
+    return loaded.graph if isinstance(loaded, GraphModel) else export_model(loaded.model)
 
 
 def simulate(graph: Graph, data_set, *, progress: bool = False, description: str = "simulate") -> EvalResult:
@@ -211,13 +213,13 @@ def _per_core(compiled: Compiled, chip: Target, latency: LatencyEstimate) -> lis
              "busy_ns": latency.core_busy_ns.get(c.core, 0.0)} for c in compiled.placement.cores]
 
 
-def report(name: str, loaded: LoadedCheckpoint, chip: Target, *, float_eval: EvalResult, int_eval: EvalResult,
+def report(name: str, loaded: LoadedCheckpoint | GraphModel, chip: Target, *, float_eval: EvalResult, int_eval: EvalResult,
            lava: dict, compiled: Compiled, violations: list[Violation], layers: list[dict], counts: Counts,
            estimate: Estimate, artifact: dict[str, Path], out_dir: Path, seconds: dict[str, float]) -> JobReport:
     """The run report of everything the steps found, written to ``<out_dir>/<name>.report.json`` and its HTML
     page ``<name>.report.html``; ``artifact``: the compiled model's files (``save_compiled``)."""
-    checkpoint = {"path": str(loaded.path), "format": loaded.source, "config": dataclasses.asdict(loaded.config),
-                  "notes": list(loaded.notes)}
+    config = dict(loaded.options) if isinstance(loaded, GraphModel) else dataclasses.asdict(loaded.config)
+    checkpoint = {"path": str(loaded.path), "format": loaded.source, "config": config, "notes": list(loaded.notes)}
     files = {"graph": str(artifact["graph"]), "placement": str(artifact["placement"]),
              "report": str(out_dir / f"{name}.report.json"), "html": str(out_dir / f"{name}.report.html")}
     result = JobReport(model=name, target=chip.name, checkpoint=checkpoint, float_accuracy=float_eval.accuracy,
