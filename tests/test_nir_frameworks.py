@@ -332,3 +332,21 @@ def test_quantize_refuses_what_has_no_exact_lowering():
     x = _events((12,), scale=3.0)
     with pytest.raises(PassError, match=r"neuron '1' \(CubaLIF\) cannot take Loihi's CUBA form: v_leak must be 0"):
         _integer(bad, x, "input")
+
+
+def test_a_leaky_readout_feeding_the_chip_is_refused():
+    """An LI is lowered as a host readout: a synapse reading it would put a float value on the chip."""
+    import nir
+    full = lambda n, v: np.full(n, v, np.float32)  # noqa: E731
+    rng = np.random.default_rng(0)
+    nodes = {"input": nir.Input(input_type=np.array([12])),
+             "fc1": nir.Linear(weight=rng.normal(0, 1, (8, 12)).astype(np.float32)),
+             "li": nir.LI(tau=full(8, 2e-3), r=full(8, 1), v_leak=full(8, 0)),
+             "fc2": nir.Linear(weight=rng.normal(0, 1, (4, 8)).astype(np.float32)),
+             "lif": nir.LIF(tau=full(4, 2e-3), r=full(4, 1), v_leak=full(4, 0), v_threshold=full(4, 1)),
+             "output": nir.Output(output_type=np.array([4]))}
+    edges = [("input", "fc1"), ("fc1", "li"), ("li", "fc2"), ("fc2", "lif"), ("lif", "output")]
+    graph = from_nir(nir.NIRGraph(nodes=nodes, edges=edges), time_steps=T, dt=1e-3)
+    with pytest.raises(PassError, match=r"neuron 'li' \(LI\) feeds \['fc2'\]: a leaky integrator is lowered as a "
+                                        r"real-valued readout on the host"):
+        _integer(graph, _events((12,), scale=3.0), "input")

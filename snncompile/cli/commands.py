@@ -137,7 +137,7 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     compile`: its graph and placement are used as they are, its model and data read from the file beside it.
     MODEL may be a graph file (.nir) with a --dataset whose samples fit its input."""
     from ..ir import io as ir_io
-    from ..job import ModelSource, record_path, run_job
+    from ..job import record_path, run_job
     from ..report.render import render_terminal
     compiled = None
     options = GraphOptions(time_steps, dt, nir_convention)

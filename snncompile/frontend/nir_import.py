@@ -26,10 +26,14 @@ Norse: 1e-3). A neuron whose Euler factor ``dt/tau`` exceeds 1 is refused (wrong
   Sinabs ``SingleSpike`` sources), then reset to ``v_reset`` (``reset="subtract"`` subtracts
   ``v_threshold`` instead, as Sinabs' and snnTorch's defaults do). The membrane starts at ``v_reset``
   (LIF, IF, CubaLIF) or ``v_leak`` (LI): NIR leaves the initial state open.
+- ``convention`` (``CONVENTIONS`` in :mod:`~snncompile.frontend.nir_conventions`: spec, snntorch, norse, sinabs,
+  rockpool) sets the options below as the framework that wrote the file needs them, and what its exporter leaves
+  out: Sinabs' and Rockpool's exact decays ``1 - exp(-dt/tau)``, Norse's and Rockpool's ``CubaLIF`` gains.
 - Norse 1.1.0 exports ``tau = dt/tau_inv`` instead of ``1/tau_inv`` (norse#411): ``norse_tau_bug=True``
   uses ``tau/dt`` as the time constant. Norse also writes 0-d torch tensors and leaks the batch dimension
   into ``Input`` (``[1, n]``); both are accepted (parameters are broadcast to the neuron shape; a leading
-  1 is dropped when the Input's consumers expect the rest).
+  1 is dropped when the Input's consumers expect the rest, or when it feeds a ``Conv2d``); a module its exporter
+  does not know is written as ``None``: a ``Flatten`` where the consumers declare the flattened input.
 
 Graph structure. Fan-in edges are summed (an ``Add`` node, inputs in edge order); nested ``NIRGraph``
 subgraphs are flattened (names ``sub.node``; edges may address ``sub`` or ``sub.port``); ``Affine`` ->
