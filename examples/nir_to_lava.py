@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from snncompile.backends.lava.runner import run_lava
-from snncompile.frontend.nir_import import from_nir
+from snncompile.frontend.nir_import import CONVENTIONS, from_nir
 from snncompile.ir import io as ir_io
 from snncompile.ir import run_graph
 from snncompile.ir.ops import LoihiLIF
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dt", type=float, default=None,
                         help="Euler step the graph was made with; NIR files carry none (default: the file's "
                              f"snncompile.dt, else 1; {DEMO_DT:g} for the demo network)")
+    parser.add_argument("--convention", choices=sorted(CONVENTIONS), default="spec",
+                        help="the rules of the framework that wrote the file (docs/nir.md)")
     parser.add_argument("--time-steps", type=int, default=16, help="input steps per sample")
     parser.add_argument("--samples", type=int, default=4, help="samples run on Lava, in one Lava run")
     parser.add_argument("--calibration", type=int, default=16, help="generated samples that set the input scale")
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         dt = DEMO_DT if dt is None else dt
         print(f"wrote the demo network to {path}")
 
-    graph = from_nir(path, time_steps=args.time_steps, dt=dt)
+    graph = from_nir(path, time_steps=args.time_steps, dt=dt, convention=args.convention)
     (input_name,) = graph.inputs()
     shape = graph.op(input_name).shape
     events = torch.poisson(torch.full((args.time_steps, args.calibration + args.samples, *shape), args.rate),
