@@ -17,6 +17,7 @@ from snncompile.backends.lava import run_netx, write_netx
 from snncompile.frontend import netx_import
 from snncompile.frontend.netx_import import NetxImportError, read_netx
 from snncompile.ir import SPIKE, Graph, Node
+from snncompile.ir.io import load, save
 from snncompile.ir.ops import Flatten, Input, IntConv2d, IntDense, LoihiLIF, Output
 from snncompile.ir.ops.int_synapse import lava_effective_weights
 from snncompile.passes import PassContext, run_pipeline, schedule
@@ -73,7 +74,7 @@ def test_pilotnet_reads_as_netx_builds_it():
     assert g.op("input").shape == (3, 66, 200) and g.op("input").dtype.bits == 16
     assert g.nodes["layer0"].inputs == ("input",) and g.op("layer0").bias_mant == 0  # the input block's bias is
     assert g.history[0].options == {"file": "pilotnet_lif.net", "data_steps": 16,  # the host's image transform
-                                    "input_weight": 40, "input_bias": 36}
+                                    "reset_offset": None, "input_weight": 40, "input_bias": 36}
     conv = g.op("layer4.synapse")  # the file's (rows, columns): stride 2 down, 1 across, one padding row
     assert isinstance(conv, IntConv2d) and (conv.stride, conv.padding, conv.delay) == ((2, 1), (1, 0), 1)
     with h5py.File(path, "r") as f:
@@ -84,6 +85,16 @@ def test_pilotnet_reads_as_netx_builds_it():
     assert np.array_equal(dense.weight[0], w10.astype(int) << 2)
     assert g.time_steps == 16 + 9 and [n for n in g.nodes if g.op(n).delay] == [
         f"layer{i}.synapse" for i in (1, 2, 3, 4, 5, 7, 8, 9, 10)]  # the input block has no synapse: 9 hops
+
+
+def test_an_imported_network_saves_and_loads_as_snnir(tmp_path):
+    g = read_netx(shared_path("data", "netx", "mnist.net"), time_steps=4, reset_offset=1)
+    save(g, tmp_path / "mnist.snnir")
+    back = load(tmp_path / "mnist.snnir")
+    assert back.history == g.history and [back.op(f"layer{i}").reset_at for i in range(3)] == [1, 2, 3]
+    x = (torch.rand(4, 3, 784, generator=torch.Generator().manual_seed(2)) < 0.2).float()
+    a, b = run_graph(g, {"input": x}, keep="all"), run_graph(back, {"input": x}, keep="all")
+    assert all(torch.equal(a[n], b[n]) for n in a) and a["layer1"].sum() > 0
 
 
 def test_dense_networks_take_spikes_and_the_given_steps():
@@ -162,16 +173,20 @@ RATES = {"pilotnet_lif": None, "oxford": 0.02, "mnist": 0.2}  # oxford's weights
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("name", NETWORKS)
-def test_shipped_networks_equal_netx_in_lava_at_every_block_and_step(name):
+@pytest.mark.parametrize("name, reset_offset", [(n, None) for n in NETWORKS] + [("pilotnet_lif", 0)],
+                         ids=[*NETWORKS, "pilotnet_lif-restarting"])
+def test_shipped_networks_equal_netx_in_lava_at_every_block_and_step(name, reset_offset):
     """``netx.hdf5.Network`` of the file in ``Loihi2SimCfg(select_tag="fixed_pt")`` (through run_netx: an isolated,
     timed, always stopped session) against the IR on the same input, all 16 data steps plus the pipeline's: every
     block's spikes and the last block's voltage equal. PilotNet gets graded frames in its input transform's
     range (int(2 * 40 * x - 40 + 36) for pixels x in [0, 1]) into its input block's neuron, as Intel's tutorial
-    feeds it; the dense networks get random spikes."""
+    feeds it; the dense networks get random spikes. ``restarting``: netx's ``reset_offset=0`` (Intel's pipelined
+    PilotNet), every block restarting when its data arrive."""
     pytest.importorskip("lava.lib.dl.netx")
     path = shared_path("data", "netx", f"{name}.net")
-    g = read_netx(path)
+    g = read_netx(path, reset_offset=reset_offset)
+    if reset_offset is not None:  # block k restarts at step k: the input block at 0 (a no-op), conv1 at 1 ...
+        assert [g.op(f"layer{i}").reset_at for i in (0, 1, 5, 7, 10)] == [0, 1, 5, 6, 9]
     data_steps, shape = g.history[0].options["data_steps"], g.op("input").shape
     gen = torch.Generator().manual_seed(11)
     batch = 1 if name == "pilotnet_lif" else 2
@@ -182,7 +197,7 @@ def test_shipped_networks_equal_netx_in_lava_at_every_block_and_step(name):
     values = run_graph(g, {"input": x}, keep="all")
     frames = np.zeros((batch, g.time_steps, *shape), dtype=np.int64)
     frames[:, :data_steps] = x.transpose(0, 1).numpy()
-    run = run_netx(path, frames, timeout=600, output_voltage=True)
+    run = run_netx(path, frames, timeout=600, output_voltage=True, reset_offset=reset_offset)
     assert run.stragglers == 0
     neurons = [n for n in g.nodes if isinstance(g.op(n), LoihiLIF)]
     assert len(run.spikes) == len(neurons)

@@ -32,7 +32,11 @@ last block's latency), so that the last block sees every data step; a shorter fe
 charge every neuron from step 0, as in Lava: the graph carries no :class:`~snncompile.ir.graph.Schedule`
 (a scheduled graph's neurons restart when their data arrive), its latencies are its delays'
 (:func:`~snncompile.ir.timing.latencies`), and the ``schedule`` pass refuses it (its delays are set). netx's
-``reset_interval`` (periodic resets of a streamed run) is not part of the graph: each run starts from zero.
+``Network(reset_interval, reset_offset)`` restarts block ``k``'s neurons (``k`` counting the blocks with a
+neuron) at Lava step ``reset_offset + 1 + k`` of every interval; ``read_netx(reset_offset=o)`` gives one such
+restart, at IR step ``o + k`` (``LoihiLIF.reset_at``): one sample of that streamed run, with an interval longer
+than the graph's run. With ``reset_offset=0`` on a network whose first block is an input block, each block
+restarts when its data arrive (its latency), as Intel pipelines PilotNet.
 
 Refused, each with a :class:`NetxImportError` naming the file and the block: what netx itself cannot build
 (``pool``, ``convT``, ``unpool``, ``average``, ``concat``) or what has no integer IR op yet (sigma-delta and
@@ -42,6 +46,7 @@ memory is taken). The file is read with h5py: nothing in it is executed.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -152,11 +157,12 @@ def _text(item) -> str:
     return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
 
 
-def read_netx(path: str | Path, *, time_steps: int | None = None) -> Graph:
+def read_netx(path: str | Path, *, time_steps: int | None = None, reset_offset: int | None = None) -> Graph:
     """The integer IR graph of the netx HDF5 network in ``path`` (see the module docstring), fed ``time_steps``
     data steps (default: the file's ``simulation/tSample``, else :data:`DEFAULT_TIME_STEPS`) and run until
-    its last block has seen them all. Its input node is ``input``, its output ``output`` (the last block's
-    spikes). Raises :class:`NetxImportError` naming the file and the block for anything it cannot import."""
+    its last block has seen them all. ``reset_offset``: netx's, for one restart of every block (``None``: no
+    restarts, netx's default). Its input node is ``input``, its output ``output`` (the last block's spikes).
+    Raises :class:`NetxImportError` naming the file and the block for anything it cannot import."""
     import h5py
 
     path = Path(path)
@@ -178,7 +184,9 @@ def read_netx(path: str | Path, *, time_steps: int | None = None) -> Graph:
         steps = time_steps if time_steps is not None else _file_steps(f, path)
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise NetxImportError(f"{path}: time_steps must be an int >= 1, got {steps!r}")
-        builder = _Chain(path)
+        if reset_offset is not None and (not isinstance(reset_offset, int) or reset_offset < 0):
+            raise NetxImportError(f"{path}: reset_offset must be an int >= 0 or None, got {reset_offset!r}")
+        builder = _Chain(path, reset_offset)
         for i in range(len(layers)):
             builder.add(_Block(path, i, layers[str(i)]))
         return builder.graph(steps)
@@ -193,13 +201,14 @@ def _file_steps(f, path: Path) -> int:
 class _Chain:
     """The graph built block by block: each block reads the previous one's output."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, reset_offset: int | None):
+        self.path, self.reset_offset = path, reset_offset
         self.nodes: dict[str, Node] = {}
         self.last: str | None = None
         self.shape: tuple[int, ...] | None = None  # the last output's per-step shape, [C, H, W] or [N]
         self.flatten_pending = False
         self.transform: dict[str, int] = {}
+        self.neurons = 0  # blocks with a neuron so far: netx's layer index, which sets its reset step
 
     def add(self, block: _Block) -> None:
         kind = block.kind()
@@ -243,7 +252,7 @@ class _Chain:
         self.transform = {"input_weight": block.integer("weight") if block.has("weight") else 64,
                           "input_bias": block.integer("bias") if block.has("bias") else 0}
         x = self._node("input", Input(shape=shape, dtype=int_type(INPUT_BITS)))
-        self.last = self._node(f"layer{block.index}", block.neuron(shape, with_bias=False), x)
+        self.last = self._node(f"layer{block.index}", self._restarting(block.neuron(shape, with_bias=False)), x)
         self.shape = shape
 
     def _conv(self, block: _Block) -> None:
@@ -282,7 +291,7 @@ class _Chain:
     def _layer(self, block: _Block, synapse, shape: tuple[int, ...]) -> None:
         name = f"layer{block.index}"
         s = self._node(f"{name}.synapse", synapse, self.last)
-        self.last, self.shape = self._node(name, block.neuron(shape, with_bias=True), s), shape
+        self.last, self.shape = self._node(name, self._restarting(block.neuron(shape, with_bias=True)), s), shape
         try:  # the block's shapes against what its synapse computes, as netx checks them
             inferred = Graph(self.nodes, (name,), 1).types()[name].shape
         except GraphError as e:
@@ -290,12 +299,18 @@ class _Chain:
         if tuple(inferred) != shape:
             block.fail(f"'shape' says {list(shape)}, the synapse computes {list(inferred)}")
 
+    def _restarting(self, lif: LoihiLIF) -> LoihiLIF:
+        """``lif`` restarting where netx's ``reset_offset`` restarts this block (the next with a neuron)."""
+        k, self.neurons = self.neurons, self.neurons + 1
+        return lif if self.reset_offset is None else dataclasses.replace(lif, reset_at=self.reset_offset + k)
+
     def graph(self, data_steps: int) -> Graph:
         if self.flatten_pending:
             raise NetxImportError(f"{self.path}: the last block is a flatten")
         self._node("output", Output(), self.last)
         depth = sum(node.op.delay for node in self.nodes.values())  # a chain: the last block's latency
-        options = {"file": self.path.name, "data_steps": data_steps, **self.transform}
+        options = {"file": self.path.name, "data_steps": data_steps, "reset_offset": self.reset_offset,
+                   **self.transform}
         graph = Graph(self.nodes, ("output",), data_steps + depth, (HistoryEntry("read_netx", options),))
         problems = graph.problems()
         if problems:

@@ -43,7 +43,8 @@ class NetxRun:
 
 
 def run_netx(path: str | Path, frames: np.ndarray, *, input_message_bits: int | None = None,
-             timeout: float = 600.0, preload: bool = True, output_voltage: bool = False) -> NetxRun:
+             timeout: float = 600.0, preload: bool = True, output_voltage: bool = False,
+             reset_offset: int | None = None) -> NetxRun:
     """Run the netx network in ``path`` on each sample of ``frames`` (``[B, T, *input shape]`` integers, IR
     layout) in Lava's ``fixed_pt`` simulator for ``T`` steps; return every block's spikes.
 
@@ -56,7 +57,9 @@ def run_netx(path: str | Path, frames: np.ndarray, *, input_message_bits: int | 
     netx's ``Input`` block (a neuron without a synapse, whose own input port netx leaves unconnected), the frames
     go into its neuron's ``a_in`` instead, as graded values (Intel's PilotNet tutorial feeds it so).
     ``output_voltage``: also probe the last block's voltage ``v`` every step (``NetxRun.output_voltage``; a
-    ``Monitor``, which slows every step).
+    ``Monitor``, which slows every step). ``reset_offset``: build the network with netx's
+    ``reset_interval=T + 1, reset_offset=reset_offset`` (one restart of each block in the run), overriding the
+    file's ``snncompile.restart``.
 
     All of it happens in :func:`snncompile.backends.lava.session.run_isolated`: a forked child process that
     leads its own process group; the call waits at most ``timeout`` seconds, then kills the whole group
@@ -74,7 +77,9 @@ def run_netx(path: str | Path, frames: np.ndarray, *, input_message_bits: int | 
     attrs = file_attrs(path)
     bits = int(attrs.get(ATTR + "input_message_bits", 0)) if input_message_bits is None else int(input_message_bits)
     neurons = tuple(json.loads(attrs.get(ATTR + "neurons", "[]")))
-    restart = bool(int(attrs.get(ATTR + "restart", 0)))
+    if reset_offset is None and int(attrs.get(ATTR + "restart", 0)):
+        reset_offset = 1  # our export's restart: layer k (0-based) at IR step k + 1, its latency
+    reset = {} if reset_offset is None else {"reset_interval": frames.shape[1] + 1, "reset_offset": int(reset_offset)}
     t0 = time.perf_counter()
     if preload:
         import_lava("lava.lib.dl.netx.hdf5")
@@ -83,7 +88,7 @@ def run_netx(path: str | Path, frames: np.ndarray, *, input_message_bits: int | 
     t0 = time.perf_counter()
     try:
         (spikes, voltage, child_timings), pgid = run_isolated(
-            _run_samples, str(path), frames, bits, restart, output_voltage, timeout=timeout,
+            _run_samples, str(path), frames, bits, reset, output_voltage, timeout=timeout,
             what=f"the Lava run of {path}", grace=2.0, cleanup=cleanup)
     except LavaTimeoutError as e:
         raise NetxRunError(f"the Lava run of {path} did not finish within its timeout of {timeout:g} s; its "
@@ -115,11 +120,12 @@ def _from_lava(y: np.ndarray, dtype=np.int8) -> np.ndarray:
     return np.ascontiguousarray(y).astype(dtype)
 
 
-def _run_samples(path: str, frames: np.ndarray, bits: int, restart: bool, output_voltage: bool
+def _run_samples(path: str, frames: np.ndarray, bits: int, reset: dict, output_voltage: bool
                  ) -> tuple[list[np.ndarray], np.ndarray | None, dict]:
     """In the child (:func:`~snncompile.backends.lava.session.run_isolated`): one Lava run per sample; returns
-    ``(spikes, last block's voltage or None, timings)``. ``restart``: layer ``k``'s neurons restart at IR step
-    ``k + 1`` (netx's LIFReset, once in the run: see :mod:`.netx`)."""
+    ``(spikes, last block's voltage or None, timings)``. ``reset``: netx's ``reset_interval`` and
+    ``reset_offset`` (layer ``k``'s neurons restart at IR step ``reset_offset + k``; the file's
+    ``snncompile.restart``: offset 1, see :mod:`.netx`), or nothing."""
     t0 = time.perf_counter()
     from lava.lib.dl.netx.blocks.process import Input as InputBlock
     from lava.lib.dl.netx.hdf5 import Network
@@ -135,8 +141,7 @@ def _run_samples(path: str, frames: np.ndarray, bits: int, restart: bool, output
     for sample in frames:
         t = {"build_s": 0.0}
         t0 = time.perf_counter()
-        net = Network(net_config=path, input_message_bits=bits,
-                      **({"reset_interval": steps + 1, "reset_offset": 1} if restart else {}))
+        net = Network(net_config=path, input_message_bits=bits, **reset)
         port = net.layers[0].neuron.a_in if isinstance(net.layers[0], InputBlock) else net.inp
         source = RingBuffer(data=_to_lava(sample, tuple(port.shape)))
         source.s_out.connect(port)
