@@ -140,6 +140,16 @@ def test_refusals_name_the_file_and_the_block(tmp_path, monkeypatch):
         with pytest.raises(NetxImportError, match=re.escape(message)) as e:
             read_netx(path)
         assert str(path) in str(e.value) and "\n" not in str(e.value)
+    with h5py.File(tmp_path / "linked.net", "w") as f:  # a link would make h5py open another file: refused
+        f["layer/0/type"], f["layer/0/inFeatures"] = np.array([b"dense"], dtype="S10"), 2
+        f["layer/0/shape"] = np.array([1])
+        f["layer/0/weight"] = h5py.ExternalLink(str(tmp_path / "bad0.net"), "/layer/0/weight")
+    with pytest.raises(NetxImportError, match="'weight' is a ExternalLink: links are not followed"):
+        read_netx(tmp_path / "linked.net")
+    with h5py.File(tmp_path / "flat.net", "w") as f:
+        f["layer/0"] = np.zeros(3)
+    with pytest.raises(NetxImportError, match="'0' must be a group"):
+        read_netx(tmp_path / "flat.net")
     (tmp_path / "text.net").write_text("not hdf5")
     with pytest.raises(NetxImportError, match="not an HDF5 file"):
         read_netx(tmp_path / "text.net")

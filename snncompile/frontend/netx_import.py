@@ -74,27 +74,52 @@ class NetxImportError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
+def _member(group, key: str, where: str):
+    """``group[key]``, or ``None`` where it has no such member, refusing what would make h5py read another
+    place or file: a soft or external link, a dataset whose data live outside the file (external or virtual)."""
+    import h5py
+
+    if key not in list(group):  # the member names, without resolving any link
+        return None
+    link = group.get(key, getlink=True)
+    if not isinstance(link, h5py.HardLink):
+        raise NetxImportError(f"{where}: '{key}' is a {type(link).__name__}: links are not followed")
+    item = group[key]
+    if isinstance(item, h5py.Dataset) and (item.is_virtual or item.external):
+        raise NetxImportError(f"{where}: '{key}' keeps its data outside the file: not read")
+    return item
+
+
+def _group(group, key: str, where: str):
+    """The subgroup ``group[key]`` (see :func:`_member`), or ``None`` where absent."""
+    item = _member(group, key, where)
+    if item is not None and not hasattr(item, "keys"):
+        raise NetxImportError(f"{where}: '{key}' must be a group")
+    return item
+
+
 class _Block:
     """One ``layer/<i>`` group, read with size checks; ``fail`` raises naming the file and the block."""
 
     def __init__(self, path: Path, index: int, group):
         self.path, self.index, self.group = path, index, group
+        self.where = f"{path}: layer/{index}"
 
     def fail(self, message: str):
-        raise NetxImportError(f"{self.path}: layer/{self.index} ({self.kind()}): {message}")
+        raise NetxImportError(f"{self.where} ({self.kind()}): {message}")
 
     def kind(self) -> str:
-        return _text(self.group["type"]) if "type" in self.group else "?"
+        item = _member(self.group, "type", self.where)
+        return "?" if item is None else _text(item)
 
     def has(self, key: str) -> bool:
-        return key in self.group
+        return _member(self.group, key, self.where) is not None
 
     def array(self, key: str, group=None) -> np.ndarray:
         """A numeric dataset, its size checked before it is read; integers as netx reads them (truncated)."""
-        group = self.group if group is None else group
-        if key not in group:
+        item = _member(self.group if group is None else group, key, self.where)
+        if item is None:
             self.fail(f"'{key}' is missing")
-        item = group[key]
         if not hasattr(item, "dtype") or item.dtype.kind not in "biuf":
             self.fail(f"'{key}' is not a numeric array")
         if math.prod(item.shape) > MAX_ELEMENTS:
@@ -129,11 +154,12 @@ class _Block:
 
     def neuron(self, shape: tuple[int, ...], with_bias: bool) -> LoihiLIF:
         """The block's CUBA neuron as netx builds Lava's LIF (see the module docstring)."""
-        if "neuron" not in self.group:
+        group = _group(self.group, "neuron", self.where)
+        if group is None:
             self.fail("no 'neuron' group: netx gives it a non-integrating default neuron that Loihi's 17-bit "
                       "threshold cannot hold")
-        group = self.group["neuron"]
-        kind = _text(group["type"]) if "type" in group else "?"
+        item = _member(group, "type", self.where)
+        kind = "?" if item is None else _text(item)
         if kind not in NEURON_TYPES:
             self.fail(f"neuron type {kind!r}: only {' and '.join(NEURON_TYPES)} (Loihi's CUBA LIF) are imported; "
                       "sigma-delta and resonate-and-fire neurons have no integer IR op yet")
@@ -173,9 +199,9 @@ def read_netx(path: str | Path, *, time_steps: int | None = None, reset_offset: 
     except OSError as e:
         raise NetxImportError(f"{path}: not an HDF5 file ({e})") from None
     with f:
-        if "layer" not in f or not hasattr(f["layer"], "keys"):
+        layers = _group(f, "layer", str(path))
+        if layers is None:
             raise NetxImportError(f"{path}: no 'layer' group: not a netx network")
-        layers = f["layer"]
         if len(layers) > MAX_BLOCKS:
             raise NetxImportError(f"{path}: {len(layers)} blocks, more than the {MAX_BLOCKS} accepted")
         if sorted(layers.keys()) != sorted(str(i) for i in range(len(layers))) or not len(layers):
@@ -188,13 +214,15 @@ def read_netx(path: str | Path, *, time_steps: int | None = None, reset_offset: 
             raise NetxImportError(f"{path}: reset_offset must be an int >= 0 or None, got {reset_offset!r}")
         builder = _Chain(path, reset_offset)
         for i in range(len(layers)):
-            builder.add(_Block(path, i, layers[str(i)]))
+            block = _group(layers, str(i), str(path))
+            builder.add(_Block(path, i, block))
         return builder.graph(steps)
 
 
 def _file_steps(f, path: Path) -> int:
-    if "simulation" in f and "tSample" in f["simulation"]:
-        return _Block(path, -1, f["simulation"]).integer("tSample")
+    simulation = _group(f, "simulation", str(path))
+    if simulation is not None and _member(simulation, "tSample", f"{path}: simulation") is not None:
+        return _Block(path, -1, simulation).integer("tSample")
     return DEFAULT_TIME_STEPS
 
 
