@@ -25,8 +25,9 @@ def test_the_benchmark_quotes_the_measurement_as_the_shared_readme_gives_it():
     assert row["static power (per chip)"] == f"{intel['static_w']} W" and row["total power"] == f"{intel['total_w']} W"
     assert row["dynamic power"] == f"{intel['dynamic_w']} W"
     assert row["energy per inference"] == f"{intel['total_mj']} mJ total, {intel['dynamic_mj']} mJ dynamic"
-    assert row["throughput"] == (f"{intel['inferences_per_s']:.2f} inferences/s at {intel['steps_per_inference']} steps "
-                                 f"per sample ({intel['step_us']} us per step)")
+    steps = intel["steps_per_inference"]
+    assert row["throughput"] == (f"{intel['inferences_per_s']:.2f} inferences/s at {steps} steps per sample "
+                                 f"({intel['step_us']} us per step)")
     assert row["cores used by Intel's compiler"].startswith(f"{intel['cores']}; ")
     assert sum(intel["cores_per_block"]) == intel["cores"]
 
