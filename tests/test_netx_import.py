@@ -243,3 +243,20 @@ def test_dense_weights_are_what_netx_and_lava_compute_with():
                 assert syn.weight_exp == exp and np.array_equal(syn.weight, lava), f"{name} layer {i}"
                 checked += 1
     assert checked == 4 + 2 + 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_an_imported_network_runs_on_our_lava_backend_as_on_the_reference():
+    """The imported MNIST network through snncompile's own Lava backend (``simulate --backend lava``): every
+    block's spikes equal the reference simulator's."""
+    pytest.importorskip("lava.magma")
+    from snncompile.backends.protocol import get_backend
+
+    g = read_netx(shared_path("data", "netx", "mnist.net"), time_steps=6)
+    x = (torch.rand(6, 2, 784, generator=torch.Generator().manual_seed(0)) < 0.2).float()
+    blocks = ["layer0", "layer1", "layer2"]
+    ref = run_graph(g, {"input": x}, keep="all")
+    lava = get_backend("lava").run(g, {"input": x}, expose=blocks)
+    for n in blocks:
+        assert torch.equal(lava[n].float(), ref[n].float()) and ref[n].sum() > 0, n
