@@ -37,9 +37,10 @@ STATUSES = {
     "pre-silicon": "from pre-silicon simulation (Davies et al. 2018 Table 2)",
     "derived": "computed or inferred from documented figures; the note says how",
     "proxy": "stands in for a figure this target has not published; source and note say whence",
+    "calibrated": "fitted to a cited silicon measurement with this project's own counts; the note says how",
     "unverified": "from a single secondary source; a placeholder until checked",
 }
-NEEDS_NOTE = ("derived", "proxy")
+NEEDS_NOTE = ("derived", "proxy", "calibrated")
 FIGURE_KEYS = ("value", "unit", "source", "status", "note")
 
 

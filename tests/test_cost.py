@@ -26,8 +26,8 @@ def test_loihi1_prices_synaptic_ops_neuron_updates_and_spikes_with_table_2():
     assert e.figures["synaptic_op_energy"]["status"] == "pre-silicon"
 
 
-def test_loihi2_figures_are_labelled_proxies_and_zero_counts_are_not_listed():
+def test_loihi2_figures_are_labelled_calibrated_and_zero_counts_are_not_listed():
     e = price({**TOTALS, "host_MACs": 0}, samples=1, target="loihi2")
-    assert all(f["status"] == "proxy" for f in e.figures.values()) and e.unpriced == ()
+    assert all(f["status"] == "calibrated" for f in e.figures.values()) and e.unpriced == ()
     with pytest.raises(ValueError, match="samples must be >= 1"):
         price(TOTALS, samples=0, target="loihi2")

@@ -75,14 +75,15 @@ def test_loihi1_figures_equal_the_spec():
 
 
 def test_loihi2_figures_equal_the_spec_and_unpublished_ones_are_proxies():
-    """lava_loihi.md §6.2: tech-brief architecture figures; no published per-op table, so Loihi 1's stands in."""
+    """lava_loihi.md §6.2: tech-brief architecture figures; no published per-op table, so Loihi 1's stands in
+    where Intel's PilotNet measurement calibrates nothing (``tests/test_loihi2_anchor.py`` checks the rest)."""
     t1, t2 = load_target("loihi1"), load_target("loihi2")
     assert values(t2, ["cores_per_chip", "x86_cores_per_chip", "neurons_per_core", "synaptic_memory_per_core",
                        "weight_bits", "graded_spike_payload_bits", "synaptic_delay_bits"]) == {
         "cores_per_chip": 128, "x86_cores_per_chip": 6, "neurons_per_core": 8192, "synaptic_memory_per_core": 192.0,
         "weight_bits": 8, "graded_spike_payload_bits": 32, "synaptic_delay_bits": 6}
     for key, fig in t2.figures().items():
-        if SCHEMA[key].section in ("energy", "time"):
+        if SCHEMA[key].section in ("energy", "time") and fig.status != "calibrated":
             assert fig.status == "proxy", key
             assert fig.value == getattr(t1, key).value, key
             assert "Loihi 1" in fig.source, key

@@ -29,6 +29,7 @@ USER_ERRORS = frozenset({
     "snncompile.config.ConfigError", "snncompile.targets.TargetError", "snncompile.zoo.torchfile.CheckpointError",
     "snncompile.data.common.DataError", "snncompile.ir.graph.GraphError", "snncompile.ir.io.values.IRFileError",
     "snncompile.frontend.builder.ExportError", "snncompile.frontend.nir_graph.NIRImportError",
+    "snncompile.frontend.netx_import.NetxImportError",
     "snncompile.passes.pipeline.PassError", "snncompile.passes.quantize_lowering.QuantizeError",
     "snncompile.backends.nir_export.NIRExportError", "snncompile.backends.onnx.export.OnnxExportError",
     "snncompile.backends.design_rules.DesignRuleError", "snncompile.backends.placement_model.PlacementError",

@@ -7,10 +7,9 @@ answer for one node with the weights or the reason it is refused. numpy only: La
 this file on its own (a sibling of the backend's Process definitions), so absolute imports, no side effects.
 """
 
-import math
-
 import numpy as np
 
+from snncompile.ir.ops.int_synapse import netx_lava_dense
 from snncompile.ir.ops.loihi import BIAS_MANT_RANGE
 from snncompile.ir.types import TensorType
 
@@ -166,50 +165,20 @@ def _fold_pool_dense(pool, in_type: TensorType, w: np.ndarray) -> np.ndarray:
 
 def netx_dense_weights(w: np.ndarray) -> tuple[np.ndarray, int, int]:
     """``(weights, num_weight_bits, weight_exp)`` Lava's Dense computes with for integer HDF5 dense weights
-    ``w``; raises ``ValueError`` unless that is exact: ``weights == w << -weight_exp``, so that Lava's
-    ``(weights · s) >> -weight_exp`` is ``w · s``.
-
-    Mirrors ``netx.utils.optimize_weight_bits`` (scale the weights up to the largest power of two that keeps
-    them in range; ``num_weight_bits`` from the scale and the trailing zero bits; it clips, with a printed
-    warning, beyond [-256, 254]) and Lava's ``PyDenseModelBitAcc`` (netx does not pass its sign mode: Lava
-    re-derives it with ``determine_sign_mode``, then ``clip_weights(8)`` and ``truncate_weights``)."""
+    ``w`` (:func:`~snncompile.ir.ops.int_synapse.netx_lava_dense`); raises ``ValueError`` unless that is exact:
+    nothing clipped and ``weights == w << -weight_exp``, so that Lava's ``(weights · s) >> -weight_exp`` is
+    ``w · s``."""
     w = np.asarray(w).astype(np.int64)
     mx, mn = int(w.max()), int(w.min())
     if (mx > 254 and mn < 0) or (mn < -256 and mx > 0):
         raise ValueError(f"dense weights {mn}..{mx}: netx's optimize_weight_bits clips mixed-sign weights to -256..254")
-    if mx == 0 and mn == 0:
-        raise ValueError("all dense weights are zero: netx's optimize_weight_bits divides by the largest weight")
-    if mx < 0:
-        signed, scale = 0, -256 / mn
-    elif mn >= 0:
-        signed, scale = 0, 255 / mx
-    else:
-        signed, scale = 1, min(127 / mx if mx else math.inf, -128 / mn)
-    scale_bits = int(np.floor(np.log2(scale))) + signed
-    if scale_bits < 0:
-        raise ValueError(f"dense weights {mn}..{mx}: beyond Loihi's 8-bit range, netx would shift them right "
-                         "by a negative count")
-    n = 8
-    while n > 0 and np.any(w % (1 << n)):
-        n -= 1
-    n -= signed
-    num_weight_bits, weight_exp = 8 - scale_bits - n, -scale_bits
-    scaled = w << scale_bits
-    # Lava: sign mode from the scaled weights, clip to 8 bits, drop the low bits
-    inhibitory = scaled.min() < 0 and scaled.max() <= 0
-    mixed = scaled.min() < 0 < scaled.max()
-    sign = -1 if inhibitory else 1
-    magnitude = np.clip(sign * scaled, -256 if mixed else 0, 255)
-    k = 8 - num_weight_bits + int(mixed)
-    if not 0 <= k <= 31:
-        raise ValueError(f"dense weights {mn}..{mx}: netx gives Lava num_weight_bits={num_weight_bits}, a truncation "
-                         f"shift of {k} bits (numpy's shift by that count is undefined)")
-    lava = sign * ((magnitude >> k) << k)
+    lava, num_weight_bits, weight_exp = netx_lava_dense(w)
+    scaled = w << -weight_exp
     if not np.array_equal(lava, scaled):
         bad = np.flatnonzero(lava.ravel() != scaled.ravel())
         raise ValueError(f"dense weights {mn}..{mx}: netx and Lava's Dense change {len(bad)} of them (e.g. "
-                         f"{int(w.ravel()[bad[0]])} -> {int(lava.ravel()[bad[0]]) >> scale_bits})")
-    return lava.astype(np.int32), num_weight_bits, weight_exp
+                         f"{int(w.ravel()[bad[0]])} -> {int(lava.ravel()[bad[0]]) >> -weight_exp})")
+    return lava, num_weight_bits, weight_exp
 
 
 __all__ = ["synapse_weights", "neuron_bias", "netx_dense_weights", "NETX_BIAS_EXP", "LAVA_CONV_BITS",

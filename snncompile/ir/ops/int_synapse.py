@@ -8,6 +8,7 @@ Node types the lowering passes produce, with integer semantics equal to Lava 0.1
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal, Sequence
@@ -262,3 +263,47 @@ def lava_effective_weights(w: np.ndarray, num_weight_bits: int = 8,
     magnitude = np.clip(sign * w, -256 if mixed else 0, 255)
     k = 8 - num_weight_bits + int(mixed)
     return (sign * ((magnitude >> k) << k)).astype(np.int32), sign_mode
+
+
+def netx_lava_dense(w: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """``(weights, num_weight_bits, weight_exp)`` Lava's Dense computes with when lava-dl's netx builds a dense
+    layer from the integer HDF5 weights ``w``: an :class:`IntDense` with these ``weight`` and ``weight_exp``
+    is that layer's synapse exactly.
+
+    Mirrors ``netx.utils.optimize_weight_bits`` (mixed-sign weights clipped to ``[-256, 254]``; the weights
+    scaled up by ``2^s``, ``s`` the largest power of two that keeps them in range, ``+1`` when mixed;
+    ``num_weight_bits = 8 - s - n``, ``n`` their trailing zero bits less one when mixed; ``weight_exp = -s``),
+    then Lava's ``PyDenseModelBitAcc`` on the result (netx does not pass a sign mode: Lava re-derives it, clips
+    to 8 bits and truncates: :func:`lava_effective_weights`'s rules). Raises ``ValueError`` where netx or Lava
+    would compute with an undefined numpy shift (a negative count) or divide by zero (all weights zero)."""
+    w = np.asarray(w).astype(np.int64)
+    mx, mn = int(w.max()), int(w.min())
+    if mx == 0 and mn == 0:
+        raise ValueError("all dense weights are zero: netx's optimize_weight_bits divides by the largest weight")
+    if (mx > 254 and mn < 0) or (mn < -256 and mx > 0):
+        w = np.clip(w, -256, 254)
+        mx, mn = int(w.max()), int(w.min())
+    if mx < 0:
+        signed, scale = 0, -256 / mn
+    elif mn >= 0:
+        signed, scale = 0, 255 / mx
+    else:
+        signed, scale = 1, min(127 / mx if mx else math.inf, -128 / mn)
+    scale_bits = int(np.floor(np.log2(scale))) + signed
+    if scale_bits < 0:
+        raise ValueError(f"dense weights {mn}..{mx}: beyond Loihi's 8-bit range, netx would shift them by a "
+                         "negative count")
+    n = 8
+    while n > 0 and np.any(w % (1 << n)):
+        n -= 1
+    num_weight_bits = 8 - scale_bits - (n - signed)
+    scaled = w << scale_bits
+    inhibitory = scaled.min() < 0 and scaled.max() <= 0  # Lava's determine_sign_mode on what netx gives it
+    mixed = scaled.min() < 0 < scaled.max()
+    sign = -1 if inhibitory else 1
+    magnitude = np.clip(sign * scaled, -256 if mixed else 0, 255)
+    k = 8 - num_weight_bits + int(mixed)
+    if not 0 <= k <= 31:
+        raise ValueError(f"dense weights {mn}..{mx}: netx gives Lava num_weight_bits={num_weight_bits}, a truncation "
+                         f"shift of {k} bits (numpy's shift by that count is undefined)")
+    return (sign * ((magnitude >> k) << k)).astype(np.int32), num_weight_bits, -scale_bits
