@@ -59,3 +59,17 @@ def test_compile_simulate_and_run_a_nir_file(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     report = json.loads((tmp_path / "runs" / "mlp.report.json").read_text())
     assert report["checkpoint"]["format"] == "nir" and report["lava"]["identical_to_reference"] == 2
+
+
+def test_export_and_inspect_a_netx_network(tmp_path):
+    """A lava-dl netx network is already integer: exported as it is read, with the file's own time steps."""
+    out = cli("export", shared_path("data", "netx", "mnist.net"), "-o", tmp_path / "mnist.snnir")
+    assert out.returncode == 0, out.stdout + out.stderr
+    graph = ir_io.load(tmp_path / "mnist.snnir")
+    types = [node.op.type_name() for node in graph.nodes.values()]
+    assert types.count("IntDense") == types.count("LoihiLIF") == 3 and "Linear" not in types
+    from snncompile.frontend.netx_import import read_netx
+    from snncompile.job.steps import is_integer
+    assert graph.time_steps == read_netx(shared_path("data", "netx", "mnist.net")).time_steps and is_integer(graph)
+    shown = cli("inspect", shared_path("data", "netx", "mnist.net"), "--time-steps", 5)
+    assert shown.returncode == 0 and "spike[784]" in shown.stdout

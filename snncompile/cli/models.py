@@ -69,28 +69,37 @@ def _entry_named(name: Optional[str]) -> Optional[ZooEntry]:
 
 # -- graph files: a float graph instead of a checkpoint ------------------------------------------------------------
 
-DEFAULT_TIME_STEPS = 4  # a graph file's steps unless --time-steps says otherwise (NIR is continuous-time)
+DEFAULT_TIME_STEPS = 4  # a NIR file's steps unless --time-steps says otherwise (NIR is continuous-time)
 
 
 @dataclass(frozen=True)
 class GraphOptions:
-    """How a graph file becomes an IR graph: its time steps, the Euler step ``dt`` (None: the file's, else 1)
-    and the NIR framework convention (``frontend.nir_conventions.CONVENTIONS``)."""
+    """How a graph file becomes an IR graph: its time steps (None: a netx file's own, a NIR file's
+    ``DEFAULT_TIME_STEPS``), the Euler step ``dt`` (None: the file's, else 1) and the NIR framework convention
+    (``frontend.nir_conventions.CONVENTIONS``)."""
 
-    time_steps: int = DEFAULT_TIME_STEPS
+    time_steps: Optional[int] = None
     dt: Optional[float] = None
     convention: str = "spec"
 
 
 def _read_nir(path: Path, options: GraphOptions) -> Graph:
     from ..frontend.nir_import import from_nir
-    return from_nir(path, time_steps=options.time_steps, dt=options.dt, convention=options.convention)
+    return from_nir(path, time_steps=options.time_steps or DEFAULT_TIME_STEPS, dt=options.dt,
+                    convention=options.convention)
 
 
-#: graph file suffix -> its reader ``(path, options) -> Graph`` (the float IR graph)
-GRAPH_READERS: dict[str, Callable[[Path, GraphOptions], Graph]] = {".nir": _read_nir}
+def _read_netx(path: Path, options: GraphOptions) -> Graph:
+    from ..frontend.netx_import import read_netx
+    return read_netx(path, time_steps=options.time_steps)
 
-TimeStepsOpt = typer.Option(DEFAULT_TIME_STEPS, "--time-steps", min=1, help="graph files: time steps per sample")
+
+#: graph file suffix -> its reader ``(path, options) -> Graph``: the float IR graph of a NIR file, the integer
+#: (already Loihi) graph of a lava-dl netx network
+GRAPH_READERS: dict[str, Callable[[Path, GraphOptions], Graph]] = {".nir": _read_nir, ".net": _read_netx}
+
+TimeStepsOpt = typer.Option(None, "--time-steps", min=1, help=f"graph files: time steps per sample (default: a netx "
+                            f"file's own, {DEFAULT_TIME_STEPS} for NIR)")
 DtOpt = typer.Option(None, "--dt", callback=positive, help="NIR files: the Euler step in seconds (default: "
                      "the one the file records, else 1; docs/nir.md)")
 ConventionOpt = typer.Option("spec", "--nir-convention", callback=one_of(_conventions),

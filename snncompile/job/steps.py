@@ -93,13 +93,22 @@ def lower(graph: Graph, train_set, *, calibration: int, target: str, dump_dir: P
     return lower_to_loihi(graph, calibration_feeds(graph, train_set, calibration), target=target, dump_dir=dump_dir)
 
 
+def is_integer(graph: Graph) -> bool:
+    """Whether ``graph`` is already in the chip's integer form (a lava-dl netx network is): every synapse and
+    neuron an integer one, and a schedule (its delays) set."""
+    ops = [node.op for node in graph.nodes.values()]
+    return (graph.schedule is not None or any(op.delay for op in ops)) and all(
+        op.INTEGER_INPUTS for op in ops if op.ROLE in ("synapse", "neuron"))
+
+
 def compile_graph(graph: Graph, train_set, record: CompileRecord, *, dump_dir: Path | None = None,
                   clock: Clock | None = None) -> Compiled:
-    """``lower`` then ``place`` for the record's target and calibration, timed as ``lowering`` and
-    ``placement``; the design rules are not checked here (:func:`check_rules`)."""
+    """``lower`` (unless the graph is integer already: :func:`is_integer`) then ``place`` for the record's target
+    and calibration, timed as ``lowering`` and ``placement``; the design rules are not checked here
+    (:func:`check_rules`)."""
     clock = clock or Clock()
-    integer = clock("lowering", lambda: lower(graph, train_set, calibration=record.calibration,
-                                              target=record.target, dump_dir=dump_dir))
+    integer = graph if is_integer(graph) else clock("lowering", lambda: lower(
+        graph, train_set, calibration=record.calibration, target=record.target, dump_dir=dump_dir))
     return Compiled(integer, clock("placement", lambda: place(integer, record.target)), record)
 
 
