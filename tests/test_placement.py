@@ -235,7 +235,8 @@ def test_core_lower_bound_per_unit_and_resource(tmp_path, integer, on_loihi2):
     bound = core_lower_bound(graph, target)
     # units lif_big (20 neurons / 16; 20 x 60 x 9 bits / 8192; 60 axons / 64), lif2 (40 / 16; 40 x 20 x 5 bits;
     # 20 axons), double and lif3 (40 / 16; no synapses; 40 axons)
-    assert bound.by_resource == {"neurons": 2 + 3 + 3 + 3, "synaptic memory": 2 + 1 + 0 + 0, "input axons": 4}
+    assert bound.by_resource == {"neurons": 2 + 3 + 3 + 3, "synaptic memory": 2 + 1 + 0 + 0, "input axons": 4,
+                                 "kernels and windows": 0}
     assert bound.cores == 11 <= place(graph, target).cores_used
     assert core_lower_bound(integer, "loihi2").cores <= on_loihi2.cores_used
 
@@ -329,7 +330,8 @@ def test_box_arithmetic_equals_element_masks(tmp_path, integer, on_loihi2):
                                                          "fan_out_axons_per_core": 200})
     graph = strided_group()
     boxed = place(graph, small)
-    assert boxed.nodes["pool"].order.startswith("boxes:") and boxed.nodes["pool"].attached == ("conv",)
+    # the pool's group on the convolution's 10 x 10 x 10 grid: a box of conv rows covers half a pool row
+    assert boxed.nodes["pool"].order.endswith("/10x10x10") and boxed.nodes["pool"].attached == ("conv",)
     assert not check(graph, boxed, small, max_chips=boxed.chips_used)
     for graph, p in ((integer, on_loihi2), (integer, place(integer, "loihi1")), (graph, boxed)):
         assert recounted(graph, p) == [(c.fan_in_axons, c.fan_out_axons) for c in p.cores]
@@ -378,7 +380,11 @@ def test_tiled_cuts_use_fewer_cores_where_neither_channel_nor_position_slices_fi
     monkeypatch.setattr(placement, "_best_tiles", lambda *args: None)
     untiled = place(graph, "loihi2")
     assert untiled.nodes["lif"].order in ("channel", "position") and tiled.cores_used < untiled.cores_used
-    assert core_lower_bound(graph, "loihi2").cores <= tiled.cores_used
+    # a core holds at most 75 channels' kernels (256 x 3 x 3 x 9 bits in 192 KiB) times 16 positions' windows
+    # (4096 axons / 256 channels): 16384 elements need 14 cores, more than any one resource alone (4)
+    bound = core_lower_bound(graph, "loihi2")
+    assert bound.by_resource["kernels and windows"] == 14 == bound.cores <= tiled.cores_used
+    assert max(v for k, v in bound.by_resource.items() if k != "kernels and windows") == 4
 
 
 # -- the file --------------------------------------------------------------------------------------------------------

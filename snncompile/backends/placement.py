@@ -41,7 +41,9 @@ Per unit
   output indices in that order.
   A **slice** is a contiguous range ``[start, stop)`` of compartments in the unit's order; a member with
   ``E`` elements covers ``[start*E // N, ceil(stop*E / N))`` of its own in the same order (and *emits*
-  ``[start*E // N, stop*E // N)``, so each output element belongs to exactly one slice).
+  ``[start*E // N, stop*E // N)``, so each output element belongs to exactly one slice), except that a
+  slice that is one whole box of a box order covers and emits the member's ranges of that box per axis
+  (:mod:`.placement_boxes`: a pool's half-cells after a convolution).
 - **Synaptic memory** of a slice: for each attached synapse, stored weights x the node's ``weight_bits``
   (9 for Loihi's 8-bit weights plus sign), counting every entry (dense storage, zeros included). The
   kernel is shared across positions, so a core stores the kernel rows of the output channels its slice
@@ -91,7 +93,8 @@ from ..ir.io import graph_digest
 from ..ir.ops import Delay, IntConv2d, IntDense, IntShift, ScoreLUT, family, ops_where
 from ..passes.prove_ranges import width
 from ..targets import Target, load_target
-from .placement_boxes import BoxUnit, best_box_cut, box_compartment_order, box_reads, box_unit, parse_box_order
+from .placement_boxes import (BoxUnit, best_box_cut, box_compartment_order, box_elements, box_reads, box_unit,
+                              parse_box_order)
 from .placement_model import (CoreLoad, Message, NodePlacement, Placement, PlacementError, Slice, load_placement,
                               placement_path, save_placement)
 
@@ -168,6 +171,10 @@ class _Unit:
     def elements(self, member: str, start: int, stop: int, owned: bool = False) -> np.ndarray:
         """Flat output indices of ``member`` that compartments ``[start, stop)`` cover (or, ``owned``, emit:
         then each element belongs to exactly one slice)."""
+        if self.order.startswith("boxes:"):  # a whole box: the member's ranges of the box per axis
+            found = box_elements(self.shapes[member], self.order, self.neurons, start, stop, owned)
+            if found is not None:
+                return found
         e = math.prod(self.shapes[member])
         lo, hi = start * e // self.neurons, (stop * e // self.neurons if owned else -(-stop * e // self.neurons))
         return _order(self.shapes[member], self.order)[lo:hi]
@@ -279,7 +286,7 @@ def place(graph: Graph, target: Target | str | Path) -> Placement:
         members = groups[u]
         counted = [m for m in members if not isinstance(graph.op(m), Delay)] or [u]
         neurons = max(1, max(math.prod(shapes[m]) for m in counted))
-        boxes = box_unit(graph, members, shapes) if neurons == max(math.prod(shapes[m]) for m in members) else None
+        boxes = box_unit(graph, members, shapes, counted)
         cut[u] = (_cut_boxes(boxes, u, sends, target) if boxes is not None
                   else _cut_greedy(_Unit(u, members, neurons, shapes, graph), sends, target))
     per_chip = target.cores_per_chip.value
@@ -393,30 +400,53 @@ def _cut_greedy(base: _Unit, sends: dict[str, np.ndarray], target: Target):
 @dataclass(frozen=True)
 class CoreBound:
     """A lower bound on the cores a placement of the graph needs (``cores``), and per resource the bound that
-    resource alone gives (``by_resource``: neurons, synaptic memory, input axons)."""
+    resource alone gives (``by_resource``: neurons, synaptic memory, input axons, kernels and windows)."""
 
     cores: int
     by_resource: Mapping[str, int]
 
 
+def _conv_elements_per_core(op: IntConv2d, bits_limit: int | None, axons_limit: int | None) -> int | None:
+    """The most output elements of a stride-1 convolution whose every window is centred on an input element
+    (1x1 unpadded, or odd kernels padded by half) that one core can hold: each output channel it holds
+    stores its kernel (at most ``bits_limit // kernel bits`` channels), and each output position it holds
+    reads the ``C_in / groups`` channels of a distinct input position (at most ``axons_limit // that``
+    positions). ``None`` where the convolution is not of that kind or a limit is missing or unmet."""
+    kh, kw = op.weight.shape[2:]
+    centred = all(k % 2 == 1 and p == k // 2 for k, p in zip((kh, kw), op.padding))
+    if bits_limit is None or axons_limit is None or tuple(op.stride) != (1, 1) or tuple(op.dilation) != (1, 1) \
+            or not centred:
+        return None
+    channels = bits_limit // (math.prod(op.weight.shape[1:]) * op.weight_bits)
+    positions = axons_limit // op.weight.shape[1]
+    return channels * positions or None
+
+
 def core_lower_bound(graph: Graph, target: Target | str | Path) -> CoreBound:
     """No two units share a core, and every unit's cores together hold all its compartments, store each of
     its kernel rows (or tables) at least once and receive every source element it reads; so a unit needs at
-    least ``ceil(resource / per-core limit)`` cores for each resource, and the graph the sum over its units
-    of the largest of these. Computed from the graph alone (no cut is made)."""
+    least ``ceil(resource / per-core limit)`` cores for each resource. A unit with a convolution also needs
+    its output elements over the most one core can hold within both its kernel memory and its input axons
+    (:func:`_conv_elements_per_core`: a core's elements pair the channels whose kernels it stores with the
+    positions whose windows it reads). The graph needs the sum over its units of the largest of these.
+    Computed from the graph alone (no cut is made)."""
     target = load_target(target)
     types = graph.types()
     shapes = {n: tuple(t.shape) for n, t in types.items()}
     limits = {"neurons": _limit(target.neurons_per_core), "synaptic memory":
               _limit(target.synaptic_memory_per_core, 1024 * 8), "input axons": _limit(target.fan_in_axons_per_core)}
-    per_resource, total = dict.fromkeys(limits, 0), 0
+    per_resource, total = dict.fromkeys([*limits, "kernels and windows"], 0), 0
     for u, members in _groups(graph, types)[1].items():
         counted = [m for m in members if not isinstance(graph.op(m), Delay)] or [u]
         unit = _Unit(u, members, max(1, max(math.prod(shapes[m]) for m in counted)), shapes, graph)
         need = {"neurons": unit.neurons, "synaptic memory": unit.synaptic_bits(0, unit.neurons),
                 "input axons": sum(int(m.sum()) for m in unit.fan_in(0, unit.neurons).values())}
         cores = {k: -(-need[k] // limits[k]) if limits[k] else 1 for k in limits}
-        for k in limits:
+        cores["kernels and windows"] = max([-(-math.prod(shapes[m]) // most) for m in members
+                                            if isinstance(graph.op(m), IntConv2d) and (most := _conv_elements_per_core(
+                                                graph.op(m), limits["synaptic memory"], limits["input axons"]))],
+                                           default=0)
+        for k in per_resource:
             per_resource[k] += cores[k]
         total += max(1, *cores.values())
     return CoreBound(total, per_resource)

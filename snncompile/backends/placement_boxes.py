@@ -11,15 +11,17 @@ box's cost is exact arithmetic: neurons (its volume), kernel memory (its channel
 axons (the volume of the boxes it reads, their overlap counted once) and output axons (a sum over the
 box of the axons each emitted element needs).
 
-The **reference grid** of a unit is ``(gC, gH, gW)``, the greatest common divisors of its members' sizes
-per axis; a member's axis is ``scale = size / g`` reference cells long. A box cut ``(cb, th, tw)`` splits the
-grid into ranges of ``cb`` channels, ``th`` rows and ``tw`` columns (the last range of an axis may be
-shorter), boxes numbered channel block first, then row block, then column block; every member's box is
-the reference box scaled, so each member's elements in a box are ``box volume x E / (gC gH gW)`` and the
-proportional member coverage of :mod:`.placement` (a slice ``[start, stop)`` of ``N`` compartments covers
-``[start*E // N, stop*E // N)`` of a member) is exactly the member's box. The order is named
-``boxes:CBxTHxTW/GCxGHxGW``; :func:`box_compartment_order` lists a member's flat indices in it (box by box,
-each position by position with all its channels together).
+The **reference grid** of a unit is ``(RC, RH, RW)``: its largest member's shape where every member's
+sizes divide it (a pool after a convolution: the convolution's grid), else the greatest common divisors
+of the members' sizes. A box cut ``(cb, th, tw)`` splits the grid into ranges of ``cb`` channels, ``th``
+rows and ``tw`` columns (the last range of an axis may be shorter), boxes numbered channel block first,
+then row block, then column block; each box is one slice of the unit's compartments, the box's volume times
+the compartments per reference cell. A reference range ``[r0, r1)`` of an axis of ``R`` cells covers
+``[r0*n // R, ceil(r1*n / R))`` of a member's axis of ``n`` elements and *emits* ``[r0*n // R, r1*n // R)``
+(so each output element belongs to exactly one box; on the gcd grid both are the range scaled). The order
+is named ``boxes:CBxTHxTW/RCxRHxRW``; :func:`box_compartment_order` lists a member's flat indices in it
+(box by box, each position by position with all its channels together) and :func:`box_elements` a whole
+box's elements of a member.
 
 :func:`best_box_cut` searches the box sizes: for each tile of positions (``th``, ``tw``: every distinct
 range count per axis, at most 2:1 elongated) the largest channel block that keeps every box within the
@@ -94,13 +96,24 @@ class BoxUnit:
     ref: tuple[int, int, int]
     readers: dict[str, list[tuple[str, tuple[AxisRead, AxisRead, AxisRead]]]]
     kernels: list[tuple[str, int]]  # conv members and the bits one output channel's kernel takes
+    per_cell: int                   # compartments per reference cell
 
-    def scale(self, member: str, axis: int) -> int:
-        return self.shapes[member][axis] // self.ref[axis]
+    def span(self, member: str, axis: int, r0, r1, owned: bool = False):
+        return member_range(self.shapes[member][axis], self.ref[axis], r0, r1, owned)
 
 
-def box_unit(graph: Graph, members: list[str], shapes) -> BoxUnit | None:
-    """``members`` (a unit's group) as a :class:`BoxUnit`, or ``None`` when the group is not box-readable."""
+def member_range(size: int, ref: int, r0, r1, owned: bool = False):
+    """Reference range ``[r0, r1)`` of an axis ``ref`` cells long -> the range of a member's axis of ``size``
+    elements it covers (``owned``: emits, so that the ranges of a partition partition the member's axis)."""
+    lo = r0 * size // ref
+    return lo, (r1 * size // ref if owned else -(-r1 * size // ref))
+
+
+def box_unit(graph: Graph, members: list[str], shapes, counted: list[str]) -> BoxUnit | None:
+    """``members`` (a unit's group) as a :class:`BoxUnit`, or ``None`` when the group is not box-readable.
+    The reference grid is the largest ``counted`` member's shape where every member's sizes divide it (a
+    pool after a convolution: the convolution's grid, the pool covering half a cell), else the greatest
+    common divisors of the members' sizes."""
     readers: dict[str, list] = {}
     for m in members:
         node = graph.nodes[m]
@@ -112,10 +125,13 @@ def box_unit(graph: Graph, members: list[str], shapes) -> BoxUnit | None:
                 readers.setdefault(src, []).append((m, read))
     if any(len(r) > 2 for r in readers.values()):
         return None
-    ref = tuple(math.gcd(*(shapes[m][axis] for m in members)) for axis in range(AXES))
+    largest = max(counted, key=lambda m: math.prod(shapes[m]))
+    ref = shapes[largest]
+    if any(r % shapes[m][axis] for m in members for axis, r in enumerate(ref)):
+        ref = tuple(math.gcd(*(shapes[m][axis] for m in members)) for axis in range(AXES))
     kernels = [(m, math.prod(graph.op(m).weight.shape[1:]) * graph.op(m).weight_bits)
                for m in members if isinstance(graph.op(m), IntConv2d)]
-    return BoxUnit(members, shapes, ref, readers, kernels)
+    return BoxUnit(members, shapes, tuple(ref), readers, kernels, math.prod(shapes[largest]) // math.prod(ref))
 
 
 def _ranges(length: int, block: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,11 +163,7 @@ class BoxCut:
 
 def _source_reads(unit: BoxUnit, src: str, blocks) -> list[list[tuple[np.ndarray, np.ndarray]]]:
     """Per member reading ``src``, per axis, the input ranges each block of that axis reads."""
-    found = []
-    for m, axes in unit.readers[src]:
-        found.append([axes[k].read(blocks[k][0] * unit.scale(m, k), blocks[k][1] * unit.scale(m, k))
-                      for k in range(AXES)])
-    return found
+    return [[axes[k].read(*unit.span(m, k, *blocks[k])) for k in range(AXES)] for m, axes in unit.readers[src]]
 
 
 def _volume(lengths: list[np.ndarray]) -> np.ndarray:
@@ -171,19 +183,37 @@ def _fan_in(unit: BoxUnit, blocks) -> np.ndarray:
     return total
 
 
-def _evaluate(unit: BoxUnit, box, sends_sums, name: str) -> BoxCut:
+class _SendSums:
+    """Output axons over boxes of the unit's own output: per (row blocks, column blocks), the tile sums of
+    every channel from a summed-area table, cumulated over channels, so a channel block's sum is a difference."""
+
+    def __init__(self, sends: np.ndarray):
+        self.table = np.zeros((sends.shape[0], sends.shape[1] + 1, sends.shape[2] + 1), np.int64)
+        self.table[:, 1:, 1:] = sends.cumsum(1).cumsum(2)
+        self.tiles: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, ranges) -> np.ndarray:
+        (c0, c1), (h0, h1), (w0, w1) = ranges
+        key = (h0.tobytes(), h1.tobytes(), w0.tobytes(), w1.tobytes())
+        if key not in self.tiles:
+            t = self.table
+            per_channel = (t[:, h1][:, :, w1] - t[:, h0][:, :, w1] - t[:, h1][:, :, w0] + t[:, h0][:, :, w0])
+            self.tiles[key] = np.concatenate([np.zeros((1, *per_channel.shape[1:]), np.int64),
+                                              per_channel.cumsum(0)])
+        cumulated = self.tiles[key]
+        return cumulated[c1] - cumulated[c0]
+
+
+def _evaluate(unit: BoxUnit, box, send_sums: _SendSums, name: str) -> BoxCut:
     blocks = [_ranges(unit.ref[k], box[k]) for k in range(AXES)]
     lengths = [hi - lo for lo, hi in blocks]
-    neurons = max(math.prod(unit.shapes[m]) for m in unit.members) // math.prod(unit.ref)  # per reference cell
     bits = np.zeros(len(lengths[0]), np.int64)
     for m, kernel in unit.kernels:  # a conv stores the kernels of the output channels its box covers
-        bits += lengths[0] * unit.scale(m, 0) * kernel
-    per_channel = sends_sums(blocks[1], blocks[2])  # [C_u, nh, nw] axons out per channel and tile
-    step = unit.scale(name, 0)
-    cum = np.concatenate([np.zeros((1, *per_channel.shape[1:]), np.int64), np.cumsum(per_channel, 0)])
-    fan_out = cum[blocks[0][1] * step] - cum[blocks[0][0] * step]
+        lo, hi = unit.span(m, 0, *blocks[0])
+        bits += (hi - lo) * kernel
+    fan_out = send_sums([unit.span(name, k, *blocks[k], owned=True) for k in range(AXES)])
     shape = [len(b[0]) for b in blocks]
-    return BoxCut(tuple(box), unit.ref, (_volume(lengths) * neurons).reshape(-1),
+    return BoxCut(tuple(box), unit.ref, (_volume(lengths) * unit.per_cell).reshape(-1),
                   np.broadcast_to(bits[:, None, None], shape).reshape(-1), _fan_in(unit, blocks).reshape(-1),
                   fan_out.reshape(-1))
 
@@ -197,19 +227,8 @@ def best_box_cut(unit: BoxUnit, name: str, sends: np.ndarray, max_neurons: int, 
     """The box cut with the fewest boxes within the per-core limits (``limits``: ``bits``, ``in``, ``out``,
     each ``None`` when the target gives none); ``sends``: axons each output element of ``name`` (the unit)
     needs."""
-    u_shape = unit.shapes[name]
-    sends3 = sends.reshape(u_shape)
-    sh, sw = unit.scale(name, 1), unit.scale(name, 2)
-    tile_sums: dict[tuple, np.ndarray] = {}
-
-    def sends_sums(rows, cols):
-        key = (rows[0].tobytes(), cols[0].tobytes())
-        if key not in tile_sums:
-            s = np.add.reduceat(sends3, rows[0] * sh, axis=1)
-            tile_sums[key] = np.add.reduceat(s, cols[0] * sw, axis=2)
-        return tile_sums[key]
-
-    smallest = _evaluate(unit, (1, 1, 1), sends_sums, name)
+    table = _SendSums(sends.reshape(unit.shapes[name]))
+    smallest = _evaluate(unit, (1, 1, 1), table, name)
     active = {k: v for k, v in limits.items() if v is not None and getattr(smallest, _FIELD[k]).max() <= v}
 
     def fits(cut: BoxCut) -> bool:
@@ -227,12 +246,12 @@ def best_box_cut(unit: BoxUnit, name: str, sends: np.ndarray, max_neurons: int, 
         for tw in _counts(unit.ref[2]):
             if max(th, tw) > 2 * min(th, tw) and min(th, tw) < min(unit.ref[1], unit.ref[2]):
                 continue
-            if th * tw * max(math.prod(unit.shapes[m]) for m in unit.members) // math.prod(unit.ref) > max_neurons:
+            if th * tw * unit.per_cell > max_neurons:
                 continue
             lo, hi, found = 0, len(channels) - 1, None  # the largest channel block that fits
             while lo <= hi:
                 mid = (lo + hi) // 2
-                cut = _evaluate(unit, (channels[mid], th, tw), sends_sums, name)
+                cut = _evaluate(unit, (channels[mid], th, tw), table, name)
                 if fits(cut):
                     found, lo = cut, mid + 1
                 else:
@@ -266,16 +285,36 @@ def parse_box_order(order: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(int(v) for v in box.split("x")), tuple(int(v) for v in ref.split("x"))
 
 
-def box_compartment_order(shape: Sequence[int], order: str) -> np.ndarray:
-    """A ``[C, H, W]`` member's flat indices in box order: box by box, each position by position, all the
-    channels of a position together."""
+def _box_blocks(order: str):
     box, ref = parse_box_order(order)
-    scales = [n // g for n, g in zip(shape, ref)]
+    return ref, [list(zip(*_ranges(g, size))) for g, size in zip(ref, box)]
+
+
+def box_compartment_order(shape: Sequence[int], order: str) -> np.ndarray:
+    """A ``[C, H, W]`` member's flat indices in box order: box by box (the elements each box emits), each
+    position by position, all the channels of a position together."""
+    ref, blocks = _box_blocks(order)
     index = np.arange(math.prod(shape)).reshape(shape)
-    blocks = [[(a * s, b * s) for a, b in zip(*_ranges(g, size))] for g, size, s in zip(ref, box, scales)]
+    spans = [[member_range(n, g, a, b, owned=True) for a, b in axis] for n, g, axis in zip(shape, ref, blocks)]
     return np.concatenate([index[c0:c1, h0:h1, w0:w1].transpose(1, 2, 0).reshape(-1)
-                           for c0, c1 in blocks[0] for h0, h1 in blocks[1] for w0, w1 in blocks[2]])
+                           for c0, c1 in spans[0] for h0, h1 in spans[1] for w0, w1 in spans[2]])
+
+
+def box_elements(shape: Sequence[int], order: str, neurons: int, start: int, stop: int,
+                 owned: bool) -> np.ndarray | None:
+    """The flat indices of a member of ``shape`` that compartments ``[start, stop)`` of a unit of ``neurons``
+    compartments in box ``order`` cover (``owned``: emit), where that range is one whole box; else None."""
+    ref, blocks = _box_blocks(order)
+    sizes = _volume([np.array([b - a for a, b in axis]) for axis in blocks]).reshape(-1) * (neurons // math.prod(ref))
+    starts = np.cumsum(sizes) - sizes
+    box = int(np.searchsorted(starts, start))
+    if box == len(starts) or starts[box] != start or sizes[box] != stop - start:
+        return None
+    i, j, k = np.unravel_index(box, [len(axis) for axis in blocks])
+    (c0, c1), (h0, h1), (w0, w1) = (member_range(n, g, *axis[x], owned=owned)
+                                    for n, g, axis, x in zip(shape, ref, blocks, (i, j, k)))
+    return np.arange(math.prod(shape)).reshape(shape)[c0:c1, h0:h1, w0:w1].transpose(1, 2, 0).reshape(-1)
 
 
 __all__ = ["BoxUnit", "BoxCut", "box_unit", "best_box_cut", "box_reads", "box_compartment_order",
-           "parse_box_order"]
+           "box_elements", "member_range", "parse_box_order"]
