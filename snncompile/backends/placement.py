@@ -76,7 +76,8 @@ for (the slice is bounded by the other limits) and is left to the design rules t
 topological order; chip ``k`` holds cores ``k*cores_per_chip`` onwards.
 
 :func:`core_lower_bound` gives the fewest cores any such placement can use, from the graph alone (per unit,
-its neurons, kernel memory and input axons over the per-core limits), to show next to the cores used.
+its neurons, kernel memory and input axons over the per-core limits, and a convolution's elements over
+those one core can hold within both its kernel memory and its input axons), to show next to the cores used.
 """
 from __future__ import annotations
 
