@@ -18,6 +18,9 @@ step that runs out of memory or time is reported as failed without stopping the 
   normalised with the data set's mean and std, event frames Poisson counts), then placed on
   ``--target`` and checked against its design rules with as many chips as the placement uses (so the
   violations counted are the per-core ones); the compiled model is written beside the checkpoint;
+- ``place``: the compiled graph read back and placed again, alone (its time and peak RSS are placement's:
+  ``--phases checkpoint compile place`` with a small ``--calibration`` measures placement quickly), with
+  the design-rule check and the lower bound;
 - ``float``, ``window``, ``stepped``: ``--samples`` synthetic samples through the float graph (BatchNorm
   folded), the compiled integer graph in its data window (``unschedule``) and as scheduled (time-stepped).
 
@@ -39,7 +42,7 @@ from pathlib import Path
 
 PAPER_CONFIGS = ("statten-cifar10-2-512", "statten-cifar10dvs-2-256-t16", "statten-imagenet-8-512",
                  "statten-imagenet-8-768")
-PHASES = ("checkpoint", "compile", "float", "window", "stepped")
+PHASES = ("checkpoint", "compile", "place", "float", "window", "stepped")
 
 
 # ---- the steps, each run in a child process ------------------------------------------------------------
@@ -123,6 +126,23 @@ def compile_checkpoint(entry, work: Path, args) -> dict:
             "seconds_lower_bound": seconds_bound, "torch_threads": torch.get_num_threads()}
 
 
+def place_compiled(entry, work: Path, args) -> dict:
+    from snncompile.backends import design_rules
+    from snncompile.backends.placement import core_lower_bound, place
+    from snncompile.ir import io as ir_io
+    from snncompile.targets import load_target
+
+    graph, target = ir_io.load(work / f"{entry.name}.loihi.snnir"), load_target(args.target)
+    placement, seconds = _timed(lambda: place(graph, target))
+    found, seconds_check = _timed(lambda: design_rules.check(graph, placement, target,
+                                                             max_chips=placement.chips_used))
+    bound = core_lower_bound(graph, target)
+    return {"cores": placement.cores_used, "chips": placement.chips_used, "lower_bound": bound.cores,
+            "cores_per_bound": round(placement.cores_used / bound.cores, 2), "violations": len(found),
+            "violations_by_node": {n: sum(v.node == n for v in found) for n in sorted({v.node for v in found})},
+            "seconds": seconds, "seconds_check": seconds_check}
+
+
 def simulate(entry, work: Path, args, phase: str) -> dict:
     import torch
     from snncompile.ir.timing import unschedule
@@ -152,6 +172,8 @@ def run_phase(args) -> None:
         found = write_checkpoint(entry, work / f"{entry.name}.pth.tar")
     elif args.phase == "compile":
         found = compile_checkpoint(entry, work, args)
+    elif args.phase == "place":
+        found = place_compiled(entry, work, args)
     else:
         found = simulate(entry, work, args, args.phase)
     (work / f"{entry.name}.{args.phase}.json").write_text(json.dumps(found, indent=2) + "\n")
@@ -217,13 +239,14 @@ def _row(config: str, steps: dict) -> str:
             f"| {cell('compile', 'cores')} "
             f"| {cell('compile', 'chips')} | {cell('compile', 'lower_bound')} | {cell('compile', 'violations')} "
             f"| {compile_s} | {steps.get('compile', {}).get('peak_rss_gb', '-')} "
+            f"| {cell('place', 'seconds')} / {steps.get('place', {}).get('peak_rss_gb', '-')} "
             f"| {per_sample['float']} / {per_sample['window']} / {per_sample['stepped']} "
             f"| {steps.get('float', {}).get('peak_rss_gb', '-')} / {steps.get('window', {}).get('peak_rss_gb', '-')}"
             f" / {steps.get('stepped', {}).get('peak_rss_gb', '-')} |")
 
 
 HEADER = ("| configuration | parameters | nodes | cores | chips | lower bound | violations | compile s | compile GB "
-          "| s/sample float / window / stepped | GB float / window / stepped |\n" + "|---" * 11 + "|")
+          "| place s / GB | s/sample float / window / stepped | GB float / window / stepped |\n" + "|---" * 12 + "|")
 
 
 def main(argv: list[str] | None = None) -> None:

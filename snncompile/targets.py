@@ -3,7 +3,8 @@
 A target file has three top-level keys and one table per figure, grouped in sections::
 
     name = "loihi1"                 # must equal the file name without .toml
-    kind = "chip"                   # "chip" or "energy-convention" (a per-op energy convention, no cores)
+    kind = "chip"                   # "chip", "energy-convention" (a per-op energy convention, no cores) or
+                                    # "system" (a board or machine of chips; it names them: chip_target = "loihi2")
     description = "..."
 
     [core.neurons_per_core]
@@ -30,7 +31,7 @@ import tomli  # Python 3.10 has no tomllib
 
 from .resources import shipped_dir
 
-KINDS = ("chip", "energy-convention")
+KINDS = ("chip", "energy-convention", "system")
 STATUSES = {
     "documented": "stated in the cited paper, product brief or reference source code",
     "measured": "measured on silicon (cited)",
@@ -72,15 +73,17 @@ class Key:
     doc: str
 
 
-CHIP, ALL = ("chip",), KINDS
+CHIP = ("chip",)
 CONV = ("energy-convention",)
+SYSTEM = ("system",)
 REQ, OPT = True, False
 NONNEG, POS = (0, None), (1, None)
 
 SCHEMA: dict[str, Key] = {k: Key(*row) for k, row in {
     # key: (section, unit, type, (low, high), kinds, required, doc)
-    "process_node": ("chip", "nm", float, NONNEG, ALL, OPT, "CMOS process node of the figures"),
-    "supply_voltage": ("chip", "V", float, NONNEG, ALL, OPT, "supply voltage the energy figures refer to"),
+    "chips_per_system": ("system", "chips", int, POS, SYSTEM, REQ, "chips of the system's chip target"),
+    "process_node": ("chip", "nm", float, NONNEG, CHIP + CONV, OPT, "CMOS process node of the figures"),
+    "supply_voltage": ("chip", "V", float, NONNEG, CHIP + CONV, OPT, "supply voltage the energy figures refer to"),
     "cores_per_chip": ("chip", "cores", int, POS, CHIP, REQ, "neuromorphic cores per chip"),
     "tiles_per_chip": ("chip", "tiles", int, POS, CHIP, REQ, "mesh tiles per chip"),
     "cores_per_tile": ("chip", "cores", int, POS, CHIP, REQ, "neuromorphic cores per mesh tile"),
@@ -156,13 +159,14 @@ def _figures(self) -> dict[str, Figure]:
 
 Target = dataclasses.make_dataclass(
     "Target",
-    [("name", str), ("kind", str), ("description", str), ("path", Path)]
+    [("name", str), ("kind", str), ("description", str), ("path", Path),
+     ("chip_target", "str | None", dataclasses.field(default=None, metadata={"doc": "a system's chip target"}))]
     + [(k, "Figure | None", dataclasses.field(default=None, metadata={"doc": s.doc, "unit": s.unit}))
        for k, s in SCHEMA.items()],
     frozen=True, namespace={"figures": _figures, "__module__": __name__},
 )
-Target.__doc__ = ("One hardware target or energy convention: name, kind, description, the file it came from, "
-                  "and one Figure (or None) per SCHEMA key.")
+Target.__doc__ = ("One hardware target, energy convention or system: name, kind, description, the file it came "
+                  "from, a system's chip target, and one Figure (or None) per SCHEMA key.")
 
 
 def _figure(where: str, raw, key: Key, problems: list[str]) -> Figure | None:
@@ -227,11 +231,16 @@ def parse_target(raw: dict, path: Path | str) -> Target:
         problems.append(f"name: {name!r} must equal the file name {path.stem!r}")
     if isinstance(kind, str) and kind not in KINDS:
         problems.append(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
+    chip = raw.get("chip_target")
+    if kind == "system" and not (isinstance(chip, str) and chip.strip()):
+        problems.append("chip_target: a system names its chip target (a non-empty string)")
+    elif kind != "system" and "chip_target" in raw:
+        problems.append("chip_target: only a system names a chip target")
     for top, body in raw.items():
-        if top in ("name", "kind", "description"):
+        if top in ("name", "kind", "description", "chip_target"):
             continue
         if top not in SECTIONS:
-            problems.append(f"{top}: unknown top-level key (known: name, kind, description, "
+            problems.append(f"{top}: unknown top-level key (known: name, kind, description, chip_target, "
                             f"and the sections {', '.join(SECTIONS)})")
             continue
         if not isinstance(body, dict):
@@ -253,12 +262,24 @@ def parse_target(raw: dict, path: Path | str) -> Target:
                      for k, s in SCHEMA.items() if s.required and kind in s.kinds and k not in figures]
     if problems:
         raise TargetError(path, problems)
-    return Target(name=name, kind=kind, description=raw["description"].strip(), path=path, **figures)
+    return Target(name=name, kind=kind, description=raw["description"].strip(), path=path, chip_target=chip,
+                  **figures)
 
 
 def list_targets() -> list[str]:
     """Names of the shipped targets (``targets/*.toml``)."""
     return sorted(p.stem for p in shipped_dir("targets").glob("*.toml"))
+
+
+def system_chips(system: str | Path, chip: Target) -> int:
+    """The chips of a named system (``kapoho-point``) of ``chip``'s kind; a TargetError names what is wrong."""
+    found = load_target(system)
+    if found.kind != "system":
+        raise TargetError(found.path, [f"{found.name!r} is a {found.kind}, not a system of chips"])
+    if found.chip_target != chip.name:
+        raise TargetError(found.path, [f"system {found.name!r} is made of {found.chip_target!r} chips, not "
+                                       f"{chip.name!r}"])
+    return found.chips_per_system.value
 
 
 def load_target(name_or_path: str | Path | Target) -> Target:

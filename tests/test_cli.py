@@ -228,6 +228,12 @@ def test_compile_writes_the_integer_graph(tmp_path):
                      " ".join(out.stdout.split()))
 
 
+def test_max_chips_is_a_count_or_a_named_system_of_the_target_chips():
+    from snncompile.cli.commands import _chip_count
+    assert (_chip_count("3", "loihi2"), _chip_count("kapoho-point", "loihi2"), _chip_count("hala-point", "loihi2")) \
+        == (3, 8, 1152)
+
+
 def test_compile_that_breaks_a_design_rule_lists_every_violation_and_writes_nothing(tmp_path):
     out = cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16", "--max-chips", "0")
     assert out.returncode == 2 and "Traceback" not in out.stdout + out.stderr

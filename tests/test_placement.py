@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from snncompile.ir import SPIKE, Graph, Node
 from snncompile.ir.ops import (Input, IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate, LoihiLIF, MaxPool2d, Output,
                                QMAccumulate, ScoreValueAccumulate, SpikeScores, SumPool2d, TokenSum)
 from snncompile.backends.design_rules import RULES, DesignRuleError, check, check_or_raise
-from snncompile.backends.placement import (Placement, PlacementError, compartment_order, core_lower_bound,
+from snncompile.backends.placement import (Placement, PlacementError, compartment_order, core_lower_bound, core_views,
                                            load_placement, place, placement_path, save_placement)
 from snncompile.targets import SCHEMA, load_target
 
@@ -84,10 +85,10 @@ def test_default_model_places_on_loihi2_without_violations(integer, on_loihi2):
     assert p.nodes["patch_embed.maxpool3"].neurons == 64 * 8 * 8
     # the 8192 neurons of a layer fit one Loihi 2 core, but their 8192 output axons do not: two slices
     assert [(s.start, s.stop) for s in p.nodes["patch_embed.proj_lif2"].slices] == [(0, 4096), (4096, 8192)]
-    # the residual sum after a 256-channel 1x1 convolution: position-major slices keep the fan-in local
+    # the residual sum after a 256-channel 1x1 convolution: two boxes of all 64 channels at 2 x 4 positions
     mlp = p.nodes["block.0.mlp.add"]
-    assert mlp.order == "position" and [(s.start, s.stop) for s in mlp.slices] == [(0, 768), (768, 1024)]
-    assert p.cores[mlp.slices[0].core].fan_in_axons == 12 * 256 + 768  # 12 tokens of fc2_lif + the residual
+    assert mlp.order == "boxes:64x2x4/64x4x4" and [(s.start, s.stop) for s in mlp.slices] == [(0, 512), (512, 1024)]
+    assert p.cores[mlp.slices[0].core].fan_in_axons == 8 * 256 + 512  # 8 tokens of fc2_lif + the residual
     # the classifier is read by the host: its synapse is a unit of its own (readout compartments)
     assert p.nodes["head"].neurons == 10 and p.cores[-1].fan_out_axons == 10
     graded = {m.src for m in p.messages if m.graded}
@@ -136,14 +137,19 @@ TINY = {"neurons_per_core": 16, "synaptic_memory_per_core": 1, "fan_in_axons_per
 
 def tiny_target(tmp_path):
     """A hypothetical chip: Loihi 1's figures with tiny limits."""
-    lines = ['name = "tiny"', 'kind = "chip"', 'description = "a hypothetical chip with tiny limits"']
-    for key, fig in load_target("loihi1").figures().items():
-        value = TINY.get(key, fig.value)
+    return changed_target(tmp_path, "loihi1", "tiny", TINY)
+
+
+def changed_target(tmp_path, base: str, name: str, changes: dict):
+    """A hypothetical chip: ``base``'s figures with ``changes``."""
+    lines = [f'name = "{name}"', 'kind = "chip"', 'description = "a hypothetical chip with changed limits"']
+    for key, fig in load_target(base).figures().items():
+        value = changes.get(key, fig.value)
         lines += [f"[{SCHEMA[key].section}.{key}]", f"value = {value!r}", f"unit = {json.dumps(fig.unit)}",
                   f"source = {json.dumps('test: ' + fig.source)}", f"status = {json.dumps(fig.status)}"]
         if fig.note:
             lines.append(f"note = {json.dumps(fig.note)}")
-    path = tmp_path / "tiny.toml"
+    path = tmp_path / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n")
     return load_target(path)
 
@@ -229,7 +235,8 @@ def test_core_lower_bound_per_unit_and_resource(tmp_path, integer, on_loihi2):
     bound = core_lower_bound(graph, target)
     # units lif_big (20 neurons / 16; 20 x 60 x 9 bits / 8192; 60 axons / 64), lif2 (40 / 16; 40 x 20 x 5 bits;
     # 20 axons), double and lif3 (40 / 16; no synapses; 40 axons)
-    assert bound.by_resource == {"neurons": 2 + 3 + 3 + 3, "synaptic memory": 2 + 1 + 0 + 0, "input axons": 4}
+    assert bound.by_resource == {"neurons": 2 + 3 + 3 + 3, "synaptic memory": 2 + 1 + 0 + 0, "input axons": 4,
+                                 "kernels and windows": 0}
     assert bound.cores == 11 <= place(graph, target).cores_used
     assert core_lower_bound(integer, "loihi2").cores <= on_loihi2.cores_used
 
@@ -290,13 +297,68 @@ def test_receptive_fields_equal_brute_force(case):
 def test_compartment_orders():
     assert compartment_order((2, 1, 3), "channel").tolist() == [0, 1, 2, 3, 4, 5]
     assert compartment_order((2, 1, 3), "position").tolist() == [0, 3, 1, 4, 2, 5]
-    # 2 channel blocks x 2 x 2 tiles of a [4, 2, 2] tensor: each block one position of 2 channels
-    assert compartment_order((4, 2, 2), "tiles:2x2x2").tolist() == [0, 4, 1, 5, 2, 6, 3, 7,
-                                                                     8, 12, 9, 13, 10, 14, 11, 15]
-    order = compartment_order((8, 4, 6), "tiles:2x2x2")
-    assert sorted(order.tolist()) == list(range(8 * 4 * 6))
-    first = np.unravel_index(order[:24], (8, 4, 6))  # the first block: channels 0-3, rows 0-1, columns 0-2
-    assert set(first[0]) == {0, 1, 2, 3} and set(first[1]) == {0, 1} and set(first[2]) == {0, 1, 2}
+    # boxes of 2 channels x 1 x 1 positions of a [4, 2, 2] tensor: each box one position of 2 channels
+    assert compartment_order((4, 2, 2), "boxes:2x1x1/4x2x2").tolist() == [0, 4, 1, 5, 2, 6, 3, 7,
+                                                                           8, 12, 9, 13, 10, 14, 11, 15]
+    # ragged last blocks: channels [0, 2) then [2, 3), columns [0, 2) then [2, 3)
+    assert compartment_order((3, 1, 3), "boxes:2x1x2/3x1x3").tolist() == [0, 3, 1, 4, 2, 5, 6, 7, 8]
+    # a member twice the reference grid per axis: its box is the reference box scaled
+    order = compartment_order((6, 2, 6), "boxes:2x1x2/3x1x3")
+    assert sorted(order.tolist()) == list(range(6 * 2 * 6))
+    first = np.unravel_index(order[:32], (6, 2, 6))  # the first box: channels 0-3, rows 0-1, columns 0-3
+    assert set(first[0]) == {0, 1, 2, 3} and set(first[1]) == {0, 1} and set(first[2]) == {0, 1, 2, 3}
+
+
+def recounted(graph: Graph, p: Placement) -> list[tuple[int, int]]:
+    """Every core's (input axons, output axons) counted from element masks (``core_views``), independently of
+    the box arithmetic the partitioner used."""
+    views = core_views(graph, p)
+    readers = {}  # source -> per element, the cores that read it
+    for v in views:
+        for src, mask in v.reads.items():
+            readers.setdefault(src, np.zeros(mask.size, np.int64))
+            readers[src] += mask.reshape(-1)
+    host = set(p.host_nodes)
+    to_host = {u for u in p.nodes if u in graph.outputs or any(c in host for c in graph.consumers(u))}
+    return [(int(sum(m.sum() for m in v.reads.values())),
+             int(readers.get(v.unit, np.zeros(1 + v.owned[v.unit].max(), np.int64))[v.owned[v.unit]].sum()
+                 + (v.owned[v.unit].size if v.unit in to_host else 0))) for v in views]
+
+
+def test_box_arithmetic_equals_element_masks(tmp_path, integer, on_loihi2):
+    small = changed_target(tmp_path, "loihi2", "small", {"neurons_per_core": 64, "fan_in_axons_per_core": 300,
+                                                         "fan_out_axons_per_core": 200})
+    graph = strided_group()
+    boxed = place(graph, small)
+    # the pool's group on the convolution's 10 x 10 x 10 grid: a box of conv rows covers half a pool row
+    assert boxed.nodes["pool"].order.endswith("/10x10x10") and boxed.nodes["pool"].attached == ("conv",)
+    assert not check(graph, boxed, small, max_chips=boxed.chips_used)
+    for graph, p in ((integer, on_loihi2), (integer, place(integer, "loihi1")), (graph, boxed)):
+        assert recounted(graph, p) == [(c.fan_in_axons, c.fan_out_axons) for c in p.cores]
+        views = core_views(graph, p)
+        for c, v in zip(p.cores, views):  # kernel memory: the output channels a box's conv elements cover
+            if not p.nodes[v.unit].order.startswith("boxes:"):
+                continue
+            conv = [m for m in v.owned if isinstance(graph.op(m), IntConv2d)]
+            assert c.synaptic_bits == sum(
+                np.unique(v.owned[m] // math.prod(graph.types()[m].shape[1:])).size
+                * math.prod(graph.op(m).weight.shape[1:]) * graph.op(m).weight_bits for m in conv)
+
+
+def strided_group() -> Graph:
+    """A stride-2 3x3 convolution into a 3x3 max pool (one group on a grid of 5 x 5 cells), a residual
+    read twice."""
+    rng = np.random.default_rng(3)
+    lif = dict(current_decay=4096, voltage_decay=2048, vth=10)
+    nodes = {"x": Node(Input(shape=(6, 20, 20), dtype=SPIKE, time="stream")),
+             "lif0": Node(LoihiLIF(**lif), ("x",)),
+             "conv": Node(IntConv2d(weight=rng.integers(-3, 4, (10, 6, 3, 3)), stride=(2, 2), padding=(1, 1)),
+                          ("lif0",)),
+             "pool": Node(MaxPool2d(kernel=(3, 3), stride=(2, 2), padding=(1, 1)), ("conv",)),
+             "lif1": Node(LoihiLIF(**lif), ("pool",)),
+             "sum": Node(IntAdd(out_bits=12), ("lif1", "lif1")),
+             "y": Node(Output(), ("sum",))}
+    return Graph(nodes, ("y",), time_steps=2).validate()
 
 
 def test_tiled_cuts_use_fewer_cores_where_neither_channel_nor_position_slices_fit(monkeypatch):
@@ -310,13 +372,19 @@ def test_tiled_cuts_use_fewer_cores_where_neither_channel_nor_position_slices_fi
              "y": Node(Output(), ("lif",))}
     graph = Graph(nodes, ("y",), time_steps=4).validate()
     tiled = place(graph, "loihi2")
-    assert tiled.nodes["lif"].order.startswith("tiles:")
+    assert tiled.nodes["lif"].order.startswith("boxes:")
     assert not check(graph, tiled, load_target("loihi2"), max_chips=tiled.chips_used)
+    assert recounted(graph, tiled) == [(c.fan_in_axons, c.fan_out_axons) for c in tiled.cores]
     import snncompile.backends.placement as placement
+    monkeypatch.setattr(placement, "box_unit", lambda *args: None)
     monkeypatch.setattr(placement, "_best_tiles", lambda *args: None)
     untiled = place(graph, "loihi2")
     assert untiled.nodes["lif"].order in ("channel", "position") and tiled.cores_used < untiled.cores_used
-    assert core_lower_bound(graph, "loihi2").cores <= tiled.cores_used
+    # a core holds at most 75 channels' kernels (256 x 3 x 3 x 9 bits in 192 KiB) times 16 positions' windows
+    # (4096 axons / 256 channels): 16384 elements need 14 cores, more than any one resource alone (4)
+    bound = core_lower_bound(graph, "loihi2")
+    assert bound.by_resource["kernels and windows"] == 14 == bound.cores <= tiled.cores_used
+    assert max(v for k, v in bound.by_resource.items() if k != "kernels and windows") == 4
 
 
 # -- the file --------------------------------------------------------------------------------------------------------

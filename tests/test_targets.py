@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from snncompile.resources import shipped_dir
-from snncompile.targets import SCHEMA, STATUSES, Figure, TargetError, list_targets, load_target
+from snncompile.targets import SCHEMA, STATUSES, Figure, TargetError, list_targets, load_target, system_chips
 
 LOIHI1 = (shipped_dir("targets") / "loihi1.toml").read_text()
 TABLE2 = 'source = "Davies et al. 2018, IEEE Micro 38(1):82-99, Table 2"'
@@ -210,11 +210,11 @@ def test_top_level_problems(tmp_path):
     text = text.replace('name = "loihi1"', 'name = "loihi9"')
     _, problems = problems_of(tmp_path, text + '\n[extras.thing]\nvalue = 1\n')
     assert problems == ["name: 'loihi9' must equal the file name 'loihi1'",
-                        "kind: 'gpu' is not one of chip, energy-convention",
-                        "vendor: unknown top-level key (known: name, kind, description, and the sections "
-                        "chip, core, precision, energy, time)",
-                        "extras: unknown top-level key (known: name, kind, description, and the sections "
-                        "chip, core, precision, energy, time)"]
+                        "kind: 'gpu' is not one of chip, energy-convention, system",
+                        "vendor: unknown top-level key (known: name, kind, description, chip_target, and the "
+                        "sections system, chip, core, precision, energy, time)",
+                        "extras: unknown top-level key (known: name, kind, description, chip_target, and the "
+                        "sections system, chip, core, precision, energy, time)"]
 
 
 def test_a_file_with_several_problems_lists_them_all(tmp_path):
@@ -238,6 +238,29 @@ def test_an_energy_convention_has_no_chip_figures(tmp_path):
     assert problems == ["core.neurons_per_core: not a figure of kind 'energy-convention' (only of chip)",
                         "energy.ac_energy: missing (required for kind 'energy-convention': "
                         "energy per fp32 accumulate, in pJ)"]
+
+
+def test_named_systems_are_chip_counts_of_a_chip_target():
+    for name, chips in (("kapoho-point", 8), ("hala-point", 1152)):
+        system = load_target(name)
+        assert (system.kind, system.chip_target, system.chips_per_system.value) == ("system", "loihi2", chips)
+        assert set(system.figures()) == {"chips_per_system"}  # every per-chip figure is the chip target's
+        assert system_chips(name, load_target("loihi2")) == chips
+    with pytest.raises(TargetError, match="system 'hala-point' is made of 'loihi2' chips, not 'loihi1'"):
+        system_chips("hala-point", load_target("loihi1"))
+    with pytest.raises(TargetError, match="'loihi2' is a chip, not a system of chips"):
+        system_chips("loihi2", load_target("loihi2"))
+
+
+def test_a_system_names_its_chip_target_and_only_a_system_does(tmp_path):
+    text = (shipped_dir("targets") / "kapoho-point.toml").read_text()
+    _, problems = problems_of(tmp_path, text.replace('chip_target = "loihi2"\n', ""), name="kapoho-point")
+    assert problems == ["chip_target: a system names its chip target (a non-empty string)"]
+    _, problems = problems_of(tmp_path, 'chip_target = "loihi2"\n' + LOIHI1)
+    assert problems == ["chip_target: only a system names a chip target"]
+    core = '\n[core.neurons_per_core]\nvalue = 1\nunit = "neurons"\nsource = "x"\nstatus = "documented"\n'
+    _, problems = problems_of(tmp_path, text + core, name="kapoho-point")
+    assert problems == ["core.neurons_per_core: not a figure of kind 'system' (only of chip)"]
 
 
 def test_unreadable_and_unknown_targets(tmp_path):

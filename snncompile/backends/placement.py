@@ -35,13 +35,16 @@ Per unit
   synaptic sum (``IntConv2d`` 64x8x8 into a 2x2 max pool: 4096, not 1024).
 - **Compartment order**: ``channel`` (the output's C order, ``[C, H, W]``) or, where every member's
   output is 3-D, ``position`` (``[H, W, C]``: all channels of a position together, which keeps a 1x1
-  convolution's fan-in local) or ``tiles:NCxNHxNW`` (``NC`` blocks of channels times ``NH x NW`` tiles of
-  positions, block by block, each position by position: a core then stores the kernels of a block's channels
-  only and reads the inputs of a tile's window only, where neither a channel nor a position slice fits);
-  :func:`compartment_order` gives the flat output indices in that order.
+  convolution's fan-in local) or ``boxes:CBxTHxTW/GCxGHxGW`` (blocks of ``CB`` channels times tiles of
+  ``TH x TW`` positions of the members' common grid, box by box, each position by position: a core then
+  stores the kernels of a block's channels only and reads the inputs of a tile's window only, where neither
+  a channel nor a position slice fits; :mod:`.placement_boxes`); :func:`compartment_order` gives the flat
+  output indices in that order.
   A **slice** is a contiguous range ``[start, stop)`` of compartments in the unit's order; a member with
   ``E`` elements covers ``[start*E // N, ceil(stop*E / N))`` of its own in the same order (and *emits*
-  ``[start*E // N, stop*E // N)``, so each output element belongs to exactly one slice).
+  ``[start*E // N, stop*E // N)``, so each output element belongs to exactly one slice), except that a
+  slice that is one whole box of a box order covers and emits the member's ranges of that box per axis
+  (:mod:`.placement_boxes`: a pool's half-cells after a convolution).
 - **Synaptic memory** of a slice: for each attached synapse, stored weights x the node's ``weight_bits``
   (9 for Loihi's 8-bit weights plus sign), counting every entry (dense storage, zeros included). The
   kernel is shared across positions, so a core stores the kernel rows of the output channels its slice
@@ -57,18 +60,25 @@ Per unit
 Partitioning
 ------------
 How a unit is cut changes only its own fan-in and memory and its *sources'* fan-out, so units are cut
-in reverse topological order (consumers first: a unit's fan-out is then known when it is cut). Each is
-cut greedily into the fewest slices: from its first compartment, every slice is extended as far as the
-per-core limits allow (neurons, synaptic memory, fan-in and fan-out axons, all monotone in the slice's
-length, so the greedy cut is minimal), in each compartment order (of the tiled ones, the one with the
-fewest blocks whose middle block alone fits a core); the order with fewer slices wins, then the one with
-fewer input axons in all, then ``channel``. A limit that one compartment alone
-exceeds is not partitioned for (the slice is bounded by the other limits) and is left to the design
-rules to report. Each slice gets its own core (no two units share a core), numbered from 0 in
+in reverse topological order (consumers first: a unit's fan-out is then known when it is cut).
+
+- A **box-readable** unit (every member a ``[C, H, W]`` convolution, pool or elementwise op:
+  :func:`.placement_boxes.box_unit`) is cut into boxes, each one slice: the box size with the fewest boxes
+  plus the source cores their input axons cost (:func:`.placement_boxes.best_box_cut`), every cost
+  computed from ranges, not element masks, which keeps a 224 x 224 model's placement within seconds.
+- Any other unit (attention, dense, token sums) is cut greedily into the fewest slices: from its first
+  compartment, every slice is extended as far as the per-core limits allow (neurons, synaptic memory,
+  fan-in and fan-out axons, all monotone in the slice's length, so the greedy cut is minimal), in each
+  compartment order (of the uniform box orders, the one with the fewest boxes whose middle box alone fits
+  a core); the order with fewer slices wins, then the one with fewer input axons in all, then ``channel``.
+
+A limit that one compartment alone (one reference cell of a box-readable unit) exceeds is not partitioned
+for (the slice is bounded by the other limits) and is left to the design rules to report. Each slice gets its own core (no two units share a core), numbered from 0 in
 topological order; chip ``k`` holds cores ``k*cores_per_chip`` onwards.
 
 :func:`core_lower_bound` gives the fewest cores any such placement can use, from the graph alone (per unit,
-its neurons, kernel memory and input axons over the per-core limits), to show next to the cores used.
+its neurons, kernel memory and input axons over the per-core limits, and a convolution's elements over
+those one core can hold within both its kernel memory and its input axons), to show next to the cores used.
 """
 from __future__ import annotations
 
@@ -85,6 +95,8 @@ from ..ir.io import graph_digest
 from ..ir.ops import Delay, IntConv2d, IntDense, IntShift, ScoreLUT, family, ops_where
 from ..passes.prove_ranges import width
 from ..targets import Target, load_target
+from .placement_boxes import (BoxUnit, best_box_cut, box_compartment_order, box_elements, box_reads, box_unit,
+                              parse_box_order)
 from .placement_model import (CoreLoad, Message, NodePlacement, Placement, PlacementError, Slice, load_placement,
                               placement_path, save_placement)
 
@@ -144,35 +156,14 @@ def _groups(graph: Graph, types) -> tuple[list[str], dict[str, list[str]]]:
 
 def compartment_order(shape: tuple[int, ...], order: str) -> np.ndarray:
     """The flat (C-order) output indices of a ``shape`` tensor in compartment order: ``channel`` is C order
-    itself; ``position`` (3-D shapes) is ``[d1, d2, d0]`` order, all channels of a position together."""
+    itself; ``position`` (3-D shapes) is ``[d1, d2, d0]`` order, all channels of a position together;
+    ``boxes:...`` blocks of channels times tiles of positions (:func:`.placement_boxes.box_compartment_order`)."""
     index = np.arange(math.prod(shape))
     if order == "channel":
         return index
     if order == "position":
         return index.reshape(shape).transpose(1, 2, 0).reshape(-1)
-    nc, nh, nw = _tiles(order)
-    c, h, w = shape
-    return index.reshape(nc, c // nc, nh, h // nh, nw, w // nw).transpose(0, 2, 4, 3, 5, 1).reshape(-1)
-
-
-def _tiles(order: str) -> tuple[int, int, int]:
-    """``tiles:NCxNHxNW`` -> (NC, NH, NW)."""
-    return tuple(int(k) for k in order.split(":")[1].split("x"))
-
-
-def _tile_orders(shapes: list[tuple[int, ...]]) -> list[str]:
-    """The tiled orders every member's ``[C, H, W]`` divides into: ``NC`` channel blocks times ``NH x NW``
-    position tiles (powers of two), each block then position by position, all its channels together."""
-    def halvings(sizes):
-        n, found = 1, []
-        while all(s % n == 0 and s // n >= 1 for s in sizes):
-            found.append(n)
-            n *= 2
-        return found
-
-    return [f"tiles:{nc}x{nh}x{nw}" for nc in halvings([s[0] for s in shapes])
-            for nh in halvings([s[1] for s in shapes]) for nw in halvings([s[2] for s in shapes])
-            if nc * nh * nw > 1 and nh == nw]
+    return box_compartment_order(shape, order)
 
 
 @dataclass
@@ -189,6 +180,10 @@ class _Unit:
     def elements(self, member: str, start: int, stop: int, owned: bool = False) -> np.ndarray:
         """Flat output indices of ``member`` that compartments ``[start, stop)`` cover (or, ``owned``, emit:
         then each element belongs to exactly one slice)."""
+        if self.order.startswith("boxes:"):  # a whole box: the member's ranges of the box per axis
+            found = box_elements(self.shapes[member], self.order, self.neurons, start, stop, owned)
+            if found is not None:
+                return found
         e = math.prod(self.shapes[member])
         lo, hi = start * e // self.neurons, (stop * e // self.neurons if owned else -(-stop * e // self.neurons))
         return _order(self.shapes[member], self.order)[lo:hi]
@@ -240,9 +235,7 @@ def _cut(unit: _Unit, target: Target, sends: np.ndarray, most: int | None = None
     """Greedy cut into the fewest slices within the per-core limits (see the module docstring); ``sends``:
     axons each output element of the unit needs (destination cores, host readout). ``None`` as soon as it
     needs more than ``most`` slices."""
-    max_n = target.neurons_per_core.value
-    limits = {"bits": _limit(target.synaptic_memory_per_core, 1024 * 8), "in": _limit(target.fan_in_axons_per_core),
-              "out": _limit(target.fan_out_axons_per_core)}
+    max_n, limits = target.neurons_per_core.value, _limits(target)
     cost = {"bits": unit.synaptic_bits,
             "in": lambda a, b: sum(int(m.sum()) for m in unit.fan_in(a, b).values()),
             "out": lambda a, b: int(sends[unit.elements(unit.name, a, b, owned=True)].sum())}
@@ -284,24 +277,6 @@ def _cut(unit: _Unit, target: Target, sends: np.ndarray, most: int | None = None
     return cuts
 
 
-def _best_tiles(graph: Graph, u: str, members: list[str], neurons: int, shapes, target: Target) -> str | None:
-    """The tiled order with the fewest blocks whose middle block alone fits a core (neurons, kernel memory,
-    input axons); None when none does."""
-    limits = (target.neurons_per_core.value, _limit(target.synaptic_memory_per_core, 1024 * 8),
-              _limit(target.fan_in_axons_per_core))
-    found = []
-    for order in _tile_orders([shapes[m] for m in members]):
-        blocks = math.prod(_tiles(order))
-        if neurons % blocks or neurons // blocks > limits[0]:
-            continue
-        unit, size = _Unit(u, members, neurons, shapes, graph, order), neurons // blocks
-        a = (blocks // 2) * size
-        if (limits[1] is None or unit.synaptic_bits(a, a + size) <= limits[1]) and \
-                (limits[2] is None or sum(int(m.sum()) for m in unit.fan_in(a, a + size).values()) <= limits[2]):
-            found.append((blocks, order))
-    return min(found)[1] if found else None
-
-
 def place(graph: Graph, target: Target | str | Path) -> Placement:
     """Partition ``graph`` (a valid, lowered integer graph) onto the cores of a chip ``target``."""
     target = load_target(target)
@@ -315,50 +290,118 @@ def place(graph: Graph, target: Target | str | Path) -> Placement:
     for u in groups:  # one axon to the host per element it reads
         if u in graph.outputs or any(c in host_set for c in graph.consumers(u)):
             sends[u] += 1
-    cut: dict[str, tuple[_Unit, list[tuple[int, int, dict[str, np.ndarray]]]]] = {}
+    cut: dict[str, tuple[str, int, list[tuple[int, int, int, int, int]]]] = {}
     for u in reversed(list(groups)):  # consumers first: a unit's fan-out depends on how they are cut
         members = groups[u]
         counted = [m for m in members if not isinstance(graph.op(m), Delay)] or [u]
         neurons = max(1, max(math.prod(shapes[m]) for m in counted))
-        spatial = all(len(shapes[m]) == 3 for m in members)
-        tiles = _best_tiles(graph, u, members, neurons, shapes, target) if spatial else None
-        orders = ["channel"] + (["position"] if spatial else []) + ([tiles] if tiles else [])
-        best = None
-        # fewest slices, then fewest input axons in all (less fan-out upstream), then channel order; the
-        # channel cut comes last so that it can stop once it needs more slices than the position cut
-        for o in reversed(orders):
-            unit = _Unit(u, members, neurons, shapes, graph, o)
-            cuts = _cut(unit, target, sends[u], None if best is None else best[0][0])
-            if cuts is None:
-                continue
-            # each slice's reads as indices: a slice reads few of its sources' elements (at most the fan-in
-            # limit), so thousands of slices of a large unit hold little memory
-            slices = [(a, b, {s: np.flatnonzero(m) for s, m in unit.fan_in(a, b).items()}) for a, b in cuts]
-            key = (len(slices), sum(ix.size for *_, reads in slices for ix in reads.values()))
-            if best is None or key <= best[0]:
-                best = (key, unit, slices)
-        _, unit, slices = best
-        for _, _, reads in slices:
-            for src, ix in reads.items():
-                if src in sends:
-                    sends[src][ix] += 1
-        cut[u] = (unit, slices)
+        boxes = box_unit(graph, members, shapes, counted)
+        cut[u] = (_cut_boxes(boxes, u, sends, target) if boxes is not None
+                  else _cut_greedy(_Unit(u, members, neurons, shapes, graph), sends, target))
     per_chip = target.cores_per_chip.value
     nodes, loads = {}, []
     for u in groups:  # cores numbered in topological order
-        unit, slices = cut[u]
+        order, neurons, slices = cut[u]
         placed = []
-        for a, b, reads in slices:
+        for a, b, bits, fan_in, fan_out in slices:
             core = len(loads)
-            loads.append(CoreLoad(core, core // per_chip, u, a, b, b - a, unit.synaptic_bits(a, b),
-                                  sum(ix.size for ix in reads.values()),
-                                  int(sends[u][unit.elements(u, a, b, owned=True)].sum())))
+            loads.append(CoreLoad(core, core // per_chip, u, a, b, b - a, bits, fan_in, fan_out))
             placed.append(Slice(core, a, b))
-        nodes[u] = NodePlacement(u, graph.op(u).type_name(), unit.neurons, unit.order,
+        nodes[u] = NodePlacement(u, graph.op(u).type_name(), neurons, order,
                                  tuple(m for m in groups[u] if m != u), tuple(placed))
     messages = tuple(Message(src, u, m, str(types[src].dtype)) for u, members in groups.items() for m in members
                      for src in dict.fromkeys(graph.nodes[m].inputs) if src not in members)
     return Placement(target.name, graph_digest(graph), per_chip, nodes, tuple(loads), tuple(host), messages)
+
+
+def _limits(target: Target) -> dict[str, int | None]:
+    return {"bits": _limit(target.synaptic_memory_per_core, 1024 * 8), "in": _limit(target.fan_in_axons_per_core),
+            "out": _limit(target.fan_out_axons_per_core)}
+
+
+def _cut_boxes(unit: BoxUnit, u: str, sends: dict[str, np.ndarray], target: Target):
+    """A box-readable unit cut into boxes (:mod:`.placement_boxes`); adds its reads to its sources' ``sends``.
+    (order, compartments, [(start, stop, kernel bits, input axons, output axons)])."""
+    best = best_box_cut(unit, u, sends[u], target.neurons_per_core.value, _limits(target))
+    for reads in box_reads(unit, best):
+        for src, boxes in reads.items():
+            if src not in sends:
+                continue
+            view = sends[src].reshape(unit.shapes[src])
+            for box in boxes:
+                view[box] += 1
+            if len(boxes) == 2:  # the overlap of two readers' boxes is one axon, not two
+                view[tuple(slice(max(a.start, b.start), max(max(a.start, b.start), min(a.stop, b.stop)))
+                           for a, b in zip(*boxes))] -= 1
+    slices = [(a, b, int(bits), int(fan_in), int(fan_out)) for (a, b), bits, fan_in, fan_out
+              in zip(best.bounds(), best.bits, best.fan_in, best.fan_out)]
+    return best.order, slices[-1][1], slices
+
+
+def _tile_orders(shapes: list[tuple[int, ...]]) -> list[str]:
+    """The uniform box orders every member's ``[C, H, W]`` divides into: ``NC`` channel blocks times
+    ``NH x NH`` position tiles (powers of two), as ``boxes:`` orders of the members' common grid."""
+    def halvings(sizes):
+        n, found = 1, []
+        while all(s % n == 0 for s in sizes):
+            found.append(n)
+            n *= 2
+        return found
+
+    ref = [math.gcd(*(s[axis] for s in shapes)) for axis in range(3)]
+    return [f"boxes:{ref[0] // nc}x{ref[1] // nh}x{ref[2] // nh}/{ref[0]}x{ref[1]}x{ref[2]}"
+            for nc in halvings([s[0] for s in shapes]) for nh in halvings([s[1] for s in shapes] + [s[2] for s in shapes])
+            if nc * nh > 1]
+
+
+def _best_tiles(base: _Unit, target: Target) -> str | None:
+    """The uniform box order with the fewest boxes whose middle box alone fits a core (neurons, kernel
+    memory, input axons); None when none does."""
+    limits = (target.neurons_per_core.value, _limit(target.synaptic_memory_per_core, 1024 * 8),
+              _limit(target.fan_in_axons_per_core))
+    found = []
+    for order in _tile_orders([base.shapes[m] for m in base.members]):
+        box, ref = parse_box_order(order)
+        blocks = math.prod(r // b for r, b in zip(ref, box))
+        if base.neurons % blocks or base.neurons // blocks > limits[0]:
+            continue
+        unit, size = _Unit(base.name, base.members, base.neurons, base.shapes, base.graph, order), base.neurons // blocks
+        a = (blocks // 2) * size
+        if (limits[1] is None or unit.synaptic_bits(a, a + size) <= limits[1]) and \
+                (limits[2] is None or sum(int(m.sum()) for m in unit.fan_in(a, a + size).values()) <= limits[2]):
+            found.append((blocks, order))
+    return min(found)[1] if found else None
+
+
+def _cut_greedy(base: _Unit, sends: dict[str, np.ndarray], target: Target):
+    """Any other unit: the greedy cut in channel order and, for 3-D groups, in position order and the uniform
+    box order with the fewest boxes whose middle box fits a core; the one with fewer slices wins, then
+    fewer input axons in all, then channel; adds its reads to its sources' ``sends``.
+    (order, compartments, [(start, stop, kernel bits, input axons, output axons)])."""
+    u = base.name
+    spatial = all(len(base.shapes[m]) == 3 for m in base.members)
+    tiles = _best_tiles(base, target) if spatial else None
+    best = None
+    # the channel cut comes last so that it can stop once it needs more slices than the position cut
+    for o in reversed(["channel"] + (["position"] if spatial else []) + ([tiles] if tiles else [])):
+        unit = _Unit(u, base.members, base.neurons, base.shapes, base.graph, o)
+        cuts = _cut(unit, target, sends[u], None if best is None else best[0][0])
+        if cuts is None:
+            continue
+        # each slice's reads as indices: a slice reads few of its sources' elements (at most the fan-in
+        # limit), so thousands of slices of a large unit hold little memory
+        slices = [(a, b, {s: np.flatnonzero(m) for s, m in unit.fan_in(a, b).items()}) for a, b in cuts]
+        key = (len(slices), sum(ix.size for *_, reads in slices for ix in reads.values()))
+        if best is None or key <= best[0]:
+            best = (key, unit, slices)
+    _, unit, slices = best
+    for _, _, reads in slices:
+        for src, ix in reads.items():
+            if src in sends:
+                sends[src][ix] += 1
+    return unit.order, unit.neurons, [
+        (a, b, unit.synaptic_bits(a, b), sum(ix.size for ix in reads.values()),
+         int(sends[u][unit.elements(u, a, b, owned=True)].sum())) for a, b, reads in slices]
 
 
 # -- how few cores any placement needs -------------------------------------------------------------------------------
@@ -366,30 +409,53 @@ def place(graph: Graph, target: Target | str | Path) -> Placement:
 @dataclass(frozen=True)
 class CoreBound:
     """A lower bound on the cores a placement of the graph needs (``cores``), and per resource the bound that
-    resource alone gives (``by_resource``: neurons, synaptic memory, input axons)."""
+    resource alone gives (``by_resource``: neurons, synaptic memory, input axons, kernels and windows)."""
 
     cores: int
     by_resource: Mapping[str, int]
 
 
+def _conv_elements_per_core(op: IntConv2d, bits_limit: int | None, axons_limit: int | None) -> int | None:
+    """The most output elements of a stride-1 convolution whose every window is centred on an input element
+    (1x1 unpadded, or odd kernels padded by half) that one core can hold: each output channel it holds
+    stores its kernel (at most ``bits_limit // kernel bits`` channels), and each output position it holds
+    reads the ``C_in / groups`` channels of a distinct input position (at most ``axons_limit // that``
+    positions). ``None`` where the convolution is not of that kind or a limit is missing or unmet."""
+    kh, kw = op.weight.shape[2:]
+    centred = all(k % 2 == 1 and p == k // 2 for k, p in zip((kh, kw), op.padding))
+    if bits_limit is None or axons_limit is None or tuple(op.stride) != (1, 1) or tuple(op.dilation) != (1, 1) \
+            or not centred:
+        return None
+    channels = bits_limit // (math.prod(op.weight.shape[1:]) * op.weight_bits)
+    positions = axons_limit // op.weight.shape[1]
+    return channels * positions or None
+
+
 def core_lower_bound(graph: Graph, target: Target | str | Path) -> CoreBound:
     """No two units share a core, and every unit's cores together hold all its compartments, store each of
     its kernel rows (or tables) at least once and receive every source element it reads; so a unit needs at
-    least ``ceil(resource / per-core limit)`` cores for each resource, and the graph the sum over its units
-    of the largest of these. Computed from the graph alone (no cut is made)."""
+    least ``ceil(resource / per-core limit)`` cores for each resource. A unit with a convolution also needs
+    its output elements over the most one core can hold within both its kernel memory and its input axons
+    (:func:`_conv_elements_per_core`: a core's elements pair the channels whose kernels it stores with the
+    positions whose windows it reads). The graph needs the sum over its units of the largest of these.
+    Computed from the graph alone (no cut is made)."""
     target = load_target(target)
     types = graph.types()
     shapes = {n: tuple(t.shape) for n, t in types.items()}
     limits = {"neurons": _limit(target.neurons_per_core), "synaptic memory":
               _limit(target.synaptic_memory_per_core, 1024 * 8), "input axons": _limit(target.fan_in_axons_per_core)}
-    per_resource, total = dict.fromkeys(limits, 0), 0
+    per_resource, total = dict.fromkeys([*limits, "kernels and windows"], 0), 0
     for u, members in _groups(graph, types)[1].items():
         counted = [m for m in members if not isinstance(graph.op(m), Delay)] or [u]
         unit = _Unit(u, members, max(1, max(math.prod(shapes[m]) for m in counted)), shapes, graph)
         need = {"neurons": unit.neurons, "synaptic memory": unit.synaptic_bits(0, unit.neurons),
                 "input axons": sum(int(m.sum()) for m in unit.fan_in(0, unit.neurons).values())}
         cores = {k: -(-need[k] // limits[k]) if limits[k] else 1 for k in limits}
-        for k in limits:
+        cores["kernels and windows"] = max([-(-math.prod(shapes[m]) // most) for m in members
+                                            if isinstance(graph.op(m), IntConv2d) and (most := _conv_elements_per_core(
+                                                graph.op(m), limits["synaptic memory"], limits["input axons"]))],
+                                           default=0)
+        for k in per_resource:
             per_resource[k] += cores[k]
         total += max(1, *cores.values())
     return CoreBound(total, per_resource)

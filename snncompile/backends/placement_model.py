@@ -40,7 +40,7 @@ class NodePlacement:
     node: str
     type: str
     neurons: int
-    order: str                      # compartment order: "channel" or "position" (compartment_order)
+    order: str                      # compartment order: "channel", "position" or "boxes:..." (compartment_order)
     attached: tuple[str, ...]
     slices: tuple[Slice, ...]
 

@@ -56,6 +56,17 @@ DetailsOpt = typer.Option(False, "--details", help="also the tables per layer, n
                                                    "and plot: the HTML page)")
 
 
+def _chip_count(value: str, target: str) -> int:
+    """``--max-chips``: a count, or a named system of ``target``'s chips (its chip count)."""
+    from ..targets import TargetError, load_target, system_chips
+    if value.isdigit():
+        return int(value)
+    try:
+        return system_chips(value, load_target(target))
+    except TargetError as e:
+        raise typer.BadParameter(f"{value}: {'; '.join(e.problems)}", param_hint="'--max-chips'") from None
+
+
 def _default_output(path: Path, option: str) -> Path:
     """An output file a command chose itself, checked as an option's value is (before any work)."""
     if reason := unwritable(path, directory=False):
@@ -339,8 +350,9 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                 target: str = typer.Option("loihi2", callback=chip_target, help="hardware target (`targets/`: "
                                            "loihi1, loihi2): its widths bound the range proof, its cores the "
                                            "placement and design rules"),
-                max_chips: Optional[int] = typer.Option(None, min=0, help="chips the placement may use (default: "
-                                                        "as many as it needs)"),
+                max_chips: Optional[str] = typer.Option(None, help="chips the placement may use: a count, or "
+                                                        "a system of the target's chips (`targets/`: kapoho-point, "
+                                                        "hala-point); default: as many as it needs"),
                 calibration: int = CalibrationOpt, calibrate_from: str = CalibrateFromOpt,
                 dump_dir: Optional[Path] = typer.Option(None, "--dump-dir", callback=output_dir,
                                                         help="also write the graph after every pass, and the time "
@@ -356,16 +368,17 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     from ..data.calibration import calibration_samples
     from ..job import CompileRecord, save_compiled, steps
     from ..targets import load_target
+    chips = None if max_chips is None else _chip_count(max_chips, target)
     options = GraphOptions(time_steps, dt, nir_convention)
     loaded, data = load_source(model, attention, dataset, data_root, options)
     out = out or _default_output(Path("runs") / f"{loaded.name or Path(model).stem}.loihi.snnir", "--out")
     samples = calibration_samples(calibrate_from, data, data_config(loaded, data), calibration, loaded.transform)
     console.print(f"calibration: {escape(samples.source)}")
     record = CompileRecord(_source(model, attention, data, options), target, len(samples),
-                           1 if max_chips is None else max_chips, samples.source)
+                           1 if chips is None else chips, samples.source)
     graph = steps.export(loaded)
     compiled = steps.compile_graph(graph, fitted(loaded, samples, "calibration"), record, dump_dir=dump_dir)
-    if max_chips is None:  # the chips it needs are allowed
+    if chips is None:  # the chips it needs are allowed
         compiled = dataclasses.replace(compiled, record=dataclasses.replace(
             record, max_chips=compiled.placement.chips_used))
     lowered, placement = compiled.graph, compiled.placement

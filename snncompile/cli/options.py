@@ -89,9 +89,13 @@ def _target(value: Optional[str], *, chip: bool) -> Optional[str]:
     except TargetError as e:
         problems = "; ".join(e.problems)
         raise typer.BadParameter(problems if repr(value) in problems else f"{value}: {problems}") from None
+    if kind == "system":
+        raise typer.BadParameter(f"{value} is a system of {load_target(value).chip_target} chips, not a target: "
+                                 f"pass its chip as the target (a system bounds compile's --max-chips)")
     if chip and kind != "chip":
         chips = [name for name in list_targets() if load_target(name).kind == "chip"]
-        raise typer.BadParameter(f"{value} is an {kind}, not a chip: pass {', '.join(chips)} or a target file")
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise typer.BadParameter(f"{value} is {article} {kind}, not a chip: pass {', '.join(chips)} or a target file")
     return value
 
 
