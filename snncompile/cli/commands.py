@@ -163,6 +163,7 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
             lava_granularity: str = typer.Option("fused", callback=one_of(_granularities),
                                                  help="Lava processes: per_op, fused (per block) or fused_model"),
             lava_timeout: float = typer.Option(600.0, callback=positive, help="seconds one Lava session may take"),
+            calibration: int = CalibrationOpt, calibrate_from: str = CalibrateFromOpt,
             out_dir: Path = typer.Option(Path("runs"), "--out-dir", callback=output_dir,
                                          help="where the graph and report go"),
             details: bool = DetailsOpt) -> None:
@@ -171,6 +172,7 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     (terminal tables, JSON, an HTML page with plots). MODEL may be a compiled `.snnir` from `snncompile
     compile`: its graph and placement are used as they are, its model and data read from the file beside it."""
     from ..data import load_dataset
+    from ..data.calibration import calibration_samples
     from ..ir import io as ir_io
     from ..job import ModelSource, record_path, run_job
     from ..report.render import render_terminal
@@ -185,10 +187,16 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     loaded, data = _load(model, attention, dataset, data_root)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
-    train_set, test_set = (load_dataset(data, loaded.config, split, loaded.transform) for split in ("train", "test"))
+    test_set = load_dataset(data, loaded.config, "test", loaded.transform)
+    calibrating = None if compiled else calibration_samples(calibrate_from, data, loaded.config, calibration,
+                                                            loaded.transform)
+    if calibrating is not None:
+        console.print(f"calibration: {escape(calibrating.source)}")
     announce = Console(stderr=True)
-    report = run_job(loaded, train_set, test_set, target=target or "loihi2", samples=samples,
-                     lava_samples=lava_samples, lava_granularity=lava_granularity, lava_timeout=lava_timeout,
+    report = run_job(loaded, calibrating, test_set, target=target or "loihi2", samples=samples,
+                     lava_samples=lava_samples, calibration=calibration,
+                     calibration_source=calibrating and calibrating.source,
+                     lava_granularity=lava_granularity, lava_timeout=lava_timeout,
                      out_dir=out_dir, compiled=compiled, source=ModelSource(model, attention, data.dataset, data.root),
                      progress=True, step=lambda message: announce.print(f"[dim]{message}...[/]"))
     for table in render_terminal(report.to_dict(), details=details):  # its headline names the report and page
@@ -437,7 +445,8 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     calibrating = calibration_samples(calibrate_from, data, loaded.config, calibration, loaded.transform)
     console.print(f"calibration: {escape(calibrating.source)}")
     ctx = PassContext(calibration=steps.calibration_feeds(graph, calibrating, calibration), target=target)
-    report = verify_pipeline(graph, PIPELINES[pipeline], ctx, graph_feeds(graph, x), labels)
+    report = verify_pipeline(graph, PIPELINES[pipeline], ctx, graph_feeds(graph, x), labels,
+                             calibration=calibrating.source)
     for table in render(report, details=details):
         console.print(table)
     if json_out:

@@ -191,6 +191,7 @@ class JobReport:
     activity: dict                     #: the integer graph's counts (``Activity.to_dict()``)
     energy: dict                       #: the target, cmos45 and "ann": ``EnergyEstimate.to_dict()``
     latency: dict                      #: ``LatencyEstimate.to_dict()`` on the target
+    calibration: dict                  #: what calibrated the scales: ``source`` (a line) and ``samples``
     files: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -226,7 +227,9 @@ def report(name: str, loaded: LoadedCheckpoint, chip: Target, *, float_eval: Eva
                                   "per_core": _per_core(compiled, chip, estimate.latency)},
                        violations=[f"[{v.rule}] {v.node}: {v.message}" for v in violations], layers=layers,
                        activity=counts.table, energy={k: e.to_dict() for k, e in estimate.energy.items()},
-                       latency=estimate.latency.to_dict(), files=files, seconds=seconds)
+                       latency=estimate.latency.to_dict(), files=files, seconds=seconds,
+                       calibration={"source": compiled.record.calibration_source,
+                                    "samples": compiled.record.calibration})
     document = result.to_dict()
     out_dir.mkdir(parents=True, exist_ok=True)
     Path(files["report"]).write_text(json.dumps(document, indent=1) + "\n")
