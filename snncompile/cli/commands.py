@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from .. import __version__
-from ..config import ATTENTION_MODES, DATASETS, ConfigError, DataConfig
+from ..config import ATTENTION_MODES, CALIBRATION_SAMPLES, DATASETS, ConfigError, DataConfig
 from ..zoo.registry import DEFAULT_MODEL, find_entry, list_entries
 from .errors import Commands
 from .options import any_target, chip_target, one_of, output_dir, output_file, positive, unwritable
@@ -61,6 +61,12 @@ DataRootOpt = typer.Option(None, "--data-root", help="local folder of user-suppl
 DatasetOpt = typer.Option(None, "--dataset", callback=one_of(lambda: DATASETS),
                           help=f"evaluation data set: {', '.join(DATASETS)} (default: the one the model was "
                                "trained on)")
+CalibrationOpt = typer.Option(CALIBRATION_SAMPLES, min=1,
+                              help="samples that calibrate the scales chosen from data")
+CalibrateFromOpt = typer.Option("auto", "--calibrate-from", help="calibration samples: train (the training set), "
+                                "synthetic (inputs drawn with the data set's normalisation statistics: no data "
+                                "needed), a .npy/.pt tensor file, or auto (train when the data set is at hand, "
+                                "else synthetic)")
 
 
 def _default_output(path: Path, option: str) -> Path:
@@ -343,13 +349,6 @@ def _samples(data_set, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     n = min(count, len(data_set))
     return (torch.stack([data_set[i][0] for i in range(n)]),
             torch.tensor([int(data_set[i][1]) for i in range(n)]))
-
-
-CalibrationOpt = typer.Option(64, min=1, help="samples that calibrate the scales chosen from data")
-CalibrateFromOpt = typer.Option("auto", "--calibrate-from", help="calibration samples: train (the training set), "
-                                "synthetic (inputs drawn with the data set's normalisation statistics: no data "
-                                "needed), a .npy/.pt tensor file, or auto (train when the data set is at hand, "
-                                "else synthetic)")
 
 
 @app.command("compile")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..backends.placement import PlacementError
+from ..config import CALIBRATION_SAMPLES
 from ..backends.protocol import get_backend
 from ..targets import load_target
 from ..zoo.checkpoint import LoadedCheckpoint
@@ -27,7 +28,7 @@ from .steps import (Clock, JobReport, check_on_lava, check_rules, compare_spikes
 
 
 def run_job(loaded: LoadedCheckpoint, train_set, test_set, *, target: str = "loihi2", samples: int = 64,
-            lava_samples: int = 8, calibration: int = 64, calibration_source: str | None = None,
+            lava_samples: int = 8, calibration: int = CALIBRATION_SAMPLES, calibration_source: str | None = None,
             out_dir: Path = Path("runs"),
             lava_granularity: str = "fused", lava_timeout: float = 600.0, compiled: Compiled | None = None,
             source: ModelSource | None = None, progress: bool = False,
