@@ -3,8 +3,9 @@ gathered batch by batch so that memory does not grow with the number of calibrat
 
 The passes that choose a scale from data (``lower_attention``'s K, ``quantize``'s headroom) need only each
 node's extremes, never its values: the feeds are cut into batches of ``CALIBRATION_BATCH`` samples, each
-batch runs through the reference simulator keeping no value past its last reader, and an observer folds
-every node's value into its running extremes as it is computed. Every graph these passes see computes each
+batch runs through the reference simulator (its fast kernels, the float neurons included) keeping no value
+past its last reader, and an observer folds the value of every node a pass reads into its running extremes as
+it is computed; only those nodes and what they depend on run. Every graph these passes see computes each
 sample independently, so the extremes are those of one run on all samples at once, up to the last bit of a
 float kernel whose rounding depends on the batch size (a convolution's summation order).
 """
