@@ -22,9 +22,19 @@ step that runs out of memory or time is reported as failed without stopping the 
   ``--phases checkpoint compile place`` with a small ``--calibration`` measures placement quickly), with
   the design-rule check and the lower bound;
 - ``float``, ``window``, ``stepped``: ``--samples`` synthetic samples through the float graph (BatchNorm
-  folded), the compiled integer graph in its data window (``unschedule``) and as scheduled (time-stepped).
+  folded), the compiled integer graph in its data window (``unschedule``) and as scheduled (time-stepped);
+- ``run``: ``snncompile run`` (the main job) on the checkpoint with a tiny test set written in the data
+  set's local format to ``--workdir`` (``--samples`` random CIFAR-10 records or event-frame ``.npz`` files),
+  calibrated on synthetic inputs, ``--lava-samples`` samples checked on Lava (``fused``) within
+  ``--lava-timeout`` seconds; its report's per-sample energy, latency and cores, and each step's time;
+- ``sharded``: ``snncompile simulate --graph`` of the compiled model over that test set, in one process and
+  over two ``torchrun`` workers (gloo): both times and whether their predictions are the same;
+- ``ratios``: the three simulations again in one process, in turn, ``--repeats`` times each (the fastest run
+  of each counts), so that their time ratios are measured under the same load.
 
-A child is limited to ``--memory-gb`` of address space (so a step that would exhaust the machine fails with
+A child runs torch with ``--threads`` intra-op threads (default 1: on this shared 2-core machine a second
+OpenMP thread waits for a core at every element-wise operation, which made the float graph's neurons about
+9x slower in calibration than one thread). A child is limited to ``--memory-gb`` of address space (so a step that would exhaust the machine fails with
 a MemoryError instead of waking the OOM killer) and ``--timeout`` seconds. Prints a Markdown table (the one
 in the README) and writes every figure to ``--json``.
 """
@@ -42,7 +52,7 @@ from pathlib import Path
 
 PAPER_CONFIGS = ("statten-cifar10-2-512", "statten-cifar10dvs-2-256-t16", "statten-imagenet-8-512",
                  "statten-imagenet-8-768")
-PHASES = ("checkpoint", "compile", "place", "float", "window", "stepped")
+PHASES = ("checkpoint", "compile", "place", "float", "window", "stepped", "ratios", "run", "sharded")
 
 
 # ---- the steps, each run in a child process ------------------------------------------------------------
@@ -143,26 +153,117 @@ def place_compiled(entry, work: Path, args) -> dict:
             "seconds": seconds, "seconds_check": seconds_check}
 
 
-def simulate(entry, work: Path, args, phase: str) -> dict:
-    import torch
+def simulated_graph(entry, work: Path, phase: str):
+    """The graph a simulation phase runs: the float graph (BatchNorm folded), the compiled graph in its data
+    window or as scheduled."""
     from snncompile.ir.timing import unschedule
-    from snncompile.sim import run_graph
-    from snncompile.sim.dataset import graph_feeds
-
     if phase == "float":
         from snncompile import load_checkpoint
         from snncompile.frontend import export
         from snncompile.passes import PIPELINES, run_pipeline
-        graph = run_pipeline(export(load_checkpoint(work / f"{entry.name}.pth.tar").model), PIPELINES["float"])
-    else:
-        from snncompile.job.artifact import load_compiled
-        graph = load_compiled(work / f"{entry.name}.loihi.snnir").graph
-        graph = unschedule(graph) if phase == "window" else graph
+        return run_pipeline(export(load_checkpoint(work / f"{entry.name}.pth.tar").model), PIPELINES["float"])
+    from snncompile.job.artifact import load_compiled
+    graph = load_compiled(work / f"{entry.name}.loihi.snnir").graph
+    return unschedule(graph) if phase == "window" else graph
+
+
+def simulate(entry, work: Path, args, phase: str) -> dict:
+    import torch
+    from snncompile.sim import run_graph
+    from snncompile.sim.dataset import graph_feeds
+
+    graph = simulated_graph(entry, work, phase)
     x = synthetic_inputs(entry, args.samples, seed=2)
     feeds = graph_feeds(graph, x)
     _, seconds = _timed(lambda: run_graph(graph, feeds))
     return {"samples": args.samples, "seconds": seconds, "seconds_per_sample": round(seconds / args.samples, 3),
             "steps": graph.time_steps, "torch_threads": torch.get_num_threads()}
+
+
+def time_ratios(entry, work: Path, args) -> dict:
+    """Seconds per sample of the float, data-window and time-stepped simulations, run in turn in this one
+    process ``--repeats`` times (the fastest of each), and the integer ones' ratios to the float one."""
+    from snncompile.sim import run_graph
+    from snncompile.sim.dataset import graph_feeds
+    modes = ("float", "window", "stepped")
+    graphs = {m: simulated_graph(entry, work, m) for m in modes}
+    x = synthetic_inputs(entry, args.samples, seed=2)
+    feeds = {m: graph_feeds(g, x) for m, g in graphs.items()}
+    best = {m: float("inf") for m in modes}
+    for _ in range(args.repeats):
+        for m in modes:
+            _, seconds = _timed(lambda: run_graph(graphs[m], feeds[m]))
+            best[m] = min(best[m], seconds)
+    per_sample = {m: round(best[m] / args.samples, 3) for m in modes}
+    return {"samples": args.samples, "repeats": args.repeats, "seconds_per_sample": per_sample,
+            "window_per_float": round(best["window"] / best["float"], 2),
+            "stepped_per_float": round(best["stepped"] / best["float"], 2)}
+
+
+def write_test_data(entry, root: Path, count: int) -> Path:
+    """``count`` random test samples (and as many training ones) in the local format ``entry``'s data set is
+    read from: CIFAR-10's binary batches, or ``train/`` and ``test/`` folders of event-frame ``.npz`` files."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = entry.model
+    if not cfg.dvs_mode:
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            records = np.concatenate([rng.integers(0, 10, (count, 1)), rng.integers(0, 256, (count, 3 * 32 * 32))], 1)
+            (root / f"{name}.bin").write_bytes(records.astype(np.uint8).tobytes())
+        return root
+    for split in ("train", "test"):
+        for i in range(count):
+            folder = root / split / f"class{i % cfg.num_classes}"
+            folder.mkdir(parents=True, exist_ok=True)
+            frames = rng.poisson(0.3, (cfg.time_steps, 2, cfg.img_size, cfg.img_size)).astype(np.uint8)
+            np.savez(folder / f"{i}.npz", frames=frames)
+    return root
+
+
+def run_main_job(entry, work: Path, args) -> dict:
+    """``snncompile run`` on the checkpoint (in a child: its peak RSS, Lava's processes' own aside), its
+    report's headline figures and step times."""
+    data = write_test_data(entry, work / f"{entry.name}.data", args.samples)
+    out = work / f"{entry.name}.run"
+    command = [sys.executable, "-m", "snncompile", "run", str(work / f"{entry.name}.pth.tar"), "--data-root", str(data),
+               "--dataset", entry.data.dataset, "--calibrate-from", "synthetic",
+               "--calibration", str(args.calibration), "--samples", str(args.samples),
+               "--lava-samples", str(args.lava_samples), "--lava-timeout", str(args.lava_timeout),
+               "--out-dir", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"snncompile run failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    report = json.loads(next(out.glob("*.report.json")).read_text())
+    energy = report["energy"][report["target"]]
+    return {"lava": {k: report["lava"][k] for k in ("total", "identical_to_reference", "granularity")},
+            "cores": report["placement"]["cores"], "chips": report["placement"]["chips"],
+            "energy_uj_per_sample": round(energy["total_pj"] / 1e6, 3),
+            "latency_us_per_sample": round(report["latency"]["per_sample_ns"] / 1e3, 3),
+            "calibration": report["calibration"], "test_samples": report["test_samples"],
+            "seconds": report["seconds"],
+            "job_peak_rss_gb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20, 2)}
+
+
+def sharded_evaluation(entry, work: Path, args) -> dict:
+    """The compiled graph over ``--samples`` test samples by ``snncompile simulate``, in one process and over two
+    torchrun workers: seconds and predictions of each."""
+    data = write_test_data(entry, work / f"{entry.name}.data", args.samples)
+    found = {}
+    for name, launcher in (("one_process", [sys.executable]),
+                           ("two_workers", [str(Path(sys.executable).with_name("torchrun")), "--standalone",
+                                            "--nproc_per_node=2"])):
+        out = work / f"{entry.name}.{name}.json"
+        command = [*launcher, "-m", "snncompile", "simulate", str(work / f"{entry.name}.pth.tar"), "--graph",
+                   str(work / f"{entry.name}.loihi.snnir"), "--data-root", str(data), "--dataset", entry.data.dataset,
+                   "--json", str(out)]
+        done, seconds = _timed(lambda: subprocess.run(command, capture_output=True, text=True))
+        if done.returncode:
+            raise RuntimeError(f"{name} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+        found[name] = {"seconds": seconds, "predictions": json.loads(out.read_text())["predictions"]}
+    return {"samples": args.samples, "seconds_one_process": found["one_process"]["seconds"],
+            "seconds_two_workers": found["two_workers"]["seconds"],
+            "same_predictions": found["one_process"]["predictions"] == found["two_workers"]["predictions"]}
 
 
 def run_phase(args) -> None:
@@ -174,6 +275,12 @@ def run_phase(args) -> None:
         found = compile_checkpoint(entry, work, args)
     elif args.phase == "place":
         found = place_compiled(entry, work, args)
+    elif args.phase == "ratios":
+        found = time_ratios(entry, work, args)
+    elif args.phase == "run":
+        found = run_main_job(entry, work, args)
+    elif args.phase == "sharded":
+        found = sharded_evaluation(entry, work, args)
     else:
         found = simulate(entry, work, args, args.phase)
     (work / f"{entry.name}.{args.phase}.json").write_text(json.dumps(found, indent=2) + "\n")
@@ -188,7 +295,9 @@ def _child(args, config: str, phase: str) -> dict:
     out = work / f"{config}.{phase}.json"
     out.unlink(missing_ok=True)
     command = [sys.executable, __file__, "--phase", phase, "--config", config, "--workdir", str(work),
-               "--calibration", str(args.calibration), "--samples", str(args.samples), "--target", args.target]
+               "--calibration", str(args.calibration), "--samples", str(args.samples), "--target", args.target,
+               "--repeats", str(args.repeats), "--lava-samples", str(args.lava_samples),
+               "--lava-timeout", str(args.lava_timeout), "--threads", str(args.threads)]
     limit = int(args.memory_gb * 2 ** 30)
 
     def limited():
@@ -198,7 +307,8 @@ def _child(args, config: str, phase: str) -> dict:
     log = work / f"{config}.{phase}.log"
     start = time.perf_counter()
     with open(log, "w") as err:
-        child = subprocess.Popen(command, preexec_fn=limited, stderr=err)
+        child = subprocess.Popen(command, preexec_fn=limited, stderr=err,  # (the run step's children inherit it)
+                                 env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     status, usage = _wait(child.pid, start + args.timeout)
     wall = round(time.perf_counter() - start, 1)
     result = {"wall_s": wall, "peak_rss_gb": round(usage.ru_maxrss / 2 ** 20, 2)}
@@ -242,11 +352,13 @@ def _row(config: str, steps: dict) -> str:
             f"| {cell('place', 'seconds')} / {steps.get('place', {}).get('peak_rss_gb', '-')} "
             f"| {per_sample['float']} / {per_sample['window']} / {per_sample['stepped']} "
             f"| {steps.get('float', {}).get('peak_rss_gb', '-')} / {steps.get('window', {}).get('peak_rss_gb', '-')}"
-            f" / {steps.get('stepped', {}).get('peak_rss_gb', '-')} |")
+            f" / {steps.get('stepped', {}).get('peak_rss_gb', '-')} "
+            f"| {cell('ratios', 'window_per_float')} / {cell('ratios', 'stepped_per_float')} |")
 
 
 HEADER = ("| configuration | parameters | nodes | cores | chips | lower bound | violations | compile s | compile GB "
-          "| place s / GB | s/sample float / window / stepped | GB float / window / stepped |\n" + "|---" * 12 + "|")
+          "| place s / GB | s/sample float / window / stepped | GB float / window / stepped | window / stepped per "
+          "float (one process) |\n" + "|---" * 13 + "|")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -254,8 +366,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--configs", nargs="+", default=list(PAPER_CONFIGS))
     parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
     parser.add_argument("--workdir", default="/tmp/snncompile-scale")
-    parser.add_argument("--calibration", type=int, default=64, help="synthetic samples that calibrate")
+    parser.add_argument("--calibration", type=int, default=None,
+                        help="synthetic samples that calibrate (default: compile's, config.CALIBRATION_SAMPLES)")
     parser.add_argument("--samples", type=int, default=16, help="samples each simulation runs (one batch)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of each step")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each simulation in the ratios phase")
+    parser.add_argument("--lava-samples", type=int, default=1, help="samples the run phase checks on Lava")
+    parser.add_argument("--lava-timeout", type=float, default=1800.0,
+                        help="seconds the run phase's Lava check may take")
     parser.add_argument("--target", default="loihi2")
     parser.add_argument("--memory-gb", type=float, default=16.0, help="address-space limit of each step")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds each step may run")
@@ -263,6 +381,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.calibration is None:
+        from snncompile.config import CALIBRATION_SAMPLES
+        args.calibration = CALIBRATION_SAMPLES
     if args.phase:
         return run_phase(args)
     results: dict[str, dict] = {}

@@ -153,6 +153,8 @@ class ModelConfig:
 
 
 DATASETS = ("digits", "event-digits", "cifar10", "cifar10-dvs", "ncaltech101", "imagenet")
+#: samples that calibrate a compile unless told otherwise (why so few: ``snncompile.data.calibration``)
+CALIBRATION_SAMPLES = 16
 
 
 @dataclass(frozen=True)

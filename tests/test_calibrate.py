@@ -99,3 +99,56 @@ def test_tensor_files_npy_and_pt(tmp_path):
         calibration_samples("somewhere.txt", DataConfig(), cfg, 9)
     with pytest.raises(DataError, match="does not exist"):
         calibration_samples(str(tmp_path / "missing.npy"), DataConfig(), cfg, 9)
+
+
+# -- recording only what the passes read; the calibration source's effect in verify ------------------------
+
+from snncompile.passes import PIPELINES, PassContext, verify_pipeline  # noqa: E402
+from snncompile.passes.calibrate import Ranges  # noqa: E402
+
+
+def test_value_ranges_of_some_nodes_runs_only_what_they_read(monkeypatch):
+    graph = export(trained_like(small_cfg()))
+    feeds = graph_feeds(graph, torch.randn(3, 3, 16, 16))
+    every = value_ranges(graph, feeds)
+    wanted = {"patch_embed.proj_lif", "block.0.attn.q_lif"}
+    ran = []
+    import snncompile.passes.calibrate as calibrate
+    real = calibrate.run_graph
+    monkeypatch.setattr(calibrate, "run_graph", lambda g, f, **kw: ran.append(set(g.nodes)) or real(g, f, **kw))
+    some = value_ranges(graph, feeds, nodes=wanted)
+    assert set(some.high) == wanted
+    assert all(some.high[n] == every.high[n] and some.low[n] == every.low[n] for n in wanted)
+    (nodes,) = ran
+    assert wanted <= nodes and "head" not in nodes and len(nodes) < len(graph.nodes)
+
+
+def test_ranges_fold_values_into_running_extremes():
+    ranges = Ranges()
+    ranges.observe("a", torch.tensor([1.0, -2.0]))
+    ranges.observe("a", torch.tensor([[0.5, 3.0]]))
+    ranges.observe("b", torch.tensor([], dtype=torch.float32))
+    assert (ranges.high, ranges.low, ranges.peak) == ({"a": 3.0}, {"a": -2.0}, {"a": 3.0})
+
+
+def test_verify_reports_the_calibration_source_and_its_effect():
+    """Event counts calibrated on sparse frames quantise the input in fewer bits than frames as dense as the
+    test data (which then saturate), so the quantised graph agrees less with the float graph; verify says
+    which source it ran."""
+    cfg = small_cfg(in_channels=2, dvs_mode=True)
+    graph = export(trained_like(cfg))
+    draw = lambda rate, seed: torch.poisson(torch.full((2, cfg.time_steps, 2, 16, 16), rate),  # noqa: E731
+                                            generator=torch.Generator().manual_seed(seed))
+    feeds = graph_feeds(graph, draw(3.0, 0))
+    found = {}
+    for name, rate in (("sparse", 0.05), ("dense", 3.0)):
+        ctx = PassContext(calibration=graph_feeds(graph, draw(rate, 1)))
+        report = verify_pipeline(graph, PIPELINES["loihi"], ctx, feeds, calibration=name)
+        quantize = next(e for e in report.graph.history if e.name == "quantize")
+        stage = next(s for s in report.stages if s.pass_name == "quantize (float view)")
+        found[name] = (report.calibration, quantize.options["inputs"]["input"]["bits"],
+                       min(n.cumulative.agreement for n in stage.nodes if n.cumulative and n.cumulative.agreement
+                           is not None))
+    assert found["sparse"][0] == "sparse" and found["dense"][0] == "dense"
+    assert found["sparse"][1] < found["dense"][1]
+    assert found["sparse"][2] < found["dense"][2]

@@ -138,3 +138,20 @@ def test_an_artifact_is_a_snnir_file_whose_parts_agree(tmp_path, compiled):
     save_compiled(elsewhere, tmp_path / "m.snnir")
     with pytest.raises(ArtifactError, match="placed for 'loihi2', but its compile record says 'loihi1'"):
         load_compiled(tmp_path / "m.snnir")
+
+
+def test_compare_spikes_batch_by_batch_equals_one_run_keeping_every_value(model, compiled):
+    """The per-layer rates and agreement, gathered 3 samples at a time from the neurons' outputs only, are the
+    figures of one run on all samples keeping every value (the spikes' sums are exact)."""
+    from snncompile.ir.timing import unschedule
+    from snncompile.sim import run_graph
+    loaded, _, test_set = model
+    graph, x = steps.export(loaded), steps.first_samples(test_set, 7)
+    a = run_graph(graph, graph_feeds(graph, x), keep="all")
+    b = run_graph(unschedule(compiled.graph), graph_feeds(compiled.graph, x), keep="all")
+    expected = [{"node": n, "float_rate": float(a[n].double().abs().mean()),
+                 "integer_rate": float(b[n].double().abs().mean()),
+                 "agreement": float((a[n].double() == b[n].double()).double().mean())}
+                for n in graph.topo_order() if graph.op(n).ROLE == "neuron" and n in b]
+    found = steps.compare_spikes(graph, compiled.graph, x, batch=3)
+    assert found == expected and len(found) > 5

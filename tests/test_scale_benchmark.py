@@ -20,19 +20,45 @@ def scale(tmp_path, *args):
 
 
 def test_each_step_measured_in_its_own_process(tmp_path):
-    steps, table = scale(tmp_path, "--phases", "checkpoint", "compile", "window")
-    assert set(steps) == {"checkpoint", "compile", "window"}
+    steps, table = scale(tmp_path, "--phases", "checkpoint", "compile", "window", "ratios", "--repeats", "1")
+    assert set(steps) == {"checkpoint", "compile", "window", "ratios"}
     assert all(0 < s["peak_rss_gb"] < 4 and s["wall_s"] > 0 for s in steps.values())
     compiled = steps["compile"]
     assert compiled["violations"] == 0 and 0 < compiled["lower_bound"] <= compiled["cores"]
     assert set(compiled["seconds"]) >= {"quantize", "schedule", "place"}
     assert steps["window"]["samples"] == 2 and steps["window"]["seconds_per_sample"] > 0
     assert (tmp_path / "statten-event-digits.pth.tar").is_file()
+    ratios = steps["ratios"]  # the three simulations timed in one process
+    assert set(ratios["seconds_per_sample"]) == {"float", "window", "stepped"} and ratios["repeats"] == 1
+    assert all(v > 0 for v in ratios["seconds_per_sample"].values())
     row = next(line for line in table.splitlines() if line.startswith("| statten-event-digits"))
     assert f"| {compiled['cores']} |" in row and f"| {compiled['lower_bound']} |" in row
+    assert row.endswith(f"| {ratios['window_per_float']} / {ratios['stepped_per_float']} |")
 
 
 def test_a_step_out_of_memory_is_reported_and_the_rest_skipped(tmp_path):
     steps, table = scale(tmp_path, "--phases", "checkpoint", "compile", "window", "--memory-gb", "0.05")
     assert set(steps) == {"checkpoint"} and "failed" in steps["checkpoint"]
     assert "| statten-event-digits | failed |" in table
+
+
+def test_the_run_phases_test_data_reads_back_through_the_data_sets_loaders(tmp_path):
+    import dataclasses
+    import importlib.util
+
+    from snncompile.data import load_dataset
+    from snncompile.zoo.registry import find_entry
+    spec = importlib.util.spec_from_file_location("scale_benchmark", ROOT / "benchmarks" / "scale.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for name in ("statten-cifar10-2-512", "statten-cifar10dvs-2-256-t16"):
+        entry = find_entry(name)
+        root = bench.write_test_data(entry, tmp_path / name, 3)
+        data = dataclasses.replace(entry.data, root=str(root))
+        for split in ("train", "test"):
+            found = load_dataset(data, entry.model, split)
+            x, label = found[0]
+            batches = 5 if split == "train" and not entry.model.dvs_mode else 1  # CIFAR-10's five training batches
+            assert len(found) == 3 * batches and 0 <= int(label) < 10
+            frame = (entry.model.in_channels, entry.model.img_size, entry.model.img_size)
+            assert tuple(x.shape) == ((entry.model.time_steps, *frame) if entry.model.dvs_mode else frame)

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from .. import __version__
-from ..config import ConfigError
+from ..config import CALIBRATION_SAMPLES, ConfigError
 from ..zoo.registry import find_entry, list_entries
 from .errors import Commands
 from .models import (AttentionOpt, ConventionOpt, DataRootOpt, DatasetOpt, DtOpt, GraphOptions, ModelArg, TimeStepsOpt,
@@ -56,6 +56,7 @@ DetailsOpt = typer.Option(False, "--details", help="also the tables per layer, n
                                                    "and plot: the HTML page)")
 
 
+
 def _chip_count(value: str, target: str) -> int:
     """``--max-chips``: a count, or a named system of ``target``'s chips (its chip count)."""
     from ..targets import TargetError, load_target, system_chips
@@ -65,6 +66,14 @@ def _chip_count(value: str, target: str) -> int:
         return system_chips(value, load_target(target))
     except TargetError as e:
         raise typer.BadParameter(f"{value}: {'; '.join(e.problems)}", param_hint="'--max-chips'") from None
+
+
+CalibrationOpt = typer.Option(CALIBRATION_SAMPLES, min=1,
+                              help="samples that calibrate the scales chosen from data")
+CalibrateFromOpt = typer.Option("auto", "--calibrate-from", help="calibration samples: train (the training set), "
+                                "synthetic (inputs drawn with the data set's normalisation statistics: no data "
+                                "needed), a .npy/.pt tensor file, or auto (train when the data set is at hand, "
+                                "else synthetic)")
 
 
 def _default_output(path: Path, option: str) -> Path:
@@ -138,6 +147,7 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
             lava_granularity: str = typer.Option("fused", callback=one_of(_granularities),
                                                  help="Lava processes: per_op, fused (per block) or fused_model"),
             lava_timeout: float = typer.Option(600.0, callback=positive, help="seconds one Lava session may take"),
+            calibration: int = CalibrationOpt, calibrate_from: str = CalibrateFromOpt,
             out_dir: Path = typer.Option(Path("runs"), "--out-dir", callback=output_dir,
                                          help="where the graph and report go"),
             details: bool = DetailsOpt, time_steps: int = TimeStepsOpt, dt: Optional[float] = DtOpt,
@@ -146,7 +156,8 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     the test set, check a few samples on Lava, count activity, estimate energy and latency, and report it
     (terminal tables, JSON, an HTML page with plots). MODEL may be a compiled `.snnir` from `snncompile
     compile`: its graph and placement are used as they are, its model and data read from the file beside it.
-    MODEL may be a graph file (.nir) with a --dataset whose samples fit its input."""
+    MODEL may be a graph file (.nir, .net) with a --dataset whose samples fit its input."""
+    from ..data.calibration import calibration_samples
     from ..ir import io as ir_io
     from ..job import record_path, run_job
     from ..report.render import render_terminal
@@ -163,10 +174,16 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     loaded, data = load_source(model, attention, dataset, data_root, options)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
-    train_set, test_set = (data_set(loaded, data, split) for split in ("train", "test"))
+    test_set = data_set(loaded, data, "test")
+    calibrating = None if compiled else calibration_samples(calibrate_from, data, data_config(loaded, data),
+                                                            calibration, loaded.transform)
+    if calibrating is not None:
+        console.print(f"calibration: {escape(calibrating.source)}")
     announce = Console(stderr=True)
-    report = run_job(loaded, train_set, test_set, target=target or "loihi2", samples=samples,
-                     lava_samples=lava_samples, lava_granularity=lava_granularity, lava_timeout=lava_timeout,
+    report = run_job(loaded, calibrating and fitted(loaded, calibrating, "calibration"), test_set,
+                     target=target or "loihi2", samples=samples, lava_samples=lava_samples, calibration=calibration,
+                     calibration_source=calibrating and calibrating.source,
+                     lava_granularity=lava_granularity, lava_timeout=lava_timeout,
                      out_dir=out_dir, compiled=compiled, source=_source(model, attention, data, options),
                      progress=True, step=lambda message: announce.print(f"[dim]{message}...[/]"))
     for table in render_terminal(report.to_dict(), details=details):  # its headline names the report and page
@@ -335,13 +352,6 @@ def _samples(data_set, count: int) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor([int(data_set[i][1]) for i in range(n)]))
 
 
-CalibrationOpt = typer.Option(64, min=1, help="samples that calibrate the scales chosen from data")
-CalibrateFromOpt = typer.Option("auto", "--calibrate-from", help="calibration samples: train (the training set), "
-                                "synthetic (inputs drawn with the data set's normalisation statistics: no data "
-                                "needed), a .npy/.pt tensor file, or auto (train when the data set is at hand, "
-                                "else synthetic)")
-
-
 @app.command("compile")
 def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                 dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
@@ -443,7 +453,8 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     console.print(f"calibration: {escape(calibrating.source)}")
     ctx = PassContext(calibration=steps.calibration_feeds(graph, fitted(loaded, calibrating, "calibration"),
                                                           calibration), target=target)
-    report = verify_pipeline(graph, PIPELINES[pipeline], ctx, graph_feeds(graph, x), labels)
+    report = verify_pipeline(graph, PIPELINES[pipeline], ctx, graph_feeds(graph, x), labels,
+                             calibration=calibrating.source)
     for table in render(report, details=details):
         console.print(table)
     if json_out:

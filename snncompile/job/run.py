@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..backends.placement import PlacementError
+from ..config import CALIBRATION_SAMPLES
 from ..backends.protocol import get_backend
 from ..targets import load_target
 from ..zoo.checkpoint import LoadedCheckpoint
@@ -28,13 +29,17 @@ from .steps import (Clock, JobReport, check_on_lava, check_rules, compare_spikes
 
 
 def run_job(loaded: LoadedCheckpoint | GraphModel, train_set, test_set, *, target: str = "loihi2", samples: int = 64,
-            lava_samples: int = 8, calibration: int = 64, out_dir: Path = Path("runs"),
+            lava_samples: int = 8, calibration: int = CALIBRATION_SAMPLES, calibration_source: str | None = None,
+            out_dir: Path = Path("runs"),
             lava_granularity: str = "fused", lava_timeout: float = 600.0, compiled: Compiled | None = None,
             source: ModelSource | None = None, progress: bool = False,
             step: Callable[[str], None] = lambda message: None) -> JobReport:
     """Run the whole job (see the module docstring) and write ``<out_dir>/<name>.loihi.snnir`` with its
     placement and compile record, ``<name>.report.json`` and ``<name>.report.html``. Data sets are any
-    indexable ``(x, y)`` sequence (a ``torch.utils.data.Subset`` evaluates part of one). ``lava_granularity``
+    indexable ``(x, y)`` sequence (a ``torch.utils.data.Subset`` evaluates part of one); the first
+    ``calibration`` items of ``train_set`` calibrate the lowering and ``calibration_source`` says what they are
+    for the record and the report (default ``training set (N samples)``; a ``CalibrationSet``'s ``source``).
+    ``lava_granularity``
     and ``lava_timeout`` (seconds per Lava session) set up the Lava backend. ``compiled``: a compiled model
     for ``target`` (``load_compiled``) to use instead of lowering and placing the model afresh; ``source``:
     how the model and its data load again, for the compile record (default: the checkpoint file and the
@@ -51,7 +56,7 @@ def run_job(loaded: LoadedCheckpoint | GraphModel, train_set, test_set, *, targe
     if compiled is None:
         used = min(calibration, len(train_set))
         record = CompileRecord(source or ModelSource.of(loaded), target, used,
-                               calibration_source=f"training set ({used} samples)")
+                               calibration_source=calibration_source or f"training set ({used} samples)")
         compiled = compile_graph(graph, train_set, record, clock=clock)
     elif compiled.placement.target != target:
         raise PlacementError(f"the compiled graph was placed for {compiled.placement.target!r}, not {target!r}")

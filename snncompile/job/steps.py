@@ -125,18 +125,36 @@ def check_on_lava(integer: Graph, test_set, *, samples: int, backend: Backend) -
     return {k: found[k] for k in ("accuracy", "total", "identical_to_reference", "granularity")}
 
 
-def compare_spikes(float_graph: Graph, integer: Graph, x: torch.Tensor) -> list[dict]:
+def _outputs_of(graph: Graph, feeds: dict[str, torch.Tensor], names: set[str]) -> dict[str, torch.Tensor]:
+    """The values of the nodes ``names`` of ``graph`` on ``feeds`` (every other value freed after its last
+    reader)."""
+    found = {}
+
+    def keep(name, op, inputs, value, traces):
+        if name in names:
+            found[name] = value
+
+    run_graph(graph, feeds, observer=keep)
+    return found
+
+
+def compare_spikes(float_graph: Graph, integer: Graph, x: torch.Tensor, *, batch: int = 4) -> list[dict]:
     """Per neuron layer present in both graphs: firing rates and spike agreement on the inputs ``x`` (the
-    integer graph unscheduled, so both are read on the same steps)."""
-    a = run_graph(float_graph, graph_feeds(float_graph, x), keep="all")
-    b = run_graph(unschedule(integer), graph_feeds(integer, x), keep="all")
-    rows = []
-    for name in float_graph.topo_order():
-        if name in b and float_graph.op(name).ROLE == "neuron" and a[name].shape == b[name].shape:
-            u, v = a[name].double(), b[name].double()
-            rows.append({"node": name, "float_rate": float(u.abs().mean()), "integer_rate": float(v.abs().mean()),
-                         "agreement": float((u == v).double().mean())})
-    return rows
+    integer graph unscheduled, so both are read on the same steps), ``batch`` samples at a time, keeping
+    only the neurons' outputs of one batch (spikes are 0 or +-1, so the sums and the rates are exact)."""
+    window = unschedule(integer)
+    neurons = {n for n, node in float_graph.nodes.items() if node.op.ROLE == "neuron" and n in window.nodes}
+    sums: dict[str, list[float]] = {}  # layer -> |float| sum, |integer| sum, equal elements, elements
+    for part in x.split(batch):
+        a = _outputs_of(float_graph, graph_feeds(float_graph, part), neurons)
+        b = _outputs_of(window, graph_feeds(integer, part), neurons)
+        for name, u in a.items():
+            if u.shape == b[name].shape:
+                u, v = u.double(), b[name].double()
+                add = (float(u.abs().sum()), float(v.abs().sum()), float((u == v).sum()), u.numel())
+                sums[name] = [t + d for t, d in zip(sums.get(name, (0.0, 0.0, 0.0, 0)), add)]
+    return [{"node": name, "float_rate": f / n, "integer_rate": i / n, "agreement": same / n}
+            for name in float_graph.topo_order() if name in sums for f, i, same, n in [sums[name]]]
 
 
 @dataclass
@@ -202,6 +220,7 @@ class JobReport:
     activity: dict                     #: the integer graph's counts (``Activity.to_dict()``)
     energy: dict                       #: the target, cmos45 and "ann": ``EnergyEstimate.to_dict()``
     latency: dict                      #: ``LatencyEstimate.to_dict()`` on the target
+    calibration: dict                  #: what calibrated the scales: ``source`` (a line) and ``samples``
     files: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -237,7 +256,9 @@ def report(name: str, loaded: LoadedCheckpoint | GraphModel, chip: Target, *, fl
                                   "per_core": _per_core(compiled, chip, estimate.latency)},
                        violations=[f"[{v.rule}] {v.node}: {v.message}" for v in violations], layers=layers,
                        activity=counts.table, energy={k: e.to_dict() for k, e in estimate.energy.items()},
-                       latency=estimate.latency.to_dict(), files=files, seconds=seconds)
+                       latency=estimate.latency.to_dict(), files=files, seconds=seconds,
+                       calibration={"source": compiled.record.calibration_source,
+                                    "samples": compiled.record.calibration})
     document = result.to_dict()
     out_dir.mkdir(parents=True, exist_ok=True)
     Path(files["report"]).write_text(json.dumps(document, indent=1) + "\n")

@@ -3,15 +3,17 @@ gathered batch by batch so that memory does not grow with the number of calibrat
 
 The passes that choose a scale from data (``lower_attention``'s K, ``quantize``'s headroom) need only each
 node's extremes, never its values: the feeds are cut into batches of ``CALIBRATION_BATCH`` samples, each
-batch runs through the reference simulator keeping no value past its last reader, and an observer folds
-every node's value into its running extremes as it is computed. Every graph these passes see computes each
+batch runs through the reference simulator (its fast kernels, the float neurons included) keeping no value
+past its last reader, and an observer folds the value of every node a pass reads into its running extremes as
+it is computed; only those nodes and what they depend on run. Every graph these passes see computes each
 sample independently, so the extremes are those of one run on all samples at once, up to the last bit of a
 float kernel whose rounding depends on the batch size (a convolution's summation order).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Collection, Iterator, Mapping
 
 import torch
 
@@ -36,7 +38,7 @@ class Ranges:
     def observe(self, name: str, value: torch.Tensor) -> None:
         if not value.numel():
             return
-        high, low = float(value.max()), float(value.min())
+        low, high = (float(v) for v in torch.aminmax(value))
         self.high[name] = max(high, self.high.get(name, high))
         self.low[name] = min(low, self.low.get(name, low))
 
@@ -55,11 +57,42 @@ def batches(graph: Graph, feeds: Mapping[str, object], size: int) -> Iterator[di
         yield {n: t.narrow(axis[n], start, min(size, count - start)) for n, t in tensors.items()}
 
 
-def value_ranges(graph: Graph, feeds: Mapping[str, object], *, batch: int = CALIBRATION_BATCH) -> Ranges:
-    """Every node's extremes over ``feeds`` (``run_graph`` style), ``batch`` samples at a time."""
+def _ancestors(graph: Graph, names: Collection[str]) -> set[str]:
+    """``names`` and every node they read, directly or not."""
+    found, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo.extend(graph.nodes[name].inputs)
+    return found
+
+
+def _restricted(graph: Graph, needed: set[str]) -> Graph:
+    """``graph`` cut down to ``needed`` (closed under inputs), its outputs the needed nodes no needed node
+    reads (so every other value is still freed after its last reader)."""
+    read = {s for n in needed for s in graph.nodes[n].inputs}
+    return dataclasses.replace(graph, nodes={n: node for n, node in graph.nodes.items() if n in needed},
+                               outputs=tuple(n for n in graph.nodes if n in needed and n not in read))
+
+
+def value_ranges(graph: Graph, feeds: Mapping[str, object], *, batch: int = CALIBRATION_BATCH,
+                 nodes: Collection[str] | None = None) -> Ranges:
+    """The extremes of ``nodes`` (default: every node) over ``feeds`` (``run_graph`` style), ``batch`` samples
+    at a time. Only the part of the graph these nodes depend on runs."""
     ranges = Ranges()
-    for part in batches(graph, feeds, batch):
-        run_graph(graph, part, observer=lambda name, op, inputs, value, traces: ranges.observe(name, value))
+    wanted = set(graph.nodes if nodes is None else nodes)
+    needed = _ancestors(graph, wanted)
+    if graph.schedule is None and graph.scales is None and needed != set(graph.nodes):
+        graph = _restricted(graph, needed)  # (a scheduled or quantised graph's records name all its nodes)
+    fed = set(graph.inputs())
+
+    def observe(name, op, inputs, value, traces):
+        if name in wanted:
+            ranges.observe(name, value)
+
+    for part in batches(graph, {n: v for n, v in feeds.items() if n in fed}, batch):
+        run_graph(graph, part, observer=observe)
     return ranges
 
 

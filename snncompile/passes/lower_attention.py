@@ -78,7 +78,7 @@ def k_scales(graph: Graph, real_k: dict[str, str], ctx: PassContext, bits: int) 
         raise ValueError(f"attention node(s) {', '.join(map(repr, real_k))} take a real-valued K, which "
                          f"lower_attention quantises with a scale chosen from data: pass calibration data "
                          f"(PassContext(calibration={{input name: tensor}}))")
-    high = value_ranges(graph, ctx.calibration).high
+    high = value_ranges(graph, ctx.calibration, nodes=set(real_k.values())).high
     scales = {}
     for name, k in real_k.items():
         peak = high.get(k, 0.0)

@@ -3,6 +3,7 @@ scale of every integer edge it creates (see ``quantize``'s module docstring for 
 from __future__ import annotations
 
 import math
+from typing import Collection
 
 import numpy as np
 import torch
@@ -42,7 +43,10 @@ class Lowering:
         self.report: dict[str, dict] = {"neurons": {}, "synapses": {}, "inputs": {}}
         self.rename: dict[str, str] = {}      # old node -> the new node its consumers read
         self.new_types: dict[str, object] = {}
-        self.observed = observed_peaks(graph, ctx.calibration)  # float node -> max |value| on calibration
+        # float node -> max |value| on calibration, for the nodes whose scale or fraction bits read it
+        read = {m for g in self.groups.values() for m in g.members}
+        read |= {node.inputs[0] for node in graph.nodes.values() if is_float_neuron(node.op)}
+        self.observed = observed_peaks(graph, ctx.calibration, read)
         target = load_target(ctx.target) if ctx.target else None
         self.input_bits = target.input_bits.value if target and target.input_bits else INPUT_BITS
 
@@ -379,12 +383,12 @@ class Lowering:
         self.add(name, Scale(scale=float(scale)), f"{name}.int")
 
 
-def observed_peaks(graph: Graph, calibration) -> dict[str, float]:
-    """Largest magnitude each node reaches on the calibration data (empty without data), gathered batch by
-    batch (:func:`~.calibrate.value_ranges`)."""
+def observed_peaks(graph: Graph, calibration, nodes: Collection[str] | None = None) -> dict[str, float]:
+    """Largest magnitude each of ``nodes`` (default: every node) reaches on the calibration data (empty
+    without data), gathered batch by batch (:func:`~.calibrate.value_ranges`)."""
     if calibration is None:
         return {}
-    return value_ranges(graph, calibration).peak
+    return value_ranges(graph, calibration, nodes=nodes).peak
 
 
 def token_multiplier(t) -> float:

@@ -97,6 +97,7 @@ class VerifyReport:
     tolerance: Tolerance
     stages: list[StageReport] = field(default_factory=list)
     graph: Graph | None = None            #: the final graph
+    calibration: str | None = None        #: what the calibration feeds were (a line), as the caller said
 
 
 # -- comparing values ---------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ def _check(stage: StageReport, tol: Tolerance) -> list[tuple[str, str, bool]]:
 
 def verify_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None, feeds: Mapping[str, torch.Tensor],
                     labels: torch.Tensor | None = None, *, exact: Collection[str] = (),
-                    tolerance: Tolerance = Tolerance(), strict: bool = False,
+                    tolerance: Tolerance = Tolerance(), strict: bool = False, calibration: str | None = None,
                     **pipeline_kw) -> VerifyReport:
     """Run ``steps`` with :func:`run_pipeline`, comparing every stage with the previous one on ``feeds``.
 
@@ -280,11 +281,13 @@ def verify_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None
     ``float_view(after)``, if any, adds a stage before it: the pass's result computed in float
     (``quantize``: the quantised-float graph), so the float -> quantised-float -> integer steps are
     compared one by one.
-    ``labels``: per-sample class indices for stage accuracies. ``pipeline_kw`` goes to ``run_pipeline``.
+    ``labels``: per-sample class indices for stage accuracies. ``calibration``: where ``ctx.calibration``
+    came from (``snncompile.data.calibration``'s source line), kept in the report beside the stages whose
+    scales it chose. ``pipeline_kw`` goes to ``run_pipeline``.
     """
     first_input = graph.inputs()[0]
     batch_axis = 0 if graph.types()[first_input].time == "static" else 1
-    report = VerifyReport(samples=feeds[first_input].shape[batch_axis], tolerance=tolerance)
+    report = VerifyReport(samples=feeds[first_input].shape[batch_axis], tolerance=tolerance, calibration=calibration)
     # the last stage run (the next step's input) and its values, so each stage runs once
     last: tuple[Graph, dict] = (graph, run_graph(graph, feeds, keep="all"))
 
@@ -329,12 +332,12 @@ def verify_pipeline(graph: Graph, steps: Sequence[Pass], ctx: PassContext | None
 # -- output -------------------------------------------------------------------------------------------
 
 def to_json(report: VerifyReport) -> dict:
-    """``{"samples", "tolerance": {spike_agreement, smape}, "stages": [{"index", "pass", "accuracy",
-    "exact", "violations", "nodes": [{"name", "op", "status", "reference", "kind", "scale", "note",
+    """``{"samples", "calibration", "tolerance": {spike_agreement, smape}, "stages": [{"index", "pass",
+    "accuracy", "exact", "violations", "nodes": [{"name", "op", "status", "reference", "kind", "scale", "note",
     "cumulative", "isolated"}]}]}``; ``cumulative``/``isolated`` hold :class:`Comparison`'s fields
     (``bit_identical``, ``elements``, ``differing``, ``max_abs_error``, ``agreement``, ``smape``,
     ``saturation``, ``membrane_max_abs_error``, ``membrane_smape``) or null."""
-    return {"samples": report.samples, "tolerance": asdict(report.tolerance),
+    return {"samples": report.samples, "calibration": report.calibration, "tolerance": asdict(report.tolerance),
             "stages": [{"index": s.index, "pass": s.pass_name, "accuracy": s.accuracy, "exact": s.exact,
                         "violations": list(s.violations), "nodes": [asdict(n) for n in s.nodes]}
                        for s in report.stages]}
