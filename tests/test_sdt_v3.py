@@ -1,0 +1,117 @@
+"""SDT-V3 (E-SpikeFormer Model_Base): the quantiser, the model against a re-derivation of upstream's forward (logits
+and the integer level of every activation), its key layout against the spec, and loading upstream files."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from conftest import SHARED
+from upstream_sdt_v3 import UpstreamSDTV3, mae_args, trained_like_v3, v3_cfg, write_mae
+
+from snncompile.config import ConfigError, parse_entry
+from snncompile.nn.sdt_v3 import MultiLevelSpike, record_levels
+from snncompile.zoo.checkpoint import load_checkpoint
+from snncompile.zoo.torchfile import CheckpointError
+
+SPEC = SHARED / "spec" / "backbone_checkpoints.md"
+
+
+def test_quantiser_rounds_half_to_even_and_divides_by_levels():
+    x = torch.tensor([-1.0, 0.5, 0.51, 1.5, 2.5, 3.5, 4.7, 2.49])
+    assert MultiLevelSpike()(x).tolist() == [0.0, 0.0, 0.25, 0.5, 0.5, 1.0, 1.0, 0.5]
+    assert MultiLevelSpike(norm=1)(x).tolist() == [0.0, 0.0, 1.0, 2.0, 2.0, 4.0, 4.0, 2.0]
+
+
+def test_quantiser_gradient_is_straight_through_inside_the_range():
+    x = torch.tensor([-0.5, 0.0, 1.3, 4.0, 4.5], requires_grad=True)
+    MultiLevelSpike()(x).sum().backward()
+    assert x.grad.tolist() == [0.0, 0.25, 0.25, 0.25, 0.0]
+
+
+@pytest.mark.parametrize("heads", [8, 2])
+def test_model_equals_upstream_rederivation_in_logits_and_every_level(heads):
+    cfg = v3_cfg(num_heads=heads)
+    model = trained_like_v3(cfg, seed=heads)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    upstream = UpstreamSDTV3(model.state_dict(), num_heads=heads)
+    expected = upstream(x)
+    with record_levels(model) as levels, torch.no_grad():
+        logits = model(x)
+    assert torch.equal(logits, expected)
+    assert list(levels) == list(upstream.levels) and len(levels) == 105
+    for name, level in levels.items():
+        assert torch.equal(level, upstream.levels[name]), name
+        assert 0 <= level.min() and level.max() <= 4
+    assert levels["spike"].max() > 1  # the head reads integers, not levels / 4
+
+
+def test_examples_meet_exact_halves_where_round_half_up_differs():
+    """Head dim 4 (block3 of the spec example): ((Q K^T) V) * 1.0 is a multiple of 1/64 and lands on .5."""
+    model = trained_like_v3(v3_cfg(), seed=3)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    even, up = UpstreamSDTV3(model.state_dict()), UpstreamSDTV3(model.state_dict(), half_up=True)
+    even(x)
+    up(x)
+    differs = [k for k in even.levels if not torch.equal(even.levels[k], up.levels[k])]
+    assert any(".attn.attn_spike" in k for k in differs)
+
+
+def test_state_dict_layout_is_the_spec_example():
+    if not SPEC.is_file():
+        pytest.skip(f"{SPEC} (the shared spec) is not available on this machine")
+    section = SPEC.read_text().split("### sdtv3_base", 1)[1].split("```", 2)[1]
+    spec = [(m.group(1), [int(v) for v in m.group(2).split(",") if v.strip()])
+            for m in re.finditer(r"^(\S+) \[([^\]]*)\]$", section, re.M)]
+    model = trained_like_v3(v3_cfg(img_size=64, num_classes=1000))
+    assert [(k, list(v.shape)) for k, v in model.state_dict().items()] == spec
+
+
+def test_loads_mae_style_file_with_sizes_from_shapes_and_args(tmp_path):
+    cfg = v3_cfg(num_classes=7, stage_layers="2,1", num_heads=4)
+    model = trained_like_v3(cfg, seed=1)
+    path = tmp_path / "checkpoint-299.pth"
+    write_mae(path, model, mae_args(time_steps=4))
+    loaded = load_checkpoint(path, config={"num_heads": 4})
+    assert loaded.source == "upstream"
+    c = loaded.config
+    assert (c.backbone, c.stage_dims, c.stage_layers, c.img_size, c.num_classes, c.num_heads, c.mlp_ratio) == \
+        ("sdt-v3", "8,16,32,40", "2,1", 32, 7, 4, 4)
+    assert any("time_steps=4 is ignored" in n for n in loaded.notes)
+    assert any("Efficient_Spiking_Transformer_n" in n for n in loaded.notes)
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(loaded.model.predict_logits(x), UpstreamSDTV3(model.state_dict(), num_heads=4)(x))
+
+
+def test_heads_default_to_the_factories_eight_with_a_note(tmp_path):
+    path = tmp_path / "c.pth"
+    write_mae(path, trained_like_v3(v3_cfg(stage_layers="1,1")), mae_args(model="Efficient_Spiking_Transformer_s"))
+    loaded = load_checkpoint(path)
+    assert loaded.config.num_heads == 8
+    assert any("num_heads not given by the file; assuming 8" in n for n in loaded.notes)
+    assert not any("not one of upstream's factories" in n for n in loaded.notes)
+
+
+def test_file_without_input_size_asks_for_img_size(tmp_path):
+    path = tmp_path / "c.pth"
+    write_mae(path, trained_like_v3(v3_cfg(stage_layers="1,0")), mae_args(input_size=None))
+    with pytest.raises(CheckpointError, match="img_size"):
+        load_checkpoint(path)
+    assert load_checkpoint(path, config={"img_size": 32}).config.stage_layers == "1,0"
+
+
+def test_bad_stage_fields_are_one_line_each():
+    with pytest.raises(ConfigError) as e:
+        parse_entry({"name": "x", "model": {"backbone": "sdt-v3", "stage_dims": "8,16,x", "stage_layers": "2",
+                                            "img_size": 40, "time_steps": 4}})
+    text = str(e.value)
+    assert "model.stage_dims: '8,16,x' must be 4 comma-separated even widths" in text
+    assert "model.stage_layers: '2' must be 2 comma-separated block counts" in text
+    assert "model.img_size: 40 must be divisible by 16" in text
+    assert "model.time_steps: 4 must be 1 (backbone sdt-v3 has no time axis" in text
+
+
+def test_time_axis_input_is_refused_with_the_shape():
+    model = trained_like_v3(v3_cfg(stage_layers="1,0"))
+    with pytest.raises(ValueError, match=r"not \[B, 3, 32, 32\].*no time axis"):
+        model(torch.zeros(1, 4, 3, 32, 32))
