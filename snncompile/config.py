@@ -158,7 +158,8 @@ class ModelConfig:
         elif self.img_size % 2 ** self.pooling_stat.count("1"):
             p.append(f"img_size: {self.img_size} is not divisible by 2^{self.pooling_stat.count('1')}"
                      f" (pooling_stat {self.pooling_stat!r})")
-        if self.attention == "STAtten" and self.chunk_size >= 1 and self.time_steps % self.chunk_size:
+        if self.backbone == "sdt" and self.attention == "STAtten" and self.chunk_size >= 1 and \
+                self.time_steps % self.chunk_size:
             p.append(f"chunk_size: time_steps={self.time_steps} is not a multiple of chunk_size="
                      f"{self.chunk_size} (STAtten splits T into whole blocks)")
         if self.backbone == "sdt-v3":
