@@ -10,6 +10,10 @@ from conftest import SHARED
 from upstream_sdt_v3 import UpstreamSDTV3, mae_args, trained_like_v3, v3_cfg, write_mae
 
 from snncompile.config import ConfigError, parse_entry
+from snncompile.frontend.builder import ExportError
+from snncompile.frontend.torch_export import export
+from snncompile.ir import run_graph
+from snncompile.ir.ops import MultiLevelSpike as MultiLevelSpikeNode
 from snncompile.nn.sdt_v3 import MultiLevelSpike, record_levels
 from snncompile.zoo.checkpoint import load_checkpoint
 from snncompile.zoo.torchfile import CheckpointError
@@ -115,3 +119,33 @@ def test_time_axis_input_is_refused_with_the_shape():
     model = trained_like_v3(v3_cfg(stage_layers="1,0"))
     with pytest.raises(ValueError, match=r"not \[B, 3, 32, 32\].*no time axis"):
         model(torch.zeros(1, 4, 3, 32, 32))
+
+
+def _graph_levels(graph, values: dict, name: str) -> torch.Tensor:
+    """A quantiser node's integer levels from its run value ``[1, B, ...]`` (one step)."""
+    return torch.round(values[name][0] * graph.op(name).norm).to(torch.int64)
+
+
+def test_float_graph_reproduces_the_model_bit_for_bit():
+    """The exported graph (node names = module paths) run by the reference interpreter: the same logits and
+    the same level at every activation."""
+    model = trained_like_v3(v3_cfg(stage_layers="2,1"), seed=5)
+    graph = export(model)
+    assert graph.time_steps == 1
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    values = run_graph(graph, {"input": x}, keep="all")
+    with record_levels(model) as levels, torch.no_grad():
+        logits = model(x)
+    assert torch.equal(values["output"], logits)
+    assert {n for n, node in graph.nodes.items() if isinstance(node.op, MultiLevelSpikeNode)} == set(levels)
+    for name, level in levels.items():
+        assert torch.equal(_graph_levels(graph, values, name).reshape(level.shape), level), name
+
+
+def test_export_refuses_event_input_and_custom_layers():
+    model = trained_like_v3(v3_cfg(stage_layers="1,0"))
+    with pytest.raises(ExportError, match="static images"):
+        export(model, events=True)
+    model.block3[0].mlp.fc1_spike = torch.nn.ReLU()
+    with pytest.raises(ExportError, match=r"block3\.0\.mlp\.fc1_spike \(torch\.nn\.ReLU\): replaces an SDT-V3 layer"):
+        export(model)
