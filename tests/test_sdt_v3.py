@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 from conftest import SHARED
@@ -12,8 +13,13 @@ from upstream_sdt_v3 import UpstreamSDTV3, mae_args, trained_like_v3, v3_cfg, wr
 from snncompile.config import ConfigError, parse_entry
 from snncompile.frontend.builder import ExportError
 from snncompile.frontend.torch_export import export
-from snncompile.ir import run_graph
-from snncompile.ir.ops import MultiLevelSpike as MultiLevelSpikeNode
+from snncompile.ir import Graph, Node, run_graph
+from snncompile.ir.interval import Interval
+from snncompile.ir.ops import Conv2d, Input, LevelAttention, MultiLevelSpike as MultiLevelSpikeNode, Output
+from snncompile.passes.multilevel import fold_level_norms, lower_level_attention
+from snncompile.passes.prove_ranges import analyse
+from snncompile.report.multilevel import encoding_costs, quantiser_levels
+from snncompile.targets import load_target
 from snncompile.nn.sdt_v3 import MultiLevelSpike, record_levels
 from snncompile.zoo.checkpoint import load_checkpoint
 from snncompile.zoo.torchfile import CheckpointError
@@ -149,3 +155,60 @@ def test_export_refuses_event_input_and_custom_layers():
     model.block3[0].mlp.fc1_spike = torch.nn.ReLU()
     with pytest.raises(ExportError, match=r"block3\.0\.mlp\.fc1_spike \(torch\.nn\.ReLU\): replaces an SDT-V3 layer"):
         export(model)
+
+
+def _lowered(heads: int, seed: int):
+    model = trained_like_v3(v3_cfg(stage_layers="2,1", num_heads=heads), seed=seed)
+    graph = export(model)
+    return graph, lower_level_attention(fold_level_norms(graph))
+
+
+@pytest.mark.parametrize("heads", [8, 2])
+def test_folded_norms_and_integer_attention_are_exact(heads):
+    """The /4 moves into the next convolution or the attention scale (not before the head), the attention runs as
+    an integer accumulate with 4 thresholds: logits and every level as the float graph's, bit for bit."""
+    graph, lowered = _lowered(heads, seed=3)
+    assert lowered.op("spike").norm == 1 and lowered.op("block3.0.attn.q_spike").norm == 1
+    assert isinstance(lowered.op("block3.0.attn.product"), LevelAttention)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    before, after = (run_graph(g, {"input": x}, keep="all") for g in (graph, lowered))
+    assert torch.equal(before["output"], after["output"])
+    levels_before, levels_after = quantiser_levels(graph, before), quantiser_levels(lowered, after)
+    assert levels_before.keys() == levels_after.keys()
+    for name, level in levels_before.items():
+        assert torch.equal(level, levels_after[name]), name
+
+
+def test_attention_thresholds_send_exact_halves_to_even():
+    """Head dim 4: scale 2/sqrt(4) / 4^3 = 1/64, so level k starts at 64 (k - 1/2), except where the half itself
+    rounds up to an even k: 0.5 -> 0 (from 33), 1.5 -> 2 (from 96), 2.5 -> 2 (from 161), 3.5 -> 4 (from 224)."""
+    _, lowered = _lowered(8, seed=3)
+    assert lowered.op("block3.0.attn.attn_spike").thresholds.tolist() == [33, 96, 161, 224]
+
+
+def test_attention_accumulator_range_is_proven():
+    """prove_ranges' analysis bounds each accumulate by N d D^3 (2x2 tokens, d = 4, D = 4: 1024, 11 bits; block4,
+    d = 5: 1280) and the run stays inside."""
+    _, lowered = _lowered(8, seed=4)
+    proven = analyse(lowered).proven
+    assert proven["block3.0.attn.product"] == Interval(0, 4 * 4 * 64)
+    assert proven["block4.0.attn.product"] == Interval(0, 4 * 5 * 64)
+    assert str(lowered.types()["block3.0.attn.product"].dtype) == "uint11"
+    values = run_graph(lowered, {"input": torch.rand(4, 3, 32, 32) * 2 - 1}, keep="all")
+    assert 0 < values["block3.0.attn.product"].max() <= 1024
+
+
+def test_encoding_costs_by_hand():
+    """Levels 0, 1, 3, 4 into a 1x1 convolution with 2 outputs: graded 3 messages, 6 MACs, 1 step; unary 8 spikes,
+    16 ACs, 4 steps; priced with loihi2's synaptic-op and spike figures."""
+    nodes = {"input": Node(Input(shape=(1, 2, 2))), "q": Node(MultiLevelSpikeNode(), ("input",)),
+             "conv": Node(Conv2d(weight=np.ones((2, 1, 1, 1), np.float32)), ("q",)), "out": Node(Output(), ("conv",))}
+    graph = Graph(nodes=nodes, outputs=("out",), time_steps=1).validate()
+    values = run_graph(graph, {"input": torch.tensor([0.0, 1.0, 3.0, 4.0]).reshape(1, 1, 1, 2, 2)}, keep="all")
+    costs = encoding_costs(graph, values, "loihi2")
+    target = load_target("loihi2")
+    synop, spike = target.synaptic_op_energy.value, target.spike_energy_within_tile.value
+    assert (costs["graded"].steps, costs["graded"].messages, costs["graded"].synaptic_ops) == (1, 3, 6)
+    assert (costs["unary"].steps, costs["unary"].messages, costs["unary"].synaptic_ops) == (4, 8, 16)
+    assert costs["graded"].energy_pj == pytest.approx(6 * synop + 3 * spike)
+    assert costs["unary"].energy_pj == pytest.approx(16 * synop + 8 * spike)

@@ -230,22 +230,3 @@ class LevelThreshold(Op):
     def value_range(self, inputs, in_types, out: TensorType) -> Interval:
         return Interval(0, self.levels)
 
-
-def level_thresholds(f, levels: int, lo: int, hi: int) -> np.ndarray:
-    """For a nondecreasing map ``f`` of integers in ``lo .. hi`` (``f(torch int64 tensor) -> float32 tensor``),
-    the least integer of each level 1..``levels`` of ``round_half_even(clamp(f(x), 0, levels))`` (``hi + 1``
-    when the level is never reached), found by bisection on ``f`` itself."""
-    def level(x: int) -> int:
-        return int(torch.round(torch.clamp(f(torch.tensor([x], dtype=torch.int64)), 0, levels)).item())
-
-    out = []
-    for k in range(1, levels + 1):
-        a, b = lo, hi + 1           # level(b) >= k is assumed for the sentinel hi + 1
-        while a < b:
-            mid = (a + b) // 2
-            if level(mid) >= k:
-                b = mid
-            else:
-                a = mid + 1
-        out.append(a)
-    return np.array(out, dtype=np.int64)
