@@ -11,7 +11,7 @@ from snncompile.ir import Graph, Node
 from snncompile.ir.ops import OPS, family, ops_where
 from snncompile.ir.ops import (LI, LIF, Add, BatchNorm, BlockLinearAttention, Conv2d, CubaLIF, Delay, Flatten, Input,
                                IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate, Linear, LoihiLIF,
-                               LevelAttention, LevelThreshold, LoihiTernaryLIF, LUTAttention, MaxPool2d,
+                               LevelScores, LevelScoreValue, LevelThreshold, LoihiTernaryLIF, LUTAttention, MaxPool2d,
                                MultiLevelAttention, MultiLevelSpike, Mul, Output, QMAccumulate, Quantize, ReLU,
                                Repeat, Scale, ScoreLUT, ScoreValueAccumulate, SpikeColumnSum, SpikeMask, SpikeScores,
                                SumPool2d, TemporalWindow, TernaryLIF, TimeMean, TokenMean, TokenSum)
@@ -78,8 +78,9 @@ EXAMPLES = {
                            [TensorType(TOKENS, int_type(4, signed=False)), TensorType(MAP, TERNARY)]),
     MultiLevelSpike: (MultiLevelSpike(), [TensorType(MAP)]),
     MultiLevelAttention: (MultiLevelAttention(heads=HEADS, scale=0.5), [TensorType(MAP)] * 2 + [TensorType((2 * C, H, W))]),
-    LevelAttention: (LevelAttention(heads=HEADS), [TensorType(MAP, int_type(3, signed=False))] * 2
-                     + [TensorType((2 * C, H, W), int_type(3, signed=False))]),
+    LevelScores: (LevelScores(heads=HEADS), [TensorType(MAP, int_type(3, signed=False))] * 2),
+    LevelScoreValue: (LevelScoreValue(heads=HEADS), [TensorType(TOKENS, int_type(6, signed=False)),
+                                                     TensorType((2 * C, H, W), int_type(3, signed=False))]),
     LevelThreshold: (LevelThreshold(thresholds=np.array([-2, 1, 3, 7])), [TensorType(MAP, int_type(8))]),
 }
 

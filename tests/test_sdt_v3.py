@@ -13,16 +13,20 @@ from upstream_sdt_v3 import UpstreamSDTV3, mae_args, trained_like_v3, v3_cfg, wr
 from snncompile.config import ConfigError, parse_entry
 from snncompile.frontend.builder import ExportError
 from snncompile.frontend.torch_export import export
-from snncompile.ir import Graph, Node, run_graph
+from snncompile.ir import Graph, Node, int_type, run_graph
 from snncompile.ir.interval import Interval
-from snncompile.ir.ops import Conv2d, Input, LevelAttention, MultiLevelSpike as MultiLevelSpikeNode, Output
+from snncompile.ir.ops import Conv2d, Input, LevelScoreValue, MultiLevelAttention, Output
+from snncompile.ir.ops import MultiLevelSpike as MultiLevelSpikeNode
+from snncompile.nn.backbones import build_model
 from snncompile.passes.multilevel import fold_level_norms, lower_level_attention
 from snncompile.passes.prove_ranges import analyse
 from snncompile.report.multilevel import encoding_costs, quantiser_levels
 from snncompile.targets import load_target
 from snncompile.nn.sdt_v3 import MultiLevelSpike, record_levels
 from snncompile.zoo.checkpoint import load_checkpoint
+from snncompile.zoo.registry import find_entry
 from snncompile.zoo.torchfile import CheckpointError
+from snncompile.zoo.upstream_sdt_v3 import FACTORIES
 
 SPEC = SHARED / "spec" / "backbone_checkpoints.md"
 
@@ -169,7 +173,7 @@ def test_folded_norms_and_integer_attention_are_exact(heads):
     an integer accumulate with 4 thresholds: logits and every level as the float graph's, bit for bit."""
     graph, lowered = _lowered(heads, seed=3)
     assert lowered.op("spike").norm == 1 and lowered.op("block3.0.attn.q_spike").norm == 1
-    assert isinstance(lowered.op("block3.0.attn.product"), LevelAttention)
+    assert isinstance(lowered.op("block3.0.attn.product"), LevelScoreValue)
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     before, after = (run_graph(g, {"input": x}, keep="all") for g in (graph, lowered))
     assert torch.equal(before["output"], after["output"])
@@ -187,10 +191,11 @@ def test_attention_thresholds_send_exact_halves_to_even():
 
 
 def test_attention_accumulator_range_is_proven():
-    """prove_ranges' analysis bounds each accumulate by N d D^3 (2x2 tokens, d = 4, D = 4: 1024, 11 bits; block4,
-    d = 5: 1280) and the run stays inside."""
+    """prove_ranges' analysis bounds the scores by d D^2 (d = 4: 64) and each accumulate by N d D^3 (2x2 tokens,
+    d = 4, D = 4: 1024, 11 bits; block4, d = 5: 1280) and the run stays inside."""
     _, lowered = _lowered(8, seed=4)
     proven = analyse(lowered).proven
+    assert proven["block3.0.attn.product.scores"] == Interval(0, 4 * 16)
     assert proven["block3.0.attn.product"] == Interval(0, 4 * 4 * 64)
     assert proven["block4.0.attn.product"] == Interval(0, 4 * 5 * 64)
     assert str(lowered.types()["block3.0.attn.product"].dtype) == "uint11"
@@ -212,3 +217,48 @@ def test_encoding_costs_by_hand():
     assert (costs["unary"].steps, costs["unary"].messages, costs["unary"].synaptic_ops) == (4, 8, 16)
     assert costs["graded"].energy_pj == pytest.approx(6 * synop + 3 * spike)
     assert costs["unary"].energy_pj == pytest.approx(16 * synop + 8 * spike)
+
+
+@pytest.mark.parametrize("name, factory, millions", [("sdt-v3-imagenet-5m", "Efficient_Spiking_Transformer_s", 5.1),
+                                                     ("sdt-v3-imagenet-10m", "Efficient_Spiking_Transformer_m", 10.0),
+                                                     ("sdt-v3-imagenet-19m", "Efficient_Spiking_Transformer_l", 19.0)])
+def test_model_base_families_have_the_papers_sizes_and_export(name, factory, millions):
+    entry = find_entry(name)
+    assert entry.model.stage_dims == FACTORIES[factory] and entry.model.stage_layers == "6,2"
+    with torch.device("meta"):
+        size = sum(p.numel() for p in build_model(entry.model).parameters())
+    assert size / 1e6 == pytest.approx(millions, abs=0.05)
+    if name == "sdt-v3-imagenet-5m":  # one family through the export (the others differ in widths only)
+        graph = export(build_model(entry.model).eval())
+        assert sum(isinstance(n.op, MultiLevelAttention) for n in graph.nodes.values()) == 8
+        assert graph.types()["block4.1.attn.product"].shape == (4 * 192, 14, 14)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("granularity", ["per_op", "fused"])
+def test_lowered_attention_on_lava_equals_the_reference(granularity):
+    """block3.0's lowered attention (scores, accumulate, thresholds) on Lava, fed the model's own Q, K, V levels:
+    every value equals the reference run's, and the levels are the whole model's attn_spike levels."""
+    pytest.importorskip("lava.magma")
+    from snncompile.backends.lava.runner import run_lava_session
+
+    _, lowered = _lowered(8, seed=3)
+    values = run_graph(lowered, {"input": torch.rand(3, 3, 32, 32) * 2 - 1}, keep="all")
+    p = "block3.0.attn"
+    types = lowered.types()
+    operands = {n: f"{p}.{n}_spike" for n in "qkv"}
+    level = int_type(3, signed=False)
+    nodes = {n: Node(Input(shape=types[src].shape, dtype=level)) for n, src in operands.items()}
+    nodes[f"{p}.product.scores"] = Node(lowered.op(f"{p}.product.scores"), ("q", "k"))
+    nodes[f"{p}.product"] = Node(lowered.op(f"{p}.product"), (f"{p}.product.scores", "v"))
+    nodes[f"{p}.attn_spike"] = Node(lowered.op(f"{p}.attn_spike"), (f"{p}.product",))
+    nodes["output"] = Node(Output(), (f"{p}.attn_spike",))
+    graph = Graph(nodes=nodes, outputs=("output",), time_steps=1).validate()
+    feeds = {n: values[src].to(torch.int64) for n, src in operands.items()}
+    ref = run_graph(graph, feeds, keep="all")
+    run = run_lava_session(graph, feeds, granularity=granularity, expose="all", timeout=240)
+    for name, value in run.values.items():
+        assert torch.equal(value.to(torch.int64), ref[name].to(torch.int64)), name
+    assert torch.equal(run.values[f"{p}.attn_spike"].to(torch.int64), values[f"{p}.attn_spike"].to(torch.int64))
+    assert run.values[f"{p}.attn_spike"].max() > 0

@@ -7,8 +7,9 @@ For every quantiser node (level ``k`` in ``0 .. D`` per element) and the synapse
 - ``unary``: ``k`` binary spikes over ``D`` sub-steps; each spike an accumulate at every synapse it reaches
   (``ACs``); ``D`` steps per layer.
 
-The attention's products are counted as the accumulates of its integer form: graded, one per non-zero
-``q k v`` term (``LevelAttention.work``); unary, one per coincidence of unit spikes (the accumulate itself).
+The attention's products are counted as the accumulates of its integer form (``LevelScores``, then
+``LevelScoreValue``): graded, one per non-zero product (their ``work``); unary, one per coincidence of unit spikes
+(the accumulates' values).
 Steps are the quantiser layers on the longest path times 1 or ``D``. Energy prices these counts with a target's
 figures (:func:`snncompile.report.cost.price`).
 """
@@ -20,7 +21,7 @@ from typing import Mapping
 import torch
 
 from ..ir import Graph
-from ..ir.ops import LevelAttention, LevelThreshold, MultiLevelAttention, MultiLevelSpike
+from ..ir.ops import LevelScores, LevelScoreValue, LevelThreshold, MultiLevelAttention, MultiLevelSpike
 from .cost import price
 
 ENCODINGS = ("graded", "unary")
@@ -81,11 +82,17 @@ def encoding_costs(graph: Graph, values: Mapping[str, torch.Tensor], target: str
                 for e in ENCODINGS:
                     counts[e]["synaptic_ops"] += float((sent[e] * fan).sum())
     for name, node in graph.nodes.items():
-        if isinstance(node.op, (LevelAttention, MultiLevelAttention)):
+        if isinstance(node.op, MultiLevelAttention):
             q, k, v = (levels[s] for s in node.inputs)
-            form = LevelAttention(heads=node.op.heads)
-            counts["graded"]["attention"] += float(form.work([q, k, v]).sum())
-            counts["unary"]["attention"] += float(form.run(q, k, v).sum())
+        elif isinstance(node.op, LevelScoreValue):
+            (q, k), v = graph.nodes[node.inputs[0]].inputs, node.inputs[1]
+            q, k, v = levels[q], levels[k], levels[v]
+        else:
+            continue
+        scores, product = LevelScores(heads=node.op.heads), LevelScoreValue(heads=node.op.heads)
+        s = scores.run(q, k)
+        counts["graded"]["attention"] += float(scores.work([q, k]).sum() + product.work([s, v]).sum())
+        counts["unary"]["attention"] += float(s.sum() + product.run(s, v).sum())
     depth = _depth(graph, set(levels))
     out = {}
     for e, c in counts.items():

@@ -7,9 +7,10 @@ An activation of level ``k`` in ``0 .. D`` can travel two ways (issue 17, ``Mult
 - ``unary``: ``k`` binary spikes over ``D`` sub-steps (the paper's "T = 1 x D" reading), ``D`` steps per layer; a
   message per unit of level, each synapse an accumulate.
 
-The float nodes here are what the torch model computes; ``LevelAttention`` is the attention's exact integer form
-(levels in, an integer accumulate out) whose bound is the range proof of its accumulators, and
-``LevelThreshold`` the quantiser on an integer input (D thresholds, exactly the float rounding it replaces).
+The float nodes here are what the torch model computes; ``LevelScores`` + ``LevelScoreValue`` are the attention's
+exact integer form (levels in, integer accumulates out; two-input steps, as the Lava backend runs them), whose
+proven bounds are the range proof of its accumulators, and ``LevelThreshold`` the quantiser on an integer input (D
+thresholds, exactly the float rounding it replaces).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 from ..interval import Interval
 from ..types import FLOAT32, TensorType, int_type
 from .attention import _heads_problems, _product_reads
+from .receptive import head_channels, head_tokens, per_head
 from .base import Op, expect, expect_stream, param
 from .support import LAVA_FLOAT, NETX_FLOAT, NETX_PRODUCT, NIR_NO_PRODUCT, Backends, Refused
 
@@ -93,7 +95,7 @@ class MultiLevelAttention(Op):
     """
 
     ARITY = 3
-    ROLE, STEPPING, WORK = "accumulate", "local", "none"  # counted once lowered (LevelAttention)
+    ROLE, STEPPING, WORK = "accumulate", "local", "none"  # counted once lowered (LevelScores, LevelScoreValue)
     BACKENDS = Backends(lava=Refused(LAVA_FLOAT), onnx=Refused("a float multi-level attention: not in the ONNX "
                                                                "export's function set"),
                         nir=Refused(NIR_NO_PRODUCT), netx=Refused(NETX_PRODUCT))
@@ -107,7 +109,7 @@ class MultiLevelAttention(Op):
         return _attention_type(inputs, self.heads, "MultiLevelAttention", FLOAT32)
 
     def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return attention_product(q, k, v, self.heads) * self.scale
+        return _attention_product(q, k, v, self.heads) * self.scale
 
     reads = _product_reads
 
@@ -124,7 +126,7 @@ def _attention_type(inputs: Sequence[TensorType], heads: int, what: str, dtype) 
     return TensorType(v.shape, dtype)
 
 
-def attention_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+def _attention_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     """``(Q K^T) V`` per head on ``[T, B, C, Hs, Ws]`` operands (V ``[T, B, C_v, Hs, Ws]``), as upstream orders it."""
     T, B, _, Hs, Ws = v.shape
 
@@ -135,50 +137,119 @@ def attention_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
     return x.transpose(3, 4).reshape(T, B, -1, Hs, Ws)
 
 
+def _per_head(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[T, B, C, Hs, Ws]`` -> ``[T, B, heads, N, C / heads]`` (contiguous channel groups), int64."""
+    T, B, _, Hs, Ws = t.shape
+    return t.to(torch.int64).flatten(3).transpose(2, 3).reshape(T, B, Hs * Ws, heads, -1).transpose(2, 3)
+
+
+def _level_operand(i: Interval | None, levels: int) -> Interval:
+    return i if i is not None else Interval(0, levels)
+
+
+_LEVEL_ACCUMULATE = Backends(lava="local", onnx=Refused("an integer accumulate: the ONNX export writes float graphs"),
+                             nir=Refused(NIR_NO_PRODUCT), netx=Refused(NETX_PRODUCT))
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
-class LevelAttention(Op):
-    """The exact integer form of :class:`MultiLevelAttention` on integer levels. Semantics, per head::
+class LevelScores(Op):
+    """First half of :class:`MultiLevelAttention`'s exact integer form: scores on integer levels. Semantics::
 
-        acc_h = (Q_h K_h^T) V_h        Q, K, V: integers 0..levels;  acc in 0 .. N * d * levels^3
+        S[h, n, m] = sum_j Q[h, n, j] K[h, m, j]        Q, K: levels 0..D;  S in 0 .. d D^2
 
-    (the float attention is ``acc * scale / levels^3``: every product is a multiple of ``1/levels^3``, the
-    "1/64-step" of D = 4). The output type is the unsigned width of that bound, which ``value_range`` proves.
+    Input ``[C, Hs, Ws]`` each, output ``[heads, N, N]`` unsigned (the width ``value_range`` proves).
     """
 
-    ARITY = 3
+    ARITY = 2
     INTEGER_INPUTS = True
     ROLE, STEPPING, WORK = "accumulate", "local", "attention"
-    BACKENDS = Backends(lava="local", onnx=Refused("an integer accumulate: the ONNX export writes float graphs"),
-                        nir=Refused(NIR_NO_PRODUCT), netx=Refused(NETX_PRODUCT))
+    BACKENDS = _LEVEL_ACCUMULATE
     heads: int = param("attention heads H (contiguous channel groups)")
-    levels: int = param("D: the largest level of Q, K and V", 4)
+    levels: int = param("D: the largest level of Q and K", 4)
 
     def problems(self) -> list[str]:
         return _heads_problems(self)
 
-    def bound(self, q_shape: tuple[int, ...]) -> int:
-        """The largest accumulate: ``N`` tokens times ``d`` channels of products ``levels^3``."""
-        return q_shape[1] * q_shape[2] * (q_shape[0] // self.heads) * self.levels ** 3
-
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
-        out = _attention_type(inputs, self.heads, "LevelAttention", FLOAT32)
-        return TensorType(out.shape, int_type(max(1, self.bound(inputs[0].shape).bit_length()), signed=False))
-
-    def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return attention_product(*(t.to(torch.int64) for t in (q, k, v)), self.heads)
+        q, k = inputs
+        for t in inputs:
+            expect_stream(t)
+            expect(len(t.shape) == 3, f"LevelScores needs [C, Hs, Ws] operands, got {t}")
+        expect(q.shape == k.shape and q.shape[0] % self.heads == 0,
+               f"LevelScores: Q {q} and K {k} must be equal and split into {self.heads} heads")
+        n = q.shape[1] * q.shape[2]
+        bound = self.value_range([None, None], inputs, q)
+        return TensorType((self.heads, n, n), int_type(max(1, int(bound.hi).bit_length()), signed=False))
 
     def value_range(self, inputs, in_types, out: TensorType) -> Interval:
-        """From the operands' proven intervals when known (else 0..levels each): ``N * d`` terms ``q k v``."""
-        q, k, v = (i if i is not None else Interval(0, self.levels) for i in inputs)
-        C, Hs, Ws = in_types[0].shape
-        return (q * k * v).times(Hs * Ws * (C // self.heads))
+        q, k = (_level_operand(i, self.levels) for i in inputs)
+        return (q * k).times(in_types[0].shape[0] // self.heads)
+
+    def run(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return _per_head(q, self.heads) @ _per_head(k, self.heads).transpose(-2, -1)
+
+    def reads(self, out, in_shapes):
+        # S[h, n, m] reads Q[h, :, n] and K[h, :, m]
+        return [head_tokens(out.any(2), in_shapes[0], self.heads), head_tokens(out.any(1), in_shapes[1], self.heads)]
 
     def work(self, args: list[torch.Tensor]) -> torch.Tensor:
-        """Accumulates into each output element: one per non-zero (Q K^T)[n, m] V[m, j] term."""
-        q, k, v = (a.to(torch.int64).clamp(max=1) for a in args)
-        return attention_product(q, k, v, self.heads)
+        """Accumulates into ``S[h, n, m]``: the non-zero products ``Q[n, j] K[m, j]``."""
+        q, k = (a.clamp(max=1) for a in args)
+        return self.run(q, k)
 
-    reads = _product_reads
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class LevelScoreValue(Op):
+    """Second half of :class:`MultiLevelAttention`'s exact integer form. Semantics, per head h::
+
+        X[h, n, j] = sum_m S[h, n, m] V[h, m, j]        V: levels 0..D;  X in 0 .. N d D^3
+
+    (the float attention is ``X * scale / D^3``: every product is a multiple of ``1/D^3``, the "1/64 step" of
+    D = 4). Inputs: scores ``[heads, N, N]`` and V ``[C_v, Hs, Ws]``; output ``[C_v, Hs, Ws]`` unsigned, its width
+    what ``value_range`` proves from the scores' bound.
+    """
+
+    ARITY = 2
+    INTEGER_INPUTS = True
+    ROLE, STEPPING, WORK = "accumulate", "local", "attention"
+    BACKENDS = _LEVEL_ACCUMULATE
+    heads: int = param("attention heads H (contiguous channel groups)")
+    levels: int = param("D: the largest level of V", 4)
+
+    def problems(self) -> list[str]:
+        return _heads_problems(self)
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        s, v = inputs
+        expect_stream(s, "S")
+        expect_stream(v, "V")
+        expect(len(v.shape) == 3 and v.shape[0] % self.heads == 0, f"LevelScoreValue needs V [C_v, Hs, Ws] in "
+                                                                   f"{self.heads} heads, got {v}")
+        n = v.shape[1] * v.shape[2]
+        expect(s.shape == (self.heads, n, n) and s.dtype.kind == "int",
+               f"LevelScoreValue needs integer scores [{self.heads}, {n}, {n}], got {s}")
+        bound = self.value_range([Interval.of_dtype(s.dtype), None], inputs, v)
+        return TensorType(v.shape, int_type(max(1, int(bound.hi).bit_length()), signed=False))
+
+    def value_range(self, inputs, in_types, out: TensorType) -> Interval:
+        s = inputs[0] if inputs[0] is not None else Interval.of_dtype(in_types[0].dtype)
+        v = _level_operand(inputs[1], self.levels)
+        return (s * v).times(in_types[0].shape[2])
+
+    def run(self, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        T, B, _, Hs, Ws = v.shape
+        x = s.to(torch.int64) @ _per_head(v, self.heads)           # [T, B, heads, N, C_v / heads]
+        return x.transpose(3, 4).reshape(T, B, -1, Hs, Ws)
+
+    def reads(self, out, in_shapes):
+        o = per_head(out, self.heads)                              # [H, d_v, N]: X[h, j, n] reads S[h, n, :]
+        rows = np.broadcast_to(o.any(1)[:, :, None], in_shapes[0]).copy()
+        return [rows, head_channels(o.any(2), in_shapes[1], self.heads)]
+
+    def work(self, args: list[torch.Tensor]) -> torch.Tensor:
+        """Accumulates into ``X[h, n, j]``: the non-zero products ``S[n, m] V[m, j]``."""
+        s, v = (a.clamp(max=1) for a in args)
+        return self.run(s, v)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
