@@ -20,6 +20,7 @@ from snncompile.ir.ops import MultiLevelSpike as MultiLevelSpikeNode
 from snncompile.nn.backbones import build_model
 from snncompile.passes.multilevel import fold_level_norms, lower_level_attention
 from snncompile.passes.prove_ranges import analyse
+from snncompile.report.counts import count_activity
 from snncompile.report.multilevel import encoding_costs, quantiser_levels
 from snncompile.targets import load_target
 from snncompile.nn.sdt_v3 import MultiLevelSpike, record_levels
@@ -262,3 +263,18 @@ def test_lowered_attention_on_lava_equals_the_reference(granularity):
         assert torch.equal(value.to(torch.int64), ref[name].to(torch.int64)), name
     assert torch.equal(run.values[f"{p}.attn_spike"].to(torch.int64), values[f"{p}.attn_spike"].to(torch.int64))
     assert run.values[f"{p}.attn_spike"].max() > 0
+
+
+def test_activity_counts_of_the_lowered_graph_agree_with_the_graded_costs():
+    """The report's counts (count_activity) on the lowered graph: graded MACs = the graded encoding's synaptic ops
+    plus the first convolution's (on the image, not a quantiser), attention accumulates alike."""
+    _, lowered = _lowered(8, seed=6)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    values = run_graph(lowered, {"input": x}, keep="all")
+    activity = count_activity(lowered, {"input": x})
+    totals = activity.to_dict()["totals"]
+    graded = encoding_costs(lowered, values, "loihi2")["graded"]
+    assert totals["ACs"] == 0
+    first = activity.synapses["downsample1_1.encode_conv"].total
+    assert totals["MACs"] == pytest.approx(2 * graded.synaptic_ops + first)
+    assert totals["attention_accumulates"] == pytest.approx(2 * graded.attention_accumulates)
