@@ -28,7 +28,7 @@ from snncompile.nn.sdt_v3 import MultiLevelSpike, record_levels
 from snncompile.zoo.checkpoint import load_checkpoint
 from snncompile.zoo.registry import find_entry
 from snncompile.zoo.torchfile import CheckpointError
-from snncompile.zoo.upstream_sdt_v3 import FACTORIES
+from snncompile.zoo.upstream_sdt_v3 import FACTORIES, SDT_V3
 
 SPEC = SHARED / "spec" / "backbone_checkpoints.md"
 
@@ -290,3 +290,14 @@ def test_shipped_digits_model_lowers_exactly():
     x = torch.stack([test[i][0] for i in range(32)])
     lowered = lower_level_attention(fold_level_norms(export(model)))
     assert torch.equal(run_graph(lowered, {"input": x})["output"], model.predict_logits(x))
+
+
+def test_reader_claims_model_base_files_only():
+    """By args.model, or by the key layout (SDT-V2's SepConv keys are ``Conv.pwconv1.weight``, V3's
+    ``Conv.pwconv1.0.weight``); never a timm file, whose weights are under ``state_dict``."""
+    v3 = {"downsample1_1.encode_conv.weight": 0, "ConvBlock1_1.0.Conv.pwconv1.0.weight": 0}
+    v2 = {"downsample1_1.encode_conv.weight": 0, "ConvBlock1_1.0.Conv.pwconv1.weight": 0}
+    assert SDT_V3.claims({"model": v3}, None, v3)
+    assert SDT_V3.claims({"model": {}}, {"model": "Efficient_Spiking_Transformer_l"}, {})
+    assert not SDT_V3.claims({"model": v2}, {"model": "metaspikformer_8_384"}, v2)
+    assert not SDT_V3.claims({"state_dict": v3}, None, v3)
