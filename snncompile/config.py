@@ -31,7 +31,8 @@ import yaml
 ATTENTION_MODES = ("SDT", "STAtten", "SSA", "A2OS2A", "DS2TA")
 # Model families, each a torch model in nn/ (nn/backbones.py), an exporter in frontend/ and an upstream checkpoint
 # reader in zoo/: "sdt" is the Spike-Driven Transformer v1 as the STAtten repository builds it.
-BACKBONES = ("sdt",)
+# "sdt-v3": Spike-Driven Transformer V3 (E-SpikeFormer) Model_Base, integer activations 0..4, no time axis.
+BACKBONES = ("sdt", "sdt-v3")
 SPIKE_MODES = ("lif", "plif")
 
 # The largest architecture accepted (README, "Resource limits"): well above every published
@@ -100,6 +101,10 @@ class ModelConfig:
     ds2ta_tau_init: float = _doc("DS2TA initial attenuation constant, lambda(d) = exp(-d/tau)",
                                  default=4.0)
     ds2ta_scale: float = _doc("DS2TA scale on LUT(Q K^T) V", default=0.125)
+    stage_dims: str = _doc("widths of the four stages, comma-separated (upstream embed_dim list; sdt-v3 only, "
+                           "e.g. '32,64,128,192')", default="")
+    stage_layers: str = _doc("blocks of the two attention stages, comma-separated (sdt-v3 only; upstream "
+                             "'6,2')", default="6,2")
 
     # -- derived quantities -------------------------------------------------------------------
     @property
@@ -114,6 +119,15 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
+
+    @property
+    def stage_widths(self) -> tuple[int, ...]:
+        """``stage_dims`` as integers (empty when it is not a comma-separated list of integers)."""
+        return _int_list(self.stage_dims)
+
+    @property
+    def stage_depths(self) -> tuple[int, ...]:
+        return _int_list(self.stage_layers)
 
     @property
     def statten_scale(self) -> float:
@@ -144,12 +158,41 @@ class ModelConfig:
         elif self.img_size % 2 ** self.pooling_stat.count("1"):
             p.append(f"img_size: {self.img_size} is not divisible by 2^{self.pooling_stat.count('1')}"
                      f" (pooling_stat {self.pooling_stat!r})")
-        if self.attention == "STAtten" and self.chunk_size >= 1 and self.time_steps % self.chunk_size:
+        if self.backbone == "sdt" and self.attention == "STAtten" and self.chunk_size >= 1 and \
+                self.time_steps % self.chunk_size:
             p.append(f"chunk_size: time_steps={self.time_steps} is not a multiple of chunk_size="
                      f"{self.chunk_size} (STAtten splits T into whole blocks)")
+        if self.backbone == "sdt-v3":
+            p += self._sdt_v3_problems()
         return p + _float_problems(self, {"ds2ta_tau_init": _POSITIVE, "ternary_tau": (lambda v: v > 1, "> 1"),
                                           "ssa_scale": _POSITIVE, "ds2ta_scale": _POSITIVE,
                                           "ternary_threshold": _POSITIVE})
+
+    def _sdt_v3_problems(self) -> list[str]:
+        """The stage fields of sdt-v3 (only that backbone reads them)."""
+        p = []
+        widths, depths = self.stage_widths, self.stage_depths
+        if len(widths) != 4 or not all(2 <= w <= MAX_SIZES["dim"] and w % 2 == 0 for w in widths):
+            p.append(f"stage_dims: {self.stage_dims!r} must be 4 comma-separated even widths in "
+                     f"[2, {MAX_SIZES['dim']}] (backbone sdt-v3)")
+        elif self.num_heads >= 1 and (widths[2] % self.num_heads or widths[3] % self.num_heads):
+            p.append(f"stage_dims: the attention stages' widths {widths[2]}, {widths[3]} must be divisible by "
+                     f"num_heads={self.num_heads} (backbone sdt-v3)")
+        if len(depths) != 2 or not all(0 <= d <= MAX_SIZES["layers"] for d in depths):
+            p.append(f"stage_layers: {self.stage_layers!r} must be 2 comma-separated block counts in "
+                     f"[0, {MAX_SIZES['layers']}] (backbone sdt-v3)")
+        if self.time_steps != 1:
+            p.append(f"time_steps: {self.time_steps} must be 1 (backbone sdt-v3 has no time axis: upstream's "
+                     "'T = 1 x D = 4' sends levels, not spikes over time)")
+        if self.img_size % 16:
+            p.append(f"img_size: {self.img_size} must be divisible by 16 (backbone sdt-v3 downsamples 4 times "
+                     "by 2)")
+        return p
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    parts = [t.strip() for t in text.split(",")]
+    return tuple(int(t) for t in parts) if all(t.isdigit() and len(t) <= 6 for t in parts) else ()
 
 
 DATASETS = ("digits", "event-digits", "cifar10", "cifar10-dvs", "ncaltech101", "imagenet")

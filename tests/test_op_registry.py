@@ -11,7 +11,8 @@ from snncompile.ir import Graph, Node
 from snncompile.ir.ops import OPS, family, ops_where
 from snncompile.ir.ops import (LI, LIF, Add, BatchNorm, BlockLinearAttention, Conv2d, CubaLIF, Delay, Flatten, Input,
                                IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate, Linear, LoihiLIF,
-                               LoihiTernaryLIF, LUTAttention, MaxPool2d, Mul, Output, QMAccumulate, Quantize, ReLU,
+                               LevelScores, LevelScoreValue, LevelThreshold, LoihiTernaryLIF, LUTAttention, MaxPool2d,
+                               MultiLevelAttention, MultiLevelSpike, Mul, Output, QMAccumulate, Quantize, ReLU,
                                Repeat, Scale, ScoreLUT, ScoreValueAccumulate, SpikeColumnSum, SpikeMask, SpikeScores,
                                SumPool2d, TemporalWindow, TernaryLIF, TimeMean, TokenMean, TokenSum)
 from snncompile.ir.ops.support import (BACKEND_NAMES, LAVA_KEYS, NETX_KEYS, ONNX_KEYS, ROLES, STEPPINGS, WORK_KINDS,
@@ -75,6 +76,12 @@ EXAMPLES = {
                [TensorType(TOKENS, int_type(3, signed=False))]),
     ScoreValueAccumulate: (ScoreValueAccumulate(heads=HEADS),
                            [TensorType(TOKENS, int_type(4, signed=False)), TensorType(MAP, TERNARY)]),
+    MultiLevelSpike: (MultiLevelSpike(), [TensorType(MAP)]),
+    MultiLevelAttention: (MultiLevelAttention(heads=HEADS, scale=0.5), [TensorType(MAP)] * 2 + [TensorType((2 * C, H, W))]),
+    LevelScores: (LevelScores(heads=HEADS), [TensorType(MAP, int_type(3, signed=False))] * 2),
+    LevelScoreValue: (LevelScoreValue(heads=HEADS), [TensorType(TOKENS, int_type(6, signed=False)),
+                                                     TensorType((2 * C, H, W), int_type(3, signed=False))]),
+    LevelThreshold: (LevelThreshold(thresholds=np.array([-2, 1, 3, 7])), [TensorType(MAP, int_type(8))]),
 }
 
 
@@ -226,7 +233,7 @@ def test_scheduling_sets_absolute_time_fields():
 
 
 def test_families_are_derived():
-    assert set(family("neuron")) == {LIF, TernaryLIF, CubaLIF, LI, LoihiLIF, LoihiTernaryLIF}
+    assert set(family("neuron")) == {LIF, TernaryLIF, CubaLIF, LI, LoihiLIF, LoihiTernaryLIF, MultiLevelSpike}
     assert set(family("synapse")) == {Conv2d, Linear, IntDense, IntConv2d}
     assert set(ops_where(DENDRITIC=True)) == {IntAdd, IntShift, Delay}
     with pytest.raises(ValueError, match="unknown role"):

@@ -13,7 +13,9 @@ from typing import Callable
 from torch import nn
 
 from ..nn.sdt import SpikeDrivenTransformer
+from ..nn.sdt_v3 import EfficientSpikingTransformer
 from .builder import Builder, same_behaviour
+from .sdt_v3 import V3_METHODS, efficient_transformer, v3_problems
 from .zoo import DEAD, ZOO_METHODS, transformer, zoo_problems
 
 
@@ -29,6 +31,8 @@ class BackboneExport:
 EXPORTS: dict[str, BackboneExport] = {
     "sdt": BackboneExport(SpikeDrivenTransformer, ZOO_METHODS[SpikeDrivenTransformer], transformer, zoo_problems,
                           DEAD),
+    "sdt-v3": BackboneExport(EfficientSpikingTransformer, V3_METHODS[EfficientSpikingTransformer],
+                             efficient_transformer, v3_problems),
 }
 
 

@@ -9,8 +9,10 @@ from torch import nn
 
 from ..config import ModelConfig
 from .sdt import SpikeDrivenTransformer
+from .sdt_v3 import EfficientSpikingTransformer
 
-MODELS: dict[str, type[nn.Module]] = {"sdt": SpikeDrivenTransformer}
+MODELS: dict[str, type[nn.Module]] = {"sdt": SpikeDrivenTransformer,
+                                      "sdt-v3": EfficientSpikingTransformer}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

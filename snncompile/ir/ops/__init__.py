@@ -9,6 +9,7 @@ from .io import Input, Output, Repeat, TimeMean
 from .linear import BatchNorm, Conv2d, Linear
 from .int_synapse import IntConv2d, IntDense
 from .loihi import LoihiLIF, LoihiTernaryLIF
+from .multilevel import LevelScores, LevelScoreValue, LevelThreshold, MultiLevelAttention, MultiLevelSpike
 from .neuron import LI, LIF, CubaLIF, TernaryLIF
 from .pool import MaxPool2d, SumPool2d
 from .quant import Delay, IntAdd, IntShift, Quantize, TokenSum
@@ -25,6 +26,7 @@ OPS: tuple[type[Op], ...] = (
     IntDense, IntConv2d, LoihiLIF, LoihiTernaryLIF,
     Quantize, IntAdd, IntShift, Delay, TokenSum,
     KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate,
+    MultiLevelSpike, MultiLevelAttention, LevelScores, LevelScoreValue, LevelThreshold,
 )
 OPS_BY_NAME: dict[str, type[Op]] = {op.type_name(): op for op in OPS}
 
