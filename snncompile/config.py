@@ -31,7 +31,8 @@ import yaml
 ATTENTION_MODES = ("SDT", "STAtten", "SSA", "A2OS2A", "DS2TA")
 # Model families, each a torch model in nn/ (nn/backbones.py), an exporter in frontend/ and an upstream checkpoint
 # reader in zoo/: "sdt" is the Spike-Driven Transformer v1 as the STAtten repository builds it.
-BACKBONES = ("sdt",)
+# "sdt-v2" the Spike-Driven Transformer V2 (Meta-SpikeFormer).
+BACKBONES = ("sdt", "sdt-v2")
 SPIKE_MODES = ("lif", "plif")
 
 # The largest architecture accepted (README, "Resource limits"): well above every published
@@ -100,6 +101,8 @@ class ModelConfig:
     ds2ta_tau_init: float = _doc("DS2TA initial attenuation constant, lambda(d) = exp(-d/tau)",
                                  default=4.0)
     ds2ta_scale: float = _doc("DS2TA scale on LUT(Q K^T) V", default=0.125)
+    kd_head: bool = _doc("sdt-v2: a second classifier head_kd (upstream --kd); the logits are the mean of both "
+                         "heads", default=False)
 
     # -- derived quantities -------------------------------------------------------------------
     @property
@@ -147,9 +150,29 @@ class ModelConfig:
         if self.attention == "STAtten" and self.chunk_size >= 1 and self.time_steps % self.chunk_size:
             p.append(f"chunk_size: time_steps={self.time_steps} is not a multiple of chunk_size="
                      f"{self.chunk_size} (STAtten splits T into whole blocks)")
+        if self.backbone == "sdt-v2":
+            p += self._sdt_v2_problems()
         return p + _float_problems(self, {"ds2ta_tau_init": _POSITIVE, "ternary_tau": (lambda v: v > 1, "> 1"),
                                           "ssa_scale": _POSITIVE, "ds2ta_scale": _POSITIVE,
                                           "ternary_threshold": _POSITIVE})
+
+    def _sdt_v2_problems(self) -> list[str]:
+        """Checks that apply to the sdt-v2 backbone only (stage widths D/8 .. 5D/4, four stride-2 stages)."""
+        p = []
+        if self.img_size % 16:
+            p.append(f"img_size: {self.img_size} is not divisible by 16 (sdt-v2 downsamples four times by 2)")
+        if self.num_heads >= 1 and self.dim % 8 == 0 and (self.dim * 5 // 4) % self.num_heads:
+            p.append(f"num_heads: sdt-v2's last stage width 5*dim/4 = {self.dim * 5 // 4} is not divisible by "
+                     f"num_heads={self.num_heads}")
+        if self.layers < 3:
+            p.append(f"layers: sdt-v2 has layers-2 blocks in stage 3 and 2 in stage 4, so layers >= 3, got "
+                     f"{self.layers}")
+        if self.attention != "SSA":
+            p.append(f"attention: sdt-v2's attention is SSA (Q (K^T V) * ssa_scale), got {self.attention!r}")
+        if self.spike_mode != "lif" or self.dvs_mode or self.tet:
+            p.append("spike_mode, dvs_mode, tet: sdt-v2 has LIF neurons on static images and mean logits only "
+                     "(spike_mode lif, dvs_mode and tet false)")
+        return p
 
 
 DATASETS = ("digits", "event-digits", "cifar10", "cifar10-dvs", "ncaltech101", "imagenet")

@@ -9,8 +9,10 @@ from torch import nn
 
 from ..config import ModelConfig
 from .sdt import SpikeDrivenTransformer
+from .sdt_v2 import MetaSpikeFormer
 
 MODELS: dict[str, type[nn.Module]] = {"sdt": SpikeDrivenTransformer}
+MODELS["sdt-v2"] = MetaSpikeFormer
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

@@ -16,8 +16,9 @@ from ..config import is_int
 from .torchfile import CheckpointError
 from .upstream_format import Parsed, UpstreamFormat, strip_module_prefix, transform_value
 from .upstream_sdt import SDT
+from .upstream_sdt_v2 import SDT_V2
 
-FORMATS: dict[str, UpstreamFormat] = {f.backbone: f for f in (SDT,)}
+FORMATS: dict[str, UpstreamFormat] = {f.backbone: f for f in (SDT_V2, SDT)}
 WEIGHT_KEYS = ("state_dict", "model")  # timm CheckpointSaver; MAE-style and torchvision-reference dicts
 # upstream --dataset values -> DataConfig.dataset
 _UPSTREAM_DATASETS = {"torch/cifar10": "cifar10", "cifar10": "cifar10", "cifar10-dvs": "cifar10-dvs",
