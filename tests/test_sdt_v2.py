@@ -200,3 +200,18 @@ def test_other_backbones_files_are_not_claimed():
 def test_config_checks(kw, message):
     with pytest.raises(ValueError, match=message):
         build_model(v2_cfg(**kw))
+
+
+@pytest.mark.parametrize("name, millions", [("sdt-v2-imagenet-8-384", 31.33), ("sdt-v2-imagenet-8-512", 55.35),
+                                            ("sdt-v2-imagenet-8-768", 123.74)])
+def test_zoo_configs_are_the_upstream_factories(name, millions):
+    """The zoo YAMLs build upstream's factories: 8-512 has the 55.4 M parameters models.md §2.11 gives, and every
+    parameter name and shape of the re-derived factory."""
+    from snncompile.zoo.registry import find_entry
+    cfg = find_entry(name).model
+    with torch.device("meta"):
+        ours = build_model(cfg).state_dict()
+        factory = up.build(up.FACTORIES[f"metaspikformer_8_{cfg.dim}"], time_steps=4).state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in factory.items()}
+    assert round(sum(v.numel() for k, v in ours.items() if "running" not in k and "num_batches" not in k) / 1e6,
+                 2) == millions
