@@ -189,6 +189,11 @@ def test_other_backbones_files_are_not_claimed():
     assert not SDT_V2.claims({"state_dict": {}}, vars(argparse.Namespace(model="sdt")),
                              {"patch_embed.proj_conv.weight": torch.zeros(1)})
     assert SDT_V2.claims({"model": {}}, {"model": "metaspikformer_8_512"}, {})
+    v3_keys = {key: torch.zeros(1)
+               for key in ("downsample1_1.encode_conv.weight", "ConvBlock1_1.0.Conv.pwconv1.0.weight")}
+    assert not SDT_V2.claims({"model": {}}, {"model": "Efficient_Spiking_Transformer_n"}, v3_keys)  # SDT-V3
+    assert not SDT_V2.claims({"model": {}}, None, v3_keys)
+    assert SDT_V2.claims({"model": {}}, None, {"ConvBlock1_1.0.Conv.pwconv1.weight": torch.zeros(1)})
 
 
 @pytest.mark.parametrize("kw, message", [

@@ -52,7 +52,8 @@ def test_export_is_the_torch_model_bit_for_bit_with_neurons_at_upstream_paths(ti
     for name in neurons:
         assert torch.equal(values[name].reshape(spikes[name].shape), spikes[name]), name
     assert torch.equal(values[graph.outputs[0]], logits)
-    assert sum(isinstance(n.op, BorderPad) for n in graph.nodes.values()) == 4 * TINY["layers"]  # q, k, v, proj RepConvs
+    pads = sum(isinstance(n.op, BorderPad) for n in graph.nodes.values())
+    assert pads == 4 * TINY["layers"]  # the q, k, v and proj RepConvs
 
 
 def test_kd_head_export_is_refused_in_one_line():
@@ -68,8 +69,8 @@ def _conv(rng, c_out, c_in, k, **kw) -> Conv2d:
 
 
 def _apply(op: Conv2d, x: torch.Tensor) -> torch.Tensor:
-    return F.conv2d(x, torch.tensor(op.weight, dtype=torch.float64), torch.tensor(op.bias, dtype=torch.float64), op.stride,
-                    op.padding, op.dilation, op.groups)
+    weight, bias = (torch.tensor(a, dtype=torch.float64) for a in (op.weight, op.bias))
+    return F.conv2d(x, weight, bias, op.stride, op.padding, op.dilation, op.groups)
 
 
 @pytest.mark.parametrize("first, second", [

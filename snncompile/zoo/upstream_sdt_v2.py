@@ -22,13 +22,16 @@ FACTORY_HEADS = 8
 _ARGS_FIELDS = {"time_steps": "time_steps", "input_size": "img_size"}
 _REQUIRED = ("img_size", "time_steps", "dim", "num_heads", "in_channels", "num_classes", "layers", "mlp_ratio")
 _STAGE_KEY = re.compile(r"block([34])\.(\d+)\.")
+_V2_KEY = "ConvBlock1_1.0.Conv.pwconv1.weight"
 
 
 def _claims(obj: dict, args: dict | None, state_dict: dict) -> bool:
-    """A file whose ``args.model`` is a ``metaspikformer_*`` factory, or whose weights have the V2 stem."""
+    """A file whose ``args.model`` is a ``metaspikformer_*`` factory, or without a factory name whose weights have
+    V2's SepConv (SDT-V3, which shares the stem's keys, names its pointwise convolutions ``pwconv1.0``)."""
     factory = (args or {}).get("model")
-    return ((isinstance(factory, str) and factory.startswith("metaspikformer"))
-            or "downsample1_1.encode_conv.weight" in state_dict)
+    if isinstance(factory, str):
+        return factory.startswith("metaspikformer")
+    return _V2_KEY in state_dict
 
 
 def _guess(path: Path, obj: dict, args: dict | None, state_dict: dict, notes: list[str]) -> ArchitectureGuess:
