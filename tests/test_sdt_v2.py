@@ -220,3 +220,17 @@ def test_zoo_configs_are_the_upstream_factories(name, millions):
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in factory.items()}
     assert round(sum(v.numel() for k, v in ours.items() if "running" not in k and "num_batches" not in k) / 1e6,
                  2) == millions
+
+
+def test_gpu_tagged_storages_load_on_the_cpu(tmp_path, monkeypatch):
+    """Upstream trains on GPUs: every storage of its file is tagged ``cuda:0``; the reader puts them on the CPU."""
+    cfg = v2_cfg()
+    ref = upstream_twin(cfg)
+    path = tmp_path / "checkpoint-199.pth"
+    with monkeypatch.context() as m:
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        up.save_like_upstream(path, ref, up.finetune_args(model="metaspikformer_8_32", time_steps=4, input_size=64))
+    assert b"cuda:0" in path.read_bytes()
+    loaded = load_checkpoint(path, config={"num_heads": 2})
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(loaded.model.predict_logits(x), upstream_spikes(ref, x)[0])

@@ -12,9 +12,8 @@ import torch.nn.functional as F
 from snncompile.backends.placement import place
 from snncompile.config import ModelConfig
 from snncompile.frontend import export
-from snncompile.frontend.builder import ExportError
 from snncompile.ir.interval import Interval
-from snncompile.ir.ops import BorderPad, Conv2d, IntAdd, LIF, LoihiLIF
+from snncompile.ir.ops import LIF, BorderPad, Conv2d, IntAdd, IntDense, LoihiLIF
 from snncompile.ir.interpret import run_graph
 from snncompile.nn.backbones import build_model
 from snncompile.nn.record import record_spikes
@@ -56,10 +55,21 @@ def test_export_is_the_torch_model_bit_for_bit_with_neurons_at_upstream_paths(ti
     assert pads == 4 * TINY["layers"]  # the q, k, v and proj RepConvs
 
 
-def test_kd_head_export_is_refused_in_one_line():
-    model = build_model(ModelConfig(**{**TINY, "kd_head": True})).eval()
-    with pytest.raises(ExportError, match="kd head .* not exportable yet"):
-        export(model)
+def test_kd_heads_export_exactly_and_lower_as_one_head():
+    """``--kd``: the graph computes upstream's ``(mean_T head + mean_T head_kd) / 2`` bit for bit;
+    fold_linear_chains merges the two heads into one (mean weights), which the lowering takes as any head."""
+    model = up.active_weights(build_model(ModelConfig(**{**TINY, "kd_head": True})))
+    graph = export(model)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(run_graph(graph, {"input": x})[graph.outputs[0]], model(x))
+    folded = run_pipeline(graph, (fold_batchnorm,), PassContext())
+    merged = run_pipeline(folded, (fold_linear_chains,), PassContext())
+    assert {"head", "time_mean"} <= set(merged.nodes) and not {"head_kd", "heads_add", "heads_mean"} & set(merged.nodes)
+    assert torch.allclose(run_graph(merged, {"input": x})[merged.outputs[0]],
+                          run_graph(folded, {"input": x})[folded.outputs[0]], atol=1e-5)
+    integer = lower_to_loihi(graph, graph_feeds(graph, torch.rand(4, 3, 32, 32)))
+    assert sum(isinstance(n.op, IntDense) for n in integer.nodes.values()) == 1
 
 
 def _conv(rng, c_out, c_in, k, **kw) -> Conv2d:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..ir.ops import (Add, BatchNorm, BlockLinearAttention, BorderPad, Conv2d, Input, Output, Repeat, TimeMean,
-                      TokenMean)
+from ..ir.ops import (Add, BatchNorm, BlockLinearAttention, BorderPad, Conv2d, Input, Output, Repeat, Scale,
+                      TimeMean, TokenMean)
 from ..nn.neurons import MultiStepLIF
 from ..nn.sdt_v2 import (MLP, Attention, Block, BNAndPad, ConvBlock, DownSampling, MetaSpikeFormer, RepConv,
                          SepConv)
@@ -124,10 +124,9 @@ def meta_spikeformer(b: Builder, model: MetaSpikeFormer, events: bool) -> str:
     for stage in model.stages():
         u = _STAGE[type(stage)](b, paths[id(stage)], stage, u)
     s = neuron(b, "lif", model.lif, b.add("token_mean", TokenMean(), u))
-    if cfg.kd_head:  # upstream's (mean_T head + mean_T head_kd) / 2 adds two static values: no IR op does
-        raise ExportError([f"cannot export {where('', model)}: the kd head (mean of head and head_kd) is not "
-                           "exportable yet; load the checkpoint with config={'kd_head': False} to export head "
-                           "alone"])
     y = b.add("time_mean", TimeMean(), linear(b, "head", model.head, s))
+    if cfg.kd_head:  # upstream's (mean_T head + mean_T head_kd) / 2; * 0.5 is / 2 exactly
+        y_kd = b.add("time_mean_kd", TimeMean(), linear(b, "head_kd", model.head_kd, s))
+        y = b.add("heads_mean", Scale(scale=0.5), b.add("heads_add", Add(), y, y_kd))
     return b.add("output", Output(), y)
 

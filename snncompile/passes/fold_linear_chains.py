@@ -11,6 +11,9 @@ becomes one convolution, exact in real arithmetic:
   ``B @ A`` and bias ``B @ b_A + b_B``; with ``A`` pointwise (and ``B`` unpadded) it is ``B``'s geometry with
   ``A``'s padding, weights ``B`` times ``A`` per tap and bias ``b_B + sum_taps B b_A``. Grouped convolutions are
   expanded to dense ones first.
+
+It also merges sdt-v2's ``--kd`` heads: the mean of ``k`` Linear heads' time means on one input is one head with
+the mean weights and bias (``Scale(1/k)`` of an ``Add`` of ``TimeMean(Linear)``), so the lowering sees one head.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import dataclasses
 import numpy as np
 
 from ..ir import Graph, Node
-from ..ir.ops import BorderPad, Conv2d
+from ..ir.ops import Add, BorderPad, Conv2d, Linear, Scale, TimeMean
 from .pipeline import PassContext, as_pass
 from .rewrite import Edit, rewrite_graph
 
@@ -104,16 +107,58 @@ def _compose(graph: Graph, name: str) -> Edit:
     return Edit(replace={src: Node(merged, graph.nodes[src].inputs)}, remove=(name,), rename={name: src})
 
 
+def _head_branches(graph: Graph, name: str) -> list[tuple[str, str]] | None:
+    """For ``Scale(1/k)`` of an ``Add`` of ``k`` time means of Linears on one input (sdt-v2's ``--kd`` heads), each
+    read only there: the ``(Linear, TimeMean)`` pairs; else None."""
+    op = graph.op(name)
+    if not isinstance(op, Scale) or isinstance(op.scale, np.ndarray):
+        return None
+    (add,) = graph.nodes[name].inputs
+    means = graph.nodes[add].inputs
+    if not isinstance(graph.op(add), Add) or len(means) < 2 or op.scale != 1.0 / len(means) \
+            or list(graph.consumers(add)) != [name]:
+        return None
+    branches = []
+    for mean in means:
+        if not isinstance(graph.op(mean), TimeMean) or list(graph.consumers(mean)) != [add]:
+            return None
+        (head,) = graph.nodes[mean].inputs
+        if not isinstance(graph.op(head), Linear) or graph.op(head).delay or list(graph.consumers(head)) != [mean]:
+            return None
+        branches.append((head, mean))
+    sources = {graph.nodes[head].inputs for head, _ in branches}
+    return branches if len(sources) == 1 and len(set(means)) == len(means) else None
+
+
+def _heads_match(graph: Graph, name: str) -> bool:
+    return _head_branches(graph, name) is not None
+
+
+def _merge_heads(graph: Graph, name: str) -> Edit:
+    """The mean of ``k`` linear heads' time means is the time mean of one head with the mean weights and bias."""
+    branches = _head_branches(graph, name)
+    heads = [graph.op(h) for h, _ in branches]
+    weight = np.mean([np.asarray(h.weight, _F64) for h in heads], axis=0)
+    bias = np.mean([np.zeros(h.weight.shape[0], _F64) if h.bias is None else np.asarray(h.bias, _F64)
+                    for h in heads], axis=0)
+    (head, mean), rest = branches[0], branches[1:]
+    merged = dataclasses.replace(heads[0], weight=weight.astype(np.float32), bias=bias.astype(np.float32))
+    (add,) = graph.nodes[name].inputs
+    return Edit(replace={head: Node(merged, graph.nodes[head].inputs)},
+                remove=(add, name, *(n for pair in rest for n in pair)), rename={name: mean})
+
+
 def _report(before: Graph, after: Graph) -> dict:
-    """``merged``: the convolution and border-pad nodes that no longer exist (folded into their producer)."""
+    """``merged``: the convolution, border-pad and head nodes that no longer exist (folded into their producer)."""
     return {"merged": [n for n, node in before.nodes.items()
-                       if isinstance(node.op, (Conv2d, BorderPad)) and n not in after.nodes]}
+                       if isinstance(node.op, (Conv2d, BorderPad, Linear)) and n not in after.nodes]}
 
 
 @as_pass(report=_report)
 def fold_linear_chains(graph: Graph, ctx: PassContext) -> Graph:
-    """Merge every ``BorderPad`` into the 1x1 convolution that feeds it, and every convolution fed only by another
-    convolution into one (see the module docstring for when each applies).
+    """Merge every ``BorderPad`` into the 1x1 convolution that feeds it, every convolution fed only by another
+    convolution into one, and a mean of linear heads into one head (see the module docstring for when each
+    applies).
 
     Requires: BatchNorms folded (``fold_batchnorm``), so that a RepConv's BatchNorm is its 1x1's bias. Takes no
     options.
@@ -126,7 +171,7 @@ def fold_linear_chains(graph: Graph, ctx: PassContext) -> Graph:
     """
     if ctx.options_for(fold_linear_chains):
         raise ValueError(f"fold_linear_chains takes no options, got {dict(ctx.options_for(fold_linear_chains))}")
-    return rewrite_graph(graph, [(_pad_matches, _pad_into_conv), (_composable, _compose)])
+    return rewrite_graph(graph, [(_pad_matches, _pad_into_conv), (_composable, _compose), (_heads_match, _merge_heads)])
 
 
 __all__ = ["fold_linear_chains", "composed"]
