@@ -234,3 +234,15 @@ def test_gpu_tagged_storages_load_on_the_cpu(tmp_path, monkeypatch):
     loaded = load_checkpoint(path, config={"num_heads": 2})
     x = torch.randn(1, 3, 64, 64)
     assert torch.equal(loaded.model.predict_logits(x), upstream_spikes(ref, x)[0])
+
+
+def test_a_kd_flag_the_weights_contradict_is_noted_and_a_tensor_in_args_is_one_error(tmp_path):
+    path, _ = _write(tmp_path, v2_cfg(num_heads=8), model="metaspikformer_8_32", time_steps=2, input_size=64,
+                     kd=True)
+    loaded = load_checkpoint(path)
+    assert not loaded.config.kd_head and any("args.kd is True but the weights lack head_kd" in n for n in loaded.notes)
+    obj = torch.load(path, weights_only=False)
+    obj["args"].kd = torch.ones(3)
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError, match="args.kd is a Tensor"):
+        load_checkpoint(path)

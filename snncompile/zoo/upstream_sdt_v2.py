@@ -52,9 +52,10 @@ def _guess(path: Path, obj: dict, args: dict | None, state_dict: dict, notes: li
     if "time_steps" not in args:
         notes.append("args has no time_steps; upstream's default is 1")
         fields["time_steps"] = 1
-    if "kd" in args and bool(args["kd"]) != fields["kd_head"]:
-        notes.append(f"args.kd is {args['kd']!r} but the weights {'have' if fields['kd_head'] else 'lack'} "
-                     "head_kd; following the weights")
+    kd = scalar(path, "args.kd", args.get("kd"))
+    if kd is not None and bool(kd) != fields["kd_head"]:
+        notes.append(f"args.kd is {kd!r} but the weights {'have' if fields['kd_head'] else 'lack'} head_kd; "
+                     "following the weights")
     return ArchitectureGuess(fields)
 
 
