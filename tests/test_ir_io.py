@@ -23,6 +23,7 @@ from snncompile.ir.ops import (LI, LIF, OPS, Add, BatchNorm, BlockLinearAttentio
                                SpikeMask, SumPool2d, TemporalWindow, TernaryLIF, TimeMean, TokenMean, IntConv2d,
                                IntDense, LoihiLIF, LoihiTernaryLIF, Quantize, IntAdd, IntShift, Delay, TokenSum,
                                KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate)
+from snncompile.ir.ops import BorderPad
 from snncompile.ir.types import FLOAT32, SPIKE, TERNARY, DType, int_type
 from snncompile.sim import run_graph
 
@@ -66,6 +67,7 @@ def every_op_graph(seed: int = 0) -> Graph:
     add("mul", Mul(), "add", "pool")
     add("sum", SumPool2d(kernel=(2, 2), stride=(2, 2)), "mul")
     add("tok", TokenMean(), "sum")
+    add("bpad", BorderPad(pad=1, value=np.arange(4, dtype=np.float32)), "bn")
     add("flat", Flatten(), "mul")
     add("fc", Linear(weight=f32(rng, 10, 64)), "flat")
     p10 = {k: f32(rng, 10, lo=0.5, hi=2.0) for k in ("tau_syn", "tau_mem", "r", "w_in")}
