@@ -67,7 +67,6 @@ def every_op_graph(seed: int = 0) -> Graph:
     add("mul", Mul(), "add", "pool")
     add("sum", SumPool2d(kernel=(2, 2), stride=(2, 2)), "mul")
     add("tok", TokenMean(), "sum")
-    add("bpad", BorderPad(pad=1, value=np.arange(4, dtype=np.float32)), "bn")
     add("flat", Flatten(), "mul")
     add("fc", Linear(weight=f32(rng, 10, 64)), "flat")
     p10 = {k: f32(rng, 10, lo=0.5, hi=2.0) for k in ("tau_syn", "tau_mem", "r", "w_in")}
@@ -114,6 +113,7 @@ def every_op_graph(seed: int = 0) -> Graph:
     add("isv", ScoreValueAccumulate(heads=2, out_bits=12, overflow="wrap"), "ilut", "tlif")
     add("iattn", IntAdd(), "iqm", "isv")
     add("out_iattn", Output(), "iattn")
+    add("bpad", BorderPad(pad=1, value=np.arange(4, dtype=np.float32)), "bn")  # sdt-v2's BN-and-pad
     history = (HistoryEntry("import_torch", {"source": "STAtten", "t": T, "erode": (True, False),
                                              "lr": 1e-3, "tags": ["a", "b"], "nested": {"x": None}}, "0" * 64),
                HistoryEntry("fold_batchnorm", {}, "f" * 64))
