@@ -31,8 +31,9 @@ import yaml
 ATTENTION_MODES = ("SDT", "STAtten", "SSA", "A2OS2A", "DS2TA")
 # Model families, each a torch model in nn/ (nn/backbones.py), an exporter in frontend/ and an upstream checkpoint
 # reader in zoo/: "sdt" is the Spike-Driven Transformer v1 as the STAtten repository builds it.
+# "sdt-v2" the Spike-Driven Transformer V2 (Meta-SpikeFormer).
 # "sdt-v3": Spike-Driven Transformer V3 (E-SpikeFormer) Model_Base, integer activations 0..4, no time axis.
-BACKBONES = ("sdt", "sdt-v3")
+BACKBONES = ("sdt", "sdt-v2", "sdt-v3")
 SPIKE_MODES = ("lif", "plif")
 
 # The largest architecture accepted (README, "Resource limits"): well above every published
@@ -105,6 +106,8 @@ class ModelConfig:
                            "e.g. '32,64,128,192')", default="")
     stage_layers: str = _doc("blocks of the two attention stages, comma-separated (sdt-v3 only; upstream "
                              "'6,2')", default="6,2")
+    kd_head: bool = _doc("sdt-v2: a second classifier head_kd (upstream --kd); the logits are the mean of both "
+                         "heads", default=False)
 
     # -- derived quantities -------------------------------------------------------------------
     @property
@@ -164,9 +167,29 @@ class ModelConfig:
                      f"{self.chunk_size} (STAtten splits T into whole blocks)")
         if self.backbone == "sdt-v3":
             p += self._sdt_v3_problems()
+        if self.backbone == "sdt-v2":
+            p += self._sdt_v2_problems()
         return p + _float_problems(self, {"ds2ta_tau_init": _POSITIVE, "ternary_tau": (lambda v: v > 1, "> 1"),
                                           "ssa_scale": _POSITIVE, "ds2ta_scale": _POSITIVE,
                                           "ternary_threshold": _POSITIVE})
+
+    def _sdt_v2_problems(self) -> list[str]:
+        """Checks that apply to the sdt-v2 backbone only (stage widths D/8 .. 5D/4, four stride-2 stages)."""
+        p = []
+        if self.img_size % 16:
+            p.append(f"img_size: {self.img_size} is not divisible by 16 (sdt-v2 downsamples four times by 2)")
+        if self.num_heads >= 1 and self.dim % 8 == 0 and (self.dim * 5 // 4) % self.num_heads:
+            p.append(f"num_heads: sdt-v2's last stage width 5*dim/4 = {self.dim * 5 // 4} is not divisible by "
+                     f"num_heads={self.num_heads}")
+        if self.layers < 3:
+            p.append(f"layers: sdt-v2 has layers-2 blocks in stage 3 and 2 in stage 4, so layers >= 3, got "
+                     f"{self.layers}")
+        if self.attention != "SSA":
+            p.append(f"attention: sdt-v2's attention is SSA (Q (K^T V) * ssa_scale), got {self.attention!r}")
+        if self.spike_mode != "lif" or self.dvs_mode or self.tet:
+            p.append("spike_mode, dvs_mode, tet: sdt-v2 has LIF neurons on static images and mean logits only "
+                     "(spike_mode lif, dvs_mode and tet false)")
+        return p
 
     def _sdt_v3_problems(self) -> list[str]:
         """The stage fields of sdt-v3 (only that backbone reads them)."""

@@ -170,7 +170,7 @@ def test_verify_reports_every_stage_and_node(tmp_path, source, upstream_checkpoi
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     stages = {s["pass"]: s for s in report["stages"]}
-    assert list(stages) == ["input", "fold_batchnorm", "normalize_neurons", "lower_attention",
+    assert list(stages) == ["input", "fold_batchnorm", "fold_linear_chains", "normalize_neurons", "lower_attention",
                             "quantize (float view)", "quantize", "prove_ranges", "schedule"]
     assert stages["schedule"]["exact"] and stages["prove_ranges"]["exact"]
     float_view = {n["name"]: n for n in stages["quantize (float view)"]["nodes"]}

@@ -23,6 +23,7 @@ from snncompile.ir.ops import (LI, LIF, OPS, Add, BatchNorm, BlockLinearAttentio
                                SpikeMask, SumPool2d, TemporalWindow, TernaryLIF, TimeMean, TokenMean, IntConv2d,
                                IntDense, LoihiLIF, LoihiTernaryLIF, Quantize, IntAdd, IntShift, Delay, TokenSum,
                                KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate)
+from snncompile.ir.ops import BorderPad
 from snncompile.ir.types import FLOAT32, SPIKE, TERNARY, DType, int_type
 from snncompile.sim import run_graph
 
@@ -112,6 +113,7 @@ def every_op_graph(seed: int = 0) -> Graph:
     add("isv", ScoreValueAccumulate(heads=2, out_bits=12, overflow="wrap"), "ilut", "tlif")
     add("iattn", IntAdd(), "iqm", "isv")
     add("out_iattn", Output(), "iattn")
+    add("bpad", BorderPad(pad=1, value=np.arange(4, dtype=np.float32)), "bn")  # sdt-v2's BN-and-pad
     history = (HistoryEntry("import_torch", {"source": "STAtten", "t": T, "erode": (True, False),
                                              "lr": 1e-3, "tags": ["a", "b"], "nested": {"x": None}}, "0" * 64),
                HistoryEntry("fold_batchnorm", {}, "f" * 64))

@@ -24,6 +24,7 @@ from snncompile.ir.ops import (LI, LIF, Add, BatchNorm, BlockLinearAttention, Co
                                Op, Output, ReLU, Repeat, Scale, SpikeColumnSum, SpikeMask, SumPool2d, TemporalWindow,
                                TernaryLIF, TimeMean, TokenMean, Quantize, IntAdd, IntShift, Delay, TokenSum,
                                KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate)
+from snncompile.ir.ops import BorderPad
 from snncompile.ir.types import int_type
 from snncompile.nn.backbones import build_model
 
@@ -204,6 +205,14 @@ def case_pool_shape():
     g.out(g.add("flat", Flatten(), x))
     g.out(g.add("tokens", TokenMean(), x))
     return g.graph(), {"x": reals(T, B, 3, 7, 6), "s": spikes(T, B, 3, 7, 6, seed=1)}
+
+
+def case_border_pad():
+    g = G()
+    x = g.add("x", Input(shape=(3, 4, 5)))
+    g.out(g.add("pad1", BorderPad(pad=1, value=f32(_rng(5).normal(0, 1, 3))), x))
+    g.out(g.add("pad2", BorderPad(pad=2, value=f32([0.0, -1.5, 2.25])), x))
+    return g.graph(), {"x": reals(T, B, 3, 4, 5)}
 
 
 LIF_VARIANTS = list(itertools.product(("divide_by_tau", "multiply_by_rate", "none"), (True, False), (">=", ">"),

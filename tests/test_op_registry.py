@@ -15,6 +15,7 @@ from snncompile.ir.ops import (LI, LIF, Add, BatchNorm, BlockLinearAttention, Co
                                MultiLevelAttention, MultiLevelSpike, Mul, Output, QMAccumulate, Quantize, ReLU,
                                Repeat, Scale, ScoreLUT, ScoreValueAccumulate, SpikeColumnSum, SpikeMask, SpikeScores,
                                SumPool2d, TemporalWindow, TernaryLIF, TimeMean, TokenMean, TokenSum)
+from snncompile.ir.ops import BorderPad
 from snncompile.ir.ops.support import (BACKEND_NAMES, LAVA_KEYS, NETX_KEYS, ONNX_KEYS, ROLES, STEPPINGS, WORK_KINDS,
                                        Backends, Refused)
 from snncompile.ir.types import FLOAT32, SPIKE, TERNARY, TensorType, int_type
@@ -47,6 +48,7 @@ EXAMPLES = {
     SumPool2d: (SumPool2d(kernel=(2, 2), stride=(1, 1)), [TensorType(MAP, SPIKE)]),
     Flatten: (Flatten(), [TensorType(MAP, SPIKE)]),
     TokenMean: (TokenMean(), [TensorType(MAP)]),
+    BorderPad: (BorderPad(pad=1, value=np.arange(C, dtype=np.float32)), [TensorType(MAP)]),
     LIF: (LIF(), [TensorType(MAP)]),
     TernaryLIF: (TernaryLIF(), [TensorType(MAP)]),
     CubaLIF: (CubaLIF(**{k: neurons * v for k, v in dict(tau_syn=2, tau_mem=4, r=1, v_leak=0, v_threshold=1,
@@ -149,9 +151,10 @@ def test_reads_give_each_inputs_receptive_field(op_type):
     assert [m.shape for m in every] == [tuple(s) for s in shapes]
     assert not any(m.any() for m in none), "no output element reads nothing"
     assert all(m.any() for m in every)
-    # one output element reads a subset of what all of them read
+    # one output element reads a subset of what all of them read (the centre one: a border pad's border reads
+    # nothing)
     one = np.zeros(out.shape, bool)
-    one.flat[0] = True
+    one[tuple(n // 2 for n in out.shape)] = True
     for part, whole in zip(op.reads(one, shapes), every):
         assert part.any() and not (part & ~whole).any()
 

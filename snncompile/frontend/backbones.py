@@ -13,8 +13,10 @@ from typing import Callable
 from torch import nn
 
 from ..nn.sdt import SpikeDrivenTransformer
+from ..nn.sdt_v2 import MetaSpikeFormer
 from ..nn.sdt_v3 import EfficientSpikingTransformer
 from .builder import Builder, same_behaviour
+from .sdt_v2 import V2_METHODS, meta_spikeformer, v2_problems
 from .sdt_v3 import V3_METHODS, efficient_transformer, v3_problems
 from .zoo import DEAD, ZOO_METHODS, transformer, zoo_problems
 
@@ -31,6 +33,7 @@ class BackboneExport:
 EXPORTS: dict[str, BackboneExport] = {
     "sdt": BackboneExport(SpikeDrivenTransformer, ZOO_METHODS[SpikeDrivenTransformer], transformer, zoo_problems,
                           DEAD),
+    "sdt-v2": BackboneExport(MetaSpikeFormer, V2_METHODS[MetaSpikeFormer], meta_spikeformer, v2_problems),
     "sdt-v3": BackboneExport(EfficientSpikingTransformer, V3_METHODS[EfficientSpikingTransformer],
                              efficient_transformer, v3_problems),
 }

@@ -9,9 +9,10 @@ from torch import nn
 
 from ..config import ModelConfig
 from .sdt import SpikeDrivenTransformer
+from .sdt_v2 import MetaSpikeFormer
 from .sdt_v3 import EfficientSpikingTransformer
 
-MODELS: dict[str, type[nn.Module]] = {"sdt": SpikeDrivenTransformer,
+MODELS: dict[str, type[nn.Module]] = {"sdt": SpikeDrivenTransformer, "sdt-v2": MetaSpikeFormer,
                                       "sdt-v3": EfficientSpikingTransformer}
 
 

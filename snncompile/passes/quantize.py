@@ -22,7 +22,8 @@ The scheme (one real scale per integer edge, ``real value = scale * integer``):
   is then an integer in the shifted units for ``j`` halvings and ``vth = floor(Θ'·2^j/s)`` compares
   exactly. ``j = T - 1``, fewer if the shifted input could leave the input range.
 - **Static images** are convolved once on the host (``Conv2d`` before the ``Repeat``), quantised to
-  ``input_bits`` at the threshold scale of the first neurons (``vth = static_vth``), then repeated.
+  ``input_bits`` at the threshold scale of the first neurons (``vth = static_vth``), then repeated. A first
+  convolution that starts a residual stream (sdt-v2's stem feeds a sum) is quantised at the stream's scale.
   Real-valued stream inputs (event frames) are quantised at scale 1 in as few bits as twice the peak
   needs when the calibration data holds integers only, else at ``max|x| / (2^(input_bits-1) - 1)``.
 - **Imported neurons.** A ``CubaLIF`` (NIR) becomes a Loihi LIF whose current decays too

@@ -94,7 +94,14 @@ class Lowering:
         return group.scale
 
     def _weighted_sources(self, group: Group) -> list[str]:
-        return [m for m in group.members if isinstance(self.graph.op(m), (Conv2d, Linear, TemporalWindow))]
+        """Members whose integer weights take the group's scale (a static first layer is computed on the host
+        and quantised at any scale)."""
+        return [m for m in group.members if isinstance(self.graph.op(m), (Conv2d, Linear, TemporalWindow))
+                and not self._is_static_first_layer(m)]
+
+    def _is_static_first_layer(self, name: str) -> bool:
+        inputs = self.graph.nodes[name].inputs
+        return isinstance(self.graph.op(name), Conv2d) and bool(inputs) and self._is_static_image_path(inputs[0])
 
     def _effective_weights(self, name: str) -> np.ndarray:
         op = self.graph.op(name)
@@ -168,7 +175,7 @@ class Lowering:
         inputs = node.inputs
         if isinstance(op, (Conv2d, Linear, ReLU)) and name in self.plan.parent and self._feeds_requantize(name):
             return  # built by _requantize, which knows the target scale
-        if isinstance(op, Conv2d) and inputs and isinstance(self.graph.op(inputs[0]), Repeat):
+        if self._is_static_first_layer(name):
             return self._static_first_layer(name)
         if isinstance(op, Input) and op.time == "stream" and op.dtype.kind == "float":
             return self._real_stream_input(name)
@@ -260,10 +267,14 @@ class Lowering:
         op, (repeat,) = self.graph.op(name), self.graph.nodes[name].inputs
         (image,) = self.graph.nodes[repeat].inputs
         neurons = self._consumers_via(name)
-        if len(neurons) != len(self.graph.consumers(name)):
-            raise QuantizeError(f"node {name!r}: the first convolution of a static image must feed neurons only")
-        theta = max(float_threshold(self.graph.op(n)) for n, _ in neurons)
-        scale = theta / (self.opt["static_vth"] + 1.0 / 128)
+        if len(self.groups[self.plan.group_of(name)].members) > 1:
+            scale = self._group_scale_of(name)  # the start of a residual stream (sdt-v2): the stream's scale
+        elif len(neurons) != len(self.graph.consumers(name)):
+            raise QuantizeError(f"node {name!r}: the first convolution of a static image must feed neurons or a "
+                                "residual sum only")
+        else:
+            theta = max(float_threshold(self.graph.op(n)) for n, _ in neurons)
+            scale = theta / (self.opt["static_vth"] + 1.0 / 128)
         self.add(f"{name}.host", op, image)
         self.add(f"{name}.quant", Quantize(scale=scale, bits=self.opt["input_bits"]), f"{name}.host", scale=scale)
         rep = self.graph.op(repeat)

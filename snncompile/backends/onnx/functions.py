@@ -175,6 +175,18 @@ def _token_mean(b, x):
     return b.op("ReduceMean", tokens, b.ints(-1), keepdims=0)
 
 
+def _border_pad(b, x):
+    """Zero padding plus a border mask times the per-channel value (``0 + v`` and ``x + 0`` are exact)."""
+    x, value = x
+
+    def pad(x4):
+        p = b.attr_1d("pad")
+        pads = b.cat(b.ints(0, 0), p, p, b.ints(0, 0), p, p)
+        border = b.op("Pad", b.op("ConstantOfShape", b.shape(x4)), pads, b.const(1.0))
+        return b.op("Add", b.op("Pad", x4, pads), b.op("Mul", border, b.reshape(value, b.ints(-1, 1, 1))))
+    return _frames(b, x, pad)
+
+
 SPECS: dict[str, OpSpec] = {
     "Input": OpSpec(("x",), (), {"shape": "ints", "dtype": "string", "time": "string"}, _input),
     "Output": OpSpec(("x",), (), {}, _output, extra={"time": "string"}),
@@ -193,6 +205,7 @@ SPECS: dict[str, OpSpec] = {
     "SumPool2d": OpSpec(("x",), (), {"kernel": "ints", "stride": "ints", "padding": "ints"}, _sum_pool),
     "Flatten": OpSpec(("x",), (), {}, _flatten),
     "TokenMean": OpSpec(("x",), (), {}, _token_mean),
+    "BorderPad": OpSpec(("x",), ("value",), {"pad": "int"}, _border_pad),
     "LIF": OpSpec(("x",), ("v_threshold", "leak"),
                   {"leak_encoding": "string", "decay_input": "int", "v_rest": "float", "v_reset": "float",
                    "threshold_cmp": "string", "reset": "string"}, neurons.lif),

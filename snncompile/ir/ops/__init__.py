@@ -11,6 +11,7 @@ from .int_synapse import IntConv2d, IntDense
 from .loihi import LoihiLIF, LoihiTernaryLIF
 from .multilevel import LevelScores, LevelScoreValue, LevelThreshold, MultiLevelAttention, MultiLevelSpike
 from .neuron import LI, LIF, CubaLIF, TernaryLIF
+from .pad import BorderPad
 from .pool import MaxPool2d, SumPool2d
 from .quant import Delay, IntAdd, IntShift, Quantize, TokenSum
 from .shape import Flatten, TokenMean
@@ -21,6 +22,7 @@ OPS: tuple[type[Op], ...] = (
     Conv2d, Linear, BatchNorm,
     Add, Mul, ReLU, Scale,
     MaxPool2d, SumPool2d, Flatten, TokenMean,
+    BorderPad,
     LIF, TernaryLIF, CubaLIF, LI,
     SpikeColumnSum, SpikeMask, BlockLinearAttention, LUTAttention, TemporalWindow,
     IntDense, IntConv2d, LoihiLIF, LoihiTernaryLIF,

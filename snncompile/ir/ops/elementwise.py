@@ -13,23 +13,27 @@ from .base import Op, expect, param
 from .support import LAVA_FLOAT, NETX_FLOAT, NETX_PRODUCT, NIR_NO_PRODUCT, Backends, Refused
 
 
-def _same_shapes(inputs: Sequence[TensorType], what: str) -> None:
+def _same_shapes(inputs: Sequence[TensorType], what: str, static: bool = False) -> None:
+    """Equal shapes, all streams (or, where ``static`` is allowed, all static values)."""
     shapes = {t.shape for t in inputs}
     expect(len(shapes) == 1, f"{what} inputs must have equal shapes, got {', '.join(map(str, inputs))}")
-    expect(all(t.time == "stream" for t in inputs), f"{what} inputs must be streams")
+    times = {t.time for t in inputs}
+    expect(times == {"stream"} or (static and times == {"static"}),
+           f"{what} inputs must be streams{' or all static' if static else ''}")
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Add(Op):
-    """Sum of one or more streams (residual). Semantics: ``y = ((x0 + x1) + x2) + ...`` in input order."""
+    """Sum of one or more streams (residual), or of static values (sdt-v2's two classifier heads after their time
+    means). Semantics: ``y = ((x0 + x1) + x2) + ...`` in input order."""
 
     ARITY = None
     ROLE, STEPPING, WORK = "elementwise", "local", "none"
     BACKENDS = Backends(lava=Refused(LAVA_FLOAT), onnx="function", nir="dissolved", netx=Refused(NETX_FLOAT))
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
-        _same_shapes(inputs, "Add")
-        return TensorType(inputs[0].shape, FLOAT32)
+        _same_shapes(inputs, "Add", static=True)
+        return TensorType(inputs[0].shape, FLOAT32, inputs[0].time)
 
     def run(self, *xs: torch.Tensor) -> torch.Tensor:
         out = xs[0]
