@@ -11,6 +11,7 @@ and their fall-backs are checked. No timing here: ``benchmarks/int_sim.py`` meas
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -21,7 +22,8 @@ import torch.nn.functional as F
 from snncompile.ir import Graph, Node, interpret
 from snncompile.ir.ops import (IntAdd, IntConv2d, IntDense, IntShift, Input, KVOuterAccumulate, LoihiLIF,
                                LoihiTernaryLIF, Output, QMAccumulate, ScoreValueAccumulate, SpikeScores, TokenSum)
-from snncompile.ir.types import SPIKE, int_type
+from snncompile.ir.interval import Interval
+from snncompile.ir.types import SPIKE, TensorType, int_type
 from snncompile.sim import run_graph
 from snncompile.sim.kernels import KERNELS
 from snncompile.sim.kernels.attention import _kv_outer
@@ -324,6 +326,19 @@ def test_integer_plumbing_fits_only_out_of_range_values():
     assert equal(single, x) and single is not x
     assert equal(IntShift(shift=-1, out_bits=4, overflow="wrap").run(x), torch.tensor([[[2, -2, 2]]]))
     assert equal(TokenSum(out_bits=4).run(x.reshape(1, 1, 1, 3, 1).float()), torch.tensor([[[5]]]))
+
+
+def test_a_sum_adds_its_bias_from_its_start_and_its_range_says_so():
+    x = torch.tensor([[[100, -100, 5]], [[1, 2, 3]], [[7, 8, 9]]])  # [T=3, B=1, 3]
+    add = IntAdd(out_bits=8, overflow="wrap", bias=np.array([30, -30, 1]), bias_start=1)
+    assert equal(add.run(x, x), torch.tensor([[[-56, 56, 10]], [[32, -26, 7]], [[44, -14, 19]]]))
+    assert equal(dataclasses.replace(add, bias_start=0, out_bits=16).run(x), x + torch.tensor([30, -30, 1]))
+    r = add.value_range([Interval(-4, 4)], [TensorType((3,), int_type(4), "stream")], TensorType((3,), int_type(8)))
+    assert (r.lo, r.hi) == (-34, 34)  # the hull of no bias (before bias_start) and -30 .. +30
+    assert add.scheduled(5, 4, 9, 1).bias_start == 5 and add.unscheduled(4).bias_start == 0
+    assert IntAdd(bias_start=2).problems() == ["bias_start is set but there is no bias"]
+    assert "IntAdd bias has shape (2,)" in str(pytest.raises(Exception, IntAdd(bias=np.array([1, 2])).infer,
+                                                             [TensorType((3,), int_type(4), "stream")]).value)
 
 
 def test_interpreter_delays_synapses_and_drops_dead_values_exactly():

@@ -1037,8 +1037,17 @@ def lowered_graph() -> Graph:
     return run_pipeline(Graph(nodes, ("out",), time_steps=4), PIPELINES["loihi"])
 
 
+def as_version_4(doc: dict) -> None:
+    """A version-5 document as version 4 wrote it: no ``bias``/``bias_start`` on the IntAdd sums."""
+    for node in doc["nodes"]:
+        if node["type"] == "IntAdd":
+            assert node["fields"].pop("bias") is None and node["fields"].pop("bias_start") == 0
+    doc["format_version"] = 4
+
+
 def as_version_3(doc: dict) -> None:
-    """A version-4 document as version 3 wrote it: no ``reset_at`` on the LoihiLIF neurons."""
+    """A version-5 document as version 3 wrote it: that of version 4, no ``reset_at`` on the LoihiLIF neurons."""
+    as_version_4(doc)
     for node in doc["nodes"]:
         if node["type"] == "LoihiLIF":
             assert node["fields"].pop("reset_at") == 0
@@ -1046,7 +1055,7 @@ def as_version_3(doc: dict) -> None:
 
 
 def as_version_2(doc: dict) -> None:
-    """A version-4 document as version 2 wrote it: that of version 3, without schedule or scales records (the
+    """A version-5 document as version 2 wrote it: that of version 3, without schedule or scales records (the
     schedule and quantize history entries, which the passes still write, were version 2's only record of them)."""
     as_version_3(doc)
     del doc["schedule"], doc["scales"]
@@ -1065,6 +1074,24 @@ def test_a_version_3_file_loads_with_neurons_that_never_restart():
     restarted = dict(g.nodes)
     restarted[neurons[0]] = Node(dataclasses.replace(g.op(neurons[0]), reset_at=2), g.nodes[neurons[0]].inputs)
     assert graph_digest(dataclasses.replace(g, nodes=restarted)) != graph_digest(g)  # a restart is in the digest
+
+
+def test_a_version_4_file_loads_with_sums_that_add_no_bias():
+    g = lowered_graph()
+    sums = [n for n in g.nodes if g.op(n).type_name() == "IntAdd"]
+    assert sums and all(g.op(n).bias is None for n in sums)
+    old = tamper(to_bytes(g), as_version_4)
+    written = [n for n in json.loads(read_entries(old)["graph.json"])["nodes"] if n["type"] == "IntAdd"]
+    assert len(written) == len(sums) and not any("bias" in n["fields"] for n in written)
+    h = from_bytes(old)
+    assert all(h.op(n).bias is None and h.op(n).bias_start == 0 for n in sums) and graph_digest(h) == graph_digest(g)
+    biased = dict(g.nodes)
+    shape = g.types()[sums[0]].shape
+    biased[sums[0]] = Node(dataclasses.replace(g.op(sums[0]), bias=np.full(shape, 3), bias_start=1),
+                           g.nodes[sums[0]].inputs)
+    moved = dataclasses.replace(g, nodes=biased)
+    assert graph_digest(moved) != graph_digest(g)  # a bias is in the digest
+    assert from_bytes(to_bytes(moved)).op(sums[0]).bias.tolist() == np.full(shape, 3).tolist()
 
 
 def test_schedule_and_scales_round_trip_in_node_order():

@@ -33,6 +33,7 @@ from snncompile.backends.lava.models import from_lava, lava_shape, stepper, to_l
 from snncompile.backends.lava.runner import run_lava, run_lava_session  # noqa: E402
 from snncompile.backends.lava.session import (LavaTimeoutError, descendants, group_members, run_isolated,  # noqa: E402
                                               stopped)
+from snncompile.ir.timing import data_steps, latencies  # noqa: E402
 from snncompile.sim import run_graph  # noqa: E402
 
 from conftest import shared_path  # noqa: E402
@@ -135,11 +136,16 @@ def _feeds(graph: Graph, seed: int, batch: int = B) -> dict[str, torch.Tensor]:
     return feeds
 
 
-def assert_equal(values: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> None:
+def assert_equal(values: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], graph: Graph | None = None) -> None:
+    """Every value equal to the reference's, on every step; with ``graph`` (scheduled), on each stream's data
+    window only (its latency on, ``data_steps`` long)."""
     assert values
+    latency, steps = (latencies(graph), data_steps(graph)) if graph is not None else ({}, 0)
     for name, value in values.items():
         want = ref[name]
         assert value.shape == want.shape, name
+        if name in latency and graph.types()[name].time == "stream":
+            value, want = value[latency[name]:latency[name] + steps], want[latency[name]:latency[name] + steps]
         assert torch.equal(value.to(torch.float64), want.to(torch.float64)), (
             f"{name}: {(value.to(torch.float64) != want.to(torch.float64)).sum().item()} values differ")
 
@@ -208,44 +214,6 @@ def test_the_stock_share_counts_what_lavas_own_processes_execute_per_op():
     assert classes["x"]["per_op"] == classes["out"]["fused"] == "host"
     with pytest.raises(ValueError, match="per_op plan"):
         stock_share(plan_lava(graph), totals)
-
-
-def biased_chain(vth: int = 60, steps: int = T) -> Graph:
-    """x -> a biased dense -> a LIF whose current keeps only this step's input -> out, scheduled."""
-    from snncompile.passes import PassContext, run_pipeline, schedule
-    rng = np.random.default_rng(3)
-    nodes = {"x": (Input(shape=(6,), dtype=SPIKE),),
-             "d": (IntDense(weight=2 * rng.integers(-60, 60, (5, 6)), bias=np.array([30, -20, 5, 0, 44]), delay=0,
-                            out_bits=12), "x"),
-             "n": (LoihiLIF(current_decay=4096, voltage_decay=1024, vth=vth), "d"), "y": (Output(), "n")}
-    return run_pipeline(_graph(nodes, ("y",), steps), [schedule], PassContext())
-
-
-def test_per_op_moves_a_synapse_bias_into_the_neurons_where_that_is_exact():
-    from snncompile.backends.lava.neuron_bias import move_biases_to_neurons
-    graph = biased_chain()
-    plan = plan_lava(graph, granularity="per_op", batch=B)
-    moved = plan.graph
-    assert moved.op("d").bias is None and plan.stock == {"d": "Dense", "n": "LIFReset"}
-    assert np.array_equal(moved.op("n").bias_mant, np.broadcast_to([30, -20, 5, 0, 44], (5,)))
-    assert (moved.op("n").bias_exp, moved.op("n").reset_at) == (6, 1)
-    feeds = _feeds(graph, 4)
-    ref, got = run_graph(graph, feeds, keep="all"), run_graph(moved, feeds, keep="all")
-    assert torch.equal(ref["n"], got["n"]) and ref["n"].sum() > 0 and not torch.equal(ref["d"], got["d"])
-    assert plan_lava(graph, granularity="per_op", expose=["d"]).graph.op("d").bias is not None  # d is read
-    assert move_biases_to_neurons(graph, keep={"d"}) is graph
-    eager = biased_chain(vth=0)  # its bias alone would fire it before its data arrive: left as it was
-    assert move_biases_to_neurons(eager) is eager and plan_lava(eager, granularity="per_op").stock == {"n": "LIF"}
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_a_bias_moved_into_the_neurons_runs_bit_exactly_on_lava():
-    graph = biased_chain(steps=12)
-    feeds = _feeds(graph, 5)
-    run = run_lava_session(graph, feeds, granularity="per_op", timeout=240)
-    assert run.plan.stock == {"d": "Dense", "n": "LIFReset"}
-    assert_equal(run.values, run_graph(graph, feeds, keep="all"))
 
 
 def test_unsupported_nodes_are_refused_naming_the_node():
@@ -364,7 +332,10 @@ def test_models_on_lava_equal_the_reference_simulator(model, granularity):
     if granularity == "fused":
         assert set(run.plan.chip) <= set(run.values)
         assert len(run.plan.groups) >= (1 if model == "cnn-sinabs" else 3)  # stem, blocks, head
-    assert_equal(run.values, ref)
+        assert_equal(run.values, ref)
+    else:  # Lava runs the plan's graph (synapse biases in neurons and sums): equal to it on every step, and
+        assert_equal(run.values, run_graph(run.plan.graph, feeds, keep="all"))
+        assert_equal(run.values, ref, graph)  # to the compiled graph on every data window
     out = graph.outputs[0]
     assert torch.equal(logits_of(run.values[out], graph).argmax(-1), logits_of(ref[out], graph).argmax(-1))
     assert sum(ref[n].sum() for n in neurons) > 0

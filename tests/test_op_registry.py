@@ -117,7 +117,7 @@ def test_declarations_are_complete(op_type):
     assert op_type.ROLE in ROLES
     assert op_type.STEPPING in STEPPINGS
     assert op_type.WORK in WORK_KINDS
-    assert isinstance(op_type.DENDRITIC, bool)
+    assert isinstance(op_type.DENDRITIC, bool) and isinstance(op_type.BIAS_PASSES, bool)
     assert isinstance(op_type.BACKENDS, Backends)
     for backend in BACKEND_NAMES:
         entry = op_type.BACKENDS.get(backend)
@@ -239,6 +239,7 @@ def test_families_are_derived():
     assert set(family("neuron")) == {LIF, TernaryLIF, CubaLIF, LI, LoihiLIF, LoihiTernaryLIF, MultiLevelSpike}
     assert set(family("synapse")) == {Conv2d, Linear, IntDense, IntConv2d}
     assert set(ops_where(DENDRITIC=True)) == {IntAdd, IntShift, Delay}
+    assert set(ops_where(BIAS_PASSES=True)) == {MaxPool2d, Delay}
     with pytest.raises(ValueError, match="unknown role"):
         family("neurons")
     with pytest.raises(AttributeError, match="no trait"):
@@ -321,3 +322,14 @@ def test_lava_steppers_reproduce_the_reference(op_type):
     stepping = stepper(op, 6)
     got = torch.stack([stepping.step(t, [feeds[f"x{i}"][t] for i in range(len(in_types))]) for t in range(6)])
     assert torch.equal(got.double(), expected.double())
+
+
+@pytest.mark.parametrize("op", [MaxPool2d(kernel=(3, 3), stride=(2, 2), padding=(1, 1)), Delay(delay=2)],
+                         ids=lambda op: op.type_name())
+def test_a_bias_passes_the_ops_that_say_so(op):
+    """BIAS_PASSES: a constant per channel added to the input comes out added to the output (the interpreter
+    delays both alike), so a synapse's bias may move past the op."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-500, 500, (3, 2, 4, 6, 6), generator=g)
+    b = torch.tensor([7, -300, 0, 45]).reshape(4, 1, 1)
+    assert torch.equal(op.run(x + b), op.run(x) + b)

@@ -172,7 +172,7 @@ _BACKEND_TITLES = {"lava": "Lava", "onnx": "ONNX", "nir": "NIR", "netx": "netx"}
 
 def _declarations(op: type[Op]) -> list[str]:
     """What the op type declares for the later stages (``ops/support.py``): role, stepping, work, backends."""
-    dendritic = ", dendritic" if op.DENDRITIC else ""
+    dendritic = (", dendritic" if op.DENDRITIC else "") + (", a bias passes it" if op.BIAS_PASSES else "")
     lines = [f"Role `{op.ROLE}` ({ROLES[op.ROLE]}){dendritic}; steps `{op.STEPPING}`; counted work `{op.WORK}`; "
              f"inputs: {_inputs(op)}.", ""]
     for backend in BACKEND_NAMES:

@@ -73,6 +73,8 @@ def float_view(integer: Graph) -> Graph:
         elif isinstance(op, NEURONS):
             nodes[name] = Node(_neuron(op, s_in, types[name].shape), inputs)
         elif isinstance(op, IntAdd):
+            if op.bias is not None:  # (only a Lava per_op plan moves synapse biases into sums)
+                raise ValueError(f"float_view takes quantize's graph; sum {name!r} carries moved synapse biases")
             nodes[name] = Node(Add(), inputs)
         elif isinstance(op, TokenSum):
             tokens = int(np.prod(integer.types()[inputs[0]].shape[1:]))

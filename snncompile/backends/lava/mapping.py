@@ -27,9 +27,10 @@ Granularities:
   :class:`~.processes.UnaryNode`/:class:`~.processes.BinaryNode` (its own ``run``, stepped: see
   :mod:`.models`); an ``IntAdd`` gets all its producers on one InPort, which Lava sums (the residual
   accumulator), then wraps or saturates. One Lava ``Extractor`` per recorded node. The zoo's lowered
-  synapses carry a bias, BatchNorm's folded shift that starts with their data: where only neurons read a
-  synapse, the plan's graph (``LavaPlan.graph``) has it in the neurons instead, as Loihi would
-  (:mod:`.neuron_bias`, exact on every neuron), and Lava's Dense/Conv and LIFReset run them.
+  synapses carry a bias, BatchNorm's folded shift that starts with their data: where only neurons and sums
+  read it (directly or past a max-pool or a delay line), the plan's graph (``LavaPlan.graph``) has it in the
+  neurons' compartment bias and the sums' constant term instead, as Loihi would (:mod:`.synapse_biases`, exact
+  on every data window), and Lava's Dense/Conv and LIFReset run them.
 - ``"fused"``: a few :class:`~.processes.FusedNodes` processes, one per transformer block (nodes named
   ``<word>.<i>.…``), one for what comes before the first block and one for what follows the last; values
   crossing between them travel on the bus (``processes.py``), the host's values too (one ``RingBuffer``
@@ -54,7 +55,7 @@ from lava.proc.io.source import RingBuffer
 from lava.proc.lif.process import LIF, LIFReset, TernaryLIF
 from lava.utils.weightutils import SignMode
 
-from snncompile.backends.lava.neuron_bias import fits, move_biases_to_neurons
+from snncompile.backends.lava.synapse_biases import fits, move_synapse_biases
 from snncompile.backends.lava.models import FusedKernel, PortKernel, Slot, from_lava, lava_shape, stepper, to_lava
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
 from snncompile.backends.lava.session import LavaBackendError
@@ -73,7 +74,7 @@ _BLOCK = re.compile(r"^([A-Za-z_]\w*\.\d+)\.")
 @dataclass(frozen=True)
 class LavaPlan:
     """How a graph runs on Lava. ``graph``: the graph the processes compute (per-op: synapse biases moved into
-    the neurons where that is exact, :mod:`.neuron_bias`); ``chip``: on-chip nodes in dependency order; ``sources``: host values the chip
+    the neurons and sums where that is exact, :mod:`.synapse_biases`); ``chip``: on-chip nodes in dependency order; ``sources``: host values the chip
     reads; ``sinks``: chip values the host part reads; ``recorded``: chip nodes whose streams the extractors
     bring back (exposed ones and sinks); ``groups``: the nodes of each fused Process (per-op: one per node);
     ``stock``: per-op nodes run by one of Lava's own processes (node -> Lava class name); ``exposed_host``:
@@ -278,7 +279,7 @@ def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: i
     exposed_host = [n for n in exposed_host if n in inside]  # (host outputs always come back)
     stock: dict[str, str] = {}
     if granularity == "per_op":  # Loihi's form: biases in the neurons, what no one reads of the synapses changed
-        graph = move_biases_to_neurons(graph, keep={*recorded, *exposed_host})
+        graph = move_synapse_biases(graph, keep={*recorded, *exposed_host})
         types = graph.types()
         groups = [(n,) for n in chip]
         for n in chip:

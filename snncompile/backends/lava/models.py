@@ -14,7 +14,8 @@ How a node is stepped is its op type's Lava mapping (``BACKENDS.lava``, ``snncom
   and draining) gets the node's own answer to it, computed once;
 - *synapses* (``IntDense``/``IntConv2d``) are local too, but their bias starts at an absolute step
   (``bias_start``): at step t they run as the same node with ``bias_start`` 0 when ``t >= bias_start``, and
-  without the bias before (exactly the rows ``run`` would compute for those steps);
+  without the bias before (exactly the rows ``run`` would compute for those steps); so does an ``IntAdd``
+  that was given its producers' biases (:mod:`.synapse_biases`);
 - *history* nodes, whose output depends on earlier steps (``KVOuterAccumulate``'s temporal blocks,
   ``TemporalWindow``), keep their input history and run on all of it every step, reading step ``t``. They
   are causal (KᵀV's block is complete once its delay has passed: checked by the mapping), so the prefix
@@ -102,7 +103,8 @@ class NodeStepper:
         self._history: list[torch.Tensor] | None = None
         self._line: list[torch.Tensor] = []
         self._silent: dict[tuple, torch.Tensor] = {}
-        if self.kind == "synapse":
+        self._timed = hasattr(op, "bias_start")  # a bias from an absolute step: synapses, a sum given theirs
+        if self._timed:
             self._biased = dataclasses.replace(op, delay=0, bias_start=0)
             self._unbiased = self._biased if op.bias is None else dataclasses.replace(
                 op, delay=0, bias=None, bias_start=0)
@@ -123,7 +125,7 @@ class NodeStepper:
             y = self.op.run(*(buf[:t + 1] for buf in self._history))
             return y[t - delay] if t >= delay else torch.zeros_like(y[0])
         op = self.op
-        if self.kind == "synapse":
+        if self._timed:
             op = self._biased if t >= self.op.bias_start else self._unbiased
         if any(bool(x.any()) for x in xs):
             y = op.run(*(x.unsqueeze(0) for x in xs))[0]

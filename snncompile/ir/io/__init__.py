@@ -163,6 +163,8 @@ passes' reports still have them). ``upgrade_v2_to_v3`` recovers them from the la
 version-3 one (no binary fixture).
 Version 4: ``LoihiLIF`` gained ``reset_at`` (a restart of ``u`` and ``v``: Lava's ``LIFReset``);
 ``upgrade_v3_to_v4`` gives version-3 neurons 0 (they never restart); ``tests/test_ir_io.py`` down-converts.
+Version 5: ``IntAdd`` gained ``bias`` and ``bias_start`` (a constant term: synapse biases moved into the sum);
+``upgrade_v4_to_v5`` gives version-4 sums none; ``tests/test_ir_io.py`` down-converts.
 
 Digest
 ------
@@ -171,7 +173,7 @@ Digest
 fields], ...]}``, plus the ``schedule`` and ``scales`` records (as in ``graph.json``) for a graph that has
 them: they change what the graph's values mean, so a scheduled or quantised graph differs from the same
 nodes without them; a graph without them has the digest it had before format version 3. A field added in
-version 4 (``LoihiLIF.reset_at``) is left out at its upgrade value (0), so the digest is version 3's. Values use the
+version 4 or later (``LoihiLIF.reset_at``, ``IntAdd.bias``) is left out at its upgrade value, so the digest is version 3's. Values use the
 encoding above, except that an array becomes ``{"array": {"dtype": dtype.str, "shape": [...], "sha256":
 <raw C-order bytes>}}``. It covers structure, node order, every field, array bytes, dtypes and shapes,
 the schedule and the scales. It leaves out ``history``, so that a pass can store the
@@ -186,11 +188,11 @@ from typing import Callable
 
 from .loader import from_bytes, load
 from .values import IRFileError, _field_hints  # noqa: F401  (_field_hints: for the tests)
-from .upgrades import upgrade_v1_to_v2, upgrade_v2_to_v3, upgrade_v3_to_v4
+from .upgrades import upgrade_v1_to_v2, upgrade_v2_to_v3, upgrade_v3_to_v4, upgrade_v4_to_v5
 from .writer import graph_digest, save, to_bytes
 
 MAGIC = "snncompile-ir"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 SUFFIX = ".snnir"
 DIGEST_SCHEME = "snncompile-ir-digest/1"
 
@@ -210,7 +212,8 @@ RATIO_MIN_BYTES = 1024 ** 2
 # Upgrade steps: UPGRADES[v] turns a format_version-v graph.json document into version v + 1.
 # See "Versions and upgrades" in the docstring above.
 Upgrade = Callable[[dict], dict]
-UPGRADES: dict[int, Upgrade] = {1: upgrade_v1_to_v2, 2: upgrade_v2_to_v3, 3: upgrade_v3_to_v4}
+UPGRADES: dict[int, Upgrade] = {1: upgrade_v1_to_v2, 2: upgrade_v2_to_v3, 3: upgrade_v3_to_v4,
+                                4: upgrade_v4_to_v5}
 
 
 def readable_versions() -> list[int]:

@@ -20,6 +20,9 @@ _V2_FIELDS = {"Repeat": {"data_steps": 0}, "TimeMean": {"start": 0, "steps": 0},
 # Fields version 4 added, with the values that keep a version-3 node's meaning (graph_digest leaves them out
 # at these values, so a graph's digest is the one version 3 gave it).
 V4_FIELDS = {"LoihiLIF": {"reset_at": 0}}
+V5_FIELDS = {"IntAdd": {"bias": None, "bias_start": 0}}
+# Every field added after version 3, at the value that keeps an older node's meaning.
+NEUTRAL_FIELDS = {t: {**V4_FIELDS.get(t, {}), **V5_FIELDS.get(t, {})} for t in (*V4_FIELDS, *V5_FIELDS)}
 
 
 def _add_fields(doc: dict, added: dict[str, dict[str, Any]]) -> list | None:
@@ -146,4 +149,10 @@ def upgrade_v2_to_v3(doc: dict) -> dict:
 def upgrade_v3_to_v4(doc: dict) -> dict:
     """Version 4: ``LoihiLIF.reset_at`` (0: the neuron never restarts, as every version-3 neuron)."""
     _add_fields(doc, V4_FIELDS)
+    return doc
+
+
+def upgrade_v4_to_v5(doc: dict) -> dict:
+    """Version 5: ``IntAdd.bias`` and ``bias_start`` (none: a version-4 sum adds nothing of its own)."""
+    _add_fields(doc, V5_FIELDS)
     return doc

@@ -18,7 +18,7 @@ from .. import io as ir_io  # the package: its constants are read at call time, 
 from ..graph import Graph, HistoryEntry, Node, Schedule
 from ..ops import OPS_BY_NAME, Op
 from ..types import DType, TensorType
-from .upgrades import V4_FIELDS
+from .upgrades import NEUTRAL_FIELDS
 from .values import (_TIME_LAYOUTS, IRFileError, _array_sha256, _c_order, _check_field, _encode, _init_fields,
                      _Problem, _short, _where)
 
@@ -114,7 +114,7 @@ def graph_digest(graph: Graph) -> str:
 def _digested(type_name: str, fields: dict) -> dict:
     """A node's fields as its digest covers them: a field added after version 3 is left out at the value
     that keeps a version-3 node's meaning (the digest is the one that version gave the graph)."""
-    neutral = V4_FIELDS.get(type_name, {})
+    neutral = NEUTRAL_FIELDS.get(type_name, {})
     return {k: v for k, v in fields.items() if k not in neutral or v != neutral[k]}
 
 

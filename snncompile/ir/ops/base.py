@@ -55,6 +55,7 @@ class Op:
     WORK: ClassVar[Work | None] = None
     BACKENDS: ClassVar[Backends | None] = None
     DENDRITIC: ClassVar[bool] = False  # computable in the receiving core's dendrite when fed synaptic sums
+    BIAS_PASSES: ClassVar[bool] = False  # a constant per channel added to its input comes out added to its output
 
     delay: int = dataclasses.field(default=0, metadata={"doc": (
         "timesteps between an input and its effect on the output on a time-stepped target; the output "
@@ -126,6 +127,14 @@ class Op:
         """The inverse of :meth:`scheduled` for a run over the ``data_steps`` data window: no delay, every
         absolute-time field back to its unscheduled value."""
         return dataclasses.replace(self, delay=0) if self.delay else self
+
+    def restarted(self, arrival: int) -> "Op | None":
+        """This node made to forget what its inputs carried before ``arrival`` (the step its data arrive on a
+        time-stepped target), so that its output from then on is what it would be had they been zero; None
+        where it cannot. A node without state already forgets (``STEPPING`` local: its output at a step reads
+        its inputs at that step, or ``delay`` steps before); a node with state or history, or one that reads a
+        window of time, says how (or that it cannot) by overriding this."""
+        return self if self.STEPPING == "local" else None
 
     def value_range(self, inputs: Sequence[Interval | None], in_types: Sequence[TensorType],
                     out: TensorType) -> Interval | None:

@@ -172,6 +172,11 @@ class KVOuterAccumulate(_Accumulate):
     def unscheduled(self, data_steps: int) -> "KVOuterAccumulate":
         return dataclasses.replace(self, delay=0, block_offset=0)
 
+    def restarted(self, arrival: int) -> "KVOuterAccumulate | None":
+        """Its blocks start at ``block_offset`` and sum only their own steps: it forgets what came before when
+        they start with the data."""
+        return self if self.block_offset == arrival else None
+
     def reads(self, out, in_shapes):
         # M[h, i, j] sums K[h, :, i] * V[h, :, j] over the block's tokens
         return [head_channels(out.any(2), in_shapes[0], self.heads), head_channels(out.any(1), in_shapes[1], self.heads)]

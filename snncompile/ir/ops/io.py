@@ -60,6 +60,10 @@ class Output(Op):
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    def restarted(self, arrival: int) -> "Output":
+        """An identity: a stream output is read where its data arrive (``ir.timing.output_window``)."""
+        return self
+
     def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
         return inputs[0]
 
@@ -134,6 +138,10 @@ class TimeMean(Op):
 
     def unscheduled(self, data_steps: int) -> "TimeMean":
         return dataclasses.replace(self, delay=0, start=0, steps=0)
+
+    def restarted(self, arrival: int) -> "TimeMean | None":
+        """It reads only its window: earlier steps are forgotten when the window starts with the data."""
+        return self if self.start >= arrival else None
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         end = self.start + self.steps if self.steps else x.shape[0]

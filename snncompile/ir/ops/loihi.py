@@ -349,6 +349,13 @@ class LoihiLIF(_LoihiNeuron):
     def unscheduled(self, data_steps: int) -> "LoihiLIF":
         return dataclasses.replace(self, delay=0, reset_at=0)
 
+    def restarted(self, arrival: int) -> "LoihiLIF | None":
+        """Restarting when its data arrive (``reset_at = arrival``) forgets every earlier input; a neuron that
+        restarts at another step, or delays its output, cannot."""
+        if self.delay or self.reset_at not in (0, arrival):
+            return None
+        return dataclasses.replace(self, reset_at=arrival) if arrival else self
+
     def _fire(self, h: torch.Tensor) -> torch.Tensor:
         return (h > (self.vth << VTH_SHIFT)).to(torch.int64)
 

@@ -43,6 +43,7 @@ class MaxPool2d(Op):
     """
 
     ROLE, STEPPING, WORK = "pool", "local", "none"
+    BIAS_PASSES = True  # every window holds an input; the -inf padding never wins
     BACKENDS = Backends(lava="local", onnx="function",
                         nir=Refused("NIR 1.0.8 has no max pool (only SumPool2d and AvgPool2d)"),
                         netx=Refused("max pooling: netx's 'pool' raises NotImplementedError in lava-dl 0.6.0, and a "

@@ -3,16 +3,19 @@ sums, shifts, pure delays and token sums. ``run`` computes exactly (int64, or fl
 integers for the host-side ``Quantize``); ``value_range`` gives each node's proven output interval."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
+import numpy as np
 import torch
 
 from ...config import is_int
 from ..interval import Interval
 from ..types import TensorType, int_type
 from .base import Op, expect, param
+from .loihi import _int_array_problems, _range_problem
 from .receptive import token_reduction
 from .support import NIR_INTEGER, ONNX_INTEGER, Backends, Refused
 
@@ -95,8 +98,10 @@ class Quantize(Op):
 class IntAdd(Op):
     """Sum of integer streams (the integer residual stream; several synapse groups into one neuron).
 
-    Semantics: ``y = x0 + x1 + ...`` exactly, then wrapped or saturated to ``out_bits`` signed bits.
-    Output ``int<out_bits>``.
+    Semantics: ``y = x0 + x1 + ... (+ bias for t >= bias_start)`` exactly, then wrapped or saturated to
+    ``out_bits`` signed bits. Output ``int<out_bits>``. The lowering gives it no bias; the Lava backend's
+    ``per_op`` plan moves its producers' synapse biases into it (an adder computes it, on Loihi the
+    receiving compartment's dendrite), so that the producers run on Lava's own bias-free ``Dense``/``Conv``.
     """
 
     ARITY = None
@@ -108,20 +113,41 @@ class IntAdd(Op):
                                      "lava-dl 0.6.0"))
     out_bits: int = param(_OUT_BITS_DOC, 24)
     overflow: Overflow = param(_OVERFLOW_DOC, "saturate")
+    bias: np.ndarray | None = param("integer constant per output element (one sample's shape) added to the sum, in "
+                                    "output units: its producers' synapse biases, moved here", None)
+    bias_start: int = param("first timestep from which the bias is added (the data's arrival)", 0)
 
     def problems(self) -> list[str]:
-        return _fit_problems(self)
+        p = _fit_problems(self)
+        if self.bias is None:
+            return p + ([] if self.bias_start == 0 else ["bias_start is set but there is no bias"])
+        if not (is_int(self.bias_start) and self.bias_start >= 0):
+            p.append(f"bias_start must be an int >= 0, got {self.bias_start!r}")
+        return p + (_int_array_problems("bias", self.bias)
+                    or _range_problem("bias", self.bias, -(1 << 31), (1 << 31) - 1, "int32"))
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         for x in inputs:
             _integer_stream(x, "IntAdd")
         expect(len({x.shape for x in inputs}) == 1, f"IntAdd inputs differ: {', '.join(map(str, inputs))}")
+        expect(self.bias is None or self.bias.shape == inputs[0].shape,
+               f"IntAdd bias has shape {None if self.bias is None else self.bias.shape}, its inputs {inputs[0]}")
         return TensorType(inputs[0].shape, int_type(self.out_bits))
+
+    def scheduled(self, arrival: int, data_steps: int, run_steps: int, synapse_delay: int) -> "IntAdd":
+        """A bias starts with the data (``bias_start``: their arrival)."""
+        return self if self.bias is None else dataclasses.replace(self, bias_start=arrival)
+
+    def unscheduled(self, data_steps: int) -> "IntAdd":
+        return dataclasses.replace(self, delay=0, bias_start=0)
 
     def run(self, *xs: torch.Tensor) -> torch.Tensor:
         total = _as_int64(xs[0])
         for x in xs[1:]:
             total = total + _as_int64(x)
+        if self.bias is not None:
+            total = total + torch.cat([torch.zeros_like(total[:self.bias_start]),
+                                       self.tensor("bias").to(torch.int64).expand_as(total[self.bias_start:])])
         if total is xs[0]:  # a single int64 input: the result is a new tensor all the same
             total = total.clone()
         return fit(total, self.out_bits, self.overflow)
@@ -132,7 +158,10 @@ class IntAdd(Op):
         total = inputs[0]
         for i in inputs[1:]:
             total = total + i
-        return total
+        if self.bias is None:
+            return total
+        biased = total + Interval(int(self.bias.min()), int(self.bias.max()))
+        return Interval.hull(total, biased) if self.bias_start else biased  # before bias_start: no bias yet
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -180,6 +209,7 @@ class Delay(Op):
 
     INTEGER_INPUTS = True
     ROLE, STEPPING, WORK, DENDRITIC = "elementwise", "local", "none", True
+    BIAS_PASSES = True
     BACKENDS = Backends(lava="local", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER),
                         netx=Refused("a delay line aligning converging paths: netx has no standalone delay layer "
                                      "(only per-synapse delays inside a Dense)"))

@@ -5,6 +5,8 @@ An op class carries, next to its fields and semantics (``base.py``):
 - ``ROLE`` (:data:`ROLES`): what the op is to placement, counting, the backends and the docs;
 - ``DENDRITIC``: it may be computed in the dendrite of the core that receives its inputs when these are
   synaptic sums (an integer sum, shift or delay of currents), so it needs no compartments of its own;
+- ``BIAS_PASSES``: a constant per channel added to its input comes out added to its output, delayed with it (a
+  max-pool with ``-inf`` padding, a delay line), so a synapse's bias may move past it to a neuron or a sum;
 - ``STEPPING`` (:data:`STEPPINGS`): how it steps in time;
 - ``WORK`` (:data:`WORK_KINDS`): what the activity counts record of it per step;
 - ``BACKENDS``: per backend, the key of its mapping there or :class:`Refused` with the reason it has none.
