@@ -23,7 +23,8 @@ from snncompile.ir.ops import (LI, LIF, OPS, Add, BatchNorm, BlockLinearAttentio
                                SpikeMask, SumPool2d, TemporalWindow, TernaryLIF, TimeMean, TokenMean, IntConv2d,
                                IntDense, LoihiLIF, LoihiTernaryLIF, Quantize, IntAdd, IntShift, Delay, TokenSum,
                                KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate)
-from snncompile.ir.ops import BorderPad
+from snncompile.ir.ops import (BorderPad, LevelScores, LevelScoreValue, LevelThreshold, MultiLevelAttention,
+                               MultiLevelSpike)
 from snncompile.ir.types import FLOAT32, SPIKE, TERNARY, DType, int_type
 from snncompile.sim import run_graph
 
@@ -114,6 +115,11 @@ def every_op_graph(seed: int = 0) -> Graph:
     add("iattn", IntAdd(), "iqm", "isv")
     add("out_iattn", Output(), "iattn")
     add("bpad", BorderPad(pad=1, value=np.arange(4, dtype=np.float32)), "bn")  # sdt-v2's BN-and-pad
+    add("mls", MultiLevelSpike(), "bn")  # sdt-v3's levels, float and integer
+    add("mla", MultiLevelAttention(heads=2, scale=0.5), "mls", "mls", "mls")
+    add("lthr", LevelThreshold(thresholds=np.array([-2, 1, 3, 7])), "ishift")
+    add("lsc", LevelScores(heads=1), "lthr", "lthr")
+    add("lsv", LevelScoreValue(heads=1), "lsc", "lthr")
     history = (HistoryEntry("import_torch", {"source": "STAtten", "t": T, "erode": (True, False),
                                              "lr": 1e-3, "tags": ["a", "b"], "nested": {"x": None}}, "0" * 64),
                HistoryEntry("fold_batchnorm", {}, "f" * 64))
