@@ -23,7 +23,8 @@ def _feeds(graph, x):
     return {name: x if graph.op(name).time == "static" else x.transpose(0, 1).contiguous()}
 
 
-@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.checkpoint is None], ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.checkpoint is None and e.model.backbone == "sdt"],
+                         ids=lambda e: e.name)  # other backbones' configs: in their own test files
 def test_config_only_zoo_model_exports_and_validates(entry):
     torch.manual_seed(0)
     graph = export(build_model(entry.model).eval())

@@ -12,8 +12,10 @@ from typing import Callable
 
 from torch import nn
 
+from ..nn.qkformer import QKFormer
 from ..nn.sdt import SpikeDrivenTransformer
 from .builder import Builder, same_behaviour
+from .qkformer import QKFORMER_METHODS, qkformer_graph, qkformer_problems
 from .zoo import DEAD, ZOO_METHODS, transformer, zoo_problems
 
 
@@ -30,6 +32,8 @@ EXPORTS: dict[str, BackboneExport] = {
     "sdt": BackboneExport(SpikeDrivenTransformer, ZOO_METHODS[SpikeDrivenTransformer], transformer, zoo_problems,
                           DEAD),
 }
+EXPORTS.update(dict.fromkeys(("qkformer-cifar10", "qkformer-imagenet"), BackboneExport(
+    QKFormer, QKFORMER_METHODS[QKFormer], qkformer_graph, qkformer_problems)))
 
 
 def backbone_export(model: nn.Module) -> BackboneExport | None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 from torch import nn
 
 from ..config import ModelConfig
+from .qkformer import QKFormer
 from .sdt import SpikeDrivenTransformer
 
 MODELS: dict[str, type[nn.Module]] = {"sdt": SpikeDrivenTransformer}
+MODELS.update(dict.fromkeys(("qkformer-cifar10", "qkformer-imagenet"), QKFormer))
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

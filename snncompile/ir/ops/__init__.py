@@ -13,6 +13,7 @@ from .neuron import LI, LIF, CubaLIF, TernaryLIF
 from .pool import MaxPool2d, SumPool2d
 from .quant import Delay, IntAdd, IntShift, Quantize, TokenSum
 from .shape import Flatten, TokenMean
+from .token_attention import HeadChannelSum, HeadTokenMask
 from .support import BACKEND_NAMES, ROLES, Backends, Refused
 
 OPS: tuple[type[Op], ...] = (
@@ -25,6 +26,7 @@ OPS: tuple[type[Op], ...] = (
     IntDense, IntConv2d, LoihiLIF, LoihiTernaryLIF,
     Quantize, IntAdd, IntShift, Delay, TokenSum,
     KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate,
+    HeadChannelSum, HeadTokenMask,
 )
 OPS_BY_NAME: dict[str, type[Op]] = {op.type_name(): op for op in OPS}
 
