@@ -241,3 +241,69 @@ def test_the_export_reproduces_every_spike_and_the_logits_to_float_rounding(size
         assert torch.equal(values[name].reshape(s.shape), s), name
     # upstream averages over T before the head, the graph after it (the quantised readout's order)
     torch.testing.assert_close(values[graph.outputs[0]], logits, rtol=0, atol=1e-5)
+
+
+# -- end to end on a tiny config ----------------------------------------------------------------
+
+TINY = {"qkformer-cifar10": (8, 3), "qkformer-imagenet": (16, 4)}  # backbone -> (img_size, layers)
+_COMPILED: dict = {}
+
+
+def tiny_compiled(backbone: str):
+    """A tiny random model of ``backbone`` (stages 4/8/16 wide, 2 heads, T = 2), its float graph, the compiled
+    integer graph (calibrated on 8 random images, placed for loihi2) and 4 test images (cached per module)."""
+    if backbone not in _COMPILED:
+        from snncompile.job import CompileRecord, ModelSource, steps
+        img, layers = TINY[backbone]
+        cfg = ModelConfig(backbone=backbone, dim=16, num_heads=2, layers=layers, img_size=img, time_steps=2)
+        graph = export(randomise_(build_model(cfg), 1))
+        g = torch.Generator().manual_seed(1)
+        train = [(torch.rand(3, img, img, generator=g), 0) for _ in range(8)]
+        compiled = steps.compile_graph(graph, train, CompileRecord(ModelSource("tiny"), "loihi2", len(train)))
+        _COMPILED[backbone] = graph, compiled, torch.rand(4, 3, img, img, generator=g)
+    return _COMPILED[backbone]
+
+
+@pytest.mark.parametrize("backbone", TINY)
+def test_the_integer_graph_places_within_the_design_rules_and_is_counted_and_priced(backbone):
+    from snncompile.job import steps
+    from snncompile.targets import load_target
+    graph, compiled, x = tiny_compiled(backbone)
+    integer, chip = compiled.graph, load_target("loihi2")
+    assert steps.check_rules(compiled, chip) == []
+    # Token-QK attention stays integer: channel count -> fraction bits -> Loihi LIF -> AND mask
+    for name in (n for n in integer.nodes if n.endswith("tssa.attn_lif")):
+        shift = integer.nodes[name].inputs[0]
+        assert integer.op(name).type_name() == "LoihiLIF" and integer.op(shift).type_name() == "IntShift"
+        assert integer.op(integer.nodes[shift].inputs[0]).type_name() == "HeadChannelSum"
+    assert {"HeadTokenMask", "SpikeScores", "MaxPool2d"} <= {n.op.type_name() for n in integer.nodes.values()}
+    counts = steps.count(compiled, chip, x)
+    totals = counts.table["totals"]
+    assert totals["attention_accumulates"] > 0 and totals["spikes"] > 0
+    assert totals["MACs"] > 0  # SEW residuals are spike counts: graded inputs to the next synapses
+    estimate = steps.price(counts, chip)
+    assert estimate.energy["loihi2"].total_pj > 0 and estimate.latency.per_sample_ns > 0
+    rows = steps.compare_spikes(graph, integer, x)
+    assert len(rows) == len([n for n in graph.nodes if graph.op(n).ROLE == "neuron"])
+    assert min(r["agreement"] for r in rows) > 0.95
+    assert all(r["integer_rate"] > 0 for r in rows if r["float_rate"] > 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("granularity", ["per_op", "fused"])
+@pytest.mark.parametrize("backbone", TINY)
+def test_the_tiny_integer_graph_on_lava_equals_the_reference_simulator(backbone, granularity):
+    pytest.importorskip("lava.magma")
+    from snncompile.backends.lava.runner import run_lava_session
+    from snncompile.sim.dataset import graph_feeds
+    _, compiled, x = tiny_compiled(backbone)
+    integer = compiled.graph
+    feeds = graph_feeds(integer, x[:2])
+    ref = run_graph(integer, feeds, keep="all")
+    run = run_lava_session(integer, feeds, granularity=granularity, expose="all" if granularity == "fused" else None,
+                           timeout=600)
+    assert set(integer.outputs) <= set(run.values) and len(run.values) > 20
+    for name, value in run.values.items():
+        assert torch.equal(value.to(torch.float64), ref[name].to(torch.float64)), name
+    assert any(ref[n].sum() > 0 for n in run.values if n.endswith("attn_lif"))
