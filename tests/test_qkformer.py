@@ -119,6 +119,18 @@ def test_token_qk_attention_masks_k_by_the_lif_of_each_heads_channel_count():
     assert HeadChannelSum(heads=2).run(q.reshape(2, 1, 4, 1, 1)).flatten().tolist() == [2, 0, 0, 1]
 
 
+def test_a_channel_count_is_one_attention_accumulate_per_q_spike():
+    from snncompile.ir import Graph, Node
+    from snncompile.ir.ops import Input, Output
+    from snncompile.ir.types import SPIKE
+    from snncompile.report.counts import count_activity
+    q = torch.tensor([[1, 1, 0], [1, 0, 0]]).reshape(1, 1, 2, 1, 3).float()  # 1 head, d = 2, tokens: 2, 1, 0 spikes
+    g = Graph(nodes={"q": Node(Input(shape=(2, 1, 3), dtype=SPIKE)), "cs": Node(HeadChannelSum(heads=1), ("q",)),
+                     "out": Node(Output(), ("cs",))}, outputs=("out",), time_steps=1).validate()
+    c = count_activity(g, {"q": q}).attention["cs"]
+    assert c.accumulates == (3,) and c.connections == 2 * 3  # every channel of every token
+
+
 def test_upstreams_batch_coupling_is_kept_out_each_sample_gets_its_own_logits():
     """Upstream's stage-3 proj_lif steps over [T*B]: at batch 2 it differs from two batch-1 runs; ours does not."""
     cfg, reference, ours = pair(CIFAR10, 16)
