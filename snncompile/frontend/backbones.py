@@ -12,7 +12,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..nn.qkformer import QKFormer
+from ..nn.qkformer import VARIANTS as QKFORMER_VARIANTS, QKFormer
 from ..nn.sdt import SpikeDrivenTransformer
 from .builder import Builder, same_behaviour
 from .qkformer import QKFORMER_METHODS, qkformer_graph, qkformer_problems
@@ -32,7 +32,7 @@ EXPORTS: dict[str, BackboneExport] = {
     "sdt": BackboneExport(SpikeDrivenTransformer, ZOO_METHODS[SpikeDrivenTransformer], transformer, zoo_problems,
                           DEAD),
 }
-EXPORTS.update(dict.fromkeys(("qkformer-cifar10", "qkformer-imagenet"), BackboneExport(
+EXPORTS.update(dict.fromkeys(QKFORMER_VARIANTS, BackboneExport(
     QKFormer, QKFORMER_METHODS[QKFormer], qkformer_graph, qkformer_problems)))
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 from torch import nn
 
 from ..config import ModelConfig
-from .qkformer import QKFormer
+from .qkformer import VARIANTS as QKFORMER_VARIANTS, QKFormer
 from .sdt import SpikeDrivenTransformer
 
 MODELS: dict[str, type[nn.Module]] = {"sdt": SpikeDrivenTransformer}
-MODELS.update(dict.fromkeys(("qkformer-cifar10", "qkformer-imagenet"), QKFormer))
+MODELS.update(dict.fromkeys(QKFORMER_VARIANTS, QKFormer))
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

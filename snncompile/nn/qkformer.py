@@ -36,7 +36,7 @@ from .neurons import MultiStepLIF
 from .sdt import SpikeDrivenTransformer
 from .seq import per_step
 
-VARIANTS = ("qkformer-cifar10", "qkformer-imagenet")
+VARIANTS = ("qkformer-cifar10", "qkformer-imagenet")  # the backbone names (config.BACKBONES) of this model
 
 
 def _lif(v_threshold: float = 1.0) -> MultiStepLIF:
@@ -49,11 +49,6 @@ def stage_depths(cfg: ModelConfig) -> tuple[int, int, int]:
     if cfg.backbone == "qkformer-cifar10":
         return 1, 1, cfg.layers - 2
     return 1, 2, cfg.layers - 3
-
-
-def token_grid(cfg: ModelConfig) -> int:
-    """Side of the stage-3 token grid: the image halved twice (CIFAR-10) or four times (ImageNet)."""
-    return cfg.img_size // (4 if cfg.backbone == "qkformer-cifar10" else 16)
 
 
 def _conv_bn(conv: nn.Module, bn: nn.Module, x: torch.Tensor, pool: nn.Module | None = None) -> torch.Tensor:
