@@ -319,3 +319,34 @@ def test_the_tiny_integer_graph_on_lava_equals_the_reference_simulator(backbone,
     for name, value in run.values.items():
         assert torch.equal(value.to(torch.float64), ref[name].to(torch.float64)), name
     assert any(ref[n].sum() > 0 for n in run.values if n.endswith("attn_lif"))
+
+
+# -- the shipped digits model -------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_shipped_digits_model_keeps_its_accuracy_as_integers_and_runs_on_lava_as_the_reference():
+    """qkformer-digits (360 test digits, calibrated on 64 training samples): its graph has the torch model's spikes;
+    the integer graph within one point of the float one; 8 test digits on Lava (fused) equal to the reference
+    simulator, every node."""
+    pytest.importorskip("lava.magma")
+    from snncompile.backends.lava.runner import run_lava_session
+    from snncompile.sim.dataset import evaluate_graph
+    from zoo_lowering import lowered_zoo_model
+    model = lowered_zoo_model("qkformer-digits", calibration=64)
+    torch_model = snncompile.load_checkpoint(find_entry("qkformer-digits").checkpoint).model
+    x = torch.stack([model.test[i][0] for i in range(24)])
+    with torch.no_grad(), record_spikes(torch_model) as spikes:
+        logits = torch_model(x)
+    values = run_graph(model.graph, {"input": x}, keep="all")
+    assert all(torch.equal(values[n].reshape(s.shape), s) for n, s in spikes.items())
+    torch.testing.assert_close(values[model.graph.outputs[0]], logits, rtol=0, atol=1e-5)
+    float_acc = evaluate_graph(model.graph, model.test, progress=False).accuracy
+    int_acc = evaluate_graph(model.integer, model.test, progress=False).accuracy
+    print(f"\nqkformer-digits: float {float_acc:.4f} integer {int_acc:.4f} ({model.integer.time_steps} steps)")
+    assert float_acc >= 0.95 and float_acc - int_acc <= 0.01
+    feeds = model.test_feeds(8)
+    ref = run_graph(model.integer, feeds, keep="all")
+    run = run_lava_session(model.integer, feeds, granularity="fused", expose="all", timeout=600)
+    for name, value in run.values.items():
+        assert torch.equal(value.to(torch.float64), ref[name].to(torch.float64)), name
