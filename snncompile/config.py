@@ -33,7 +33,8 @@ ATTENTION_MODES = ("SDT", "STAtten", "SSA", "A2OS2A", "DS2TA")
 # reader in zoo/: "sdt" is the Spike-Driven Transformer v1 as the STAtten repository builds it.
 # "sdt-v2" the Spike-Driven Transformer V2 (Meta-SpikeFormer).
 # "sdt-v3": Spike-Driven Transformer V3 (E-SpikeFormer) Model_Base, integer activations 0..4, no time axis.
-BACKBONES = ("sdt", "sdt-v2", "sdt-v3")
+# "qkformer-cifar10", "qkformer-imagenet": QKFormer's two upstream code variants.
+BACKBONES = ("sdt", "sdt-v2", "sdt-v3", "qkformer-cifar10", "qkformer-imagenet")
 SPIKE_MODES = ("lif", "plif")
 
 # The largest architecture accepted (README, "Resource limits"): well above every published
@@ -76,14 +77,15 @@ class ModelConfig:
     keep their defaults."""
 
     backbone: str = _doc(f"model family: {', '.join(BACKBONES)} (sdt: Spike-Driven Transformer v1 as in the "
-                         "STAtten repository)", default="sdt")
+                         "STAtten repository; qkformer-cifar10 / qkformer-imagenet: QKFormer's cifar10/ and "
+                         "imagenet/ models)", default="sdt")
     attention: str = _doc("attention core: SDT (SDSA), STAtten, SSA, A2OS2A or DS2TA", default="STAtten")
     img_size: int = _doc("input height = width in pixels", default=32)
     in_channels: int = _doc("input channels (3 for RGB, 1 for digits, 2 for ON/OFF events)", default=3)
     num_classes: int = _doc("classifier outputs", default=10)
     dim: int = _doc("embedding width D (divisible by 8 and by num_heads)", default=256)
     num_heads: int = _doc("attention heads H; heads are contiguous channel groups", default=8)
-    layers: int = _doc("encoder blocks L", default=2)
+    layers: int = _doc("encoder blocks L (QKFormer: upstream depths, the blocks of all stages)", default=2)
     mlp_ratio: int = _doc("MLP hidden width = mlp_ratio * dim", default=4)
     time_steps: int = _doc("SNN timesteps T", default=4)
     chunk_size: int = _doc("STAtten temporal block size Bk; T must be a multiple of it", default=2)
@@ -161,8 +163,10 @@ class ModelConfig:
         elif self.img_size % 2 ** self.pooling_stat.count("1"):
             p.append(f"img_size: {self.img_size} is not divisible by 2^{self.pooling_stat.count('1')}"
                      f" (pooling_stat {self.pooling_stat!r})")
-        if self.backbone == "sdt" and self.attention == "STAtten" and self.chunk_size >= 1 and \
-                self.time_steps % self.chunk_size:
+        if self.backbone.startswith("qkformer"):
+            p += _qkformer_problems(self)
+        stattens = self.backbone == "sdt" and self.attention == "STAtten"  # QKFormer has no STAtten blocks
+        if stattens and self.chunk_size >= 1 and self.time_steps % self.chunk_size:
             p.append(f"chunk_size: time_steps={self.time_steps} is not a multiple of chunk_size="
                      f"{self.chunk_size} (STAtten splits T into whole blocks)")
         if self.backbone == "sdt-v3":
@@ -216,6 +220,23 @@ class ModelConfig:
 def _int_list(text: str) -> tuple[int, ...]:
     parts = [t.strip() for t in text.split(",")]
     return tuple(int(t) for t in parts) if all(t.isdigit() and len(t) <= 6 for t in parts) else ()
+
+
+def _qkformer_problems(cfg: ModelConfig) -> list[str]:
+    """QKFormer only: stage widths D/4, D/2, D split into num_heads heads; the image halved 2 (CIFAR-10) or 4
+    (ImageNet) times; at least the fixed early blocks (1 + 1 or 1 + 2)."""
+    p = []
+    if cfg.num_heads >= 1 and (cfg.dim // 4) % cfg.num_heads:
+        p.append(f"num_heads: QKFormer's first stage width dim/4 = {cfg.dim // 4} is not divisible by "
+                 f"num_heads={cfg.num_heads}")
+    halvings, early = (2, 2) if cfg.backbone == "qkformer-cifar10" else (4, 3)
+    if cfg.img_size % 2 ** halvings:
+        p.append(f"img_size: {cfg.img_size} is not divisible by {2 ** halvings} ({cfg.backbone} halves it "
+                 f"{halvings} times)")
+    if cfg.layers < early:
+        p.append(f"layers: {cfg.backbone} has {early} blocks before stage 3 (layers is upstream's depths, all "
+                 f"stages); layers must be >= {early}, got {cfg.layers}")
+    return p
 
 
 DATASETS = ("digits", "event-digits", "cifar10", "cifar10-dvs", "ncaltech101", "imagenet")

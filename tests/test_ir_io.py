@@ -23,7 +23,7 @@ from snncompile.ir.ops import (LI, LIF, OPS, Add, BatchNorm, BlockLinearAttentio
                                SpikeMask, SumPool2d, TemporalWindow, TernaryLIF, TimeMean, TokenMean, IntConv2d,
                                IntDense, LoihiLIF, LoihiTernaryLIF, Quantize, IntAdd, IntShift, Delay, TokenSum,
                                KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate)
-from snncompile.ir.ops import (BorderPad, LevelScores, LevelScoreValue, LevelThreshold, MultiLevelAttention,
+from snncompile.ir.ops import (BorderPad, HeadChannelSum, HeadTokenMask, LevelScores, LevelScoreValue, LevelThreshold, MultiLevelAttention,
                                MultiLevelSpike)
 from snncompile.ir.types import FLOAT32, SPIKE, TERNARY, DType, int_type
 from snncompile.sim import run_graph
@@ -120,6 +120,8 @@ def every_op_graph(seed: int = 0) -> Graph:
     add("lthr", LevelThreshold(thresholds=np.array([-2, 1, 3, 7])), "ishift")
     add("lsc", LevelScores(heads=1), "lthr", "lthr")
     add("lsv", LevelScoreValue(heads=1), "lsc", "lthr")
+    add("hcs", HeadChannelSum(heads=2), "pool")  # QKFormer's Token-QK attention
+    add("htm", HeadTokenMask(heads=4), "pool", "pool")
     history = (HistoryEntry("import_torch", {"source": "STAtten", "t": T, "erode": (True, False),
                                              "lr": 1e-3, "tags": ["a", "b"], "nested": {"x": None}}, "0" * 64),
                HistoryEntry("fold_batchnorm", {}, "f" * 64))

@@ -265,7 +265,7 @@ def feeds(graph: Graph, x: torch.Tensor) -> dict:
 
 
 def test_six_models_are_shipped():
-    assert len(SHIPPED) == 6
+    assert len([e for e in SHIPPED if e.model.backbone == "sdt"]) == 6  # other backbones ship their own
 
 
 @pytest.mark.parametrize("entry", SHIPPED, ids=lambda e: e.name)

@@ -9,6 +9,7 @@ import torch
 
 from snncompile.ir import Graph, Node
 from snncompile.ir.ops import OPS, family, ops_where
+from snncompile.ir.ops import HeadChannelSum, HeadTokenMask
 from snncompile.ir.ops import (LI, LIF, Add, BatchNorm, BlockLinearAttention, Conv2d, CubaLIF, Delay, Flatten, Input,
                                IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate, Linear, LoihiLIF,
                                LevelScores, LevelScoreValue, LevelThreshold, LoihiTernaryLIF, LUTAttention, MaxPool2d,
@@ -56,6 +57,8 @@ EXAMPLES = {
     LI: (LI(), [TensorType(MAP)]),
     SpikeColumnSum: (SpikeColumnSum(heads=HEADS, erode=True), [TensorType(MAP, SPIKE)] * 2),
     SpikeMask: (SpikeMask(heads=HEADS, erode=True), [TensorType(MAP, SPIKE), TensorType((C,), SPIKE)]),
+    HeadChannelSum: (HeadChannelSum(heads=HEADS), [TensorType(MAP, SPIKE)]),
+    HeadTokenMask: (HeadTokenMask(heads=HEADS), [TensorType(MAP, SPIKE), TensorType((HEADS, H, W), SPIKE)]),
     BlockLinearAttention: (BlockLinearAttention(heads=HEADS, block=2), [TensorType(MAP, SPIKE)] * 3),
     LUTAttention: (LUTAttention(heads=HEADS, table=np.ones((HEADS, D + 1), np.float32)),
                    [TensorType(MAP, SPIKE)] * 3),

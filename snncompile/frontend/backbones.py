@@ -12,10 +12,12 @@ from typing import Callable
 
 from torch import nn
 
+from ..nn.qkformer import VARIANTS as QKFORMER_VARIANTS, QKFormer
 from ..nn.sdt import SpikeDrivenTransformer
 from ..nn.sdt_v2 import MetaSpikeFormer
 from ..nn.sdt_v3 import EfficientSpikingTransformer
 from .builder import Builder, same_behaviour
+from .qkformer import QKFORMER_METHODS, qkformer_graph, qkformer_problems
 from .sdt_v2 import V2_METHODS, meta_spikeformer, v2_problems
 from .sdt_v3 import V3_METHODS, efficient_transformer, v3_problems
 from .zoo import DEAD, ZOO_METHODS, transformer, zoo_problems
@@ -37,6 +39,8 @@ EXPORTS: dict[str, BackboneExport] = {
     "sdt-v3": BackboneExport(EfficientSpikingTransformer, V3_METHODS[EfficientSpikingTransformer],
                              efficient_transformer, v3_problems),
 }
+EXPORTS.update(dict.fromkeys(QKFORMER_VARIANTS, BackboneExport(
+    QKFormer, QKFORMER_METHODS[QKFormer], qkformer_graph, qkformer_problems)))
 
 
 def backbone_export(model: nn.Module) -> BackboneExport | None:

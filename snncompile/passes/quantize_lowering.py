@@ -112,6 +112,8 @@ class Lowering:
         (src,) = self.graph.nodes[name].inputs
         if not self._is_float(src):
             return 1.0
+        if src in self.scale:  # lowered already on its own scale (a token mean read by a head without a neuron)
+            return self.scale[src]
         if self.rename.get(src) in self.scale:  # a real-valued input, quantised already
             return self.scale[self.rename[src]]
         if self._is_static_image_path(src):
@@ -266,15 +268,20 @@ class Lowering:
     def _static_first_layer(self, name: str) -> None:
         op, (repeat,) = self.graph.op(name), self.graph.nodes[name].inputs
         (image,) = self.graph.nodes[repeat].inputs
-        neurons = self._consumers_via(name)
-        if len(self.groups[self.plan.group_of(name)].members) > 1:
+        # neurons, directly or behind a max-pool of the currents (QKFormer ImageNet): the pool keeps the scale
+        pools = [c for c in self.graph.consumers(name) if isinstance(self.graph.op(c), MaxPool2d)]
+        neurons = self._consumers_via(name) + [n for pool in pools for n in self._consumers_via(pool)]
+        fed = len(self.graph.consumers(name)) + sum(len(self.graph.consumers(pool)) - 1 for pool in pools)
+        if len(self.groups[self.plan.group_of(name)].members) > 1 and not pools:
             scale = self._group_scale_of(name)  # the start of a residual stream (sdt-v2): the stream's scale
-        elif len(neurons) != len(self.graph.consumers(name)):
-            raise QuantizeError(f"node {name!r}: the first convolution of a static image must feed neurons or a "
-                                "residual sum only")
+        elif len(neurons) != fed:
+            raise QuantizeError(f"node {name!r}: the first convolution of a static image must feed neurons "
+                                "(directly or through a max-pool) or a residual sum only")
         else:
             theta = max(float_threshold(self.graph.op(n)) for n, _ in neurons)
             scale = theta / (self.opt["static_vth"] + 1.0 / 128)
+            if pools:
+                self.groups[self.plan.group_of(name)].scale = scale
         self.add(f"{name}.host", op, image)
         self.add(f"{name}.quant", Quantize(scale=scale, bits=self.opt["input_bits"]), f"{name}.host", scale=scale)
         rep = self.graph.op(repeat)

@@ -46,6 +46,7 @@ per-head ``[N, d]`` operands::
     SpikeScores        sum_j nnz(Q[:, j]) * nnz(K[:, j])     coincidences added into A = Q K^T
     ScoreValueAccumulate  nnz(V) * N                         each V event adds one column of S (N values)
     SpikeColumnSum     sum_n (K AND V)[n, :]                 SDSA: one addition per AND term summed (its output)
+    HeadChannelSum     sum_j Q[n, j]                         Token-QK: one addition per Q spike counted (its output)
 
 Counts are kept apart from prices: an :class:`Activity` can be re-priced without re-simulating, and
 ``merge`` (or ``+``) sums the counts of several batches of one graph.

@@ -15,11 +15,13 @@ from pathlib import Path
 from ..config import is_int
 from .torchfile import CheckpointError
 from .upstream_format import Parsed, UpstreamFormat, strip_module_prefix, transform_value
+from .upstream_qkformer import QKFORMER_CIFAR10, QKFORMER_IMAGENET
 from .upstream_sdt import SDT
 from .upstream_sdt_v2 import SDT_V2
 from .upstream_sdt_v3 import SDT_V3
 
-FORMATS: dict[str, UpstreamFormat] = {f.backbone: f for f in (SDT_V2, SDT_V3, SDT)}
+FORMATS: dict[str, UpstreamFormat] = {f.backbone: f for f in (QKFORMER_CIFAR10, QKFORMER_IMAGENET, SDT_V2, SDT_V3,
+                                                                     SDT)}
 WEIGHT_KEYS = ("state_dict", "model")  # timm CheckpointSaver; MAE-style and torchvision-reference dicts
 # upstream --dataset values -> DataConfig.dataset
 _UPSTREAM_DATASETS = {"torch/cifar10": "cifar10", "cifar10": "cifar10", "cifar10-dvs": "cifar10-dvs",

@@ -15,6 +15,7 @@ from .pad import BorderPad
 from .pool import MaxPool2d, SumPool2d
 from .quant import Delay, IntAdd, IntShift, Quantize, TokenSum
 from .shape import Flatten, TokenMean
+from .token_attention import HeadChannelSum, HeadTokenMask
 from .support import BACKEND_NAMES, ROLES, Backends, Refused
 
 OPS: tuple[type[Op], ...] = (
@@ -29,6 +30,7 @@ OPS: tuple[type[Op], ...] = (
     Quantize, IntAdd, IntShift, Delay, TokenSum,
     KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate,
     MultiLevelSpike, MultiLevelAttention, LevelScores, LevelScoreValue, LevelThreshold,
+    HeadChannelSum, HeadTokenMask,
 )
 OPS_BY_NAME: dict[str, type[Op]] = {op.type_name(): op for op in OPS}
 
