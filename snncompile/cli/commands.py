@@ -18,7 +18,7 @@ from .. import __version__
 from ..config import ConfigError
 from ..zoo.registry import find_entry, list_entries
 from .errors import Commands
-from .models import AttentionOpt, DataRootOpt, DatasetOpt, ModelArg, checkpoint_of, load_model
+from .models import AttentionOpt, DataRootOpt, DatasetOpt, ModelArg, SetOpt, checkpoint_of, load_model
 from .options import any_target, chip_target, one_of, output_dir, output_file, positive, unwritable
 
 if TYPE_CHECKING:
@@ -105,17 +105,19 @@ def train_cmd(model: str = typer.Argument(..., help="zoo model name or YAML file
 
 @app.command("evaluate")
 def evaluate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
+                 sets: Optional[list[str]] = SetOpt,
                  dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt) -> None:
     """Float accuracy of a checkpoint (ours or upstream) on its dataset's test split."""
     from ..data import load_dataset
     from ..train.trainer import evaluate
-    loaded, data = load_model(model, attention, dataset, data_root)
+    loaded, data = load_model(model, attention, dataset, data_root, sets)
     acc = evaluate(loaded.model, load_dataset(data, loaded.config, "test", loaded.transform))
     console.print(f"{loaded.name or loaded.path}: float test accuracy {acc:.2%} on {data.dataset}")
 
 
 @app.command("run")
 def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
+            sets: Optional[list[str]] = SetOpt,
             dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
             target: Optional[str] = typer.Option(None, callback=chip_target, help="hardware target (`targets/`; "
                                                  "default loihi2, or the one a compiled MODEL was placed for)"),
@@ -145,7 +147,7 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
             raise ConfigError(f"{artifact} was placed for {compiled.record.target!r}, not {target!r}: compile it for "
                               f"{target!r} (snncompile compile ... --target {target})")
         target = compiled.record.target
-    loaded, data = load_model(model, attention, dataset, data_root)
+    loaded, data = load_model(model, attention, dataset, data_root, sets)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
     train_set, test_set = (load_dataset(data, loaded.config, split, loaded.transform) for split in ("train", "test"))
@@ -169,6 +171,7 @@ def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or u
                fmt: Optional[str] = typer.Option(None, "--format", callback=one_of(FORMATS.values),
                                                  help="snnir, nir or onnx (default: from the suffix)"),
                attention: Optional[str] = AttentionOpt,
+               sets: Optional[list[str]] = SetOpt,
                events: Optional[bool] = typer.Option(None, "--events/--static",
                                                      help="input as an event stream or a static image "
                                                           "(default: events iff the model is in DVS mode)"),
@@ -182,7 +185,7 @@ def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or u
     fmt = fmt or FORMATS.get(out.suffix)
     if fmt is None:
         raise ConfigError(f"cannot tell the format of {out}: pass --format snnir|nir|onnx")
-    loaded, _ = checkpoint_of(model, attention)
+    loaded, _ = checkpoint_of(model, attention, sets)
     graph = export(loaded.model, events=events)
     if fmt == "snnir":
         ir_io.save(graph, out)
@@ -233,6 +236,7 @@ def inspect_cmd(file: Path = typer.Argument(..., help=".snnir graph, checkpoint,
 
 @app.command("simulate")
 def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
+                 sets: Optional[list[str]] = SetOpt,
                  dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
                  graph_file: Optional[Path] = typer.Option(None, "--graph", help=".snnir graph to simulate "
                                                            "(default: the model exported to the IR)"),
@@ -264,7 +268,7 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
         graph_file = Path(model)
         compiled, (model, attention, dataset, data_root) = _compiled(graph_file, attention, dataset, data_root)
         graph = compiled.graph
-    loaded, data = load_model(model, attention, dataset, data_root)
+    loaded, data = load_model(model, attention, dataset, data_root, sets)
     graph = steps.export(loaded) if graph is None else graph
     test_set = load_dataset(data, loaded.config, split, loaded.transform)
     indices = range(min(limit, len(test_set))) if limit is not None else None
@@ -309,6 +313,7 @@ CalibrateFromOpt = typer.Option("auto", "--calibrate-from", help="calibration sa
 
 @app.command("compile")
 def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
+                sets: Optional[list[str]] = SetOpt,
                 dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
                 out: Optional[Path] = typer.Option(None, "-o", "--out", callback=output_file,
                                                    help="integer graph to write (default runs/<name>.loihi.snnir)"),
@@ -329,7 +334,7 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     from ..data.calibration import calibration_samples
     from ..job import CompileRecord, ModelSource, save_compiled, steps
     from ..targets import load_target
-    loaded, data = load_model(model, attention, dataset, data_root)
+    loaded, data = load_model(model, attention, dataset, data_root, sets)
     out = out or _default_output(Path("runs") / f"{loaded.name or Path(model).stem}.loihi.snnir", "--out")
     samples = calibration_samples(calibrate_from, data, loaded.config, calibration, loaded.transform)
     console.print(f"calibration: {escape(samples.source)}")
@@ -374,6 +379,7 @@ def _summary(report: dict, nodes: set[str]) -> str:
 
 @app.command("verify")
 def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
+               sets: Optional[list[str]] = SetOpt,
                dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
                pipeline: str = typer.Option("loihi", callback=one_of(_pipelines),
                                             help="pass pipeline: loihi (to integers) or float (BatchNorm folded)"),
@@ -394,7 +400,7 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     from ..passes import PIPELINES, PassContext, verify_pipeline
     from ..passes.verify import render, to_json as verify_json
     from ..sim.dataset import graph_feeds
-    loaded, data = load_model(model, attention, dataset, data_root)
+    loaded, data = load_model(model, attention, dataset, data_root, sets)
     x, labels = _samples(load_dataset(data, loaded.config, "test", loaded.transform), samples)
     graph = steps.export(loaded)
     calibrating = calibration_samples(calibrate_from, data, loaded.config, calibration, loaded.transform)

@@ -12,8 +12,10 @@ from typing import Callable
 
 from torch import nn
 
+from ..config import SPIKFORMER_VARIANTS
 from ..nn.sdt import SpikeDrivenTransformer
 from .builder import Builder, same_behaviour
+from .spikformer import METHODS as SPIKFORMER_METHODS, Spikformer, spikformer, spikformer_problems
 from .zoo import DEAD, ZOO_METHODS, transformer, zoo_problems
 
 
@@ -30,6 +32,8 @@ EXPORTS: dict[str, BackboneExport] = {
     "sdt": BackboneExport(SpikeDrivenTransformer, ZOO_METHODS[SpikeDrivenTransformer], transformer, zoo_problems,
                           DEAD),
 }
+EXPORTS.update({variant: BackboneExport(Spikformer, SPIKFORMER_METHODS[Spikformer], spikformer, spikformer_problems)
+                for variant in SPIKFORMER_VARIANTS})
 
 
 def backbone_export(model: nn.Module) -> BackboneExport | None:

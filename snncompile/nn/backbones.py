@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import SPIKFORMER_VARIANTS, ModelConfig
 from .sdt import SpikeDrivenTransformer
+from .spikformer import Spikformer
 
 MODELS: dict[str, type[nn.Module]] = {"sdt": SpikeDrivenTransformer}
+MODELS.update({variant: Spikformer for variant in SPIKFORMER_VARIANTS})
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

@@ -16,12 +16,14 @@ from ..config import is_int
 from .torchfile import CheckpointError
 from .upstream_format import Parsed, UpstreamFormat, strip_module_prefix, transform_value
 from .upstream_sdt import SDT
+from .upstream_spikformer import SPIKFORMER
 
-FORMATS: dict[str, UpstreamFormat] = {f.backbone: f for f in (SDT,)}
+FORMATS: dict[str, UpstreamFormat] = {f.backbone: f for f in (*SPIKFORMER, SDT)}
 WEIGHT_KEYS = ("state_dict", "model")  # timm CheckpointSaver; MAE-style and torchvision-reference dicts
 # upstream --dataset values -> DataConfig.dataset
 _UPSTREAM_DATASETS = {"torch/cifar10": "cifar10", "cifar10": "cifar10", "cifar10-dvs": "cifar10-dvs",
-                      "cifar10-dvs-tet": "cifar10-dvs", "ncaltech101": "ncaltech101",
+                      "cifar10-dvs-tet": "cifar10-dvs",
+                      "cifar10dvs": "cifar10-dvs", "ncaltech101": "ncaltech101",
                       "torch/imagenet": "imagenet", "imagenet": "imagenet"}
 TRANSFORM_ARGS = ("img_size", "crop_pct", "interpolation", "mean", "std")  # timm train.py's evaluation transform
 
