@@ -20,7 +20,6 @@ from snncompile.nn.record import record_spikes
 from snncompile.nn.sdt import SpikingSelfAttention
 from snncompile.nn.spikformer import SpikformerAttention
 from snncompile.zoo.checkpoint import load_checkpoint
-from snncompile.zoo.torchfile import CheckpointError
 from upstream_spikformer import UpstreamSpikformer, randomised, timm_args, write_timm, write_torchvision
 
 DVS_ARGS = argparse.Namespace(model="SEWResNet", T=8, num_classes=10, dataset="cifar10dvs", device="cuda")
@@ -120,14 +119,15 @@ def test_the_cli_takes_config_fields_with_set(dvs_file, tmp_path):
     assert "Traceback" not in bad.output
 
 
-def test_a_spikformer_file_is_not_read_as_another_backbone(tmp_path):
-    sizes, make_input, _ = VARIANTS["cifar10"]
-    model = UpstreamSpikformer("cifar10", **sizes)
-    state = {k: v for k, v in model.state_dict().items() if "q_linear" not in k}
-    path = tmp_path / "broken.pth"
-    torch.save({"state_dict": state, "args": timm_args(), "arch": "spikformer"}, path)
-    with pytest.raises(CheckpointError):
-        load_checkpoint(path)
+def test_each_reader_claims_its_own_variant_only():
+    from snncompile.zoo.upstream import FORMATS
+    from upstream_files import small_cfg
+    layouts = {f"spikformer-{v}": UpstreamSpikformer(v, **VARIANTS[v][0]).state_dict() for v in VARIANTS}
+    layouts["sdt"] = build_model(small_cfg()).state_dict()
+    for backbone, state_dict in layouts.items():
+        claimed = [name for name, f in FORMATS.items() if name != "sdt" and f.claims({}, None, state_dict)]
+        assert claimed == ([] if backbone == "sdt" else [backbone])
+    assert list(FORMATS)[-1] == "sdt"  # the SDT reader, which takes any timm file, is asked last
 
 
 def test_the_three_ssa_orders_give_the_same_float_result():
