@@ -189,7 +189,7 @@ def test_unprovable_neuron_input_gets_an_explicit_clamp():
 # ------------------------------------------------------------------------------------------------
 
 ZOO = ["statten-digits", "sdsa-digits", "ssa-digits", "a2os2a-digits", "ds2ta-digits", "statten-event-digits",
-       "spikformer-a2os2a-digits"]
+       "spikformer-a2os2a-digits", "spikformer-ds2ta-digits"]
 
 
 @pytest.mark.slow
