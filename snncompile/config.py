@@ -30,11 +30,13 @@ import yaml
 
 ATTENTION_MODES = ("SDT", "STAtten", "SSA", "A2OS2A", "DS2TA")
 # Model families, each a torch model in nn/ (nn/backbones.py), an exporter in frontend/ and an upstream checkpoint
-# reader in zoo/: "sdt" is the Spike-Driven Transformer v1 as the STAtten repository builds it.
+# reader in zoo/: "sdt" is the Spike-Driven Transformer v1 as the STAtten repository builds it; "spikformer-*" the
+# three code variants of the Spikformer repository (models.md §4; backbone_checkpoints.md).
 # "sdt-v2" the Spike-Driven Transformer V2 (Meta-SpikeFormer).
 # "sdt-v3": Spike-Driven Transformer V3 (E-SpikeFormer) Model_Base, integer activations 0..4, no time axis.
 # "qkformer-cifar10", "qkformer-imagenet": QKFormer's two upstream code variants.
-BACKBONES = ("sdt", "sdt-v2", "sdt-v3", "qkformer-cifar10", "qkformer-imagenet")
+SPIKFORMER_VARIANTS = ("spikformer-cifar10", "spikformer-cifar10dvs", "spikformer-imagenet")
+BACKBONES = ("sdt",) + SPIKFORMER_VARIANTS + ("sdt-v2", "sdt-v3", "qkformer-cifar10", "qkformer-imagenet")
 SPIKE_MODES = ("lif", "plif")
 
 # The largest architecture accepted (README, "Resource limits"): well above every published
@@ -93,11 +95,13 @@ class ModelConfig:
     spike_mode: str = _doc("lif or plif. SDT applies it to every neuron (Spike-Driven Transformer "
                            "repository); the other modes to the MLP and head only (STAtten repository)",
                            default="lif")
-    dvs_mode: bool = _doc("event-data mode: 3x3 erode pooling in attention, STAtten scale 1/(N*Bk)",
+    dvs_mode: bool = _doc("event-data mode: input [B, T, C, H, W] events, STAtten scale 1/(N*Bk); sdt backbone: "
+                          "also 3x3 erode pooling in attention",
                           default=False)
     tet: bool = _doc("keep per-timestep logits [T, B, C] (TET training); mean over T otherwise",
                      default=False)
-    ssa_scale: float = _doc("SSA scale on Q K^T V (Spikformer CIFAR: 0.125)", default=0.125)
+    ssa_scale: float = _doc("SSA scale on Q K^T V (Spikformer CIFAR-10 and ImageNet code: 0.125, CIFAR10-DVS "
+                            "code: 0.25)", default=0.125)
     ternary_tau: float = _doc("A2OS2A ternary V neuron tau (UNVERIFIED in the paper)", default=2.0)
     ternary_threshold: float = _doc("A2OS2A ternary V neuron threshold (UNVERIFIED)", default=1.0)
     ds2ta_window: int = _doc("DS2TA temporal attention window TAW (UNVERIFIED, 3)", default=3)
@@ -165,7 +169,11 @@ class ModelConfig:
                      f" (pooling_stat {self.pooling_stat!r})")
         if self.backbone.startswith("qkformer"):
             p += _qkformer_problems(self)
-        stattens = self.backbone == "sdt" and self.attention == "STAtten"  # QKFormer has no STAtten blocks
+        if self.backbone in SPIKFORMER_VARIANTS and (self.spike_mode != "lif" or self.tet):
+            p.append(f"spike_mode/tet: the {self.backbone} backbone has LIF neurons only and averages over T before "
+                     f"its head (spike_mode 'lif', tet false), got {self.spike_mode!r}, {self.tet}")
+        # (the backbones with STAtten blocks: SDT v1 and Spikformer)
+        stattens = self.attention == "STAtten" and (self.backbone == "sdt" or self.backbone in SPIKFORMER_VARIANTS)
         if stattens and self.chunk_size >= 1 and self.time_steps % self.chunk_size:
             p.append(f"chunk_size: time_steps={self.time_steps} is not a multiple of chunk_size="
                      f"{self.chunk_size} (STAtten splits T into whole blocks)")

@@ -270,7 +270,8 @@ def test_tiny_graphs_on_lava_equal_run_graph(build, granularity):
 # every zoo model and the Sinabs CNN
 # ------------------------------------------------------------------------------------------------
 
-ZOO = ["statten-digits", "sdsa-digits", "ssa-digits", "a2os2a-digits", "ds2ta-digits", "statten-event-digits"]
+ZOO = ["statten-digits", "sdsa-digits", "ssa-digits", "a2os2a-digits", "ds2ta-digits", "statten-event-digits",
+       "spikformer-a2os2a-digits", "spikformer-ds2ta-digits"]
 UPSTREAM = {"upstream-statten": "STAtten", "upstream-sdsa": "SDT"}  # upstream-format checkpoints, by attention
 _LOWERED: dict[str, tuple] = {}
 

@@ -247,8 +247,9 @@ def test_pipelines_are_lists_of_passes():
 
 
 def test_the_passes_families_are_queries_of_the_op_registry():
-    from snncompile.ir.ops import (Delay, IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate, LoihiLIF,
-                                   LoihiTernaryLIF, QMAccumulate, ScoreValueAccumulate, SpikeScores, TernaryLIF)
+    from snncompile.ir.ops import (Delay, IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate, LevelScores,
+                                   LevelScoreValue, LoihiLIF, LoihiTernaryLIF, QMAccumulate, ScoreValueAccumulate,
+                                   SpikeScores, TernaryLIF)
     from snncompile.passes.float_view import INTEGER_OPERANDS, NEURONS as VIEWED_NEURONS, SYNAPSES as VIEWED_SYNAPSES
     from snncompile.passes.normalize_neurons import NEURON_TYPES
     from snncompile.passes.prove_ranges import DENDRITIC, NEURONS, SYNAPSES
@@ -256,7 +257,8 @@ def test_the_passes_families_are_queries_of_the_op_registry():
     assert set(NEURONS) == set(VIEWED_NEURONS) == {LoihiLIF, LoihiTernaryLIF}
     assert set(SYNAPSES) == set(VIEWED_SYNAPSES) == {IntDense, IntConv2d}
     assert set(DENDRITIC) == {IntAdd, IntShift, Delay}
-    assert set(INTEGER_OPERANDS) == {KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreValueAccumulate}
+    assert set(INTEGER_OPERANDS) == {KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreValueAccumulate, LevelScores,
+                                     LevelScoreValue}
 
 
 def test_rewrite_rules_that_never_settle_raise():

@@ -188,7 +188,8 @@ def test_unprovable_neuron_input_gets_an_explicit_clamp():
 # end to end: the shipped models and an imported NIR graph
 # ------------------------------------------------------------------------------------------------
 
-ZOO = ["statten-digits", "sdsa-digits", "ssa-digits", "a2os2a-digits", "ds2ta-digits", "statten-event-digits"]
+ZOO = ["statten-digits", "sdsa-digits", "ssa-digits", "a2os2a-digits", "ds2ta-digits", "statten-event-digits",
+       "spikformer-a2os2a-digits", "spikformer-ds2ta-digits"]
 
 
 @pytest.mark.slow

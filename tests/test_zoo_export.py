@@ -29,7 +29,8 @@ def test_config_only_zoo_model_exports_and_validates(entry):
     torch.manual_seed(0)
     graph = export(build_model(entry.model).eval())
     assert graph.validate() is graph and graph.time_steps == entry.model.time_steps
-    attention = {"SDT": "SpikeMask", "STAtten": "BlockLinearAttention", "SSA": "BlockLinearAttention"}[entry.model.attention]
+    attention = {"SDT": "SpikeMask", "STAtten": "BlockLinearAttention",
+                 "SSA": "BlockLinearAttention"}[entry.model.attention]
     assert sum(n.op.type_name() == attention for n in graph.nodes.values()) == entry.model.layers
 
 

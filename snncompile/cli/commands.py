@@ -18,9 +18,10 @@ from .. import __version__
 from ..config import CALIBRATION_SAMPLES, ConfigError
 from ..zoo.registry import find_entry, list_entries
 from .errors import Commands
-from .models import (AttentionOpt, ConventionOpt, DataRootOpt, DatasetOpt, DtOpt, GraphOptions, ModelArg, TimeStepsOpt,
+from .models import (AttentionOpt, ConventionOpt, DataRootOpt, DatasetOpt, DtOpt, GraphOptions, ModelArg, SetOpt,
+                     TimeStepsOpt,
                      checkpoint_of, data_config, data_set, fitted, is_graph_file, load_graph, load_model, load_source)
-from .options import any_target, chip_target, one_of, output_dir, output_file, positive, unwritable
+from .options import any_target, chip_count, chip_target, one_of, output_dir, output_file, positive, unwritable
 
 if TYPE_CHECKING:
     import torch
@@ -55,17 +56,6 @@ def _splits():
 DetailsOpt = typer.Option(False, "--details", help="also the tables per layer, node and energy term (every table "
                                                    "and plot: the HTML page)")
 
-
-
-def _chip_count(value: str, target: str) -> int:
-    """``--max-chips``: a count, or a named system of ``target``'s chips (its chip count)."""
-    from ..targets import TargetError, load_target, system_chips
-    if value.isdigit():
-        return int(value)
-    try:
-        return system_chips(value, load_target(target))
-    except TargetError as e:
-        raise typer.BadParameter(f"{value}: {'; '.join(e.problems)}", param_hint="'--max-chips'") from None
 
 
 CalibrationOpt = typer.Option(CALIBRATION_SAMPLES, min=1,
@@ -126,17 +116,19 @@ def train_cmd(model: str = typer.Argument(..., help="zoo model name or YAML file
 
 @app.command("evaluate")
 def evaluate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
+                 sets: Optional[list[str]] = SetOpt,
                  dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt) -> None:
     """Float accuracy of a checkpoint (ours or upstream) on its dataset's test split."""
     from ..data import load_dataset
     from ..train.trainer import evaluate
-    loaded, data = load_model(model, attention, dataset, data_root)
+    loaded, data = load_model(model, attention, dataset, data_root, sets)
     acc = evaluate(loaded.model, load_dataset(data, loaded.config, "test", loaded.transform))
     console.print(f"{loaded.name or loaded.path}: float test accuracy {acc:.2%} on {data.dataset}")
 
 
 @app.command("run")
 def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
+            sets: Optional[list[str]] = SetOpt,
             dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
             target: Optional[str] = typer.Option(None, callback=chip_target, help="hardware target (`targets/`; "
                                                  "default loihi2, or the one a compiled MODEL was placed for)"),
@@ -171,7 +163,7 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
             raise ConfigError(f"{artifact} was placed for {compiled.record.target!r}, not {target!r}: compile it for "
                               f"{target!r} (snncompile compile ... --target {target})")
         target = compiled.record.target
-    loaded, data = load_source(model, attention, dataset, data_root, options)
+    loaded, data = load_source(model, attention, dataset, data_root, options, sets)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}")
     test_set = data_set(loaded, data, "test")
@@ -202,6 +194,7 @@ def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or u
                fmt: Optional[str] = typer.Option(None, "--format", callback=one_of(FORMATS.values),
                                                  help="snnir, nir or onnx (default: from the suffix)"),
                attention: Optional[str] = AttentionOpt,
+               sets: Optional[list[str]] = SetOpt,
                events: Optional[bool] = typer.Option(None, "--events/--static",
                                                      help="input as an event stream or a static image "
                                                           "(default: events iff the model is in DVS mode)"),
@@ -221,7 +214,7 @@ def export_cmd(model: str = typer.Argument(..., help="checkpoint file (ours or u
     if is_graph_file(model):
         graph = load_graph(model, GraphOptions(time_steps, dt, nir_convention)).graph
     else:
-        graph = export(checkpoint_of(model, attention)[0].model, events=events)
+        graph = export(checkpoint_of(model, attention, sets)[0].model, events=events)
     if fmt == "snnir":
         ir_io.save(graph, out)
         written = f"{len(graph.nodes)} nodes"
@@ -271,6 +264,7 @@ def inspect_cmd(file: Path = typer.Argument(..., help=".snnir graph, checkpoint,
 
 @app.command("simulate")
 def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
+                 sets: Optional[list[str]] = SetOpt,
                  dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
                  graph_file: Optional[Path] = typer.Option(None, "--graph", help=".snnir graph to simulate "
                                                            "(default: the model exported to the IR)"),
@@ -306,7 +300,7 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
         compiled, (model, attention, dataset, data_root, options) = _compiled(graph_file, attention, dataset,
                                                                                data_root, options)
         graph = compiled.graph
-    loaded, data = load_source(model, attention, dataset, data_root, options)
+    loaded, data = load_source(model, attention, dataset, data_root, options, sets)
     graph = steps.export(loaded) if graph is None else graph
     test_set = data_set(loaded, data, split)
     indices = range(min(limit, len(test_set))) if limit is not None else None
@@ -354,6 +348,7 @@ def _samples(data_set, count: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @app.command("compile")
 def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
+                sets: Optional[list[str]] = SetOpt,
                 dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
                 out: Optional[Path] = typer.Option(None, "-o", "--out", callback=output_file,
                                                    help="integer graph to write (default runs/<name>.loihi.snnir)"),
@@ -378,9 +373,9 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     from ..data.calibration import calibration_samples
     from ..job import CompileRecord, save_compiled, steps
     from ..targets import load_target
-    chips = None if max_chips is None else _chip_count(max_chips, target)
+    chips = None if max_chips is None else chip_count(max_chips, target)
     options = GraphOptions(time_steps, dt, nir_convention)
-    loaded, data = load_source(model, attention, dataset, data_root, options)
+    loaded, data = load_source(model, attention, dataset, data_root, options, sets)
     out = out or _default_output(Path("runs") / f"{loaded.name or Path(model).stem}.loihi.snnir", "--out")
     samples = calibration_samples(calibrate_from, data, data_config(loaded, data), calibration, loaded.transform)
     console.print(f"calibration: {escape(samples.source)}")
@@ -425,6 +420,7 @@ def _summary(report: dict, nodes: set[str]) -> str:
 
 @app.command("verify")
 def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
+               sets: Optional[list[str]] = SetOpt,
                dataset: Optional[str] = DatasetOpt, data_root: Optional[Path] = DataRootOpt,
                pipeline: str = typer.Option("loihi", callback=one_of(_pipelines),
                                             help="pass pipeline: loihi (to integers) or float (BatchNorm folded)"),
@@ -446,7 +442,8 @@ def verify_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     from ..passes import PIPELINES, PassContext, verify_pipeline
     from ..passes.verify import render, to_json as verify_json
     from ..sim.dataset import graph_feeds
-    loaded, data = load_source(model, attention, dataset, data_root, GraphOptions(time_steps, dt, nir_convention))
+    loaded, data = load_source(model, attention, dataset, data_root, GraphOptions(time_steps, dt, nir_convention),
+                                 sets)
     x, labels = _samples(data_set(loaded, data, "test"), samples)
     graph = steps.export(loaded)
     calibrating = calibration_samples(calibrate_from, data, data_config(loaded, data), calibration, loaded.transform)

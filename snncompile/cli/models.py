@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import typer
+import yaml
 
-from ..config import ATTENTION_MODES, DATASETS, ConfigError, DataConfig
+from ..config import ATTENTION_MODES, DATASETS, ConfigError, DataConfig, ModelConfig
 from ..zoo.registry import DEFAULT_MODEL, find_entry, list_entries
 from .options import one_of, positive
 
@@ -28,6 +29,10 @@ ModelArg = typer.Argument(DEFAULT_MODEL, help="zoo model name (see `snncompile m
 AttentionOpt = typer.Option(None, "--attention", callback=one_of(lambda: ATTENTION_MODES),
                             help=f"override the attention mode: {', '.join(ATTENTION_MODES)}")
 DataRootOpt = typer.Option(None, "--data-root", help="local folder of user-supplied data (CIFAR-10, CIFAR10-DVS...)")
+SetOpt = typer.Option(None, "--set", metavar="FIELD=VALUE",
+                      callback=lambda values: (config_overrides(values), values)[1],
+                      help="a model config field the checkpoint file cannot tell (num_heads, time_steps, "
+                           "img_size, ...), e.g. --set num_heads=16; repeatable")
 DatasetOpt = typer.Option(None, "--dataset", callback=one_of(lambda: DATASETS),
                           help=f"evaluation data set: {', '.join(DATASETS)} (default: the one the model was "
                                "trained on)")
@@ -38,22 +43,49 @@ def _conventions():
     return CONVENTIONS
 
 
-def checkpoint_of(model: str, attention: Optional[str]) -> tuple[LoadedCheckpoint, Optional[ZooEntry]]:
-    """A zoo name resolves to its shipped checkpoint; anything else is a checkpoint path."""
+def config_overrides(sets: Optional[list[str]]) -> dict:
+    """``--set FIELD=VALUE`` options as ModelConfig field overrides (values read as YAML scalars: ``16`` an int,
+    ``0.25`` a float, ``true`` a bool); a malformed option or unknown field is refused naming it."""
+    fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+    overrides = {}
+    for item in sets or ():
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise typer.BadParameter(f"{item!r}: expected FIELD=VALUE, e.g. num_heads=16", param_hint="--set")
+        if name not in fields:
+            raise typer.BadParameter(f"{name!r} is not a model config field (known: {', '.join(fields)})",
+                                     param_hint="--set")
+        try:
+            value = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError:
+            value = text
+        overrides[name] = text if fields[name] == "str" and not isinstance(value, str) else value
+    return overrides
+
+
+def checkpoint_of(model: str, attention: Optional[str],
+                  sets: Optional[list[str]] = None) -> tuple[LoadedCheckpoint, Optional[ZooEntry]]:
+    """A zoo name resolves to its shipped checkpoint; anything else is a checkpoint path (``sets``: the
+    ``--set`` options, config fields the file cannot tell)."""
     from ..zoo.checkpoint import load_checkpoint
     from ..zoo.registry import load_entry_checkpoint
+    overrides = config_overrides(sets)
     path = Path(model)
     if path.is_file() and path.suffix not in (".yaml", ".yml"):
-        loaded = load_checkpoint(path, attention=attention)
+        loaded = load_checkpoint(path, attention=attention, config=overrides or None)
         return loaded, _entry_named(loaded.name)
     entry = find_entry(model)
+    if overrides:
+        raise ConfigError(f"--set {', '.join(overrides)}: zoo model {entry.name!r} has the architecture of its "
+                          "shipped checkpoint; --set is for checkpoint files that cannot tell a field")
     return load_entry_checkpoint(entry, attention), entry
 
 
-def load_model(model: str, attention: Optional[str], dataset: Optional[str],
-          data_root: Optional[Path]) -> tuple[LoadedCheckpoint, DataConfig]:
+def load_model(model: str, attention: Optional[str], dataset: Optional[str], data_root: Optional[Path],
+               sets: Optional[list[str]] = None) -> tuple[LoadedCheckpoint, DataConfig]:
     """The checkpoint and the data set to evaluate it on (its own, unless overridden)."""
-    loaded, entry = checkpoint_of(model, attention)
+    loaded, entry = checkpoint_of(model, attention, sets)
     data = entry.data if entry else DataConfig(dataset=loaded.dataset or "")
     data = dataclasses.replace(data, **{k: v for k, v in (("dataset", dataset), ("root", data_root and str(data_root)))
                                         if v is not None})
@@ -123,11 +155,14 @@ def load_graph(model: str, options: GraphOptions) -> GraphModel:
 
 
 def load_source(model: str, attention: Optional[str], dataset: Optional[str], data_root: Optional[Path],
-                options: GraphOptions) -> tuple[Union[LoadedCheckpoint, GraphModel], DataConfig]:
-    """:func:`load_model`, or for a graph file its graph and the data set ``--dataset`` names (a graph file
-    names none)."""
+                options: GraphOptions, sets: Optional[list[str]] = None
+                ) -> tuple[Union[LoadedCheckpoint, GraphModel], DataConfig]:
+    """:func:`load_model` (``sets``: the ``--set`` options), or for a graph file its graph and the data set
+    ``--dataset`` names (a graph file names none; ``--set`` does not apply to it)."""
     if not is_graph_file(model):
-        return load_model(model, attention, dataset, data_root)
+        return load_model(model, attention, dataset, data_root, sets)
+    if sets:
+        raise ConfigError(f"{model}: --set changes a checkpoint's model config; a graph file has none")
     if dataset is None:
         raise ConfigError(f"{model}: a graph file names no data set: pass --dataset ({', '.join(DATASETS)})")
     data = DataConfig(dataset=dataset, root=data_root and str(data_root))

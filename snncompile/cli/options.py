@@ -117,3 +117,14 @@ def positive(value: Optional[float]) -> Optional[float]:
 
 
 __all__ = ["unwritable", "output_file", "output_dir", "one_of", "chip_target", "any_target", "positive"]
+
+
+def chip_count(value: str, target: str) -> int:
+    """``--max-chips``: a count, or a named system of ``target``'s chips (its chip count)."""
+    from ..targets import TargetError, load_target, system_chips
+    if value.isdigit():
+        return int(value)
+    try:
+        return system_chips(value, load_target(target))
+    except TargetError as e:
+        raise typer.BadParameter(f"{value}: {'; '.join(e.problems)}", param_hint="'--max-chips'") from None

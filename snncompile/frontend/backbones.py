@@ -12,6 +12,7 @@ from typing import Callable
 
 from torch import nn
 
+from ..config import SPIKFORMER_VARIANTS
 from ..nn.qkformer import VARIANTS as QKFORMER_VARIANTS, QKFormer
 from ..nn.sdt import SpikeDrivenTransformer
 from ..nn.sdt_v2 import MetaSpikeFormer
@@ -20,6 +21,7 @@ from .builder import Builder, same_behaviour
 from .qkformer import QKFORMER_METHODS, qkformer_graph, qkformer_problems
 from .sdt_v2 import V2_METHODS, meta_spikeformer, v2_problems
 from .sdt_v3 import V3_METHODS, efficient_transformer, v3_problems
+from .spikformer import METHODS as SPIKFORMER_METHODS, Spikformer, spikformer, spikformer_problems
 from .zoo import DEAD, ZOO_METHODS, transformer, zoo_problems
 
 
@@ -41,6 +43,8 @@ EXPORTS: dict[str, BackboneExport] = {
 }
 EXPORTS.update(dict.fromkeys(QKFORMER_VARIANTS, BackboneExport(
     QKFormer, QKFORMER_METHODS[QKFormer], qkformer_graph, qkformer_problems)))
+EXPORTS.update({variant: BackboneExport(Spikformer, SPIKFORMER_METHODS[Spikformer], spikformer, spikformer_problems)
+                for variant in SPIKFORMER_VARIANTS})
 
 
 def backbone_export(model: nn.Module) -> BackboneExport | None:

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .neurons import MultiStepLIF, MultiStepTernaryLIF
+
 
 def erode(x: torch.Tensor) -> torch.Tensor:
     """Upstream DVS-mode pooling: ``MaxPool3d(kernel=(1,3,3), stride=1, padding=(0,1,1))`` on a 5-D tensor.
@@ -133,3 +135,94 @@ def attenuated_window(x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     for delta in range(1, min(len(lam), x.shape[0])):
         out = out + F.pad(x[:-delta], [0, 0] * (x.dim() - 1) + [delta, 0]) * lam[delta]
     return out
+
+
+# Orders of SSA's product in Spikformer's three code variants (models.md §4.2). With binary Q, K, V and a
+# power-of-two scale every partial sum is an exact multiple of the scale (below 2^24), so the orders give the
+# same float result; each variant still computes its own, as upstream does.
+SSA_ORDERS = ("(QK^T)s V", "(QK^T V)s", "Q(K^T V)s")
+
+
+def ssa_scores(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, order: str) -> torch.Tensor:
+    """Per-timestep SSA ``Q K^T V * scale`` on ``[T, B, H, N, d]``, the float operations in ``order``."""
+    if order == "(QK^T)s V":
+        return torch.matmul(torch.matmul(q, k.transpose(-2, -1)) * scale, v)
+    if order == "(QK^T V)s":
+        return torch.matmul(torch.matmul(q, k.transpose(-2, -1)), v) * scale
+    if order == "Q(K^T V)s":
+        return linear_attention(q, k, v) * scale
+    raise ValueError(f"SSA order must be one of {SSA_ORDERS}, got {order!r}")
+
+
+class AttentionCore(nn.Module):
+    """What every backbone's attention branch shares: the Q/K/V neurons and the zoo attention core.
+
+    A backbone's branch (``nn/sdt.py``, ``nn/spikformer.py``) projects its input to Q, K, V currents and
+    maps the core's output back; in between, per ``cfg.attention`` (models.md §2-§6):
+
+    - SDT (SDSA): ``A = Q * talking_heads_lif(sum_tokens(K*V))`` (θ = 0.5; no attn_lif)
+    - STAtten: ``A = attn_lif(statten_scale * Q_b K_b^T V_b)`` per temporal block
+    - SSA: ``A = attn_lif(ssa_scale * Q K^T V)`` per timestep, in the branch's ``ssa_order``
+    - A2OS2A: K = ReLU(current) (real), V = ternary LIF; ``A = attn_lif(Q K^T V)`` (no scale)
+    - DS2TA: ``A = attn_lif(ds2ta_scale * LUT(Q K^T) V)`` (the branch attenuates the projections' inputs)
+
+    The modules keep upstream's attribute names (``q_lif``, ``attn_lif``, ``talking_heads_lif``, ``lut``, ...),
+    so checkpoints load and spikes compare by module path.
+    """
+
+    ssa_order = "Q(K^T V)s"
+
+    def _add_qkv_neurons(self, cfg, neuron) -> None:
+        """``q_lif``, and ``k_lif``/``v_lif`` (A2OS2A: ``k_relu``/``v_ternary``); ``neuron(threshold)`` makes
+        the branch's spiking neurons."""
+        self.cfg, self.mode = cfg, cfg.attention
+        self.q_lif = neuron(1.0)
+        if self.mode == "A2OS2A":
+            self.k_relu = nn.ReLU()
+            self.v_ternary = MultiStepTernaryLIF(tau=cfg.ternary_tau, v_threshold=cfg.ternary_threshold)
+        else:
+            self.k_lif = neuron(1.0)
+            self.v_lif = neuron(1.0)
+
+    def _add_core(self, cfg, neuron) -> None:
+        """The core's own neurons and tables: ``talking_heads_lif`` (SDT) or ``attn_lif`` (θ = 0.5 LIF), and
+        DS2TA's ``lut`` and temporal windows (``q_window`` ... ``proj_window``)."""
+        if self.mode == "SDT":
+            self.talking_heads_lif = neuron(0.5)
+        else:
+            self.attn_lif = MultiStepLIF(v_threshold=0.5)
+        if self.mode == "DS2TA":
+            self.lut = AttentionLUT(cfg.num_heads, cfg.head_dim)
+            self.q_window, self.k_window, self.v_window, self.proj_window = (
+                TemporalWindow(cfg.ds2ta_window, cfg.ds2ta_tau_init) for _ in range(4))
+
+    def qkv_spikes(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """The Q, K, V neurons on their currents (A2OS2A: K real through ReLU, V ternary)."""
+        if self.mode == "A2OS2A":
+            return self.q_lif(q), self.k_relu(k), self.v_ternary(v)
+        return self.q_lif(q), self.k_lif(k), self.v_lif(v)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dvs: bool = False) -> torch.Tensor:
+        """The core on ``[T, B, C, Hs, Ws]`` Q, K, V spikes; returns ``A`` of the same shape. ``dvs``: the SDT
+        backbone's event mode (3x3 erode of K and V, and of Q except in SDT mode)."""
+        T, B, C, Hs, Ws = q.shape
+        heads = self.cfg.num_heads
+        if dvs:
+            # The Spike-Driven Transformer repository (the source of SDT checkpoints) erodes K and V
+            # only; STAtten's code erodes Q as well.
+            k, v = erode(k), erode(v)
+            if self.mode != "SDT":
+                q = erode(q)
+        q, k, v = (split_heads(t, heads) for t in (q, k, v))
+        if self.mode == "SDT":
+            return merge_heads(sdsa_mask(q, self.talking_heads_lif(sdsa_column_sum(k, v, dvs)), dvs)).reshape(
+                T, B, C, Hs, Ws)
+        if self.mode == "STAtten":
+            x = statten_scores(q, k, v, self.cfg.chunk_size, self.cfg.statten_scale)
+        elif self.mode == "SSA":
+            x = ssa_scores(q, k, v, self.cfg.ssa_scale, self.ssa_order)
+        elif self.mode == "A2OS2A":
+            x = linear_attention(q, k, v)
+        else:  # DS2TA
+            x = torch.matmul(self.lut(torch.matmul(q, k.transpose(-2, -1))), v) * self.cfg.ds2ta_scale
+        return self.attn_lif(merge_heads(x)).reshape(T, B, C, Hs, Ws)

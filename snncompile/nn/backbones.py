@@ -7,15 +7,17 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import SPIKFORMER_VARIANTS, ModelConfig
 from .qkformer import VARIANTS as QKFORMER_VARIANTS, QKFormer
 from .sdt import SpikeDrivenTransformer
 from .sdt_v2 import MetaSpikeFormer
 from .sdt_v3 import EfficientSpikingTransformer
+from .spikformer import Spikformer
 
 MODELS: dict[str, type[nn.Module]] = {"sdt": SpikeDrivenTransformer, "sdt-v2": MetaSpikeFormer,
                                       "sdt-v3": EfficientSpikingTransformer}
 MODELS.update(dict.fromkeys(QKFORMER_VARIANTS, QKFormer))
+MODELS.update(dict.fromkeys(SPIKFORMER_VARIANTS, Spikformer))
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

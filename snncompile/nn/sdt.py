@@ -15,10 +15,9 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .attention import (AttentionLUT, TemporalWindow, erode, linear_attention, merge_heads, sdsa_column_sum,
-                        sdsa_mask, split_heads, statten_scores)
+from .attention import AttentionCore, erode
 from .seq import per_step
-from .neurons import MultiStepLIF, MultiStepTernaryLIF, make_neuron
+from .neurons import MultiStepLIF, make_neuron
 
 
 def _branch_neuron(cfg: ModelConfig, v_threshold: float = 1.0) -> MultiStepLIF:
@@ -32,12 +31,13 @@ def _branch_neuron(cfg: ModelConfig, v_threshold: float = 1.0) -> MultiStepLIF:
     return MultiStepLIF(v_threshold=v_threshold)
 
 
-def _conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """Apply a 2-D conv + BN to a ``[T, B, C, H, W]`` tensor frame by frame."""
     return per_step(x, lambda f: bn(conv(f)))
 
 
-def _maxpool(x: torch.Tensor) -> torch.Tensor:
+def stem_maxpool(x: torch.Tensor) -> torch.Tensor:
+    """The stem's 3x3, stride-2, padding-1 max-pool on a ``[T, B, C, H, W]`` stream (an OR on spikes)."""
     return per_step(x, lambda f: nn.functional.max_pool2d(f, kernel_size=3, stride=2, padding=1))
 
 
@@ -64,96 +64,49 @@ class SpikingPatchSplitting(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, suffix in enumerate(["", "1", "2"]):
             x = getattr(self, f"proj_lif{suffix}")(
-                _conv_bn(getattr(self, f"proj_conv{suffix}"), getattr(self, f"proj_bn{suffix}"), x))
+                conv_bn(getattr(self, f"proj_conv{suffix}"), getattr(self, f"proj_bn{suffix}"), x))
             if self.pooling_stat[i] == "1":
-                x = _maxpool(x)
-        feat = _conv_bn(self.proj_conv3, self.proj_bn3, x)
+                x = stem_maxpool(x)
+        feat = conv_bn(self.proj_conv3, self.proj_bn3, x)
         if self.pooling_stat[3] == "1":
-            feat = _maxpool(feat)
-        return feat + _conv_bn(self.rpe_conv, self.rpe_bn, self.proj_lif3(feat))
+            feat = stem_maxpool(feat)
+        return feat + conv_bn(self.rpe_conv, self.rpe_bn, self.proj_lif3(feat))
 
 
-class SpikingSelfAttention(nn.Module):
+class SpikingSelfAttention(AttentionCore):
     """Attention branch of one block (upstream ``MS_SSA_Conv``), for every zoo attention variant.
 
-    ``shortcut_lif`` turns the membrane stream into spikes S; Q, K, V = act(BN(conv1x1(S))); the
-    core combines them; ``proj_bn(proj_conv(.))`` maps back. Per variant (models.md §2-§6):
-
-    - SDT (SDSA): ``A = Q * talking_heads_lif(sum_tokens(K*V))`` (θ = 0.5; no attn_lif)
-    - STAtten: ``A = attn_lif(statten_scale * Q_b K_b^T V_b)`` per temporal block
-    - SSA: ``A = attn_lif(ssa_scale * Q K^T V)`` per timestep
-    - A2OS2A: K = ReLU(BN(conv S)) (real), V = ternary LIF; ``A = attn_lif(Q K^T V)`` (no scale)
-    - DS2TA: Q/K/V/proj inputs are temporally attenuated windows; ``A = attn_lif(ds2ta_scale * LUT(Q K^T) V)``
+    ``shortcut_lif`` turns the membrane stream into spikes S; Q, K, V = act(BN(conv1x1(S))); the shared core
+    (:class:`~snncompile.nn.attention.AttentionCore`, SSA in the order ``Q (K^T V) * ssa_scale``) combines them;
+    ``proj_bn(proj_conv(.))`` maps back. DVS mode mixes the core's output with the eroded input spikes,
+    ``A * P + P``. DS2TA attenuates the inputs of the Q/K/V/proj convolutions over time.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         D, H = cfg.dim, cfg.num_heads
-        self.cfg = cfg
-        self.mode = cfg.attention
         self.shortcut_lif = _branch_neuron(cfg)
         for name in "qkv":
             setattr(self, f"{name}_conv", nn.Conv2d(D, D, 1, bias=False))
             setattr(self, f"{name}_bn", nn.BatchNorm2d(D))
-        self.q_lif = _branch_neuron(cfg)
-        if self.mode == "A2OS2A":
-            self.k_relu = nn.ReLU()
-            self.v_ternary = MultiStepTernaryLIF(tau=cfg.ternary_tau, v_threshold=cfg.ternary_threshold)
-        else:
-            self.k_lif = _branch_neuron(cfg)
-            self.v_lif = _branch_neuron(cfg)
+        self._add_qkv_neurons(cfg, lambda threshold: _branch_neuron(cfg, threshold))
         self.talking_heads = nn.Conv1d(H, H, 1, bias=False)  # dead upstream parameter, kept for keys
-        if self.mode == "SDT":
-            self.talking_heads_lif = _branch_neuron(cfg, v_threshold=0.5)
-        else:
-            self.attn_lif = MultiStepLIF(v_threshold=0.5)
-        if self.mode == "DS2TA":
-            self.lut = AttentionLUT(H, cfg.head_dim)
-            self.q_window, self.k_window, self.v_window, self.proj_window = (
-                TemporalWindow(cfg.ds2ta_window, cfg.ds2ta_tau_init) for _ in range(4))
+        self._add_core(cfg, lambda threshold: _branch_neuron(cfg, threshold))
         self.proj_conv = nn.Conv2d(D, D, 1)
         self.proj_bn = nn.BatchNorm2d(D)
 
     def _project(self, name: str, s: torch.Tensor) -> torch.Tensor:
         if self.mode == "DS2TA":
             s = getattr(self, f"{name}_window")(s)
-        return _conv_bn(getattr(self, f"{name}_conv"), getattr(self, f"{name}_bn"), s)
+        return conv_bn(getattr(self, f"{name}_conv"), getattr(self, f"{name}_bn"), s)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        T, B, C, Hs, Ws = u.shape
-        dvs, heads = self.cfg.dvs_mode, self.cfg.num_heads
+        dvs = self.cfg.dvs_mode
         s = self.shortcut_lif(u)
-        q = self.q_lif(self._project("q", s))
-        if self.mode == "A2OS2A":
-            k = self.k_relu(self._project("k", s))
-            v = self.v_ternary(self._project("v", s))
-        else:
-            k = self.k_lif(self._project("k", s))
-            v = self.v_lif(self._project("v", s))
-        if dvs:
-            # The Spike-Driven Transformer repository (the source of SDT checkpoints) erodes K and V
-            # only; STAtten's code erodes Q as well.
-            k, v = erode(k), erode(v)
-            if self.mode != "SDT":
-                q = erode(q)
-        q, k, v = (split_heads(t, heads) for t in (q, k, v))
-
-        if self.mode == "SDT":
-            a = merge_heads(sdsa_mask(q, self.talking_heads_lif(sdsa_column_sum(k, v, dvs)), dvs))
-            a = a.reshape(T, B, C, Hs, Ws)
-        else:
-            if self.mode == "STAtten":
-                x = statten_scores(q, k, v, self.cfg.chunk_size, self.cfg.statten_scale)
-            elif self.mode == "SSA":
-                x = linear_attention(q, k, v) * self.cfg.ssa_scale
-            elif self.mode == "A2OS2A":
-                x = linear_attention(q, k, v)
-            else:  # DS2TA
-                x = torch.matmul(self.lut(torch.matmul(q, k.transpose(-2, -1))), v) * self.cfg.ds2ta_scale
-            a = self.attn_lif(merge_heads(x)).reshape(T, B, C, Hs, Ws)
-            if dvs:
-                p = erode(s)
-                a = a * p + p
+        a = self.attend(*self.qkv_spikes(*(self._project(name, s) for name in "qkv")), dvs=dvs)
+        if dvs and self.mode != "SDT":
+            p = erode(s)
+            a = a * p + p
         return u + self._project("proj", a)
 
 
@@ -173,11 +126,11 @@ class MLP(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         identity = u
-        x = _conv_bn(self.fc1_conv, self.fc1_bn, self.fc1_lif(u))
+        x = conv_bn(self.fc1_conv, self.fc1_bn, self.fc1_lif(u))
         if self.inner_residual:
             x = identity + x
             identity = x
-        return _conv_bn(self.fc2_conv, self.fc2_bn, self.fc2_lif(x)) + identity
+        return conv_bn(self.fc2_conv, self.fc2_bn, self.fc2_lif(x)) + identity
 
 
 class Block(nn.Module):

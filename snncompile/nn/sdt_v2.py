@@ -21,7 +21,6 @@ model keeps upstream's layers and their operation order; the integer lowering ma
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig

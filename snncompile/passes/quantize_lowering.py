@@ -181,6 +181,8 @@ class Lowering:
             return self._static_first_layer(name)
         if isinstance(op, Input) and op.time == "stream" and op.dtype.kind == "float":
             return self._real_stream_input(name)
+        if isinstance(op, Linear) and isinstance(self.graph.op(inputs[0]), TimeMean):
+            return self._head_after_time_mean(name)
         if isinstance(op, (Conv2d, Linear)):
             return self._synapse(name)
         if isinstance(op, TemporalWindow) and self._is_float(name):
@@ -202,6 +204,9 @@ class Lowering:
             return
         if isinstance(op, Quantize):
             return self._requantize(name)
+        if isinstance(op, TimeMean) and self.graph.consumers(name) and all(
+                isinstance(self.graph.op(c), Linear) for c in self.graph.consumers(name)):
+            return  # a classifier on the time mean is built by _head_after_time_mean
         if isinstance(op, TimeMean):
             return self._output_mean(name)
         # integer, spike and structural nodes keep their semantics (a max-pool of a group keeps its scale)
@@ -262,8 +267,14 @@ class Lowering:
                                          "weight_error": float(np.max(np.abs(op.weights - weights * step)))}
 
     def _sum(self, name: str) -> None:
+        """An ``IntAdd`` as wide as its inputs' sum can get (a sum of spikes, Spikformer's residual stream of
+        counts, is a few bits wide), at most ``STATE_BITS``."""
         scale = self._group_scale_of(name)
-        self.add(name, IntAdd(out_bits=STATE_BITS, overflow="wrap"), *self.graph.nodes[name].inputs, scale=scale)
+        inputs = self.graph.nodes[name].inputs
+        bound = sum(max(abs(t.dtype.min), abs(t.dtype.max)) for t in (self.new_type(self.rename.get(i, i))
+                                                                     for i in inputs))
+        bits = min(STATE_BITS, int(bound).bit_length() + 1)
+        self.add(name, IntAdd(out_bits=bits, overflow="wrap"), *inputs, scale=scale)
 
     def _static_first_layer(self, name: str) -> None:
         op, (repeat,) = self.graph.op(name), self.graph.nodes[name].inputs
@@ -399,6 +410,27 @@ class Lowering:
         scale = self.scale.get(src, 1.0)
         self.add(f"{name}.int", op, src, scale=scale)
         self.add(name, Scale(scale=float(scale)), f"{name}.int")
+
+
+    def _head_after_time_mean(self, name: str) -> None:
+        """A classifier ``Linear`` on the time mean (Spikformer's head) runs per timestep on the integer stream
+        the mean reads, before the mean: ``W mean_t(z) + b = mean_t(W z + b)``, so the chip sends the logits'
+        integer sums and the host averages them (``<name>.int``) and rescales (``<name>``). The weights take the
+        finest scale their 8 bits allow."""
+        op, (mean,) = self.graph.op(name), self.graph.nodes[name].inputs
+        (src,) = self.graph.nodes[mean].inputs
+        src_scale = self.scale[self.rename.get(src, src)] if self.rename.get(src, src) in self.scale else 1.0
+        weights = np.asarray(op.weight, np.float64) * src_scale
+        out_scale = float(np.max(np.abs(weights), initial=0.0)) / WEIGHT_LIMIT or 1.0
+        e = weight_exponent(weights, out_scale)
+        w = integer_weights(weights, out_scale * 2.0 ** e)
+        self.add(f"{name}.dense", IntDense(weight=w, weight_exp=e, bias=integer_bias(op.bias, out_scale),
+                                           out_bits=STATE_BITS, overflow="wrap", delay=0), src, scale=out_scale)
+        self.add(f"{name}.int", TimeMean(), f"{name}.dense", scale=out_scale)
+        self.add(name, Scale(scale=out_scale), f"{name}.int")
+        self.report["synapses"][f"{name}.dense"] = {
+            "scale": out_scale, "weight_exp": e,
+            "weight_error": float(np.max(np.abs(weights - w * out_scale * 2.0 ** e), initial=0.0))}
 
 
 def observed_peaks(graph: Graph, calibration, nodes: Collection[str] | None = None) -> dict[str, float]:

@@ -19,13 +19,15 @@ from .upstream_qkformer import QKFORMER_CIFAR10, QKFORMER_IMAGENET
 from .upstream_sdt import SDT
 from .upstream_sdt_v2 import SDT_V2
 from .upstream_sdt_v3 import SDT_V3
+from .upstream_spikformer import SPIKFORMER
 
-FORMATS: dict[str, UpstreamFormat] = {f.backbone: f for f in (QKFORMER_CIFAR10, QKFORMER_IMAGENET, SDT_V2, SDT_V3,
-                                                                     SDT)}
+FORMATS: dict[str, UpstreamFormat] = {f.backbone: f for f in (*SPIKFORMER, QKFORMER_CIFAR10, QKFORMER_IMAGENET, SDT_V2,
+                                                                     SDT_V3, SDT)}
 WEIGHT_KEYS = ("state_dict", "model")  # timm CheckpointSaver; MAE-style and torchvision-reference dicts
 # upstream --dataset values -> DataConfig.dataset
 _UPSTREAM_DATASETS = {"torch/cifar10": "cifar10", "cifar10": "cifar10", "cifar10-dvs": "cifar10-dvs",
-                      "cifar10-dvs-tet": "cifar10-dvs", "ncaltech101": "ncaltech101",
+                      "cifar10-dvs-tet": "cifar10-dvs",
+                      "cifar10dvs": "cifar10-dvs", "ncaltech101": "ncaltech101",
                       "torch/imagenet": "imagenet", "imagenet": "imagenet"}
 TRANSFORM_ARGS = ("img_size", "crop_pct", "interpolation", "mean", "std")  # timm train.py's evaluation transform
 
