@@ -73,3 +73,14 @@ def test_export_and_inspect_a_netx_network(tmp_path):
     assert graph.time_steps == read_netx(shared_path("data", "netx", "mnist.net")).time_steps and is_integer(graph)
     shown = cli("inspect", shared_path("data", "netx", "mnist.net"), "--time-steps", 5)
     assert shown.returncode == 0 and "spike[784]" in shown.stdout
+
+
+def test_a_netx_network_compiles_as_it_is_and_refuses_data_its_input_cannot_hold(tmp_path):
+    """An integer graph is placed without lowering; samples its spike input cannot hold are one clear error."""
+    out = cli("compile", shared_path("data", "netx", "mnist.net"), "--dataset", "digits", "-o", tmp_path / "m.snnir")
+    assert out.returncode == 0, out.stdout + out.stderr
+    placed = json.loads((tmp_path / "m.placement.json").read_text())
+    assert placed["cores_used"] == 3 and placed["chips_used"] == 1  # one core per layer: 128, 64, 10 neurons
+    sim = cli("simulate", tmp_path / "m.snnir", "--limit", 2)
+    assert sim.returncode != 0 and "Traceback" not in sim.stderr
+    assert "the graph's input takes spike values" in sim.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelConfig
+from ..config import ConfigError, ModelConfig
 from ..data import CHANNELS
 from ..ir import Graph
 
@@ -58,11 +58,22 @@ class GraphModel:
 class GraphInputs:
     """A data set's ``(x, y)`` samples in the layout of ``graph``'s stream input ``[T, *shape]``: a sample of
     ``prod(shape)`` values (a static image) repeated over the ``T`` steps, one of ``T`` steps of that many
-    values each reshaped step by step. Any other sample is one error naming both shapes."""
+    values each reshaped step by step. Any other sample, or one whose values the input's type cannot hold (an
+    integer graph's spike or integer input: a netx network's), is one error naming both."""
 
     def __init__(self, data_set, graph: Graph, what: str):
         (name,) = graph.inputs()
         self.data_set, self.shape, self.steps, self.what = data_set, tuple(graph.op(name).shape), graph.time_steps, what
+        self.dtype = graph.types()[name].dtype
+
+    def _checked(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dtype.kind == "float" or not x.numel():
+            return x
+        lo, hi = self.dtype.min, self.dtype.max
+        if torch.any(x != torch.round(x)) or x.min().item() < lo or x.max().item() > hi:
+            raise ConfigError(f"{self.what}: the graph's input takes {self.dtype} values, a sample holds values in "
+                              f"[{x.min().item():g}, {x.max().item():g}]: give data in the input's format")
+        return x
 
     def __len__(self) -> int:
         return len(self.data_set)
@@ -72,10 +83,10 @@ class GraphInputs:
         x = torch.as_tensor(x)
         size = math.prod(self.shape)
         if x.numel() == size:
-            return x.reshape(self.shape).expand(self.steps, *self.shape).contiguous(), y
+            return self._checked(x.reshape(self.shape).expand(self.steps, *self.shape).contiguous()), y
         if x.dim() >= 1 and x.shape[0] == self.steps and x[0].numel() == size:
-            return x.reshape(self.steps, *self.shape), y
-        raise ValueError(f"{self.what}: a sample of shape {list(x.shape)} does not fit the graph's input "
+            return self._checked(x.reshape(self.steps, *self.shape)), y
+        raise ConfigError(f"{self.what}: a sample of shape {list(x.shape)} does not fit the graph's input "
                          f"[{self.steps} steps, {', '.join(map(str, self.shape))}]")
 
 
