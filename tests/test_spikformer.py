@@ -263,3 +263,20 @@ def test_lava_equals_the_reference_simulator_on_every_exposed_node(backbone, gra
     assert set(integer.outputs) <= set(run.values) and len(run.values) > 10
     for name, value in run.values.items():
         assert torch.equal(value.to(ref[name].dtype), ref[name]), name
+
+
+def test_set_fields_are_part_of_the_compile_record(dvs_file, tmp_path):
+    """A model compiled with --set loads again with the same fields (its graph is that model's); another --set on
+    the compiled file is refused rather than silently mixed."""
+    import json
+    path, out = dvs_file[3], tmp_path / "m.snnir"
+    result = CliRunner().invoke(app, ["compile", str(path), "--set", "num_heads=2", "--dataset", "event-digits",
+                                      "--calibration", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "m.compile.json").read_text())["config_sets"] == ["num_heads=2"]
+    from snncompile.job import load_compiled
+    assert load_compiled(out).record.source.config_sets == ["num_heads=2"]
+    again = CliRunner().invoke(app, ["simulate", str(out), "--limit", "2"])
+    assert again.exit_code == 0, again.output
+    other = CliRunner().invoke(app, ["simulate", str(out), "--set", "num_heads=4", "--limit", "2"])
+    assert other.exit_code != 0 and "was compiled with --set num_heads=2" in other.output

@@ -157,8 +157,8 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     options = GraphOptions(time_steps, dt, nir_convention)
     if model.endswith(ir_io.SUFFIX):
         artifact = Path(model)
-        compiled, (model, attention, dataset, data_root, options) = _compiled(artifact, attention, dataset, data_root,
-                                                                               options)
+        compiled, (model, attention, dataset, data_root, options, sets) = _compiled(
+            artifact, attention, dataset, data_root, options, sets)
         if target not in (None, compiled.record.target):
             raise ConfigError(f"{artifact} was placed for {compiled.record.target!r}, not {target!r}: compile it for "
                               f"{target!r} (snncompile compile ... --target {target})")
@@ -176,7 +176,7 @@ def run_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
                      target=target or "loihi2", samples=samples, lava_samples=lava_samples, calibration=calibration,
                      calibration_source=calibrating and calibrating.source,
                      lava_granularity=lava_granularity, lava_timeout=lava_timeout,
-                     out_dir=out_dir, compiled=compiled, source=_source(model, attention, data, options),
+                     out_dir=out_dir, compiled=compiled, source=_source(model, attention, data, options, sets),
                      progress=True, step=lambda message: announce.print(f"[dim]{message}...[/]"))
     for table in render_terminal(report.to_dict(), details=details):  # its headline names the report and page
         console.print(table)
@@ -297,8 +297,8 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     options = GraphOptions(time_steps, dt, nir_convention)
     if model.endswith(ir_io.SUFFIX):  # a compiled artifact: the model and data it was compiled from
         graph_file = Path(model)
-        compiled, (model, attention, dataset, data_root, options) = _compiled(graph_file, attention, dataset,
-                                                                               data_root, options)
+        compiled, (model, attention, dataset, data_root, options, sets) = _compiled(
+            graph_file, attention, dataset, data_root, options, sets)
         graph = compiled.graph
     loaded, data = load_source(model, attention, dataset, data_root, options, sets)
     graph = steps.export(loaded) if graph is None else graph
@@ -318,24 +318,28 @@ def simulate_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
 
 
 def _compiled(artifact: Path, attention: Optional[str], dataset: Optional[str], data_root: Optional[Path],
-              options: GraphOptions) -> tuple[Compiled, tuple]:
-    """A compiled model, and the model, attention, dataset, data root and graph file options to load beside it:
-    its record's, where the command line does not override them (a graph file's options: always the record's,
-    which made the graph)."""
+              options: GraphOptions, sets: Optional[list[str]]) -> tuple[Compiled, tuple]:
+    """A compiled model, and the model, attention, dataset, data root, graph file options and ``--set`` fields to
+    load beside it: its record's, where the command line does not override them (a graph file's options and the
+    ``--set`` fields: always the record's, which made the graph)."""
     from ..job import load_compiled
     compiled = load_compiled(artifact)
     recorded = compiled.record.source
     if recorded.graph_options is not None:
         options = GraphOptions(**recorded.graph_options)
+    if sets and sets != recorded.config_sets:
+        raise ConfigError(f"{artifact} was compiled with --set {' '.join(recorded.config_sets or []) or '(none)'}: "
+                          "its graph is that model's; compile again to change its config")
     return compiled, (recorded.model, attention or recorded.attention, dataset or recorded.dataset,
-                      data_root or recorded.data_root, options)
+                      data_root or recorded.data_root, options, recorded.config_sets)
 
 
-def _source(model: str, attention: Optional[str], data, options: GraphOptions):
-    """How the model and its data load again (the compile record): a graph file with its reader options."""
+def _source(model: str, attention: Optional[str], data, options: GraphOptions, sets: Optional[list[str]]):
+    """How the model and its data load again (the compile record): a graph file with its reader options, a
+    checkpoint with its ``--set`` fields."""
     from ..job import ModelSource
     return ModelSource(model, attention, data.dataset, data.root,
-                       dataclasses.asdict(options) if is_graph_file(model) else None)
+                       dataclasses.asdict(options) if is_graph_file(model) else None, list(sets) if sets else None)
 
 
 def _samples(data_set, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -379,7 +383,7 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
     out = out or _default_output(Path("runs") / f"{loaded.name or Path(model).stem}.loihi.snnir", "--out")
     samples = calibration_samples(calibrate_from, data, data_config(loaded, data), calibration, loaded.transform)
     console.print(f"calibration: {escape(samples.source)}")
-    record = CompileRecord(_source(model, attention, data, options), target, len(samples),
+    record = CompileRecord(_source(model, attention, data, options, sets), target, len(samples),
                            1 if chips is None else chips, samples.source)
     graph = steps.export(loaded)
     compiled = steps.compile_graph(graph, fitted(loaded, samples, "calibration"), record, dump_dir=dump_dir)

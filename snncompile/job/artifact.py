@@ -42,6 +42,7 @@ class ModelSource:
     dataset: str | None = None
     data_root: str | None = None
     graph_options: dict | None = None  #: a graph file's reader options (time_steps, dt, convention); else None
+    config_sets: list | None = None    #: a checkpoint's ``--set FIELD=VALUE`` config fields; None: none given
 
     @staticmethod
     def of(loaded: LoadedCheckpoint | GraphModel) -> "ModelSource":
@@ -63,20 +64,25 @@ class CompileRecord:
     calibration_source: str | None = None  #: which samples calibrated it (``data.calibration``; None: not recorded)
 
     def to_dict(self) -> dict:
-        source = {k: v for k, v in dataclasses.asdict(self.source).items() if k != "graph_options" or v is not None}
+        optional = ("graph_options", "config_sets")  # written only when given: other records stay as they were
+        source = {k: v for k, v in dataclasses.asdict(self.source).items() if k not in optional or v is not None}
         return {**source, "target": self.target, "calibration": self.calibration,
                 "max_chips": self.max_chips, "calibration_source": self.calibration_source}
 
     @staticmethod
     def from_dict(doc: dict) -> "CompileRecord":
         source = ModelSource(*(doc[k] for k in ("model", "attention", "dataset", "data_root")))
-        record = CompileRecord(dataclasses.replace(source, graph_options=doc.get("graph_options")),
+        record = CompileRecord(dataclasses.replace(source, graph_options=doc.get("graph_options"),
+                                                   config_sets=doc.get("config_sets")),
                                doc["target"], doc.get("calibration"), doc.get("max_chips", 1),
                                doc.get("calibration_source"))
         if not (isinstance(record.source.model, str) and isinstance(record.target, str)
                 and isinstance(record.max_chips, int)
-                and isinstance(record.source.graph_options, (dict, type(None)))):
-            raise TypeError("model and target must be strings, max_chips an integer, graph_options an object")
+                and isinstance(record.source.graph_options, (dict, type(None)))
+                and (record.source.config_sets is None or (isinstance(record.source.config_sets, list) and all(
+                    isinstance(item, str) for item in record.source.config_sets)))):
+            raise TypeError("model and target must be strings, max_chips an integer, graph_options an object, "
+                            "config_sets a list of strings")
         return record
 
 
