@@ -229,8 +229,8 @@ def test_compile_writes_the_integer_graph(tmp_path):
 
 
 def test_max_chips_is_a_count_or_a_named_system_of_the_target_chips():
-    from snncompile.cli.commands import _chip_count
-    assert (_chip_count("3", "loihi2"), _chip_count("kapoho-point", "loihi2"), _chip_count("hala-point", "loihi2")) \
+    from snncompile.cli.options import chip_count
+    assert (chip_count("3", "loihi2"), chip_count("kapoho-point", "loihi2"), chip_count("hala-point", "loihi2")) \
         == (3, 8, 1152)
 
 
