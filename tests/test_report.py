@@ -68,7 +68,7 @@ def test_the_details_fit_80_columns_and_never_cut_a_node_name():
     assert max(map(len, text.splitlines())) <= 80 and "…" not in text
     for node in nodes(report):  # each whole, on one line
         assert re.search(rf"^{re.escape(node)} ", text, re.MULTILINE), node
-    for expected in ("0.0501", "0.0428", "0.9775", "KVOuterAccumulate", "21.56 pJ", "ANN_MACs",
+    for expected in ("0.0501", "0.0428", "0.9775", "KVOuterAccumulate", "21.5775 pJ", "ANN_MACs",
                      "latency on loihi2 [calibrated, proxy]", "energy per sample: cmos45 [derived, documented]"):
         assert expected in text, expected
     assert "core utilisation" not in text and "lava_loihi" not in text  # on the page only
