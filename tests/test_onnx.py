@@ -24,7 +24,8 @@ from snncompile.ir.ops import (LI, LIF, Add, BatchNorm, BlockLinearAttention, Co
                                Op, Output, ReLU, Repeat, Scale, SpikeColumnSum, SpikeMask, SumPool2d, TemporalWindow,
                                TernaryLIF, TimeMean, TokenMean, Quantize, IntAdd, IntShift, Delay, TokenSum,
                                KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate)
-from snncompile.ir.ops import BorderPad
+from snncompile.ir.ops import (BorderPad, HeadChannelSum, HeadTokenMask, LevelScores, LevelScoreValue, LevelThreshold,
+                               MultiLevelAttention, MultiLevelSpike)
 from snncompile.ir.types import int_type
 from snncompile.nn.backbones import build_model
 
@@ -326,7 +327,7 @@ def test_every_op_type_is_covered_and_has_a_function():
     covered = {graph.op(n).type_name() for graph, _ in (fn() for fn in CASES.values()) for n in graph.nodes}
     assert covered == {op.type_name() for op in OPS} - set(REFUSED)
     assert set(SPECS) == covered and not set(SPECS) & set(REFUSED)
-    assert set(REFUSED) == {op.type_name() for op in REFUSED_CASES}
+    assert set(REFUSED) == {op.type_name() for op in (*REFUSED_CASES, *BACKBONE_REFUSED)}
 
 
 def test_threshold_comparison_matters_on_these_inputs():
@@ -441,6 +442,31 @@ def test_refuses_integer_loihi_ops(op_type):
                                               rf"only, so it is refused") as err:
         to_onnx(g.graph())
     assert len(err.value.problems) == 1
+
+
+BACKBONE_REFUSED = {  # the new backbones' own nodes: SDT-V3's levels, QKFormer's Token-QK attention
+    MultiLevelSpike: lambda g, x: g.add("node", MultiLevelSpike(), g.add("real", Scale(scale=1.0), x)),
+    MultiLevelAttention: lambda g, x: g.add("node", MultiLevelAttention(heads=1, scale=0.5), *[
+        g.add("real", Scale(scale=1.0), x)] * 3),
+    LevelThreshold: _on_int(LevelThreshold(thresholds=np.array([1, 3]))),
+    LevelScores: lambda g, x: g.add("node", LevelScores(heads=1), *[_input(g, "q", int_type(3, signed=False))] * 2),
+    LevelScoreValue: lambda g, x: g.add("node", LevelScoreValue(heads=1), _input(g, "s", int_type(4, signed=False),
+                                                                              (1, 1, 1)),
+                                        _input(g, "v", int_type(3, signed=False))),
+    HeadChannelSum: lambda g, x: g.add("node", HeadChannelSum(heads=1), _input(g, "q", SPIKE)),
+    HeadTokenMask: lambda g, x: g.add("node", HeadTokenMask(heads=1), _input(g, "k", SPIKE),
+                                      _input(g, "a", SPIKE, (1, 1, 1))),
+}
+
+
+@pytest.mark.parametrize("op_type", list(BACKBONE_REFUSED), ids=lambda t: t.__name__)
+def test_refuses_the_backbones_own_nodes_with_their_reason(op_type):
+    g = G()
+    x = g.add("x", Input(shape=(3, 1, 1), dtype=int_type(8)))
+    g.out(BACKBONE_REFUSED[op_type](g, x))
+    with pytest.raises(OnnxExportError) as err:
+        to_onnx(g.graph())
+    assert err.value.problems == [f"node 'node' ({op_type.__name__}): {op_type.BACKENDS.onnx.reason}"]
 
 
 def test_refuses_block_not_dividing_time():
