@@ -250,7 +250,7 @@ def test_onnx_runs_the_float_graph_and_nir_takes_its_expressible_part(backbone, 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("granularity", ["per_op", "fused"])
-@pytest.mark.parametrize("backbone", ["spikformer-cifar10", "spikformer-cifar10dvs"])
+@pytest.mark.parametrize("backbone", ["spikformer-cifar10", "spikformer-cifar10dvs", "spikformer-imagenet"])
 def test_lava_equals_the_reference_simulator_on_every_exposed_node(backbone, granularity):
     pytest.importorskip("lava.magma")
     from snncompile.backends.lava.runner import run_lava_session
