@@ -35,6 +35,7 @@ from .attention import linear_attention, merge_heads, split_heads
 from .neurons import MultiStepLIF
 from .sdt import SpikeDrivenTransformer
 from .seq import per_step
+from .init import init_linear_weights
 
 VARIANTS = ("qkformer-cifar10", "qkformer-imagenet")  # the backbone names (config.BACKBONES) of this model
 
@@ -227,7 +228,7 @@ class QKFormer(nn.Module):
                 QKFormerBlock(attention, attn_class(width, heads), MLP(width, width * cfg.mlp_ratio, mlp_prefix))
                 for _ in range(depth)))
         self.head = nn.Linear(D, cfg.num_classes)
-        self.apply(_init_weights)
+        self.apply(init_linear_weights)
 
     time_major_input = SpikeDrivenTransformer.time_major_input  # the same input convention
 
@@ -246,10 +247,3 @@ class QKFormer(nn.Module):
     @torch.no_grad()
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self(x)
-
-
-def _init_weights(m: nn.Module) -> None:
-    """Upstream ``_init_weights``: truncated-normal (std 0.02) Linear weights and zero biases; the rest as torch."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        nn.init.zeros_(m.bias)

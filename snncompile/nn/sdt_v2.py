@@ -27,6 +27,7 @@ from ..config import ModelConfig
 from .attention import linear_attention, merge_heads, split_heads
 from .neurons import MultiStepLIF
 from .seq import per_step
+from .init import init_linear_weights
 
 
 def stage_widths(cfg: ModelConfig) -> tuple[int, int, int, int]:
@@ -210,7 +211,7 @@ class MetaSpikeFormer(nn.Module):
         self.head = nn.Linear(d3, cfg.num_classes)
         if cfg.kd_head:
             self.head_kd = nn.Linear(d3, cfg.num_classes)
-        self.apply(_init_weights)
+        self.apply(init_linear_weights)
 
     def stages(self) -> list[nn.Module]:
         """The downsampling layers and blocks in forward order."""
@@ -241,11 +242,3 @@ class MetaSpikeFormer(nn.Module):
     @torch.no_grad()
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self(x)
-
-
-def _init_weights(m: nn.Module) -> None:
-    """Upstream's ``_init_weights`` (truncated-normal Linear weights, zero biases) on top of torch's defaults."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)

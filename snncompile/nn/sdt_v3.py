@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .init import init_linear_weights
 
 LEVELS = 4          # D: the quantiser's largest level (upstream MultiSpike max_value)
 V_WIDTH_RATIO = 4   # upstream lamda_ratio: V (and the attention output) is four times as wide as Q and K
@@ -222,7 +223,7 @@ class EfficientSpikingTransformer(nn.Module):
         self.block4 = nn.ModuleList(TransformerBlock(d4, heads, ratio) for _ in range(layers4))
         self.head = nn.Linear(d4, cfg.num_classes)
         self.spike = MultiLevelSpike(norm=1)
-        self.apply(_init_weights)
+        self.apply(init_linear_weights)
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         c, s = self.cfg.in_channels, self.cfg.img_size
@@ -248,13 +249,6 @@ class EfficientSpikingTransformer(nn.Module):
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, classes]`` (what evaluation reads; the model has no time axis to average over)."""
         return self(x)
-
-
-def _init_weights(m: nn.Module) -> None:
-    """Upstream's initialisation: truncated-normal (std 0.02) linear weights with zero bias; the rest as torch."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        nn.init.zeros_(m.bias)
 
 
 def activation_modules(model: nn.Module) -> dict[str, MultiLevelSpike]:

@@ -31,6 +31,7 @@ from ..config import ModelConfig
 from .attention import AttentionCore
 from .neurons import MultiStepLIF
 from .sdt import SpikeDrivenTransformer, SpikingPatchSplitting, conv_bn, stem_maxpool
+from .init import init_linear_weights
 
 # The SSA product order of each variant's code (nn.attention.SSA_ORDERS).
 SSA_ORDER = {"spikformer-cifar10": "(QK^T)s V", "spikformer-cifar10dvs": "(QK^T V)s",
@@ -166,7 +167,7 @@ class Spikformer(nn.Module):
         self.patch_embed = SpikformerSPS(cfg)
         self.block = nn.ModuleList(SpikformerBlock(cfg) for _ in range(cfg.layers))
         self.head = nn.Linear(cfg.dim, cfg.num_classes)
-        self.apply(_init_weights)
+        self.apply(init_linear_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, B, C]``: the mean over tokens of the last block's spike counts."""
@@ -181,11 +182,3 @@ class Spikformer(nn.Module):
     @torch.no_grad()
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self(x)
-
-
-def _init_weights(m: nn.Module) -> None:
-    """Upstream's initialisation: truncated-normal Linear weights (std 0.02), zero biases."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
