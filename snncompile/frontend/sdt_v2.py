@@ -15,8 +15,8 @@ from ..ir.ops import (Add, BatchNorm, BlockLinearAttention, BorderPad, Conv2d, I
 from ..nn.neurons import MultiStepLIF
 from ..nn.sdt_v2 import (MLP, Attention, Block, BNAndPad, ConvBlock, DownSampling, MetaSpikeFormer, RepConv,
                          SepConv)
-from .builder import (Builder, ExportError, array, batchnorm, conv2d, join, leaf_problems, linear, neuron,
-                      same_behaviour, where)
+from .builder import Builder, ExportError, array, batchnorm, conv2d, join, linear, neuron, where
+from .zoo import structural_problems
 
 # Backbone classes and the methods a subclass must not override (else it is a custom module).
 V2_METHODS = {MetaSpikeFormer: ("forward", "forward_features", "time_major_input", "stages"),
@@ -29,15 +29,7 @@ _LEAVES = (nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.Linear, nn.S
 
 def v2_problems(path: str, model: nn.Module) -> list[str]:
     """Everything inside the model that the structural export would not reproduce."""
-    problems = []
-    for name, m in model.named_modules():
-        sub = join(path, name)
-        known = type(m) in _LEAVES or any(same_behaviour(m, cls, meth) for cls, meth in V2_METHODS.items())
-        if not known:
-            problems.append(f"cannot export {where(sub, m)}: replaces a sdt-v2 layer; the structural export only "
-                            "knows the backbone's own modules")
-        problems += leaf_problems(sub, m)
-    return problems
+    return structural_problems(path, model, V2_METHODS, _LEAVES, family="a sdt-v2", owner="the backbone's")
 
 
 def _conv_bn(b: Builder, path: str, m: nn.Module, conv: str, bn: str, x: str) -> str:

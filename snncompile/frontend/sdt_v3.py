@@ -15,8 +15,8 @@ from ..ir.ops import Add, BatchNorm, Conv2d, Input, MultiLevelAttention, MultiLe
 from ..nn.sdt_v3 import (MLP, ConvBlock, DownSampling, EfficientSpikingTransformer, LinearAttention, SepConv,
                          TransformerBlock)
 from ..nn.sdt_v3 import MultiLevelSpike as TorchMultiLevelSpike
-from .builder import Builder, ExportError, array, batchnorm, conv2d, join, leaf_problems, linear, same_behaviour, \
-    where
+from .builder import Builder, ExportError, array, batchnorm, conv2d, join, linear, where
+from .zoo import child, structural_problems
 
 # Classes and the methods a subclass must not override (else it is a custom module).
 V3_METHODS = {EfficientSpikingTransformer: ("forward", "forward_features", "check_input"),
@@ -28,34 +28,21 @@ _INNER = (nn.Conv2d, nn.Conv1d, nn.BatchNorm2d, nn.BatchNorm1d, nn.Linear, nn.Se
 
 def v3_problems(path: str, model: nn.Module) -> list[str]:
     """Everything inside the model that the structural export would not reproduce."""
-    problems = []
-    for name, m in model.named_modules():
-        sub = join(path, name)
-        if not (type(m) in _INNER or any(same_behaviour(m, cls, meth) for cls, meth in V3_METHODS.items())):
-            problems.append(f"cannot export {where(sub, m)}: replaces an SDT-V3 layer; the structural export only "
-                            "knows the model's own modules")
-        problems += leaf_problems(sub, m)
-    return problems
+    return structural_problems(path, model, V3_METHODS, _INNER, family="an SDT-V3", owner="the model's")
 
-
-def _child(path: str, m: nn.Module, name: str, cls: type) -> tuple[str, nn.Module]:
-    child = getattr(m, name)
-    if type(child) is not cls:
-        raise ExportError([f"cannot export {where(join(path, name), child)}: expected {cls.__name__}"])
-    return join(path, name), child
 
 
 def spike(b: Builder, path: str, m: nn.Module, name: str, x: str) -> str:
-    spath, s = _child(path, m, name, TorchMultiLevelSpike)
+    spath, s = child(path, m, name, TorchMultiLevelSpike)
     return b.add(spath, MultiLevelSpike(levels=s.levels, norm=float(s.norm)), x, source=(spath, s))
 
 
 def conv_bn(b: Builder, path: str, m: nn.Module, name: str, x: str) -> str:
     """``Sequential(conv, BN)`` at ``path.name`` (nodes ``name.0``, ``name.1``)."""
-    spath, seq = _child(path, m, name, nn.Sequential)
+    spath, seq = child(path, m, name, nn.Sequential)
     b.used.add(id(seq))
-    x = conv2d(b, *_child(spath, seq, "0", nn.Conv2d), x)
-    return batchnorm(b, *_child(spath, seq, "1", nn.BatchNorm2d), x)
+    x = conv2d(b, *child(spath, seq, "0", nn.Conv2d), x)
+    return batchnorm(b, *child(spath, seq, "1", nn.BatchNorm2d), x)
 
 
 def sep_conv(b: Builder, path: str, m: SepConv, x: str) -> str:
@@ -65,11 +52,11 @@ def sep_conv(b: Builder, path: str, m: SepConv, x: str) -> str:
 
 
 def conv_block(b: Builder, path: str, m: ConvBlock, x: str) -> str:
-    x = b.add(join(path, "Conv.add"), Add(), sep_conv(b, *_child(path, m, "Conv", SepConv), x), x)
-    y = conv2d(b, *_child(path, m, "conv1", nn.Conv2d), spike(b, path, m, "spike1", x))
-    y = batchnorm(b, *_child(path, m, "bn1", nn.BatchNorm2d), y)
-    y = conv2d(b, *_child(path, m, "conv2", nn.Conv2d), spike(b, path, m, "spike2", y))
-    return b.add(join(path, "add"), Add(), x, batchnorm(b, *_child(path, m, "bn2", nn.BatchNorm2d), y))
+    x = b.add(join(path, "Conv.add"), Add(), sep_conv(b, *child(path, m, "Conv", SepConv), x), x)
+    y = conv2d(b, *child(path, m, "conv1", nn.Conv2d), spike(b, path, m, "spike1", x))
+    y = batchnorm(b, *child(path, m, "bn1", nn.BatchNorm2d), y)
+    y = conv2d(b, *child(path, m, "conv2", nn.Conv2d), spike(b, path, m, "spike2", y))
+    return b.add(join(path, "add"), Add(), x, batchnorm(b, *child(path, m, "bn2", nn.BatchNorm2d), y))
 
 
 def attention(b: Builder, path: str, m: LinearAttention, x: str) -> str:
@@ -82,11 +69,11 @@ def attention(b: Builder, path: str, m: LinearAttention, x: str) -> str:
 
 def _conv1d_bn(b: Builder, path: str, m: MLP, conv: str, bn: str, x: str) -> str:
     """A 1-D 1x1 convolution (with bias) and BatchNorm1d as their 2-D forms on the ``[C, H, W]`` map."""
-    cpath, c = _child(path, m, conv, nn.Conv1d)
+    cpath, c = child(path, m, conv, nn.Conv1d)
     if c.kernel_size != (1,) or c.stride != (1,) or c.padding != (0,) or c.groups != 1:
         raise ExportError([f"cannot export {where(cpath, c)}: only 1x1 token convolutions"])
     x = b.add(cpath, Conv2d(weight=array(c.weight)[..., None], bias=array(c.bias)), x, source=(cpath, c))
-    npath, n = _child(path, m, bn, nn.BatchNorm1d)
+    npath, n = child(path, m, bn, nn.BatchNorm1d)
     return b.add(npath, BatchNorm(weight=array(n.weight), bias=array(n.bias), running_mean=array(n.running_mean),
                                   running_var=array(n.running_var), eps=float(n.eps)), x, source=(npath, n))
 
@@ -97,16 +84,16 @@ def mlp(b: Builder, path: str, m: MLP, x: str) -> str:
 
 
 def transformer_block(b: Builder, path: str, m: TransformerBlock, x: str) -> str:
-    x = b.add(join(path, "conv.add"), Add(), x, sep_conv(b, *_child(path, m, "conv", SepConv), x))
-    x = b.add(join(path, "attn.add"), Add(), x, attention(b, *_child(path, m, "attn", LinearAttention), x))
-    return b.add(join(path, "mlp.add"), Add(), x, mlp(b, *_child(path, m, "mlp", MLP), x))
+    x = b.add(join(path, "conv.add"), Add(), x, sep_conv(b, *child(path, m, "conv", SepConv), x))
+    x = b.add(join(path, "attn.add"), Add(), x, attention(b, *child(path, m, "attn", LinearAttention), x))
+    return b.add(join(path, "mlp.add"), Add(), x, mlp(b, *child(path, m, "mlp", MLP), x))
 
 
 def downsample(b: Builder, path: str, m: DownSampling, x: str) -> str:
     if hasattr(m, "encode_spike"):
         x = spike(b, path, m, "encode_spike", x)
-    x = conv2d(b, *_child(path, m, "encode_conv", nn.Conv2d), x)
-    return batchnorm(b, *_child(path, m, "encode_bn", nn.BatchNorm2d), x)
+    x = conv2d(b, *child(path, m, "encode_conv", nn.Conv2d), x)
+    return batchnorm(b, *child(path, m, "encode_bn", nn.BatchNorm2d), x)
 
 
 def efficient_transformer(b: Builder, model: EfficientSpikingTransformer, events: bool) -> str:
@@ -117,7 +104,7 @@ def efficient_transformer(b: Builder, model: EfficientSpikingTransformer, events
     cfg = model.cfg
     x = b.add("input", Input(shape=(cfg.in_channels, cfg.img_size, cfg.img_size), time="static"))
     x = b.add("input.repeat", Repeat(time_steps=1), x)
-    x = downsample(b, *_child("", model, "downsample1_1", DownSampling), x)
+    x = downsample(b, *child("", model, "downsample1_1", DownSampling), x)
     stages = (("ConvBlock1_1", conv_block), ("downsample1_2", downsample), ("ConvBlock1_2", conv_block),
               ("downsample2", downsample), ("ConvBlock2_1", conv_block), ("ConvBlock2_2", conv_block),
               ("downsample3", downsample), ("block3", transformer_block), ("downsample4", downsample),
@@ -127,9 +114,9 @@ def efficient_transformer(b: Builder, model: EfficientSpikingTransformer, events
         stage = getattr(model, name)
         if isinstance(stage, nn.ModuleList):
             for i in range(len(stage)):
-                x = convert(b, *_child(name, stage, str(i), classes[convert]), x)
+                x = convert(b, *child(name, stage, str(i), classes[convert]), x)
         else:
-            x = convert(b, *_child("", model, name, classes[convert]), x)
+            x = convert(b, *child("", model, name, classes[convert]), x)
     y = spike(b, "", model, "spike", b.add("token_mean", TokenMean(), x))
-    y = linear(b, *_child("", model, "head", nn.Linear), y)
+    y = linear(b, *child("", model, "head", nn.Linear), y)
     return b.add("output", Output(), b.add("time_mean", TimeMean(), y))

@@ -14,7 +14,7 @@ from torch import nn
 from ..ir.ops import Add, BatchNorm, Conv2d, Output, TimeMean, TokenMean
 from ..nn.attention import AttentionLUT, TemporalWindow as TorchWindow
 from ..nn.spikformer import Spikformer, SpikformerAttention, SpikformerBlock, SpikformerMLP, SpikformerSPS
-from .builder import Builder, ExportError, array, join, linear, where
+from .builder import NEURONS, Builder, ExportError, array, join, linear, where
 from .zoo import (attention_core, child, conv_bn, model_input, neuron_of, pool, qkv_neurons,
                   structural_problems, window)
 
@@ -27,7 +27,7 @@ _TOKEN_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 def spikformer_problems(path: str, model: nn.Module) -> list[str]:
-    return structural_problems(path, model, METHODS, _INNER, ())
+    return structural_problems(path, model, METHODS, NEURONS + _INNER)
 
 
 def token_projection(b: Builder, path: str, m: nn.Module, layer: str, bn: str, x: str) -> str:

@@ -29,28 +29,29 @@ _INNER = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.ReLU, nn.ModuleList, Attentio
 
 
 def structural_problems(path: str, model: nn.Module, methods: dict[type, tuple[str, ...]],
-                        inner: tuple[type, ...], dead: tuple[str, ...]) -> list[str]:
+                        leaves: tuple[type, ...], dead: tuple[str, ...] = (), family: str = "a zoo",
+                        owner: str = "the zoo's") -> list[str]:
     """Everything inside a backbone's module that its structural export would not reproduce: a module that is
-    neither a neuron, one of ``inner`` nor one of the backbone's classes (``methods``: class -> the methods a
-    subclass must not override), and options of known layers the IR cannot follow. Modules named in ``dead``
-    (parameters upstream keeps but never reads) are skipped."""
+    neither one of ``leaves`` (the layers and neuron types the export knows) nor one of the backbone's classes
+    (``methods``: class -> the methods a subclass must not override), and options of known layers the IR cannot
+    follow. Modules named in ``dead`` (parameters upstream keeps but never reads) are skipped; ``family`` and
+    ``owner`` name the backbone in the message."""
     problems = []
     for name, m in model.named_modules():
         sub = join(path, name)
         if name.split(".")[-1] in dead:
             continue
-        known = (type(m) in NEURONS or type(m) in inner
-                 or any(same_behaviour(m, cls, meth) for cls, meth in methods.items()))
+        known = type(m) in leaves or any(same_behaviour(m, cls, meth) for cls, meth in methods.items())
         if not known:
-            problems.append(f"cannot export {where(sub, m)}: replaces a zoo layer; the structural export "
-                            "only knows the zoo's own modules")
+            problems.append(f"cannot export {where(sub, m)}: replaces {family} layer; the structural export "
+                            f"only knows {owner} own modules")
         problems += leaf_problems(sub, m)
     return problems
 
 
 def zoo_problems(path: str, model: nn.Module) -> list[str]:
     """Everything inside a zoo module that the structural export would not reproduce."""
-    return structural_problems(path, model, ZOO_METHODS, _INNER, DEAD)
+    return structural_problems(path, model, ZOO_METHODS, NEURONS + _INNER, DEAD)
 
 
 def child(path: str, m: nn.Module, name: str, *classes: type) -> tuple[str, nn.Module]:
