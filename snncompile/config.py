@@ -37,6 +37,9 @@ ATTENTION_MODES = ("SDT", "STAtten", "SSA", "A2OS2A", "DS2TA")
 # "qkformer-cifar10", "qkformer-imagenet": QKFormer's two upstream code variants.
 SPIKFORMER_VARIANTS = ("spikformer-cifar10", "spikformer-cifar10dvs", "spikformer-imagenet")
 BACKBONES = ("sdt",) + SPIKFORMER_VARIANTS + ("sdt-v2", "sdt-v3", "qkformer-cifar10", "qkformer-imagenet")
+# the backbones whose attention is fixed by their architecture (they do not read the ``attention`` field)
+BUILT_IN_ATTENTION = {"qkformer-cifar10": "Token-QK + SSA", "qkformer-imagenet": "Token-QK + SSA",
+                      "sdt-v3": "multi-level linear"}
 SPIKE_MODES = ("lif", "plif")
 
 # The largest architecture accepted (README, "Resource limits"): well above every published
@@ -137,6 +140,18 @@ class ModelConfig:
     @property
     def stage_depths(self) -> tuple[int, ...]:
         return _int_list(self.stage_layers)
+
+    @property
+    def attention_core(self) -> str:
+        """The attention this model computes: its backbone's own, or the ``attention`` field."""
+        return BUILT_IN_ATTENTION.get(self.backbone, self.attention)
+
+    @property
+    def size_summary(self) -> str:
+        """Width x blocks as the upstream names them (sdt-v3: the four stage widths x its attention blocks)."""
+        if self.backbone == "sdt-v3":
+            return f"{self.stage_dims.replace(',', '/')}x{sum(self.stage_depths)}"
+        return f"{self.dim}x{self.layers}"
 
     @property
     def statten_scale(self) -> float:

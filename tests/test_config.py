@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from snncompile import cli
-from snncompile.config import ConfigError, load_entry_file
+from snncompile.config import ConfigError, ModelConfig, load_entry_file
 from snncompile.zoo.registry import find_entry, list_entries, load_entry_checkpoint
 
 SHIPPED = find_entry("statten-digits")
@@ -99,3 +99,14 @@ def test_every_shipped_yaml_describes_its_checkpoint():
 def test_an_entry_without_weights_is_refused_by_name():
     with pytest.raises(ConfigError, match="'statten-cifar10-2-256' ships no trained weights"):
         load_entry_checkpoint(find_entry("statten-cifar10-2-256"))
+
+
+def test_the_zoo_listing_names_each_backbones_own_attention_and_sizes():
+    """QKFormer and SDT-V3 do not read the attention field, so the listing says what they compute; SDT-V3's widths
+    are its four stages and its blocks those of the two attention stages."""
+    qk = ModelConfig(backbone="qkformer-cifar10", attention="STAtten", dim=32, layers=3)
+    v3 = ModelConfig(backbone="sdt-v3", stage_dims="16,32,64,64", stage_layers="2,1")
+    sdt = ModelConfig(attention="DS2TA", dim=64, layers=2)
+    assert (qk.attention_core, qk.size_summary) == ("Token-QK + SSA", "32x3")
+    assert (v3.attention_core, v3.size_summary) == ("multi-level linear", "16/32/64/64x3")
+    assert (sdt.attention_core, sdt.size_summary) == ("DS2TA", "64x2")

@@ -89,13 +89,14 @@ def _common(version: bool = typer.Option(False, "--version", callback=_version, 
 def models_cmd() -> None:
     """List the model zoo: configs, and the test accuracy of those with shipped weights."""
     from ..zoo.checkpoint import load_checkpoint
-    table = Table(Column("name", no_wrap=True), "attention", "T", "D x L", "data", "shipped acc.")
+    table = Table(Column("name", no_wrap=True), "backbone", "attention", "T", "width x blocks", "data",
+                  "shipped acc.")
     for e in list_entries():
         acc = "-"
         if e.checkpoint is not None:
             acc = f"{load_checkpoint(e.checkpoint).metrics.get('test_accuracy', float('nan')):.2%}"
-        table.add_row(e.name, e.model.attention, str(e.model.time_steps), f"{e.model.dim}x{e.model.layers}",
-                      e.data.dataset, acc)
+        table.add_row(e.name, e.model.backbone, e.model.attention_core, str(e.model.time_steps),
+                      e.model.size_summary, e.data.dataset, acc)
     console.print(table)
 
 
