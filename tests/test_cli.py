@@ -216,7 +216,9 @@ def test_compile_writes_the_integer_graph(tmp_path):
     graph = ir_io.load(tmp_path / "m.snnir")
     assert [h.name for h in graph.history][-3:] == ["quantize", "prove_ranges", "schedule"]
     assert {"LoihiLIF", "IntConv2d", "KVOuterAccumulate"} <= {n.op.type_name() for n in graph.nodes.values()}
-    assert "wrote" in out.stdout and "steps per sample" in out.stdout
+    timing = graph.schedule
+    assert f"{graph.time_steps} steps per sample ({timing.data_steps} data steps + " \
+           f"{graph.time_steps - timing.data_steps} of latency)" in " ".join(out.stdout.split())
     text = " ".join(out.stdout.split())  # each number of the pass table says what it counts
     assert f"latency ({len(graph.nodes)} nodes), end_to_end = " in text and "latency: " not in text
     assert re.search(r"fold_batchnorm │ folded \(\d+ nodes\), kept \(0 nodes\)", text)

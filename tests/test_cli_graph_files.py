@@ -7,6 +7,7 @@ import numpy as np
 from conftest import shared_path
 from test_cli import cli
 
+from snncompile.frontend.netx_import import read_netx
 from snncompile.ir import io as ir_io
 
 
@@ -68,7 +69,6 @@ def test_export_and_inspect_a_netx_network(tmp_path):
     graph = ir_io.load(tmp_path / "mnist.snnir")
     types = [node.op.type_name() for node in graph.nodes.values()]
     assert types.count("IntDense") == types.count("LoihiLIF") == 3 and "Linear" not in types
-    from snncompile.frontend.netx_import import read_netx
     from snncompile.job.steps import is_integer
     assert graph.time_steps == read_netx(shared_path("data", "netx", "mnist.net")).time_steps and is_integer(graph)
     shown = cli("inspect", shared_path("data", "netx", "mnist.net"), "--time-steps", 5)
@@ -81,6 +81,8 @@ def test_a_netx_network_compiles_as_it_is_and_refuses_data_its_input_cannot_hold
     assert out.returncode == 0, out.stdout + out.stderr
     placed = json.loads((tmp_path / "m.placement.json").read_text())
     assert placed["cores_used"] == 3 and placed["chips_used"] == 1  # one core per layer: 128, 64, 10 neurons
+    steps = read_netx(shared_path("data", "netx", "mnist.net")).time_steps  # not split into data and latency
+    assert f"{steps} steps per sample (unscheduled: the graph's own steps)" in " ".join(out.stdout.split())
     sim = cli("simulate", tmp_path / "m.snnir", "--limit", 2)
     assert sim.returncode != 0 and "Traceback" not in sim.stderr
     assert "the graph's input takes spike values" in sim.stderr

@@ -402,8 +402,8 @@ def compile_cmd(model: str = ModelArg, attention: Optional[str] = AttentionOpt,
         raise DesignRuleError(violations, target)
     console.print("design rules: no violation")
     files = save_compiled(compiled, out)
-    console.print(f"wrote {files['graph']}: {lowered.time_steps} steps per sample ({graph.time_steps} data steps + "
-                  f"latency)")
+    timing = lowered.schedule.summary() if lowered.schedule else "unscheduled: the graph's own steps"
+    console.print(f"wrote {files['graph']}: {lowered.time_steps} steps per sample ({timing})")
     console.print(f"wrote {files['placement']}: {placement.cores_used} cores on {placement.chips_used} chip(s) of "
                   f"{target} (lower bound from the graph: {core_lower_bound(lowered, target).cores} cores)")
     console.print(f"wrote {files['record']}: the model, data and target it was compiled from and for")

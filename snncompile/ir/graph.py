@@ -54,6 +54,10 @@ class Schedule:
     def run_steps(self) -> int:
         return self.data_steps + max(self.latency.values(), default=0)
 
+    def summary(self) -> str:
+        """Where a sample's steps come from: ``19 data steps + 3 of latency``."""
+        return f"{self.data_steps} data steps + {self.run_steps - self.data_steps} of latency"
+
     def problems(self, graph: "Graph") -> list[str]:
         """Where this schedule does not describe ``graph`` (its nodes, its ``time_steps``)."""
         problems = []
