@@ -26,7 +26,7 @@ from ..ir.io import graph_digest
 from ..ir.ops import Delay, LoihiLIF, ops_where
 from ..passes.prove_ranges import value_ranges
 from ..targets import Target
-from .placement import HOST_TYPES, Placement
+from .placement import Placement
 
 # the lowered (integer) neurons and synapses, whose fields the rules read: the float ones exist only before
 # lowering, and chip_nodes_are_lowered reports any found on the chip
@@ -98,8 +98,7 @@ def chip_nodes_are_lowered(graph: Graph, placement: Placement, target: Target) -
     types, host = graph.types(), set(placement.host_nodes)
     return [_v(chip_nodes_are_lowered, n, f"{graph.op(n).type_name()} computes {types[n].dtype} values on the "
                f"chip; lower the graph to integers first (the 'loihi' pipeline)")
-            for n in graph.nodes if n not in host and types[n].dtype.kind == "float"
-            and not isinstance(graph.op(n), HOST_TYPES)]
+            for n in graph.nodes if n not in host and types[n].dtype.kind == "float"]
 
 
 # -- per-core resources --------------------------------------------------------------------------------------------

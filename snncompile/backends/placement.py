@@ -8,10 +8,11 @@ types' own declarations in the op registry (``snncompile.ir.ops``: ``ROLE``, ``D
 
 What lives where
 ----------------
-- **Host nodes** are not placed: the ``io`` and ``host`` roles (``Input``, ``Output``, ``Repeat``,
-  ``TimeMean``, ``Scale``, ``Quantize``), every node with a static (once per sample) output, such as the
-  stem's ``Conv2d`` named ``*.host``, and every node reading what the host computed after the chip (an
-  imported ``LI`` readout behind its ``Scale``).
+- **Host nodes** are not placed (:mod:`.host_split`, the rule the Lava backend follows too): the ``io`` and
+  ``host`` roles (``Input``, ``Output``, ``Repeat``, ``TimeMean``, ``Scale``, ``Quantize``), every node with a
+  static (once per sample) output, such as the stem's ``Conv2d`` named ``*.host``, what the host computes
+  from the inputs alone, and every node reading what the host computed after the chip (an imported ``LI``
+  readout behind its ``Scale``).
 - **Units** hold compartments (neurons) on cores: neurons (``LoihiLIF``, ``LoihiTernaryLIF``) and
   every node doing arithmetic on the chip that is not attached (below): ``IntAdd``/``IntShift`` of
   messages, ``TokenSum``, ``MaxPool2d``/``SumPool2d``, the integer attention nodes (``KVOuterAccumulate``,
@@ -95,12 +96,12 @@ from ..ir.io import graph_digest
 from ..ir.ops import Delay, IntConv2d, IntDense, IntShift, ScoreLUT, family, ops_where
 from ..passes.prove_ranges import width
 from ..targets import Target, load_target
+from .host_split import split_host
 from .placement_boxes import (BoxUnit, best_box_cut, box_compartment_order, box_elements, box_reads, box_unit,
                               parse_box_order)
 from .placement_model import (CoreLoad, Message, NodePlacement, Placement, PlacementError, Slice, load_placement,
                               placement_path, save_placement)
 
-HOST_TYPES = family("io") + family("host")  # computed by the host whatever feeds them
 SYNAPSES = family("synapse")
 DENDRITIC = ops_where(DENDRITIC=True)
 NEURONS = family("neuron")
@@ -109,16 +110,8 @@ NEURONS = family("neuron")
 # -- classification --------------------------------------------------------------------------------------------------
 
 def host_nodes(graph: Graph, types=None) -> list[str]:
-    """Nodes the host computes: the host types, every node with a static (once per sample) output, and every
-    node that reads what the host computes after the chip (a readout behind the host's ``Scale``: an ``LI``)."""
-    types = types or graph.types()
-    host, after = set(), set()
-    for n in graph.topo_order():
-        node = graph.nodes[n]
-        if isinstance(node.op, HOST_TYPES) or types[n].time == "static" or any(s in after for s in node.inputs):
-            host.add(n)
-            if any(s not in host for s in node.inputs) or any(s in after for s in node.inputs):
-                after.add(n)  # it reads the chip, or what the host computed from it
+    """Nodes the host computes (:mod:`.host_split`: before the chip and after it), in node order."""
+    host = set(split_host(graph, types).host)
     return [n for n in graph.nodes if n in host]
 
 
@@ -492,4 +485,4 @@ def core_views(graph: Graph, placement: Placement) -> list[CoreView]:
 __all__ = ["place", "core_lower_bound", "CoreBound",
            "Placement", "NodePlacement", "Slice", "CoreLoad", "CoreView", "Message", "PlacementError",
            "core_views", "host_nodes",
-           "placement_path", "save_placement", "load_placement", "HOST_TYPES"]
+           "placement_path", "save_placement", "load_placement"]

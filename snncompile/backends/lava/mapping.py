@@ -1,6 +1,7 @@
 """Lowered integer graph -> Lava process graph, in two granularities (the fused one in two sizes).
 
-A lowered, scheduled graph splits in three parts (:func:`plan_lava`):
+A lowered, scheduled graph splits in three parts (:func:`plan_lava`, by :mod:`snncompile.backends.host_split`,
+the rule placement follows too):
 
 - the *host input* part: ``Input`` nodes and what the host computes from them before the chip (a static
   image's first convolution ``*.host``, ``Quantize``, the ``Repeat`` that streams it); it runs with the IR's
@@ -58,6 +59,7 @@ from lava.utils.weightutils import SignMode
 from snncompile.backends.lava.synapse_biases import fits, move_synapse_biases
 from snncompile.backends.lava.models import FusedKernel, PortKernel, Slot, from_lava, lava_shape, stepper, to_lava
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
+from snncompile.backends.host_split import split_host
 from snncompile.backends.lava.session import LavaBackendError
 from snncompile.ir import Graph, Node
 from snncompile.ir.interval import Interval
@@ -117,29 +119,6 @@ class LavaPlan:
 
 def _fail(graph: Graph, name: str, why: str):
     raise LavaBackendError(f"node {name!r} ({graph.op(name).type_name()}): {why}")
-
-
-def _split(graph: Graph, types: dict[str, TensorType]) -> tuple[list[str], list[str], list[str]]:
-    """Host input, chip and host output nodes (the module docstring), from each op type's declarations: an op
-    the host computes (``BACKENDS.lava == "host"``) is host input where all it reads is, the graph's outputs
-    (role ``io`` with an input) excepted; ops the host computes whatever feeds them (roles ``io`` and ``host``:
-    outputs, readouts, quantisers), static values and all that reads the host output part are host output."""
-    host_in, chip, host_out = [], [], []
-    inside, after = set(), set()
-    for name in graph.topo_order():
-        op, inputs = graph.op(name), graph.nodes[name].inputs
-        on_host = op.BACKENDS.lava == "host"
-        if all(s in inside for s in inputs) and (types[name].time == "static" or (
-                on_host and not (op.ROLE == "io" and inputs))):
-            inside.add(name)
-            host_in.append(name)
-        elif (types[name].time == "static" or (on_host and op.ROLE in ("io", "host"))
-              or any(s in after for s in inputs)):
-            after.add(name)
-            host_out.append(name)
-        else:
-            chip.append(name)
-    return host_in, chip, host_out
 
 
 def _check_chip_node(graph: Graph, types: dict[str, TensorType], name: str, host_in: set[str]) -> None:
@@ -263,7 +242,8 @@ def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: i
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     types = graph.types()
-    host_in, chip, host_out = _split(graph, types)
+    split = split_host(graph, types)
+    host_in, chip, host_out = list(split.before), list(split.chip), list(split.after)
     if not chip:
         raise LavaBackendError("the graph has no on-chip (integer stream) node to run on Lava")
     inside = set(host_in)
