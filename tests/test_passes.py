@@ -240,7 +240,7 @@ def test_pipelines_are_lists_of_passes():
     assert all(isinstance(p, Pass) for steps in PIPELINES.values() for p in steps)
     loihi = {p.name: p for p in PIPELINES["loihi"]}
     assert {n for n, p in loihi.items() if p.exact} == {"prove_ranges", "schedule"}
-    assert {n for n, p in loihi.items() if p.align} == {"normalize_neurons", "quantize", "schedule"}
+    assert {n for n, p in loihi.items() if p.align} == {"normalize_neurons", "lower_levels", "quantize", "schedule"}
     assert [n for n, p in loihi.items() if p.float_view] == ["quantize"]
     with pytest.raises(TypeError, match="pipeline steps must be Pass objects"):
         run_pipeline(linear_graph(), [do_nothing.run], CTX)

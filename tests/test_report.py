@@ -237,3 +237,12 @@ def test_every_schema_field_is_documented():
     rules = [JSON_SCHEMA, *JSON_SCHEMA["$defs"].values()]
     undocumented = {n for rule in rules for n in names(rule) if f"`{n}`" not in doc}
     assert not undocumented
+
+
+def test_the_headline_names_sdt_v3_by_its_stages_not_by_unused_fields():
+    report = run_report()
+    report["checkpoint"]["config"] = {"backbone": "sdt-v3", "attention": "STAtten", "dim": 256, "layers": 2,
+                                      "num_heads": 4, "time_steps": 1, "stage_dims": "16,32,64,64",
+                                      "stage_layers": "2,1"}
+    text = terminal_text(report, width=80, details=False)
+    assert "statten-digits: sdt-v3, widths 16,32,64,64, blocks 2,1, 4 heads, T=1" in text  # not "STAtten, dim 256"

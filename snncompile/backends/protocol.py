@@ -107,9 +107,10 @@ class LavaBackend:
 
     @staticmethod
     def _require_compiled(graph: Graph) -> None:
-        if not any(n.op.type_name() == "LoihiLIF" for n in graph.nodes.values()):
+        # what quantize makes of a float neuron: a Loihi LIF, or SDT-V3's quantiser as integer thresholds
+        if not any(n.op.type_name() in ("LoihiLIF", "LevelThreshold") for n in graph.nodes.values()):
             raise BackendError("the Lava backend runs a compiled integer graph (`snncompile compile` writes one); "
-                               "this graph has no LoihiLIF node")
+                               "this graph has no LoihiLIF or LevelThreshold node")
 
     def run(self, graph: Graph, feeds, *, expose: Iterable[str] | str = ()) -> dict[str, torch.Tensor]:
         from .lava.runner import run_lava

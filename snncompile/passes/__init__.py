@@ -4,7 +4,8 @@
 
 - ``float``: BatchNorm folding only (the float graph a GPU or ONNX runtime would run);
 - ``loihi``: the whole lowering to the integer graph a Loihi-style target runs, stage by stage:
-  fold BatchNorm, merge chains of convolutions with no neuron between them (sdt-v2's RepConv, SepConv), normalise neurons to CUBA form, lower attention to integer accumulates, quantise
+  fold BatchNorm, merge chains of convolutions with no neuron between them (sdt-v2's RepConv, SepConv), normalise neurons to CUBA form, lower attention to integer accumulates, fold SDT-V3's level norms and
+  lower its attention (``lower_levels``), quantise
   (Loihi LIF, 8-bit synapses, integer sums), prove every integer width, schedule for a time-stepped target.
 """
 from typing import Mapping
@@ -13,6 +14,7 @@ from ..ir import Graph
 from .fold_batchnorm import fold_batchnorm
 from .fold_linear_chains import fold_linear_chains
 from .lower_attention import lower_attention
+from .multilevel import lower_levels
 from .normalize_neurons import normalize_neurons
 from .pipeline import Alignment, Pass, PassContext, PassError, Reported, as_pass, run_pipeline, to_fixpoint
 from .prove_ranges import prove_ranges
@@ -23,7 +25,8 @@ from .verify import VerificationError, compare_graphs, verify_pipeline
 
 PIPELINES: dict[str, tuple[Pass, ...]] = {
     "float": (fold_batchnorm,),
-    "loihi": (fold_batchnorm, fold_linear_chains, normalize_neurons, lower_attention, quantize, prove_ranges, schedule),
+    "loihi": (fold_batchnorm, fold_linear_chains, normalize_neurons, lower_attention, lower_levels, quantize, prove_ranges,
+              schedule),
 }
 
 
@@ -36,6 +39,6 @@ def lower_to_loihi(graph: Graph, calibration: Mapping[str, object] | None = None
 
 __all__ = ["PIPELINES", "lower_to_loihi", "Pass", "PassContext", "PassError", "Reported", "as_pass", "run_pipeline",
            "to_fixpoint",
-           "fold_batchnorm", "fold_linear_chains", "normalize_neurons", "lower_attention", "quantize", "QuantizeError", "prove_ranges",
+           "fold_batchnorm", "fold_linear_chains", "normalize_neurons", "lower_attention", "lower_levels", "quantize", "QuantizeError", "prove_ranges",
            "schedule", "Edit", "RewriteError", "apply_edit", "rewrite_graph", "Alignment",
            "VerificationError", "compare_graphs", "verify_pipeline"]

@@ -3,7 +3,8 @@
 ``float_view(integer)`` rebuilds a quantised graph (the output of ``quantize``) with float nodes: integer
 weights times their scales, the Loihi neurons as float LIFs (``CubaLIF`` where the current decays) whose
 threshold is where Lava's strict ``v > vth << 6`` fires (``s * (vth + 1/64)``), token sums as sums of reals,
-and every node keeping its name with its value in real units. It keeps the rounding of weights, biases, thresholds and inputs (the
+SDT-V3's level thresholds on a real input as the rounding they reproduce, and every node keeping its name with its
+value in real units. It keeps the rounding of weights, biases, thresholds and inputs (the
 quantisation) and drops the integer arithmetic: floored shifts, truncating decays and their 6 fraction
 bits, wraps, saturations and clamps. Comparing float -> quantised-float -> integer separates the two
 sources of error; ``snncompile verify`` shows both stages.
@@ -13,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node
-from ..ir.ops import (LIF, Add, Conv2d, CubaLIF, Delay, IntAdd, IntDense, IntShift, Linear, LoihiLIF, Quantize, Scale,
-                      TemporalWindow, TernaryLIF, TokenMean, TokenSum, ops_where)
+from ..ir.ops import (LIF, Add, Conv2d, CubaLIF, Delay, IntAdd, IntDense, IntShift, LevelThreshold, Linear, LoihiLIF,
+                      MultiLevelSpike, Quantize, Scale, TemporalWindow, TernaryLIF, TokenMean, TokenSum, ops_where)
 from ..ir.ops.loihi import ACT_SHIFT, DECAY_UNITY
 
 SYNAPSES = ops_where(ROLE="synapse", INTEGER_INPUTS=True)
@@ -79,7 +80,7 @@ def float_view(integer: Graph) -> Graph:
         elif isinstance(op, TokenSum):
             tokens = int(np.prod(integer.types()[inputs[0]].shape[1:]))
             nodes[f"{name}.mean"] = Node(TokenMean(), inputs)
-            nodes[name] = Node(Scale(scale=float(tokens)), (f"{name}.mean",))
+            nodes[name] = Node(Scale(scale=tokens * s(name) / s_in), (f"{name}.mean",))
         elif isinstance(op, IntShift) or (isinstance(op, Delay) and op.delay == 0):
             factor = 2.0 ** getattr(op, "shift", 0) * s(name) / s_in
             nodes[name] = Node(Scale(scale=factor), inputs)
@@ -90,6 +91,9 @@ def float_view(integer: Graph) -> Graph:
             nodes[name] = Node(Scale(scale=op.scale), (f"{name}.int",))
         elif isinstance(op, TemporalWindow) and op.weights.dtype.kind in "iu":
             nodes[name] = Node(TemporalWindow(weights=(op.weights * s(name) / s_in).astype(np.float32)), inputs)
+        elif isinstance(op, LevelThreshold) and not isinstance(integer.op(inputs[0]), INTEGER_OPERANDS):
+            # on a real input: the rounding its half-level thresholds reproduce (quantize's _level_quantiser)
+            nodes[name] = Node(MultiLevelSpike(levels=op.levels, norm=1.0, encoding=op.encoding), inputs)
         elif isinstance(op, INTEGER_OPERANDS):
             nodes[name] = Node(op, tuple(_requantised(nodes, integer, i, s(i)) for i in inputs))
         else:

@@ -9,16 +9,21 @@
   widths proven by their ``value_range``: the "1/64 steps" of D = 4 are integers) and a ``LevelThreshold`` whose D
   thresholds are the least accumulates at which the float rounding ``round_half_even(acc * scale)`` rises,
   found on the float expression itself, so ties (exact halves) go where torch sends them.
+- :data:`lower_levels`: both, as the ``loihi`` pipeline's pass before ``quantize``, which then puts every other
+  quantiser on its integer input (:func:`half_level_thresholds`).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+from fractions import Fraction
 
 import numpy as np
 import torch
 
 from ..ir import Graph, Node
 from ..ir.ops import Conv2d, LevelScores, LevelScoreValue, LevelThreshold, MultiLevelAttention, MultiLevelSpike
+from .pipeline import Alignment, PassContext, as_pass
 
 EXACT_LIMIT = 2 ** 24  # integers up to here are exact in float32: the accumulate the float graph computes
 
@@ -113,3 +118,42 @@ def level_thresholds(value, levels: int, bound: int) -> np.ndarray:
         out.append(lo)
     return np.array(out, dtype=np.int64)
 
+
+
+def half_level_thresholds(scale: float, levels: int) -> np.ndarray:
+    """The least integer ``a`` at which ``round_half_even(clamp(scale * a, 0, levels))`` reaches each level
+    1..``levels``, in exact rational arithmetic (``scale`` > 0, taken as the float64 it is): level ``k`` starts
+    just above the half-level ``(k - 1/2) / scale``; where that half-level is itself an integer, the tie goes to
+    the even neighbour, so it starts there for an even ``k`` and one step above it for an odd ``k``."""
+    step = Fraction(scale)
+    out = []
+    for k in range(1, levels + 1):
+        half = Fraction(2 * k - 1, 2) / step
+        least = math.ceil(half)
+        out.append(least + 1 if least == half and k % 2 else least)
+    return np.array(out, dtype=np.int64)
+
+
+def _aligned(before: Graph, after: Graph) -> Alignment:
+    """A folded quantiser's levels are ``norm`` times its old values; an integer attention accumulate is its old
+    value over the folded scale."""
+    scale = {}
+    for name, node in after.nodes.items():
+        old = before.op(name) if name in before.nodes else None
+        if isinstance(old, MultiLevelSpike):
+            scale[name] = getattr(node.op, "norm", 1.0) / old.norm
+        elif isinstance(old, MultiLevelAttention):
+            norms = [before.op(src).norm for src in before.nodes[name].inputs]
+            scale[name] = old.scale / float(np.prod(norms))
+    return Alignment(scale=scale)
+
+
+@as_pass(align=_aligned)
+def lower_levels(graph: Graph, ctx: PassContext) -> Graph:
+    """SDT-V3's levels ready for ``quantize``: every power-of-two norm folded into the readers
+    (:func:`fold_level_norms`), every ``MultiLevelAttention`` as its exact integer form
+    (:func:`lower_level_attention`). Exact against its input (levels in units of ``1/norm``, tested).
+    Returns ``graph`` itself when it has no multi-level node."""
+    if not any(isinstance(node.op, (MultiLevelSpike, MultiLevelAttention)) for node in graph.nodes.values()):
+        return graph
+    return lower_level_attention(fold_level_norms(graph))

@@ -31,6 +31,15 @@ The scheme (one real scale per integer edge, ``real value = scale * integer``):
   (``quantize_formats``); an ``LI`` readout is computed on the host after the chip, on its integer input times
   its scale (``<li>.real``). Any other float neuron, and one of these that has no exact form (``v_leak``, a
   subtractive reset, per-neuron constants), is refused naming node, type and reason.
+- **Multi-level quantisers** (SDT-V3, after ``lower_levels``): ``round_half_even(clamp(x, 0, D))`` on an integer
+  input ``a`` of scale ``s`` becomes a ``LevelThreshold`` whose ``D`` thresholds sit at the half-levels
+  ``(k - 1/2)/s``, computed in exact rationals; where a half-level is an integer the tie goes to the even level
+  (level ``k`` starts at it for an even ``k``, one step above it for an odd ``k``), so the level equals the
+  rounding of the real value ``s a`` exactly, on any scale. It sends its level (scale ``1/norm``: a ``/D`` left
+  in a norm lands in the readers' weights). A group read only by quantisers (the residual stream of
+  convolution outputs, a convolution's output) has no threshold to align: its scale is the finest its weights
+  allow, coarsened for the calibration headroom as a neuron's input is; its sums are ``IntAdd`` of a proven
+  width. A token mean read by quantisers is the token sum itself on scale ``s/N``: the thresholds take ``N``.
 - **The head.** ``TokenMean`` becomes a ``TokenSum`` and a right shift by ``floor(log2 N)`` (the floored
   mean for ``N`` a power of two), so the head neuron's input stays in the residual stream's range. The
   classifier's ``Linear`` becomes an ``IntDense`` whose time mean is rescaled by a final ``Scale``.

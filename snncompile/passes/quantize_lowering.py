@@ -9,12 +9,13 @@ import numpy as np
 import torch
 
 from ..ir import Graph, Node
-from ..ir.ops import (LI, Add, Conv2d, Delay, Flatten, Input, IntAdd, IntConv2d, IntDense, IntShift, Linear,
-                      LoihiLIF, LoihiTernaryLIF, MaxPool2d, Quantize, ReLU, Repeat, Scale, TemporalWindow, TernaryLIF,
-                      TimeMean, TokenMean, TokenSum)
+from ..ir.ops import (LI, Add, Conv2d, Delay, Flatten, Input, IntAdd, IntConv2d, IntDense, IntShift, LevelThreshold,
+                      Linear, LoihiLIF, LoihiTernaryLIF, MaxPool2d, MultiLevelSpike, Quantize, ReLU, Repeat, Scale,
+                      TemporalWindow, TernaryLIF, TimeMean, TokenMean, TokenSum)
 from ..ir.ops.loihi import STATE_BITS
 from ..targets import load_target
 from .calibrate import value_ranges
+from .multilevel import half_level_thresholds
 from .pipeline import PassContext
 from .quantize_formats import (WEIGHT_LIMIT, current_decay, float_threshold, integer_bias, integer_weights,
                                is_float_neuron, neuron_problem, voltage_decay, weight_exponent)
@@ -62,6 +63,13 @@ class Lowering:
                 out.extend((cc, token_multiplier(self.types[name])) for cc, _ in self._consumers_via(c))
         return out
 
+    def _readers_past_token_mean(self, name: str) -> list[str]:
+        """The nodes reading float edge ``name``, directly or behind a TokenMean."""
+        out = []
+        for c in self.graph.consumers(name):
+            out += self._readers_past_token_mean(c) if isinstance(self.graph.op(c), TokenMean) else [c]
+        return out
+
     def _fixed_scale(self, name: str) -> float | None:
         """The scale a non-weighted source imposes on its group, or None for a weighted one."""
         op = self.graph.op(name)
@@ -77,6 +85,8 @@ class Lowering:
         if isinstance(op, Add):
             spikes = [s for s in self.graph.nodes[name].inputs if not self._is_float(s)]
             return 1.0 if spikes else None
+        if isinstance(op, MultiLevelSpike):
+            return 1.0 / op.norm  # it sends its integer level
         return None
 
     def group_scale(self, root: str) -> float:
@@ -132,18 +142,22 @@ class Lowering:
         finest = min(float(np.max(np.abs(self._effective_weights(s)), initial=0.0)) / WEIGHT_LIMIT
                      for s in sources) or 1.0
         neurons = [n for m in group.members for n in self._consumers_via(m)]
-        if not neurons:
+        levels = any(isinstance(self.graph.op(c), MultiLevelSpike) for m in group.members
+                     for c in self._readers_past_token_mean(m))
+        if not neurons and not levels:
             return finest
+        # the values seen on the calibration data must keep CALIBRATED_HEADROOM below the input clamp
+        room = (1 << (self.input_bits - 1)) / CALIBRATED_HEADROOM
+        coarsest = max((self.observed.get(m, 0.0) for m in group.members), default=0.0) / room
+        finest = max(finest, coarsest)
+        if not neurons:
+            return finest  # a level quantiser compares at its half-levels, exactly on any scale
         reference, multiplier = max(neurons, key=lambda nm: nm[1])
         theta = float_threshold(self.graph.op(reference)) * multiplier
         delta = 1.0 / (128.0 * max(m for _, m in neurons))
         # Θ'/s must sit just above an integer: s = Θ'/(vth + δ), with s >= finest (the weights keep their
-        # 8 bits) and 1 <= vth <= the input range / 8 (below one input step needs weight exponents instead;
-        # above, inputs of a few thresholds would not fit, so the weights give up low bits)
-        # and the values seen on the calibration data must keep NEURON_INPUT_HEADROOM below the input clamp
-        room = (1 << (self.input_bits - 1)) / CALIBRATED_HEADROOM
-        coarsest = max((self.observed.get(m, 0.0) for m in group.members), default=0.0) / room
-        finest = max(finest, coarsest)
+        # 8 bits and the calibration headroom) and 1 <= vth <= the input range / 8 (below one input step needs
+        # weight exponents instead; above, inputs of a few thresholds would not fit, so the weights give up low bits)
         vth_limit = 1 << (self.input_bits - 1 - VTH_HEADROOM_BITS)
         vth = min(vth_limit, max(1, math.floor(theta / finest - delta)))
         return theta / (vth + delta)
@@ -189,6 +203,8 @@ class Lowering:
             return self._window(name)
         if is_float_neuron(op):
             return self._neuron(name)
+        if isinstance(op, MultiLevelSpike):
+            return self._level_quantiser(name)
         if isinstance(op, LI):
             return self._readout(name)
         if op.ROLE == "neuron" and not op.INTEGER_INPUTS:
@@ -362,6 +378,17 @@ class Lowering:
                                         "fraction_bits": shift, "voltage_decay": decay, "current_decay": i_decay,
                                         "threshold_exact": bool(exact), "threshold_ratio": ratio}
 
+    def _level_quantiser(self, name: str) -> None:
+        """SDT-V3's quantiser on its integer input ``a`` of scale ``s``: a ``LevelThreshold`` whose thresholds are
+        the half-levels ``(k - 1/2) / s`` with ties to even (:func:`~.multilevel.half_level_thresholds`), so the
+        level is ``round_half_even(clamp(s a, 0, D))`` exactly; it sends the level, one step worth ``1/norm``."""
+        op, (src,) = self.graph.op(name), self.graph.nodes[name].inputs
+        edge = self.rename.get(src, src)
+        scale = self.scale[edge] if edge in self.scale else self._group_scale_of(src)
+        thresholds = half_level_thresholds(scale, op.levels)
+        self.add(name, LevelThreshold(thresholds=thresholds, encoding=op.encoding), src, scale=1.0 / op.norm)
+        self.report.setdefault("levels", {})[name] = {"input_scale": scale, "thresholds": thresholds.tolist()}
+
     def _readout(self, name: str) -> None:
         """A leaky integrator (NIR ``LI``) is a readout the host computes after the chip: its integer input
         back in real units (a ``Scale``, which the host computes), then the float LI as it was. Exact: the LI
@@ -396,9 +423,15 @@ class Lowering:
     def _token_mean(self, name: str) -> None:
         """Token sum, then a right shift by ``floor(log2 N)``: the floored mean when ``N`` is a power of two,
         so the head neuron's input stays in the residual stream's range (a plain sum of ``N`` tokens would
-        leave the 2^17 a neuron takes)."""
+        leave the 2^17 a neuron takes). Read by level quantisers (SDT-V3), the sum itself on scale ``s / N``:
+        their half-level thresholds take the ``N``, so the mean is exact."""
         (src,) = self.graph.nodes[name].inputs
         tokens = math.prod(self.types[src].shape[1:])
+        readers = self.graph.consumers(name)
+        if readers and all(isinstance(self.graph.op(c), MultiLevelSpike) for c in readers):
+            self.add(name, TokenSum(out_bits=STATE_BITS, overflow="wrap"), src,
+                     scale=self._group_scale_of(src) / tokens)
+            return
         shift = tokens.bit_length() - 1
         total = self.add(f"{name}.sum", TokenSum(out_bits=STATE_BITS, overflow="wrap"), src,
                          scale=self._group_scale_of(src))

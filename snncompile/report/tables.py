@@ -88,11 +88,17 @@ def title(report: dict) -> str:
 
 # -- the headline: what a reader looks for first, on 80 columns --------------------------------------------------
 
+ARCHITECTURE = (("attention", "{}"), ("dim", "dim {}"), ("layers", "{} layers"), ("num_heads", "{} heads"),
+                ("time_steps", "T={}"))
+# sdt-v3 (the one backbone with stage widths) has no attention choice, width or block count of those fields
+STAGED_ARCHITECTURE = (("backbone", "{}"), ("stage_dims", "widths {}"), ("stage_layers", "blocks {}"),
+                       ("num_heads", "{} heads"), ("time_steps", "T={}"))
+
+
 def _architecture(report: dict) -> str:
     config = report.get("checkpoint", {}).get("config", {})
-    parts = [form.format(config[key]) for key, form in (("attention", "{}"), ("dim", "dim {}"), ("layers", "{} layers"),
-                                                        ("num_heads", "{} heads"), ("time_steps", "T={}"))
-             if key in config]
+    fields = STAGED_ARCHITECTURE if config.get("stage_dims") else ARCHITECTURE
+    parts = [form.format(config[key]) for key, form in fields if key in config]
     return f"{report['model']}: {', '.join(parts)}" if parts else report["model"]
 
 
