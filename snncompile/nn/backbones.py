@@ -1,7 +1,8 @@
 """The torch model of each backbone (``ModelConfig.backbone``): every model is built from its config here.
 
-A backbone's model class takes the config as its only argument, keeps it as ``cfg``, and has ``forward`` (logits)
-and ``predict_logits`` (logits averaged over time whatever the config's TET setting, what evaluation reads).
+A backbone's model class derives from :class:`~.model_base.BackboneModel` (the checked config as ``cfg``, the
+time-stepped input convention, ``predict_logits``: logits averaged over time whatever the config's TET setting,
+what evaluation reads) and has ``forward`` (logits).
 """
 from __future__ import annotations
 

@@ -32,8 +32,8 @@ from torch import nn
 
 from ..config import ModelConfig
 from .attention import linear_attention, merge_heads, split_heads
+from .model_base import BackboneModel
 from .neurons import MultiStepLIF
-from .sdt import SpikeDrivenTransformer
 from .seq import per_step
 from .init import init_linear_weights
 
@@ -206,15 +206,12 @@ class QKFormerBlock(nn.Module):
         return x + self.mlp(x)
 
 
-class QKFormer(nn.Module):
+class QKFormer(BackboneModel):
     """The QKFormer model of ``cfg`` (``backbone`` one of :data:`VARIANTS`). Input ``[B, C, H, W]`` (repeated over
     T) or ``[B, T, C, H, W]``; returns logits ``[B, classes]``."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        if problems := cfg.problems():
-            raise ValueError("invalid model config: " + "; ".join(problems))
-        self.cfg = cfg
+        super().__init__(cfg)
         D, heads = cfg.dim, cfg.num_heads
         imagenet = cfg.backbone == "qkformer-imagenet"
         mlp_prefix, last_attention = ("fc", "attn") if imagenet else ("mlp", "ssa")
@@ -230,8 +227,6 @@ class QKFormer(nn.Module):
         self.head = nn.Linear(D, cfg.num_classes)
         self.apply(init_linear_weights)
 
-    time_major_input = SpikeDrivenTransformer.time_major_input  # the same input convention
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Token means ``[T, B, D]`` of the last stage."""
         x = self.time_major_input(x)
@@ -244,6 +239,3 @@ class QKFormer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x).mean(0))
 
-    @torch.no_grad()
-    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .attention import AttentionCore, erode
+from .model_base import BackboneModel
 from .seq import per_step
 from .neurons import MultiStepLIF, make_neuron
 
@@ -143,35 +144,19 @@ class Block(nn.Module):
         return self.mlp(self.attn(u))
 
 
-class SpikeDrivenTransformer(nn.Module):
+class SpikeDrivenTransformer(BackboneModel):
     """The zoo model. Input ``[B, C, H, W]`` (static: repeated over T) or ``[B, T, C, H, W]`` (events).
 
     Returns logits ``[B, classes]`` (mean over T), or ``[T, B, classes]`` when ``cfg.tet``, as upstream.
     """
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        problems = cfg.problems()
-        if problems:
-            raise ValueError("invalid model config: " + "; ".join(problems))
-        self.cfg = cfg
+        super().__init__(cfg)
         self.patch_embed = SpikingPatchSplitting(cfg)
         self.block = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.head_lif = make_neuron(cfg.spike_mode)
         self.head = nn.Linear(cfg.dim, cfg.num_classes)
         self.apply(_init_weights)
-
-    def time_major_input(self, x: torch.Tensor) -> torch.Tensor:
-        c, s = self.cfg.in_channels, self.cfg.img_size
-        if x.dim() == 4 and tuple(x.shape[1:]) == (c, s, s):
-            return x.unsqueeze(0).repeat(self.cfg.time_steps, 1, 1, 1, 1)
-        if x.dim() == 5 and tuple(x.shape[2:]) == (c, s, s):
-            if x.shape[1] != self.cfg.time_steps:
-                raise ValueError(f"input has {x.shape[1]} timesteps, the model expects "
-                                 f"time_steps={self.cfg.time_steps}")
-            return x.transpose(0, 1).contiguous()
-        raise ValueError(f"input shape {tuple(x.shape)} is neither [B, {c}, {s}, {s}] (static) nor "
-                         f"[B, T, {c}, {s}, {s}] (events)")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         u = self.patch_embed(self.time_major_input(x))

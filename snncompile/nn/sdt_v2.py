@@ -25,6 +25,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .attention import linear_attention, merge_heads, split_heads
+from .model_base import BackboneModel
 from .neurons import MultiStepLIF
 from .seq import per_step
 from .init import init_linear_weights
@@ -185,15 +186,11 @@ class Block(nn.Module):
         return u + self.mlp(u)
 
 
-class MetaSpikeFormer(nn.Module):
+class MetaSpikeFormer(BackboneModel):
     """The sdt-v2 model. Input ``[B, C, H, W]`` (repeated over T); returns logits ``[B, classes]``."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        problems = cfg.problems()
-        if problems:
-            raise ValueError("invalid model config: " + "; ".join(problems))
-        self.cfg = cfg
+        super().__init__(cfg)
         d0, d1, d2, d3 = stage_widths(cfg)
         r, heads, scale = cfg.mlp_ratio, cfg.num_heads, cfg.ssa_scale
         self.downsample1_1 = DownSampling(cfg.in_channels, d0 // 2, 7, 2, first=True)
@@ -239,6 +236,3 @@ class MetaSpikeFormer(nn.Module):
             return (out + self.head_kd(s).mean(0)) / 2
         return out
 
-    @torch.no_grad()
-    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x)

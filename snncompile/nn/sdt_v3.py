@@ -26,6 +26,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .init import init_linear_weights
+from .model_base import BackboneModel
 
 LEVELS = 4          # D: the quantiser's largest level (upstream MultiSpike max_value)
 V_WIDTH_RATIO = 4   # upstream lamda_ratio: V (and the attention output) is four times as wide as Q and K
@@ -193,7 +194,7 @@ class DownSampling(nn.Module):
         return self.encode_bn(self.encode_conv(x))
 
 
-class EfficientSpikingTransformer(nn.Module):
+class EfficientSpikingTransformer(BackboneModel):
     """The whole ``Model_Base`` classifier (upstream ``Spiking_vit_MetaFormer_Spike_SepConv``).
 
     ``cfg.stage_dims`` gives upstream's ``embed_dim`` list (four widths), ``cfg.stage_layers`` the blocks of the
@@ -202,11 +203,7 @@ class EfficientSpikingTransformer(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        problems = cfg.problems()
-        if problems:
-            raise ValueError("invalid model config: " + "; ".join(problems))
-        self.cfg = cfg
+        super().__init__(cfg)
         d1, d2, d3, d4 = cfg.stage_widths
         layers3, layers4 = cfg.stage_depths
         heads, ratio = cfg.num_heads, cfg.mlp_ratio
@@ -245,10 +242,6 @@ class EfficientSpikingTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.spike(self.forward_features(x).flatten(2).mean(2)))
 
-    @torch.no_grad()
-    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, classes]`` (what evaluation reads; the model has no time axis to average over)."""
-        return self(x)
 
 
 def activation_modules(model: nn.Module) -> dict[str, MultiLevelSpike]:

@@ -29,8 +29,9 @@ from torch import nn
 
 from ..config import ModelConfig
 from .attention import AttentionCore
+from .model_base import BackboneModel
 from .neurons import MultiStepLIF
-from .sdt import SpikeDrivenTransformer, SpikingPatchSplitting, conv_bn, stem_maxpool
+from .sdt import SpikingPatchSplitting, conv_bn, stem_maxpool
 from .init import init_linear_weights
 
 # The SSA product order of each variant's code (nn.attention.SSA_ORDERS).
@@ -152,18 +153,12 @@ class SpikformerBlock(nn.Module):
         return x + self.mlp(x)
 
 
-class Spikformer(nn.Module):
+class Spikformer(BackboneModel):
     """The Spikformer model of ``cfg.backbone``'s variant. Input ``[B, C, H, W]`` (static: repeated over T) or
     ``[B, T, C, H, W]`` (events, as the cifar10dvs code takes them); returns logits ``[B, classes]``."""
 
-    time_major_input = SpikeDrivenTransformer.time_major_input
-
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        problems = cfg.problems()
-        if problems:
-            raise ValueError("invalid model config: " + "; ".join(problems))
-        self.cfg = cfg
+        super().__init__(cfg)
         self.patch_embed = SpikformerSPS(cfg)
         self.block = nn.ModuleList(SpikformerBlock(cfg) for _ in range(cfg.layers))
         self.head = nn.Linear(cfg.dim, cfg.num_classes)
@@ -179,6 +174,3 @@ class Spikformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x).mean(0))
 
-    @torch.no_grad()
-    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x)
