@@ -222,7 +222,6 @@ def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: i
     stock: dict[str, str] = {}
     if granularity == "per_op":  # Loihi's form: biases in the neurons, what no one reads of the synapses changed
         graph = move_synapse_biases(graph, keep={*recorded, *exposed_host})
-        types = graph.types()
         groups = [(n,) for n in chip]
         stock = stock_processes(graph, chip, batch)
     else:
