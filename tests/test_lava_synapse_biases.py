@@ -10,7 +10,7 @@ import torch
 
 from snncompile.ir import SPIKE
 from snncompile.ir.ops import (Input, IntAdd, IntConv2d, IntDense, IntShift, LoihiLIF, LoihiTernaryLIF, MaxPool2d,
-                               Output)
+                               Output, TemporalWindow)
 from snncompile.ir.timing import latencies
 from snncompile.sim import run_graph
 
@@ -29,13 +29,16 @@ def _scheduled(nodes: dict, outputs: tuple[str, ...], steps: int = 8):
     return run_pipeline(_graph(nodes, outputs, steps), [schedule], PassContext())
 
 
-def biased_chain(vth: int = 60, steps: int = 8, after=None):
-    """x -> a biased dense -> a LIF whose current keeps only this step's input -> (``after`` ->) out, scheduled."""
+def biased_chain(vth: int = 60, steps: int = 8, after=None, clamp: int | None = None):
+    """x -> a biased dense -> (a ``clamp``-bit clamp ->) a LIF whose current keeps only this step's input ->
+    (``after`` ->) out, scheduled."""
     rng = np.random.default_rng(3)
     nodes = {"x": (Input(shape=(6,), dtype=SPIKE),),
              "d": (IntDense(weight=2 * rng.integers(-60, 60, (5, 6)), bias=np.array([30, -20, 5, 0, 44]), delay=0,
                             out_bits=12), "x"),
-             "n": (LoihiLIF(vth=vth, **UNITY), "d"), "y": (Output(), after[0] if after else "n")}
+             "n": (LoihiLIF(vth=vth, **UNITY), "c" if clamp else "d"), "y": (Output(), after[0] if after else "n")}
+    if clamp:
+        nodes["c"] = (IntShift(shift=0, out_bits=clamp), "d")  # saturates
     if after:
         nodes[after[0]] = (after[1], "n")
     return _scheduled(nodes, ("y",), steps)
@@ -92,6 +95,25 @@ def test_a_neuron_its_bias_fires_early_restarts_what_follows_or_keeps_its_synaps
     # a ternary neuron cannot restart on Lava: the bias stays in the synapse
     ternary = biased_chain(vth=0, after=("t", LoihiTernaryLIF(vth_hi=4, vth_lo=-4, **UNITY)))
     assert move_synapse_biases(ternary) is ternary
+    # a temporal window (DS2TA) restarts: it reads its input from its data's arrival on
+    window = biased_chain(vth=0, after=("w", TemporalWindow(weights=np.array([3, 1]))))
+    moved = move_synapse_biases(window)
+    assert moved.op("w").start == latencies(window)["w"] == 1 and moved.op("d").bias is None
+    _window_equal(window, moved, _feeds(window, 7), ["n", "w", "y"])
+
+
+def test_a_bias_moves_into_a_neurons_input_clamp():
+    """A clamp between a synapse and its neuron (the target's input width: an ``IntShift`` by 0 that saturates)
+    takes the bias as a sum of one input that saturates the same way (the synapse's sums stay on Lava's own
+    process; the clamp was custom already)."""
+    clamped = biased_chain(clamp=8)
+    moved = move_synapse_biases(clamped)
+    c = moved.op("c")
+    assert isinstance(c, IntAdd) and (c.out_bits, c.overflow, c.bias_start) == (8, "saturate", 1)
+    assert np.array_equal(c.bias, [30, -20, 5, 0, 44]) and moved.op("d").bias is None
+    feeds = _feeds(clamped, 4)
+    ref, got = run_graph(clamped, feeds, keep="all"), run_graph(moved, feeds, keep="all")
+    assert torch.equal(ref["c"], got["c"]) and (ref["c"].abs() == 128).any()  # it saturates: not an identity
 
 
 def test_biases_pass_a_max_pool_and_a_delay_into_a_neuron_and_a_residual_sum():
@@ -112,7 +134,9 @@ def test_biases_pass_a_max_pool_and_a_delay_into_a_neuron_and_a_residual_sum():
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("build", [lambda: biased_chain(steps=12), lambda: biased_chain(vth=0, steps=12),
-                                   residual_stem], ids=["chain", "early", "residual"])
+                                   residual_stem, lambda: biased_chain(steps=12, clamp=8),
+                                   lambda: biased_chain(vth=0, steps=12, after=("w", TemporalWindow(weights=np.array(
+                                       [3, 1]))))], ids=["chain", "early", "residual", "clamp", "window"])
 def test_moved_biases_run_bit_exactly_on_lavas_own_processes(build):
     graph = build()
     feeds = _feeds(graph, 5)
@@ -122,19 +146,39 @@ def test_moved_biases_run_bit_exactly_on_lavas_own_processes(build):
     assert_equal(run.values, run_graph(run.plan.graph, feeds, keep="all"))
 
 
-@pytest.mark.parametrize("model", ["statten-digits", "sdsa-digits", "ssa-digits"])
-def test_the_zoo_transformers_synapses_run_on_lavas_own_processes_per_op(model):
+# Zoo models below the goal: the synapses that keep a custom process, and why (docs/lava.md)
+_A2OS2A = ("a ternary V neuron reads it (Lava's TernaryLIF cannot restart) or the spikes a neuron's bias fires early "
+           "would reach one; K saturates to 9 bits (Lava's synapses do not saturate)")
+SHORT_OF_THE_GOAL = {
+    "ds2ta-digits": ({"block.0.attn.q_conv"}, "a bias of 4136 exceeds the neuron's 13-bit bias mantissa"),
+    "a2os2a-digits": ({f"block.{i}.attn.{p}_conv" for i in (0, 1) for p in "kv"} | {"block.0.attn.q_conv",
+                                                                                    "block.0.mlp.fc1_conv"}, _A2OS2A),
+    "spikformer-a2os2a-digits": ({f"block.{i}.attn.{p}_linear" for i in (0, 1) for p in "kv"} | {
+        "patch_embed.proj_conv3", "patch_embed.rpe_conv", "block.0.attn.q_linear", "block.0.attn.proj_linear",
+        "block.0.mlp.fc1_linear", "block.0.mlp.fc2_linear"}, _A2OS2A),
+}
+
+
+@pytest.mark.parametrize("model", ["statten-digits", "sdsa-digits", "ssa-digits", "statten-event-digits",
+                                   "spikformer-ds2ta-digits", "qkformer-digits", *SHORT_OF_THE_GOAL])
+def test_the_zoo_models_synapses_run_on_lavas_own_processes_per_op(model):
     """The goal of the Lava fidelity work: >= 95 % of the synaptic operations and every neuron update of the
-    chip on Lava's own process models (the head, read by the host, keeps its bias: a custom process)."""
+    chip on Lava's own process models (the head, read by the host, keeps its bias: a custom process); the
+    models short of it keep exactly the custom synapses ``SHORT_OF_THE_GOAL`` names."""
     from snncompile.backends.lava.fidelity import stock_share
     from snncompile.report.counts import count_activity, trace_run
     from zoo_lowering import lowered_zoo_model
     lowered = lowered_zoo_model(model)
-    graph, feeds = lowered.integer, lowered.test_feeds(4)
-    plan = plan_lava(graph, granularity="per_op")
+    graph, feeds = lowered.integer, lowered.test_feeds(2)
+    plan = plan_lava(graph, granularity="per_op")  # (built without running Lava)
     share = stock_share(plan, count_activity(graph, trace=trace_run(graph, feeds)).node_totals())
-    assert share["synaptic_ops"]["fraction"] >= 0.95 and share["neuron_updates"]["fraction"] == 1.0
-    assert [n for n in plan.chip if graph.op(n).ROLE == "synapse" and n not in plan.stock] == ["head"]
+    assert share["neuron_updates"]["fraction"] == 1.0
+    head = {s for n in plan.host_out for s in graph.nodes[n].inputs if graph.op(s).ROLE == "synapse"}
+    custom = {n for n in plan.chip if graph.op(n).ROLE == "synapse" and n not in plan.stock}
+    if model in SHORT_OF_THE_GOAL:
+        assert custom == head | SHORT_OF_THE_GOAL[model][0] and share["synaptic_ops"]["fraction"] < 0.95
+    else:
+        assert custom == head and share["synaptic_ops"]["fraction"] >= 0.95
     # every node but the synapses and those their biases passed (a max-pool, delay lines): none is read
     unchanged = [n for n in graph.nodes if graph.op(n).ROLE != "synapse" and not graph.op(n).BIAS_PASSES]
     _window_equal(graph, plan.graph, feeds, unchanged)

@@ -1,5 +1,6 @@
 """Test support: a shipped zoo model, its float graph and its integer graph as `snncompile compile` makes it."""
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -23,6 +24,7 @@ class Lowered:
         return graph_feeds(self.integer, torch.stack([self.test[i][0] for i in range(count)]))
 
 
+@lru_cache(maxsize=None)  # lowered once per session: several test files read the same models
 def lowered_zoo_model(name: str, calibration: int = 16) -> Lowered:
     entry = find_entry(name)
     loaded = snncompile.load_checkpoint(entry.checkpoint)

@@ -1,9 +1,10 @@
 """How much of a graph Lava checks independently: which Lava class runs each node, and the stock share.
 
 The ``per_op`` granularity is the independent check of the integer semantics: where one of Lava's own
-process models (``LIF``, ``TernaryLIF``, ``Dense``, ``Conv``) runs a node, the Lava run confirms the IR's
-equations with code snncompile did not write; a custom process (``UnaryNode``, ``BinaryNode``) steps the
-node's own ``run`` and confirms only the timing. The fused granularities run snncompile's code by design.
+process models (:data:`~.stock.STOCK_CLASSES`: ``LIF``, ``LIFReset``, ``TernaryLIF``, ``Dense``, ``Conv``,
+``Sparse``) runs a node, the Lava run confirms the IR's equations with code snncompile did not write; a
+custom process (``UnaryNode``, ``BinaryNode``) steps the node's own ``run`` and confirms only the timing. The
+fused granularities run snncompile's code by design.
 
 - :func:`lava_classes`: per node, the Lava class that runs it in each granularity (``host`` for the nodes the
   IR computes on the host, before or after the chip);

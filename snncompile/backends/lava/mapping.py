@@ -13,18 +13,9 @@ the rule placement follows too):
 Granularities:
 
 - ``"per_op"``: one Process per IR node. Lava's own bit-accurate processes where their semantics equal the
-  node's: ``LoihiLIF`` -> ``LIF`` (``LIFReset`` where it restarts at ``reset_at``: ``reset_offset =
-  reset_at + 1``, an interval past the run) and ``LoihiTernaryLIF`` -> ``TernaryLIF`` (``du = current_decay - 1``,
-  ``dv = voltage_decay``; elementwise, so the batch rides along in the shape); ``IntDense`` -> ``Dense`` and
-  ``IntConv2d`` -> ``Conv`` only without a bias, with delay 1, with weights Lava keeps as they are
-  (``lava_effective_weights``, the sign mode passed explicitly) and a proven result range the node's
-  ``out_bits`` (and, for Conv, Lava's 24-bit wrap) never touches. Dense takes the node's ``weight_exp`` as
-  its own (``PyDenseModelBitAcc`` shifts the int32 sum left, or arithmetically right: the IR's floor);
-  Lava's fixed Conv has no exponent (it ignores ``weight_exp``) and does not clip its weights, so a
-  ``weight_exp >= 0`` is carried by the weights (``w << weight_exp``, the same sums exactly) and a negative
-  one keeps the node custom. The batch rides along there too:
-  Dense gets the block-diagonal ``kron(I_B, W)`` (when that stays small), Conv the samples as channel groups
-  (``groups * B``, Lava keeps ``groups`` in an int8). Every other node runs in a custom
+  node's (:mod:`.stock`: ``LoihiLIF`` -> ``LIF``/``LIFReset``, ``LoihiTernaryLIF`` -> ``TernaryLIF``,
+  ``IntDense``/``IntConv2d`` -> ``Dense``, ``Conv`` or ``Sparse`` where their bias, delay, weights, shift
+  and proven range allow; the batch rides along). Every other node runs in a custom
   :class:`~.processes.UnaryNode`/:class:`~.processes.BinaryNode` (its own ``run``, stepped: see
   :mod:`.models`); an ``IntAdd`` gets all its producers on one InPort, which Lava sums (the residual
   accumulator), then wraps or saturates. One Lava ``Extractor`` per recorded node. The zoo's lowered
@@ -43,33 +34,25 @@ node (timing: :mod:`.models`).
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
-from lava.proc.conv.process import Conv
-from lava.proc.dense.process import Dense
 from lava.proc.io.extractor import Extractor
 from lava.proc.io.source import RingBuffer
-from lava.proc.lif.process import LIF, LIFReset, TernaryLIF
-from lava.utils.weightutils import SignMode
 
-from snncompile.backends.lava.synapse_biases import fits, move_synapse_biases
+from snncompile.backends.lava.stock import build_stock, stock_processes
+from snncompile.backends.lava.synapse_biases import move_synapse_biases
 from snncompile.backends.lava.models import FusedKernel, PortKernel, Slot, from_lava, lava_shape, stepper, to_lava
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
 from snncompile.backends.host_split import split_host
 from snncompile.backends.lava.session import LavaBackendError
 from snncompile.ir import Graph, Node
-from snncompile.ir.interval import Interval
-from snncompile.ir.ops import (Input, IntAdd, IntConv2d, IntDense, KVOuterAccumulate, LoihiLIF, LoihiTernaryLIF,
-                               Refused)
-from snncompile.ir.ops.int_synapse import lava_effective_weights
+from snncompile.ir.ops import Input, IntAdd, KVOuterAccumulate, Refused
 from snncompile.ir.types import TensorType
 
 GRANULARITIES = ("per_op", "fused", "fused_model")
-MAX_KRON_ELEMENTS = 1 << 22  # a batched stock Dense's block-diagonal weight matrix stays below this
 _BLOCK = re.compile(r"^([A-Za-z_]\w*\.\d+)\.")
 
 
@@ -192,47 +175,6 @@ def fused_groups(graph: Graph, chip: list[str], whole: bool = False) -> list[tup
     return [groups[k] for k in ordered]
 
 
-def _proven_range(op, in_type: TensorType, out_type: TensorType) -> Interval | None:
-    try:
-        return op.value_range([Interval.of_dtype(in_type.dtype)], [in_type], out_type)
-    except Exception:  # noqa: BLE001 -- no proof: no stock process
-        return None
-
-
-def stock_process(op, in_type: TensorType, out_type: TensorType, batch: int) -> str | None:
-    """The Lava process that computes ``op`` exactly (``"LIF"``, ``"LIFReset"``, ``"TernaryLIF"``, ``"Dense"``,
-    ``"Conv"``),
-    or ``None`` where a custom process must (see the module docstring for the conditions)."""
-    if isinstance(op, LoihiTernaryLIF):
-        return "TernaryLIF"
-    if isinstance(op, LoihiLIF):
-        return "LIFReset" if op.reset_at else "LIF"
-    if not isinstance(op, (IntDense, IntConv2d)):
-        return None
-    if op.bias is not None or op.delay != 1:
-        return None
-    if isinstance(op, IntConv2d) and op.weight_exp < 0:
-        return None  # Lava's Conv has no shift of the sum: a left shift rides in the weights, a floor shift cannot
-    r = _proven_range(op, in_type, out_type)
-    if r is None or not fits(r, op.out_bits):
-        return None  # the node's own wrap or saturation could act: Lava's does not match it
-    if isinstance(op, IntDense):
-        if len(in_type.shape) == 3 or not fits(r, 32):
-            return None
-        prefix = math.prod(in_type.shape[:-1])
-        if (batch * prefix) ** 2 * op.weight.size > MAX_KRON_ELEMENTS:
-            return None
-        w = op.weight.astype(np.int64)
-        if w.size == 0 or np.abs(w).max() > 256:
-            return None
-        kept, _ = lava_effective_weights(w)
-        return "Dense" if np.array_equal(kept, w) else None
-    if not fits(r, 24) or not fits(Interval(0, int(np.abs(op.weight).max(initial=0)) << op.weight_exp), 24) \
-            or op.groups * batch > 127 or max(*op.padding, *op.stride, *op.dilation, *op.weight.shape[2:]) > 127:
-        return None  # Lava wraps at 24 bits; its Conv keeps groups, padding, stride ... in int8
-    return "Conv"
-
-
 def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: int = 1) -> LavaPlan:
     """Check that ``graph`` runs on Lava and decide how (raises :class:`LavaBackendError` naming the node).
 
@@ -260,13 +202,8 @@ def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: i
     stock: dict[str, str] = {}
     if granularity == "per_op":  # Loihi's form: biases in the neurons, what no one reads of the synapses changed
         graph = move_synapse_biases(graph, keep={*recorded, *exposed_host})
-        types = graph.types()
         groups = [(n,) for n in chip]
-        for n in chip:
-            srcs = graph.nodes[n].inputs
-            kind = stock_process(graph.op(n), types[srcs[0]], types[n], batch) if len(srcs) == 1 else None
-            if kind:
-                stock[n] = kind
+        stock = stock_processes(graph, chip, batch)
     else:
         groups = fused_groups(graph, chip, whole=granularity == "fused_model")
     return LavaPlan(graph=graph, granularity=granularity, batch=batch, host_in=tuple(host_in), chip=tuple(chip),
@@ -313,8 +250,8 @@ def _build_per_op(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork
         op, inputs = graph.op(name), graph.nodes[name].inputs
         kind = plan.stock.get(name)
         if kind:
-            proc, in_ports, out_port = _stock(kind, op, shape[inputs[0]], shape[name], types[inputs[0]], batch, name,
-                                              steps)
+            proc, in_ports, out_port = build_stock(kind, op, shape[inputs[0]], shape[name], types[inputs[0]], batch,
+                                                   name, steps)
         else:
             ports = inputs if op.ARITY == 2 else inputs[:1]  # an IntAdd's inputs arrive summed on one port
             kernel = PortKernel(stepper(op, steps), [shape[s] for s in ports], shape[name], batch)
@@ -328,49 +265,22 @@ def _build_per_op(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork
                 in_ports = [proc.in0] * len(inputs)  # IntAdd: Lava sums the producers on one port
             out_port = proc.out
         for src, port in zip(inputs, in_ports):
-            out_ports[src].connect(port)
+            _connect(out_ports[src], port)
         procs.append(proc)
         out_ports[name] = out_port
     readers = []
     for name in plan.recorded:
         ex = Extractor(shape=lava_shape(shape[name], batch), buffer_size=steps)
-        out_ports[name].connect(ex.in_port)
+        _connect(out_ports[name], ex.in_port)
         procs.append(ex)
         readers.append((ex, lambda arrays, n=name: {n: np.stack(
             [from_lava(np.rint(a).astype(np.int64), shape[n], batch) for a in arrays])}))
     return LavaNetwork(anchor=procs[0], processes=procs, readers=readers)
 
 
-def _stock(kind: str, op, in_shape, out_shape, in_type: TensorType, batch: int, name: str, steps: int):
-    """One of Lava's own processes for ``op`` (batch-aware, see the module docstring) in a run of ``steps``
-    steps: (process, input ports, output port)."""
-    if kind in ("LIF", "LIFReset", "TernaryLIF"):
-        bias = op.bias_mant
-        if isinstance(bias, np.ndarray):
-            bias = to_lava(np.broadcast_to(bias, (batch, *out_shape)).astype(np.int32), out_shape)
-        common = dict(shape=lava_shape(out_shape, batch), du=op.current_decay - 1, dv=op.voltage_decay,
-                      bias_mant=bias, bias_exp=op.bias_exp, name=name)
-        if kind == "TernaryLIF":
-            proc = TernaryLIF(**common, vth_hi=op.vth_hi, vth_lo=op.vth_lo)
-        elif kind == "LIFReset":  # Lava counts steps from 1; one reset: an interval longer than the run
-            proc = LIFReset(**common, vth=op.vth, reset_interval=steps + 1, reset_offset=op.reset_at + 1)
-        else:
-            proc = LIF(**common, vth=op.vth)
-        return proc, [proc.a_in], proc.s_out
-    graded = 0 if in_type.dtype.kind == "spike" else 16  # 0: Lava reads its input as booleans
-    if kind == "Dense":
-        w = op.weight.astype(np.int64)
-        _, mode = lava_effective_weights(w)
-        blocks = batch * math.prod(in_shape[:-1])
-        proc = Dense(weights=np.kron(np.eye(blocks, dtype=np.int64), w).astype(np.int32), num_message_bits=graded,
-                     sign_mode=SignMode[mode.upper()], num_weight_bits=8, weight_exp=op.weight_exp, name=name)
-        return proc, [proc.s_in], proc.a_out
-    # [C_out, kW, kH, C_in/g]; the exponent (>= 0) in the weights: Lava's fixed Conv neither clips nor shifts them
-    kernel = np.ascontiguousarray(op.weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)).astype(np.int64) << op.weight_exp
-    proc = Conv(weight=np.tile(kernel, (batch, 1, 1, 1)).astype(np.int32), input_shape=lava_shape(in_shape, batch),
-                padding=tuple(op.padding[::-1]), stride=tuple(op.stride[::-1]), dilation=tuple(op.dilation[::-1]),
-                groups=op.groups * batch, num_message_bits=graded, name=name)
-    return proc, [proc.s_in], proc.a_out
+def _connect(out_port, in_port) -> None:
+    """``out_port`` -> ``in_port``, reshaped where one is flat (a ``Sparse`` process's ports; C order on both)."""
+    (out_port if out_port.shape == in_port.shape else out_port.reshape(in_port.shape)).connect(in_port)
 
 
 def _slots(names: Iterable[str], shape: dict[str, tuple[int, ...]], batch: int) -> dict[str, Slot]:
@@ -435,4 +345,4 @@ def host_subgraph(graph: Graph, names: Iterable[str], outputs: Iterable[str], bo
 
 
 __all__ = ["LavaBackendError", "LavaPlan", "LavaNetwork", "GRANULARITIES", "plan_lava", "build_network",
-           "fused_groups", "stock_process", "host_subgraph"]
+           "fused_groups", "host_subgraph"]

@@ -28,14 +28,12 @@ from typing import Mapping
 
 import numpy as np
 import torch
-from lava.proc.conv.process import Conv
-from lava.proc.dense.process import Dense
 from lava.proc.io.extractor import Extractor
 from lava.proc.io.source import RingBuffer
-from lava.proc.lif.process import LIF, LIFReset, TernaryLIF
 
 from snncompile.backends.lava.mapping import LavaPlan, build_network, host_subgraph, plan_lava
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
+from snncompile.backends.lava.stock import STOCK_CLASSES
 from snncompile.backends.lava.session import (DEFAULT_TIMEOUT, LavaBackendError, LavaTimeoutError, descendants,
                                               fixed_pt_config, import_lava, run_isolated, stopped)
 from snncompile.sim import run_graph
@@ -111,8 +109,8 @@ def _process_classes(plan: LavaPlan) -> list[type]:
     """The Process classes the network of ``plan`` is made of."""
     if plan.granularity != "per_op":
         return [RingBuffer, Extractor, FusedNodes]
-    stock = {"LIF": LIF, "LIFReset": LIFReset, "TernaryLIF": TernaryLIF, "Dense": Dense, "Conv": Conv}
-    return [RingBuffer, Extractor, UnaryNode, BinaryNode] + [stock[k] for k in dict.fromkeys(plan.stock.values())]
+    return [RingBuffer, Extractor, UnaryNode, BinaryNode] + [STOCK_CLASSES[k] for k in dict.fromkeys(
+        plan.stock.values())]
 
 
 def _lava_session(plan: LavaPlan, sources: dict[str, np.ndarray]) -> dict:

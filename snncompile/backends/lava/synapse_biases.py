@@ -15,13 +15,20 @@ Loihi adds constants:
   arrive, its input being zero before (the leading steps of a scheduled graph are empty): the state the
   unbiased neuron had;
 - a **sum** (``IntAdd``: the residual stream, computed by an adder, on Loihi the receiving dendrite): its own
-  constant term from its data's arrival (``IntAdd.bias``), so that its value is unchanged at every step.
+  constant term from its data's arrival (``IntAdd.bias``), so that its value is unchanged at every step;
+- a neuron's input **clamp** (an ``IntShift`` by 0 to the target's input width, a custom process: Lava's
+  neurons do not saturate their input): a one-input ``IntAdd`` with the bias from its data's arrival, the
+  clamp's width and overflow, the same value at every step.
+
+"The synapse's proven range" starts from the values its input carries in the graph as rewritten so far
+(``prove_ranges.analyse``), not from its input's dtype.
 
 Early spikes. Where a neuron's bias alone fires it before its data arrive
 (:meth:`~snncompile.ir.ops.LoihiLIF.fires_before_restart`), those spikes run down the graph ahead of the data:
 the move is made only where every node downstream forgets what reaches it before its own data arrive
 (:meth:`~snncompile.ir.ops.Op.restarted`: a neuron downstream restarts at its latency too, an attention block
-starts with its data, a stateless node forgets anyway). Every node's values from its latency on (its data
+starts with its data, a temporal window reads its input from then on, a stateless node forgets anyway; a
+ternary neuron cannot: Lava's ``TernaryLIF`` has no reset). Every node's values from its latency on (its data
 window, what the host reads) are then unchanged; the steps before differ, and the reference simulator runs the
 moved graph exactly as Lava does.
 
@@ -39,9 +46,10 @@ import numpy as np
 
 from snncompile.ir import Graph, Node
 from snncompile.ir.interval import Interval
-from snncompile.ir.ops import IntAdd, IntConv2d, IntDense, LoihiLIF
+from snncompile.ir.ops import IntAdd, IntConv2d, IntDense, IntShift, LoihiLIF
 from snncompile.ir.ops.loihi import ACT_SHIFT, BIAS_MANT_RANGE, DECAY_UNITY
 from snncompile.ir.timing import latencies
+from snncompile.passes.prove_ranges import analyse
 
 INPUT_LIMIT = 1 << (23 - ACT_SHIFT)  # |a| below it: a << 6 stays inside u's 24 bits
 
@@ -74,6 +82,31 @@ class _Graph:
             for s in node.inputs:
                 self.readers[s].append(n)
         self.fixed = {*keep, *graph.outputs}
+        self._carried: dict[str, Interval | None] = {}
+        self._changed: set[str] = set(graph.nodes)  # nodes rewritten since the ranges were proven (all: none yet)
+
+    def carried(self, name: str) -> Interval:
+        """The proven interval of the values ``name`` sends, in the graph as rewritten so far (its dtype's range
+        where there is no proof); proven again only where a rewritten node feeds ``name``."""
+        if self._fed_by_changed(name):
+            self._carried = analyse(dataclasses.replace(self.graph, nodes=self.nodes)).carried
+            self._changed = set()
+        return self._carried[name] or Interval.of_dtype(self.types[name].dtype)
+
+    def _fed_by_changed(self, name: str) -> bool:
+        seen, stack = set(), [name]
+        while stack:
+            node = stack.pop()
+            if node in self._changed:
+                return True
+            if node not in seen:
+                seen.add(node)
+                stack += self.nodes[node].inputs
+        return False
+
+    def update(self, changed: dict[str, Node]) -> None:
+        self.nodes.update(changed)
+        self._changed.update(changed)
 
     def op(self, name: str):
         return self.nodes[name].op
@@ -83,7 +116,8 @@ class _Graph:
 
 
 def _synapse_ok(g: _Graph, name: str) -> bool:
-    """A biased synapse whose proven range, with and without its bias, never wraps or saturates."""
+    """A biased synapse whose proven range (from its input's proven values), with and without its bias, never
+    wraps or saturates."""
     syn = g.op(name)
     if not isinstance(syn, (IntDense, IntConv2d)) or syn.bias is None or name in g.fixed:
         return False
@@ -93,7 +127,7 @@ def _synapse_ok(g: _Graph, name: str) -> bool:
 def _ranges(g: _Graph, name: str, syn) -> list[Interval | None]:
     """The synapse's proven range with and without its bias."""
     src = g.nodes[name].inputs[0]
-    x = [Interval.of_dtype(g.types[src].dtype)]
+    x = [g.carried(src)]
     return [op.value_range(x, [g.types[src]], g.types[name]) for op in (syn, dataclasses.replace(syn, bias=None,
                                                                                                    bias_start=0))]
 
@@ -121,6 +155,10 @@ def _destinations(g: _Graph, syn, name: str, arrival: int, neurons_take: bool) -
         elif isinstance(op, IntAdd) and g.latency[reader] - op.delay == arrival and op.bias_start in (0, arrival):
             bias = _per_element(syn, tuple(g.types[reader].shape)) + (0 if op.bias is None else op.bias)
             changed[reader] = g.replaced(reader, dataclasses.replace(op, bias=bias, bias_start=arrival))
+        elif isinstance(op, IntShift) and op.shift == 0 and g.latency[reader] - op.delay == arrival:
+            bias = _per_element(syn, tuple(g.types[reader].shape))  # a clamp: a sum of one input, the bias its own
+            changed[reader] = g.replaced(reader, IntAdd(out_bits=op.out_bits, overflow=op.overflow, delay=op.delay,
+                                                        bias=bias, bias_start=arrival))
         elif op.BIAS_PASSES and reader not in g.fixed:
             further = _destinations(g, syn, reader, arrival + op.delay, neurons_take)
             if further is None:
@@ -167,9 +205,7 @@ def move_synapse_biases(graph: Graph, keep: Collection[str] = ()) -> Graph:
         restarts = _restarts(g, moved, early) if early else {}
         if restarts is None:
             continue
-        g.nodes[name] = g.replaced(name, dataclasses.replace(syn, bias=None, bias_start=0))
-        g.nodes.update(moved)
-        g.nodes.update(restarts)
+        g.update({name: g.replaced(name, dataclasses.replace(syn, bias=None, bias_start=0)), **moved, **restarts})
     return graph if g.nodes == dict(graph.nodes) else dataclasses.replace(graph, nodes=g.nodes)
 
 

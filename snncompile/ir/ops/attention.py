@@ -2,6 +2,7 @@
 (``c = h*d + j``), tokens ``n = y*Ws + x``. Float semantics are those of ``snncompile.nn.attention``."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -10,6 +11,7 @@ import torch
 
 from ...nn.attention import (attenuated_window, linear_attention, lut_lookup, merge_heads, sdsa_column_sum,
                              sdsa_mask, split_heads, statten_scores)
+from ...config import is_int
 from ..interval import Interval, dot_range
 from ..types import FLOAT32, SPIKE, TensorType, int_type
 from .base import Op, expect, expect_stream, param
@@ -238,9 +240,10 @@ class LUTAttention(Op):
 class TemporalWindow(Op):
     """DS2TA's attenuated window over the last ``W`` inputs.
 
-    Semantics: ``y[t] = sum_{delta < W} weights[delta] * x[t - delta]``, with ``x[t] = 0`` for ``t < 0``
+    Semantics: ``y[t] = sum_{delta < W} weights[delta] * x[t - delta]``, with ``x[t] = 0`` for ``t < start``
     (causal; the last ``W - 1`` inputs are state); DS2TA's ``weights[delta] = exp(-delta / tau)``. Output
-    float32, accumulated in increasing ``delta``. Integer weights on an integer (spike) input make it an
+    float32, accumulated in increasing ``delta``. ``start`` is 0 but in Lava's ``per_op`` plan, which restarts
+    the window where its data arrive (:meth:`restarted`). Integer weights on an integer (spike) input make it an
     integer accumulate (the lowered form): output ``int`` of the width ``sum |weights| * max |x|`` needs,
     exact in float32 because that bound stays below 2^24 (checked).
     """
@@ -251,10 +254,17 @@ class TemporalWindow(Op):
                                     "exporter does not write (NIR delays are continuous-time)"),
                         netx=Refused(NETX_FLOAT))
     weights: np.ndarray = param("``[W]`` factors of the current and the ``W - 1`` previous inputs")
+    start: int = param("first step of the input the window reads (earlier steps count as zero)", 0)
 
     def problems(self) -> list[str]:
-        return [] if self.weights.ndim == 1 and len(self.weights) >= 1 else [
+        p = [] if self.weights.ndim == 1 and len(self.weights) >= 1 else [
             f"weights must be a non-empty vector, got shape {self.weights.shape}"]
+        ok = is_int(self.start) and self.start >= 0
+        return p + ([] if ok else [f"start must be an int >= 0, got {self.start!r}"])
+
+    def restarted(self, arrival: int) -> "TemporalWindow":
+        """The window reading its input from ``arrival`` on: what came before is forgotten."""
+        return dataclasses.replace(self, start=arrival)
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
@@ -268,7 +278,10 @@ class TemporalWindow(Op):
         return TensorType(x.shape, int_type(_bits(bound) + signed, signed=signed))
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        return attenuated_window(x.to(torch.float32), self.tensor("weights").to(x.device, torch.float32))
+        x = x.to(torch.float32)
+        if self.start:
+            x = torch.cat([torch.zeros_like(x[:self.start]), x[self.start:]])
+        return attenuated_window(x, self.tensor("weights").to(x.device, torch.float32))
 
     def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
         if out.dtype.kind == "float" or inputs[0] is None:
