@@ -328,7 +328,7 @@ def test_models_on_lava_equal_the_reference_simulator(model, granularity):
     graph, feeds, ref = _lowered(model)
     expose = "all" if granularity == "fused" else None
     run = run_lava_session(graph, feeds, granularity=granularity, expose=expose, timeout=600)
-    neurons = {n for n in run.plan.chip if isinstance(graph.op(n), (LoihiLIF, LoihiTernaryLIF))}
+    neurons = {n for n in run.plan.chip if isinstance(run.plan.graph.op(n), (LoihiLIF, LoihiTernaryLIF))}
     assert neurons <= set(run.values) and set(graph.outputs) <= set(run.values)
     if granularity == "fused":
         assert set(run.plan.chip) <= set(run.values)

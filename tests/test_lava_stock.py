@@ -67,11 +67,16 @@ def test_the_plan_takes_conv_dense_or_sparse_by_exponent_range_and_size():
                      "n": (LoihiLIF(vth=3, current_decay=4096, voltage_decay=0), "d"), "y": (Output(), "n")}, ("y",))
     big = int(np.sqrt(MAX_KRON_ELEMENTS / 64) / 16) + 1  # the smallest batch past the limit
     assert [plan_lava(tokens, granularity="per_op", batch=b).stock["d"] for b in (1, big)] == ["Dense", "Sparse"]
-    # a range the node's out_bits would wrap stays custom; so does one whose int32 sum could overflow
+    # a range the node's out_bits would wrap stays custom where its value is read; else its sums split from the
+    # wrap (synapse_finish)
     wraps = dataclasses.replace(sparse_graph().op("sconv"), out_bits=8)
-    plan = plan_lava(dataclasses.replace(sparse_graph(), nodes={**sparse_graph().nodes, "sconv": dataclasses.replace(
-        sparse_graph().nodes["sconv"], op=wraps)}), granularity="per_op")
+    graph = dataclasses.replace(sparse_graph(), nodes={**sparse_graph().nodes, "sconv": dataclasses.replace(
+        sparse_graph().nodes["sconv"], op=wraps)})
+    plan = plan_lava(graph, granularity="per_op", expose=["sconv"])
     assert "sconv" not in plan.stock and plan.stock["gconv"] == "Sparse"
+    plan = plan_lava(graph, granularity="per_op")
+    assert plan.stock["sconv"] == "Sparse" and plan.graph.op("sconv").out_bits == 9  # its proven range: -166..206
+    assert (plan.graph.op("sconv.finish").out_bits, plan.graph.op("sconv.finish").overflow) == (8, "wrap")
 
 
 def test_a_restarted_temporal_window_forgets_what_came_before():

@@ -44,6 +44,7 @@ from lava.proc.io.source import RingBuffer
 
 from snncompile.backends.lava.stock import build_stock, stock_processes
 from snncompile.backends.lava.synapse_biases import move_synapse_biases
+from snncompile.backends.lava.synapse_finish import split_synapse_finishes
 from snncompile.backends.lava.models import FusedKernel, PortKernel, Slot, from_lava, lava_shape, stepper, to_lava
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
 from snncompile.backends.host_split import split_host
@@ -201,7 +202,9 @@ def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: i
     exposed_host = [n for n in exposed_host if n in inside]  # (host outputs always come back)
     stock: dict[str, str] = {}
     if granularity == "per_op":  # Loihi's form: biases in the neurons, what no one reads of the synapses changed
-        graph = move_synapse_biases(graph, keep={*recorded, *exposed_host})
+        read = {*recorded, *exposed_host}
+        graph, chip = split_synapse_finishes(move_synapse_biases(graph, keep=read), chip, keep=read, batch=batch)
+        chip = list(chip)
         groups = [(n,) for n in chip]
         stock = stock_processes(graph, chip, batch)
     else:

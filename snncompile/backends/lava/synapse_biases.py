@@ -66,7 +66,7 @@ def _plain_neuron(op, latency: int) -> bool:
             and not op.delay and not np.any(np.asarray(op.bias_mant)))
 
 
-def _per_element(syn, shape: tuple[int, ...]) -> np.ndarray:
+def per_element_bias(syn, shape: tuple[int, ...]) -> np.ndarray:
     """The synapse's per-output-channel bias at every element of a value of ``shape`` (int64)."""
     b = syn.bias.astype(np.int64)
     return np.broadcast_to(b.reshape(-1, 1, 1) if isinstance(syn, IntConv2d) else b, shape)
@@ -150,13 +150,13 @@ def _destinations(g: _Graph, syn, name: str, arrival: int, neurons_take: bool) -
         op = g.op(reader)
         if _plain_neuron(op, g.latency[reader]) and g.latency[reader] == arrival and neurons_take:
             changed[reader] = g.replaced(reader, dataclasses.replace(
-                op, bias_mant=_per_element(syn, tuple(g.types[reader].shape)).astype(np.int16), bias_exp=ACT_SHIFT,
+                op, bias_mant=per_element_bias(syn, tuple(g.types[reader].shape)).astype(np.int16), bias_exp=ACT_SHIFT,
                 reset_at=arrival))
         elif isinstance(op, IntAdd) and g.latency[reader] - op.delay == arrival and op.bias_start in (0, arrival):
-            bias = _per_element(syn, tuple(g.types[reader].shape)) + (0 if op.bias is None else op.bias)
+            bias = per_element_bias(syn, tuple(g.types[reader].shape)) + (0 if op.bias is None else op.bias)
             changed[reader] = g.replaced(reader, dataclasses.replace(op, bias=bias, bias_start=arrival))
         elif isinstance(op, IntShift) and op.shift == 0 and g.latency[reader] - op.delay == arrival:
-            bias = _per_element(syn, tuple(g.types[reader].shape))  # a clamp: a sum of one input, the bias its own
+            bias = per_element_bias(syn, tuple(g.types[reader].shape))  # a clamp: a sum of one input, the bias its own
             changed[reader] = g.replaced(reader, IntAdd(out_bits=op.out_bits, overflow=op.overflow, delay=op.delay,
                                                         bias=bias, bias_start=arrival))
         elif op.BIAS_PASSES and reader not in g.fixed:
@@ -209,4 +209,4 @@ def move_synapse_biases(graph: Graph, keep: Collection[str] = ()) -> Graph:
     return graph if g.nodes == dict(graph.nodes) else dataclasses.replace(graph, nodes=g.nodes)
 
 
-__all__ = ["fits", "move_synapse_biases"]
+__all__ = ["fits", "move_synapse_biases", "per_element_bias"]
