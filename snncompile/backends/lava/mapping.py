@@ -22,7 +22,9 @@ Granularities:
   synapses carry a bias, BatchNorm's folded shift that starts with their data: where only neurons and sums
   read it (directly or past a max-pool or a delay line), the plan's graph (``LavaPlan.graph``) has it in the
   neurons' compartment bias and the sums' constant term instead, as Loihi would (:mod:`.synapse_biases`, exact
-  on every data window), and Lava's Dense/Conv and LIFReset run them.
+  on every data window), and Lava's Dense/Conv and LIFReset run them. A synapse whose bias can go nowhere, or
+  whose ``out_bits`` act, splits into its bare sums on Lava's process and a custom adder ``<name>.finish``
+  with the bias and the fit (:mod:`.synapse_finish`, exact on every step; ``LavaPlan.chip`` lists the adders).
 - ``"fused"``: a few :class:`~.processes.FusedNodes` processes, one per transformer block (nodes named
   ``<word>.<i>.…``), one for what comes before the first block and one for what follows the last; values
   crossing between them travel on the bus (``processes.py``), the host's values too (one ``RingBuffer``
