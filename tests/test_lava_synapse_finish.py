@@ -75,7 +75,7 @@ def test_a_read_synapse_is_not_split():
 def test_split_synapses_run_bit_exactly_on_lavas_own_processes(build):
     graph = build()
     feeds = _feeds(graph, 5)
-    run = run_lava_session(graph, feeds, granularity="per_op", expose="all", timeout=500)
-    assert run.plan.stock["d"] == "Dense"
+    run = run_lava_session(graph, feeds, granularity="per_op", timeout=500)  # every neuron comes back
+    assert run.plan.stock["d"] == "Dense" and set(run.values) >= {"n", "y"}
     assert_equal(run.values, run_graph(run.plan.graph, feeds, keep="all"))
     assert any(torch.any(v != 0) for v in run.values.values())
