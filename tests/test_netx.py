@@ -90,6 +90,25 @@ def test_hand_built_chain_is_expressible_and_written_as_netx_reads_it(tmp_path):
         assert f.attrs["snncompile.feed"] == "x" and f.attrs["snncompile.input_message_bits"] == 0
 
 
+def test_a_chain_inside_the_graph_starts_at_its_feed_and_restarts_with_its_data(tmp_path):
+    g = mlp()
+    export = write_netx(g, tmp_path / "inner.h5", feed="l1")
+    plan = export.plan
+    assert plan.feed == "l1" and plan.input_message_bits == 0 and plan.nodes == ("d2", "l2", "y")
+    assert [(L.synapse, L.neuron, L.latency) for L in plan.layers] == [("d2", "l2", 2)]
+    assert plan.problems["d1"] == "upstream of the netx network's input 'l1'"
+    with h5py.File(export.path, "r") as f:
+        assert (f.attrs["snncompile.restart"], f.attrs["snncompile.reset_offset"]) == (1, 2)
+    # a neuron that does not restart when its data arrive, fed by a node that may send earlier: refused
+    quiet = dict(g.nodes)
+    quiet["l2"] = Node(dataclasses.replace(g.op("l2"), bias_mant=0, reset_at=0), ("d2",))
+    graph = Graph(quiet, g.outputs, time_steps=g.time_steps, schedule=g.schedule)
+    assert "may send values before its data arrive" in plan_netx(graph, feed="l1").problems["l2"]
+    assert [L.neuron for L in plan_netx(graph).layers] == ["l1", "l2"]  # from the input: nothing arrives early
+    with pytest.raises(ValueError, match="feed 'nope' is not a node"):
+        plan_netx(g, feed="nope")
+
+
 def test_refusals_name_the_node_and_the_reason():
     rng = np.random.default_rng(1)
     w, _ = lava_effective_weights(rng.integers(-100, 100, (8, 6)))
@@ -193,6 +212,17 @@ def test_statten_digits_reports_every_unsupported_node_by_name():
     assert "synapse bias" in problems["block.0.attn.q_conv"]
     with pytest.raises(NetxExportError, match="block.0.attn.core.kv"):
         write_netx(integer, "/nonexistent/never-written.h5")
+    # with the synapse biases in the neurons (Lava's per_op form), the stem and the MLPs are netx chains
+    from snncompile.backends.lava.synapse_biases import move_synapse_biases
+    moved = move_synapse_biases(integer)
+    stem = plan_netx(moved, feed="patch_embed.proj_lif")
+    assert [(L.synapse, L.neuron, L.latency) for L in stem.layers] == [
+        ("patch_embed.proj_conv1", "patch_embed.proj_lif1", 1), ("patch_embed.proj_conv2", "patch_embed.proj_lif2", 2)]
+    assert "max pooling" in stem.problems["patch_embed.maxpool2"]
+    for i in (0, 1):
+        mlp_chain = plan_netx(moved, feed=f"block.{i}.mlp.fc1_lif")
+        assert [(L.synapse, L.neuron) for L in mlp_chain.layers] == [(f"block.{i}.mlp.fc1_conv", f"block.{i}.mlp.fc2_lif")]
+        assert "only consumer is a CUBA neuron" in mlp_chain.problems[f"block.{i}.mlp.fc2_conv"]  # into the sum
 
 
 # -- Lava: netx's and Lava's weight handling, and bit-exact runs ----------------------------------------------------
@@ -259,8 +289,8 @@ def test_netx_dense_weights_mirror_netx_and_lava(netx):
             netx_dense_weights(w)
 
 
-def _check_bit_exact(graph: Graph, feeds: dict, tmp_path, name: str, timeout: float = 400.0):
-    export = write_netx(graph, tmp_path / f"{name}.h5")
+def _check_bit_exact(graph: Graph, feeds: dict, tmp_path, name: str, timeout: float = 400.0, feed: str | None = None):
+    export = write_netx(graph, tmp_path / f"{name}.h5", feed=feed)
     values = run_graph(graph, feeds, keep="all")
     frames = export.plan.frames(values)
     with NoProcessLeft():
@@ -272,7 +302,8 @@ def _check_bit_exact(graph: Graph, feeds: dict, tmp_path, name: str, timeout: fl
         assert lava.shape == ir.shape == (frames.shape[0], graph.time_steps, *layer.shape)
         assert np.array_equal(lava, ir), f"{layer.neuron}: {int((lava != ir).sum())} spikes differ"
         assert ir.sum() > 0, f"{layer.neuron} never spikes: the comparison would be vacuous"
-        assert not ir[:, :layer.latency].any()  # nothing before the scheduled latency, in either
+        if feed is None:  # from the graph's input: nothing before the scheduled latency, in either
+            assert not ir[:, :layer.latency].any()
     samples = run.timings["samples"]
     print(f"\n{name}: {frames.shape[0]} samples x {graph.time_steps} steps, {samples[0]['lava_processes']} Lava "
           f"processes; total {run.timings['total_s']:.1f} s, per sample run "
@@ -324,3 +355,22 @@ def test_a_run_past_its_timeout_is_killed_with_all_its_processes(netx, tmp_path)
             run_netx(export.path, frames, timeout=6)
     assert _processes(2, err.value.worker_pid) == set()
     assert not any(os.path.exists(path) for path in err.value.segments)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_statten_digits_stem_and_mlp_chains_run_bit_exactly_in_netx(netx, tmp_path):
+    """The default model's chains netx can express, from the Lava per_op plan's graph (synapse biases in the
+    neurons, which restart when their data arrive): the stem's two conv -> LIF layers after its first neuron,
+    and block 0's MLP fc1 conv -> LIF, each fed the reference run's spikes of the neuron before it; netx's
+    spikes equal the reference simulator's at every step, on one test sample."""
+    from snncompile.backends.lava.mapping import plan_lava
+    from zoo_lowering import lowered_zoo_model
+
+    lowered = lowered_zoo_model("statten-digits")
+    graph = plan_lava(lowered.integer, granularity="per_op").graph
+    feeds = lowered.test_feeds(1)
+    for feed, name in [("patch_embed.proj_lif", "stem"), ("block.0.mlp.fc1_lif", "mlp")]:
+        plan = plan_netx(graph, feed=feed)
+        assert plan.restart and all(graph.op(L.neuron).reset_at == L.latency for L in plan.layers)
+        _check_bit_exact(graph, feeds, tmp_path, f"statten-digits-{name}", timeout=800, feed=feed)

@@ -55,8 +55,19 @@ its scheduled latency ``k + 1`` in both, and the spikes a layer emits at Lava st
 steps, leading zeros included. A neuron with a bias restarts when its data arrive (``reset_at``, its latency
 ``k + 1``): netx's own mechanism does that, ``Network(reset_interval=steps + 1, reset_offset=1)`` giving
 layer ``k`` Lava's ``LIFReset`` with ``reset_offset = k + 2`` (netx adds 1 for Lava's 1-based steps and 1 per
-layer); it restarts the unbiased layers too, which changes nothing where nothing arrived before (the export
-refuses a neuron whose bias alone fires it before its restart).
+layer); it restarts the unbiased layers too, which changes nothing where nothing arrived before. So a layer is
+refused where its neuron does not restart and its input may carry something before its data arrive: spikes a
+restarting neuron upstream fires before its restart (its bias alone, or what reached it early), or the values of
+a feed inside the graph.
+
+A chain inside the graph. ``plan_netx(graph, feed=name)`` starts the chain at the integer stream ``name``
+instead of at the input (a neuron's spikes in the middle of a transformer: the stem after its first neuron,
+an MLP after its input neuron), the reference run's values of that node being the netx input, every step of
+them; layer ``k`` then sees its data at the feed's latency ``+ k + 1`` and restarts then: the file records
+that offset (``snncompile.reset_offset``) and ``run_netx`` builds ``Network(reset_offset=...)`` from it. The
+zoo models' synapses carry a bias that starts with their data; the Lava ``per_op`` plan's graph
+(:func:`~.synapse_biases.move_synapse_biases`) has it in the neurons, as netx holds it, so it is that graph
+(``LavaPlan.graph``, ``tests/test_netx.py``) whose stem and MLP chains are exported.
 """
 
 from dataclasses import dataclass
@@ -146,20 +157,23 @@ def expressible_chain(graph: Graph) -> tuple[list[str], dict[str, str]]:
     return list(plan.nodes), dict(plan.problems)
 
 
-def plan_netx(graph: Graph, *, max_layers: int | None = None) -> NetxPlan:
+def plan_netx(graph: Graph, *, feed: str | None = None, max_layers: int | None = None) -> NetxPlan:
     """The netx export of ``graph`` (a lowered, scheduled integer graph): see the module docstring.
-    ``max_layers``: stop after that many layers (the rest is reported as not exported)."""
+    ``feed``: start the chain at this integer stream inside the graph (its values, from the reference run,
+    become the netx input) instead of at the graph's input; ``max_layers``: stop after that many layers (the
+    rest is reported as not exported)."""
     types = graph.types()
     chain_reasons: dict[str, str] = {}
     nodes: list[str] = []
     layers: list[NetxLayer] = []
-    feed = _find_feed(graph, types, chain_reasons)
+    feed = _find_feed(graph, types, chain_reasons) if feed is None else _inner_feed(graph, types, feed)
     latency = latencies(graph)
     end = None
     if feed is not None:
         if graph.op(feed).type_name() == "Input":
             nodes.append(feed)
         cur = feed
+        early = latency[feed] > 0  # what a node inside the graph sends before its data arrive is not known here
         while True:
             consumers = graph.consumers(cur)
             readers = [c for c in consumers if graph.op(c).type_name() == "Output"]
@@ -180,12 +194,14 @@ def plan_netx(graph: Graph, *, max_layers: int | None = None) -> NetxPlan:
             if max_layers is not None and len(layers) >= max_layers:
                 chain_reasons[rest[0]] = f"not exported: the export was limited to max_layers={max_layers}"
                 break
-            layer = _layer_at(graph, types, cur, rest[0], len(layers), latency, chain_reasons)
+            layer = _layer_at(graph, types, cur, rest[0], len(layers), latency, chain_reasons, early)
             if layer is None:
                 break
             layers.append(layer)
             nodes += layer.nodes
             cur = layer.neuron
+            lif = graph.op(cur)
+            early = bool(lif.reset_at) and (early or lif.fires_before_restart(types[cur].shape))  # else it sent nothing
         end = layers[-1].neuron if layers else None
     exported = set(nodes)
     stops = [n for n in chain_reasons if n in graph.nodes and not graph.op(n).type_name() == "Input"
@@ -200,11 +216,21 @@ def plan_netx(graph: Graph, *, max_layers: int | None = None) -> NetxPlan:
         problems[n] = (chain_reasons.get(n) or _own_problem(graph, types, n)
                        or f"not on the exported chain, which {where}: netx writes one feed-forward chain of "
                           "synapse -> CUBA-neuron layers from the input")
+    for n in _host_side(graph, feed) - {feed}:
+        problems[n] = problems[n] if n in chain_reasons else f"upstream of the netx network's input {feed!r}"
     in_type = types[feed] if feed is not None else None
     return NetxPlan(feed=feed, input_shape=tuple(in_type.shape) if in_type else (),
                     input_message_bits=_message_bits(in_type) if in_type else 0, layers=tuple(layers),
                     nodes=tuple(nodes), problems=problems, steps=graph.time_steps,
                     restart=any(graph.op(layer.neuron).reset_at for layer in layers))
+
+
+def _inner_feed(graph: Graph, types, feed: str) -> str:
+    if feed not in graph.nodes:
+        raise ValueError(f"feed {feed!r} is not a node of the graph")
+    if not _is_integer_stream(types[feed]):
+        raise ValueError(f"feed {feed!r} carries {types[feed]}: a netx input is an integer or spike stream")
+    return feed
 
 
 def _host_side(graph: Graph, feed: str | None) -> set[str]:
@@ -286,8 +312,10 @@ def _single_consumer(graph: Graph, name: str) -> str | None:
     return consumers[0]
 
 
-def _layer_at(graph: Graph, types, src: str, start: str, index: int, latency, reasons) -> NetxLayer | None:
-    """The netx layer beginning at node ``start`` (fed by ``src``), or None with the reason in ``reasons``."""
+def _layer_at(graph: Graph, types, src: str, start: str, index: int, latency, reasons, early: bool
+              ) -> NetxLayer | None:
+    """The netx layer beginning at node ``start`` (fed by ``src``, which may send values before its data arrive
+    where ``early``), or None with the reason in ``reasons``."""
     name, pool, flatten = start, None, None
     folded: list[str] = []
     for role in ("pool", "shape"):  # a sum pool, then a flatten, folded into the synapse after them
@@ -341,9 +369,13 @@ def _layer_at(graph: Graph, types, src: str, start: str, index: int, latency, re
     if why:
         reasons[neuron] = why
         return None
-    if lif.reset_at and (lif.reset_at != latency[neuron] or lif.fires_before_restart(types[neuron].shape)):
+    if lif.reset_at not in (0, latency[neuron]):
         reasons[neuron] = (f"reset_at={lif.reset_at}: a netx network restarts each layer once, when its data "
-                           f"arrive (step {latency[neuron]}), which is exact only where nothing fired before")
+                           f"arrive (step {latency[neuron]})")
+        return None
+    if not lif.reset_at and early:
+        reasons[neuron] = (f"{src!r} may send values before its data arrive and this neuron does not restart when "
+                           f"its own data do (step {latency[neuron]}), which netx would make it do")
         return None
     params = {"iDecay": int(lif.current_decay), "vDecay": int(lif.voltage_decay), "vThMant": int(lif.vth),
               "refDelay": 1}

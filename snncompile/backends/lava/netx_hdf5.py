@@ -27,8 +27,10 @@ class NetxExport:
     groups: tuple[dict, ...]
 
 
-def write_netx(graph: Graph, path: str | Path, *, max_layers: int | None = None) -> NetxExport:
-    """Write the netx-expressible chain of ``graph`` (:func:`plan_netx`) to the HDF5 file ``path``, loadable
+def write_netx(graph: Graph, path: str | Path, *, feed: str | None = None, max_layers: int | None = None
+               ) -> NetxExport:
+    """Write the netx-expressible chain of ``graph`` (:func:`plan_netx`, from ``feed`` where given) to the HDF5
+    file ``path``, loadable
     with ``lava.lib.dl.netx.hdf5.Network(net_config=path)``; returns what was written. Raises
     :class:`NetxExportError` (every node with its reason) when netx can express no layer.
 
@@ -39,12 +41,12 @@ def write_netx(graph: Graph, path: str | Path, *, max_layers: int | None = None)
     ``dilation`` as (rows, columns), ``groups``, ``weight [C_out, C_in/g, kH, kW]``: netx flips and transposes
     it into Lava's layout) with ``neuron`` (``type 'CUBA'``, ``iDecay``, ``vDecay``, ``vThMant``, ``refDelay``,
     ``gradedSpike``) and an optional ``bias`` (the neuron's mantissa; per channel or per neuron in WHC order).
-    Weights are int32. Root attributes ``snncompile.*`` record the feed, the input message bits, the steps
-    and the neuron node of every block (netx ignores them).
+    Weights are int32. Root attributes ``snncompile.*`` record the feed, the input message bits, the steps,
+    whether and from which step the blocks restart, and the neuron node of every block (netx ignores them).
     """
     import h5py
 
-    plan = plan_netx(graph, max_layers=max_layers)
+    plan = plan_netx(graph, feed=feed, max_layers=max_layers)
     if not plan.layers:
         raise NetxExportError(plan.problems)
     path = Path(path)
@@ -84,6 +86,7 @@ def write_netx(graph: Graph, path: str | Path, *, max_layers: int | None = None)
         f.attrs[ATTR + "input_message_bits"] = plan.input_message_bits
         f.attrs[ATTR + "steps"] = plan.steps
         f.attrs[ATTR + "restart"] = int(plan.restart)
+        f.attrs[ATTR + "reset_offset"] = plan.layers[0].latency  # layer k restarts at IR step offset + k
         f.attrs[ATTR + "neurons"] = json.dumps([layer.neuron for layer in plan.layers])
     return NetxExport(path=path, plan=plan, groups=tuple(groups))
 
