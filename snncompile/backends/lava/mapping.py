@@ -437,7 +437,7 @@ def _build_fused(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork:
         members = set(group)
         imports = {s: bus[s] for n in group for s in graph.nodes[n].inputs if s not in members}
         exports = {n: bus[n] for n in group if n in bus}
-        nodes = [(n, stepper(graph.op(n), steps), graph.nodes[n].inputs) for n in group]
+        nodes = [(n, stepper(graph.op(n), steps, fast=True), graph.nodes[n].inputs) for n in group]
         kernel = FusedKernel(nodes, imports, exports, {n: rec[n] for n in group if n in rec}, bus_size, rec_size)
         proc = FusedNodes(kernel=kernel, bus_size=bus_size, rec_size=rec_size, name=f"fused{i}:{group[0]}")
         for p in sorted({owner.get(s, -1) for s in imports}):
