@@ -225,7 +225,8 @@ def test_statten_digits_reports_every_unsupported_node_by_name():
     assert "max pooling" in stem.problems["patch_embed.maxpool2"]
     for i in (0, 1):
         mlp_chain = plan_netx(moved, feed=f"block.{i}.mlp.fc1_lif")
-        assert [(L.synapse, L.neuron) for L in mlp_chain.layers] == [(f"block.{i}.mlp.fc1_conv", f"block.{i}.mlp.fc2_lif")]
+        assert [(L.synapse, L.neuron) for L in mlp_chain.layers] == [
+            (f"block.{i}.mlp.fc1_conv", f"block.{i}.mlp.fc2_lif")]
         assert "only consumer is a CUBA neuron" in mlp_chain.problems[f"block.{i}.mlp.fc2_conv"]  # into the sum
 
 

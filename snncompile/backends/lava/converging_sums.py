@@ -10,9 +10,9 @@ so that the neuron readers of a sum read an unbiased sum that runs as converging
 ``LavaPlan.converging``). Exact where:
 
 - the sum has no delay (a converging connection delivers on the step it is sent), is not read by the host or
-  asked for by name (``keep``), and its proven range (its inputs' proven ranges, ``passes.prove_ranges``, summed) never reaches its ``out_bits``,
-  with and without its constant term: its wrap or saturation never acts, so the adder computes the plain sum
-  Lava's port computes;
+  asked for by name (``keep``), and its proven range (its inputs' proven ranges, ``passes.prove_ranges``,
+  summed) never reaches its ``out_bits``, with and without its constant term: its wrap or saturation never
+  acts, so the adder computes the plain sum Lava's port computes;
 - its constant term (``IntAdd.bias``: the producers' synapse biases moved there, from their arrival
   ``bias_start``) moves into each neuron reader exactly as a synapse bias does (:mod:`.synapse_biases`): a
   ``LoihiLIF`` with ``current_decay = 4096`` and no bias of its own, restarting when its data arrive

@@ -43,10 +43,11 @@ the integer stream the host computes (a ``Quantize`` of event frames, a ``Repeat
 that node's values are what ``run_netx`` feeds (``input_message_bits``: 0 for spikes, else the integer
 width, so Lava's synapses take graded payloads). Where the input drives a ``LoihiLIF`` directly (its only
 reader, no bias: a transformer stem's first neuron), that neuron is netx's ``Input`` block (an ``input`` layer
-with a ``neuron``), whose Lava ``LIF`` ``run_netx`` feeds on its ``a_in``, graded values as they are. It stops at the first node that cannot continue it, and
-at a fan-out (netx networks are one chain). Everything else is reported by name: attention (no netx layer
-multiplies two spike streams), ``IntAdd`` residuals, ``IntShift``, ``TokenSum``, ``Delay``, ``MaxPool2d``,
-ternary neurons, host-side ``Quantize``/``Repeat``, float nodes. Each op type declares its netx mapping
+with a ``neuron``), whose Lava ``LIF`` ``run_netx`` feeds on its ``a_in``, graded values as they are. The
+chain stops at the first node that cannot continue it, and at a fan-out (netx networks are one chain).
+Everything else is reported by name: attention (no netx layer multiplies two spike streams), ``IntAdd``
+residuals, ``IntShift``, ``TokenSum``, ``Delay``, ``MaxPool2d``, ternary neurons, host-side
+``Quantize``/``Repeat``, float nodes. Each op type declares its netx mapping
 (``BACKENDS.netx``: input, output, synapse, neuron, fold) or the reason it has none, which is the reason given.
 
 Alignment (exact, no shift): Lava step ``t`` (1-based) is IR timestep ``t - 1``. The source RingBuffer
@@ -63,10 +64,10 @@ restarting neuron upstream fires before its restart (its bias alone, or what rea
 a feed inside the graph.
 
 A chain inside the graph. ``plan_netx(graph, feed=name)`` starts the chain at the integer stream ``name``
-instead of at the input (a neuron's spikes in the middle of a transformer: the stem after its first neuron,
-an MLP after its input neuron), the reference run's values of that node being the netx input, every step of
-them; layer ``k`` then sees its data at the feed's latency ``+ k + 1`` and restarts then: the file records
-that offset (``snncompile.reset_offset``) and ``run_netx`` builds ``Network(reset_offset=...)`` from it. The
+instead of at the input (a neuron's spikes in the middle of a transformer: an MLP after its input neuron),
+the reference run's values of that node being the netx input, every step of them; layer ``k`` then sees its
+data at the feed's latency ``+ k + 1`` and restarts then: the file records that offset
+(``snncompile.reset_offset``) and ``run_netx`` builds ``Network(reset_offset=...)`` from it. The
 zoo models' synapses carry a bias that starts with their data; the Lava ``per_op`` plan's graph
 (:func:`~.synapse_biases.move_synapse_biases`) has it in the neurons, as netx holds it, so it is that graph
 (``LavaPlan.graph``, ``tests/test_netx.py``) whose stem and MLP chains are exported.
@@ -182,7 +183,7 @@ def plan_netx(graph: Graph, *, feed: str | None = None, max_layers: int | None =
     layers: list[NetxLayer] = []
     feed = _find_feed(graph, types, chain_reasons) if feed is None else _inner_feed(graph, types, feed)
     latency = latencies(graph)
-    end = None
+    end = input_neuron = None
     if feed is not None:
         if graph.op(feed).type_name() == "Input":
             nodes.append(feed)

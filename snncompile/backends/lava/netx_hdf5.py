@@ -36,7 +36,8 @@ def write_netx(graph: Graph, path: str | Path, *, feed: str | None = None, max_l
 
     Layout as slayer writes it (spec lava_loihi.md §5.3): ``layer/0`` the input (``type 'input'``, ``shape``
     in CHW order; no neuron, so netx only takes the input shape from it, except where the feed drives a neuron
-    directly: then its ``neuron`` makes it netx's Input block, whose neuron ``run_netx`` feeds), then per layer an optional
+    directly: then its ``neuron`` makes it netx's Input block, whose neuron ``run_netx`` feeds), then per
+    layer an optional
     ``flatten`` and a ``dense`` (``shape [out]``, ``inFeatures``, ``outFeatures``, ``weight [out, in]``) or
     ``conv`` (``shape [C, H, W]``, ``inChannels``, ``outChannels``, ``kernelSize``, ``stride``, ``padding``,
     ``dilation`` as (rows, columns), ``groups``, ``weight [C_out, C_in/g, kH, kW]``: netx flips and transposes

@@ -50,7 +50,8 @@ def run_netx(path: str | Path, frames: np.ndarray, *, input_message_bits: int | 
 
     Per sample: ``netx.hdf5.Network(net_config=path, input_message_bits=...)`` (default: the file's
     ``snncompile.input_message_bits``; with the file's ``snncompile.restart``, its neurons restart when their
-    data arrive: ``reset_interval``, ``reset_offset`` the file's ``snncompile.reset_offset``), a ``lava.proc.io.source.RingBuffer`` of the frames (transposed to
+    data arrive: ``reset_interval``, ``reset_offset`` the file's ``snncompile.reset_offset``), a
+    ``lava.proc.io.source.RingBuffer`` of the frames (transposed to
     Lava's (W, H, C) or flattened in C, H, W order, as the network's input port wants) into ``net.inp``, an
     ``Extractor`` on every block's output, ``net.run(RunSteps(T), Loihi2SimCfg(select_tag="fixed_pt"))``, then
     ``net.stop()``: a fresh runtime per sample, so every sample starts from zero state. Where the first block is
