@@ -138,6 +138,11 @@ def test_refusals_name_the_node_and_the_reason():
                d3=Node(IntDense(weight=np.ones((3, 8), np.int32), delay=0), ("n",)))
     nodes, problems = refused(fan, outputs=("y", "d2", "d3"))
     assert nodes == ["x", "d", "n", "y"] and "fan-out" in problems["d2"] and "fan-out" in problems["d3"]
+    # two inputs: no single feed, nothing exported
+    two = base()
+    two.update(x2=Node(Input(shape=(6,), dtype=SPIKE)), d2=Node(IntDense(weight=w, delay=0), ("x2",)))
+    plan = plan_netx(scheduled(two, outputs=("y", "d2")))
+    assert plan.feed is None and not plan.layers and plan.problems["x2"].startswith("netx networks have one input")
     # nothing expressible: write_netx refuses, naming every node
     with pytest.raises(NetxExportError, match=r"node 'd': a synapse bias"):
         write_netx(scheduled(base(dense=dict(bias=np.ones(8, np.int64)))), "/nonexistent/never-written.h5")
