@@ -156,17 +156,18 @@ def assert_equal(values: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], 
 
 @pytest.mark.parametrize("build", [synapse_graph, attention_graph])
 def test_stepping_every_node_equals_run_graph(build):
-    """Each on-chip node stepped one timestep at a time (its own ``run``, or Lava's LIF code for neurons), fed
-    the reference's input streams, reproduces its reference stream exactly."""
+    """Each on-chip node stepped one timestep at a time (its own ``run`` and its fast kernel, or Lava's LIF code
+    for neurons), fed the reference's input streams, reproduces its reference stream exactly."""
     graph = build()
     feeds = _feeds(graph, 1)
     ref = run_graph(graph, feeds, keep="all")
     plan = plan_lava(graph, granularity="fused_model", expose="all", batch=B)
     for name in plan.chip:
         inputs = graph.nodes[name].inputs
-        step = stepper(graph.op(name), graph.time_steps)
-        got = torch.stack([step.step(t, [ref[s][t] for s in inputs]) for t in range(graph.time_steps)])
-        assert torch.equal(got.to(torch.float64), ref[name].to(torch.float64)), name
+        for fast in (False, True):  # its own run (per_op's custom processes), its fast kernel (fused)
+            step = stepper(graph.op(name), graph.time_steps, fast)
+            got = torch.stack([step.step(t, [ref[s][t] for s in inputs]) for t in range(graph.time_steps)])
+            assert torch.equal(got.to(torch.float64), ref[name].to(torch.float64)), name
 
 
 def test_lava_layout_round_trips():

@@ -24,6 +24,7 @@ from snncompile.backends.lava import (NetxExportError, NetxRunError, expressible
 from snncompile.ir import SPIKE, Graph, Node, int_type
 from snncompile.ir.ops import (Flatten, Input, IntConv2d, IntDense, LoihiLIF, LoihiTernaryLIF, Output, SumPool2d)
 from snncompile.ir.ops.int_synapse import lava_effective_weights
+from snncompile.ir.timing import latencies
 from snncompile.passes import PassContext, lower_to_loihi, run_pipeline, schedule
 from snncompile.sim import run_graph
 
@@ -90,6 +91,25 @@ def test_hand_built_chain_is_expressible_and_written_as_netx_reads_it(tmp_path):
         assert f.attrs["snncompile.feed"] == "x" and f.attrs["snncompile.input_message_bits"] == 0
 
 
+def test_a_chain_inside_the_graph_starts_at_its_feed_and_restarts_with_its_data(tmp_path):
+    g = mlp()
+    export = write_netx(g, tmp_path / "inner.h5", feed="l1")
+    plan = export.plan
+    assert plan.feed == "l1" and plan.input_message_bits == 0 and plan.nodes == ("d2", "l2", "y")
+    assert [(L.synapse, L.neuron, L.latency) for L in plan.layers] == [("d2", "l2", 2)]
+    assert plan.problems["d1"] == "upstream of the netx network's input 'l1'"
+    with h5py.File(export.path, "r") as f:
+        assert (f.attrs["snncompile.restart"], f.attrs["snncompile.reset_offset"]) == (1, 2)
+    # a neuron that does not restart when its data arrive, fed by a node that may send earlier: refused
+    quiet = dict(g.nodes)
+    quiet["l2"] = Node(dataclasses.replace(g.op("l2"), bias_mant=0, reset_at=0), ("d2",))
+    graph = Graph(quiet, g.outputs, time_steps=g.time_steps, schedule=g.schedule)
+    assert "may send values before its data arrive" in plan_netx(graph, feed="l1").problems["l2"]
+    assert [L.neuron for L in plan_netx(graph).layers] == ["l1", "l2"]  # from the input: nothing arrives early
+    with pytest.raises(ValueError, match="feed 'nope' is not a node"):
+        plan_netx(g, feed="nope")
+
+
 def test_refusals_name_the_node_and_the_reason():
     rng = np.random.default_rng(1)
     w, _ = lava_effective_weights(rng.integers(-100, 100, (8, 6)))
@@ -118,6 +138,11 @@ def test_refusals_name_the_node_and_the_reason():
                d3=Node(IntDense(weight=np.ones((3, 8), np.int32), delay=0), ("n",)))
     nodes, problems = refused(fan, outputs=("y", "d2", "d3"))
     assert nodes == ["x", "d", "n", "y"] and "fan-out" in problems["d2"] and "fan-out" in problems["d3"]
+    # two inputs: no single feed, nothing exported
+    two = base()
+    two.update(x2=Node(Input(shape=(6,), dtype=SPIKE)), d2=Node(IntDense(weight=w, delay=0), ("x2",)))
+    plan = plan_netx(scheduled(two, outputs=("y", "d2")))
+    assert plan.feed is None and not plan.layers and plan.problems["x2"].startswith("netx networks have one input")
     # nothing expressible: write_netx refuses, naming every node
     with pytest.raises(NetxExportError, match=r"node 'd': a synapse bias"):
         write_netx(scheduled(base(dense=dict(bias=np.ones(8, np.int64)))), "/nonexistent/never-written.h5")
@@ -167,8 +192,9 @@ def test_sum_pools_fold_exactly_into_the_next_synapse_or_are_refused():
 
 
 def test_statten_digits_reports_every_unsupported_node_by_name():
-    """The default zoo model lowered: its stem's first neuron is fed by the host's repeated image directly
-    (no synapse), so netx can express no layer; every node is named with its reason."""
+    """The default zoo model lowered: its stem's first neuron, fed by the host's repeated image directly (no
+    synapse), is netx's Input block; its synapse biases keep every synapse out; every node is named with its
+    reason."""
     import snncompile
     from snncompile.data import load_dataset
     from snncompile.frontend import export
@@ -181,18 +207,32 @@ def test_statten_digits_reports_every_unsupported_node_by_name():
     train = load_dataset(entry.data, loaded.config, "train")
     integer = lower_to_loihi(graph, graph_feeds(graph, torch.stack([train[i][0] for i in range(16)])))
     nodes, problems = expressible_chain(integer)
-    assert nodes == [] and set(problems) == set(integer.nodes)
+    assert nodes == ["patch_embed.proj_lif"] and set(problems) == set(integer.nodes) - set(nodes)
     kinds = {n: integer.op(n).type_name() for n in integer.nodes}
     attention = [n for n, k in kinds.items() if k in ("KVOuterAccumulate", "QMAccumulate")]
     assert attention and all(problems[n].startswith("attention: netx has no layer that multiplies") for n in attention)
     assert all("residual" in problems[n] for n, k in kinds.items() if k == "IntAdd")
     assert "sum over tokens" in problems["token_mean.sum"] and "scaling" in problems["token_mean"]
     assert "max pooling" in problems["patch_embed.maxpool2"]
-    assert "without a synapse" in problems["patch_embed.proj_lif"]
     assert "netx network's input" in problems["patch_embed.proj_conv"]  # the Repeat: the host's stream
     assert "synapse bias" in problems["block.0.attn.q_conv"]
     with pytest.raises(NetxExportError, match="block.0.attn.core.kv"):
         write_netx(integer, "/nonexistent/never-written.h5")
+    # with the synapse biases in the neurons (Lava's per_op form), the stem and the MLPs are netx chains
+    from snncompile.backends.lava.synapse_biases import move_synapse_biases
+    moved = move_synapse_biases(integer)
+    stem = plan_netx(moved)  # from the host's stream: its first neuron is netx's Input block
+    assert stem.feed == "patch_embed.proj_conv" and stem.input_neuron == "patch_embed.proj_lif"
+    assert stem.input_params == {"iDecay": 4096, "vDecay": 2048, "vThMant": 512, "refDelay": 1}
+    assert [(L.synapse, L.neuron, L.latency) for L in stem.layers] == [
+        ("patch_embed.proj_conv1", "patch_embed.proj_lif1", 1), ("patch_embed.proj_conv2", "patch_embed.proj_lif2", 2)]
+    assert stem.reset_offset == 0 and stem.input_message_bits == 16
+    assert "max pooling" in stem.problems["patch_embed.maxpool2"]
+    for i in (0, 1):
+        mlp_chain = plan_netx(moved, feed=f"block.{i}.mlp.fc1_lif")
+        assert [(L.synapse, L.neuron) for L in mlp_chain.layers] == [
+            (f"block.{i}.mlp.fc1_conv", f"block.{i}.mlp.fc2_lif")]
+        assert "only consumer is a CUBA neuron" in mlp_chain.problems[f"block.{i}.mlp.fc2_conv"]  # into the sum
 
 
 # -- Lava: netx's and Lava's weight handling, and bit-exact runs ----------------------------------------------------
@@ -259,20 +299,22 @@ def test_netx_dense_weights_mirror_netx_and_lava(netx):
             netx_dense_weights(w)
 
 
-def _check_bit_exact(graph: Graph, feeds: dict, tmp_path, name: str, timeout: float = 400.0):
-    export = write_netx(graph, tmp_path / f"{name}.h5")
+def _check_bit_exact(graph: Graph, feeds: dict, tmp_path, name: str, timeout: float = 400.0, feed: str | None = None):
+    export = write_netx(graph, tmp_path / f"{name}.h5", feed=feed)
     values = run_graph(graph, feeds, keep="all")
     frames = export.plan.frames(values)
     with NoProcessLeft():
         run = run_netx(export.path, frames, timeout=timeout)
     NoProcessLeft.check(run)
     want = export.plan.spikes(values)
-    assert run.neurons == tuple(L.neuron for L in export.plan.layers)
-    for layer, ir, lava in zip(export.plan.layers, want, run.spikes):
-        assert lava.shape == ir.shape == (frames.shape[0], graph.time_steps, *layer.shape)
-        assert np.array_equal(lava, ir), f"{layer.neuron}: {int((lava != ir).sum())} spikes differ"
-        assert ir.sum() > 0, f"{layer.neuron} never spikes: the comparison would be vacuous"
-        assert not ir[:, :layer.latency].any()  # nothing before the scheduled latency, in either
+    assert run.neurons == export.plan.neurons
+    latency, types = latencies(graph), graph.types()
+    for neuron, ir, lava in zip(export.plan.neurons, want, run.spikes):
+        assert lava.shape == ir.shape == (frames.shape[0], graph.time_steps, *types[neuron].shape)
+        assert np.array_equal(lava, ir), f"{neuron}: {int((lava != ir).sum())} spikes differ"
+        assert ir.sum() > 0, f"{neuron} never spikes: the comparison would be vacuous"
+        if feed is None and not graph.op(neuron).reset_at:  # nothing before the scheduled latency, in either
+            assert not ir[:, :latency[neuron]].any()
     samples = run.timings["samples"]
     print(f"\n{name}: {frames.shape[0]} samples x {graph.time_steps} steps, {samples[0]['lava_processes']} Lava "
           f"processes; total {run.timings['total_s']:.1f} s, per sample run "
@@ -324,3 +366,24 @@ def test_a_run_past_its_timeout_is_killed_with_all_its_processes(netx, tmp_path)
             run_netx(export.path, frames, timeout=6)
     assert _processes(2, err.value.worker_pid) == set()
     assert not any(os.path.exists(path) for path in err.value.segments)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_statten_digits_stem_and_mlp_chains_run_bit_exactly_in_netx(netx, tmp_path):
+    """The default model's chains netx can express, from the Lava per_op plan's graph (synapse biases in the
+    neurons, which restart when their data arrive): the stem (its first neuron as netx's Input block, fed the
+    host's graded stream, then two conv -> LIF layers) and block 0's MLP fc1 conv -> LIF, fed the reference
+    run's spikes of the neuron before it; netx's spikes equal the reference simulator's at every step, on one
+    test sample."""
+    from snncompile.backends.lava.mapping import plan_lava
+    from zoo_lowering import lowered_zoo_model
+
+    lowered = lowered_zoo_model("statten-digits")
+    graph = plan_lava(lowered.integer, granularity="per_op").graph
+    feeds = lowered.test_feeds(1)
+    for feed, name in [(None, "stem"), ("block.0.mlp.fc1_lif", "mlp")]:
+        plan = plan_netx(graph, feed=feed)
+        assert plan.restart and all(graph.op(L.neuron).reset_at == L.latency for L in plan.layers)
+        assert len(plan.neurons) == (3 if feed is None else 1)
+        _check_bit_exact(graph, feeds, tmp_path, f"statten-digits-{name}", timeout=800, feed=feed)

@@ -19,6 +19,7 @@ from snncompile.backends.lava.mapping import GRANULARITIES, LavaPlan, plan_lava
 from snncompile.ir import Graph
 
 HOST = "host"  # a node the IR computes on the host (the host input or host output part)
+CONVERGING = "InPort"  # a per-op sum that runs as converging connections, summed by its readers' Lava ports
 SYNAPTIC_COUNTS = ("ACs", "MACs")  # a node's streamed synaptic operations in Activity.node_totals()
 NEURON_COUNTS = ("neuron_updates_active", "neuron_updates_inactive")  # every update Lava steps, idle or not
 
@@ -26,6 +27,7 @@ NEURON_COUNTS = ("neuron_updates_active", "neuron_updates_inactive")  # every up
 def plan_classes(plan: LavaPlan) -> dict[str, str]:
     """Node -> the Lava process class that runs it in ``plan`` (:data:`HOST` for the host parts)."""
     out = {n: HOST for n in (*plan.host_in, *plan.host_out)}
+    out.update((n, CONVERGING) for n in plan.converging)
     for _, cls, nodes in plan.processes():
         if cls not in ("RingBuffer", "Extractor"):  # (the processes that feed and record the chip part)
             out.update((n, cls) for n in nodes)
@@ -68,4 +70,4 @@ def stock_share(plan: LavaPlan, node_totals: Mapping[str, Mapping[str, int]]) ->
             "neuron_updates": _share(plan, node_totals, NEURON_COUNTS)}
 
 
-__all__ = ["HOST", "lava_classes", "lava_plans", "plan_classes", "stock_share"]
+__all__ = ["CONVERGING", "HOST", "lava_classes", "lava_plans", "plan_classes", "stock_share"]

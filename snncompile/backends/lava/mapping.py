@@ -18,7 +18,9 @@ Granularities:
   and proven range allow; the batch rides along). Every other node runs in a custom
   :class:`~.processes.UnaryNode`/:class:`~.processes.BinaryNode` (its own ``run``, stepped: see
   :mod:`.models`); an ``IntAdd`` gets all its producers on one InPort, which Lava sums (the residual
-  accumulator), then wraps or saturates. One Lava ``Extractor`` per recorded node. The zoo's lowered
+  accumulator), then wraps or saturates; where it feeds neurons and never wraps, the neurons get its producers
+  on their own ports instead, converging connections Lava sums (``LavaPlan.converging``, :mod:`.converging_sums`),
+  and its adder remains only for readers other than neurons. One Lava ``Extractor`` per recorded node. The zoo's lowered
   synapses carry a bias, BatchNorm's folded shift that starts with their data: where only neurons and sums
   read it (directly or past a max-pool or a delay line), the plan's graph (``LavaPlan.graph``) has it in the
   neurons' compartment bias and the sums' constant term instead, as Loihi would (:mod:`.synapse_biases`, exact
@@ -44,6 +46,7 @@ import numpy as np
 from lava.proc.io.extractor import Extractor
 from lava.proc.io.source import RingBuffer
 
+from snncompile.backends.lava.converging_sums import converge_sums
 from snncompile.backends.lava.stock import build_stock, stock_processes
 from snncompile.backends.lava.synapse_biases import move_synapse_biases
 from snncompile.backends.lava.synapse_finish import split_synapse_finishes
@@ -80,6 +83,7 @@ class LavaPlan:
     groups: tuple[tuple[str, ...], ...]
     stock: dict[str, str] = field(default_factory=dict)
     exposed_host: tuple[str, ...] = ()
+    converging: tuple[str, ...] = ()  # per-op sums of ``graph`` with no Process: producers connect to readers
 
     @property
     def steps(self) -> int:
@@ -90,7 +94,7 @@ class LavaPlan:
         out = [(f"source:{s}", "RingBuffer", (s,)) for s in self.sources] if self.granularity == "per_op" else [
             ("source", "RingBuffer", self.sources)]
         if self.granularity == "per_op":
-            for name in self.chip:
+            for name in (n for n in self.chip if n not in self.converging):
                 op = self.graph.op(name)
                 cls = self.stock.get(name) or ("BinaryNode" if op.ARITY == 2 else "UnaryNode")
                 out.append((name, cls, (name,)))
@@ -203,9 +207,11 @@ def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: i
     recorded, exposed_host = _exposed(graph, chip, sinks, expose)
     exposed_host = [n for n in exposed_host if n in inside]  # (host outputs always come back)
     stock: dict[str, str] = {}
+    converging: tuple[str, ...] = ()
     if granularity == "per_op":  # Loihi's form: biases in the neurons, what no one reads of the synapses changed
         read = {*recorded, *exposed_host}
         graph, chip = split_synapse_finishes(move_synapse_biases(graph, keep=read), chip, keep=read, batch=batch)
+        graph, converging = converge_sums(graph, keep=read)
         chip = list(chip)
         groups = [(n,) for n in chip]
         stock = stock_processes(graph, chip, batch)
@@ -213,7 +219,8 @@ def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: i
         groups = fused_groups(graph, chip, whole=granularity == "fused_model")
     return LavaPlan(graph=graph, granularity=granularity, batch=batch, host_in=tuple(host_in), chip=tuple(chip),
                     host_out=tuple(host_out), sources=tuple(sources), sinks=tuple(sinks), recorded=tuple(recorded),
-                    groups=tuple(groups), stock=stock, exposed_host=tuple(exposed_host))
+                    groups=tuple(groups), stock=stock, exposed_host=tuple(exposed_host),
+                    converging=converging)
 
 
 # -- building the Lava network (in the process that runs it) -------------------------------------------------------
@@ -250,9 +257,13 @@ def _build_per_op(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork
         data = np.moveaxis(np.asarray(sources[s]), 0, -1)  # [B, *shape, steps]
         src = RingBuffer(data=to_lava(data, shape[s]).astype(np.int32))
         procs.append(src)
-        out_ports[s] = src.s_out
-    for name in plan.chip:
+        out_ports[s] = [src.s_out]
+    members = {*plan.chip, *plan.converging}  # (a new converging sum beside an adder is no node of the chip's)
+    for name in (n for n in graph.topo_order() if n in members):
         op, inputs = graph.op(name), graph.nodes[name].inputs
+        if name in plan.converging:  # no Process: its producers connect to each reader's port, which sums them
+            out_ports[name] = [p for s in inputs for p in out_ports[s]]
+            continue
         kind = plan.stock.get(name)
         if kind:
             proc, in_ports, out_port = build_stock(kind, op, shape[inputs[0]], shape[name], types[inputs[0]], batch,
@@ -270,13 +281,14 @@ def _build_per_op(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork
                 in_ports = [proc.in0] * len(inputs)  # IntAdd: Lava sums the producers on one port
             out_port = proc.out
         for src, port in zip(inputs, in_ports):
-            _connect(out_ports[src], port)
+            for p in out_ports[src]:
+                _connect(p, port)
         procs.append(proc)
-        out_ports[name] = out_port
+        out_ports[name] = [out_port]
     readers = []
     for name in plan.recorded:
         ex = Extractor(shape=lava_shape(shape[name], batch), buffer_size=steps)
-        _connect(out_ports[name], ex.in_port)
+        _connect(out_ports[name][0], ex.in_port)  # (a recorded node is never a converging sum)
         procs.append(ex)
         readers.append((ex, lambda arrays, n=name: {n: np.stack(
             [from_lava(np.rint(a).astype(np.int64), shape[n], batch) for a in arrays])}))
@@ -320,7 +332,7 @@ def _build_fused(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork:
         members = set(group)
         imports = {s: bus[s] for n in group for s in graph.nodes[n].inputs if s not in members}
         exports = {n: bus[n] for n in group if n in bus}
-        nodes = [(n, stepper(graph.op(n), steps), graph.nodes[n].inputs) for n in group]
+        nodes = [(n, stepper(graph.op(n), steps, fast=True), graph.nodes[n].inputs) for n in group]
         kernel = FusedKernel(nodes, imports, exports, {n: rec[n] for n in group if n in rec}, bus_size, rec_size)
         proc = FusedNodes(kernel=kernel, bus_size=bus_size, rec_size=rec_size, name=f"fused{i}:{group[0]}")
         for p in sorted({owner.get(s, -1) for s in imports}):

@@ -6,7 +6,9 @@ names the Process (spec lava_loihi.md §1.4). This module is one of those files:
 no package, so it imports absolutely and does nothing at import but define things.
 
 One source of truth for the arithmetic. A model never re-implements an equation; every step calls either
-the IR node's own ``run`` (:class:`NodeStepper`) or, for neurons, Lava's own LIF code (:class:`NeuronStepper`).
+the IR node's own ``run`` (:class:`NodeStepper`; a history node in the fused granularities through the
+reference simulator's fast exact kernel where the op type has one, ``snncompile.sim.kernels``, which
+``tests/test_int_kernels.py`` pins to ``run``) or, for neurons, Lava's own LIF code (:class:`NeuronStepper`).
 How a node is stepped is its op type's Lava mapping (``BACKENDS.lava``, ``snncompile.ir.ops.support.LAVA_KEYS``):
 
 - *local* nodes, whose output at step t depends on their inputs at step t only (sums, shifts, pools,
@@ -56,6 +58,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
 from snncompile.ir.ops import LoihiTernaryLIF
+from snncompile.sim.kernels import KERNELS
 
 
 # -- layouts -------------------------------------------------------------------------------------------------------
@@ -94,10 +97,14 @@ class NodeStepper:
 
     ``step(t, inputs)`` takes the node's inputs at step t (``[B, ...]`` tensors, steps 0, 1, ... in order)
     and returns its output at step t, its delay included. ``steps``: the run's length (history buffers).
+    ``fast``: a history node through its op type's fast exact kernel where it has one (the fused granularities;
+    the per-op custom processes keep ``run`` itself, so that Lava's check compares it with the simulator's).
     """
 
-    def __init__(self, op, steps: int):
+    def __init__(self, op, steps: int, fast: bool = False):
         self.op = op
+        # (a history node reruns its whole past every step: there the kernel pays; on one step, run is as fast)
+        self._kernel = KERNELS.get(type(op)) if fast and op.BACKENDS.lava == "history" else None
         self.kind = op.BACKENDS.lava  # "local", "synapse" or "history" (the mapping refuses the others)
         self.steps = steps
         self._history: list[torch.Tensor] | None = None
@@ -108,6 +115,10 @@ class NodeStepper:
             self._biased = dataclasses.replace(op, delay=0, bias_start=0)
             self._unbiased = self._biased if op.bias is None else dataclasses.replace(
                 op, delay=0, bias=None, bias_start=0)
+
+    def _run(self, op, xs: list[torch.Tensor]) -> torch.Tensor:
+        """``op.run(*xs)`` on a ``[t, B, ...]`` chunk (by the kernel where there is one), without the delay."""
+        return op.run(*xs) if self._kernel is None else self._kernel(op, xs, 0, False)[0]
 
     def _convert(self, x: torch.Tensor) -> torch.Tensor:
         if not self.op.INTEGER_INPUTS and not x.is_floating_point():
@@ -122,17 +133,17 @@ class NodeStepper:
                 self._history = [torch.zeros((self.steps, *x.shape), dtype=x.dtype) for x in xs]
             for buf, x in zip(self._history, xs):
                 buf[t] = x
-            y = self.op.run(*(buf[:t + 1] for buf in self._history))
+            y = self._run(self.op, [buf[:t + 1] for buf in self._history])
             return y[t - delay] if t >= delay else torch.zeros_like(y[0])
         op = self.op
         if self._timed:
             op = self._biased if t >= self.op.bias_start else self._unbiased
         if any(bool(x.any()) for x in xs):
-            y = op.run(*(x.unsqueeze(0) for x in xs))[0]
+            y = self._run(op, [x.unsqueeze(0) for x in xs])[0]
         else:  # silent inputs (pipeline fill and drain): the node's own answer to them, computed once
             key = (id(op), tuple(x.shape for x in xs), tuple(x.dtype for x in xs))
             if key not in self._silent:
-                self._silent[key] = op.run(*(x.unsqueeze(0) for x in xs))[0]
+                self._silent[key] = self._run(op, [x.unsqueeze(0) for x in xs])[0]
             y = self._silent[key]  # (nodes never write to their inputs)
         if not delay:
             return y
@@ -192,9 +203,10 @@ class NeuronStepper:
         return self._line.pop(0) if len(self._line) > self.op.delay else torch.zeros_like(y)
 
 
-def stepper(op, steps: int):
-    """The stepper of an on-chip node: :class:`NeuronStepper` for neurons, else :class:`NodeStepper`."""
-    return NeuronStepper(op, steps) if op.BACKENDS.lava == "neuron" else NodeStepper(op, steps)
+def stepper(op, steps: int, fast: bool = False):
+    """The stepper of an on-chip node: :class:`NeuronStepper` for neurons, else :class:`NodeStepper` (``fast``:
+    through the op's fast exact kernel)."""
+    return NeuronStepper(op, steps) if op.BACKENDS.lava == "neuron" else NodeStepper(op, steps, fast)
 
 
 class PortKernel:

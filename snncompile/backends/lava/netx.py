@@ -41,10 +41,13 @@ layer here is therefore::
 The chain starts at the network input: an integer or spike stream ``Input``, or, for real-valued inputs,
 the integer stream the host computes (a ``Quantize`` of event frames, a ``Repeat`` of a quantised image):
 that node's values are what ``run_netx`` feeds (``input_message_bits``: 0 for spikes, else the integer
-width, so Lava's synapses take graded payloads). It stops at the first node that cannot continue it, and
-at a fan-out (netx networks are one chain). Everything else is reported by name: attention (no netx layer
-multiplies two spike streams), ``IntAdd`` residuals, ``IntShift``, ``TokenSum``, ``Delay``, ``MaxPool2d``,
-ternary neurons, host-side ``Quantize``/``Repeat``, float nodes. Each op type declares its netx mapping
+width, so Lava's synapses take graded payloads). Where the input drives a ``LoihiLIF`` directly (its only
+reader, no bias: a transformer stem's first neuron), that neuron is netx's ``Input`` block (an ``input`` layer
+with a ``neuron``), whose Lava ``LIF`` ``run_netx`` feeds on its ``a_in``, graded values as they are. The
+chain stops at the first node that cannot continue it, and at a fan-out (netx networks are one chain).
+Everything else is reported by name: attention (no netx layer multiplies two spike streams), ``IntAdd``
+residuals, ``IntShift``, ``TokenSum``, ``Delay``, ``MaxPool2d``, ternary neurons, host-side
+``Quantize``/``Repeat``, float nodes. Each op type declares its netx mapping
 (``BACKENDS.netx``: input, output, synapse, neuron, fold) or the reason it has none, which is the reason given.
 
 Alignment (exact, no shift): Lava step ``t`` (1-based) is IR timestep ``t - 1``. The source RingBuffer
@@ -55,8 +58,19 @@ its scheduled latency ``k + 1`` in both, and the spikes a layer emits at Lava st
 steps, leading zeros included. A neuron with a bias restarts when its data arrive (``reset_at``, its latency
 ``k + 1``): netx's own mechanism does that, ``Network(reset_interval=steps + 1, reset_offset=1)`` giving
 layer ``k`` Lava's ``LIFReset`` with ``reset_offset = k + 2`` (netx adds 1 for Lava's 1-based steps and 1 per
-layer); it restarts the unbiased layers too, which changes nothing where nothing arrived before (the export
-refuses a neuron whose bias alone fires it before its restart).
+layer); it restarts the unbiased layers too, which changes nothing where nothing arrived before. So a layer is
+refused where its neuron does not restart and its input may carry something before its data arrive: spikes a
+restarting neuron upstream fires before its restart (its bias alone, or what reached it early), or the values of
+a feed inside the graph.
+
+A chain inside the graph. ``plan_netx(graph, feed=name)`` starts the chain at the integer stream ``name``
+instead of at the input (a neuron's spikes in the middle of a transformer: an MLP after its input neuron),
+the reference run's values of that node being the netx input, every step of them; layer ``k`` then sees its
+data at the feed's latency ``+ k + 1`` and restarts then: the file records that offset
+(``snncompile.reset_offset``) and ``run_netx`` builds ``Network(reset_offset=...)`` from it. The
+zoo models' synapses carry a bias that starts with their data; the Lava ``per_op`` plan's graph
+(:func:`~.synapse_biases.move_synapse_biases`) has it in the neurons, as netx holds it, so it is that graph
+(``LavaPlan.graph``, ``tests/test_netx.py``) whose stem and MLP chains are exported.
 """
 
 from dataclasses import dataclass
@@ -120,6 +134,18 @@ class NetxPlan:
     problems: Mapping[str, str]           # every other node -> why it is not exported
     steps: int                            # Lava steps to run: the graph's time_steps (data + latency)
     restart: bool = False                 # a layer's neuron restarts when its data arrive (LoihiLIF.reset_at)
+    input_neuron: str | None = None       # a LoihiLIF the feed drives directly: netx's Input block
+    input_params: Mapping[str, int] | None = None  # its CUBA parameters (iDecay, vDecay, vThMant, refDelay)
+
+    @property
+    def neurons(self) -> tuple[str, ...]:
+        """The neuron of every netx block, in ``Network.layers`` order (the Input block's first)."""
+        return ((self.input_neuron,) if self.input_neuron else ()) + tuple(layer.neuron for layer in self.layers)
+
+    @property
+    def reset_offset(self) -> int:
+        """The step at which the first block restarts (its data's arrival); block ``k`` restarts ``k`` later."""
+        return self.layers[0].latency - (1 if self.input_neuron else 0)
 
     def frames(self, values: Mapping[str, object]) -> np.ndarray:
         """The netx input from a ``run_graph(..., keep="all")`` result: ``[B, T, *input_shape]`` int64."""
@@ -128,7 +154,7 @@ class NetxPlan:
     def spikes(self, values: Mapping[str, object]) -> list[np.ndarray]:
         """Each exported layer's IR spikes from a ``run_graph(..., keep="all")`` result: ``[B, T, *shape]`` int8,
         what :func:`run_netx` returns for the same input (see the module docstring's alignment)."""
-        return [_batch_major(values[layer.neuron], np.int8) for layer in self.layers]
+        return [_batch_major(values[n], np.int8) for n in self.neurons]
 
 
 def _batch_major(value, dtype) -> np.ndarray:
@@ -146,25 +172,33 @@ def expressible_chain(graph: Graph) -> tuple[list[str], dict[str, str]]:
     return list(plan.nodes), dict(plan.problems)
 
 
-def plan_netx(graph: Graph, *, max_layers: int | None = None) -> NetxPlan:
+def plan_netx(graph: Graph, *, feed: str | None = None, max_layers: int | None = None) -> NetxPlan:
     """The netx export of ``graph`` (a lowered, scheduled integer graph): see the module docstring.
-    ``max_layers``: stop after that many layers (the rest is reported as not exported)."""
+    ``feed``: start the chain at this integer stream inside the graph (its values, from the reference run,
+    become the netx input) instead of at the graph's input; ``max_layers``: stop after that many layers (the
+    rest is reported as not exported)."""
     types = graph.types()
     chain_reasons: dict[str, str] = {}
     nodes: list[str] = []
     layers: list[NetxLayer] = []
-    feed = _find_feed(graph, types, chain_reasons)
+    feed = _find_feed(graph, types, chain_reasons) if feed is None else _inner_feed(graph, types, feed)
     latency = latencies(graph)
-    end = None
+    end = input_neuron = None
     if feed is not None:
         if graph.op(feed).type_name() == "Input":
             nodes.append(feed)
         cur = feed
+        early = latency[feed] > 0  # what a node inside the graph sends before its data arrive is not known here
+        input_neuron = _input_neuron(graph, types, feed, latency, early)
+        if input_neuron:
+            nodes.append(input_neuron)
+            cur = input_neuron
+            early = early and bool(graph.op(input_neuron).reset_at)  # it may fire from them before its restart
         while True:
             consumers = graph.consumers(cur)
             readers = [c for c in consumers if graph.op(c).type_name() == "Output"]
             rest = [c for c in consumers if c not in readers]
-            if layers:
+            if layers or input_neuron:
                 nodes += readers
             else:
                 for c in readers:
@@ -180,13 +214,16 @@ def plan_netx(graph: Graph, *, max_layers: int | None = None) -> NetxPlan:
             if max_layers is not None and len(layers) >= max_layers:
                 chain_reasons[rest[0]] = f"not exported: the export was limited to max_layers={max_layers}"
                 break
-            layer = _layer_at(graph, types, cur, rest[0], len(layers), latency, chain_reasons)
+            layer = _layer_at(graph, types, cur, rest[0], len(layers) + bool(input_neuron), latency, chain_reasons,
+                              early)
             if layer is None:
                 break
             layers.append(layer)
             nodes += layer.nodes
             cur = layer.neuron
-        end = layers[-1].neuron if layers else None
+            lif = graph.op(cur)
+            early = bool(lif.reset_at) and (early or lif.fires_before_restart(types[cur].shape))  # else it sent nothing
+        end = layers[-1].neuron if layers else input_neuron
     exported = set(nodes)
     stops = [n for n in chain_reasons if n in graph.nodes and not graph.op(n).type_name() == "Input"
              and n != feed and n not in _host_side(graph, feed)]
@@ -200,11 +237,42 @@ def plan_netx(graph: Graph, *, max_layers: int | None = None) -> NetxPlan:
         problems[n] = (chain_reasons.get(n) or _own_problem(graph, types, n)
                        or f"not on the exported chain, which {where}: netx writes one feed-forward chain of "
                           "synapse -> CUBA-neuron layers from the input")
+    for n in _host_side(graph, feed) - {feed}:
+        problems[n] = problems[n] if n in chain_reasons else f"upstream of the netx network's input {feed!r}"
     in_type = types[feed] if feed is not None else None
     return NetxPlan(feed=feed, input_shape=tuple(in_type.shape) if in_type else (),
                     input_message_bits=_message_bits(in_type) if in_type else 0, layers=tuple(layers),
                     nodes=tuple(nodes), problems=problems, steps=graph.time_steps,
-                    restart=any(graph.op(layer.neuron).reset_at for layer in layers))
+                    restart=any(graph.op(n).reset_at for n in [input_neuron, *(L.neuron for L in layers)] if n),
+                    input_neuron=input_neuron, input_params=_cuba(graph.op(input_neuron)) if input_neuron else None)
+
+
+def _cuba(lif) -> dict[str, int]:
+    """netx's CUBA parameters of a LoihiLIF (see the module docstring)."""
+    return {"iDecay": int(lif.current_decay), "vDecay": int(lif.voltage_decay), "vThMant": int(lif.vth), "refDelay": 1}
+
+
+def _input_neuron(graph: Graph, types, feed: str, latency, early: bool) -> str | None:
+    """The LoihiLIF that ``feed`` drives directly, as its only reader, where netx's Input block computes it
+    exactly: a CUBA neuron without bias (the block has none), whose ``a_in`` ``run_netx`` feeds, restarting with
+    its data or receiving nothing earlier. None where there is none."""
+    consumers = [c for c in graph.consumers(feed) if graph.op(c).type_name() != "Output"]
+    if len(consumers) != 1 or feed in graph.outputs:
+        return None
+    lif = graph.op(consumers[0])
+    if lif.BACKENDS.netx != "neuron" or neuron_bias(lif) != (None, None):
+        return None
+    if lif.reset_at not in (0, latency[consumers[0]]) or (not lif.reset_at and early):
+        return None
+    return consumers[0]
+
+
+def _inner_feed(graph: Graph, types, feed: str) -> str:
+    if feed not in graph.nodes:
+        raise ValueError(f"feed {feed!r} is not a node of the graph")
+    if not _is_integer_stream(types[feed]):
+        raise ValueError(f"feed {feed!r} carries {types[feed]}: a netx input is an integer or spike stream")
+    return feed
 
 
 def _host_side(graph: Graph, feed: str | None) -> set[str]:
@@ -286,8 +354,10 @@ def _single_consumer(graph: Graph, name: str) -> str | None:
     return consumers[0]
 
 
-def _layer_at(graph: Graph, types, src: str, start: str, index: int, latency, reasons) -> NetxLayer | None:
-    """The netx layer beginning at node ``start`` (fed by ``src``), or None with the reason in ``reasons``."""
+def _layer_at(graph: Graph, types, src: str, start: str, index: int, latency, reasons, early: bool
+              ) -> NetxLayer | None:
+    """The netx layer beginning at node ``start`` (fed by ``src``, which may send values before its data arrive
+    where ``early``), or None with the reason in ``reasons``."""
     name, pool, flatten = start, None, None
     folded: list[str] = []
     for role in ("pool", "shape"):  # a sum pool, then a flatten, folded into the synapse after them
@@ -310,7 +380,7 @@ def _layer_at(graph: Graph, types, src: str, start: str, index: int, latency, re
         own = _own_problem(graph, types, name)
         if graph.op(name).BACKENDS.netx == "neuron" and not folded:
             reasons[name] = (f"a neuron fed by {src!r} directly, without a synapse: netx layers are synapse -> neuron "
-                             "blocks (netx's Input block drives its neuron only through its bias)")
+                             "blocks (only a neuron the netx input drives, without a bias, can be netx's Input block)")
         elif folded and own is None:
             reasons[folded[0]] = (f"{graph.op(folded[0]).type_name()} must be followed by IntDense/IntConv2d to be "
                                   "folded")
@@ -341,12 +411,15 @@ def _layer_at(graph: Graph, types, src: str, start: str, index: int, latency, re
     if why:
         reasons[neuron] = why
         return None
-    if lif.reset_at and (lif.reset_at != latency[neuron] or lif.fires_before_restart(types[neuron].shape)):
+    if lif.reset_at not in (0, latency[neuron]):
         reasons[neuron] = (f"reset_at={lif.reset_at}: a netx network restarts each layer once, when its data "
-                           f"arrive (step {latency[neuron]}), which is exact only where nothing fired before")
+                           f"arrive (step {latency[neuron]})")
         return None
-    params = {"iDecay": int(lif.current_decay), "vDecay": int(lif.voltage_decay), "vThMant": int(lif.vth),
-              "refDelay": 1}
+    if not lif.reset_at and early:
+        reasons[neuron] = (f"{src!r} may send values before its data arrive and this neuron does not restart when "
+                           f"its own data do (step {latency[neuron]}), which netx would make it do")
+        return None
+    params = _cuba(lif)
     return NetxLayer(index=index, kind="dense" if kind == "IntDense" else "conv", synapse=name, neuron=neuron,
                      folded=tuple(folded), flatten=flatten is not None and len(in_type.shape) > 1,
                      in_shape=tuple(in_type.shape),

@@ -27,33 +27,38 @@ class NetxExport:
     groups: tuple[dict, ...]
 
 
-def write_netx(graph: Graph, path: str | Path, *, max_layers: int | None = None) -> NetxExport:
-    """Write the netx-expressible chain of ``graph`` (:func:`plan_netx`) to the HDF5 file ``path``, loadable
+def write_netx(graph: Graph, path: str | Path, *, feed: str | None = None, max_layers: int | None = None
+               ) -> NetxExport:
+    """Write the netx-expressible chain of ``graph`` (:func:`plan_netx`, from ``feed`` where given) to the HDF5
+    file ``path``, loadable
     with ``lava.lib.dl.netx.hdf5.Network(net_config=path)``; returns what was written. Raises
     :class:`NetxExportError` (every node with its reason) when netx can express no layer.
 
     Layout as slayer writes it (spec lava_loihi.md §5.3): ``layer/0`` the input (``type 'input'``, ``shape``
-    in CHW order, no neuron: netx only takes the input shape from it), then per layer an optional
+    in CHW order; no neuron, so netx only takes the input shape from it, except where the feed drives a neuron
+    directly: then its ``neuron`` makes it netx's Input block, whose neuron ``run_netx`` feeds), then per
+    layer an optional
     ``flatten`` and a ``dense`` (``shape [out]``, ``inFeatures``, ``outFeatures``, ``weight [out, in]``) or
     ``conv`` (``shape [C, H, W]``, ``inChannels``, ``outChannels``, ``kernelSize``, ``stride``, ``padding``,
     ``dilation`` as (rows, columns), ``groups``, ``weight [C_out, C_in/g, kH, kW]``: netx flips and transposes
     it into Lava's layout) with ``neuron`` (``type 'CUBA'``, ``iDecay``, ``vDecay``, ``vThMant``, ``refDelay``,
     ``gradedSpike``) and an optional ``bias`` (the neuron's mantissa; per channel or per neuron in WHC order).
-    Weights are int32. Root attributes ``snncompile.*`` record the feed, the input message bits, the steps
-    and the neuron node of every block (netx ignores them).
+    Weights are int32. Root attributes ``snncompile.*`` record the feed, the input message bits, the steps,
+    whether and from which step the blocks restart, and the neuron node of every block (netx ignores them).
     """
     import h5py
 
-    plan = plan_netx(graph, max_layers=max_layers)
+    plan = plan_netx(graph, feed=feed, max_layers=max_layers)
     if not plan.layers:
         raise NetxExportError(plan.problems)
     path = Path(path)
     groups: list[dict] = [{"type": "input", "shape": np.array(plan.input_shape, dtype=np.int64)}]
+    if plan.input_neuron:
+        groups[0]["neuron"] = _cuba(plan.input_params)
     for layer in plan.layers:
         if layer.flatten:
             groups.append({"type": "flatten", "shape": np.array([int(np.prod(layer.in_shape))], dtype=np.int64)})
-        neuron = {"type": "CUBA", **{k: np.int64(v) for k, v in layer.neuron_params.items()},
-                  "gradedSpike": np.bool_(False)}
+        neuron = _cuba(layer.neuron_params)
         group: dict = {"type": layer.kind, "shape": np.array(layer.shape, dtype=np.int64)}
         if layer.kind == "dense":
             group.update(inFeatures=np.int64(layer.weight.shape[1]), outFeatures=np.int64(layer.weight.shape[0]))
@@ -84,8 +89,13 @@ def write_netx(graph: Graph, path: str | Path, *, max_layers: int | None = None)
         f.attrs[ATTR + "input_message_bits"] = plan.input_message_bits
         f.attrs[ATTR + "steps"] = plan.steps
         f.attrs[ATTR + "restart"] = int(plan.restart)
-        f.attrs[ATTR + "neurons"] = json.dumps([layer.neuron for layer in plan.layers])
+        f.attrs[ATTR + "reset_offset"] = plan.reset_offset  # block k restarts at IR step offset + k
+        f.attrs[ATTR + "neurons"] = json.dumps(list(plan.neurons))
     return NetxExport(path=path, plan=plan, groups=tuple(groups))
+
+
+def _cuba(params) -> dict:
+    return {"type": "CUBA", **{k: np.int64(v) for k, v in params.items()}, "gradedSpike": np.bool_(False)}
 
 
 def _write_group(h, contents: dict, top: bool) -> None:

@@ -50,7 +50,8 @@ def run_netx(path: str | Path, frames: np.ndarray, *, input_message_bits: int | 
 
     Per sample: ``netx.hdf5.Network(net_config=path, input_message_bits=...)`` (default: the file's
     ``snncompile.input_message_bits``; with the file's ``snncompile.restart``, its neurons restart when their
-    data arrive: ``reset_interval``, ``reset_offset``), a ``lava.proc.io.source.RingBuffer`` of the frames (transposed to
+    data arrive: ``reset_interval``, ``reset_offset`` the file's ``snncompile.reset_offset``), a
+    ``lava.proc.io.source.RingBuffer`` of the frames (transposed to
     Lava's (W, H, C) or flattened in C, H, W order, as the network's input port wants) into ``net.inp``, an
     ``Extractor`` on every block's output, ``net.run(RunSteps(T), Loihi2SimCfg(select_tag="fixed_pt"))``, then
     ``net.stop()``: a fresh runtime per sample, so every sample starts from zero state. Where the first block is
@@ -78,7 +79,7 @@ def run_netx(path: str | Path, frames: np.ndarray, *, input_message_bits: int | 
     bits = int(attrs.get(ATTR + "input_message_bits", 0)) if input_message_bits is None else int(input_message_bits)
     neurons = tuple(json.loads(attrs.get(ATTR + "neurons", "[]")))
     if reset_offset is None and int(attrs.get(ATTR + "restart", 0)):
-        reset_offset = 1  # our export's restart: layer k (0-based) at IR step k + 1, its latency
+        reset_offset = int(attrs.get(ATTR + "reset_offset", 1))  # our export's: layer k at IR step offset + k
     reset = {} if reset_offset is None else {"reset_interval": frames.shape[1] + 1, "reset_offset": int(reset_offset)}
     t0 = time.perf_counter()
     if preload:
