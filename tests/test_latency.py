@@ -15,7 +15,7 @@ from snncompile.ir.ops import Input, IntDense, LoihiLIF, Output
 from snncompile.report.core_map import core_map
 from snncompile.report.cores import COUNTS, CoreActivity, core_activity, count_streamed, tile_position
 from snncompile.report.counts import count_activity, trace_run
-from snncompile.report.latency import barrier_ns, estimate_latency
+from snncompile.report.latency import barrier_ns, core_times, estimate_latency
 from snncompile.targets import load_target
 from snncompile.zoo.registry import DEFAULT_MODEL
 
@@ -206,3 +206,6 @@ def test_streamed_counts_over_batches_equal_the_counts_of_one_whole_run(tmp_path
     expected = core_activity(model.integer, placement, whole, target)
     assert cores.cores == expected.cores and all(np.array_equal(getattr(cores, k), getattr(expected, k)) for k in COUNTS)
     assert cores.messages_in.sum() > 0 and cores.hops_ew.sum() + cores.hops_ns.sum() > 0
+    # keeping only what the latency reads of each batch gives the latency of all the counts
+    _, times = count_streamed(model.integer, placement, target, batches, lambda per_core: core_times(per_core, target))
+    assert times.samples == 5 and estimate_latency(times, target) == estimate_latency(expected, target)

@@ -38,10 +38,10 @@ from ..frontend import export as export_model
 from ..ir import Graph
 from ..ir.timing import unschedule
 from ..passes import lower_to_loihi
-from ..report.cores import CoreActivity, count_streamed, stream_batch
+from ..report.cores import count_streamed, stream_batch
 from ..report.cost import EnergyEstimate, price_ann, price_nodes
 from ..report.counts import Activity
-from ..report.latency import LatencyEstimate, estimate_latency
+from ..report.latency import CoreTimes, LatencyEstimate, core_times, estimate_latency
 from ..report.render import render_html
 from ..sim import run_graph
 from ..sim.dataset import EvalResult, evaluate_graph, graph_feeds
@@ -166,21 +166,23 @@ def compare_spikes(float_graph: Graph, integer: Graph, x: torch.Tensor, *, batch
 
 @dataclass
 class Counts:
-    """One recorded run's activity: per node (``activity``, and its JSON form ``table``, made once) and per
-    core of the placement (``cores``)."""
+    """A run's activity: per node (``activity``, and its JSON form ``table``, made once) and per core of the
+    placement, as the latency reads it (``cores``)."""
 
     activity: Activity
     table: dict
-    cores: CoreActivity
+    cores: CoreTimes
 
 
 def count(compiled: Compiled, chip: Target, x: torch.Tensor, *, batch: int | None = None) -> Counts:
     """Run the compiled graph on the inputs ``x``, ``batch`` samples at a time (default:
     :func:`~snncompile.report.cores.stream_batch`), and count its activity per node and core as it runs
-    (streamed: no value kept past its last reader, only the counts)."""
+    (streamed: no value kept past its last reader, only the counts; per core, only what the latency needs:
+    :func:`~snncompile.report.latency.core_times`)."""
     graph = compiled.graph
     parts = x.split(batch or stream_batch(graph))
-    activity, cores = count_streamed(graph, compiled.placement, chip, (graph_feeds(graph, part) for part in parts))
+    activity, cores = count_streamed(graph, compiled.placement, chip, (graph_feeds(graph, part) for part in parts),
+                                     lambda per_core: core_times(per_core, chip))
     return Counts(activity, activity.to_dict(), cores)
 
 

@@ -28,9 +28,11 @@ A core's tile is ``(core mod cores_per_chip) // cores_per_tile``; tiles are laid
 """
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -41,6 +43,7 @@ from ..targets import Target
 from .core_map import CoreMap, Owned, Pairs, core_map
 from .counts import Activity, ActivityCounter, Trace, batch_samples, merge, record, replay
 
+Kept = TypeVar("Kept")
 COUNTS = ("synaptic_ops", "attention_accumulates", "neuron_updates_active", "neuron_updates_inactive", "events_out",
           "messages_out", "messages_in", "hops_ew", "hops_ns", "messages_between_chips", "host_messages_in")
 
@@ -178,7 +181,7 @@ def core_activity(graph: Graph, placement: Placement, trace: Trace, target: Targ
     return counter.result()
 
 
-def stream_batch(graph: Graph, budget: int = 1 << 28) -> int:
+def stream_batch(graph: Graph, budget: int = 1 << 27) -> int:
     """Samples per streamed run: as many as keep the largest value of one run (``[T, B, ...]``, 8 bytes an
     element) within ``budget`` bytes, at least one."""
     types = graph.types()
@@ -187,12 +190,13 @@ def stream_batch(graph: Graph, budget: int = 1 << 28) -> int:
     return max(1, budget // (8 * largest))
 
 
-def count_streamed(graph: Graph, placement: Placement, target: Target, batches: Iterable[Mapping[str, torch.Tensor]]
-                   ) -> tuple[Activity, CoreActivity]:
+def count_streamed(graph: Graph, placement: Placement, target: Target, batches: Iterable[Mapping[str, torch.Tensor]],
+                   per_batch: Callable[[CoreActivity], Kept] = lambda cores: cores) -> tuple[Activity, Kept]:
     """The activity per node and per core of ``graph`` over several batches (``feeds`` each), each batch run
     once with every value freed after its last reader and counted as it is made (:func:`.counts.record`):
-    memory is one run's live values, the counts and the :class:`~.core_map.CoreMap`, whatever the samples.
-    Equal to counting one run of all the samples."""
+    memory is one run's live values, the counts and the :class:`~.core_map.CoreMap`. Equal to counting one
+    run of all the samples. Each batch's per-core counts are kept as ``per_batch`` makes them (all of them by
+    default; ``latency.core_times`` keeps only what the latency needs) and the batches' added together."""
     cores = core_map(graph, placement)
     activities, per_core = [], []
     for feeds in batches:
@@ -205,8 +209,8 @@ def count_streamed(graph: Graph, placement: Placement, target: Target, batches: 
 
         record(graph, feeds, see)
         activities.append(nodes.activity)
-        per_core.append(split.result())
-    return merge(activities), CoreActivity.concatenate(per_core)
+        per_core.append(per_batch(split.result()))
+    return merge(activities), functools.reduce(operator.add, per_core)
 
 
 __all__ = ["CoreActivity", "CoreCounter", "core_activity", "count_streamed", "stream_batch", "tile_position", "COUNTS"]

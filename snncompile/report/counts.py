@@ -280,9 +280,7 @@ def active_neurons(op, x: torch.Tensor, states) -> torch.Tensor:
         return torch.ones_like(x, dtype=torch.bool)
     live = x != 0
     for s in states:  # state carried into step t: s[t - 1] (zero at t = 0)
-        carried = torch.zeros_like(s)
-        carried[1:] = s[:-1]
-        live = live | (carried != 0)
+        live[1:] |= s[:-1] != 0
     return live
 
 
