@@ -184,7 +184,7 @@ def test_default_zoo_model_core_counts_add_up_to_the_graph_counts():
 def test_streamed_counts_over_batches_equal_the_counts_of_one_whole_run(tmp_path):
     """The default zoo model on a chip with small cores (many box and greedy slices): counting batch by batch
     while the graph runs, values freed, equals counting one recorded run of all the samples, per node and per
-    core; and the core map's elements are core_views' (box arithmetic and one view at a time)."""
+    core; and the core map's elements are core_views' (box arithmetic, and one unit's views at a time)."""
     model = lowered_zoo_model(DEFAULT_MODEL)
     target = changed_target(tmp_path, "loihi2", "small", {"neurons_per_core": 256})
     placement = place(model.integer, target)

@@ -7,7 +7,7 @@ that reach the reader from that sender, as one sparse 0/1 matrix ``[pairs, eleme
 sender ``-1``). The elements a core owns and reads are those of
 :func:`snncompile.backends.placement.core_views`; they are found by range arithmetic where a unit is cut into
 whole boxes (:mod:`snncompile.backends.placement_boxes`: a box of a member reads a box of each source), and
-otherwise one core's view at a time, its masks turned into indices at once. Memory is one integer per
+otherwise from one unit's core views at a time, their masks turned into indices at once. Memory is one integer per
 element of every placed member plus one per input axon, whatever the number of cores.
 """
 from __future__ import annotations
@@ -99,10 +99,9 @@ def _box_views(unit: BoxUnit, boxes):
 
 
 def _generic_views(graph: Graph, placement: Placement, unit: str):
-    """Per slice of ``unit``: its :class:`CoreView`'s owned indices and read masks as indices, one at a time."""
-    p = placement.nodes[unit]
-    for s in p.slices:
-        (view,) = core_views(graph, dataclasses.replace(placement, nodes={unit: dataclasses.replace(p, slices=(s,))}))
+    """Per slice of ``unit``: its :class:`CoreView`'s owned indices and read masks as indices (the masks of one
+    unit's slices at a time)."""
+    for view in core_views(graph, dataclasses.replace(placement, nodes={unit: placement.nodes[unit]})):
         yield dict(view.owned), {src: np.flatnonzero(mask) for src, mask in view.reads.items()}
 
 
