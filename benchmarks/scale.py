@@ -23,10 +23,11 @@ step that runs out of memory or time is reported as failed without stopping the 
   the design-rule check and the lower bound;
 - ``float``, ``window``, ``stepped``: ``--samples`` synthetic samples through the float graph (BatchNorm
   folded), the compiled integer graph in its data window (``unschedule``) and as scheduled (time-stepped);
-- ``run``: ``snncompile run`` (the main job) on the checkpoint with a tiny test set written in the data
-  set's local format to ``--workdir`` (``--samples`` random CIFAR-10 records or event-frame ``.npz`` files),
-  calibrated on synthetic inputs, ``--lava-samples`` samples checked on Lava (``fused``) within
-  ``--lava-timeout`` seconds; its report's per-sample energy, latency and cores, and each step's time;
+- ``run``: ``snncompile run`` (the main job) on the compiled model of the ``compile`` step (else on the
+  checkpoint, calibrated on synthetic inputs) with a tiny test set written in the data set's local format to
+  ``--workdir`` (``--samples`` random CIFAR-10 records, event-frame ``.npz`` files or ImageNet PNG images),
+  ``--lava-samples`` samples checked on Lava (``fused``) within ``--lava-timeout`` seconds; its report's
+  per-sample energy and latency, cores beside their lower bound, and each step's time;
 - ``sharded``: ``snncompile simulate --graph`` of the compiled model over that test set, in one process and
   over two ``torchrun`` workers (gloo): both times and whether their predictions are the same;
 - ``ratios``: the three simulations again in one process, in turn, ``--repeats`` times each (the fastest run
@@ -202,11 +203,21 @@ def time_ratios(entry, work: Path, args) -> dict:
 
 def write_test_data(entry, root: Path, count: int) -> Path:
     """``count`` random test samples (and as many training ones) in the local format ``entry``'s data set is
-    read from: CIFAR-10's binary batches, or ``train/`` and ``test/`` folders of event-frame ``.npz`` files."""
+    read from: CIFAR-10's binary batches, ``train/`` and ``test/`` folders of event-frame ``.npz`` files, or
+    ImageNet's ``train/`` and ``val/`` ImageFolder trees of PNG images (256 x 256: the evaluation transform
+    resizes and crops them)."""
     import numpy as np
     rng = np.random.default_rng(0)
     root.mkdir(parents=True, exist_ok=True)
     cfg = entry.model
+    if entry.data.dataset == "imagenet":
+        from PIL import Image
+        for split in ("train", "val"):
+            for i in range(count):
+                folder = root / split / f"class{i:04d}"
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        return root
     if not cfg.dvs_mode:
         for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
             records = np.concatenate([rng.integers(0, 10, (count, 1)), rng.integers(0, 256, (count, 3 * 32 * 32))], 1)
@@ -222,26 +233,30 @@ def write_test_data(entry, root: Path, count: int) -> Path:
 
 
 def run_main_job(entry, work: Path, args) -> dict:
-    """``snncompile run`` on the checkpoint (in a child: its peak RSS, Lava's processes' own aside), its
-    report's headline figures and step times."""
+    """``snncompile run`` (in a child: its peak RSS, Lava's processes' own aside) on the compiled model the
+    ``compile`` step wrote (its graph and placement as they are), or on the checkpoint (lowered and placed
+    anew, calibrated on synthetic inputs) where there is none; its report's headline figures (per sample:
+    energy, latency; cores beside their lower bound) and each step's time."""
     data = write_test_data(entry, work / f"{entry.name}.data", args.samples)
     out = work / f"{entry.name}.run"
-    command = [sys.executable, "-m", "snncompile", "run", str(work / f"{entry.name}.pth.tar"), "--data-root", str(data),
-               "--dataset", entry.data.dataset, "--calibrate-from", "synthetic",
-               "--calibration", str(args.calibration), "--samples", str(args.samples),
+    compiled = work / f"{entry.name}.loihi.snnir"
+    model = [str(compiled)] if compiled.exists() else [
+        str(work / f"{entry.name}.pth.tar"), "--calibrate-from", "synthetic", "--calibration", str(args.calibration)]
+    command = [sys.executable, "-m", "snncompile", "run", *model, "--data-root", str(data),
+               "--dataset", entry.data.dataset, "--samples", str(args.samples),
                "--lava-samples", str(args.lava_samples), "--lava-timeout", str(args.lava_timeout),
                "--out-dir", str(out)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"snncompile run failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
     report = json.loads(next(out.glob("*.report.json")).read_text())
-    energy = report["energy"][report["target"]]
+    energy, placement = report["energy"][report["target"]], report["placement"]
     return {"lava": {k: report["lava"][k] for k in ("total", "identical_to_reference", "granularity")},
-            "cores": report["placement"]["cores"], "chips": report["placement"]["chips"],
+            "cores": placement["cores"], "chips": placement["chips"], "cores_lower_bound": placement["lower_bound"],
             "energy_uj_per_sample": round(energy["total_pj"] / 1e6, 3),
             "latency_us_per_sample": round(report["latency"]["per_sample_ns"] / 1e3, 3),
             "calibration": report["calibration"], "test_samples": report["test_samples"],
-            "seconds": report["seconds"],
+            "compiled_before": compiled.exists(), "seconds": report["seconds"],
             "job_peak_rss_gb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20, 2)}
 
 

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from test_placement import tiny_target
+from test_placement import changed_target, tiny_target
 from zoo_lowering import lowered_zoo_model
 from snncompile.backends.placement import core_views, place
 from snncompile.ir import SPIKE, Graph, Node
 from snncompile.ir.ops import Input, IntDense, LoihiLIF, Output
-from snncompile.report.cores import COUNTS, CoreActivity, core_activity, tile_position
+from snncompile.report.core_map import core_map
+from snncompile.report.cores import COUNTS, CoreActivity, core_activity, count_streamed, tile_position
 from snncompile.report.counts import count_activity, trace_run
-from snncompile.report.latency import barrier_ns, estimate_latency
+from snncompile.report.latency import barrier_ns, core_times, estimate_latency
 from snncompile.targets import load_target
 from snncompile.zoo.registry import DEFAULT_MODEL
 
@@ -177,3 +178,34 @@ def test_default_zoo_model_core_counts_add_up_to_the_graph_counts():
     est = estimate_latency(cores, target)
     assert est.per_sample_ns_min <= est.per_sample_ns <= est.per_sample_ns_max
     assert len(est.step_ns) == model.integer.time_steps
+
+
+@pytest.mark.slow
+def test_streamed_counts_over_batches_equal_the_counts_of_one_whole_run(tmp_path):
+    """The default zoo model on a chip with small cores (many box and greedy slices): counting batch by batch
+    while the graph runs, values freed, equals counting one recorded run of all the samples, per node and per
+    core; and the core map's elements are core_views' (box arithmetic, and one unit's views at a time)."""
+    model = lowered_zoo_model(DEFAULT_MODEL)
+    target = changed_target(tmp_path, "loihi2", "small", {"neurons_per_core": 256})
+    placement = place(model.integer, target)
+    views, found = core_views(model.integer, placement), core_map(model.integer, placement)
+    assert len(views) == placement.cores_used > 2 * len(placement.nodes)
+    for row, v in enumerate(views):
+        for member, outputs in v.owned.items():
+            owned = found.owned[(v.unit, member)]
+            assert sorted(np.flatnonzero(owned.local == list(owned.rows).index(row))) == sorted(outputs)
+        for src, mask in v.reads.items():
+            pairs = found.pairs[src]
+            assert sorted(pairs.matrix[pairs.reader == row].indices) == np.flatnonzero(mask).tolist()
+    feeds, types = model.test_feeds(5), model.integer.types()
+    whole = trace_run(model.integer, feeds)
+    batches = [{k: v[:, part] if types[k].time == "stream" else v[part] for k, v in feeds.items()}
+               for part in (slice(0, 2), slice(2, 3), slice(3, 5))]
+    activity, cores = count_streamed(model.integer, placement, target, batches)
+    assert activity.to_dict() == count_activity(model.integer, trace=whole).to_dict()
+    expected = core_activity(model.integer, placement, whole, target)
+    assert cores.cores == expected.cores and all(np.array_equal(getattr(cores, k), getattr(expected, k)) for k in COUNTS)
+    assert cores.messages_in.sum() > 0 and cores.hops_ew.sum() + cores.hops_ns.sum() > 0
+    # keeping only what the latency reads of each batch gives the latency of all the counts
+    _, times = count_streamed(model.integer, placement, target, batches, lambda per_core: core_times(per_core, target))
+    assert times.samples == 5 and estimate_latency(times, target) == estimate_latency(expected, target)

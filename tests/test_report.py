@@ -62,6 +62,15 @@ def test_the_headline_fits_80_columns_with_the_key_figures_and_nothing_long():
     assert not any(re.search(rf"^{re.escape(node)} ", text, re.MULTILINE) for node in nodes(report))  # --details
 
 
+def test_the_headline_shows_the_lower_bound_beside_the_cores_used():
+    report = run_report()
+    report["placement"].update(lower_bound=2, lower_bound_by_resource={"neurons": 1, "synaptic memory": 1,
+                                                                        "input axons": 2, "kernels and windows": 0})
+    text = terminal_text(validate(report), width=80, details=False)
+    assert "3 cores on 1 chip of loihi2" in text and "lower bound 2 cores (1.5x used)" in text
+    assert max(map(len, text.splitlines())) <= 80
+
+
 def test_the_details_fit_80_columns_and_never_cut_a_node_name():
     report = run_report(attention_lif=LONG_LIF)
     text = terminal_text(report, width=80)

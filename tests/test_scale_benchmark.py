@@ -51,14 +51,57 @@ def test_the_run_phases_test_data_reads_back_through_the_data_sets_loaders(tmp_p
     spec = importlib.util.spec_from_file_location("scale_benchmark", ROOT / "benchmarks" / "scale.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    for name in ("statten-cifar10-2-512", "statten-cifar10dvs-2-256-t16"):
+    for name in ("statten-cifar10-2-512", "statten-cifar10dvs-2-256-t16", "statten-imagenet-8-512"):
         entry = find_entry(name)
         root = bench.write_test_data(entry, tmp_path / name, 3)
         data = dataclasses.replace(entry.data, root=str(root))
         for split in ("train", "test"):
             found = load_dataset(data, entry.model, split)
             x, label = found[0]
-            batches = 5 if split == "train" and not entry.model.dvs_mode else 1  # CIFAR-10's five training batches
+            batches = 5 if split == "train" and entry.data.dataset == "cifar10" else 1  # CIFAR-10's five batches
             assert len(found) == 3 * batches and 0 <= int(label) < 10
             frame = (entry.model.in_channels, entry.model.img_size, entry.model.img_size)
             assert tuple(x.shape) == ((entry.model.time_steps, *frame) if entry.model.dvs_mode else frame)
+
+
+def test_a_scaled_down_paper_config_shards_over_two_torchrun_workers_exactly(tmp_path):
+    """statten-cifar10-2-512's architecture (STAtten, chunks of 2, pooling 0011, CIFAR-10's local format) at
+    width 32 and one block, written as an upstream checkpoint, lowered: its integer graph evaluated over two
+    torchrun workers (snncompile simulate --graph) gives the single process's predictions, accuracy and spike
+    counts exactly."""
+    import dataclasses
+    import importlib.util
+    import os
+
+    import snncompile
+    from snncompile.data import load_dataset
+    from snncompile.data.calibration import synthetic_samples
+    from snncompile.frontend import export
+    from snncompile.ir import io as ir_io
+    from snncompile.passes import lower_to_loihi
+    from snncompile.sim import evaluate_graph, graph_feeds
+    from snncompile.zoo.registry import find_entry
+    spec = importlib.util.spec_from_file_location("scale_benchmark", ROOT / "benchmarks" / "scale.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    paper = find_entry("statten-cifar10-2-512")
+    entry = dataclasses.replace(paper, model=dataclasses.replace(paper.model, dim=32, num_heads=2, layers=1))
+    checkpoint, graph_file = tmp_path / "small.pth.tar", tmp_path / "small.loihi.snnir"
+    bench.write_checkpoint(entry, checkpoint)
+    root = bench.write_test_data(entry, tmp_path / "data", 6)
+    graph = export(snncompile.load_checkpoint(checkpoint).model)
+    calibration = synthetic_samples(entry.model, "cifar10", 4, seed=1).inputs
+    ir_io.save(lower_to_loihi(graph, graph_feeds(graph, calibration)), graph_file)
+    out = tmp_path / "r.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                                "MASTER_PORT")}
+    proc = subprocess.run([str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2",
+                           "-m", "snncompile", "simulate", str(checkpoint), "--graph", str(graph_file), "--dataset",
+                           "cifar10", "--data-root", str(root), "--json", str(out)],
+                          cwd=ROOT, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    test_set = load_dataset(dataclasses.replace(entry.data, root=str(root)), entry.model, "test")
+    single = evaluate_graph(ir_io.load(graph_file), test_set, progress=False).to_dict()
+    assert doc["world_size"] == 2 and doc["total"] == 6 and {k: doc[k] for k in single} == single
+    assert any(c["op"] == "LoihiLIF" and c["total"] > 0 for c in doc["spike_counts"].values())

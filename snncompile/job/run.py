@@ -2,8 +2,8 @@
 :mod:`~snncompile.job.steps` in order, one compiled artifact and one JSON report (``SCHEMA``) with its page.
 
 Evaluate the float model on the test split; export and lower it (calibrated on the first training samples);
-place it on the target and check the design rules; evaluate the integer graph on the whole test split with
-the reference simulator; run the first ``lava_samples`` test samples on the Lava backend and check that every
+place it on the target, check the design rules and bound the cores any placement needs; evaluate the integer
+graph on the whole test split with the reference simulator; run the first ``lava_samples`` test samples on the Lava backend and check that every
 output equals the reference simulator's; on the first ``samples`` test samples compare the float and the
 integer graph's spike trains per neuron layer, count the integer graph's activity per node and per core,
 estimate latency and price it for the target, the 45 nm convention and the ANN equivalent. Writes the
@@ -25,7 +25,7 @@ from ..zoo.checkpoint import LoadedCheckpoint
 from .artifact import Compiled, CompileRecord, ModelSource, save_compiled
 from .graph_model import GraphModel
 from .steps import (Clock, JobReport, check_on_lava, check_rules, compare_spikes, compile_graph, count, export,
-                    first_samples, lava_fidelity, price, report, simulate)
+                    first_samples, lava_fidelity, lower_bound, price, report, simulate)
 
 
 def run_job(loaded: LoadedCheckpoint | GraphModel, train_set, test_set, *, target: str = "loihi2", samples: int = 64,
@@ -61,6 +61,7 @@ def run_job(loaded: LoadedCheckpoint | GraphModel, train_set, test_set, *, targe
     elif compiled.placement.target != target:
         raise PlacementError(f"the compiled graph was placed for {compiled.placement.target!r}, not {target!r}")
     violations = check_rules(compiled, chip)
+    bound = clock("lower bound", lambda: lower_bound(compiled, chip))
     int_eval = clock("integer simulation", lambda: simulate(compiled.graph, test_set, progress=progress,
                                                             description="integer graph"))
     checked = clock("Lava check", lambda: check_on_lava(compiled.graph, test_set, samples=lava_samples,
@@ -72,8 +73,8 @@ def run_job(loaded: LoadedCheckpoint | GraphModel, train_set, test_set, *, targe
     estimate = clock("latency estimate", lambda: price(counts, chip))
     artifact = save_compiled(compiled, out_dir / f"{name}.loihi.snnir")
     return report(name, loaded, chip, float_eval=float_eval, int_eval=int_eval, lava=checked, compiled=compiled,
-                  violations=violations, layers=layers, counts=counts, estimate=estimate, artifact=artifact,
-                  out_dir=out_dir, seconds=clock.seconds)
+                  bound=bound, violations=violations, layers=layers, counts=counts, estimate=estimate,
+                  artifact=artifact, out_dir=out_dir, seconds=clock.seconds)
 
 
 __all__ = ["run_job"]

@@ -9,9 +9,10 @@ compile``, ``simulate`` and ``run`` (:func:`~snncompile.job.run.run_job` runs th
 - :func:`place`: the integer graph on the target's cores.
 - :func:`compile_graph`: ``lower`` then ``place``, one :class:`~.artifact.Compiled` with its record.
 - :func:`check_rules`: every design rule a compiled graph breaks on its target.
+- :func:`lower_bound`: the fewest cores any placement of the compiled graph needs, beside the cores used.
 - :func:`check_on_lava`: the first test samples on a backend (Lava), checked against the reference simulator.
 - :func:`compare_spikes`: float and integer spike trains per neuron layer on the same samples.
-- :func:`count`: activity per node and per core from one recorded run.
+- :func:`count`: activity per node and per core, counted while the compiled graph runs, batch by batch.
 - :func:`lava_fidelity`: of those counts, the share Lava's own process models execute (``per_op``), and the
   Lava class of each node per granularity.
 - :func:`price`: latency and energy for the target, the 45 nm convention and the ANN equivalent.
@@ -31,16 +32,16 @@ from typing import Callable, TypeVar
 import torch
 
 from ..backends.design_rules import Violation, check
-from ..backends.placement import place
+from ..backends.placement import CoreBound, core_lower_bound, place
 from ..backends.protocol import Backend
 from ..frontend import export as export_model
 from ..ir import Graph
 from ..ir.timing import unschedule
 from ..passes import lower_to_loihi
-from ..report.cores import CoreActivity, core_activity
+from ..report.cores import count_streamed, stream_batch
 from ..report.cost import EnergyEstimate, price_ann, price_nodes
-from ..report.counts import Activity, count_activity, trace_run
-from ..report.latency import LatencyEstimate, estimate_latency
+from ..report.counts import Activity
+from ..report.latency import CoreTimes, LatencyEstimate, core_times, estimate_latency
 from ..report.render import render_html
 from ..sim import run_graph
 from ..sim.dataset import EvalResult, evaluate_graph, graph_feeds
@@ -118,6 +119,12 @@ def check_rules(compiled: Compiled, chip: Target) -> list[Violation]:
     return check(compiled.graph, compiled.placement, chip, max_chips=compiled.record.max_chips)
 
 
+def lower_bound(compiled: Compiled, chip: Target) -> CoreBound:
+    """The fewest cores any placement of the compiled graph on ``chip`` needs (from the graph alone), shown next
+    to the cores used."""
+    return core_lower_bound(compiled.graph, chip)
+
+
 def check_on_lava(integer: Graph, test_set, *, samples: int, backend: Backend) -> dict:
     """The first ``samples`` test samples on ``backend``: the report's ``lava`` entry (accuracy, samples, how
     many equal the reference simulator's outputs, the granularity)."""
@@ -159,19 +166,24 @@ def compare_spikes(float_graph: Graph, integer: Graph, x: torch.Tensor, *, batch
 
 @dataclass
 class Counts:
-    """One recorded run's activity: per node (``activity``, and its JSON form ``table``, made once) and per
-    core of the placement (``cores``)."""
+    """A run's activity: per node (``activity``, and its JSON form ``table``, made once) and per core of the
+    placement, as the latency reads it (``cores``)."""
 
     activity: Activity
     table: dict
-    cores: CoreActivity
+    cores: CoreTimes
 
 
-def count(compiled: Compiled, chip: Target, x: torch.Tensor) -> Counts:
-    """Run the compiled graph once on the inputs ``x``, recording, and count its activity per node and core."""
-    trace = trace_run(compiled.graph, graph_feeds(compiled.graph, x))
-    activity = count_activity(compiled.graph, trace=trace)
-    return Counts(activity, activity.to_dict(), core_activity(compiled.graph, compiled.placement, trace, chip))
+def count(compiled: Compiled, chip: Target, x: torch.Tensor, *, batch: int | None = None) -> Counts:
+    """Run the compiled graph on the inputs ``x``, ``batch`` samples at a time (default:
+    :func:`~snncompile.report.cores.stream_batch`), and count its activity per node and core as it runs
+    (streamed: no value kept past its last reader, only the counts; per core, only what the latency needs:
+    :func:`~snncompile.report.latency.core_times`)."""
+    graph = compiled.graph
+    parts = x.split(batch or stream_batch(graph))
+    activity, cores = count_streamed(graph, compiled.placement, chip, (graph_feeds(graph, part) for part in parts),
+                                     lambda per_core: core_times(per_core, chip))
+    return Counts(activity, activity.to_dict(), cores)
 
 
 def lava_fidelity(graph: Graph, counts: Counts) -> dict:
@@ -214,7 +226,7 @@ class JobReport:
     integer_accuracy: float
     test_samples: int
     lava: dict
-    placement: dict                    #: cores, chips, per_core (loads, capacities, busy time)
+    placement: dict                    #: cores, chips, lower bound, per_core (loads, capacities, busy time)
     violations: list[str]
     layers: list[dict]                 #: per neuron layer: float / integer firing rate, spike agreement
     activity: dict                     #: the integer graph's counts (``Activity.to_dict()``)
@@ -242,8 +254,9 @@ def _per_core(compiled: Compiled, chip: Target, latency: LatencyEstimate) -> lis
 
 
 def report(name: str, loaded: LoadedCheckpoint | GraphModel, chip: Target, *, float_eval: EvalResult, int_eval: EvalResult,
-           lava: dict, compiled: Compiled, violations: list[Violation], layers: list[dict], counts: Counts,
-           estimate: Estimate, artifact: dict[str, Path], out_dir: Path, seconds: dict[str, float]) -> JobReport:
+           lava: dict, compiled: Compiled, bound: CoreBound, violations: list[Violation], layers: list[dict],
+           counts: Counts, estimate: Estimate, artifact: dict[str, Path], out_dir: Path,
+           seconds: dict[str, float]) -> JobReport:
     """The run report of everything the steps found, written to ``<out_dir>/<name>.report.json`` and its HTML
     page ``<name>.report.html``; ``artifact``: the compiled model's files (``save_compiled``)."""
     config = dict(loaded.options) if isinstance(loaded, GraphModel) else dataclasses.asdict(loaded.config)
@@ -253,6 +266,7 @@ def report(name: str, loaded: LoadedCheckpoint | GraphModel, chip: Target, *, fl
     result = JobReport(model=name, target=chip.name, checkpoint=checkpoint, float_accuracy=float_eval.accuracy,
                        integer_accuracy=int_eval.accuracy, test_samples=int_eval.total, lava=lava,
                        placement={"cores": compiled.placement.cores_used, "chips": compiled.placement.chips_used,
+                                  "lower_bound": bound.cores, "lower_bound_by_resource": dict(bound.by_resource),
                                   "per_core": _per_core(compiled, chip, estimate.latency)},
                        violations=[f"[{v.rule}] {v.node}: {v.message}" for v in violations], layers=layers,
                        activity=counts.table, energy={k: e.to_dict() for k, e in estimate.energy.items()},
@@ -267,5 +281,5 @@ def report(name: str, loaded: LoadedCheckpoint | GraphModel, chip: Target, *, fl
 
 
 __all__ = ["SCHEMA", "Clock", "Counts", "Estimate", "JobReport", "first_samples", "calibration_feeds", "export",
-           "simulate", "lower", "place", "compile_graph", "check_rules", "check_on_lava", "lava_fidelity", "compare_spikes", "count",
+           "simulate", "lower", "place", "compile_graph", "check_rules", "lower_bound", "check_on_lava", "lava_fidelity", "compare_spikes", "count",
            "price", "report"]

@@ -1,8 +1,10 @@
 """Exact activity counts of one simulation run: plain integers per node and per timestep, no prices.
 
-:func:`count_activity` runs a graph once (:func:`snncompile.sim.run_graph`, every value kept, neuron state
-traces handed to its observer by the neurons' evaluation) and counts, summed over the batch (the number of
-samples is recorded, so per-sample figures are a division away):
+:func:`count_activity` runs a graph once (:func:`record`: :func:`snncompile.sim.run_graph` with an observer,
+which the neurons' evaluation hands their state traces) and counts each node as it is evaluated
+(:class:`ActivityCounter`), so no value outlives its last reader; or it counts a recorded run (:func:`trace_run`,
+every value kept, read back by :func:`replay`). Counts are summed over the batch (the number of samples is
+recorded, so per-sample figures are a division away):
 
 Spikes (:class:`snncompile.sim.run.NodeCounts`, every spiking node): ``spikes[t]`` non-zero outputs (a
 ternary -1 is an event), ``neurons`` elements per sample; firing rate ``spikes / (neurons * samples * T)``
@@ -55,7 +57,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -278,9 +280,7 @@ def active_neurons(op, x: torch.Tensor, states) -> torch.Tensor:
         return torch.ones_like(x, dtype=torch.bool)
     live = x != 0
     for s in states:  # state carried into step t: s[t - 1] (zero at t = 0)
-        carried = torch.zeros_like(s)
-        carried[1:] = s[:-1]
-        live = live | (carried != 0)
+        live[1:] |= s[:-1] != 0
     return live
 
 
@@ -302,49 +302,93 @@ class Trace:
     samples: int
 
 
+#: ``see(name, op, inputs, value, active)``: one node of a run, in topological order (``active``: a neuron's
+#: active updates on a stream, else None), as :func:`record` and :func:`replay` hand it to the counters
+See = Callable[[str, object, list, torch.Tensor, "torch.Tensor | None"], None]
+
+
+def _stream_neurons(graph: Graph, types) -> list[str]:
+    return [n for n, node in graph.nodes.items() if node.op.WORK == "neuron" and types[node.inputs[0]].time == "stream"]
+
+
+def batch_samples(graph: Graph, feeds: Mapping[str, torch.Tensor]) -> int:
+    """The batch size of ``feeds`` for ``graph`` (0 for a graph without inputs)."""
+    types = graph.types()
+    first = graph.inputs()[0] if graph.inputs() else None
+    return 0 if first is None else feeds[first].shape[1 if types[first].time == "stream" else 0]
+
+
+def record(graph: Graph, feeds: Mapping[str, torch.Tensor], see: See) -> None:
+    """Run ``graph`` once on a batch, handing every node to ``see`` as it is evaluated; each value is freed
+    after its last reader (nothing of the run is kept)."""
+    neurons = _stream_neurons(graph, graph.types())
+
+    def observe(name: str, op, inputs, value: torch.Tensor, traces: tuple[torch.Tensor, ...]) -> None:
+        see(name, op, inputs, value, active_neurons(op, inputs[0], traces) if traces else None)
+
+    run_graph(graph, feeds, observer=observe, states=neurons)
+
+
+def replay(graph: Graph, trace: Trace, see: See) -> None:
+    """Hand every node of a recorded run to ``see``, as :func:`record` would have."""
+    for name in graph.topo_order():
+        see(name, graph.op(name), [trace.values[s] for s in graph.nodes[name].inputs], trace.values[name],
+            trace.active.get(name))
+
+
 def trace_run(graph: Graph, feeds: Mapping[str, torch.Tensor]) -> Trace:
     """Run ``graph`` once on a batch (``feeds`` as for :func:`run_graph`), keeping every value and each
     neuron's active updates (from the state traces its evaluation hands the observer)."""
     types = graph.types()
-    neurons = [n for n, node in graph.nodes.items()
-               if node.op.WORK == "neuron" and types[node.inputs[0]].time == "stream"]
     active = {}
 
     def observe(name: str, op, inputs, value: torch.Tensor, traces: tuple[torch.Tensor, ...]) -> None:
         if traces:
             active[name] = active_neurons(op, inputs[0], traces)
 
-    values = run_graph(graph, feeds, keep="all", observer=observe, states=neurons)
-    first = graph.inputs()[0] if graph.inputs() else None
-    samples = 0 if first is None else values[first].shape[1 if types[first].time == "stream" else 0]
-    return Trace(values, active, types, samples)
+    values = run_graph(graph, feeds, keep="all", observer=observe, states=_stream_neurons(graph, types))
+    return Trace(values, active, types, batch_samples(graph, values))
+
+
+class ActivityCounter:
+    """The :class:`Activity` of one batch of ``samples``, counted node by node as the graph runs (:meth:`see`):
+    only the counts are kept."""
+
+    def __init__(self, graph: Graph, samples: int):
+        self.graph, self.types, self.spiking = graph, graph.types(), set(spiking_nodes(graph))
+        self.activity = Activity(samples=samples, time_steps=graph.time_steps)
+
+    def see(self, name: str, op, inputs: list[torch.Tensor], value: torch.Tensor,
+            active: torch.Tensor | None) -> None:
+        act = self.activity
+        if name in self.spiking:
+            act.spikes[name] = count_spikes(value, op.type_name())
+        if op.WORK == "synaptic":
+            src = self.types[self.graph.nodes[name].inputs[0]]
+            act.synapses[name] = _synapse_counts(op, inputs[0], not src.dtype.is_spike, src.time != "stream")
+        elif op.WORK == "attention":
+            act.attention[name] = _attention_counts(op, inputs)
+        elif op.WORK == "neuron":
+            if active is not None:  # a neuron on a static input updates once per sample: not counted
+                act.neurons[name] = _neuron_counts(op, active)
+        elif op.WORK != "none":
+            raise ValueError(f"node {name!r}: op type {op.type_name()} declares WORK={op.WORK!r}, not one of "
+                             f"{', '.join(WORK_KINDS)}: its activity cannot be counted")
 
 
 def count_activity(graph: Graph, feeds: Mapping[str, torch.Tensor] | None = None, trace: Trace | None = None
                    ) -> Activity:
-    """Count ``graph``'s activity exactly on a batch: from ``feeds`` (one run) or an existing ``trace``."""
+    """Count ``graph``'s activity exactly on a batch: from ``feeds`` (one run, streamed: no value kept past its
+    last reader) or an existing ``trace``."""
     if trace is None:
-        trace = trace_run(graph, feeds)
-    values, types = trace.values, trace.types
-    act = Activity(samples=trace.samples, time_steps=graph.time_steps)
-    for name in spiking_nodes(graph):
-        act.spikes[name] = count_spikes(values[name], graph.op(name).type_name())
-    for name in graph.topo_order():
-        op, srcs = graph.op(name), graph.nodes[name].inputs
-        if op.WORK == "synaptic":
-            src = srcs[0]
-            static = types[src].time != "stream"
-            act.synapses[name] = _synapse_counts(op, values[src], not types[src].dtype.is_spike, static)
-        elif op.WORK == "attention":
-            act.attention[name] = _attention_counts(op, [values[s] for s in srcs])
-        elif op.WORK == "neuron":
-            if name in trace.active:  # a neuron on a static input updates once per sample: not counted
-                act.neurons[name] = _neuron_counts(op, trace.active[name])
-        elif op.WORK != "none":
-            raise ValueError(f"node {name!r}: op type {op.type_name()} declares WORK={op.WORK!r}, not one of "
-                             f"{', '.join(WORK_KINDS)}: its activity cannot be counted")
-    return act
+        counter = ActivityCounter(graph, batch_samples(graph, feeds))
+        record(graph, feeds, counter.see)
+    else:
+        counter = ActivityCounter(graph, trace.samples)
+        replay(graph, trace, counter.see)
+    return counter.activity
 
 
-__all__ = ["Activity", "AttentionCounts", "Trace", "trace_run", "active_neurons", "attention_accumulates",
+__all__ = ["Activity", "ActivityCounter", "AttentionCounts", "Trace", "trace_run", "record", "replay",
+           "batch_samples", "active_neurons", "attention_accumulates",
            "NeuronCounts", "SynapseCounts", "count_activity", "merge"]

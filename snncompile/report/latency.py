@@ -94,40 +94,89 @@ def barrier_ns(tiles: int, target: Target, used: dict) -> float:
     return one + (full - one) * min(max(tiles - 1, 0), span) / span if span > 0 else full
 
 
-def estimate_latency(cores: CoreActivity, target: Target | str) -> LatencyEstimate:
-    """Price ``cores`` (per-core counts on a placement for ``target``) with ``target``'s time, hop, message and
-    static figures."""
+@dataclass
+class CoreTimes:
+    """What the latency estimate needs of a run's per-core counts on one target: per step and sample, the
+    slowest core's busy time and row; per core and sample, its busy time over the steps; the hops and messages
+    sent in all. A batch's :class:`CoreActivity` is reduced to it at once (:func:`core_times`), so that a run of
+    many samples keeps these instead of its counts per core and step; ``+`` joins batches (samples in order)."""
+
+    target: str
+    cores: tuple[int, ...]
+    slowest_busy_ns: np.ndarray            #: [T, B]
+    slowest_row: np.ndarray                #: [T, B]
+    core_busy_ns: np.ndarray               #: [C, B], summed over steps
+    sent: dict[str, float]                 #: hops_ew, hops_ns, messages: summed over cores, steps, samples
+    between_chips: bool                    #: some message goes to another chip
+    figures: dict[str, dict]               #: the time figures used
+
+    @property
+    def samples(self) -> int:
+        return self.slowest_busy_ns.shape[1]
+
+    def __add__(self, other: "CoreTimes") -> "CoreTimes":
+        if (self.target, self.cores) != (other.target, other.cores):
+            raise ValueError("cannot join the core times of different targets or placements")
+        return CoreTimes(self.target, self.cores, *(np.concatenate([getattr(self, k), getattr(other, k)], axis=1)
+                                                    for k in ("slowest_busy_ns", "slowest_row", "core_busy_ns")),
+                         {k: v + other.sent[k] for k, v in self.sent.items()}, self.between_chips or other.between_chips,
+                         self.figures)
+
+
+def _chip(target: Target | str) -> Target:
     target = load_target(target)
     if target.kind != "chip":
         raise ValueError(f"target {target.name!r} ({target.kind}) has no timing: latency needs a chip target")
+    return target
+
+
+def core_times(cores: CoreActivity, target: Target | str) -> CoreTimes:
+    """``cores`` timed with ``target``'s figures: each core's busy time per step (the longer of its input and
+    output side), reduced to what :func:`estimate_latency` reads."""
+    target = _chip(target)
     used: dict[str, dict] = {}
 
     def stage(times: dict) -> np.ndarray:  # [C, T, B] ns
         return sum(getattr(cores, count) * _figure(target, key, used, optional=True) for count, key in times.items())
 
     busy = np.maximum(stage(RECEIVE), stage(SEND))
-    positions = {tile_position(c, target) for c in cores.cores}  # the tiles in use: (chip, x, y)
+    per_core = busy[:, 0].copy()
+    for t in range(1, busy.shape[1]):  # step by step, as a sum over the steps of all the samples at once adds them
+        per_core += busy[:, t]
+    sent = {"hops_ew": float(cores.hops_ew.sum()), "hops_ns": float(cores.hops_ns.sum()),
+            "messages": float((cores.messages_out + cores.host_messages_in).sum())}
+    return CoreTimes(target.name, cores.cores, busy.max(axis=0), busy.argmax(axis=0), per_core, sent,
+                     bool(cores.messages_between_chips.any()), used)
+
+
+def estimate_latency(cores: CoreActivity | CoreTimes, target: Target | str) -> LatencyEstimate:
+    """Price ``cores`` (per-core counts on a placement for ``target``, or their :func:`core_times`) with
+    ``target``'s time, hop, message and static figures."""
+    target = _chip(target)
+    times = cores if isinstance(cores, CoreTimes) else core_times(cores, target)
+    if times.target != target.name:
+        raise ValueError(f"the core times were taken on {times.target!r}, not {target.name!r}")
+    used = dict(times.figures)
+    positions = {tile_position(c, target) for c in times.cores}  # the tiles in use: (chip, x, y)
     chips = len({p[0] for p in positions})
     not_modelled = ["chip-to-chip barrier and links"] if chips > 1 else []
     barrier = barrier_ns(len(positions) if chips == 1 else target.tiles_per_chip.value, target, used)
-    step = busy.max(axis=0) + barrier  # [T, B]
+    step = times.slowest_busy_ns + barrier  # [T, B]
     per_sample = step.sum(axis=0)
-    slowest = busy.argmax(axis=0)  # [T, B]
-    slowest_core = [int(cores.cores[np.bincount(row, minlength=len(cores.cores)).argmax()]) for row in slowest]
-    sent = {"hops_ew": cores.hops_ew, "hops_ns": cores.hops_ns,
-            "messages": cores.messages_out + cores.host_messages_in}
-    energy = {count: float(sent[count].sum() / cores.samples) * _figure(target, key, used)
+    slowest_core = [int(times.cores[np.bincount(row, minlength=len(times.cores)).argmax()])
+                    for row in times.slowest_row]
+    energy = {count: float(times.sent[count] / times.samples) * _figure(target, key, used)
               for count, key in ENERGIES.items() if getattr(target, key) is not None}
     if target.static_power_per_chip is not None:
         energy["static"] = _figure(target, "static_power_per_chip", used) * chips * float(per_sample.mean())
     else:
         not_modelled.append("static power (the target gives no figure)")
-    if cores.messages_between_chips.any():
+    if times.between_chips:
         not_modelled.append("chip-to-chip message energy")
     return LatencyEstimate(target.name, step.shape[0], step.mean(axis=1).tolist(), float(per_sample.mean()),
                            float(per_sample.min()), float(per_sample.max()), barrier, slowest_core,
-                           {c: float(b) for c, b in zip(cores.cores, busy.sum(axis=1).mean(axis=1))},
+                           {c: float(b) for c, b in zip(times.cores, times.core_busy_ns.mean(axis=1))},
                            energy, used, tuple(not_modelled))
 
 
-__all__ = ["LatencyEstimate", "estimate_latency", "barrier_ns", "RECEIVE", "SEND", "ENERGIES"]
+__all__ = ["LatencyEstimate", "CoreTimes", "core_times", "estimate_latency", "barrier_ns", "RECEIVE", "SEND", "ENERGIES"]

@@ -149,6 +149,9 @@ def headline(report: dict) -> Rows:
                            f"{report['target']}; "
                            + (f"{_count(len(violations), 'design-rule violation')}" if violations
                               else "no design-rule violation")]]
+    if "lower_bound" in placement:  # the fewest cores any placement needs, from the graph alone
+        rows.append(["", f"lower bound {_count(placement['lower_bound'], 'core')} "
+                         f"({placement['cores'] / max(1, placement['lower_bound']):.1f}x used)"])
     if placement.get("per_core"):
         rows.append(["most used", _core_use(placement["per_core"])])
     energy = [line for key, entry in report["energy"].items() for line in _energy_lines(key, entry)]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ...nn.seq import per_step
 from ..types import FLOAT32, TensorType
 from .base import Op, expect, expect_stream, param
-from .receptive import dense_rows, synapse_fan_outs, window
+from .receptive import dense_rows, synapse_fan_outs, synapse_received, window
 from .support import NETX_FLOAT, Backends, Refused
 
 
@@ -52,6 +52,12 @@ class WeightedSum:
                 return torch.from_numpy(mask.sum(0).astype(np.float64)).expand(in_shape).clone()[None]
             output_sets = [np.arange(math.prod(conv_output_shape(self, TensorType(in_shape))))]
         return synapse_fan_outs(self.weight, in_shape, output_sets, all_weights, conv)
+
+    def received(self, events: torch.Tensor, in_ndim: int) -> torch.Tensor:
+        """Per output element, the input events (``events``: 0/1 ``[..., *in_shape]``, ``in_ndim`` axes a sample)
+        that reach it through a non-zero weight, float64 ``[..., *out_shape]``: the synaptic operations of
+        :meth:`fan_out` counted at the output element they land on (per-core counts sum them per core)."""
+        return synapse_received(self.weight, events, in_ndim, self._conv_geometry())
 
 
 class ConvGeometry(WeightedSum):

@@ -100,6 +100,18 @@ def synapse_fan_outs(weight: np.ndarray, in_shape, output_sets: list[np.ndarray]
     return torch.nn.grad.conv2d_input((len(output_sets), *in_shape), mask, selected, *conv).double()
 
 
+def synapse_received(weight: np.ndarray, events: torch.Tensor, in_ndim: int, conv: tuple | None) -> torch.Tensor:
+    """Per output element, the input events that reach it through a non-zero weight: ``events`` ``[..., *in_shape]``
+    (0 or 1; ``in_ndim`` trailing axes are one sample) -> ``[..., *out_shape]`` float64. The binarised layer
+    applied to the events (float32 products, exact while a count stays below 2^24): summed over the outputs, it
+    equals the events times :func:`synapse_fan_outs` (the same synaptic operations, counted where they land)."""
+    mask = torch.from_numpy(np.asarray(weight) != 0).to(torch.float32)
+    lead = events.shape[:events.dim() - in_ndim]
+    x = events.to(torch.float32).reshape(-1, *events.shape[len(lead):])
+    found = x @ mask.T if conv is None else torch.nn.functional.conv2d(x, mask, None, *conv)
+    return found.reshape(*lead, *found.shape[1:]).double()
+
+
 def synapse_output_shape(weight: np.ndarray, in_shape, conv: tuple | None) -> tuple[int, ...]:
     """The per-sample output shape of a dense (``conv`` None) or convolution synapse on ``in_shape``."""
     if conv is None:
@@ -110,4 +122,4 @@ def synapse_output_shape(weight: np.ndarray, in_shape, conv: tuple | None) -> tu
 
 
 __all__ = ["same_elements", "window", "dense_rows", "token_reduction", "head_shape", "per_head", "head_channels",
-           "head_tokens", "eroded", "synapse_fan_outs", "synapse_output_shape"]
+           "head_tokens", "eroded", "synapse_fan_outs", "synapse_received", "synapse_output_shape"]
