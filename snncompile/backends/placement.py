@@ -129,7 +129,8 @@ def _groups(graph: Graph, types) -> tuple[list[str], dict[str, list[str]]]:
     sums: set[str] = set()  # synaptic sums still inside the receiving core (prove_ranges' in-core set)
     for n in order:
         op = graph.op(n)
-        if isinstance(op, SYNAPSES) or (isinstance(op, DENDRITIC) and all(s in sums for s in graph.nodes[n].inputs)):
+        if isinstance(op, SYNAPSES) or (isinstance(op, DENDRITIC) and all(
+                s in sums or graph.op(s).RELAYED for s in graph.nodes[n].inputs)):
             sums.add(n)
     consumers: dict[str, list[str]] = {n: [] for n in graph.nodes}
     for src, dst in graph.edges():
