@@ -91,3 +91,19 @@ def test_nothing_to_split(axons_64):
 def test_option_parts_asks_for_more_groups(axons_64):
     ctx = PassContext(target=str(axons_64.path), options={"split_fan_in": {"parts": 5}})
     assert split_fan_in(residual_conv(0), ctx).op("conv").blocks == 8  # the fewest groups >= 5 dividing 16
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_split_graph_on_lava_equals_run_graph(axons_64):
+    pytest.importorskip("lava.magma")
+    from snncompile.backends.lava.runner import run_lava_session
+    ctx = PassContext(target=str(axons_64.path))
+    graph = run_pipeline(residual_conv(-3), (split_fan_in, prove_ranges, schedule), ctx)
+    x = {name: torch.cat([v, torch.zeros(graph.time_steps - T, *v.shape[1:], dtype=v.dtype)]) for name, v in
+         feeds().items()}
+    ref = run_graph(graph, x, keep="all")
+    run = run_lava_session(graph, x, granularity="per_op", expose="all", timeout=240)
+    assert {"conv.partial", "conv.relay", "conv"} <= set(run.values)
+    for name, value in run.values.items():
+        assert torch.equal(value.to(torch.float64), ref[name].to(torch.float64)), name
