@@ -54,6 +54,7 @@ def test_run_default_model_does_the_whole_job(tmp_path):
     assert report["activity"]["totals"]["attention_accumulates"] > 0
     assert set(report["energy"]) == {"loihi2", "cmos45", "ann"} and report["energy"]["cmos45"]["total_pj"] > 0
     assert report["latency"]["per_sample_ns"] > 0 and len(report["placement"]["per_core"]) == report["placement"]["cores"]
+    assert 0 < report["placement"]["lower_bound"]["cores"] <= report["placement"]["cores"]
     html = tmp_path / f"{DEFAULT_MODEL}.report.html"
     assert f"report: {tmp_path}" in text and str(html) in text and 'id="plot-firing-rate"' in html.read_text()
     compiled = tmp_path / f"{DEFAULT_MODEL}.loihi.snnir"  # what run says it wrote is what run reads

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from snncompile.backends.design_rules import check
-from snncompile.backends.placement import place
+from snncompile.backends.placement import core_lower_bound, place
 from snncompile.ir import SPIKE, Graph, Node
 from snncompile.ir.ops import BlockSum, GradedRelay, Input, IntAdd, IntConv2d, LoihiLIF, Output
 from snncompile.ir.timing import unschedule
@@ -77,6 +77,10 @@ def test_split_is_bit_exact_and_meets_the_axon_limit(axons_64, weight_exp):
     assert not check(lowered, p, axons_64)
     assert p.unit_of("conv") == ["add"] and "conv.relay" in p.nodes and p.unit_of("conv.partial") == ["conv.relay"]
     assert max(c.fan_in_axons for c in p.cores if c.node == "add") <= 64
+    # the bound: each position's 8 channels fit one core's kernel memory, and a core holds at most 3 positions
+    # (3 x (16 channels + 1 residual) <= 64 axons): 36 positions need 12 cores
+    assert core_lower_bound(plain, axons_64).by_resource["kernels and windows"] == 12
+    assert core_lower_bound(lowered, axons_64).cores <= p.cores_used
 
 
 def test_nothing_to_split(axons_64):

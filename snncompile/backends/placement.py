@@ -76,9 +76,9 @@ A limit that one compartment alone (one reference cell of a box-readable unit) e
 for (the slice is bounded by the other limits) and is left to the design rules to report. Each slice gets its own core (no two units share a core), numbered from 0 in
 topological order; chip ``k`` holds cores ``k*cores_per_chip`` onwards.
 
-:func:`core_lower_bound` gives the fewest cores any such placement can use, from the graph alone (per unit,
-its neurons, kernel memory and input axons over the per-core limits, and a convolution's elements over
-those one core can hold within both its kernel memory and its input axons), to show next to the cores used.
+:func:`core_lower_bound` gives the fewest cores any such placement can use, from the graph alone
+(:mod:`.placement_bound`: per unit, neurons, kernel memory, input and output axons, and a convolution's
+kernels and windows over the per-core limits), to show next to the cores used.
 """
 from __future__ import annotations
 
@@ -407,59 +407,11 @@ def _cut_greedy(base: _Unit, sends: dict[str, np.ndarray], target: Target):
 
 # -- how few cores any placement needs -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class CoreBound:
-    """A lower bound on the cores a placement of the graph needs (``cores``), and per resource the bound that
-    resource alone gives (``by_resource``: neurons, synaptic memory, input axons, kernels and windows)."""
-
-    cores: int
-    by_resource: Mapping[str, int]
-
-
-def _conv_elements_per_core(op: IntConv2d, bits_limit: int | None, axons_limit: int | None) -> int | None:
-    """The most output elements of a stride-1 convolution whose every window is centred on an input element
-    (1x1 unpadded, or odd kernels padded by half) that one core can hold: each output channel it holds
-    stores its kernel (at most ``bits_limit // kernel bits`` channels), and each output position it holds
-    reads the ``C_in / groups`` channels of a distinct input position (at most ``axons_limit // that``
-    positions). ``None`` where the convolution is not of that kind or a limit is missing or unmet."""
-    kh, kw = op.weight.shape[2:]
-    centred = all(k % 2 == 1 and p == k // 2 for k, p in zip((kh, kw), op.padding))
-    if bits_limit is None or axons_limit is None or tuple(op.stride) != (1, 1) or tuple(op.dilation) != (1, 1) \
-            or not centred:
-        return None
-    channels = bits_limit // (math.prod(op.weight.shape[1:]) * op.weight_bits)
-    positions = axons_limit // op.weight.shape[1]
-    return channels * positions or None
-
-
-def core_lower_bound(graph: Graph, target: Target | str | Path) -> CoreBound:
-    """No two units share a core, and every unit's cores together hold all its compartments, store each of
-    its kernel rows (or tables) at least once and receive every source element it reads; so a unit needs at
-    least ``ceil(resource / per-core limit)`` cores for each resource. A unit with a convolution also needs
-    its output elements over the most one core can hold within both its kernel memory and its input axons
-    (:func:`_conv_elements_per_core`: a core's elements pair the channels whose kernels it stores with the
-    positions whose windows it reads). The graph needs the sum over its units of the largest of these.
-    Computed from the graph alone (no cut is made)."""
-    target = load_target(target)
-    types = graph.types()
-    shapes = {n: tuple(t.shape) for n, t in types.items()}
-    limits = {"neurons": _limit(target.neurons_per_core), "synaptic memory":
-              _limit(target.synaptic_memory_per_core, 1024 * 8), "input axons": _limit(target.fan_in_axons_per_core)}
-    per_resource, total = dict.fromkeys([*limits, "kernels and windows"], 0), 0
-    for u, members in _groups(graph, types)[1].items():
-        counted = [m for m in members if not isinstance(graph.op(m), Delay)] or [u]
-        unit = _Unit(u, members, max(1, max(math.prod(shapes[m]) for m in counted)), shapes, graph)
-        need = {"neurons": unit.neurons, "synaptic memory": unit.synaptic_bits(0, unit.neurons),
-                "input axons": sum(int(m.sum()) for m in unit.fan_in(0, unit.neurons).values())}
-        cores = {k: -(-need[k] // limits[k]) if limits[k] else 1 for k in limits}
-        cores["kernels and windows"] = max([-(-math.prod(shapes[m]) // most) for m in members
-                                            if isinstance(graph.op(m), IntConv2d) and (most := _conv_elements_per_core(
-                                                graph.op(m), limits["synaptic memory"], limits["input axons"]))],
-                                           default=0)
-        for k in per_resource:
-            per_resource[k] += cores[k]
-        total += max(1, *cores.values())
-    return CoreBound(total, per_resource)
+def core_lower_bound(graph: Graph, target: Target | str | Path):
+    """The fewest cores any placement of ``graph`` on ``target`` can use, per resource and in all
+    (:func:`.placement_bound.lower_bound`, which reads this module's units: imported here when called)."""
+    from .placement_bound import lower_bound
+    return lower_bound(graph, target)
 
 
 # -- what each core computes and receives (for per-core activity and latency) -----------------------------------------
@@ -490,7 +442,7 @@ def core_views(graph: Graph, placement: Placement) -> list[CoreView]:
     return sorted(views, key=lambda v: v.core)
 
 
-__all__ = ["place", "core_lower_bound", "CoreBound",
+__all__ = ["place", "core_lower_bound",
            "Placement", "NodePlacement", "Slice", "CoreLoad", "CoreView", "Message", "PlacementError",
            "core_views", "host_nodes",
            "placement_path", "save_placement", "load_placement", "HOST_TYPES"]

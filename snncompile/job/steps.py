@@ -31,7 +31,7 @@ from typing import Callable, TypeVar
 import torch
 
 from ..backends.design_rules import Violation, check
-from ..backends.placement import place
+from ..backends.placement import core_lower_bound, place
 from ..backends.protocol import Backend
 from ..frontend import export as export_model
 from ..ir import Graph
@@ -241,6 +241,12 @@ def _per_core(compiled: Compiled, chip: Target, latency: LatencyEstimate) -> lis
              "busy_ns": latency.core_busy_ns.get(c.core, 0.0)} for c in compiled.placement.cores]
 
 
+def _lower_bound(compiled: Compiled, chip: Target) -> dict:
+    """The fewest cores any placement of the graph can use, in all and per resource."""
+    bound = core_lower_bound(compiled.graph, chip)
+    return {"cores": bound.cores, "by_resource": dict(bound.by_resource)}
+
+
 def report(name: str, loaded: LoadedCheckpoint | GraphModel, chip: Target, *, float_eval: EvalResult, int_eval: EvalResult,
            lava: dict, compiled: Compiled, violations: list[Violation], layers: list[dict], counts: Counts,
            estimate: Estimate, artifact: dict[str, Path], out_dir: Path, seconds: dict[str, float]) -> JobReport:
@@ -253,6 +259,7 @@ def report(name: str, loaded: LoadedCheckpoint | GraphModel, chip: Target, *, fl
     result = JobReport(model=name, target=chip.name, checkpoint=checkpoint, float_accuracy=float_eval.accuracy,
                        integer_accuracy=int_eval.accuracy, test_samples=int_eval.total, lava=lava,
                        placement={"cores": compiled.placement.cores_used, "chips": compiled.placement.chips_used,
+                                  "lower_bound": _lower_bound(compiled, chip),
                                   "per_core": _per_core(compiled, chip, estimate.latency)},
                        violations=[f"[{v.rule}] {v.node}: {v.message}" for v in violations], layers=layers,
                        activity=counts.table, energy={k: e.to_dict() for k, e in estimate.energy.items()},
