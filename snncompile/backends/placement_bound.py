@@ -22,8 +22,8 @@ source element it reads and send every element it emits to each core that reads 
   ``A_max * (C_in / groups + others) <= input axons``. Counting (core, position) pairs, the convolution needs
   ``ceil(positions * ceil(C_out / ch_max) / A_max)`` cores.
 
-The graph needs the sum over its units of the largest of these (``CoreBound.cores``); ``by_resource`` gives
-each resource's sum alone.
+The graph needs the sum over its units of the largest of these (``CoreBound.cores``; each unit's in
+``by_unit``); ``by_resource`` gives each resource's sum alone.
 """
 from __future__ import annotations
 
@@ -44,11 +44,13 @@ RESOURCES = ("neurons", "synaptic memory", "input axons", "output axons", "kerne
 
 @dataclass(frozen=True)
 class CoreBound:
-    """A lower bound on the cores a placement of the graph needs (``cores``), and per resource the bound that
-    resource alone gives (``by_resource``: :data:`RESOURCES`)."""
+    """A lower bound on the cores a placement of the graph needs (``cores``), per resource the bound that
+    resource alone gives (``by_resource``: :data:`RESOURCES`), and per unit its own bound (``by_unit``: where a
+    placement's cores and the bound part)."""
 
     cores: int
     by_resource: Mapping[str, int]
+    by_unit: Mapping[str, int]
 
 
 def _channels_per_core(op, bits_limit: int | None) -> int | None:
@@ -125,7 +127,7 @@ def lower_bound(graph: Graph, target: Target | str | Path) -> CoreBound:
               "input axons": _limit(target.fan_in_axons_per_core), "output axons": _limit(target.fan_out_axons_per_core)}
     groups = _groups(graph, graph.types())[1]
     sends = _sends(graph, groups, shapes, set(host_nodes(graph)), limits["synaptic memory"])
-    per_resource, total = dict.fromkeys(RESOURCES, 0), 0
+    per_resource, per_unit = dict.fromkeys(RESOURCES, 0), {}
     for u, members in groups.items():
         counted = [m for m in members if not isinstance(graph.op(m), Delay)] or [u]
         unit = _Unit(u, members, max(1, max(math.prod(shapes[m]) for m in counted)), shapes, graph)
@@ -136,8 +138,8 @@ def lower_bound(graph: Graph, target: Target | str | Path) -> CoreBound:
         cores["kernels and windows"] = _kernels_and_windows(graph, members, shapes, limits)
         for k in per_resource:
             per_resource[k] += cores[k]
-        total += max(1, *cores.values())
-    return CoreBound(total, per_resource)
+        per_unit[u] = max(1, *cores.values())
+    return CoreBound(sum(per_unit.values()), per_resource, per_unit)
 
 
 __all__ = ["CoreBound", "lower_bound", "RESOURCES"]
