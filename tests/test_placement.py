@@ -432,3 +432,23 @@ def test_malformed_files(tmp_path, on_loihi2):
     path.write_text(json.dumps(doc))
     with pytest.raises(PlacementError, match="format_version 99"):
         load_placement(path)
+
+
+def test_grouped_convolutions_are_cut_in_blocks_within_a_group(tmp_path, monkeypatch):
+    # 3 groups of 4 input channels -> 5 output channels, 3x3 on 4 x 4 spikes, 64 axons per core: one group's 5
+    # channels over the whole map read its 4 channels' 16 positions (64 axons), but a block across two groups
+    # reads both (128)
+    target = changed_target(tmp_path, "loihi2", "axons64", {"fan_in_axons_per_core": 64})
+    rng = np.random.default_rng(0)
+    nodes = {"x": Node(Input(shape=(12, 4, 4), dtype=SPIKE, time="stream")),
+             "conv": Node(IntConv2d(weight=rng.integers(-3, 4, (15, 4, 3, 3)), padding=(1, 1), groups=3), ("x",)),
+             "lif": Node(LoihiLIF(current_decay=4096, voltage_decay=2048, vth=10), ("conv",)),
+             "y": Node(Output(), ("lif",))}
+    graph = Graph(nodes, ("y",), time_steps=2).validate()
+    p = place(graph, target)
+    assert p.nodes["lif"].order == "boxes:5x4x4/15x4x4" and p.cores_used == 3
+    assert [c.fan_in_axons for c in p.cores] == [64] * 3 and not check(graph, p, target)
+    import snncompile.backends.placement as placement
+    blind = placement.box_unit
+    monkeypatch.setattr(placement, "box_unit", lambda *args: dataclasses.replace(blind(*args), group_channels=None))
+    assert place(graph, target).cores_used > 3

@@ -52,13 +52,15 @@ def test_split_is_bit_exact_and_meets_the_axon_limit(axons_64, weight_exp):
     graph = residual_conv(weight_exp)
     ctx = PassContext(target=str(axons_64.path))
     split = split_fan_in(graph, ctx)
-    # 144 + 1 axons > 64: 16 channels in 4 groups (36 axons each; 3 groups do not divide them), 4 relays + 1
-    assert isinstance(split.op("conv"), BlockSum) and split.op("conv").blocks == 4
+    # 144 + 1 axons > 64: 16 channels in groups whose windows fit (4, 8 or 16 of them); 8 groups of 2 channels
+    # need the fewest cores by the estimate (a core holds 18 positions' windows of 2 channels, 4 of 4)
+    k = split.op("conv").blocks
+    assert isinstance(split.op("conv"), BlockSum) and k == 8
     assert split.nodes["conv"].inputs == ("conv.relay",) and isinstance(split.op("conv.relay"), GradedRelay)
     partial = split.op("conv.partial")
-    assert partial.groups == 4 and partial.weight.shape == (4 * C_OUT, 4, 3, 3) and partial.bias is None
-    # block g of the partial kernel is the original kernel's input channels 4g..4g+3
-    assert np.array_equal(partial.weight[2 * C_OUT + 5], graph.op("conv").weight[5, 8:12])
+    assert partial.groups == k and partial.weight.shape == (k * C_OUT, C_IN // k, 3, 3) and partial.bias is None
+    # block g of the partial kernel is the original kernel's input channels 2g, 2g + 1
+    assert np.array_equal(partial.weight[5 * C_OUT + 3], graph.op("conv").weight[3, 10:12])
     before = run_graph(graph, feeds(), keep="all")
     after = run_graph(split, feeds(), keep="all")
     assert 0 < before["y"].mean() < 1  # the neurons fire, not always
@@ -89,7 +91,11 @@ def test_nothing_to_split(axons_64):
     small = dataclasses.replace(graph, nodes={**graph.nodes, "conv": Node(
         dataclasses.replace(graph.op("conv"), weight=graph.op("conv").weight[:, :6]),
         ("x6",)), "x6": Node(Input(shape=(6, SIDE, SIDE), dtype=SPIKE, time="stream"))})
-    assert split_fan_in(small, PassContext(target=str(axons_64.path))) is small  # 6 x 9 + 1 = 55 axons fit
+    # 6 x 9 + 1 = 55 axons fit, for one position per core (8 compartments); in 3 groups of 2 channels a core
+    # holds 18 positions' windows (6 x 3, clipped to 6 x 5 inputs): split only where it saves cores
+    keep = PassContext(target=str(axons_64.path), options={"split_fan_in": {"save_cores": False}})
+    assert split_fan_in(small, keep) is small
+    assert split_fan_in(small, PassContext(target=str(axons_64.path))).op("conv").blocks == 3
 
 
 def test_option_parts_asks_for_more_groups(axons_64):

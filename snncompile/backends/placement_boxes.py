@@ -28,7 +28,8 @@ range count per axis, at most 2:1 elongated) the largest channel block that keep
 per-core limits (a limit one compartment alone exceeds is left out, as the greedy cut leaves it to the
 design rules), and keeps the cut with the fewest boxes plus the cores its input axons take from its
 sources' output axons (all it reads over the fan-out limit: a finer cut of a consumer multiplies the axons
-of its sources), then the fewest boxes, then the fewest input axons in all.
+of its sources), then the fewest boxes, then the fewest input axons in all. A unit with grouped convolutions
+also tries the channel blocks that divide a group (a block across two groups reads both groups' inputs).
 """
 from __future__ import annotations
 
@@ -97,6 +98,7 @@ class BoxUnit:
     readers: dict[str, list[tuple[str, tuple[AxisRead, AxisRead, AxisRead]]]]
     kernels: list[tuple[str, int]]  # conv members and the bits one output channel's kernel takes
     per_cell: int                   # compartments per reference cell
+    group_channels: int | None = None  # reference channels per group of its grouped convolutions (None: none)
 
     def span(self, member: str, axis: int, r0, r1, owned: bool = False):
         return member_range(self.shapes[member][axis], self.ref[axis], r0, r1, owned)
@@ -131,7 +133,10 @@ def box_unit(graph: Graph, members: list[str], shapes, counted: list[str]) -> Bo
         ref = tuple(math.gcd(*(shapes[m][axis] for m in members)) for axis in range(AXES))
     kernels = [(m, math.prod(graph.op(m).weight.shape[1:]) * graph.op(m).weight_bits)
                for m in members if isinstance(graph.op(m), IntConv2d)]
-    return BoxUnit(members, shapes, tuple(ref), readers, kernels, math.prod(shapes[largest]) // math.prod(ref))
+    grouped = [shapes[m][0] // graph.op(m).groups * ref[0] // shapes[m][0] for m, _ in kernels
+               if graph.op(m).groups > 1]
+    return BoxUnit(members, shapes, tuple(ref), readers, kernels, math.prod(shapes[largest]) // math.prod(ref),
+                   math.gcd(*grouped) if grouped else None)
 
 
 def _ranges(length: int, block: int) -> tuple[np.ndarray, np.ndarray]:
@@ -241,25 +246,30 @@ def best_box_cut(unit: BoxUnit, name: str, sends: np.ndarray, max_neurons: int, 
         return cut.neurons.size + (-(-axons // limits["out"]) if limits.get("out") else 0), cut.neurons.size, axons
 
     best, best_key = smallest, cost(smallest)
-    channels = _counts(unit.ref[0])
+    # channel blocks of every length, and (grouped convolutions) the lengths that divide a group, whose blocks
+    # never straddle two groups and so read one group's inputs
+    block_lengths = [_counts(unit.ref[0])]
+    if unit.group_channels:
+        block_lengths.append([d for d in range(1, unit.group_channels + 1) if unit.group_channels % d == 0])
     for th in _counts(unit.ref[1]):
         for tw in _counts(unit.ref[2]):
             if max(th, tw) > 2 * min(th, tw) and min(th, tw) < min(unit.ref[1], unit.ref[2]):
                 continue
             if th * tw * unit.per_cell > max_neurons:
                 continue
-            lo, hi, found = 0, len(channels) - 1, None  # the largest channel block that fits
-            while lo <= hi:
-                mid = (lo + hi) // 2
-                cut = _evaluate(unit, (channels[mid], th, tw), table, name)
-                if fits(cut):
-                    found, lo = cut, mid + 1
-                else:
-                    hi = mid - 1
-            if found is not None:
-                key = cost(found)
-                if key < best_key:
-                    best, best_key = found, key
+            for channels in block_lengths:
+                lo, hi, found = 0, len(channels) - 1, None  # the largest channel block that fits
+                while lo <= hi:
+                    mid = (lo + hi) // 2
+                    cut = _evaluate(unit, (channels[mid], th, tw), table, name)
+                    if fits(cut):
+                        found, lo = cut, mid + 1
+                    else:
+                        hi = mid - 1
+                if found is not None:
+                    key = cost(found)
+                    if key < best_key:
+                        best, best_key = found, key
     return best
 
 
