@@ -14,7 +14,7 @@ from snncompile.ir.timing import unschedule
 from snncompile.ir.types import int_type
 from snncompile.passes import PassContext, prove_ranges, run_pipeline, schedule, split_fan_in
 from snncompile.sim import run_graph
-from test_placement import changed_target
+from test_placement import changed_target, recounted
 
 C_IN, C_OUT, SIDE, T = 16, 8, 6, 5
 
@@ -79,6 +79,9 @@ def test_split_is_bit_exact_and_meets_the_axon_limit(axons_64, weight_exp):
     assert not check(lowered, p, axons_64)
     assert p.unit_of("conv") == ["add"] and "conv.relay" in p.nodes and p.unit_of("conv.partial") == ["conv.relay"]
     assert max(c.fan_in_axons for c in p.cores if c.node == "add") <= 64
+    # both units are cut into boxes (the sum reads the same box of each relayed block), costed exactly
+    assert p.nodes["add"].order.startswith("boxes:") and p.nodes["conv.relay"].order.startswith("boxes:")
+    assert recounted(lowered, p) == [(c.fan_in_axons, c.fan_out_axons) for c in p.cores]
     # the bound: each position's 8 channels fit one core's kernel memory, and a core holds at most 3 positions
     # (3 x (16 channels + 1 residual) <= 64 axons): 36 positions need 12 cores
     assert core_lower_bound(plain, axons_64).by_resource["kernels and windows"] == 12

@@ -331,7 +331,7 @@ def _cut_boxes(unit: BoxUnit, u: str, sends: dict[str, np.ndarray], target: Targ
             view = sends[src].reshape(unit.shapes[src])
             for box in boxes:
                 view[box] += 1
-            if len(boxes) == 2:  # the overlap of two readers' boxes is one axon, not two
+            if len(unit.readers[src]) == 2:  # the overlap of two readers' boxes is one axon, not two
                 view[tuple(slice(max(a.start, b.start), max(max(a.start, b.start), min(a.stop, b.stop)))
                            for a, b in zip(*boxes))] -= 1
     slices = [(a, b, int(bits), int(fan_in), int(fan_out)) for (a, b), bits, fan_in, fan_out

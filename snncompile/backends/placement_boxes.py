@@ -5,9 +5,10 @@ A unit is **box-readable** when every member of its group has a ``[C, H, W]`` ou
 as a box: an elementwise op (the registry's default ``reads``: the same position), a convolution
 (``IntConv2d``: a window of rows and columns, the input channels of its groups) or a pool (``MaxPool2d``,
 ``SumPool2d``: a window, the same channels), with unit dilation and a stride no larger than the kernel (so
-that the rows a range of output rows reads are one range), and no source read by more than two members.
-Then the input elements a box of output elements reads are a box per source (two boxes at most), and a
-box's cost is exact arithmetic: neurons (its volume), kernel memory (its channels' kernel rows), input
+that the rows a range of output rows reads are one range), or a sum of relayed partial sums (``BlockSum``:
+the same box in each of its channel blocks), and no source read by more than two members (by one, where a
+``BlockSum`` reads it). Then the input elements a box of output elements reads are a box per source (two
+boxes at most; one per block of a ``BlockSum``), and a box's cost is exact arithmetic: neurons (its volume), kernel memory (its channels' kernel rows), input
 axons (the volume of the boxes it reads, their overlap counted once) and output axons (a sum over the
 box of the axons each emitted element needs).
 
@@ -40,7 +41,7 @@ from typing import Sequence
 import numpy as np
 
 from ..ir import Graph
-from ..ir.ops import IntConv2d, MaxPool2d, Op, SumPool2d
+from ..ir.ops import BlockSum, IntConv2d, MaxPool2d, Op, SumPool2d
 
 AXES = 3  # channel, row, column
 
@@ -48,7 +49,8 @@ AXES = 3  # channel, row, column
 @dataclass(frozen=True)
 class AxisRead:
     """How one member reads one source along one axis: output range ``[o0, o1)`` (member cells) ->
-    input range. ``kind``: ``same``, ``window`` (kernel, stride, padding) or ``groups`` (out/in per group)."""
+    input range. ``kind``: ``same``, ``window`` (kernel, stride, padding), ``groups`` (out/in per group) or
+    ``blocks`` (``b`` blocks of ``a`` channels: the range itself in each block, ``copies`` of it)."""
 
     kind: str
     size: int                    # the source's length on this axis
@@ -56,8 +58,13 @@ class AxisRead:
     b: int = 1
     c: int = 0
 
+    @property
+    def copies(self) -> int:
+        """How many times the range is read, ``a`` apart (blocks: once per block)."""
+        return self.b if self.kind == "blocks" else 1
+
     def read(self, o0: np.ndarray, o1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.kind == "same":
+        if self.kind in ("same", "blocks"):  # blocks: the first block's range
             return o0, o1
         if self.kind == "window":  # kernel a, stride b, padding c
             return np.maximum(0, o0 * self.b - self.c), np.minimum(self.size, (o1 - 1) * self.b - self.c + self.a)
@@ -76,6 +83,9 @@ def _axis_reads(op: Op, out_shape, in_shapes) -> list[tuple[AxisRead, AxisRead, 
         return [(AxisRead("groups", c, out_shape[0] // groups, c // groups),
                  AxisRead("window", h, kh, op.stride[0], op.padding[0]),
                  AxisRead("window", w, kw, op.stride[1], op.padding[1]))]
+    if isinstance(op, BlockSum):
+        (c, h, w), = in_shapes
+        return [(AxisRead("blocks", c, out_shape[0], op.blocks), AxisRead("same", h), AxisRead("same", w))]
     if isinstance(op, (MaxPool2d, SumPool2d)):
         if op.stride[0] > op.kernel[0] or op.stride[1] > op.kernel[1]:
             return None
@@ -125,7 +135,7 @@ def box_unit(graph: Graph, members: list[str], shapes, counted: list[str]) -> Bo
         for src, read in zip(node.inputs, axes):
             if src not in members:
                 readers.setdefault(src, []).append((m, read))
-    if any(len(r) > 2 for r in readers.values()):
+    if any(len(r) > 2 or (len(r) == 2 and any(axes[0].copies > 1 for _, axes in r)) for r in readers.values()):
         return None
     largest = max(counted, key=lambda m: math.prod(shapes[m]))
     ref = shapes[largest]
@@ -178,10 +188,10 @@ def _volume(lengths: list[np.ndarray]) -> np.ndarray:
 def _fan_in(unit: BoxUnit, blocks) -> np.ndarray:
     """Input axons of every box ``[nc, nh, nw]``: per source the volume it reads, two readers' overlap once."""
     total = np.zeros([len(b[0]) for b in blocks], np.int64)
-    for src in unit.readers:
+    for src, readers in unit.readers.items():
         reads = _source_reads(unit, src, blocks)
-        for axes in reads:
-            total += _volume([hi - lo for lo, hi in axes])
+        for axes, (_, how) in zip(reads, readers):
+            total += _volume([hi - lo for lo, hi in axes]) * how[0].copies
         if len(reads) == 2:
             total -= _volume([np.maximum(0, np.minimum(a[1], b[1]) - np.maximum(a[0], b[0]))
                               for a, b in zip(*reads)])
@@ -277,15 +287,19 @@ _FIELD = {"bits": "bits", "in": "fan_in", "out": "fan_out"}
 
 
 def box_reads(unit: BoxUnit, cut: BoxCut) -> list[dict[str, list[tuple[slice, slice, slice]]]]:
-    """Per box (in order), per source, the boxes of the source it reads (one or two, as slices)."""
+    """Per box (in order), per source, the boxes of the source it reads (as slices): one per reader, or one
+    per block of a reader of blocks (the only reader of its source)."""
     blocks = [_ranges(unit.ref[k], cut.box[k]) for k in range(AXES)]
-    per_source = {src: _source_reads(unit, src, blocks) for src in unit.readers}
+    per_source = {src: list(zip(_source_reads(unit, src, blocks), (axes[0] for _, axes in unit.readers[src])))
+                  for src in unit.readers}
     found = []
     for i in range(len(blocks[0][0])):
         for j in range(len(blocks[1][0])):
             for k in range(len(blocks[2][0])):
-                found.append({src: [tuple(slice(int(a[0][x]), int(a[1][x])) for a, x in zip(axes, (i, j, k)))
-                                    for axes in reads] for src, reads in per_source.items()})
+                found.append({src: [(slice(int(c[0][i]) + g * channel.a, int(c[1][i]) + g * channel.a),
+                                     *(slice(int(a[0][x]), int(a[1][x])) for a, x in zip(rest, (j, k))))
+                                    for (c, *rest), channel in reads for g in range(channel.copies)]
+                             for src, reads in per_source.items()})
     return found
 
 
