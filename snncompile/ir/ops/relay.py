@@ -2,12 +2,17 @@
 split (``passes/split_fan_in.py``) into a grouped synapse of partial sums, relay compartments that send the
 partial sums on, and the receiving compartment's sum of them.
 
-On Loihi 2 a compartment can send an integer as a graded spike (up to 32-bit payload; Lava's stock
-``GradedVec`` with threshold 0 sends its dendritic input as it is); a graded spike reaches the receiving core
-through synapses of weight 1 into the dendritic accumulator, which adds every synapse reaching a compartment
-(Lava: ``a = sum of a_in from all connected OutPorts``) and delivers one step later, like every synapse. So
-the sum of ``K`` partial sums is exact, costs one synaptic hop (a step) more than the unsplit synapse, and
-the receiving compartment reads ``K`` axons per output instead of every input of the unsplit synapse.
+On Loihi 2 a compartment can send an integer as a graded spike (Intel's Loihi 2 brief: "graded spike events
+(up to 32-bit payload)", ``targets/loihi2.toml``'s ``graded_spike_payload_bits``; Lava's stock ``GradedVec``,
+``v += a_in``, output ``v * (|v| > vth)``, then ``v = 0``, with threshold 0 sends its dendritic input as it
+is: the design references' lava_loihi.md, section 4.5); a graded spike reaches the receiving core through
+synapses of weight 1 into the dendritic accumulator, which adds every synapse reaching a compartment (Lava's
+LIF: ``a = sum of a_in from all connected OutPorts``, section 4.1) and delivers one step later, like every
+synapse. So the sum of ``K`` partial sums is exact, costs one synaptic hop (a step) more than the unsplit
+synapse, and the receiving compartment reads ``K`` axons per output instead of every input of the unsplit
+synapse. Loihi 1's dendritic tree joins compartments of one core only, so it cannot lift a per-core axon
+limit. The activity counts price the partial synapses' operations (the unsplit synapse's, regrouped) but
+not the relay compartments' updates or their weight-1 synapses (``WORK`` none, as the integer sums).
 """
 from __future__ import annotations
 
