@@ -124,7 +124,8 @@ def lower_bound(graph: Graph, target: Target | str | Path) -> CoreBound:
     shapes = {n: tuple(t.shape) for n, t in graph.types().items()}
     limits = {"neurons": _limit(target.neurons_per_core),
               "synaptic memory": _limit(target.synaptic_memory_per_core, 1024 * 8),
-              "input axons": _limit(target.fan_in_axons_per_core), "output axons": _limit(target.fan_out_axons_per_core)}
+              "input axons": _limit(target.fan_in_axons_per_core),
+              "output axons": _limit(target.fan_out_axons_per_core)}
     groups = _groups(graph, graph.types())[1]
     sends = _sends(graph, groups, shapes, set(host_nodes(graph)), limits["synaptic memory"])
     per_resource, per_unit = dict.fromkeys(RESOURCES, 0), {}

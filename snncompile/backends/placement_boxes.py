@@ -8,9 +8,9 @@ as a box: an elementwise op (the registry's default ``reads``: the same position
 that the rows a range of output rows reads are one range), or a sum of relayed partial sums (``BlockSum``:
 the same box in each of its channel blocks), and no source read by more than two members (by one, where a
 ``BlockSum`` reads it). Then the input elements a box of output elements reads are a box per source (two
-boxes at most; one per block of a ``BlockSum``), and a box's cost is exact arithmetic: neurons (its volume), kernel memory (its channels' kernel rows), input
-axons (the volume of the boxes it reads, their overlap counted once) and output axons (a sum over the
-box of the axons each emitted element needs).
+boxes at most; one per block of a ``BlockSum``), and a box's cost is exact arithmetic: neurons (its
+volume), kernel memory (its channels' kernel rows), input axons (the volume of the boxes it reads, their
+overlap counted once) and output axons (a sum over the box of the axons each emitted element needs).
 
 The **reference grid** of a unit is ``(RC, RH, RW)``: its largest member's shape where every member's
 sizes divide it (a pool after a convolution: the convolution's grid), else the greatest common divisors

@@ -158,8 +158,8 @@ def split_fan_in(graph: Graph, ctx: PassContext) -> Graph:
     Requires: a lowered, unscheduled integer graph (no delays yet); ``ctx.target`` (without a target, or a
     target without the limit, the graph is returned unchanged). Options: ``parts`` (1), the fewest channel
     groups a split uses; ``save_cores`` (True), also split a convolution that fits where the split is
-    estimated to need fewer cores (each costs a step of latency). Guarantees: every node of the input keeps its name and every value; the new nodes
-    are ``<synapse>.partial`` and ``<synapse>.relay``."""
+    estimated to need fewer cores (each costs a step of latency). Guarantees: every node of the input keeps
+    its name and every value; the new nodes are ``<synapse>.partial`` and ``<synapse>.relay``."""
     options = {**DEFAULTS, **ctx.options_for(split_fan_in)}
     if set(options) != set(DEFAULTS):
         raise ValueError(f"split_fan_in: unknown options {sorted(set(options) - set(DEFAULTS))}")
