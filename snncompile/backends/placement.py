@@ -69,9 +69,8 @@ in reverse topological order (consumers first: a unit's fan-out is then known wh
 - Any other unit (attention, dense, token sums) is cut greedily into the fewest slices: from its first
   compartment, every slice is extended as far as the per-core limits allow (neurons, synaptic memory,
   fan-in and fan-out axons, all monotone in the slice's length, so the greedy cut is minimal), in each
-  compartment order (of the uniform box orders, whose channel blocks and square position tiles divide every
-  member's sizes, the one with the fewest boxes whose middle box alone fits a core); the order with fewer
-  slices wins, then the one with fewer input axons in all, then ``channel``.
+  compartment order (of the uniform box orders, the one with the fewest boxes whose middle box alone fits
+  a core); the order with fewer slices wins, then the one with fewer input axons in all, then ``channel``.
 
 A limit that one compartment alone (one reference cell of a box-readable unit) exceeds is not partitioned
 for (the slice is bounded by the other limits) and is left to the design rules to report. Each slice gets its own core (no two units share a core), numbered from 0 in
@@ -343,15 +342,18 @@ def _cut_boxes(unit: BoxUnit, u: str, sends: dict[str, np.ndarray], target: Targ
 
 def _tile_orders(shapes: list[tuple[int, ...]]) -> list[str]:
     """The uniform box orders every member's ``[C, H, W]`` divides into: ``NC`` channel blocks times
-    ``NH x NH`` position tiles (common divisors of the sizes: a 96 x 96 score grid into 12 x 12 tiles of 8,
-    where powers of two give 16 tiles of 6), as ``boxes:`` orders of the members' common grid."""
-    def divisors(sizes):
-        return [n for n in range(1, min(sizes) + 1) if all(s % n == 0 for s in sizes)]
+    ``NH x NH`` position tiles (powers of two), as ``boxes:`` orders of the members' common grid."""
+    def halvings(sizes):
+        n, found = 1, []
+        while all(s % n == 0 for s in sizes):
+            found.append(n)
+            n *= 2
+        return found
 
     ref = [math.gcd(*(s[axis] for s in shapes)) for axis in range(3)]
     return [f"boxes:{ref[0] // nc}x{ref[1] // nh}x{ref[2] // nh}/{ref[0]}x{ref[1]}x{ref[2]}"
-            for nc in divisors([s[0] for s in shapes])
-            for nh in divisors([s[1] for s in shapes] + [s[2] for s in shapes]) if nc * nh > 1]
+            for nc in halvings([s[0] for s in shapes])
+            for nh in halvings([s[1] for s in shapes] + [s[2] for s in shapes]) if nc * nh > 1]
 
 
 def _best_tiles(base: _Unit, target: Target) -> str | None:
