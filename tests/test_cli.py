@@ -173,7 +173,8 @@ def test_verify_reports_every_stage_and_node(tmp_path, source, upstream_checkpoi
     report = json.loads((tmp_path / "report.json").read_text())
     stages = {s["pass"]: s for s in report["stages"]}
     assert list(stages) == ["input", "fold_batchnorm", "fold_linear_chains", "normalize_neurons", "lower_attention",
-                            "lower_levels", "quantize (float view)", "quantize", "prove_ranges", "schedule"]
+                            "lower_levels", "quantize (float view)", "quantize", "split_fan_in", "prove_ranges",
+                            "schedule"]
     assert stages["schedule"]["exact"] and stages["prove_ranges"]["exact"]
     float_view = {n["name"]: n for n in stages["quantize (float view)"]["nodes"]}
     assert float_view["head_lif"]["op"] == "LIF" and float_view["head"]["op"] == "Linear"

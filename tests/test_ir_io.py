@@ -18,7 +18,8 @@ import torch
 from snncompile.ir import io as irio
 from snncompile.ir.graph import Graph, GraphError, HistoryEntry, Node
 from snncompile.ir.io import IRFileError, from_bytes, graph_digest, load, save, to_bytes
-from snncompile.ir.ops import (LI, LIF, OPS, Add, BatchNorm, BlockLinearAttention, Conv2d, CubaLIF, Flatten, Input,
+from snncompile.ir.ops import (LI, LIF, OPS, Add, BatchNorm, BlockLinearAttention, BlockSum, Conv2d, CubaLIF, Flatten,
+                               GradedRelay, Input,
                                Linear, LUTAttention, MaxPool2d, Mul, Output, ReLU, Repeat, Scale, SpikeColumnSum,
                                SpikeMask, SumPool2d, TemporalWindow, TernaryLIF, TimeMean, TokenMean, IntConv2d,
                                IntDense, LoihiLIF, LoihiTernaryLIF, Quantize, IntAdd, IntShift, Delay, TokenSum,
@@ -101,7 +102,9 @@ def every_op_graph(seed: int = 0) -> Graph:
     add("qrep", Repeat(time_steps=T, data_steps=T - 1), "q")
     add("ibias", IntConv2d(weight=rng.integers(-8, 8, (3, 3, 1, 1)).astype(np.int8), bias=np.array([1, -2, 3]),
                            out_bits=12), "qrep")
-    add("isum", IntAdd(out_bits=12, overflow="wrap"), "ibias", "ibias")
+    add("irelay", GradedRelay(), "ibias")  # a sum relayed to its receiving compartment (split_fan_in)
+    add("iblocks", BlockSum(blocks=1, shift=-1, bias=np.array([4, 0, -4]), out_bits=12), "irelay")
+    add("isum", IntAdd(out_bits=12, overflow="wrap"), "ibias", "iblocks")
     add("ishift", IntShift(shift=-1), "isum")
     add("idelay", Delay(delay=2), "ishift")
     add("itok", TokenSum(out_bits=20), "idelay")

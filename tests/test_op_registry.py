@@ -16,7 +16,7 @@ from snncompile.ir.ops import (LI, LIF, Add, BatchNorm, BlockLinearAttention, Co
                                MultiLevelAttention, MultiLevelSpike, Mul, Output, QMAccumulate, Quantize, ReLU,
                                Repeat, Scale, ScoreLUT, ScoreValueAccumulate, SpikeColumnSum, SpikeMask, SpikeScores,
                                SumPool2d, TemporalWindow, TernaryLIF, TimeMean, TokenMean, TokenSum)
-from snncompile.ir.ops import BorderPad
+from snncompile.ir.ops import BlockSum, BorderPad, GradedRelay
 from snncompile.ir.ops.support import (BACKEND_NAMES, LAVA_KEYS, NETX_KEYS, ONNX_KEYS, ROLES, STEPPINGS, WORK_KINDS,
                                        Backends, Refused)
 from snncompile.ir.types import FLOAT32, SPIKE, TERNARY, TensorType, int_type
@@ -73,6 +73,8 @@ EXAMPLES = {
     IntAdd: (IntAdd(), [TensorType(MAP, int_type(8)), TensorType(MAP, SPIKE)]),
     IntShift: (IntShift(shift=2), [TensorType(MAP, int_type(8))]),
     Delay: (Delay(delay=2), [TensorType(MAP, SPIKE)]),
+    GradedRelay: (GradedRelay(), [TensorType(MAP, int_type(12))]),
+    BlockSum: (BlockSum(blocks=2, shift=-1, bias=np.arange(2)), [TensorType(MAP, int_type(12))]),
     TokenSum: (TokenSum(), [TensorType(MAP, SPIKE)]),
     KVOuterAccumulate: (KVOuterAccumulate(heads=HEADS, block=2), [TensorType(MAP, SPIKE), TensorType(MAP, TERNARY)]),
     QMAccumulate: (QMAccumulate(heads=HEADS), [TensorType(MAP, SPIKE), TensorType((HEADS, D, D), int_type(8))]),
@@ -121,6 +123,7 @@ def test_declarations_are_complete(op_type):
     assert op_type.STEPPING in STEPPINGS
     assert op_type.WORK in WORK_KINDS
     assert isinstance(op_type.DENDRITIC, bool) and isinstance(op_type.BIAS_PASSES, bool)
+    assert isinstance(op_type.RELAYED, bool)
     assert isinstance(op_type.BACKENDS, Backends)
     for backend in BACKEND_NAMES:
         entry = op_type.BACKENDS.get(backend)
@@ -241,7 +244,8 @@ def test_scheduling_sets_absolute_time_fields():
 def test_families_are_derived():
     assert set(family("neuron")) == {LIF, TernaryLIF, CubaLIF, LI, LoihiLIF, LoihiTernaryLIF, MultiLevelSpike}
     assert set(family("synapse")) == {Conv2d, Linear, IntDense, IntConv2d}
-    assert set(ops_where(DENDRITIC=True)) == {IntAdd, IntShift, Delay}
+    assert set(ops_where(DENDRITIC=True)) == {IntAdd, IntShift, Delay, BlockSum}
+    assert set(ops_where(RELAYED=True)) == {GradedRelay}
     assert set(ops_where(BIAS_PASSES=True)) == {MaxPool2d, Delay}
     with pytest.raises(ValueError, match="unknown role"):
         family("neurons")

@@ -239,7 +239,7 @@ def test_pipelines_are_lists_of_passes():
     assert PIPELINES["float"] == (fold_batchnorm,)
     assert all(isinstance(p, Pass) for steps in PIPELINES.values() for p in steps)
     loihi = {p.name: p for p in PIPELINES["loihi"]}
-    assert {n for n, p in loihi.items() if p.exact} == {"prove_ranges", "schedule"}
+    assert {n for n, p in loihi.items() if p.exact} == {"split_fan_in", "prove_ranges", "schedule"}
     assert {n for n, p in loihi.items() if p.align} == {"normalize_neurons", "lower_levels", "quantize", "schedule"}
     assert [n for n, p in loihi.items() if p.float_view] == ["quantize"]
     with pytest.raises(TypeError, match="pipeline steps must be Pass objects"):
@@ -247,8 +247,8 @@ def test_pipelines_are_lists_of_passes():
 
 
 def test_the_passes_families_are_queries_of_the_op_registry():
-    from snncompile.ir.ops import (Delay, IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate, LevelScores,
-                                   LevelScoreValue, LoihiLIF, LoihiTernaryLIF, QMAccumulate, ScoreValueAccumulate,
+    from snncompile.ir.ops import (BlockSum, Delay, IntAdd, IntConv2d, IntDense, IntShift, KVOuterAccumulate,
+                                   LevelScores, LevelScoreValue, LoihiLIF, LoihiTernaryLIF, QMAccumulate, ScoreValueAccumulate,
                                    SpikeScores, TernaryLIF)
     from snncompile.passes.float_view import INTEGER_OPERANDS, NEURONS as VIEWED_NEURONS, SYNAPSES as VIEWED_SYNAPSES
     from snncompile.passes.normalize_neurons import NEURON_TYPES
@@ -256,7 +256,7 @@ def test_the_passes_families_are_queries_of_the_op_registry():
     assert NEURON_TYPES == (LIF, TernaryLIF)
     assert set(NEURONS) == set(VIEWED_NEURONS) == {LoihiLIF, LoihiTernaryLIF}
     assert set(SYNAPSES) == set(VIEWED_SYNAPSES) == {IntDense, IntConv2d}
-    assert set(DENDRITIC) == {IntAdd, IntShift, Delay}
+    assert set(DENDRITIC) == {IntAdd, IntShift, Delay, BlockSum}
     assert set(INTEGER_OPERANDS) == {KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreValueAccumulate, LevelScores,
                                      LevelScoreValue}
 

@@ -77,9 +77,9 @@ A limit that one compartment alone (one reference cell of a box-readable unit) e
 for (the slice is bounded by the other limits) and is left to the design rules to report. Each slice gets its own core (no two units share a core), numbered from 0 in
 topological order; chip ``k`` holds cores ``k*cores_per_chip`` onwards.
 
-:func:`core_lower_bound` gives the fewest cores any such placement can use, from the graph alone (per unit,
-its neurons, kernel memory and input axons over the per-core limits, and a convolution's elements over
-those one core can hold within both its kernel memory and its input axons), to show next to the cores used.
+:func:`core_lower_bound` gives the fewest cores any such placement can use, from the graph alone
+(:mod:`.placement_bound`: per unit, neurons, kernel memory, input and output axons, and a convolution's
+kernels and windows over the per-core limits), to show next to the cores used.
 """
 from __future__ import annotations
 
@@ -122,7 +122,8 @@ def _groups(graph: Graph, types) -> tuple[list[str], dict[str, list[str]]]:
     sums: set[str] = set()  # synaptic sums still inside the receiving core (prove_ranges' in-core set)
     for n in order:
         op = graph.op(n)
-        if isinstance(op, SYNAPSES) or (isinstance(op, DENDRITIC) and all(s in sums for s in graph.nodes[n].inputs)):
+        if isinstance(op, SYNAPSES) or (isinstance(op, DENDRITIC) and all(
+                s in sums or graph.op(s).RELAYED for s in graph.nodes[n].inputs)):
             sums.add(n)
     consumers: dict[str, list[str]] = {n: [] for n in graph.nodes}
     for src, dst in graph.edges():
@@ -279,7 +280,8 @@ def place(graph: Graph, target: Target | str | Path) -> Placement:
     shapes = {n: tuple(t.shape) for n, t in types.items()}
     host, groups = _groups(graph, types)
     host_set = set(host)
-    sends = {u: np.zeros(math.prod(shapes[u]), np.int64) for u in groups}
+    # axons each output element needs (int32: a count of cores; half the memory of int64 on 224 x 224 maps)
+    sends = {u: np.zeros(math.prod(shapes[u]), np.int32) for u in groups}
     for u in groups:  # one axon to the host per element it reads
         if u in graph.outputs or any(c in host_set for c in graph.consumers(u)):
             sends[u] += 1
@@ -323,7 +325,7 @@ def _cut_boxes(unit: BoxUnit, u: str, sends: dict[str, np.ndarray], target: Targ
             view = sends[src].reshape(unit.shapes[src])
             for box in boxes:
                 view[box] += 1
-            if len(boxes) == 2:  # the overlap of two readers' boxes is one axon, not two
+            if len(unit.readers[src]) == 2:  # the overlap of two readers' boxes is one axon, not two
                 view[tuple(slice(max(a.start, b.start), max(max(a.start, b.start), min(a.stop, b.stop)))
                            for a, b in zip(*boxes))] -= 1
     slices = [(a, b, int(bits), int(fan_in), int(fan_out)) for (a, b), bits, fan_in, fan_out
@@ -343,8 +345,8 @@ def _tile_orders(shapes: list[tuple[int, ...]]) -> list[str]:
 
     ref = [math.gcd(*(s[axis] for s in shapes)) for axis in range(3)]
     return [f"boxes:{ref[0] // nc}x{ref[1] // nh}x{ref[2] // nh}/{ref[0]}x{ref[1]}x{ref[2]}"
-            for nc in halvings([s[0] for s in shapes]) for nh in halvings([s[1] for s in shapes] + [s[2] for s in shapes])
-            if nc * nh > 1]
+            for nc in halvings([s[0] for s in shapes])
+            for nh in halvings([s[1] for s in shapes] + [s[2] for s in shapes]) if nc * nh > 1]
 
 
 def _best_tiles(base: _Unit, target: Target) -> str | None:
@@ -399,59 +401,11 @@ def _cut_greedy(base: _Unit, sends: dict[str, np.ndarray], target: Target):
 
 # -- how few cores any placement needs -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class CoreBound:
-    """A lower bound on the cores a placement of the graph needs (``cores``), and per resource the bound that
-    resource alone gives (``by_resource``: neurons, synaptic memory, input axons, kernels and windows)."""
-
-    cores: int
-    by_resource: Mapping[str, int]
-
-
-def _conv_elements_per_core(op: IntConv2d, bits_limit: int | None, axons_limit: int | None) -> int | None:
-    """The most output elements of a stride-1 convolution whose every window is centred on an input element
-    (1x1 unpadded, or odd kernels padded by half) that one core can hold: each output channel it holds
-    stores its kernel (at most ``bits_limit // kernel bits`` channels), and each output position it holds
-    reads the ``C_in / groups`` channels of a distinct input position (at most ``axons_limit // that``
-    positions). ``None`` where the convolution is not of that kind or a limit is missing or unmet."""
-    kh, kw = op.weight.shape[2:]
-    centred = all(k % 2 == 1 and p == k // 2 for k, p in zip((kh, kw), op.padding))
-    if bits_limit is None or axons_limit is None or tuple(op.stride) != (1, 1) or tuple(op.dilation) != (1, 1) \
-            or not centred:
-        return None
-    channels = bits_limit // (math.prod(op.weight.shape[1:]) * op.weight_bits)
-    positions = axons_limit // op.weight.shape[1]
-    return channels * positions or None
-
-
-def core_lower_bound(graph: Graph, target: Target | str | Path) -> CoreBound:
-    """No two units share a core, and every unit's cores together hold all its compartments, store each of
-    its kernel rows (or tables) at least once and receive every source element it reads; so a unit needs at
-    least ``ceil(resource / per-core limit)`` cores for each resource. A unit with a convolution also needs
-    its output elements over the most one core can hold within both its kernel memory and its input axons
-    (:func:`_conv_elements_per_core`: a core's elements pair the channels whose kernels it stores with the
-    positions whose windows it reads). The graph needs the sum over its units of the largest of these.
-    Computed from the graph alone (no cut is made)."""
-    target = load_target(target)
-    types = graph.types()
-    shapes = {n: tuple(t.shape) for n, t in types.items()}
-    limits = {"neurons": _limit(target.neurons_per_core), "synaptic memory":
-              _limit(target.synaptic_memory_per_core, 1024 * 8), "input axons": _limit(target.fan_in_axons_per_core)}
-    per_resource, total = dict.fromkeys([*limits, "kernels and windows"], 0), 0
-    for u, members in _groups(graph, types)[1].items():
-        counted = [m for m in members if not isinstance(graph.op(m), Delay)] or [u]
-        unit = _Unit(u, members, max(1, max(math.prod(shapes[m]) for m in counted)), shapes, graph)
-        need = {"neurons": unit.neurons, "synaptic memory": unit.synaptic_bits(0, unit.neurons),
-                "input axons": sum(int(m.sum()) for m in unit.fan_in(0, unit.neurons).values())}
-        cores = {k: -(-need[k] // limits[k]) if limits[k] else 1 for k in limits}
-        cores["kernels and windows"] = max([-(-math.prod(shapes[m]) // most) for m in members
-                                            if isinstance(graph.op(m), IntConv2d) and (most := _conv_elements_per_core(
-                                                graph.op(m), limits["synaptic memory"], limits["input axons"]))],
-                                           default=0)
-        for k in per_resource:
-            per_resource[k] += cores[k]
-        total += max(1, *cores.values())
-    return CoreBound(total, per_resource)
+def core_lower_bound(graph: Graph, target: Target | str | Path):
+    """The fewest cores any placement of ``graph`` on ``target`` can use, per resource and in all
+    (:func:`.placement_bound.lower_bound`, which reads this module's units: imported here when called)."""
+    from .placement_bound import lower_bound
+    return lower_bound(graph, target)
 
 
 # -- what each core computes and receives (for per-core activity and latency) -----------------------------------------
@@ -482,7 +436,7 @@ def core_views(graph: Graph, placement: Placement) -> list[CoreView]:
     return sorted(views, key=lambda v: v.core)
 
 
-__all__ = ["place", "core_lower_bound", "CoreBound",
+__all__ = ["place", "core_lower_bound",
            "Placement", "NodePlacement", "Slice", "CoreLoad", "CoreView", "Message", "PlacementError",
            "core_views", "host_nodes",
            "placement_path", "save_placement", "load_placement"]

@@ -5,11 +5,12 @@ A unit is **box-readable** when every member of its group has a ``[C, H, W]`` ou
 as a box: an elementwise op (the registry's default ``reads``: the same position), a convolution
 (``IntConv2d``: a window of rows and columns, the input channels of its groups) or a pool (``MaxPool2d``,
 ``SumPool2d``: a window, the same channels), with unit dilation and a stride no larger than the kernel (so
-that the rows a range of output rows reads are one range), and no source read by more than two members.
-Then the input elements a box of output elements reads are a box per source (two boxes at most), and a
-box's cost is exact arithmetic: neurons (its volume), kernel memory (its channels' kernel rows), input
-axons (the volume of the boxes it reads, their overlap counted once) and output axons (a sum over the
-box of the axons each emitted element needs).
+that the rows a range of output rows reads are one range), or a sum of relayed partial sums (``BlockSum``:
+the same box in each of its channel blocks), and no source read by more than two members (by one, where a
+``BlockSum`` reads it). Then the input elements a box of output elements reads are a box per source (two
+boxes at most; one per block of a ``BlockSum``), and a box's cost is exact arithmetic: neurons (its
+volume), kernel memory (its channels' kernel rows), input axons (the volume of the boxes it reads, their
+overlap counted once) and output axons (a sum over the box of the axons each emitted element needs).
 
 The **reference grid** of a unit is ``(RC, RH, RW)``: its largest member's shape where every member's
 sizes divide it (a pool after a convolution: the convolution's grid), else the greatest common divisors
@@ -28,7 +29,8 @@ range count per axis, at most 2:1 elongated) the largest channel block that keep
 per-core limits (a limit one compartment alone exceeds is left out, as the greedy cut leaves it to the
 design rules), and keeps the cut with the fewest boxes plus the cores its input axons take from its
 sources' output axons (all it reads over the fan-out limit: a finer cut of a consumer multiplies the axons
-of its sources), then the fewest boxes, then the fewest input axons in all.
+of its sources), then the fewest boxes, then the fewest input axons in all. A unit with grouped convolutions
+also tries the channel blocks that divide a group (a block across two groups reads both groups' inputs).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from typing import Sequence
 import numpy as np
 
 from ..ir import Graph
-from ..ir.ops import IntConv2d, MaxPool2d, Op, SumPool2d
+from ..ir.ops import BlockSum, IntConv2d, MaxPool2d, Op, SumPool2d
 
 AXES = 3  # channel, row, column
 
@@ -47,7 +49,8 @@ AXES = 3  # channel, row, column
 @dataclass(frozen=True)
 class AxisRead:
     """How one member reads one source along one axis: output range ``[o0, o1)`` (member cells) ->
-    input range. ``kind``: ``same``, ``window`` (kernel, stride, padding) or ``groups`` (out/in per group)."""
+    input range. ``kind``: ``same``, ``window`` (kernel, stride, padding), ``groups`` (out/in per group) or
+    ``blocks`` (``b`` blocks of ``a`` channels: the range itself in each block, ``copies`` of it)."""
 
     kind: str
     size: int                    # the source's length on this axis
@@ -55,8 +58,13 @@ class AxisRead:
     b: int = 1
     c: int = 0
 
+    @property
+    def copies(self) -> int:
+        """How many times the range is read, ``a`` apart (blocks: once per block)."""
+        return self.b if self.kind == "blocks" else 1
+
     def read(self, o0: np.ndarray, o1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.kind == "same":
+        if self.kind in ("same", "blocks"):  # blocks: the first block's range
             return o0, o1
         if self.kind == "window":  # kernel a, stride b, padding c
             return np.maximum(0, o0 * self.b - self.c), np.minimum(self.size, (o1 - 1) * self.b - self.c + self.a)
@@ -75,6 +83,9 @@ def _axis_reads(op: Op, out_shape, in_shapes) -> list[tuple[AxisRead, AxisRead, 
         return [(AxisRead("groups", c, out_shape[0] // groups, c // groups),
                  AxisRead("window", h, kh, op.stride[0], op.padding[0]),
                  AxisRead("window", w, kw, op.stride[1], op.padding[1]))]
+    if isinstance(op, BlockSum):
+        (c, h, w), = in_shapes
+        return [(AxisRead("blocks", c, out_shape[0], op.blocks), AxisRead("same", h), AxisRead("same", w))]
     if isinstance(op, (MaxPool2d, SumPool2d)):
         if op.stride[0] > op.kernel[0] or op.stride[1] > op.kernel[1]:
             return None
@@ -97,6 +108,7 @@ class BoxUnit:
     readers: dict[str, list[tuple[str, tuple[AxisRead, AxisRead, AxisRead]]]]
     kernels: list[tuple[str, int]]  # conv members and the bits one output channel's kernel takes
     per_cell: int                   # compartments per reference cell
+    group_channels: int | None = None  # reference channels per group of its grouped convolutions (None: none)
 
     def span(self, member: str, axis: int, r0, r1, owned: bool = False):
         return member_range(self.shapes[member][axis], self.ref[axis], r0, r1, owned)
@@ -123,7 +135,7 @@ def box_unit(graph: Graph, members: list[str], shapes, counted: list[str]) -> Bo
         for src, read in zip(node.inputs, axes):
             if src not in members:
                 readers.setdefault(src, []).append((m, read))
-    if any(len(r) > 2 for r in readers.values()):
+    if any(len(r) > 2 or (len(r) == 2 and any(axes[0].copies > 1 for _, axes in r)) for r in readers.values()):
         return None
     largest = max(counted, key=lambda m: math.prod(shapes[m]))
     ref = shapes[largest]
@@ -131,7 +143,10 @@ def box_unit(graph: Graph, members: list[str], shapes, counted: list[str]) -> Bo
         ref = tuple(math.gcd(*(shapes[m][axis] for m in members)) for axis in range(AXES))
     kernels = [(m, math.prod(graph.op(m).weight.shape[1:]) * graph.op(m).weight_bits)
                for m in members if isinstance(graph.op(m), IntConv2d)]
-    return BoxUnit(members, shapes, tuple(ref), readers, kernels, math.prod(shapes[largest]) // math.prod(ref))
+    grouped = [shapes[m][0] // graph.op(m).groups * ref[0] // shapes[m][0] for m, _ in kernels
+               if graph.op(m).groups > 1]
+    return BoxUnit(members, shapes, tuple(ref), readers, kernels, math.prod(shapes[largest]) // math.prod(ref),
+                   math.gcd(*grouped) if grouped else None)
 
 
 def _ranges(length: int, block: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,10 +188,10 @@ def _volume(lengths: list[np.ndarray]) -> np.ndarray:
 def _fan_in(unit: BoxUnit, blocks) -> np.ndarray:
     """Input axons of every box ``[nc, nh, nw]``: per source the volume it reads, two readers' overlap once."""
     total = np.zeros([len(b[0]) for b in blocks], np.int64)
-    for src in unit.readers:
+    for src, readers in unit.readers.items():
         reads = _source_reads(unit, src, blocks)
-        for axes in reads:
-            total += _volume([hi - lo for lo, hi in axes])
+        for axes, (_, how) in zip(reads, readers):
+            total += _volume([hi - lo for lo, hi in axes]) * how[0].copies
         if len(reads) == 2:
             total -= _volume([np.maximum(0, np.minimum(a[1], b[1]) - np.maximum(a[0], b[0]))
                               for a, b in zip(*reads)])
@@ -241,25 +256,30 @@ def best_box_cut(unit: BoxUnit, name: str, sends: np.ndarray, max_neurons: int, 
         return cut.neurons.size + (-(-axons // limits["out"]) if limits.get("out") else 0), cut.neurons.size, axons
 
     best, best_key = smallest, cost(smallest)
-    channels = _counts(unit.ref[0])
+    # channel blocks of every length, and (grouped convolutions) the lengths that divide a group, whose blocks
+    # never straddle two groups and so read one group's inputs
+    block_lengths = [_counts(unit.ref[0])]
+    if unit.group_channels:
+        block_lengths.append([d for d in range(1, unit.group_channels + 1) if unit.group_channels % d == 0])
     for th in _counts(unit.ref[1]):
         for tw in _counts(unit.ref[2]):
             if max(th, tw) > 2 * min(th, tw) and min(th, tw) < min(unit.ref[1], unit.ref[2]):
                 continue
             if th * tw * unit.per_cell > max_neurons:
                 continue
-            lo, hi, found = 0, len(channels) - 1, None  # the largest channel block that fits
-            while lo <= hi:
-                mid = (lo + hi) // 2
-                cut = _evaluate(unit, (channels[mid], th, tw), table, name)
-                if fits(cut):
-                    found, lo = cut, mid + 1
-                else:
-                    hi = mid - 1
-            if found is not None:
-                key = cost(found)
-                if key < best_key:
-                    best, best_key = found, key
+            for channels in block_lengths:
+                lo, hi, found = 0, len(channels) - 1, None  # the largest channel block that fits
+                while lo <= hi:
+                    mid = (lo + hi) // 2
+                    cut = _evaluate(unit, (channels[mid], th, tw), table, name)
+                    if fits(cut):
+                        found, lo = cut, mid + 1
+                    else:
+                        hi = mid - 1
+                if found is not None:
+                    key = cost(found)
+                    if key < best_key:
+                        best, best_key = found, key
     return best
 
 
@@ -267,15 +287,19 @@ _FIELD = {"bits": "bits", "in": "fan_in", "out": "fan_out"}
 
 
 def box_reads(unit: BoxUnit, cut: BoxCut) -> list[dict[str, list[tuple[slice, slice, slice]]]]:
-    """Per box (in order), per source, the boxes of the source it reads (one or two, as slices)."""
+    """Per box (in order), per source, the boxes of the source it reads (as slices): one per reader, or one
+    per block of a reader of blocks (the only reader of its source)."""
     blocks = [_ranges(unit.ref[k], cut.box[k]) for k in range(AXES)]
-    per_source = {src: _source_reads(unit, src, blocks) for src in unit.readers}
+    per_source = {src: list(zip(_source_reads(unit, src, blocks), (axes[0] for _, axes in unit.readers[src])))
+                  for src in unit.readers}
     found = []
     for i in range(len(blocks[0][0])):
         for j in range(len(blocks[1][0])):
             for k in range(len(blocks[2][0])):
-                found.append({src: [tuple(slice(int(a[0][x]), int(a[1][x])) for a, x in zip(axes, (i, j, k)))
-                                    for axes in reads] for src, reads in per_source.items()})
+                found.append({src: [(slice(int(c[0][i]) + g * channel.a, int(c[1][i]) + g * channel.a),
+                                     *(slice(int(a[0][x]), int(a[1][x])) for a, x in zip(rest, (j, k))))
+                                    for (c, *rest), channel in reads for g in range(channel.copies)]
+                             for src, reads in per_source.items()})
     return found
 
 

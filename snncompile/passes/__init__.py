@@ -6,7 +6,8 @@
 - ``loihi``: the whole lowering to the integer graph a Loihi-style target runs, stage by stage:
   fold BatchNorm, merge chains of convolutions with no neuron between them (sdt-v2's RepConv, SepConv), normalise neurons to CUBA form, lower attention to integer accumulates, fold SDT-V3's level norms and
   lower its attention (``lower_levels``), quantise
-  (Loihi LIF, 8-bit synapses, integer sums), prove every integer width, schedule for a time-stepped target.
+  (Loihi LIF, 8-bit synapses, integer sums), split convolutions whose compartments read more input axons than a
+  core receives into relayed partial sums, prove every integer width, schedule for a time-stepped target.
 """
 from typing import Mapping
 
@@ -21,11 +22,13 @@ from .prove_ranges import prove_ranges
 from .quantize import QuantizeError, quantize
 from .rewrite import Edit, RewriteError, apply_edit, rewrite_graph
 from .schedule import schedule
+from .split_fan_in import split_fan_in
 from .verify import VerificationError, compare_graphs, verify_pipeline
 
 PIPELINES: dict[str, tuple[Pass, ...]] = {
     "float": (fold_batchnorm,),
-    "loihi": (fold_batchnorm, fold_linear_chains, normalize_neurons, lower_attention, lower_levels, quantize, prove_ranges,
+    "loihi": (fold_batchnorm, fold_linear_chains, normalize_neurons, lower_attention, lower_levels, quantize, split_fan_in,
+              prove_ranges,
               schedule),
 }
 
@@ -40,5 +43,5 @@ def lower_to_loihi(graph: Graph, calibration: Mapping[str, object] | None = None
 __all__ = ["PIPELINES", "lower_to_loihi", "Pass", "PassContext", "PassError", "Reported", "as_pass", "run_pipeline",
            "to_fixpoint",
            "fold_batchnorm", "fold_linear_chains", "normalize_neurons", "lower_attention", "lower_levels", "quantize", "QuantizeError", "prove_ranges",
-           "schedule", "Edit", "RewriteError", "apply_edit", "rewrite_graph", "Alignment",
+           "schedule", "split_fan_in", "Edit", "RewriteError", "apply_edit", "rewrite_graph", "Alignment",
            "VerificationError", "compare_graphs", "verify_pipeline"]

@@ -152,13 +152,14 @@ def _saturating(graph: Graph, a: RangeAnalysis) -> dict[str, dict]:
 
 # -- graded messages and target limits --------------------------------------------------------------------------------
 
-def _in_core(graph: Graph) -> set[str]:
+def in_core(graph: Graph) -> set[str]:
     """Nodes whose output is a synaptic sum still inside the receiving core: synapses, and dendritic
-    arithmetic on synaptic sums only."""
+    arithmetic on synaptic sums and relayed partial sums (``RELAYED``: received through synapses) only."""
     core: set[str] = set()
     for name in graph.topo_order():
         node = graph.nodes[name]
-        if isinstance(node.op, SYNAPSES) or (isinstance(node.op, DENDRITIC) and all(s in core for s in node.inputs)):
+        if isinstance(node.op, SYNAPSES) or (isinstance(node.op, DENDRITIC) and all(
+                s in core or graph.op(s).RELAYED for s in node.inputs)):
             core.add(name)
     return core
 
@@ -167,7 +168,7 @@ def graded_edges(graph: Graph, types: dict[str, TensorType]) -> list[tuple[str, 
     """Edges ``(src, dst)`` that carry integer (non-spike) values from one process to another: graded
     spikes. Not graded: a synaptic sum delivered inside its core (into a Loihi neuron or further dendritic
     arithmetic), and a graph output (read by the host, not sent as a spike)."""
-    core = _in_core(graph)
+    core = in_core(graph)
     edges = []
     for src, dst in graph.edges():
         op = graph.op(dst)
@@ -329,5 +330,5 @@ def prove_ranges(graph: Graph, ctx: PassContext) -> Graph:
     return out
 
 
-__all__ = ["prove_ranges", "value_ranges", "analyse", "RangeAnalysis", "graded_edges", "width"]
+__all__ = ["prove_ranges", "value_ranges", "analyse", "RangeAnalysis", "graded_edges", "in_core", "width"]
 

@@ -14,6 +14,7 @@ from .neuron import LI, LIF, CubaLIF, TernaryLIF
 from .pad import BorderPad
 from .pool import MaxPool2d, SumPool2d
 from .quant import Delay, IntAdd, IntShift, Quantize, TokenSum
+from .relay import BlockSum, GradedRelay
 from .shape import Flatten, TokenMean
 from .token_attention import HeadChannelSum, HeadTokenMask
 from .support import BACKEND_NAMES, ROLES, Backends, Refused
@@ -27,7 +28,7 @@ OPS: tuple[type[Op], ...] = (
     LIF, TernaryLIF, CubaLIF, LI,
     SpikeColumnSum, SpikeMask, BlockLinearAttention, LUTAttention, TemporalWindow,
     IntDense, IntConv2d, LoihiLIF, LoihiTernaryLIF,
-    Quantize, IntAdd, IntShift, Delay, TokenSum,
+    Quantize, IntAdd, IntShift, Delay, TokenSum, GradedRelay, BlockSum,
     KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate,
     MultiLevelSpike, MultiLevelAttention, LevelScores, LevelScoreValue, LevelThreshold,
     HeadChannelSum, HeadTokenMask,

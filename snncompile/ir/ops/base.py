@@ -56,6 +56,7 @@ class Op:
     BACKENDS: ClassVar[Backends | None] = None
     DENDRITIC: ClassVar[bool] = False  # computable in the receiving core's dendrite when fed synaptic sums
     BIAS_PASSES: ClassVar[bool] = False  # a constant per channel added to its input comes out added to its output
+    RELAYED: ClassVar[bool] = False  # its output reaches its readers' dendrites through synapses of weight 1
 
     delay: int = dataclasses.field(default=0, metadata={"doc": (
         "timesteps between an input and its effect on the output on a time-stepped target; the output "

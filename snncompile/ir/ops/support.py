@@ -5,6 +5,8 @@ An op class carries, next to its fields and semantics (``base.py``):
 - ``ROLE`` (:data:`ROLES`): what the op is to placement, counting, the backends and the docs;
 - ``DENDRITIC``: it may be computed in the dendrite of the core that receives its inputs when these are
   synaptic sums (an integer sum, shift or delay of currents), so it needs no compartments of its own;
+- ``RELAYED``: its output reaches its readers through synapses of weight 1 into their dendrites (a graded
+  relay of partial sums), so dendritic arithmetic reading it computes in the receiving core;
 - ``BIAS_PASSES``: a constant per channel added to its input comes out added to its output, delayed with it (a
   max-pool with ``-inf`` padding, a delay line), so a synapse's bias may move past it to a neuron or a sum;
 - ``STEPPING`` (:data:`STEPPINGS`): how it steps in time;

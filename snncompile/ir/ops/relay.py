@@ -1,0 +1,143 @@
+"""Partial sums on other cores: a synapse whose every output reads more input axons than one core receives is
+split (``passes/split_fan_in.py``) into a grouped synapse of partial sums, relay compartments that send the
+partial sums on, and the receiving compartment's sum of them.
+
+On Loihi 2 a compartment can send an integer as a graded spike (Intel's Loihi 2 brief: "graded spike events
+(up to 32-bit payload)", ``targets/loihi2.toml``'s ``graded_spike_payload_bits``; Lava's stock ``GradedVec``,
+``v += a_in``, output ``v * (|v| > vth)``, then ``v = 0``, with threshold 0 sends its dendritic input as it
+is: the design references' lava_loihi.md, section 4.5); a graded spike reaches the receiving core through
+synapses of weight 1 into the dendritic accumulator, which adds every synapse reaching a compartment (Lava's
+LIF: ``a = sum of a_in from all connected OutPorts``, section 4.1) and delivers one step later, like every
+synapse. So the sum of ``K`` partial sums is exact, costs one synaptic hop (a step) more than the unsplit
+synapse, and the receiving compartment reads ``K`` axons per output instead of every input of the unsplit
+synapse. Loihi 1's dendritic tree joins compartments of one core only, so it cannot lift a per-core axon
+limit. The activity counts price the partial synapses' operations (the unsplit synapse's, regrouped) but
+not the relay compartments' updates or their weight-1 synapses (``WORK`` none, as the integer sums).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ...config import is_int
+from ..interval import Interval
+from ..types import TensorType, int_type
+from .base import Op, expect, param
+from .loihi import _int_array_problems, _range_problem
+from .quant import _OUT_BITS_DOC, _OVERFLOW_DOC, Overflow, _as_int64, _fit_problems, _integer_stream, fit
+from .support import NIR_INTEGER, ONNX_INTEGER, Backends, Refused
+
+_NETX_RELAY = ("partial sums relayed between cores: a netx network is a chain of synapse -> neuron blocks with no "
+               "graded relay or sum of partial sums")
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class GradedRelay(Op):
+    """Compartments that send their synaptic input on as graded spikes (a partial sum computed on its own
+    core): Loihi 2's graded neuron, as Lava's ``GradedVec`` with threshold 0.
+
+    Semantics: identity, ``y[t] = x[t]``, integers unchanged. Its readers receive ``y`` through synapses of
+    weight 1 into their dendrites (``RELAYED``), where ``BlockSum`` adds the partial sums.
+    """
+
+    INTEGER_INPUTS = True
+    ROLE, STEPPING, WORK = "elementwise", "local", "none"
+    RELAYED = True
+    BACKENDS = Backends(lava="local", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER),
+                        netx=Refused(_NETX_RELAY))
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        _integer_stream(x, "GradedRelay")
+        return x
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return _as_int64(x).clone()
+
+    def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
+        return inputs[0]
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class BlockSum(Op):
+    """The receiving compartments' sum of ``blocks`` partial sums (relayed graded spikes, weight 1), then the
+    split synapse's own shift, bias and overflow.
+
+    Semantics, on an input ``[blocks * C, ...]`` (block ``g`` the partial sums of input group ``g``)::
+
+        acc[t, c, ...] = sum_g x[t, g*C + c, ...]
+        r = acc << shift (shift >= 0), or floor(acc / 2^-shift)   (+ bias[c] for t >= bias_start)
+        y = r wrapped or saturated to out_bits; output y[t - delay]
+
+    equal to the unsplit synapse whose ``weight_exp`` is ``shift`` (the partial sums are unshifted). A
+    time-stepped target's synapse delay is its ``delay`` (the hop of the relayed spikes), and its bias starts
+    with its data, as a synapse's. Output ``int<out_bits>``.
+    """
+
+    INTEGER_INPUTS = True
+    ROLE, STEPPING, WORK, DENDRITIC = "pool", "local", "none", True
+    BACKENDS = Backends(lava="local", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER),
+                        netx=Refused(_NETX_RELAY))
+    blocks: int = param("partial sums per output element (the input's channel blocks)")
+    shift: int = param("shift of the summed partial sums: the split synapse's ``weight_exp``", 0)
+    bias: np.ndarray | None = param("integer bias per output channel, added after the shift; ``None``: no bias",
+                                    None)
+    bias_start: int = param("first timestep from which the bias is added (the data's arrival)", 0)
+    out_bits: int = param(_OUT_BITS_DOC, 24)
+    overflow: Overflow = param(_OVERFLOW_DOC, "wrap")
+
+    def problems(self) -> list[str]:
+        p = [] if is_int(self.blocks) and self.blocks >= 1 else [f"blocks must be an int >= 1, got {self.blocks!r}"]
+        p += _range_problem("shift", self.shift, -31, 31, "a shift of an int32 sum")
+        p += _fit_problems(self)
+        if self.bias is not None:
+            p += _int_array_problems("bias", self.bias) or (
+                [] if self.bias.ndim == 1 else [f"bias must be one entry per channel, got shape {self.bias.shape}"])
+        if not (is_int(self.bias_start) and self.bias_start >= 0):
+            p.append(f"bias_start must be an int >= 0, got {self.bias_start!r}")
+        return p
+
+    def infer(self, inputs: Sequence[TensorType]) -> TensorType:
+        (x,) = inputs
+        _integer_stream(x, "BlockSum")
+        expect(len(x.shape) >= 1 and x.shape[0] % self.blocks == 0,
+               f"BlockSum of {self.blocks} blocks needs a channel axis they divide, got {x}")
+        channels = x.shape[0] // self.blocks
+        expect(self.bias is None or self.bias.shape == (channels,),
+               f"BlockSum bias has shape {None if self.bias is None else self.bias.shape}, {channels} channels")
+        return TensorType((channels, *x.shape[1:]), int_type(self.out_bits))
+
+    def scheduled(self, arrival: int, data_steps: int, run_steps: int, synapse_delay: int) -> "BlockSum":
+        """The relayed spikes' synapse delay; a bias starts with the data (``bias_start``: their arrival)."""
+        return dataclasses.replace(self, delay=synapse_delay, bias_start=arrival if self.bias is not None else 0)
+
+    def unscheduled(self, data_steps: int) -> "BlockSum":
+        return dataclasses.replace(self, delay=0, bias_start=0)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        x = _as_int64(x)
+        acc = x.reshape(*x.shape[:2], self.blocks, x.shape[2] // self.blocks, *x.shape[3:]).sum(2)
+        y = acc << self.shift if self.shift >= 0 else acc >> -self.shift
+        if self.bias is not None:
+            bias = self.tensor("bias").to(torch.int64).reshape(-1, *[1] * (y.dim() - 3))
+            y = torch.cat([y[:self.bias_start], y[self.bias_start:] + bias]) if self.bias_start else y + bias
+        return fit(y, self.out_bits, self.overflow)
+
+    def reads(self, out: np.ndarray, in_shapes) -> list[np.ndarray]:
+        return [np.concatenate([out] * self.blocks, axis=0)]
+
+    def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
+        if inputs[0] is None:
+            return None
+        r = inputs[0].times(self.blocks).shift(self.shift)
+        if self.bias is None:
+            return r
+        biased = r + Interval(int(self.bias.min()), int(self.bias.max()))
+        return Interval.hull(r, biased) if self.bias_start else biased
+
+
+__all__ = ["GradedRelay", "BlockSum"]

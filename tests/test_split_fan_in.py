@@ -1,0 +1,122 @@
+"""split_fan_in: a convolution whose compartments read more input axons than a core receives becomes relayed
+partial sums, every value unchanged, one synaptic hop later, and placement then meets the axon limit."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from snncompile.backends.design_rules import check
+from snncompile.backends.placement import core_lower_bound, place
+from snncompile.ir import SPIKE, Graph, Node
+from snncompile.ir.ops import BlockSum, GradedRelay, Input, IntAdd, IntConv2d, LoihiLIF, Output
+from snncompile.ir.timing import unschedule
+from snncompile.ir.types import int_type
+from snncompile.passes import PassContext, prove_ranges, run_pipeline, schedule, split_fan_in
+from snncompile.sim import run_graph
+from test_placement import changed_target, recounted
+
+C_IN, C_OUT, SIDE, T = 16, 8, 6, 5
+
+
+def residual_conv(weight_exp: int) -> Graph:
+    """spikes [16, 6, 6] -> conv 3x3 (16 -> 8, a bias) + an integer residual -> LIF -> output: each sum reads
+    16 x 9 = 144 spikes and one residual value."""
+    rng = np.random.default_rng(1)
+    conv = IntConv2d(weight=rng.integers(-40, 41, (C_OUT, C_IN, 3, 3)), padding=(1, 1), weight_exp=weight_exp,
+                     bias=rng.integers(-300, 300, C_OUT), delay=0)
+    nodes = {
+        "x": Node(Input(shape=(C_IN, SIDE, SIDE), dtype=SPIKE, time="stream")),
+        "res": Node(Input(shape=(C_OUT, SIDE, SIDE), dtype=int_type(8), time="stream")),
+        "conv": Node(conv, ("x",)),
+        "add": Node(IntAdd(out_bits=24), ("res", "conv")),
+        "lif": Node(LoihiLIF(current_decay=4096, voltage_decay=1024, vth=300), ("add",)),
+        "y": Node(Output(), ("lif",)),
+    }
+    return Graph(nodes, ("y", "add"), time_steps=T).validate()
+
+
+def feeds() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {"x": (torch.rand(T, 3, C_IN, SIDE, SIDE, generator=g) < 0.4).float(),
+            "res": torch.randint(-128, 128, (T, 3, C_OUT, SIDE, SIDE), generator=g)}
+
+
+@pytest.fixture
+def axons_64(tmp_path):
+    return changed_target(tmp_path, "loihi2", "axons64", {"fan_in_axons_per_core": 64})
+
+
+@pytest.mark.parametrize("weight_exp", [1, -3])
+def test_split_is_bit_exact_and_meets_the_axon_limit(axons_64, weight_exp):
+    graph = residual_conv(weight_exp)
+    ctx = PassContext(target=str(axons_64.path))
+    split = split_fan_in(graph, ctx)
+    # 144 + 1 axons > 64: 16 channels in groups whose windows fit (4, 8 or 16 of them); 8 groups of 2 channels
+    # need the fewest cores by the estimate (a core holds 18 positions' windows of 2 channels, 4 of 4)
+    k = split.op("conv").blocks
+    assert isinstance(split.op("conv"), BlockSum) and k == 8
+    assert split.nodes["conv"].inputs == ("conv.relay",) and isinstance(split.op("conv.relay"), GradedRelay)
+    partial = split.op("conv.partial")
+    assert partial.groups == k and partial.weight.shape == (k * C_OUT, C_IN // k, 3, 3) and partial.bias is None
+    # block g of the partial kernel is the original kernel's input channels 2g, 2g + 1
+    assert np.array_equal(partial.weight[5 * C_OUT + 3], graph.op("conv").weight[3, 10:12])
+    before = run_graph(graph, feeds(), keep="all")
+    after = run_graph(split, feeds(), keep="all")
+    assert 0 < before["y"].mean() < 1  # the neurons fire, not always
+    for name in graph.nodes:
+        assert torch.equal(before[name], after[name]), name
+    # the relayed sums cross one more synapse: scheduled, the split graph is one step later, the same values
+    lowered = run_pipeline(split, (prove_ranges, schedule), ctx)
+    plain = run_pipeline(graph, (prove_ranges, schedule), ctx)
+    assert lowered.schedule.latency["conv"] == plain.schedule.latency["conv"] + 1
+    assert lowered.time_steps == plain.time_steps + 1
+    assert torch.equal(run_graph(unschedule(lowered), feeds())["y"], before["y"])
+    # placed: the unsplit graph breaks the limit (one compartment reads 145 axons), the split one fits
+    broken = check(plain, place(plain, axons_64), axons_64)
+    assert broken and {v.rule for v in broken} == {"fan_in_axons_per_core_within_limit"}
+    p = place(lowered, axons_64)
+    assert not check(lowered, p, axons_64)
+    assert p.unit_of("conv") == ["add"] and "conv.relay" in p.nodes and p.unit_of("conv.partial") == ["conv.relay"]
+    assert max(c.fan_in_axons for c in p.cores if c.node == "add") <= 64
+    # both units are cut into boxes (the sum reads the same box of each relayed block), costed exactly
+    assert p.nodes["add"].order.startswith("boxes:") and p.nodes["conv.relay"].order.startswith("boxes:")
+    assert recounted(lowered, p) == [(c.fan_in_axons, c.fan_out_axons) for c in p.cores]
+    # the bound: each position's 8 channels fit one core's kernel memory, and a core holds at most 3 positions
+    # (3 x (16 channels + 1 residual) <= 64 axons): 36 positions need 12 cores
+    assert core_lower_bound(plain, axons_64).by_resource["kernels and windows"] == 12
+    assert core_lower_bound(lowered, axons_64).cores <= p.cores_used
+
+
+def test_nothing_to_split(axons_64):
+    graph = residual_conv(0)
+    assert split_fan_in(graph, PassContext()) is graph  # no target: no limit
+    small = dataclasses.replace(graph, nodes={**graph.nodes, "conv": Node(
+        dataclasses.replace(graph.op("conv"), weight=graph.op("conv").weight[:, :6]),
+        ("x6",)), "x6": Node(Input(shape=(6, SIDE, SIDE), dtype=SPIKE, time="stream"))})
+    # 6 x 9 + 1 = 55 axons fit, for one position per core (8 compartments); in 3 groups of 2 channels a core
+    # holds 18 positions' windows (6 x 3, clipped to 6 x 5 inputs): split only where it saves cores
+    keep = PassContext(target=str(axons_64.path), options={"split_fan_in": {"save_cores": False}})
+    assert split_fan_in(small, keep) is small
+    assert split_fan_in(small, PassContext(target=str(axons_64.path))).op("conv").blocks == 3
+
+
+def test_option_parts_asks_for_more_groups(axons_64):
+    ctx = PassContext(target=str(axons_64.path), options={"split_fan_in": {"parts": 5}})
+    assert split_fan_in(residual_conv(0), ctx).op("conv").blocks == 8  # the fewest groups >= 5 dividing 16
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_split_graph_on_lava_equals_run_graph(axons_64):
+    pytest.importorskip("lava.magma")
+    from snncompile.backends.lava.runner import run_lava_session
+    ctx = PassContext(target=str(axons_64.path))
+    graph = run_pipeline(residual_conv(-3), (split_fan_in, prove_ranges, schedule), ctx)
+    x = {name: torch.cat([v, torch.zeros(graph.time_steps - T, *v.shape[1:], dtype=v.dtype)]) for name, v in
+         feeds().items()}
+    ref = run_graph(graph, x, keep="all")
+    run = run_lava_session(graph, x, granularity="per_op", expose="all", timeout=240)
+    assert {"conv.partial", "conv.relay", "conv"} <= set(run.values)
+    for name, value in run.values.items():
+        assert torch.equal(value.to(torch.float64), ref[name].to(torch.float64)), name
