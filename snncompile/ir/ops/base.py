@@ -40,6 +40,12 @@ class TypeMismatch(ValueError):
     """An op's inputs do not have the types it needs."""
 
 
+def frozen_array(a: np.ndarray) -> bool:
+    """Whether ``a`` owns its memory and is read-only, as a node keeps its parameter arrays (so its bytes
+    never change)."""
+    return a.base is None and not a.flags.writeable
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Op:
     """Base class. ``ARITY``: number of inputs (``None``: one or more). ``INTEGER_INPUTS``: ``run`` takes
@@ -65,10 +71,11 @@ class Op:
         "'none' for float results, which cannot overflow")})
 
     def __post_init__(self):
-        # Parameter arrays are owned by the node and immutable: passes build new nodes.
+        # Parameter arrays are owned by the node and immutable: passes build new nodes. An array that is
+        # already so (another node's, handed on by dataclasses.replace) is shared, not copied again.
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, np.ndarray):
+            if isinstance(value, np.ndarray) and not frozen_array(value):
                 frozen = np.array(value, copy=True)
                 frozen.setflags(write=False)
                 object.__setattr__(self, f.name, frozen)
