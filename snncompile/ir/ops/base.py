@@ -110,6 +110,12 @@ class Op:
             p.append(f"overflow must be 'none', 'saturate' or 'wrap', got {self.overflow!r}")
         return p
 
+    @cached_property
+    def all_problems(self) -> tuple[str, ...]:
+        """``common_problems() + problems()``, checked once per node (a node never changes; a graph is validated
+        after every pass and before every range proof, and a synapse's checks read all its weights)."""
+        return tuple(self.common_problems() + self.problems())
+
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         raise NotImplementedError
 
