@@ -1,6 +1,7 @@
 """The float SpikingJelly neurons' fast kernel (``sim/kernels/float_neurons.py``) against their reference
-(``LIF.simulate``): the same float32 bits (signs of zero and NaNs included) for every field combination, and
-a zoo model's float graph gives the same outputs and traces with and without it."""
+(``LIF.simulate``): the same float32 bits (signs of zero and NaNs included) for every field combination; the
+max-pool's (``sim/kernels/pool.py``) against ``torch.max_pool2d`` on every window geometry; and a zoo model's
+float graph gives the same outputs and traces with and without them."""
 from __future__ import annotations
 
 import itertools
@@ -11,11 +12,12 @@ import torch
 from snncompile.frontend import export
 from snncompile.ir import interpret
 from snncompile.ir.interpret import reference
-from snncompile.ir.ops import LIF, TernaryLIF
+from snncompile.ir.ops import LIF, MaxPool2d, TernaryLIF
 from snncompile.sim import run_graph
 from snncompile.sim.dataset import graph_feeds
 from snncompile.sim.kernels import KERNELS
 from snncompile.sim.kernels.float_neurons import float_neuron
+from snncompile.sim.kernels.pool import max_pool
 from snncompile.zoo.registry import find_entry, load_entry_checkpoint
 
 
@@ -77,6 +79,34 @@ def test_other_dtypes_and_subclasses_take_the_reference():
     assert KERNELS[LIF] is float_neuron and KERNELS[TernaryLIF] is float_neuron
 
 
+def test_max_pool_kernel_equals_the_reference_bit_for_bit():
+    g = torch.Generator().manual_seed(1)
+    real = torch.randn(3, 2, 4, 9, 8, generator=g)
+    inputs = {"real": real, "spikes": (real > 0.5).float(), "integers": torch.randint(-9, 9, (3, 2, 4, 9, 8)),
+              "ties of zeros": torch.where(real > 0, 0.0, -0.0), "nan": real.clone().index_put_((
+                  torch.tensor([1]), torch.tensor([0]), torch.tensor([2]), torch.tensor([3])), torch.tensor(
+                      float("nan"))), "half": real.to(torch.float16)}
+    for kernel, stride, padding in itertools.product(((3, 3), (2, 3), (1, 1)), ((2, 2), (1, 1), (1, 2)),
+                                                     ((1, 1), (0, 0), (1, 0))):
+        if any(2 * p > k for p, k in zip(padding, kernel)):
+            continue
+        op = MaxPool2d(kernel=kernel, stride=stride, padding=padding)
+        for what, x in inputs.items():
+            for delay in (0, 1):
+                expected, (fast, traces) = reference(op, [x], delay, False)[0], max_pool(op, [x], delay, False)
+                assert traces == () and fast.dtype == expected.dtype and fast.is_contiguous()
+                assert torch.equal(fast.contiguous().view(torch.uint8), expected.contiguous().view(torch.uint8)), (
+                    what, kernel, stride, padding, delay)
+
+
+def test_max_pool_kernel_takes_window_maxima_by_hand():
+    """A 3x3 image, 3x3 windows, stride 2, padding 1: four windows, each the max of the inputs it covers."""
+    x = torch.tensor([[1.0, -2.0, 3.0], [-4.0, 5.0, -6.0], [7.0, -8.0, -9.0]]).reshape(1, 1, 1, 3, 3)
+    y, _ = max_pool(MaxPool2d(kernel=(3, 3), stride=(2, 2), padding=(1, 1)), [x], 0, False)
+    assert y.flatten().tolist() == [5.0, 5.0, 7.0, 5.0]
+    assert KERNELS[MaxPool2d] is max_pool
+
+
 def test_a_zoo_float_graph_runs_identically_with_and_without_the_kernel():
     entry = find_entry("statten-event-digits")
     graph = export(load_entry_checkpoint(entry, None).model)
@@ -84,8 +114,9 @@ def test_a_zoo_float_graph_runs_identically_with_and_without_the_kernel():
     feeds = graph_feeds(graph, x)
     fast = run_graph(graph, feeds, keep="all")
     plain = interpret.run_graph(graph, feeds, keep="all", kernels={k: v for k, v in KERNELS.items()
-                                                                    if v is not float_neuron})
+                                                                    if v not in (float_neuron, max_pool)})
     assert any(isinstance(graph.op(n), LIF) for n in graph.nodes)
+    assert any(isinstance(graph.op(n), MaxPool2d) for n in graph.nodes)
     assert fast.keys() == plain.keys()
     for name in fast:
         assert torch.equal(fast[name], plain[name]), name

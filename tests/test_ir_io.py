@@ -9,6 +9,7 @@ import os
 import re
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -992,6 +993,21 @@ def test_declared_size_limits(tmp_path, good, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(irio, "MAX_ENTRY_BYTES", 500)
     expect_error(tmp_path, good, r"declares \d+ uncompressed bytes, more than the limit of 500")
+
+
+def test_entries_over_a_mib_are_deflated_at_level_1_the_others_at_6():
+    """The container's compression: each entry's compressed size is zlib's at its level."""
+    weights = np.random.default_rng(0).integers(-256, 255, 1 << 18).astype(np.float32)  # 1 MiB + the .npy header
+    big = Graph(nodes={"x": Node(Input(shape=(1 << 18,))), "w": Node(TemporalWindow(weights=weights), ("x",)),
+                       "y": Node(Output(), ("w",))}, outputs=("y",), time_steps=1)
+    levels = {}
+    with zipfile.ZipFile(io.BytesIO(to_bytes(big))) as zf:
+        for info in zf.infolist():
+            raw = zf.read(info)
+            levels[info.filename] = level = 1 if len(raw) > 1 << 20 else 6
+            deflate = zlib.compressobj(level, zlib.DEFLATED, -15)
+            assert info.compress_size == len(deflate.compress(raw) + deflate.flush()), (info.filename, level)
+    assert levels == {"graph.json": 6, "arrays/0001.weights.npy": 1}
 
 
 def test_compression_ratio_bomb(tmp_path, monkeypatch):

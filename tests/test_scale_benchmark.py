@@ -25,7 +25,8 @@ def test_each_step_measured_in_its_own_process(tmp_path):
     assert all(0 < s["peak_rss_gb"] < 4 and s["wall_s"] > 0 for s in steps.values())
     compiled = steps["compile"]
     assert compiled["violations"] == 0 and 0 < compiled["lower_bound"] <= compiled["cores"]
-    assert set(compiled["seconds"]) >= {"quantize", "schedule", "place"}
+    assert set(compiled["seconds"]) >= {"quantize", "schedule", "place", "lower_bound", "save"}
+    assert set(compiled["cpu_seconds"]) == set(compiled["seconds"]) and 0 < compiled["cpu_s"]
     assert steps["window"]["samples"] == 2 and steps["window"]["seconds_per_sample"] > 0
     assert (tmp_path / "statten-event-digits.pth.tar").is_file()
     ratios = steps["ratios"]  # the three simulations timed in one process

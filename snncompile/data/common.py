@@ -6,7 +6,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
 SPLITS = ("train", "test")
@@ -40,6 +39,7 @@ class TensorPairs(Dataset):
 
 def stratified_split(labels: np.ndarray, split: str, test_fraction: float, seed: int) -> np.ndarray:
     """Indices of ``split`` in a fixed stratified train/test split (the bundled digits' rule)."""
+    from sklearn.model_selection import train_test_split  # here: importing sklearn takes seconds every command
     train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction,
                                    random_state=seed, stratify=labels)
     return train if split == "train" else test

@@ -10,7 +10,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits as sklearn_digits
 
 from ..config import DataConfig, ModelConfig
 
@@ -22,6 +21,7 @@ NUM_CLASSES = 10
 @lru_cache(maxsize=1)
 def raw_digits() -> tuple[np.ndarray, np.ndarray]:
     """All samples as read-only arrays: images [1797, 8, 8] in [0, 1] (float32), labels [1797]."""
+    from sklearn.datasets import load_digits as sklearn_digits  # here: importing sklearn takes seconds
     bunch = sklearn_digits()
     images = (bunch.images / 16.0).astype(np.float32)
     labels = bunch.target.astype(np.int64)

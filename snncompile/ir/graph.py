@@ -150,7 +150,7 @@ class Graph:
             steps = getattr(node.op, "time_steps", None)
             if isinstance(steps, int) and steps != self.time_steps:  # infer still makes sense
                 problems.append(f"{what}: time_steps={steps} differs from the graph's {self.time_steps}")
-            own = [f"{what}: {p}" for p in node.op.common_problems() + node.op.problems()]
+            own = [f"{what}: {p}" for p in node.op.all_problems]
             own += [f"{what}: input {src!r} does not exist (dangling edge)" for src in node.inputs
                     if src not in self.nodes]
             arity = node.op.ARITY

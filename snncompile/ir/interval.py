@@ -76,15 +76,27 @@ class Interval:
         return f"[{self.lo}, {self.hi}]"
 
 
-def dot_range(weight: np.ndarray, x: Interval, axes: tuple[int, ...]) -> Interval:
-    """Interval of ``sum_i weight[o, i] * x_i`` over all outputs ``o`` (``axes``: the summed weight
-    axes), each ``x_i`` anywhere in ``x``: per output, positive weights take the matching end of ``x``."""
+def signed_sums(weight: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per output ``o``, the sum of its positive weights and the sum of its negative ones over ``axes`` (the
+    summed weight axes), exactly: int64, or Python ints for weights beyond 2^40. A synapse keeps them
+    (:func:`sums_range` on every proof), as they do not depend on the input's interval."""
     w = np.asarray(weight, dtype=object if np.abs(weight).max(initial=0) > 2 ** 40 else np.int64)
-    pos = np.where(w > 0, w, 0).sum(axis=axes)
-    neg = np.where(w < 0, w, 0).sum(axis=axes)
+    return np.where(w > 0, w, 0).sum(axis=axes), np.where(w < 0, w, 0).sum(axis=axes)
+
+
+def sums_range(sums: tuple[np.ndarray, np.ndarray], x: Interval) -> Interval:
+    """Interval of ``sum_i weight[o, i] * x_i`` over all outputs ``o``, each ``x_i`` anywhere in ``x``, from
+    the weights' :func:`signed_sums`: per output, positive weights take the matching end of ``x``."""
+    pos, neg = sums
     hi = pos * x.hi + neg * x.lo
     lo = pos * x.lo + neg * x.hi
     return Interval(int(np.min(lo)), int(np.max(hi)))
 
 
-__all__ = ["Interval", "dot_range"]
+def dot_range(weight: np.ndarray, x: Interval, axes: tuple[int, ...]) -> Interval:
+    """Interval of ``sum_i weight[o, i] * x_i`` over all outputs ``o`` (``axes``: the summed weight
+    axes), each ``x_i`` anywhere in ``x``: per output, positive weights take the matching end of ``x``."""
+    return sums_range(signed_sums(weight, axes), x)
+
+
+__all__ = ["Interval", "dot_range", "signed_sums", "sums_range"]

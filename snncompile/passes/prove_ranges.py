@@ -244,7 +244,8 @@ def _narrowest(graph: Graph, name: str, a: RangeAnalysis):
     narrower."""
     op, r = graph.op(name), a.proven[name]
     in_types = [a.types[s] for s in graph.nodes[name].inputs]
-    for bits in range(2, op.out_bits):
+    fewest = width(r, signed=r.lo < 0)  # no dtype of fewer bits holds r: those candidates are not tried
+    for bits in range(max(2, fewest), op.out_bits):
         candidate = dataclasses.replace(op, out_bits=bits)
         if not candidate.problems() and r.within(Interval.of_dtype(candidate.infer(in_types).dtype)):
             return candidate

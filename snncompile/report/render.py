@@ -15,7 +15,6 @@ from rich import box
 from rich.table import Column, Table
 from rich.text import Text
 
-from .plots import plots
 from .tables import Rows, tables, title
 
 _TERMINAL = 80  # columns the terminal tables are laid out for
@@ -86,6 +85,7 @@ def _figure(key: str, caption: str, body: str) -> str:
 def render_html(report: dict) -> str:
     """One self-contained HTML page: header, contents, summary, plots (inline SVG), then every table, the
     figures' sources and statuses included. Loads nothing from anywhere; all report text is escaped."""
+    from .plots import plots  # here: importing matplotlib takes seconds every command, and only the page plots
     summary, *rest = tables(report)
     figures = plots(report)
     model, lava = html.escape(report["model"]), report["lava"]

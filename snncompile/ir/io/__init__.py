@@ -15,7 +15,8 @@ API
 Container (format_version 3)
 ----------------------------
 A zip archive (``.snnir``) with these entries, in sorted name order. Every entry has the timestamp
-1980-01-01 00:00:00, Unix mode 0644 and deflate compression (level 6), so equal graphs give byte-equal
+1980-01-01 00:00:00, Unix mode 0644 and deflate compression (level 6; level 1 for an entry over 1 MiB, a
+large model's weights, where level 6 would take most of the time of a compile), so equal graphs give byte-equal
 files. The entries are:
 
 - ``graph.json``: the document below, UTF-8 JSON with ASCII escapes.

@@ -6,6 +6,7 @@ import hashlib
 import math
 import types
 import typing
+import weakref
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from ...config import is_int
 from .. import io as ir_io  # the package: its constants are read at call time, so they can be patched
+from ..ops.base import frozen_array
 from ..types import DType
 
 _ARRAY_KINDS = "biufc"  # bool, int, uint, float, complex
@@ -38,9 +40,25 @@ def _c_order(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else np.array(a, order="C", copy=True)
 
 
-def _array_sha256(a: np.ndarray) -> str:
-    """The sha256 of the array's raw bytes in C order, hashed in place (no copy of a C-ordered array)."""
+#: id -> sha256 of a node's parameter array (:func:`~snncompile.ir.ops.base.frozen_array`), dropped when the array
+#: is: the pipeline digests the graph after every pass, and most arrays pass through unchanged
+_FROZEN_SHA256: dict[int, str] = {}
+
+
+def _bytes_sha256(a: np.ndarray) -> str:
     return hashlib.sha256(_c_order(a).reshape(-1).view(np.uint8)).hexdigest()
+
+
+def _array_sha256(a: np.ndarray) -> str:
+    """The sha256 of the array's raw bytes in C order, hashed in place (no copy of a C-ordered array), once
+    for an array whose bytes never change."""
+    if not frozen_array(a):
+        return _bytes_sha256(a)
+    key = id(a)
+    if key not in _FROZEN_SHA256:
+        _FROZEN_SHA256[key] = _bytes_sha256(a)
+        weakref.finalize(a, _FROZEN_SHA256.pop, key, None)
+    return _FROZEN_SHA256[key]
 
 
 def _check_array_dtype(dtype: np.dtype, where: str) -> None:

@@ -40,6 +40,12 @@ class TypeMismatch(ValueError):
     """An op's inputs do not have the types it needs."""
 
 
+def frozen_array(a: np.ndarray) -> bool:
+    """Whether ``a`` owns its memory and is read-only, as a node keeps its parameter arrays (so its bytes
+    never change)."""
+    return a.base is None and not a.flags.writeable
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Op:
     """Base class. ``ARITY``: number of inputs (``None``: one or more). ``INTEGER_INPUTS``: ``run`` takes
@@ -66,10 +72,11 @@ class Op:
         "'none' for float results, which cannot overflow")})
 
     def __post_init__(self):
-        # Parameter arrays are owned by the node and immutable: passes build new nodes.
+        # Parameter arrays are owned by the node and immutable: passes build new nodes. An array that is
+        # already so (another node's, handed on by dataclasses.replace) is shared, not copied again.
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, np.ndarray):
+            if isinstance(value, np.ndarray) and not frozen_array(value):
                 frozen = np.array(value, copy=True)
                 frozen.setflags(write=False)
                 object.__setattr__(self, f.name, frozen)
@@ -103,6 +110,12 @@ class Op:
         if self.overflow not in ("none", "saturate", "wrap"):
             p.append(f"overflow must be 'none', 'saturate' or 'wrap', got {self.overflow!r}")
         return p
+
+    @cached_property
+    def all_problems(self) -> tuple[str, ...]:
+        """``common_problems() + problems()``, checked once per node (a node never changes; a graph is validated
+        after every pass and before every range proof, and a synapse's checks read all its weights)."""
+        return tuple(self.common_problems() + self.problems())
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         raise NotImplementedError

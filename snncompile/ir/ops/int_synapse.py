@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ...config import is_int
 from ...nn.seq import per_step
-from ..interval import Interval, dot_range
+from ..interval import Interval, signed_sums, sums_range
 from ..types import TensorType, int_type
 from .base import Op, expect, param
 from .linear import ConvGeometry, WeightedSum, conv_output_shape, conv_problems
@@ -106,6 +106,12 @@ class _IntSynapse(WeightedSum, Op):
         return op(x.to(dtype), self._weight64.to(device=x.device, dtype=dtype)).to(torch.int64)
 
     @cached_property
+    def _signed_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per output, its positive and its negative weights summed (the range proof's, kept: a graph is proven
+        again after every edit, on the same weights)."""
+        return signed_sums(self.weight, tuple(range(1, self.weight.ndim)))
+
+    @cached_property
     def _row_abs_sum(self) -> int:
         return int(np.abs(self.weight.astype(np.int64)).reshape(self.weight.shape[0], -1).sum(1).max(initial=0))
 
@@ -123,8 +129,7 @@ class _IntSynapse(WeightedSum, Op):
     def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
         if inputs[0] is None:
             return None
-        axes = tuple(range(1, self.weight.ndim))
-        r = dot_range(self.weight, inputs[0], axes).shift(self.weight_exp)
+        r = sums_range(self._signed_sums, inputs[0]).shift(self.weight_exp)
         if self.bias is None:
             return r
         biased = r + Interval(int(self.bias.min()), int(self.bias.max()))

@@ -35,10 +35,11 @@ def _charge(op: LIF, v: torch.Tensor, x: torch.Tensor, leak, out: torch.Tensor, 
     return torch.sub(v, scale(rest, leak, out=work), out=out).add_(x)
 
 
-def _fires(h: torch.Tensor, theta, strict: bool, work: torch.Tensor, fired: torch.Tensor) -> torch.Tensor:
-    """``h - theta >= 0`` (``> 0`` when ``strict``) as a bool tensor in ``fired``."""
+def _fires(h: torch.Tensor, theta, strict: bool, work: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
+    """``h - theta >= 0`` (``> 0`` when ``strict``) as 1.0 or 0.0 in the float tensor ``spikes`` (the comparison
+    written as float directly: comparing into bools and copying those took longer than the comparison)."""
     torch.sub(h, theta, out=work)
-    return torch.gt(work, 0, out=fired) if strict else torch.ge(work, 0, out=fired)
+    return torch.gt(work, 0, out=spikes) if strict else torch.ge(work, 0, out=spikes)
 
 
 def simulate_in_place(op: LIF, x_seq: torch.Tensor, traces: bool) -> tuple[torch.Tensor, ...]:
@@ -49,17 +50,16 @@ def simulate_in_place(op: LIF, x_seq: torch.Tensor, traces: bool) -> tuple[torch
     membranes = torch.empty_like(x_seq) if traces else None
     v = torch.full_like(x_seq[0], op.v_reset)
     h, work, spare = torch.empty_like(v), torch.empty_like(v), torch.empty_like(v)
-    fired, below = (torch.empty(v.shape, dtype=torch.bool, device=v.device) for _ in range(2))
     # a ternary neuron's -1 spikes, and pos + neg (what its reset reads)
     negative, both = (torch.empty_like(v), torch.empty_like(v)) if ternary else (None, None)
     for t in range(x_seq.shape[0]):
         _charge(op, v, x_seq[t], leak, h, work)
         spike = spikes[t]
-        spike.copy_(_fires(h, theta, strict, work, fired))
+        _fires(h, theta, strict, work, spike)
         reset = spike             # the reference's spike_d
         if ternary:               # pos - neg; the reset reads pos + neg
             torch.neg(h, out=work)
-            negative.copy_(_fires(work, theta, strict, work, below))
+            _fires(work, theta, strict, work, negative)
             reset = torch.add(spike, negative, out=both)
             spike.sub_(negative)
         new = membranes[t] if traces else spare
