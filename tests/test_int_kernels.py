@@ -71,7 +71,7 @@ def ref_neuron(op, a: torch.Tensor):
 
 def ref_synapse(op, x: torch.Tensor, delay: int | None = None) -> torch.Tensor:
     """``IntDense``/``IntConv2d`` per their docstrings: exact sums (float64 below 2^53), shift, bias from
-    ``bias_start``, wrap or saturation, then the delay."""
+    ``bias_start`` for ``bias_steps`` steps (0: to the end), wrap or saturation, then the delay."""
     xd = x.to(torch.float64)
     w = torch.from_numpy(op.weight.astype(np.float64))
     assert float(xd.abs().max()) * float(w.abs().sum()) < 2 ** 53
@@ -85,7 +85,7 @@ def ref_synapse(op, x: torch.Tensor, delay: int | None = None) -> torch.Tensor:
     if op.bias is not None:
         b = torch.from_numpy(op.bias.astype(np.int64)).reshape(-1, *[1] * (2 if isinstance(op, IntConv2d) else 0))
         y = y.clone()
-        y[op.bias_start:] += b
+        y[op.bias_start:op.bias_start + op.bias_steps if op.bias_steps else None] += b
     half = 2 ** (op.out_bits - 1)
     y = wrap_bits(y, op.out_bits) if op.overflow == "wrap" else y.clamp(-half, half - 1)
     d = op.delay if delay is None else delay
@@ -233,11 +233,11 @@ def test_conv_matches_the_equations(geometry):
     rng = np.random.default_rng(len(str(geometry)))
     groups = geometry.get("groups", 1)
     T, B, C, O = 7, 12, 4, 6
-    for e, bits, overflow, (bias_start, delay) in itertools.product(
-            [-3, 0, 2], [8, 24], ["wrap", "saturate"], [(0, 1), (3, 0), (3, 2)]):
+    for e, bits, overflow, (bias_start, bias_steps, delay) in itertools.product(
+            [-3, 0, 2], [8, 24], ["wrap", "saturate"], [(0, 0, 1), (3, 0, 0), (3, 2, 2), (1, 4, 1)]):
         w = rng.integers(-256, 256, size=(O, C // groups, 3, 3))
         op = IntConv2d(weight=w, weight_exp=e, bias=rng.integers(-100, 100, size=(O,)), bias_start=bias_start,
-                       out_bits=bits, overflow=overflow, delay=delay, **geometry)
+                       bias_steps=bias_steps, out_bits=bits, overflow=overflow, delay=delay, **geometry)
         for x in (spikes(rng, (T, B, C, 8, 7)),
                   torch.from_numpy(rng.integers(-40, 41, size=(T, B, C, 8, 7))),  # graded, both signs
                   torch.from_numpy(rng.integers(-2 ** 14, 2 ** 14, size=(T, B, C, 8, 7)))):  # sums beyond 2^24
@@ -251,8 +251,8 @@ def test_dense_matches_the_equations():
     for e, bits, overflow, bias in itertools.product([-2, 0, 3], [6, 13, 32], ["wrap", "saturate"], [True, False]):
         w = rng.integers(-256, 256, size=(9, 20))
         b = rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), size=(9,)) if bias else None
-        op = IntDense(weight=w, weight_exp=e, bias=b, bias_start=2 if bias else 0, out_bits=bits,
-                      overflow=overflow, delay=1)
+        op = IntDense(weight=w, weight_exp=e, bias=b, bias_start=2 if bias else 0,
+                      bias_steps=3 if bias and e == 0 else 0, out_bits=bits, overflow=overflow, delay=1)
         assert op.problems() == []
         for x in (spikes(rng, (6, 10, 20)), torch.from_numpy(rng.integers(-300, 300, size=(6, 10, 20))),
                   torch.from_numpy(rng.integers(-2 ** 20, 2 ** 20, size=(6, 10, 20))),
@@ -328,15 +328,28 @@ def test_integer_plumbing_fits_only_out_of_range_values():
     assert equal(TokenSum(out_bits=4).run(x.reshape(1, 1, 1, 3, 1).float()), torch.tensor([[[5]]]))
 
 
-def test_a_sum_adds_its_bias_from_its_start_and_its_range_says_so():
+def test_a_sum_adds_its_bias_in_its_window_and_its_range_says_so():
     x = torch.tensor([[[100, -100, 5]], [[1, 2, 3]], [[7, 8, 9]]])  # [T=3, B=1, 3]
     add = IntAdd(out_bits=8, overflow="wrap", bias=np.array([30, -30, 1]), bias_start=1)
     assert equal(add.run(x, x), torch.tensor([[[-56, 56, 10]], [[32, -26, 7]], [[44, -14, 19]]]))
     assert equal(dataclasses.replace(add, bias_start=0, out_bits=16).run(x), x + torch.tensor([30, -30, 1]))
     r = add.value_range([Interval(-4, 4)], [TensorType((3,), int_type(4), "stream")], TensorType((3,), int_type(8)))
     assert (r.lo, r.hi) == (-34, 34)  # the hull of no bias (before bias_start) and -30 .. +30
-    assert add.scheduled(5, 4, 9, 1).bias_start == 5 and add.unscheduled(4).bias_start == 0
+    windowed = dataclasses.replace(add, bias_start=0, bias_steps=2)  # steps 0 and 1 only
+    assert equal(windowed.run(x, x), torch.tensor([[[-26, 26, 11]], [[32, -26, 7]], [[14, 16, 18]]]))
+    positive = dataclasses.replace(add, bias=np.array([30, 20, 1]), bias_start=0)
+
+    def low(op):
+        return op.value_range([Interval(-4, 4)], [TensorType((3,), int_type(4), "stream")],
+                              TensorType((3,), int_type(8))).lo
+    assert low(positive) == -3 and low(dataclasses.replace(positive, bias_steps=2)) == -4  # after it: no bias
+    scheduled = add.scheduled(5, 4, 9, 1)
+    assert (scheduled.bias_start, scheduled.bias_steps) == (5, 4)
+    assert (scheduled.unscheduled(4).bias_start, scheduled.unscheduled(4).bias_steps) == (0, 0)
     assert IntAdd(bias_start=2).problems() == ["bias_start is set but there is no bias"]
+    assert IntAdd(bias_steps=1).problems() == ["bias_steps is set but there is no bias"]
+    assert add.problems() == [] and dataclasses.replace(add, bias_steps=-1).problems() == [
+        "bias_steps must be an int >= 0, got -1"]
     assert "IntAdd bias has shape (2,)" in str(pytest.raises(Exception, IntAdd(bias=np.array([1, 2])).infer,
                                                              [TensorType((3,), int_type(4), "stream")]).value)
 

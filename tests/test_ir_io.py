@@ -1050,13 +1050,13 @@ def test_save_replaces_atomically_with_normal_permissions(tmp_path):
 # The schedule and the scales (format version 3)
 # ------------------------------------------------------------------------------------------------
 
-def lowered_graph() -> Graph:
+def lowered_graph(fc1_bias: np.ndarray | None = None) -> Graph:
     """A small float residual graph through the whole integer lowering: quantised and scheduled, with one
     delay line (the skip path is a synapse hop shorter)."""
     from snncompile.passes import PIPELINES, run_pipeline
     rng = np.random.default_rng(3)
     nodes = {"x": Node(Input(shape=(6,), dtype=SPIKE)),
-             "fc1": Node(Linear(weight=rng.normal(0, 1, (6, 6)).astype(np.float32)), ("x",)),
+             "fc1": Node(Linear(weight=rng.normal(0, 1, (6, 6)).astype(np.float32), bias=fc1_bias), ("x",)),
              "lif1": Node(LIF(), ("fc1",)),
              "fc2": Node(Linear(weight=rng.normal(0, 1, (6, 6)).astype(np.float32)), ("lif1",)),
              "skip": Node(Linear(weight=rng.normal(0, 1, (6, 6)).astype(np.float32)), ("x",)),
@@ -1064,8 +1064,18 @@ def lowered_graph() -> Graph:
     return run_pipeline(Graph(nodes, ("out",), time_steps=4), PIPELINES["loihi"])
 
 
+def as_version_5(doc: dict) -> None:
+    """A version-6 document as version 5 wrote it: no ``bias_steps`` on the synapses and sums."""
+    for node in doc["nodes"]:
+        if node["type"] in ("IntDense", "IntConv2d", "IntAdd"):
+            node["fields"].pop("bias_steps")
+    doc["format_version"] = 5
+
+
 def as_version_4(doc: dict) -> None:
-    """A version-5 document as version 4 wrote it: no ``bias``/``bias_start`` on the IntAdd sums."""
+    """A version-6 document as version 4 wrote it: that of version 5, no ``bias``/``bias_start`` on the IntAdd
+    sums."""
+    as_version_5(doc)
     for node in doc["nodes"]:
         if node["type"] == "IntAdd":
             assert node["fields"].pop("bias") is None and node["fields"].pop("bias_start") == 0
@@ -1073,7 +1083,7 @@ def as_version_4(doc: dict) -> None:
 
 
 def as_version_3(doc: dict) -> None:
-    """A version-5 document as version 3 wrote it: that of version 4, no ``reset_at`` on the LoihiLIF neurons."""
+    """A version-6 document as version 3 wrote it: that of version 4, no ``reset_at`` on the LoihiLIF neurons."""
     as_version_4(doc)
     for node in doc["nodes"]:
         if node["type"] == "LoihiLIF":
@@ -1082,7 +1092,7 @@ def as_version_3(doc: dict) -> None:
 
 
 def as_version_2(doc: dict) -> None:
-    """A version-5 document as version 2 wrote it: that of version 3, without schedule or scales records (the
+    """A version-6 document as version 2 wrote it: that of version 3, without schedule or scales records (the
     schedule and quantize history entries, which the passes still write, were version 2's only record of them)."""
     as_version_3(doc)
     del doc["schedule"], doc["scales"]
@@ -1119,6 +1129,24 @@ def test_a_version_4_file_loads_with_sums_that_add_no_bias():
     moved = dataclasses.replace(g, nodes=biased)
     assert graph_digest(moved) != graph_digest(g)  # a bias is in the digest
     assert from_bytes(to_bytes(moved)).op(sums[0]).bias.tolist() == np.full(shape, 3).tolist()
+
+
+def test_a_version_5_file_loads_with_biases_to_the_end_of_the_run():
+    """Version 6 stops a scheduled bias after its data window; a version-5 bias acted to the end of the run, and
+    still does: the same values in the window, the bias after it."""
+    g = lowered_graph(fc1_bias=np.linspace(-2, 2, 6).astype(np.float32))
+    steps = g.schedule.data_steps
+    assert g.op("fc1").bias is not None and g.op("fc1").bias_steps == steps and g.time_steps > steps
+    old = tamper(to_bytes(g), as_version_5)
+    assert "bias_steps" not in node_of(json.loads(read_entries(old)["graph.json"]), "fc1")["fields"]
+    h = from_bytes(old)
+    assert h.op("fc1").bias_steps == 0 and graph_digest(h) != graph_digest(g)
+    assert graph_digest(from_bytes(to_bytes(g))) == graph_digest(g)
+    x = (torch.rand(steps, 1, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    new, was = (run_graph(graph, {"x": x}, keep="all")["fc1"] for graph in (g, h))
+    start = g.schedule.latency["fc1"]
+    assert torch.equal(new[:start + steps], was[:start + steps])
+    assert not new[start + steps:].any() and was[start + steps:].any()
 
 
 def test_schedule_and_scales_round_trip_in_node_order():

@@ -233,7 +233,9 @@ def test_scheduling_sets_absolute_time_fields():
     kv, _ = EXAMPLES[KVOuterAccumulate]
     assert (kv.scheduled(3, 4, 9, 1).delay, kv.scheduled(3, 4, 9, 1).block_offset) == (1, 3)
     dense, _ = EXAMPLES[IntDense]
-    assert (dense.scheduled(3, 4, 9, 1).delay, dense.scheduled(3, 4, 9, 1).bias_start) == (1, 3)
+    timed = dense.scheduled(3, 4, 9, 1)
+    assert (timed.delay, timed.bias_start, timed.bias_steps) == (1, 3, 4)  # the bias acts in the 4 data steps
+    assert (timed.unscheduled(4).bias_start, timed.unscheduled(4).bias_steps) == (0, 0)
     biased = LoihiLIF(current_decay=4096, voltage_decay=0, vth=10, bias_mant=3)
     assert biased.scheduled(3, 4, 9, 1).reset_at == 3 and biased.scheduled(3, 4, 9, 1).unscheduled(4).reset_at == 0
     assert EXAMPLES[LoihiLIF][0].scheduled(3, 4, 9, 1).reset_at == 0  # no bias: nothing charges before its data

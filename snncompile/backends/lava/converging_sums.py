@@ -108,7 +108,7 @@ def converge_sums(graph: Graph, keep: Collection[str] = ()) -> tuple[Graph, tupl
             if restarts is None:
                 continue
             changed.update(restarts)
-        unbiased = dataclasses.replace(op, bias=None, bias_start=0)
+        unbiased = dataclasses.replace(op, bias=None, bias_start=0, bias_steps=0)
         if len(readers) == len(g.readers[name]):  # only neurons read it: no adder left
             changed[name] = g.replaced(name, unbiased)
             target = name

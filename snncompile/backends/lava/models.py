@@ -14,9 +14,10 @@ How a node is stepped is its op type's Lava mapping (``BACKENDS.lava``, ``snncom
 - *local* nodes, whose output at step t depends on their inputs at step t only (sums, shifts, pools,
   products, attention accumulates, LUTs), run on a one-step tensor; an all-zero input (the pipeline filling
   and draining) gets the node's own answer to it, computed once;
-- *synapses* (``IntDense``/``IntConv2d``) are local too, but their bias starts at an absolute step
-  (``bias_start``): at step t they run as the same node with ``bias_start`` 0 when ``t >= bias_start``, and
-  without the bias before (exactly the rows ``run`` would compute for those steps); so does an ``IntAdd``
+- *synapses* (``IntDense``/``IntConv2d``) are local too, but their bias acts in a window of absolute steps
+  (``bias_start``, ``bias_steps``): at step t they run as the same node with its bias acting always when t is
+  in the window, and without the bias outside (exactly the rows ``run`` would compute for those steps); so
+  does an ``IntAdd``
   that was given its producers' biases (:mod:`.synapse_biases`);
 - *history* nodes, whose output depends on earlier steps (``KVOuterAccumulate``'s temporal blocks,
   ``TemporalWindow``), keep their input history and run on all of it every step, reading step ``t``. They
@@ -58,6 +59,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
 from snncompile.ir.ops import LoihiTernaryLIF
+from snncompile.ir.ops.loihi import bias_acts
 from snncompile.sim.kernels import KERNELS
 
 
@@ -110,11 +112,11 @@ class NodeStepper:
         self._history: list[torch.Tensor] | None = None
         self._line: list[torch.Tensor] = []
         self._silent: dict[tuple, torch.Tensor] = {}
-        self._timed = hasattr(op, "bias_start")  # a bias from an absolute step: synapses, a sum given theirs
+        self._timed = hasattr(op, "bias_start")  # a bias in a window of steps: synapses, a sum given theirs
         if self._timed:
-            self._biased = dataclasses.replace(op, delay=0, bias_start=0)
+            self._biased = dataclasses.replace(op, delay=0, bias_start=0, bias_steps=0)
             self._unbiased = self._biased if op.bias is None else dataclasses.replace(
-                op, delay=0, bias=None, bias_start=0)
+                op, delay=0, bias=None, bias_start=0, bias_steps=0)
 
     def _run(self, op, xs: list[torch.Tensor]) -> torch.Tensor:
         """``op.run(*xs)`` on a ``[t, B, ...]`` chunk (by the kernel where there is one), without the delay."""
@@ -137,7 +139,7 @@ class NodeStepper:
             return y[t - delay] if t >= delay else torch.zeros_like(y[0])
         op = self.op
         if self._timed:
-            op = self._biased if t >= self.op.bias_start else self._unbiased
+            op = self._biased if bias_acts(self.op, t) else self._unbiased
         if any(bool(x.any()) for x in xs):
             y = self._run(op, [x.unsqueeze(0) for x in xs])[0]
         else:  # silent inputs (pipeline fill and drain): the node's own answer to them, computed once

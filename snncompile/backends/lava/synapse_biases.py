@@ -8,16 +8,19 @@ Loihi adds constants:
 
 - a **neuron** (``LoihiLIF`` whose current keeps only this step's input, ``current_decay = 4096``, with no bias
   of its own): the compartment bias ``b << 6`` (``bias_mant = b``, ``bias_exp = 6``), restarting when its data
-  arrive (``reset_at``: Lava's ``LIFReset``). The neuron computes ``clip(decay(v) + ((c + b) << 6))`` before
+  arrive (``reset_at``: Lava's ``LIFReset``), and keeps it after its data window, where the synapse's stopped
+  (Lava's LIF has no bias window: this plan's neurons go on after their data, which nothing reads). The neuron
+  computes ``clip(decay(v) + ((c + b) << 6))`` before
   and ``clip(decay(v) + (c << 6) + (b << 6))`` after, the same int32 sum, where the synapse's proven range with
   and without the bias stays inside its ``out_bits`` (no wrap or saturation) and inside ``(-2^17, 2^17)``
   (``a << 6`` never folds ``u``). Its bias charges it from step 0 and it restarts from zero when its data
   arrive, its input being zero before (the leading steps of a scheduled graph are empty): the state the
   unbiased neuron had;
 - a **sum** (``IntAdd``: the residual stream, computed by an adder, on Loihi the receiving dendrite): its own
-  constant term from its data's arrival (``IntAdd.bias``), so that its value is unchanged at every step;
+  constant term in its data window (``IntAdd.bias``, ``bias_start``, ``bias_steps``), so that its value is
+  unchanged at every step;
 - a neuron's input **clamp** (an ``IntShift`` by 0 to the target's input width, a custom process: Lava's
-  neurons do not saturate their input): a one-input ``IntAdd`` with the bias from its data's arrival, the
+  neurons do not saturate their input): a one-input ``IntAdd`` with the bias in its data window, the
   clamp's width and overflow, the same value at every step.
 
 "The synapse's proven range" starts from the values its input carries in the graph as rewritten so far
@@ -28,9 +31,9 @@ Early spikes. Where a neuron's bias alone fires it before its data arrive
 the move is made only where every node downstream forgets what reaches it before its own data arrive
 (:meth:`~snncompile.ir.ops.Op.restarted`: a neuron downstream restarts at its latency too, an attention block
 starts with its data, a temporal window reads its input from then on, a stateless node forgets anyway; a
-ternary neuron cannot: Lava's ``TernaryLIF`` has no reset). Every node's values from its latency on (its data
-window, what the host reads) are then unchanged; the steps before differ, and the reference simulator runs the
-moved graph exactly as Lava does.
+ternary neuron cannot: Lava's ``TernaryLIF`` has no reset). Every node's values in its data window (from its
+latency on, for the data steps: what the host reads) are then unchanged; the steps before differ, and those
+after where a neuron kept a bias, and the reference simulator runs the moved graph exactly as Lava does.
 
 Nodes whose values change (the synapse, which lost its bias, and the nodes the bias passed) are never ones whose
 value is read (``keep``: recorded or exposed nodes; graph outputs). The result is an IR graph like any other;
@@ -128,8 +131,11 @@ def _ranges(g: _Graph, name: str, syn) -> list[Interval | None]:
     """The synapse's proven range with and without its bias."""
     src = g.nodes[name].inputs[0]
     x = [g.carried(src)]
-    return [op.value_range(x, [g.types[src]], g.types[name]) for op in (syn, dataclasses.replace(syn, bias=None,
-                                                                                                   bias_start=0))]
+    return [op.value_range(x, [g.types[src]], g.types[name]) for op in (syn, _unbiased(syn))]
+
+
+def _unbiased(syn):
+    return dataclasses.replace(syn, bias=None, bias_start=0, bias_steps=0)
 
 
 def _neuron_takes(g: _Graph, syn, name: str) -> bool:
@@ -152,13 +158,15 @@ def _destinations(g: _Graph, syn, name: str, arrival: int, neurons_take: bool) -
             changed[reader] = g.replaced(reader, dataclasses.replace(
                 op, bias_mant=per_element_bias(syn, tuple(g.types[reader].shape)).astype(np.int16), bias_exp=ACT_SHIFT,
                 reset_at=arrival))
-        elif isinstance(op, IntAdd) and g.latency[reader] - op.delay == arrival and op.bias_start in (0, arrival):
+        elif isinstance(op, IntAdd) and g.latency[reader] - op.delay == arrival and (
+                op.bias is None or (op.bias_start, op.bias_steps) == (arrival, syn.bias_steps)):
             bias = per_element_bias(syn, tuple(g.types[reader].shape)) + (0 if op.bias is None else op.bias)
-            changed[reader] = g.replaced(reader, dataclasses.replace(op, bias=bias, bias_start=arrival))
+            changed[reader] = g.replaced(reader, dataclasses.replace(op, bias=bias, bias_start=arrival,
+                                                                     bias_steps=syn.bias_steps))
         elif isinstance(op, IntShift) and op.shift == 0 and g.latency[reader] - op.delay == arrival:
             bias = per_element_bias(syn, tuple(g.types[reader].shape))  # a clamp: a sum of one input, the bias its own
             changed[reader] = g.replaced(reader, IntAdd(out_bits=op.out_bits, overflow=op.overflow, delay=op.delay,
-                                                        bias=bias, bias_start=arrival))
+                                                        bias=bias, bias_start=arrival, bias_steps=syn.bias_steps))
         elif op.BIAS_PASSES and reader not in g.fixed:
             further = _destinations(g, syn, reader, arrival + op.delay, neurons_take)
             if further is None:
@@ -205,7 +213,7 @@ def move_synapse_biases(graph: Graph, keep: Collection[str] = ()) -> Graph:
         restarts = _restarts(g, moved, early) if early else {}
         if restarts is None:
             continue
-        g.update({name: g.replaced(name, dataclasses.replace(syn, bias=None, bias_start=0)), **moved, **restarts})
+        g.update({name: g.replaced(name, _unbiased(syn)), **moved, **restarts})
     return graph if g.nodes == dict(graph.nodes) else dataclasses.replace(graph, nodes=g.nodes)
 
 

@@ -36,7 +36,7 @@ FINISH = ".finish"  # the name of a split synapse's adder: the synapse's name an
 def _bare(op, r) -> object:
     """Synapse ``op`` without its bias, wide enough for its proven unbiased range ``r`` never to wrap."""
     bits = max(op.out_bits, r.dtype().bits + (not r.dtype().signed))  # signed: Lava's messages are
-    return dataclasses.replace(op, bias=None, bias_start=0, out_bits=bits, overflow="wrap")
+    return dataclasses.replace(op, bias=None, bias_start=0, bias_steps=0, out_bits=bits, overflow="wrap")
 
 
 def _finish(op, shape: tuple[int, ...]) -> IntAdd:
@@ -44,7 +44,8 @@ def _finish(op, shape: tuple[int, ...]) -> IntAdd:
     if op.bias is None:
         return IntAdd(out_bits=op.out_bits, overflow=op.overflow)
     bias = per_element_bias(op, shape).copy()
-    return IntAdd(out_bits=op.out_bits, overflow=op.overflow, bias=bias, bias_start=op.bias_start + op.delay)
+    return IntAdd(out_bits=op.out_bits, overflow=op.overflow, bias=bias, bias_start=op.bias_start + op.delay,
+                  bias_steps=op.bias_steps)
 
 
 def split_synapse_finishes(graph: Graph, chip: Collection[str], keep: Collection[str] = (),
@@ -64,7 +65,7 @@ def split_synapse_finishes(graph: Graph, chip: Collection[str], keep: Collection
         in_type, x = types[srcs[0]], carried[srcs[0]]
         if stock_process(op, in_type, types[name], x, batch):
             continue  # Lava runs it as it is
-        r = dataclasses.replace(op, bias=None, bias_start=0).value_range([x], [in_type], types[name]) if x else None
+        r = dataclasses.replace(op, bias=None, bias_start=0, bias_steps=0).value_range([x], [in_type], types[name]) if x else None
         if r is None:
             continue
         bare = _bare(op, r)

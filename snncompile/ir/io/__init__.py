@@ -166,6 +166,9 @@ Version 4: ``LoihiLIF`` gained ``reset_at`` (a restart of ``u`` and ``v``: Lava'
 ``upgrade_v3_to_v4`` gives version-3 neurons 0 (they never restart); ``tests/test_ir_io.py`` down-converts.
 Version 5: ``IntAdd`` gained ``bias`` and ``bias_start`` (a constant term: synapse biases moved into the sum);
 ``upgrade_v4_to_v5`` gives version-4 sums none; ``tests/test_ir_io.py`` down-converts.
+Version 6: ``IntDense``, ``IntConv2d`` and ``IntAdd`` gained ``bias_steps`` (a scheduled bias acts in its data
+window only, so a drained pipeline is silent); ``upgrade_v5_to_v6`` gives version-5 nodes 0 (to the end of the
+run, as they were); ``tests/test_ir_io.py`` down-converts.
 
 Digest
 ------
@@ -174,7 +177,7 @@ Digest
 fields], ...]}``, plus the ``schedule`` and ``scales`` records (as in ``graph.json``) for a graph that has
 them: they change what the graph's values mean, so a scheduled or quantised graph differs from the same
 nodes without them; a graph without them has the digest it had before format version 3. A field added in
-version 4 or later (``LoihiLIF.reset_at``, ``IntAdd.bias``) is left out at its upgrade value, so the digest is version 3's. Values use the
+version 4 or later (``LoihiLIF.reset_at``, ``IntAdd.bias``, ``bias_steps``) is left out at its upgrade value, so the digest is version 3's. Values use the
 encoding above, except that an array becomes ``{"array": {"dtype": dtype.str, "shape": [...], "sha256":
 <raw C-order bytes>}}``. It covers structure, node order, every field, array bytes, dtypes and shapes,
 the schedule and the scales. It leaves out ``history``, so that a pass can store the
@@ -189,11 +192,11 @@ from typing import Callable
 
 from .loader import from_bytes, load
 from .values import IRFileError, _field_hints  # noqa: F401  (_field_hints: for the tests)
-from .upgrades import upgrade_v1_to_v2, upgrade_v2_to_v3, upgrade_v3_to_v4, upgrade_v4_to_v5
+from .upgrades import upgrade_v1_to_v2, upgrade_v2_to_v3, upgrade_v3_to_v4, upgrade_v4_to_v5, upgrade_v5_to_v6
 from .writer import graph_digest, save, to_bytes
 
 MAGIC = "snncompile-ir"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 SUFFIX = ".snnir"
 DIGEST_SCHEME = "snncompile-ir-digest/1"
 
@@ -214,7 +217,7 @@ RATIO_MIN_BYTES = 1024 ** 2
 # See "Versions and upgrades" in the docstring above.
 Upgrade = Callable[[dict], dict]
 UPGRADES: dict[int, Upgrade] = {1: upgrade_v1_to_v2, 2: upgrade_v2_to_v3, 3: upgrade_v3_to_v4,
-                                4: upgrade_v4_to_v5}
+                                4: upgrade_v4_to_v5, 5: upgrade_v5_to_v6}
 
 
 def readable_versions() -> list[int]:

@@ -21,8 +21,11 @@ _V2_FIELDS = {"Repeat": {"data_steps": 0}, "TimeMean": {"start": 0, "steps": 0},
 # at these values, so a graph's digest is the one version 3 gave it).
 V4_FIELDS = {"LoihiLIF": {"reset_at": 0}}
 V5_FIELDS = {"IntAdd": {"bias": None, "bias_start": 0}}
+V6_FIELDS = {t: {"bias_steps": 0} for t in ("IntDense", "IntConv2d", "IntAdd")}
 # Every field added after version 3, at the value that keeps an older node's meaning.
-NEUTRAL_FIELDS = {t: {**V4_FIELDS.get(t, {}), **V5_FIELDS.get(t, {})} for t in (*V4_FIELDS, *V5_FIELDS)}
+_ADDED = (V4_FIELDS, V5_FIELDS, V6_FIELDS)
+NEUTRAL_FIELDS = {t: {k: v for added in _ADDED for k, v in added.get(t, {}).items()} for added in _ADDED
+                  for t in added}
 
 
 def _add_fields(doc: dict, added: dict[str, dict[str, Any]]) -> list | None:
@@ -155,4 +158,11 @@ def upgrade_v3_to_v4(doc: dict) -> dict:
 def upgrade_v4_to_v5(doc: dict) -> dict:
     """Version 5: ``IntAdd.bias`` and ``bias_start`` (none: a version-4 sum adds nothing of its own)."""
     _add_fields(doc, V5_FIELDS)
+    return doc
+
+
+def upgrade_v5_to_v6(doc: dict) -> dict:
+    """Version 6: ``bias_steps`` of ``IntDense``, ``IntConv2d`` and ``IntAdd`` (0: a version-5 bias acts to the
+    end of the run)."""
+    _add_fields(doc, V6_FIELDS)
     return doc

@@ -23,7 +23,8 @@ from ..interval import Interval, signed_sums, sums_range
 from ..types import TensorType, int_type
 from .base import Op, expect, param
 from .linear import ConvGeometry, WeightedSum, conv_output_shape, conv_problems
-from .loihi import STATE_BITS, _int_array_problems, _integer_input, _range_problem, as_int64, saturate, wrap
+from .loihi import (BIAS_START_DOC, BIAS_STEPS_DOC, STATE_BITS, _int_array_problems, _integer_input, _range_problem,
+                    add_timed_bias, as_int64, saturate, timed_bias_problems, timed_bias_range, wrap)
 from .support import NIR_INTEGER, ONNX_INTEGER, Backends, Refused
 
 SignMode = Literal["mixed", "excitatory", "inhibitory"]
@@ -36,8 +37,6 @@ _EXP_DOC = ("shift of the accumulated sum: ``acc << weight_exp``, or an arithmet
 _OUT_DOC = "signed width of the output; ``overflow`` says what a sum beyond it does"
 _BIAS_DOC = ("integer bias per output channel, added after the shift (in output units), delayed with the "
              "sums; ``None``: no bias")
-_BIAS_START_DOC = ("first timestep (of the input's time) from which the bias is added: a scheduled synapse "
-                   "adds it once its input's data arrive, so the leading empty steps stay zero")
 _DELAY_DOC = ("timesteps before the result arrives: y[t] = f(x)[t - delay], zero before (1: Lava's Dense and Conv "
               "deliver on the next step)")
 _OVERFLOW_DOC = "a sum beyond ``out_bits``: ``wrap`` (two's complement) or ``saturate`` (clip)"
@@ -51,12 +50,14 @@ class _IntSynapse(WeightedSum, Op):
     _SPATIAL_AXES = 0  # output axes after the channel axis (a bias broadcasts over them)
 
     def scheduled(self, arrival: int, data_steps: int, run_steps: int, synapse_delay: int) -> "_IntSynapse":
-        """The target's synapse delay; a bias starts with the data (``bias_start``: their arrival)."""
-        changes = {"delay": synapse_delay} | ({"bias_start": arrival} if self.bias is not None else {})
-        return dataclasses.replace(self, **changes)
+        """The target's synapse delay; a bias acts in the data window (from ``bias_start``, their arrival, for
+        ``bias_steps``, the data steps)."""
+        timed = {"bias_start": arrival, "bias_steps": data_steps} if self.bias is not None else {}
+        return dataclasses.replace(self, delay=synapse_delay, **timed)
 
     def unscheduled(self, data_steps: int) -> "_IntSynapse":
-        return dataclasses.replace(self, delay=0, **({"bias_start": 0} if self.bias is not None else {}))
+        return dataclasses.replace(self, delay=0, **({"bias_start": 0, "bias_steps": 0} if self.bias is not None
+                                                      else {}))
 
     def _synapse_problems(self) -> list[str]:
         p = []
@@ -84,10 +85,9 @@ class _IntSynapse(WeightedSum, Op):
         raise NotImplementedError
 
     def _bias_problems(self) -> list[str]:
+        p = timed_bias_problems(self)
         if self.bias is None:
-            return [] if self.bias_start == 0 else ["bias_start is set but there is no bias"]
-        p = [] if is_int(self.bias_start) and self.bias_start >= 0 else [
-            f"bias_start must be an int >= 0, got {self.bias_start!r}"]
+            return p
         p += _int_array_problems("bias", self.bias)
         if not p and self.bias.shape != (self.weight.shape[0],):
             p.append(f"bias must have one entry per output ({self.weight.shape[0]}), got shape {self.bias.shape}")
@@ -120,7 +120,7 @@ class _IntSynapse(WeightedSum, Op):
         y = acc << e if e >= 0 else acc >> -e
         if self.bias is not None:
             bias = torch.from_numpy(self.bias.astype(np.int64)).to(y.device).reshape(-1, *[1] * self._SPATIAL_AXES)
-            y = torch.cat([y[:self.bias_start], y[self.bias_start:] + bias]) if self.bias_start else y + bias
+            y = add_timed_bias(y, bias, self)
         return wrap(y, self.out_bits) if self.overflow == "wrap" else saturate(y, self.out_bits)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +133,7 @@ class _IntSynapse(WeightedSum, Op):
         if self.bias is None:
             return r
         biased = r + Interval(int(self.bias.min()), int(self.bias.max()))
-        return Interval.hull(r, biased) if self.bias_start else biased  # before bias_start: no bias yet
+        return timed_bias_range(r, biased, self)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -145,7 +145,7 @@ class IntDense(_IntSynapse):
         acc[t, o] = sum_i weight[o, i] * x[t, i]           (x: spikes 0/1, ternary or graded integers)
         r[t, o]   = acc << weight_exp                      (weight_exp >= 0)
                     floor(acc / 2^-weight_exp)             (weight_exp < 0: arithmetic shift right)
-                    (+ bias[o] when there is a bias, for t >= bias_start)
+                    (+ bias[o] when there is a bias, for bias_start <= t < bias_start + bias_steps)
         y[t, o]   = r wrapped (two's complement) or saturated to out_bits signed bits   (the overflow field)
         output    = y[t - delay], zero for t < delay       (delay 1: Lava's one-step buffer)
 
@@ -161,7 +161,8 @@ class IntDense(_IntSynapse):
     weight_bits: int = param(_WEIGHT_DOC, 9)
     weight_exp: int = param(_EXP_DOC, 0)
     bias: np.ndarray | None = param(_BIAS_DOC, None)
-    bias_start: int = param(_BIAS_START_DOC, 0)
+    bias_start: int = param(BIAS_START_DOC, 0)
+    bias_steps: int = param(BIAS_STEPS_DOC, 0)
     out_bits: int = param(_OUT_DOC, STATE_BITS)
     delay: int = param(_DELAY_DOC, 1)
     overflow: Literal["none", "saturate", "wrap"] = param(_OVERFLOW_DOC, "wrap")
@@ -206,7 +207,8 @@ class IntConv2d(ConvGeometry, _IntSynapse):
     weight_bits: int = param(_WEIGHT_DOC, 9)
     weight_exp: int = param(_EXP_DOC, 0)
     bias: np.ndarray | None = param(_BIAS_DOC, None)
-    bias_start: int = param(_BIAS_START_DOC, 0)
+    bias_start: int = param(BIAS_START_DOC, 0)
+    bias_steps: int = param(BIAS_STEPS_DOC, 0)
     out_bits: int = param(_OUT_DOC, STATE_BITS)
     stride: tuple[int, int] = param("step ``s`` (rows, columns)", (1, 1))
     padding: tuple[int, int] = param("zero padding on each side (rows, columns)", (0, 0))

@@ -133,6 +133,50 @@ def _range_problem(name: str, value, lo: int, hi: int, why: str) -> list[str]:
     return [] if lo <= value <= hi else [f"{name} must lie in [{lo}, {hi}] ({why}), got {value}"]
 
 
+# -- a bias timed to the data window (synapses, and the sums the Lava backend moves their biases into) --------------
+
+BIAS_START_DOC = ("first timestep (of the input's time) from which the bias is added: a scheduled node adds it once "
+                  "its input's data arrive, so the leading empty steps stay zero")
+BIAS_STEPS_DOC = ("timesteps the bias acts from ``bias_start`` (0: to the end of the run): a scheduled node adds it "
+                  "for its data steps only, so the steps the pipeline drains carry no bias")
+
+
+def bias_window(op, steps: int) -> tuple[int, int]:
+    """The steps ``start .. stop - 1`` of a run of ``steps`` in which ``op``'s timed bias acts: from
+    ``op.bias_start``, for ``op.bias_steps`` steps (0: to the end)."""
+    start = min(op.bias_start, steps)
+    stop = min(op.bias_start + op.bias_steps, steps) if op.bias_steps else steps
+    return start, max(start, stop)
+
+
+def bias_acts(op, t: int) -> bool:
+    """Whether ``op``'s timed bias acts at step ``t``."""
+    return op.bias_start <= t and (not op.bias_steps or t < op.bias_start + op.bias_steps)
+
+
+def add_timed_bias(y: torch.Tensor, bias: torch.Tensor, op) -> torch.Tensor:
+    """``y`` (``[T, ...]``) with ``bias`` added in ``op``'s bias window (a new tensor)."""
+    start, stop = bias_window(op, y.shape[0])
+    if (start, stop) == (0, y.shape[0]):
+        return y + bias
+    y = y.clone()
+    y[start:stop] += bias
+    return y
+
+
+def timed_bias_problems(op) -> list[str]:
+    """Checks of ``bias_start`` and ``bias_steps`` (both 0 without a bias)."""
+    fields = {"bias_start": op.bias_start, "bias_steps": op.bias_steps}
+    if op.bias is None:
+        return [f"{k} is set but there is no bias" for k, v in fields.items() if v != 0]
+    return [f"{k} must be an int >= 0, got {v!r}" for k, v in fields.items() if not (is_int(v) and v >= 0)]
+
+
+def timed_bias_range(unbiased: Interval, biased: Interval, op) -> Interval:
+    """The range of a node whose bias acts in a window: also its unbiased range where steps lie outside it."""
+    return Interval.hull(unbiased, biased) if op.bias_start or op.bias_steps else biased
+
+
 def _integer_input(x: TensorType, what: str) -> None:
     expect_stream(x)
     expect(x.dtype.kind in ("int", "spike", "ternary"),

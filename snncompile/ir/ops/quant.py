@@ -15,7 +15,8 @@ from ...config import is_int
 from ..interval import Interval
 from ..types import TensorType, int_type
 from .base import Op, expect, param
-from .loihi import _int_array_problems, _range_problem
+from .loihi import (BIAS_STEPS_DOC, _int_array_problems, _range_problem, add_timed_bias, timed_bias_problems,
+                    timed_bias_range)
 from .receptive import token_reduction
 from .support import NIR_INTEGER, ONNX_INTEGER, Backends, Refused
 
@@ -98,7 +99,7 @@ class Quantize(Op):
 class IntAdd(Op):
     """Sum of integer streams (the integer residual stream; several synapse groups into one neuron).
 
-    Semantics: ``y = x0 + x1 + ... (+ bias for t >= bias_start)`` exactly, then wrapped or saturated to
+    Semantics: ``y = x0 + x1 + ... (+ bias for bias_start <= t < bias_start + bias_steps)`` exactly, then wrapped or saturated to
     ``out_bits`` signed bits. Output ``int<out_bits>``. The lowering gives it no bias; the Lava backend's
     ``per_op`` plan moves its producers' synapse biases into it (an adder computes it, on Loihi the
     receiving compartment's dendrite), so that the producers run on Lava's own bias-free ``Dense``/``Conv``.
@@ -116,13 +117,12 @@ class IntAdd(Op):
     bias: np.ndarray | None = param("integer constant per output element (one sample's shape) added to the sum, in "
                                     "output units: its producers' synapse biases, moved here", None)
     bias_start: int = param("first timestep from which the bias is added (the data's arrival)", 0)
+    bias_steps: int = param(BIAS_STEPS_DOC, 0)
 
     def problems(self) -> list[str]:
-        p = _fit_problems(self)
+        p = _fit_problems(self) + timed_bias_problems(self)
         if self.bias is None:
-            return p + ([] if self.bias_start == 0 else ["bias_start is set but there is no bias"])
-        if not (is_int(self.bias_start) and self.bias_start >= 0):
-            p.append(f"bias_start must be an int >= 0, got {self.bias_start!r}")
+            return p
         return p + (_int_array_problems("bias", self.bias)
                     or _range_problem("bias", self.bias, -(1 << 31), (1 << 31) - 1, "int32"))
 
@@ -135,19 +135,18 @@ class IntAdd(Op):
         return TensorType(inputs[0].shape, int_type(self.out_bits))
 
     def scheduled(self, arrival: int, data_steps: int, run_steps: int, synapse_delay: int) -> "IntAdd":
-        """A bias starts with the data (``bias_start``: their arrival)."""
-        return self if self.bias is None else dataclasses.replace(self, bias_start=arrival)
+        """A bias acts in the data window (from ``bias_start``, their arrival, for ``bias_steps``)."""
+        return self if self.bias is None else dataclasses.replace(self, bias_start=arrival, bias_steps=data_steps)
 
     def unscheduled(self, data_steps: int) -> "IntAdd":
-        return dataclasses.replace(self, delay=0, bias_start=0)
+        return dataclasses.replace(self, delay=0, bias_start=0, bias_steps=0)
 
     def run(self, *xs: torch.Tensor) -> torch.Tensor:
         total = _as_int64(xs[0])
         for x in xs[1:]:
             total = total + _as_int64(x)
         if self.bias is not None:
-            total = total + torch.cat([torch.zeros_like(total[:self.bias_start]),
-                                       self.tensor("bias").to(torch.int64).expand_as(total[self.bias_start:])])
+            total = add_timed_bias(total, self.tensor("bias").to(torch.int64), self)
         if total is xs[0]:  # a single int64 input: the result is a new tensor all the same
             total = total.clone()
         return fit(total, self.out_bits, self.overflow)
@@ -161,7 +160,7 @@ class IntAdd(Op):
         if self.bias is None:
             return total
         biased = total + Interval(int(self.bias.min()), int(self.bias.max()))
-        return Interval.hull(total, biased) if self.bias_start else biased  # before bias_start: no bias yet
+        return timed_bias_range(total, biased, self)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

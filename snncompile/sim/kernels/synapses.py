@@ -5,7 +5,7 @@ in ``[min_o (P_o lo + N_o hi), max_o (P_o hi + N_o lo)]`` (``P_o``, ``N_o`` the 
 weight sums); partial sums are below ``max_o sum |w_o| * max |x|``. Where that is below 2^24 every partial
 sum is an integer float32 holds exactly, whatever the summation order; where the shifted, biased interval is
 too, shift (a power-of-two scaling, then floor) and bias are exact in float32. Wrap or saturation is applied
-only where that interval leaves ``out_bits``. All-zero input steps give the bias (or 0) without a GEMM, and
+only where that interval leaves ``out_bits``. All-zero input steps give the bias (in its window, else 0) without a GEMM, and
 the output is written delayed in place (no copy for the node's ``delay``). Elsewhere the op's own ``run``.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ...ir.interpret import delayed
-from ...ir.ops.loihi import saturate, wrap
+from ...ir.ops.loihi import bias_acts, bias_window, saturate, wrap
 from ...nn.seq import per_step
 from .exact import F32_EXACT, integer_float, step_ranges
 
@@ -89,8 +89,8 @@ def run_float32(op, x: torch.Tensor, delay: int, frames: Callable) -> torch.Tens
     chunk = max(1, CHUNK_ELEMENTS // per_frame)
     s = 0
     while s < steps:
-        if lows[s] == 0 and highs[s] == 0:  # op(0) = 0: only the bias, from bias_start on
-            if bias_fit is not None and s >= op.bias_start:
+        if lows[s] == 0 and highs[s] == 0:  # op(0) = 0: only the bias, in its window
+            if bias_fit is not None and bias_acts(op, s):
                 out[s + delay].copy_(bias_fit.expand(frame))
             else:
                 out[s + delay].zero_()
@@ -106,8 +106,9 @@ def run_float32(op, x: torch.Tensor, delay: int, frames: Callable) -> torch.Tens
             acc.mul_(float(1 << e))
         elif e < 0:
             acc.mul_(1.0 / (1 << -e)).floor_()
-        if bias is not None and end > op.bias_start:
-            acc[max(op.bias_start - s, 0):].add_(bias)
+        if bias is not None:
+            start, stop = bias_window(op, steps)
+            acc[max(start - s, 0):max(stop - s, 0)].add_(bias)
         if not fits and op.overflow != "wrap":
             acc.clamp_(-half, half - 1)
         y = out[s + delay:end + delay]
