@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse
 
 from ..backends.placement import Placement, core_views
-from ..backends.placement_boxes import AXES, BoxUnit, box_unit, member_range, parse_box_order
+from ..backends.placement_boxes import AXES, BoxUnit, box_unit, parse_box_order
 from ..ir import Graph
 from ..ir.ops import Delay
 
