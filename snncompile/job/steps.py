@@ -32,7 +32,8 @@ from typing import Callable, TypeVar
 import torch
 
 from ..backends.design_rules import Violation, check
-from ..backends.placement import CoreBound, core_lower_bound, place
+from ..backends.placement import core_lower_bound, place
+from ..backends.placement_bound import CoreBound
 from ..backends.protocol import Backend
 from ..frontend import export as export_model
 from ..ir import Graph
