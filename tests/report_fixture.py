@@ -59,8 +59,8 @@ def run_report(attention_lif: str = ATTENTION_LIF) -> dict:
                        "notes": []},
         "float_accuracy": 0.9861111111111112, "integer_accuracy": 0.9833333333333333, "test_samples": 360,
         "lava": {"accuracy": 1.0, "total": 8, "identical_to_reference": 8, "granularity": "fused"},
-        "placement": {"cores": 3, "chips": 1, "lower_bound": {"cores": 3, "by_resource": {
-            "neurons": 3, "synaptic memory": 3, "input axons": 3, "output axons": 3, "kernels and windows": 1}},
+        "placement": {"cores": 3, "chips": 1, "lower_bound": 3, "lower_bound_by_resource": {
+            "neurons": 3, "synaptic memory": 3, "input axons": 3, "output axons": 3, "kernels and windows": 1},
                       "per_core": [
             {"core": i, "chip": 0, "node": node, "neurons": n, "neuron_capacity": 8192, "synaptic_bytes": syn,
              "synaptic_capacity_bytes": 196608.0, "fan_in_axons": fin, "fan_in_capacity": 4096,

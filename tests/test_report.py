@@ -46,12 +46,12 @@ def test_the_headline_fits_80_columns_with_the_key_figures_and_nothing_long():
     text = terminal_text(report, width=80, details=False)
     lines = text.splitlines()
     assert max(map(len, lines)) <= 80 and "…" not in text
-    # one line per row: nothing wraps (title, 13 rows, the hint)
-    assert len(lines) == 1 + len(headline(report).rows) + 1 == 15
+    # one line per row: nothing wraps (title, 14 rows, the hint)
+    assert len(lines) == 1 + len(headline(report).rows) + 1 == 16
     loihi2, cmos45 = report["energy"]["loihi2"], report["energy"]["cmos45"]
     for expected in ("run report: statten-digits on loihi2", "float 98.61%, integer 98.33% (360 test samples)",
                      "8/8 samples identical to the reference (fused); accuracy 100.00%",
-                     "3 cores (bound 3) on 1 chip of loihi2; no design-rule violation",
+                     "3 cores on 1 chip of loihi2; no design-rule violation", "lower bound 3 cores (1.0x used)",
                      "neurons 3%, synaptic memory 2%, fan-in 6%, fan-out 8%",
                      f"loihi2: {loihi2['total_pj'] / 1e3:.2f} nJ/sample [calibrated, proxy]; 1 count unpriced",
                      f"cmos45: {cmos45['total_pj'] / 1e3:.2f} nJ/sample [derived, documented]; 3 counts unpriced",

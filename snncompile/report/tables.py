@@ -145,8 +145,7 @@ def headline(report: dict) -> Rows:
         rows.append(["", "on Lava's own processes (per_op): " + ", ".join(
             f"{'-' if v['fraction'] is None else format(v['fraction'], '.1%')} of {k.replace('_', ' ')}"
             for k, v in lava["stock_share"].items())])
-    bound = f" (bound {placement['lower_bound']['cores']:,})" if "lower_bound" in placement else ""
-    rows += [["placement", f"{_count(placement['cores'], 'core')}{bound} on {_count(placement['chips'], 'chip')} of "
+    rows += [["placement", f"{_count(placement['cores'], 'core')} on {_count(placement['chips'], 'chip')} of "
                            f"{report['target']}; "
                            + (f"{_count(len(violations), 'design-rule violation')}" if violations
                               else "no design-rule violation")]]
