@@ -217,7 +217,7 @@ def test_compile_writes_the_integer_graph(tmp_path):
     out = cli("compile", DEFAULT_MODEL, "-o", tmp_path / "m.snnir", "--calibration", "16", "--target", "loihi2")
     assert out.returncode == 0, out.stdout + out.stderr
     graph = ir_io.load(tmp_path / "m.snnir")
-    assert [h.name for h in graph.history][-3:] == ["quantize", "prove_ranges", "schedule"]
+    assert [h.name for h in graph.history][-4:] == ["quantize", "split_fan_in", "prove_ranges", "schedule"]
     assert {"LoihiLIF", "IntConv2d", "KVOuterAccumulate"} <= {n.op.type_name() for n in graph.nodes.values()}
     timing = graph.schedule
     assert f"{graph.time_steps} steps per sample ({timing.data_steps} data steps + " \
