@@ -24,7 +24,7 @@ from snncompile.ir.ops import (LI, LIF, Add, BatchNorm, BlockLinearAttention, Co
                                Op, Output, ReLU, Repeat, Scale, SpikeColumnSum, SpikeMask, SumPool2d, TemporalWindow,
                                TernaryLIF, TimeMean, TokenMean, Quantize, IntAdd, IntShift, Delay, TokenSum,
                                KVOuterAccumulate, QMAccumulate, SpikeScores, ScoreLUT, ScoreValueAccumulate)
-from snncompile.ir.ops import (BorderPad, HeadChannelSum, HeadTokenMask, LevelScores, LevelScoreValue, LevelThreshold,
+from snncompile.ir.ops import (BlockSum, BorderPad, GradedRelay, HeadChannelSum, HeadTokenMask, LevelScores, LevelScoreValue, LevelThreshold,
                                MultiLevelAttention, MultiLevelSpike)
 from snncompile.ir.types import int_type
 from snncompile.nn.backbones import build_model
@@ -429,6 +429,8 @@ REFUSED_CASES = {  # the integer node types: exact int64 semantics that a float3
                                  _input(g, "a", int_type(2, signed=False), (1, 1, 1))),
     ScoreValueAccumulate: lambda g, x: g.add("node", ScoreValueAccumulate(heads=1),
                                              _input(g, "s", int_type(8), (1, 1, 1)), _input(g, "v", TERNARY)),
+    GradedRelay: _on_int(GradedRelay()),
+    BlockSum: _on_int(BlockSum(blocks=3)),
 }
 
 

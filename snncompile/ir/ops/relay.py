@@ -27,7 +27,7 @@ from ...config import is_int
 from ..interval import Interval
 from ..types import TensorType, int_type
 from .base import Op, expect, param
-from .loihi import _int_array_problems, _range_problem
+from .loihi import _int_array_problems, _range_problem, add_timed_bias, timed_bias_problems, timed_bias_range
 from .quant import _OUT_BITS_DOC, _OVERFLOW_DOC, Overflow, _as_int64, _fit_problems, _integer_stream, fit
 from .support import NIR_INTEGER, ONNX_INTEGER, Backends, Refused
 
@@ -70,7 +70,7 @@ class BlockSum(Op):
     Semantics, on an input ``[blocks * C, ...]`` (block ``g`` the partial sums of input group ``g``)::
 
         acc[t, c, ...] = sum_g x[t, g*C + c, ...]
-        r = acc << shift (shift >= 0), or floor(acc / 2^-shift)   (+ bias[c] for t >= bias_start)
+        r = acc << shift (shift >= 0), or floor(acc / 2^-shift)   (+ bias[c] in bias_start .. bias_start + bias_steps - 1)
         y = r wrapped or saturated to out_bits; output y[t - delay]
 
     equal to the unsplit synapse whose ``weight_exp`` is ``shift`` (the partial sums are unshifted). A
@@ -87,6 +87,8 @@ class BlockSum(Op):
     bias: np.ndarray | None = param("integer bias per output channel, added after the shift; ``None``: no bias",
                                     None)
     bias_start: int = param("first timestep from which the bias is added (the data's arrival)", 0)
+    bias_steps: int = param("timesteps the bias acts from ``bias_start`` (the data steps; 0: to the end of the run)",
+                            0)
     out_bits: int = param(_OUT_BITS_DOC, 24)
     overflow: Overflow = param(_OVERFLOW_DOC, "wrap")
 
@@ -97,9 +99,7 @@ class BlockSum(Op):
         if self.bias is not None:
             p += _int_array_problems("bias", self.bias) or (
                 [] if self.bias.ndim == 1 else [f"bias must be one entry per channel, got shape {self.bias.shape}"])
-        if not (is_int(self.bias_start) and self.bias_start >= 0):
-            p.append(f"bias_start must be an int >= 0, got {self.bias_start!r}")
-        return p
+        return p + timed_bias_problems(self)
 
     def infer(self, inputs: Sequence[TensorType]) -> TensorType:
         (x,) = inputs
@@ -113,10 +113,11 @@ class BlockSum(Op):
 
     def scheduled(self, arrival: int, data_steps: int, run_steps: int, synapse_delay: int) -> "BlockSum":
         """The relayed spikes' synapse delay; a bias starts with the data (``bias_start``: their arrival)."""
-        return dataclasses.replace(self, delay=synapse_delay, bias_start=arrival if self.bias is not None else 0)
+        timed = {"bias_start": arrival, "bias_steps": data_steps} if self.bias is not None else {}
+        return dataclasses.replace(self, delay=synapse_delay, **timed)
 
     def unscheduled(self, data_steps: int) -> "BlockSum":
-        return dataclasses.replace(self, delay=0, bias_start=0)
+        return dataclasses.replace(self, delay=0, bias_start=0, bias_steps=0)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         x = _as_int64(x)
@@ -124,7 +125,7 @@ class BlockSum(Op):
         y = acc << self.shift if self.shift >= 0 else acc >> -self.shift
         if self.bias is not None:
             bias = self.tensor("bias").to(torch.int64).reshape(-1, *[1] * (y.dim() - 3))
-            y = torch.cat([y[:self.bias_start], y[self.bias_start:] + bias]) if self.bias_start else y + bias
+            y = add_timed_bias(y, bias, self)
         return fit(y, self.out_bits, self.overflow)
 
     def reads(self, out: np.ndarray, in_shapes) -> list[np.ndarray]:
@@ -137,7 +138,7 @@ class BlockSum(Op):
         if self.bias is None:
             return r
         biased = r + Interval(int(self.bias.min()), int(self.bias.max()))
-        return Interval.hull(r, biased) if self.bias_start else biased
+        return timed_bias_range(r, biased, self)
 
 
 __all__ = ["GradedRelay", "BlockSum"]
