@@ -40,6 +40,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from ..ir.ops import BlockSum, GradedRelay, IntConv2d, ops_where
+from ..ir.ops.loihi import without_bias
 from ..targets import Target, load_target
 from .pipeline import PassContext, as_pass
 from .prove_ranges import in_core
@@ -136,9 +137,9 @@ def _parts(op: IntConv2d, shape, others: int, target: Target, least: int, requir
 def _split(op: IntConv2d, k: int) -> tuple[IntConv2d, BlockSum]:
     out, channels = op.weight.shape[:2]
     grouped = op.weight.reshape(out, k, channels // k, *op.weight.shape[2:]).swapaxes(0, 1)
-    partial = dataclasses.replace(op, weight=np.ascontiguousarray(grouped.reshape(k * out, channels // k,
+    partial = dataclasses.replace(without_bias(op), weight=np.ascontiguousarray(grouped.reshape(k * out, channels // k,
                                                                                   *op.weight.shape[2:])),
-                                  groups=k, weight_exp=0, bias=None, bias_start=0, out_bits=32, overflow="wrap",
+                                  groups=k, weight_exp=0, out_bits=32, overflow="wrap",
                                   delay=0)
     return partial, BlockSum(blocks=k, shift=op.weight_exp, bias=op.bias, out_bits=op.out_bits,
                              overflow=op.overflow)

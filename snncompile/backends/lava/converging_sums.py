@@ -38,7 +38,7 @@ from snncompile.backends.lava.synapse_biases import INPUT_LIMIT, _Graph, _plain_
 from snncompile.ir import Graph, Node
 from snncompile.ir.interval import Interval
 from snncompile.ir.ops import IntAdd
-from snncompile.ir.ops.loihi import ACT_SHIFT, BIAS_MANT_RANGE
+from snncompile.ir.ops.loihi import ACT_SHIFT, BIAS_MANT_RANGE, without_bias
 from snncompile.passes.prove_ranges import value_ranges
 
 CONVERGED = ".converged"  # suffix of the unbiased sum the neuron readers of a still-needed adder read
@@ -108,7 +108,7 @@ def converge_sums(graph: Graph, keep: Collection[str] = ()) -> tuple[Graph, tupl
             if restarts is None:
                 continue
             changed.update(restarts)
-        unbiased = dataclasses.replace(op, bias=None, bias_start=0, bias_steps=0)
+        unbiased = without_bias(op)
         if len(readers) == len(g.readers[name]):  # only neurons read it: no adder left
             changed[name] = g.replaced(name, unbiased)
             target = name

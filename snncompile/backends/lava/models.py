@@ -59,7 +59,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
 from snncompile.ir.ops import LoihiTernaryLIF
-from snncompile.ir.ops.loihi import bias_acts
+from snncompile.ir.ops.loihi import bias_acts, without_bias
 from snncompile.sim.kernels import KERNELS
 
 
@@ -115,8 +115,7 @@ class NodeStepper:
         self._timed = hasattr(op, "bias_start")  # a bias in a window of steps: synapses, a sum given theirs
         if self._timed:
             self._biased = dataclasses.replace(op, delay=0, bias_start=0, bias_steps=0)
-            self._unbiased = self._biased if op.bias is None else dataclasses.replace(
-                op, delay=0, bias=None, bias_start=0, bias_steps=0)
+            self._unbiased = self._biased if op.bias is None else without_bias(self._biased)
 
     def _run(self, op, xs: list[torch.Tensor]) -> torch.Tensor:
         """``op.run(*xs)`` on a ``[t, B, ...]`` chunk (by the kernel where there is one), without the delay."""

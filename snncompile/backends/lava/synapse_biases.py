@@ -50,7 +50,7 @@ import numpy as np
 from snncompile.ir import Graph, Node
 from snncompile.ir.interval import Interval
 from snncompile.ir.ops import IntAdd, IntConv2d, IntDense, IntShift, LoihiLIF
-from snncompile.ir.ops.loihi import ACT_SHIFT, BIAS_MANT_RANGE, DECAY_UNITY
+from snncompile.ir.ops.loihi import ACT_SHIFT, BIAS_MANT_RANGE, DECAY_UNITY, without_bias
 from snncompile.ir.timing import latencies
 from snncompile.passes.prove_ranges import analyse
 
@@ -131,11 +131,7 @@ def _ranges(g: _Graph, name: str, syn) -> list[Interval | None]:
     """The synapse's proven range with and without its bias."""
     src = g.nodes[name].inputs[0]
     x = [g.carried(src)]
-    return [op.value_range(x, [g.types[src]], g.types[name]) for op in (syn, _unbiased(syn))]
-
-
-def _unbiased(syn):
-    return dataclasses.replace(syn, bias=None, bias_start=0, bias_steps=0)
+    return [op.value_range(x, [g.types[src]], g.types[name]) for op in (syn, without_bias(syn))]
 
 
 def _neuron_takes(g: _Graph, syn, name: str) -> bool:
@@ -213,7 +209,7 @@ def move_synapse_biases(graph: Graph, keep: Collection[str] = ()) -> Graph:
         restarts = _restarts(g, moved, early) if early else {}
         if restarts is None:
             continue
-        g.update({name: g.replaced(name, _unbiased(syn)), **moved, **restarts})
+        g.update({name: g.replaced(name, without_bias(syn)), **moved, **restarts})
     return graph if g.nodes == dict(graph.nodes) else dataclasses.replace(graph, nodes=g.nodes)
 
 

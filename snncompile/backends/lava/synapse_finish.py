@@ -28,6 +28,7 @@ from snncompile.backends.lava.stock import stock_process
 from snncompile.backends.lava.synapse_biases import per_element_bias
 from snncompile.ir import Graph, Node
 from snncompile.ir.ops import IntAdd, IntConv2d, IntDense
+from snncompile.ir.ops.loihi import without_bias
 from snncompile.passes.prove_ranges import analyse
 
 FINISH = ".finish"  # the name of a split synapse's adder: the synapse's name and this
@@ -36,7 +37,7 @@ FINISH = ".finish"  # the name of a split synapse's adder: the synapse's name an
 def _bare(op, r) -> object:
     """Synapse ``op`` without its bias, wide enough for its proven unbiased range ``r`` never to wrap."""
     bits = max(op.out_bits, r.dtype().bits + (not r.dtype().signed))  # signed: Lava's messages are
-    return dataclasses.replace(op, bias=None, bias_start=0, bias_steps=0, out_bits=bits, overflow="wrap")
+    return dataclasses.replace(without_bias(op), out_bits=bits, overflow="wrap")
 
 
 def _finish(op, shape: tuple[int, ...]) -> IntAdd:
@@ -65,7 +66,7 @@ def split_synapse_finishes(graph: Graph, chip: Collection[str], keep: Collection
         in_type, x = types[srcs[0]], carried[srcs[0]]
         if stock_process(op, in_type, types[name], x, batch):
             continue  # Lava runs it as it is
-        r = dataclasses.replace(op, bias=None, bias_start=0, bias_steps=0).value_range([x], [in_type], types[name]) if x else None
+        r = without_bias(op).value_range([x], [in_type], types[name]) if x else None
         if r is None:
             continue
         bare = _bare(op, r)

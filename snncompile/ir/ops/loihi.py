@@ -149,6 +149,11 @@ def bias_window(op, steps: int) -> tuple[int, int]:
     return start, max(start, stop)
 
 
+def without_bias(op):
+    """``op`` (a node with a timed bias) without it: no bias, its window reset."""
+    return dataclasses.replace(op, bias=None, bias_start=0, bias_steps=0)
+
+
 def bias_acts(op, t: int) -> bool:
     """Whether ``op``'s timed bias acts at step ``t``."""
     return op.bias_start <= t and (not op.bias_steps or t < op.bias_start + op.bias_steps)
