@@ -34,7 +34,8 @@ from typing import Collection, Mapping
 
 import numpy as np
 
-from snncompile.backends.lava.synapse_biases import INPUT_LIMIT, _Graph, _plain_neuron, _restarts, fits
+from snncompile.backends.lava.synapse_biases import (INPUT_LIMIT, RewriteGraph, fits, plain_neuron,
+                                                     restarts_downstream)
 from snncompile.ir import Graph, Node
 from snncompile.ir.interval import Interval
 from snncompile.ir.ops import IntAdd
@@ -44,7 +45,7 @@ from snncompile.passes.prove_ranges import value_ranges
 CONVERGED = ".converged"  # suffix of the unbiased sum the neuron readers of a still-needed adder read
 
 
-def _sum_ranges(g: _Graph, name: str, op: IntAdd, proven: Mapping[str, Interval | None]
+def _sum_ranges(g: RewriteGraph, name: str, op: IntAdd, proven: Mapping[str, Interval | None]
                 ) -> tuple[Interval, Interval] | None:
     """The sum's proven range without and with its constant term (its inputs' proven ranges summed; None: no
     proof)."""
@@ -59,16 +60,17 @@ def _sum_ranges(g: _Graph, name: str, op: IntAdd, proven: Mapping[str, Interval 
     return total, total + Interval(int(op.bias.min()), int(op.bias.max()))
 
 
-def _takes_bias(g: _Graph, op: IntAdd, reader: str, ranges: tuple[Interval, Interval]) -> bool:
+def _takes_bias(g: RewriteGraph, op: IntAdd, reader: str, ranges: tuple[Interval, Interval]) -> bool:
     """Whether neuron ``reader`` can hold the sum's constant term as its compartment bias (the module
     docstring)."""
     lo, hi = BIAS_MANT_RANGE
-    return (_plain_neuron(g.op(reader), g.latency[reader]) and g.latency[reader] == op.bias_start
+    return (plain_neuron(g.op(reader), g.latency[reader]) and g.latency[reader] == op.bias_start
             and lo <= int(op.bias.min()) and int(op.bias.max()) <= hi
             and all(-INPUT_LIMIT < r.lo and r.hi < INPUT_LIMIT for r in ranges))
 
 
-def _converging_readers(g: _Graph, name: str, op: IntAdd, proven: Mapping[str, Interval | None]) -> list[str]:
+def _converging_readers(g: RewriteGraph, name: str, op: IntAdd, proven: Mapping[str, Interval | None]
+                        ) -> list[str]:
     """The neuron readers of sum ``name`` that can read it as converging connections."""
     if op.delay or name in g.fixed:
         return []
@@ -86,7 +88,7 @@ def converge_sums(graph: Graph, keep: Collection[str] = ()) -> tuple[Graph, tupl
     where that is exact (the module docstring), and the ``IntAdd`` nodes of ``graph'`` that run as converging
     connections (no Process: their producers connect to their readers' ports). ``keep``: nodes whose values
     must stay as they are (recorded, exposed)."""
-    g = _Graph(graph, keep)
+    g = RewriteGraph(graph, keep)
     proven = value_ranges(graph)  # (converging changes no value a sum's inputs carry)
     converging: list[str] = []
     for name in graph.topo_order():
@@ -104,7 +106,7 @@ def converge_sums(graph: Graph, keep: Collection[str] = ()) -> tuple[Graph, tupl
                     g.op(r), bias_mant=np.broadcast_to(op.bias, shape).astype(np.int16), bias_exp=ACT_SHIFT,
                     reset_at=op.bias_start))
             early = [r for r, node in changed.items() if node.op.fires_before_restart(tuple(g.types[r].shape))]
-            restarts = _restarts(g, changed, early) if early else {}
+            restarts = restarts_downstream(g, changed, early) if early else {}
             if restarts is None:
                 continue
             changed.update(restarts)

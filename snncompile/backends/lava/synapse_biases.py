@@ -62,7 +62,7 @@ def fits(r: Interval | None, bits: int) -> bool:
     return r is not None and -(1 << (bits - 1)) <= r.lo and r.hi <= (1 << (bits - 1)) - 1
 
 
-def _plain_neuron(op, latency: int) -> bool:
+def plain_neuron(op, latency: int) -> bool:
     """A LIF whose current keeps one step's input, with no bias of its own, restarting (if at all) when its data
     arrive."""
     return (type(op) is LoihiLIF and op.current_decay == DECAY_UNITY and op.reset_at in (0, latency)
@@ -75,8 +75,9 @@ def per_element_bias(syn, shape: tuple[int, ...]) -> np.ndarray:
     return np.broadcast_to(b.reshape(-1, 1, 1) if isinstance(syn, IntConv2d) else b, shape)
 
 
-class _Graph:
-    """The graph being rewritten: its nodes as earlier moves left them, readers, types and latencies."""
+class RewriteGraph:
+    """The graph being rewritten: its nodes as earlier moves left them, readers, types and latencies (shared by the
+    bias moves and :mod:`.converging_sums`)."""
 
     def __init__(self, graph: Graph, keep: Collection[str]):
         self.graph, self.nodes, self.types, self.latency = graph, dict(graph.nodes), graph.types(), latencies(graph)
@@ -118,7 +119,7 @@ class _Graph:
         return Node(op, self.nodes[name].inputs)
 
 
-def _synapse_ok(g: _Graph, name: str) -> bool:
+def _synapse_ok(g: RewriteGraph, name: str) -> bool:
     """A biased synapse whose proven range (from its input's proven values), with and without its bias, never
     wraps or saturates."""
     syn = g.op(name)
@@ -127,14 +128,14 @@ def _synapse_ok(g: _Graph, name: str) -> bool:
     return all(fits(r, syn.out_bits) for r in _ranges(g, name, syn))
 
 
-def _ranges(g: _Graph, name: str, syn) -> list[Interval | None]:
+def _ranges(g: RewriteGraph, name: str, syn) -> list[Interval | None]:
     """The synapse's proven range with and without its bias."""
     src = g.nodes[name].inputs[0]
     x = [g.carried(src)]
     return [op.value_range(x, [g.types[src]], g.types[name]) for op in (syn, without_bias(syn))]
 
 
-def _neuron_takes(g: _Graph, syn, name: str) -> bool:
+def _neuron_takes(g: RewriteGraph, syn, name: str) -> bool:
     """Whether a neuron fed by synapse ``name`` (``syn``), directly or past nodes its bias passes, can hold its
     bias: a mantissa in range, and an input that never folds ``u`` (``a << 6`` inside 24 bits) with or without
     it (a max-pool or a delay keeps the range)."""
@@ -143,14 +144,15 @@ def _neuron_takes(g: _Graph, syn, name: str) -> bool:
             and all(-INPUT_LIMIT < r.lo and r.hi < INPUT_LIMIT for r in _ranges(g, name, syn)))
 
 
-def _destinations(g: _Graph, syn, name: str, arrival: int, neurons_take: bool) -> dict[str, Node] | None:
+def _destinations(g: RewriteGraph, syn, name: str, arrival: int, neurons_take: bool
+                  ) -> dict[str, Node] | None:
     """The nodes that change when the bias of synapse ``syn``, carried by node ``name`` (the synapse, or a node it
     passed) to its readers at step ``arrival``, moves into the neurons (where ``neurons_take`` it) and sums
     downstream; None where it cannot."""
     changed = {}
     for reader in g.readers[name]:
         op = g.op(reader)
-        if _plain_neuron(op, g.latency[reader]) and g.latency[reader] == arrival and neurons_take:
+        if plain_neuron(op, g.latency[reader]) and g.latency[reader] == arrival and neurons_take:
             changed[reader] = g.replaced(reader, dataclasses.replace(
                 op, bias_mant=per_element_bias(syn, tuple(g.types[reader].shape)).astype(np.int16), bias_exp=ACT_SHIFT,
                 reset_at=arrival))
@@ -173,7 +175,8 @@ def _destinations(g: _Graph, syn, name: str, arrival: int, neurons_take: bool) -
     return changed if g.readers[name] else None
 
 
-def _restarts(g: _Graph, moved: dict[str, Node], early: Collection[str]) -> dict[str, Node] | None:
+def restarts_downstream(g: RewriteGraph, moved: dict[str, Node], early: Collection[str]
+                        ) -> dict[str, Node] | None:
     """The nodes downstream of ``early`` (neurons that may fire before their data arrive) made to forget what
     reaches them before their own data do (:meth:`~snncompile.ir.ops.Op.restarted`), or None where one cannot."""
     downstream, frontier = set(), [r for n in early for r in g.readers[n]]
@@ -196,7 +199,7 @@ def _restarts(g: _Graph, moved: dict[str, Node], early: Collection[str]) -> dict
 def move_synapse_biases(graph: Graph, keep: Collection[str] = ()) -> Graph:
     """``graph`` (lowered, scheduled) with every synapse bias that can move exactly moved into the neurons and sums
     downstream (see the module docstring); ``keep``: nodes whose values must stay as they are."""
-    g = _Graph(graph, keep)
+    g = RewriteGraph(graph, keep)
     for name in graph.topo_order():
         if not _synapse_ok(g, name):
             continue
@@ -206,11 +209,12 @@ def move_synapse_biases(graph: Graph, keep: Collection[str] = ()) -> Graph:
             continue
         early = [n for n, node in moved.items() if isinstance(node.op, LoihiLIF)
                  and node.op.fires_before_restart(tuple(g.types[n].shape))]
-        restarts = _restarts(g, moved, early) if early else {}
+        restarts = restarts_downstream(g, moved, early) if early else {}
         if restarts is None:
             continue
         g.update({name: g.replaced(name, without_bias(syn)), **moved, **restarts})
     return graph if g.nodes == dict(graph.nodes) else dataclasses.replace(graph, nodes=g.nodes)
 
 
-__all__ = ["fits", "move_synapse_biases", "per_element_bias"]
+__all__ = ["INPUT_LIMIT", "RewriteGraph", "fits", "move_synapse_biases", "per_element_bias", "plain_neuron",
+           "restarts_downstream"]
