@@ -1,7 +1,7 @@
 """Residual sums feeding neurons as converging connections in Lava's per_op plan
 (``backends/lava/converging_sums.py``): which sums converge (all readers neurons: no adder left; a neuron beside
-other readers: the adder stays for them), where their constant terms go, what keeps an adder, and that Lava runs
-the result bit-exactly."""
+other readers: the adder stays for them), where their constant terms go (the neurons, or bias messages from Lava's
+RingBuffer and Dense), what keeps an adder, and that Lava runs the result bit-exactly."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,10 +15,11 @@ from snncompile.sim import run_graph
 
 pytest.importorskip("lava")  # the plans import Lava's processes
 
-from snncompile.backends.lava.converging_sums import CONVERGED, converge_sums  # noqa: E402
+from snncompile.backends.lava.converging_sums import CONVERGED, bias_messages_reach, converge_sums  # noqa: E402
 from snncompile.backends.lava.fidelity import plan_classes  # noqa: E402
 from snncompile.backends.lava.mapping import plan_lava  # noqa: E402
 from snncompile.backends.lava.runner import run_lava_session  # noqa: E402
+from snncompile.backends.lava.stock import BIAS_CLOCK, BIAS_WEIGHTS  # noqa: E402
 from test_lava_backend import B, _feeds, assert_equal  # noqa: E402
 from test_lava_synapse_biases import UNITY, _scheduled, _window_equal  # noqa: E402
 
@@ -87,16 +88,37 @@ def test_what_keeps_an_adder():
     assert converge_sums(moved, keep={"s"}) == (moved, ())  # read by name: its value must come back
     narrow = move_synapse_biases(residual(sum_bits=10))  # its wrap could act: the adder computes it
     assert converge_sums(narrow)[1] == ()
-    leaky = move_synapse_biases(residual(neuron=LoihiLIF(vth=60, current_decay=2048, voltage_decay=1024)))
-    assert converge_sums(leaky)[1] == ()  # a leaky current cannot take the constant as its bias exactly
     assert plan_lava(graph, granularity="per_op", expose="all").converging == ()
+    # a constant no neuron takes stays in the sum only where a bias source can send it: from step 1 on (Lava's
+    # Dense delivers a step after its clock spikes), in two signed 8-bit weight digits
+    start = latencies(graph)["s"]
+    assert bias_messages_reach(IntAdd(out_bits=18, bias=np.array([-32896, 32639]), bias_start=start))
+    assert not bias_messages_reach(IntAdd(out_bits=18, bias=np.array([5, 32640]), bias_start=start))
+    assert not bias_messages_reach(IntAdd(out_bits=18, bias=np.array([5, 7]), bias_start=0))
+
+
+LEAKY = LoihiLIF(vth=60, current_decay=2048, voltage_decay=1024)  # a leaky current cannot take a constant exactly
+
+
+def test_a_constant_no_neuron_can_take_stays_in_the_sum_as_bias_messages():
+    graph = residual(neuron=LEAKY)
+    plan = plan_lava(graph, granularity="per_op", batch=B)
+    s = plan.graph.op("s")
+    assert plan.converging == ("s",) and plan.graph.op("n") is graph.op("n")  # the neuron as it was
+    assert np.array_equal(s.bias, BIAS1 + BIAS2) and plan_classes(plan)["s"] == "InPort+Dense"
+    assert [p for p in plan.processes() if p[2] == ("s",)] == [  # the biases fit one 8-bit digit: one Dense
+        ("s" + BIAS_CLOCK, "RingBuffer", ("s",)), ("s" + BIAS_WEIGHTS + "0", "Dense", ("s",))]
+    feeds = _feeds(graph, 3)
+    ref, got = run_graph(graph, feeds, keep="all"), run_graph(plan.graph, feeds, keep="all")
+    assert all(torch.equal(ref[n], got[n]) for n in ("s", "n", "y")) and ref["n"].sum() > 0  # on every step
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("also", [None, True], ids=["only-neurons", "with-adder"])
-def test_converging_sums_run_bit_exactly_on_lava(also):
-    graph = residual(also=also, steps=12)
+@pytest.mark.parametrize("also, neuron", [(None, None), (True, None), (None, LEAKY)],
+                         ids=["only-neurons", "with-adder", "bias-messages"])
+def test_converging_sums_run_bit_exactly_on_lava(also, neuron):
+    graph = residual(also=also, neuron=neuron, steps=12)
     feeds = _feeds(graph, 5)
     run = run_lava_session(graph, feeds, granularity="per_op", timeout=500)  # every neuron comes back
     assert run.plan.converging

@@ -19,6 +19,7 @@ pytest.importorskip("lava")  # the plans import Lava's processes
 from snncompile.backends.lava.mapping import plan_lava  # noqa: E402
 from snncompile.backends.lava.runner import run_lava_session  # noqa: E402
 from snncompile.backends.lava.synapse_biases import move_synapse_biases  # noqa: E402
+from snncompile.backends.lava.synapse_finish import FINISH  # noqa: E402
 from test_lava_backend import B, _feeds, _graph, assert_equal  # noqa: E402
 
 UNITY = dict(current_decay=4096, voltage_decay=1024)
@@ -153,7 +154,8 @@ def test_the_zoo_models_synapses_run_on_lavas_own_processes_per_op(model):
     """The goal of the Lava fidelity work: >= 95 % of the synaptic operations and every neuron update of the
     chip on Lava's own process models (the head, read by the host, keeps its bias: a custom process). Where a
     bias can go nowhere (DS2TA's 13-bit mantissa, A2OS2A's ternary V) or a synapse saturates (A2OS2A's K), its
-    sums run on Lava's own process and a custom adder finishes them (``synapse_finish``)."""
+    sums run on Lava's own process and an adder finishes them (``synapse_finish``): converging at its neurons,
+    its bias sent by Lava's RingBuffer and Dense, except where its saturation acts (no Lava process clips)."""
     from snncompile.backends.lava.fidelity import stock_share
     from snncompile.report.counts import count_activity, trace_run
     from zoo_lowering import lowered_zoo_model
@@ -165,6 +167,8 @@ def test_the_zoo_models_synapses_run_on_lavas_own_processes_per_op(model):
     head = {s for n in plan.host_out for s in graph.nodes[n].inputs if graph.op(s).ROLE == "synapse"}
     custom = {n for n in plan.chip if plan.graph.op(n).ROLE == "synapse" and n not in plan.stock}
     assert custom == head and share["synaptic_ops"]["fraction"] >= 0.95
+    adders = [n for n in plan.chip if n.endswith(FINISH) and n not in plan.converging]
+    assert all(plan.graph.op(n).overflow == "saturate" for n in adders)
     # every node but the synapses and those their biases passed (a max-pool, delay lines): none is read
     unchanged = [n for n in graph.nodes if graph.op(n).ROLE != "synapse" and not graph.op(n).BIAS_PASSES]
     _window_equal(graph, plan.graph, feeds, unchanged)

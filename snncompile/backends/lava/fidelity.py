@@ -20,6 +20,7 @@ from snncompile.ir import Graph
 
 HOST = "host"  # a node the IR computes on the host (the host input or host output part)
 CONVERGING = "InPort"  # a per-op sum that runs as converging connections, summed by its readers' Lava ports
+BIASED_CONVERGING = "InPort+Dense"  # one whose constant term a bias source (RingBuffer -> Dense) sends there too
 SYNAPTIC_COUNTS = ("ACs", "MACs")  # a node's streamed synaptic operations in Activity.node_totals()
 NEURON_COUNTS = ("neuron_updates_active", "neuron_updates_inactive")  # every update Lava steps, idle or not
 
@@ -27,10 +28,10 @@ NEURON_COUNTS = ("neuron_updates_active", "neuron_updates_inactive")  # every up
 def plan_classes(plan: LavaPlan) -> dict[str, str]:
     """Node -> the Lava process class that runs it in ``plan`` (:data:`HOST` for the host parts)."""
     out = {n: HOST for n in (*plan.host_in, *plan.host_out)}
-    out.update((n, CONVERGING) for n in plan.converging)
     for _, cls, nodes in plan.processes():
         if cls not in ("RingBuffer", "Extractor"):  # (the processes that feed and record the chip part)
             out.update((n, cls) for n in nodes)
+    out.update((n, CONVERGING if plan.graph.op(n).bias is None else BIASED_CONVERGING) for n in plan.converging)
     return {n: out[n] for n in plan.graph.topo_order()}
 
 
@@ -70,4 +71,4 @@ def stock_share(plan: LavaPlan, node_totals: Mapping[str, Mapping[str, int]]) ->
             "neuron_updates": _share(plan, node_totals, NEURON_COUNTS)}
 
 
-__all__ = ["CONVERGING", "HOST", "lava_classes", "lava_plans", "plan_classes", "stock_share"]
+__all__ = ["BIASED_CONVERGING", "CONVERGING", "HOST", "lava_classes", "lava_plans", "plan_classes", "stock_share"]

@@ -20,13 +20,16 @@ Granularities:
   :mod:`.models`); an ``IntAdd`` gets all its producers on one InPort, which Lava sums (the residual
   accumulator), then wraps or saturates; where it feeds neurons and never wraps, the neurons get its producers
   on their own ports instead, converging connections Lava sums (``LavaPlan.converging``, :mod:`.converging_sums`),
-  and its adder remains only for readers other than neurons. One Lava ``Extractor`` per recorded node. The zoo's lowered
-  synapses carry a bias, BatchNorm's folded shift that starts with their data: where only neurons and sums
-  read it (directly or past a max-pool or a delay line), the plan's graph (``LavaPlan.graph``) has it in the
-  neurons' compartment bias and the sums' constant term instead, as Loihi would (:mod:`.synapse_biases`, exact
-  on every data window), and Lava's Dense/Conv and LIFReset run them. A synapse whose bias can go nowhere, or
-  whose ``out_bits`` act, splits into its bare sums on Lava's process and a custom adder ``<name>.finish``
-  with the bias and the fit (:mod:`.synapse_finish`, exact on every step; ``LavaPlan.chip`` lists the adders).
+  its constant term in the neurons' bias or sent by a bias source (Lava's ``RingBuffer`` and ``Dense``,
+  :func:`~.stock.build_bias_source`), and its adder remains only for readers other than neurons. One Lava
+  ``Extractor`` per recorded node. The zoo's lowered synapses carry a bias, BatchNorm's folded shift that
+  starts with their data: where only neurons and sums read it (directly or past a max-pool or a delay line),
+  the plan's graph (``LavaPlan.graph``) has it in the neurons' compartment bias and the sums' constant term
+  instead, as Loihi would (:mod:`.synapse_biases`, exact on every data window), and Lava's Dense/Conv and
+  LIFReset run them. A synapse whose bias can go nowhere, or
+  whose ``out_bits`` act, splits into its bare sums on Lava's process and an adder ``<name>.finish`` with the
+  bias and the fit (:mod:`.synapse_finish`, exact on every step; ``LavaPlan.chip`` lists the adders): a sum
+  that converges with a bias source where its readers are neurons and its fit never acts, else a custom one.
 - ``"fused"``: a few :class:`~.processes.FusedNodes` processes, one per transformer block (nodes named
   ``<word>.<i>.…``), one for what comes before the first block and one for what follows the last; values
   crossing between them travel on the bus (``processes.py``), the host's values too (one ``RingBuffer``
@@ -47,7 +50,8 @@ from lava.proc.io.extractor import Extractor
 from lava.proc.io.source import RingBuffer
 
 from snncompile.backends.lava.converging_sums import converge_sums
-from snncompile.backends.lava.stock import build_stock, stock_processes
+from snncompile.backends.lava.stock import (BIAS_CLOCK, BIAS_WEIGHTS, bias_digits, build_bias_source, build_stock,
+                                            stock_processes)
 from snncompile.backends.lava.synapse_biases import move_synapse_biases
 from snncompile.backends.lava.synapse_finish import split_synapse_finishes
 from snncompile.backends.lava.models import FusedKernel, PortKernel, Slot, from_lava, lava_shape, stepper, to_lava
@@ -98,6 +102,10 @@ class LavaPlan:
                 op = self.graph.op(name)
                 cls = self.stock.get(name) or ("BinaryNode" if op.ARITY == 2 else "UnaryNode")
                 out.append((name, cls, (name,)))
+            for name in (n for n in self.converging if self.graph.op(n).bias is not None):  # its bias source
+                out.append((name + BIAS_CLOCK, "RingBuffer", (name,)))
+                out += [(f"{name}{BIAS_WEIGHTS}{i}", "Dense", (name,))
+                        for i in range(len(bias_digits(self.graph.op(name).bias)))]
             out += [(f"extract:{n}", "Extractor", (n,)) for n in self.recorded]
         else:
             out += [(f"fused{i}:{g[0]}", "FusedNodes", g) for i, g in enumerate(self.groups)]
@@ -263,6 +271,10 @@ def _build_per_op(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork
         op, inputs = graph.op(name), graph.nodes[name].inputs
         if name in plan.converging:  # no Process: its producers connect to each reader's port, which sums them
             out_ports[name] = [p for s in inputs for p in out_ports[s]]
+            if op.bias is not None:  # and its constant term's source
+                bias_procs, bias_ports = build_bias_source(op, shape[name], batch, steps, name)
+                procs += bias_procs
+                out_ports[name] += bias_ports
             continue
         kind = plan.stock.get(name)
         if kind:

@@ -21,6 +21,10 @@
     the plan's connections reshape them (Lava's ``ReshapePort``).
 
   In every case the int32 sum before the shift must not overflow (proven).
+- A converging sum's constant term (an ``IntAdd.bias`` that stays in the sum, :mod:`.converging_sums`) ->
+  a *bias source*: a ``RingBuffer`` spiking (1) in the step before each step of the bias window, and per
+  signed 8-bit digit of the bias one ``Dense`` from it, the digit its weight (:func:`build_bias_source`). Its
+  messages converge with the sum's producers at each reader's port, as a Loihi bias neuron's synapses would.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import math
 import numpy as np
 from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense
+from lava.proc.io.source import RingBuffer
 from lava.proc.lif.process import LIF, LIFReset, TernaryLIF
 from lava.proc.sparse.process import Sparse
 from lava.utils.weightutils import SignMode
@@ -38,8 +43,9 @@ from snncompile.backends.lava.models import lava_shape, to_lava
 from snncompile.backends.lava.synapse_biases import fits
 from snncompile.ir import Graph
 from snncompile.ir.interval import Interval, dot_range
-from snncompile.ir.ops import IntConv2d, IntDense, LoihiLIF, LoihiTernaryLIF
+from snncompile.ir.ops import IntAdd, IntConv2d, IntDense, LoihiLIF, LoihiTernaryLIF
 from snncompile.ir.ops.int_synapse import lava_effective_weights
+from snncompile.ir.ops.loihi import bias_window
 from snncompile.ir.types import TensorType
 from snncompile.passes.prove_ranges import analyse
 
@@ -133,6 +139,45 @@ def build_stock(kind: str, op, in_shape, out_shape, in_type: TensorType, batch: 
     return proc, [proc.s_in], proc.a_out
 
 
+BIAS_DIGITS = 2  # weight_exp -1 and 7: Loihi's synaptic weight exponent spans -8..7, so two 8-bit digits
+BIAS_CLOCK, BIAS_WEIGHTS = ".bias_clock", ".bias_weights"  # a bias source's processes: <sum><suffix>[<digit>]
+
+
+def bias_digits(bias: np.ndarray) -> list[np.ndarray] | None:
+    """``bias`` (integers) as signed 8-bit digits ``d_i`` in ``[-128, 127]``, ``bias = sum_i d_i << 8 i``, as few as
+    the largest magnitude needs (at least one); ``None`` where that is more than :data:`BIAS_DIGITS`."""
+    rest, digits = np.asarray(bias).astype(np.int64), []
+    while rest.any() or not digits:
+        if len(digits) == BIAS_DIGITS:
+            return None
+        digit = ((rest + 128) & 255) - 128
+        digits.append(digit)
+        rest = (rest - digit) >> 8
+    return digits
+
+
+def build_bias_source(op: IntAdd, shape, batch: int, steps: int, name: str) -> tuple[list, list]:
+    """Lava's own processes that send the constant term of sum ``op`` (its ``bias``, per element of ``shape``) in
+    its window of a run of ``steps`` steps: ``(processes, output ports)``, the ports flat (the caller reshapes what
+    it connects). A ``RingBuffer`` spikes in the step before each step of the window (``Dense`` delivers what it
+    receives one step later; the window must start at step 1 or later); digit ``i`` of the bias
+    (:func:`bias_digits`) is the weight ``2 d_i`` of a mixed-sign ``Dense`` with ``weight_exp = 8 i - 1``
+    (Lava keeps mixed 8-bit weights even: ``(2 d_0) >> 1 = d_0``, ``(2 d_1) << 7 = d_1 << 8``)."""
+    start, stop = bias_window(op, steps)
+    train = np.zeros((1, steps), dtype=np.int32)
+    train[0, start - 1:stop - 1] = 1
+    clock = RingBuffer(data=train)  # (a RingBuffer takes no name)
+    per_element = to_lava(np.broadcast_to(op.bias, (batch, *shape)).astype(np.int64), tuple(shape)).reshape(-1, 1)
+    procs, ports = [clock], []
+    for i, digit in enumerate(bias_digits(per_element)):
+        dense = Dense(weights=(2 * digit).astype(np.int32), sign_mode=SignMode.MIXED, num_weight_bits=8,
+                      weight_exp=8 * i - 1, name=f"{name}{BIAS_WEIGHTS}{i}")
+        clock.s_out.connect(dense.s_in)
+        procs.append(dense)
+        ports.append(dense.a_out)
+    return procs, ports
+
+
 def lava_matrix(op, in_shape, out_shape, batch: int) -> csr_matrix:
     """The linear map of synapse ``op`` (before its shift) from the flattened Lava layout of ``batch`` inputs of
     ``in_shape`` to that of their outputs (``out_shape``): int32, one block per sample."""
@@ -170,5 +215,6 @@ def _conv_matrix(op: IntConv2d, in_shape, out_shape) -> csr_matrix:
     return csr_matrix((values, (rows, cols)), shape=(c_out * h_out * w_out, c_group * op.groups * h_in * w_in))
 
 
-__all__ = ["MAX_KRON_ELEMENTS", "MAX_SPARSE_CONNECTIONS", "NEURONS", "STOCK_CLASSES", "build_stock", "lava_matrix",
-           "stock_process", "stock_processes"]
+__all__ = ["BIAS_CLOCK", "BIAS_DIGITS", "BIAS_WEIGHTS", "MAX_KRON_ELEMENTS", "MAX_SPARSE_CONNECTIONS", "NEURONS",
+           "STOCK_CLASSES", "bias_digits", "build_bias_source", "build_stock", "lava_matrix", "stock_process",
+           "stock_processes"]

@@ -10,14 +10,17 @@ synapse ``s`` computing ``fit(sum + b)`` (``b`` from its data's arrival on) beco
 
 - ``s``: the same sums without the bias, wide enough that they never wrap (``out_bits`` the proven range of
   the sum needs, at least the node's own), run by Lava's ``Dense``/``Conv``/``Sparse`` (:mod:`.stock`);
-- ``s.finish``: a one-input ``IntAdd`` (a custom process: Lava has no process that adds a timed constant or
-  saturates) with the bias from the data's arrival (``bias_start``) and the synapse's ``out_bits`` and
-  overflow, so ``fit(sum + b)``: the synapse's value at every step, which every reader of ``s`` now reads.
+- ``s.finish``: a one-input ``IntAdd`` with the bias from the data's arrival (``bias_start``) and the
+  synapse's ``out_bits`` and overflow, so ``fit(sum + b)``: the synapse's value at every step, which every
+  reader of ``s`` now reads. Where neurons read it and its fit never acts, :mod:`.converging_sums` makes it
+  converging connections with its bias sent by a bias source of Lava's own processes
+  (:func:`~.stock.build_bias_source`); else (a saturation that acts: no Lava process clips) it is a custom
+  adder process.
 
 The split is exact on every step, not only on the data window, and applies only where the synapse's value
 is not read (``keep``, graph outputs) and the bare synapse maps to a stock process. The adder is not a
 synaptic operation (no accumulate of inputs by weights), so the synapse's operations count as run by Lava's
-own process; the bias addition and the clamp are what a custom process still computes.
+own process; a saturation that acts is what a custom process still computes.
 """
 from __future__ import annotations
 
