@@ -26,10 +26,10 @@ Granularities:
   starts with their data: where only neurons and sums read it (directly or past a max-pool or a delay line),
   the plan's graph (``LavaPlan.graph``) has it in the neurons' compartment bias and the sums' constant term
   instead, as Loihi would (:mod:`.synapse_biases`, exact on every data window), and Lava's Dense/Conv and
-  LIFReset run them. A synapse whose bias can go nowhere, or
-  whose ``out_bits`` act, splits into its bare sums on Lava's process and an adder ``<name>.finish`` with the
-  bias and the fit (:mod:`.synapse_finish`, exact on every step; ``LavaPlan.chip`` lists the adders): a sum
-  that converges with a bias source where its readers are neurons and its fit never acts, else a custom one.
+  LIFReset run them. A synapse whose bias can go nowhere, or whose ``out_bits`` act, splits into its bare
+  sums on Lava's process and an adder ``<name>.finish`` with the bias and the fit (:mod:`.synapse_finish`,
+  exact on every step; ``LavaPlan.chip`` lists the adders): a sum that converges with a bias source where its
+  readers are neurons and its fit never acts, else a custom one.
 - ``"fused"``: a few :class:`~.processes.FusedNodes` processes, one per transformer block (nodes named
   ``<word>.<i>.…``), one for what comes before the first block and one for what follows the last; values
   crossing between them travel on the bus (``processes.py``), the host's values too (one ``RingBuffer``
