@@ -85,7 +85,8 @@ topological order; chip ``k`` holds cores ``k*cores_per_chip`` onwards.
 
 :func:`core_lower_bound` gives the fewest cores any such placement can use, from the graph alone
 (:mod:`.placement_bound`: per unit, neurons, kernel memory, input and output axons, a convolution's
-kernels and windows and an attention accumulate's rows and columns over the per-core limits), to show next to the cores used.
+kernels and windows and an attention accumulate's rows and columns over the per-core limits), to show next
+to the cores used.
 """
 from __future__ import annotations
 
@@ -360,12 +361,14 @@ def _best_tiles(base: _Unit, target: Target, sends: np.ndarray) -> str | None:
     max_n, limits = target.neurons_per_core.value, _limits(target)
     ref = [math.gcd(*(base.shapes[m][axis] for m in base.members)) for axis in range(3)]
     per_cell = base.neurons // math.prod(ref)
-    order = "boxes:1x1x1/{}x{}x{}".format(*ref)  # compartment 0 is the first element in every box order
+    order = "boxes:{0}x{1}x{2}/{0}x{1}x{2}".format(*ref)  # compartment 0: the first element in every box order
     active = _active(_costs(_Unit(base.name, base.members, base.neurons, base.shapes, base.graph, order), sends),
                      limits, 0)
     best, channels = None, block_lengths(ref[0])
     for th in block_lengths(ref[1]):
         for tw in block_lengths(ref[2]):
+            if best is not None and -(-ref[1] // th) * -(-ref[2] // tw) >= best[0][0]:
+                continue  # as many tiles as the best cut's cores, whatever the channel block
             lo, hi, found = 0, len(channels) - 1, None  # the largest channel block whose box fits
             while lo <= hi:
                 mid = (lo + hi) // 2

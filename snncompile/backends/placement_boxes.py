@@ -34,6 +34,7 @@ also tries the channel blocks that divide a group (a block across two groups rea
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -309,9 +310,17 @@ def parse_box_order(order: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(int(v) for v in box.split("x")), tuple(int(v) for v in ref.split("x"))
 
 
+@functools.lru_cache(maxsize=64)
 def _box_blocks(order: str):
+    """(reference grid, per axis its blocks' ranges) of a box order (cached: placement asks it per slice)."""
     box, ref = parse_box_order(order)
-    return ref, [list(zip(*_ranges(g, size))) for g, size in zip(ref, box)]
+    return ref, [list(zip(*(r.tolist() for r in _ranges(g, size)))) for g, size in zip(ref, box)]
+
+
+@functools.lru_cache(maxsize=64)
+def _box_starts(order: str, neurons: int) -> tuple[np.ndarray, np.ndarray]:
+    sizes = box_sizes(order, neurons)
+    return np.cumsum(sizes) - sizes, sizes
 
 
 def box_compartment_order(shape: Sequence[int], order: str) -> np.ndarray:
@@ -335,8 +344,7 @@ def box_elements(shape: Sequence[int], order: str, neurons: int, start: int, sto
     """The flat indices of a member of ``shape`` that compartments ``[start, stop)`` of a unit of ``neurons``
     compartments in box ``order`` cover (``owned``: emit), where that range is one whole box; else None."""
     ref, blocks = _box_blocks(order)
-    sizes = box_sizes(order, neurons)
-    starts = np.cumsum(sizes) - sizes
+    starts, sizes = _box_starts(order, neurons)
     box = int(np.searchsorted(starts, start))
     if box == len(starts) or starts[box] != start or sizes[box] != stop - start:
         return None
