@@ -367,8 +367,8 @@ def _best_tiles(base: _Unit, target: Target, sends: np.ndarray) -> str | None:
     best, channels = None, block_lengths(ref[0])
     for th in block_lengths(ref[1]):
         for tw in block_lengths(ref[2]):
-            if best is not None and -(-ref[1] // th) * -(-ref[2] // tw) >= best[0][0]:
-                continue  # as many tiles as the best cut's cores, whatever the channel block
+            if best is not None and -(-ref[1] // th) * -(-ref[2] // tw) > best[0][0]:
+                continue  # more tiles than the best cut costs cores, whatever the channel block
             lo, hi, found = 0, len(channels) - 1, None  # the largest channel block whose box fits
             while lo <= hi:
                 mid = (lo + hi) // 2
