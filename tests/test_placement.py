@@ -237,7 +237,8 @@ def test_core_lower_bound_per_unit_and_resource(tmp_path, integer, on_loihi2):
     # whose 40 rows of 20 x 5 bits fit one core: 20 axons / 2), lif2 (40 / 16; 40 x 20 x 5 bits; 20 axons; 40
     # axons to double / 2), double and lif3 (40 / 16; no synapses; 40 axons; 40 to lif3 or the host / 2)
     assert bound.by_resource == {"neurons": 2 + 3 + 3 + 3, "synaptic memory": 2 + 1 + 0 + 0, "input axons": 4,
-                                 "output axons": 10 + 20 + 20 + 20, "kernels and windows": 0}
+                                 "output axons": 10 + 20 + 20 + 20, "kernels and windows": 0,
+                                 "rows and columns": 0}
     assert bound.cores == 10 + 20 + 20 + 20
     # (the placement itself breaks the fan-out limit, which one lif_big neuron alone exceeds: a bound holds for
     # placements that fit)

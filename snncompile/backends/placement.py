@@ -69,17 +69,24 @@ in reverse topological order (consumers first: a unit's fan-out is then known wh
   computed from ranges, not element masks, which keeps a 224 x 224 model's placement within seconds.
 - Any other unit (attention, dense, token sums) is cut greedily into the fewest slices: from its first
   compartment, every slice is extended as far as the per-core limits allow (neurons, synaptic memory,
-  fan-in and fan-out axons, all monotone in the slice's length, so the greedy cut is minimal), in each
-  compartment order (of the uniform box orders, the one with the fewest boxes whose middle box alone fits
-  a core); the order with fewer slices wins, then the one with fewer input axons in all, then ``channel``.
+  fan-in and fan-out axons, all monotone in the slice's length, so the greedy cut is minimal), in
+  ``channel`` and ``position`` order; a 3-D group is also cut in the box order of its members' common grid
+  that costs fewest cores (:func:`_best_tiles`: for every tile of rows x columns, the largest channel block
+  whose first box fits a core, counted as its boxes plus the cores their input axons take from the sources'
+  output axons), each box one slice where every box fits (else greedily in that order). The attention
+  accumulates are such units: each output a (row, column) pair of a head that reads a whole row of one
+  input and a whole column of the other (:mod:`.placement_outer`), so their boxes are rectangles of rows x
+  columns that fill a core's input axons. The order with fewer slices wins, then the one with fewer input
+  axons in all, then ``channel``.
 
 A limit that one compartment alone (one reference cell of a box-readable unit) exceeds is not partitioned
 for (the slice is bounded by the other limits) and is left to the design rules to report. Each slice gets its own core (no two units share a core), numbered from 0 in
 topological order; chip ``k`` holds cores ``k*cores_per_chip`` onwards.
 
 :func:`core_lower_bound` gives the fewest cores any such placement can use, from the graph alone
-(:mod:`.placement_bound`: per unit, neurons, kernel memory, input and output axons, and a convolution's
-kernels and windows over the per-core limits), to show next to the cores used.
+(:mod:`.placement_bound`: per unit, neurons, kernel memory, input and output axons, a convolution's
+kernels and windows and an attention accumulate's rows and columns over the per-core limits), to show next
+to the cores used.
 """
 from __future__ import annotations
 
@@ -97,8 +104,8 @@ from ..ir.ops import Delay, IntConv2d, IntDense, IntShift, ScoreLUT, family, ops
 from ..passes.prove_ranges import width
 from ..targets import Target, load_target
 from .host_split import split_host
-from .placement_boxes import (BoxUnit, best_box_cut, box_compartment_order, box_elements, box_reads, box_unit,
-                              parse_box_order)
+from .placement_boxes import (BoxUnit, best_box_cut, block_lengths, box_compartment_order, box_elements, box_reads,
+                              box_sizes, box_unit)
 from .placement_model import (CoreLoad, Message, NodePlacement, Placement, PlacementError, Slice, load_placement,
                               placement_path, save_placement)
 
@@ -230,13 +237,11 @@ def _cut(unit: _Unit, target: Target, sends: np.ndarray, most: int | None = None
     axons each output element of the unit needs (destination cores, host readout). ``None`` as soon as it
     needs more than ``most`` slices."""
     max_n, limits = target.neurons_per_core.value, _limits(target)
-    cost = {"bits": unit.synaptic_bits,
-            "in": lambda a, b: sum(int(m.sum()) for m in unit.fan_in(a, b).values()),
-            "out": lambda a, b: int(sends[unit.elements(unit.name, a, b, owned=True)].sum())}
+    cost = _costs(unit, sends)
     cuts, a, span = [], 0, None
     while a < unit.neurons:
         # a limit one compartment alone exceeds is not partitioned for (the design rules report it)
-        active = [k for k, v in limits.items() if v is not None and cost[k](a, a + 1) <= v]
+        active = _active(cost, limits, a)
 
         def fits(end: int) -> bool:
             return all(cost[k](a, end) <= limits[k] for k in active)
@@ -333,59 +338,98 @@ def _cut_boxes(unit: BoxUnit, u: str, sends: dict[str, np.ndarray], target: Targ
     return best.order, slices[-1][1], slices
 
 
-def _tile_orders(shapes: list[tuple[int, ...]]) -> list[str]:
-    """The uniform box orders every member's ``[C, H, W]`` divides into: ``NC`` channel blocks times
-    ``NH x NH`` position tiles (powers of two), as ``boxes:`` orders of the members' common grid."""
-    def halvings(sizes):
-        n, found = 1, []
-        while all(s % n == 0 for s in sizes):
-            found.append(n)
-            n *= 2
-        return found
-
-    ref = [math.gcd(*(s[axis] for s in shapes)) for axis in range(3)]
-    return [f"boxes:{ref[0] // nc}x{ref[1] // nh}x{ref[2] // nh}/{ref[0]}x{ref[1]}x{ref[2]}"
-            for nc in halvings([s[0] for s in shapes])
-            for nh in halvings([s[1] for s in shapes] + [s[2] for s in shapes]) if nc * nh > 1]
+def _costs(unit: _Unit, sends: np.ndarray) -> dict:
+    """Per limit, what compartments ``[a, b)`` of ``unit`` take of it: kernel bits, input axons, output axons
+    (``sends``: the axons each output element of the unit needs)."""
+    return {"bits": unit.synaptic_bits,
+            "in": lambda a, b: sum(int(m.sum()) for m in unit.fan_in(a, b).values()),
+            "out": lambda a, b: int(sends[unit.elements(unit.name, a, b, owned=True)].sum())}
 
 
-def _best_tiles(base: _Unit, target: Target) -> str | None:
-    """The uniform box order with the fewest boxes whose middle box alone fits a core (neurons, kernel
-    memory, input axons); None when none does."""
-    limits = (target.neurons_per_core.value, _limit(target.synaptic_memory_per_core, 1024 * 8),
-              _limit(target.fan_in_axons_per_core))
-    found = []
-    for order in _tile_orders([base.shapes[m] for m in base.members]):
-        box, ref = parse_box_order(order)
-        blocks = math.prod(r // b for r, b in zip(ref, box))
-        if base.neurons % blocks or base.neurons // blocks > limits[0]:
-            continue
-        unit, size = _Unit(base.name, base.members, base.neurons, base.shapes, base.graph, order), base.neurons // blocks
-        a = (blocks // 2) * size
-        if (limits[1] is None or unit.synaptic_bits(a, a + size) <= limits[1]) and \
-                (limits[2] is None or sum(int(m.sum()) for m in unit.fan_in(a, a + size).values()) <= limits[2]):
-            found.append((blocks, order))
-    return min(found)[1] if found else None
+def _active(cost: dict, limits: dict, a: int) -> list[str]:
+    """The limits compartment ``a`` alone keeps within (a limit one compartment exceeds is not partitioned
+    for: the design rules report it)."""
+    return [k for k, v in limits.items() if v is not None and cost[k](a, a + 1) <= v]
+
+
+def _best_tiles(base: _Unit, target: Target, sends: np.ndarray) -> str | None:
+    """The box order of the members' common ``[C, H, W]`` grid (their sizes' greatest common divisors) whose
+    boxes cost fewest cores: for every tile of rows x columns (every distinct range count per axis), the
+    largest channel block whose first (largest) box fits a core (neurons, kernel memory, input and output
+    axons), counted as its boxes plus the cores their input axons take from the sources' output axons, then
+    its input axons in all; None when no box fits."""
+    max_n, limits = target.neurons_per_core.value, _limits(target)
+    ref = [math.gcd(*(base.shapes[m][axis] for m in base.members)) for axis in range(3)]
+    per_cell = base.neurons // math.prod(ref)
+    order = "boxes:{0}x{1}x{2}/{0}x{1}x{2}".format(*ref)  # compartment 0: the first element in every box order
+    active = _active(_costs(_Unit(base.name, base.members, base.neurons, base.shapes, base.graph, order), sends),
+                     limits, 0)
+    best, channels = None, block_lengths(ref[0])
+    for th in block_lengths(ref[1]):
+        for tw in block_lengths(ref[2]):
+            if best is not None and -(-ref[1] // th) * -(-ref[2] // tw) > best[0][0]:
+                continue  # more tiles than the best cut costs cores, whatever the channel block
+            lo, hi, found = 0, len(channels) - 1, None  # the largest channel block whose box fits
+            while lo <= hi:
+                mid = (lo + hi) // 2
+                box = (channels[mid], th, tw)
+                unit = _Unit(base.name, base.members, base.neurons, base.shapes, base.graph,
+                             "boxes:{}x{}x{}/{}x{}x{}".format(*box, *ref))
+                size, cost = math.prod(box) * per_cell, _costs(unit, sends)
+                if size <= max_n and all(cost[k](0, size) <= limits[k] for k in active):
+                    found, lo = (box, unit.order, cost["in"](0, size)), mid + 1
+                else:
+                    hi = mid - 1
+            if found is None:
+                break  # wider tiles read more: none of them fits either
+            box, order, axons = found
+            boxes = math.prod(-(-r // b) for r, b in zip(ref, box))
+            key = (boxes + (-(-boxes * axons // limits["out"]) if limits["out"] else 0), boxes * axons)
+            if best is None or key < best[0]:
+                best = (key, order)
+    return None if best is None else best[1]
+
+
+def _reads(unit: _Unit, a: int, b: int) -> dict[str, np.ndarray]:
+    """Compartments ``[a, b)``'s reads as indices per source: a slice reads few of its sources' elements (at
+    most the fan-in limit), so thousands of slices of a large unit hold little memory."""
+    return {s: np.flatnonzero(m) for s, m in unit.fan_in(a, b).items()}
+
+
+def _whole_boxes(unit: _Unit, target: Target, sends: np.ndarray):
+    """Every box of ``unit``'s box order as one slice with its reads (:func:`_reads`), or None where one of
+    them does not fit a core (within the limits its first compartment keeps)."""
+    stops = np.cumsum(box_sizes(unit.order, unit.neurons)).tolist()
+    cost, limits = _costs(unit, sends), _limits(target)
+    active, slices = _active(cost, limits, 0), []
+    for a, b in zip([0] + stops[:-1], stops):
+        reads = _reads(unit, a, b)
+        used = {"bits": cost["bits"](a, b) if "bits" in active else 0, "in": sum(ix.size for ix in reads.values()),
+                "out": cost["out"](a, b) if "out" in active else 0}
+        if b - a > target.neurons_per_core.value or any(used[k] > limits[k] for k in active):
+            return None
+        slices.append((a, b, reads))
+    return slices
 
 
 def _cut_greedy(base: _Unit, sends: dict[str, np.ndarray], target: Target):
-    """Any other unit: the greedy cut in channel order and, for 3-D groups, in position order and the uniform
-    box order with the fewest boxes whose middle box fits a core; the one with fewer slices wins, then
-    fewer input axons in all, then channel; adds its reads to its sources' ``sends``.
-    (order, compartments, [(start, stop, kernel bits, input axons, output axons)])."""
+    """Any other unit: a 3-D group in the box order of :func:`_best_tiles`, its boxes as they are where each
+    fits a core; else the greedy cut in channel order and, for 3-D groups, in position order and that box
+    order; the one with fewer slices wins, then fewer input axons in all, then channel. Adds its reads to its
+    sources' ``sends``. (order, compartments, [(start, stop, kernel bits, input axons, output axons)])."""
     u = base.name
     spatial = all(len(base.shapes[m]) == 3 for m in base.members)
-    tiles = _best_tiles(base, target) if spatial else None
-    best = None
+    tiles = _best_tiles(base, target, sends[u]) if spatial else None
+    boxed = tiles and _Unit(u, base.members, base.neurons, base.shapes, base.graph, tiles)
+    slices = boxed and _whole_boxes(boxed, target, sends[u])
+    best = (None, boxed, slices) if slices else None
     # the channel cut comes last so that it can stop once it needs more slices than the position cut
-    for o in reversed(["channel"] + (["position"] if spatial else []) + ([tiles] if tiles else [])):
+    for o in [] if best else reversed(["channel"] + (["position"] if spatial else []) + ([tiles] if tiles else [])):
         unit = _Unit(u, base.members, base.neurons, base.shapes, base.graph, o)
         cuts = _cut(unit, target, sends[u], None if best is None else best[0][0])
         if cuts is None:
             continue
-        # each slice's reads as indices: a slice reads few of its sources' elements (at most the fan-in
-        # limit), so thousands of slices of a large unit hold little memory
-        slices = [(a, b, {s: np.flatnonzero(m) for s, m in unit.fan_in(a, b).items()}) for a, b in cuts]
+        slices = [(a, b, _reads(unit, a, b)) for a, b in cuts]
         key = (len(slices), sum(ix.size for *_, reads in slices for ix in reads.values()))
         if best is None or key <= best[0]:
             best = (key, unit, slices)

@@ -20,7 +20,13 @@ source element it reads and send every element it emits to each core that reads 
   ``A_max`` positions: each reads the ``C_in / groups`` channels of its own centre element, and each element
   a core holds also reads one element of every other source its unit adds there (a residual), so
   ``A_max * (C_in / groups + others) <= input axons``. Counting (core, position) pairs, the convolution needs
-  ``ceil(positions * ceil(C_out / ch_max) / A_max)`` cores.
+  ``ceil(positions * ceil(C_out / ch_max) / A_max)`` cores;
+- ``rows and columns``: an attention accumulate (``KVOuterAccumulate``, ``QMAccumulate``, ``SpikeScores``,
+  ``ScoreValueAccumulate``) whose two inputs are distinct sources outside its group: each output is a (row,
+  column) pair of a head reading a whole row of one input and a whole column of the other, so one core holds
+  at most the outputs of the rectangle its input axons allow (:mod:`.placement_outer`); and each element of
+  those inputs reaches at least ``ceil(columns / c_max)`` of its cores (rows likewise: counted in its
+  sources' output axons above, ``c_max`` the columns a core holding one row can read).
 
 The graph needs the sum over its units of the largest of these (``CoreBound.cores``; each unit's in
 ``by_unit``); ``by_resource`` gives each resource's sum alone.
@@ -38,8 +44,9 @@ from ..ir import Graph
 from ..ir.ops import Delay, IntConv2d, IntDense, Op
 from ..targets import Target, load_target
 from .placement import _groups, _limit, _Unit, host_nodes
+from .placement_outer import outer, outputs_per_core, receivers
 
-RESOURCES = ("neurons", "synaptic memory", "input axons", "output axons", "kernels and windows")
+RESOURCES = ("neurons", "synaptic memory", "input axons", "output axons", "kernels and windows", "rows and columns")
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,21 @@ def _channels_per_core(op, bits_limit: int | None) -> int | None:
     return max(1, bits_limit // (math.prod(op.weight.shape[1:]) * op.weight_bits))
 
 
-def _receivers(op, bits_limit: int | None) -> int:
-    """The fewest cores of one unit that receive an input element its member ``op`` reads."""
+def _outer_reads(graph: Graph, member: str, members: list[str], shapes):
+    """``member``'s outputs as an outer product (:func:`.placement_outer.outer`) where its two inputs are
+    distinct sources outside the group (their reads are then the unit's input axons); else None."""
+    node = graph.nodes[member]
+    shape = outer(node.op, [shapes[s] for s in node.inputs])
+    if shape is None or len(set(node.inputs)) != 2 or any(s in members for s in node.inputs):
+        return None
+    return shape
+
+
+def _receivers(op, which: int, bits_limit: int | None, shape, axons: int | None) -> int:
+    """The fewest cores of one unit that receive an element of input ``which`` its member ``op`` reads
+    (``shape``: the member as an outer product, or None)."""
+    if shape is not None and axons is not None:
+        return receivers(shape, which, axons)
     most = _channels_per_core(op, bits_limit)
     if most is None:
         return 1
@@ -96,7 +116,19 @@ def _kernels_and_windows(graph: Graph, members: list[str], shapes, limits) -> in
     return found
 
 
-def _sends(graph: Graph, groups: dict[str, list[str]], shapes, host: set[str], bits_limit) -> dict[str, int]:
+def _rows_and_columns(graph: Graph, members: list[str], shapes, limits) -> int:
+    found = 0
+    for m in members:
+        shape = _outer_reads(graph, m, members, shapes)
+        if shape is not None and limits["input axons"] is not None:
+            most = outputs_per_core(shape, limits["input axons"])
+            if limits["neurons"] is not None:
+                most = min(most, limits["neurons"])
+            found = max(found, -(-shape.outputs // most) if most else 0)
+    return found
+
+
+def _sends(graph: Graph, groups: dict[str, list[str]], shapes, host: set[str], limits) -> dict[str, int]:
     """Per unit, the fewest output axons its elements need (see the module docstring)."""
     sends = {u: 0 for u in groups}
     for u in groups:
@@ -111,7 +143,9 @@ def _sends(graph: Graph, groups: dict[str, list[str]], shapes, host: set[str], b
                 if src in members or src not in sends:
                     continue
                 reads = reads or node.op.reads(np.ones(shapes[m], bool), [shapes[s] for s in node.inputs])
-                need = reads[i].reshape(-1) * _receivers(node.op, bits_limit)
+                need = reads[i].reshape(-1) * _receivers(node.op, i, limits["synaptic memory"],
+                                                         _outer_reads(graph, m, members, shapes),
+                                                         limits["input axons"])
                 per_source[src] = need if src not in per_source else np.maximum(per_source[src], need)
         for src, need in per_source.items():
             sends[src] += int(need.sum())
@@ -127,7 +161,7 @@ def lower_bound(graph: Graph, target: Target | str | Path) -> CoreBound:
               "input axons": _limit(target.fan_in_axons_per_core),
               "output axons": _limit(target.fan_out_axons_per_core)}
     groups = _groups(graph, graph.types())[1]
-    sends = _sends(graph, groups, shapes, set(host_nodes(graph)), limits["synaptic memory"])
+    sends = _sends(graph, groups, shapes, set(host_nodes(graph)), limits)
     per_resource, per_unit = dict.fromkeys(RESOURCES, 0), {}
     for u, members in groups.items():
         counted = [m for m in members if not isinstance(graph.op(m), Delay)] or [u]
@@ -137,6 +171,7 @@ def lower_bound(graph: Graph, target: Target | str | Path) -> CoreBound:
                 "output axons": sends[u]}
         cores = {k: -(-need[k] // limits[k]) if limits[k] else 1 for k in need}
         cores["kernels and windows"] = _kernels_and_windows(graph, members, shapes, limits)
+        cores["rows and columns"] = _rows_and_columns(graph, members, shapes, limits)
         for k in per_resource:
             per_resource[k] += cores[k]
         per_unit[u] = max(1, *cores.values())

@@ -34,6 +34,7 @@ also tries the channel blocks that divide a group (a block across two groups rea
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -233,8 +234,8 @@ def _evaluate(unit: BoxUnit, box, send_sums: _SendSums, name: str) -> BoxCut:
                   fan_out.reshape(-1))
 
 
-def _counts(length: int) -> list[int]:
-    """Every distinct block length that gives a different number of blocks, smallest first."""
+def block_lengths(length: int) -> list[int]:
+    """Every block length that gives a different number of blocks of an axis ``length`` long, smallest first."""
     return sorted({-(-length // k) for k in range(1, length + 1)})
 
 
@@ -258,16 +259,16 @@ def best_box_cut(unit: BoxUnit, name: str, sends: np.ndarray, max_neurons: int, 
     best, best_key = smallest, cost(smallest)
     # channel blocks of every length, and (grouped convolutions) the lengths that divide a group, whose blocks
     # never straddle two groups and so read one group's inputs
-    block_lengths = [_counts(unit.ref[0])]
+    channel_blocks = [block_lengths(unit.ref[0])]
     if unit.group_channels:
-        block_lengths.append([d for d in range(1, unit.group_channels + 1) if unit.group_channels % d == 0])
-    for th in _counts(unit.ref[1]):
-        for tw in _counts(unit.ref[2]):
+        channel_blocks.append([d for d in range(1, unit.group_channels + 1) if unit.group_channels % d == 0])
+    for th in block_lengths(unit.ref[1]):
+        for tw in block_lengths(unit.ref[2]):
             if max(th, tw) > 2 * min(th, tw) and min(th, tw) < min(unit.ref[1], unit.ref[2]):
                 continue
             if th * tw * unit.per_cell > max_neurons:
                 continue
-            for channels in block_lengths:
+            for channels in channel_blocks:
                 lo, hi, found = 0, len(channels) - 1, None  # the largest channel block that fits
                 while lo <= hi:
                     mid = (lo + hi) // 2
@@ -309,9 +310,17 @@ def parse_box_order(order: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(int(v) for v in box.split("x")), tuple(int(v) for v in ref.split("x"))
 
 
+@functools.lru_cache(maxsize=64)
 def _box_blocks(order: str):
+    """(reference grid, per axis its blocks' ranges) of a box order (cached: placement asks it per slice)."""
     box, ref = parse_box_order(order)
-    return ref, [list(zip(*_ranges(g, size))) for g, size in zip(ref, box)]
+    return ref, [list(zip(*(r.tolist() for r in _ranges(g, size)))) for g, size in zip(ref, box)]
+
+
+@functools.lru_cache(maxsize=64)
+def _box_starts(order: str, neurons: int) -> tuple[np.ndarray, np.ndarray]:
+    sizes = box_sizes(order, neurons)
+    return np.cumsum(sizes) - sizes, sizes
 
 
 def box_compartment_order(shape: Sequence[int], order: str) -> np.ndarray:
@@ -324,13 +333,18 @@ def box_compartment_order(shape: Sequence[int], order: str) -> np.ndarray:
                            for c0, c1 in spans[0] for h0, h1 in spans[1] for w0, w1 in spans[2]])
 
 
+def box_sizes(order: str, neurons: int) -> np.ndarray:
+    """The compartments of each box of a unit of ``neurons`` compartments in box ``order``, in order."""
+    ref, blocks = _box_blocks(order)
+    return _volume([np.array([b - a for a, b in axis]) for axis in blocks]).reshape(-1) * (neurons // math.prod(ref))
+
+
 def box_elements(shape: Sequence[int], order: str, neurons: int, start: int, stop: int,
                  owned: bool) -> np.ndarray | None:
     """The flat indices of a member of ``shape`` that compartments ``[start, stop)`` of a unit of ``neurons``
     compartments in box ``order`` cover (``owned``: emit), where that range is one whole box; else None."""
     ref, blocks = _box_blocks(order)
-    sizes = _volume([np.array([b - a for a, b in axis]) for axis in blocks]).reshape(-1) * (neurons // math.prod(ref))
-    starts = np.cumsum(sizes) - sizes
+    starts, sizes = _box_starts(order, neurons)
     box = int(np.searchsorted(starts, start))
     if box == len(starts) or starts[box] != start or sizes[box] != stop - start:
         return None
@@ -341,4 +355,4 @@ def box_elements(shape: Sequence[int], order: str, neurons: int, start: int, sto
 
 
 __all__ = ["BoxUnit", "BoxCut", "box_unit", "best_box_cut", "box_reads", "box_compartment_order",
-           "box_elements", "member_range", "parse_box_order"]
+           "box_elements", "box_sizes", "block_lengths", "member_range", "parse_box_order"]

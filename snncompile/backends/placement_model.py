@@ -117,7 +117,7 @@ class Placement:
                           "neurons": c.neurons, "synaptic_bits": c.synaptic_bits, "fan_in_axons": c.fan_in_axons,
                           "fan_out_axons": c.fan_out_axons} for c in self.cores],
                "messages": [[m.src, m.dst, m.via, m.dtype] for m in self.messages]}
-        return json.dumps(doc, indent=1)
+        return json.dumps(doc, separators=(",", ":"))  # compact: json's C encoder (indenting runs in Python)
 
     @staticmethod
     def from_json(text: str, source: str = "<placement>") -> "Placement":
