@@ -138,7 +138,9 @@ def merge_level_neurons(graph: Graph, chip: Collection[str], levels: dict[str, t
     :func:`_merged_bias`), the synapse computes each output channel D times (its weights repeated) and every
     reader reads the D spikes of each channel with its weights repeated (``sum_k s_k w = level w``), each
     still on the Lava process it ran on; the quantiser's sum goes. One process per quantiser instead of D;
-    every other node's values unchanged on every step. ``keep``: nodes whose values must stay."""
+    every other node's values unchanged on every step. A synapse that reads a merged LIF is not widened too (its
+    Lava process would compute D^2 times its sums: twice the tiny SDT-V3's run time). ``keep``: nodes whose
+    values must stay."""
     types, carried = graph.types(), analyse(graph).carried
     fixed = {*keep, *graph.outputs}
     readers: dict[str, list[str]] = {n: [] for n in graph.nodes}
@@ -162,10 +164,10 @@ def merge_level_neurons(graph: Graph, chip: Collection[str], levels: dict[str, t
     for q, lifs in levels.items():
         src = graph.nodes[lifs[0]].inputs[0]
         syn, users = current(src), readers[q]
-        if (q in fixed or src in fixed or sorted(readers[src]) != sorted(lifs) or not users
+        if (q in fixed or src in fixed or sorted(readers[src]) != sorted(lifs) or not users or src in spike_input
                 or not isinstance(syn, (IntConv2d, IntDense))
                 or any(not isinstance(graph.op(u), (IntConv2d, IntDense)) for u in users)):
-            continue
+            continue  # (a synapse reading a merged LIF widened again would do D^2 times its work in Lava)
         d, shape, conv = len(lifs), tuple(types[q].shape), isinstance(syn, IntConv2d)
         found = _merged_bias([graph.op(n) for n in lifs], shape, conv)
         a = carried[src]
