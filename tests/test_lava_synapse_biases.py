@@ -149,13 +149,14 @@ def test_moved_biases_run_bit_exactly_on_lavas_own_processes(build):
 
 @pytest.mark.parametrize("model", ["statten-digits", "sdsa-digits", "ssa-digits", "statten-event-digits",
                                    "spikformer-ds2ta-digits", "qkformer-digits", "ds2ta-digits", "a2os2a-digits",
-                                   "spikformer-a2os2a-digits"])
+                                   "spikformer-a2os2a-digits", "sdt-v3-digits"])
 def test_the_zoo_models_synapses_run_on_lavas_own_processes_per_op(model):
     """The goal of the Lava fidelity work: >= 95 % of the synaptic operations and every neuron update of the
     chip on Lava's own process models (the head, read by the host, keeps its bias: a custom process). Where a
     bias can go nowhere (DS2TA's 13-bit mantissa, A2OS2A's ternary V) or a synapse saturates (A2OS2A's K), its
     sums run on Lava's own process and an adder finishes them (``synapse_finish``): converging at its neurons,
-    its bias sent by Lava's RingBuffer and Dense, except where its saturation acts (no Lava process clips)."""
+    its bias sent by Lava's RingBuffer and Dense, except where its saturation acts (no Lava process clips).
+    SDT-V3's quantisers run as one Lava LIF per level (``level_neurons``)."""
     from snncompile.backends.lava.fidelity import stock_share
     from snncompile.report.counts import count_activity, trace_run
     from zoo_lowering import lowered_zoo_model
@@ -169,6 +170,14 @@ def test_the_zoo_models_synapses_run_on_lavas_own_processes_per_op(model):
     assert custom == head and share["synaptic_ops"]["fraction"] >= 0.95
     adders = [n for n in plan.chip if n.endswith(FINISH) and n not in plan.converging]
     assert all(plan.graph.op(n).overflow == "saturate" for n in adders)
-    # every node but the synapses and those their biases passed (a max-pool, delay lines): none is read
-    unchanged = [n for n in graph.nodes if graph.op(n).ROLE != "synapse" and not graph.op(n).BIAS_PASSES]
-    _window_equal(graph, plan.graph, feeds, unchanged)
+    # every node but the synapses, those their biases passed (a max-pool, delay lines) and the sums that only
+    # converge into neurons that took their constant term: none is read (a quantiser's level is compared: the
+    # sum of its LIFs' spikes, or of the D neurons per element of its merged LIF)
+    unchanged = [n for n in graph.nodes if graph.op(n).ROLE != "synapse" and not graph.op(n).BIAS_PASSES
+                 and (n not in plan.converging or n in plan.executed_by)]
+    ref, got = run_graph(graph, feeds, keep="all"), run_graph(plan.graph, feeds, keep="all")
+    for q, (lif, *more) in plan.executed_by.items():
+        if not more:  # neuron c * D + k: level k of element c
+            shape, d = tuple(graph.types()[q].shape), len(graph.op(q).thresholds)
+            got[q] = got[lif].reshape(*got[lif].shape[:2], shape[0], d, *shape[1:]).sum(3)
+    assert_equal({n: got[n] for n in unchanged}, ref, graph)

@@ -160,18 +160,51 @@ def test_placement_rules_counts_and_energy(tiny):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("granularity", ["per_op", "fused"])
-def test_lava_is_bit_exact_with_the_reference_on_every_exposed_node(tiny, granularity):
+def test_fused_lava_is_bit_exact_with_the_reference_on_every_node(tiny):
     pytest.importorskip("lava.magma")
     from snncompile.backends.lava.runner import run_lava_session
     _, _, _, integer, x = tiny
     feeds = graph_feeds(integer, x[:2])
-    run = run_lava_session(integer, feeds, granularity=granularity, expose="all", timeout=600)
-    ref = run_graph(run.plan.graph, feeds, keep="all")  # per_op: the graph with its synapse biases moved
+    run = run_lava_session(integer, feeds, granularity="fused", expose="all", timeout=600)
+    ref = run_graph(integer, feeds, keep="all")
     assert set(run.plan.chip) <= set(run.values)
     for name, value in run.values.items():
         assert torch.equal(value.to(torch.float64), ref[name].to(torch.float64)), name
     assert any(ref[n].max() > 1 for n in run.values if isinstance(integer.op(n), LevelThreshold))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_per_op_lava_runs_every_quantiser_on_lifs_bit_exactly(tiny):
+    """per_op in Loihi's form (backends/lava/level_neurons.py): each quantiser one Lava LIF per level, the synapse
+    biases in their compartment biases (LIFReset) or converging sums, the synapses on Lava's Conv and Sparse.
+    A quantiser only synapses read merges into one LIF of D neurons per element (``merge_level_neurons``). With
+    a quantiser of each other kind exposed (its extractor sums its LIFs' spikes: one the host feeds, one read by
+    the attention product, the last before the head): Lava equals the reference run of the plan's graph on
+    every step, and the integer graph on their data windows and on the output (every quantiser's window:
+    tests/test_lava_synapse_biases.py on sdt-v3-digits)."""
+    pytest.importorskip("lava.magma")
+    from snncompile.backends.lava.runner import run_lava_session
+    from snncompile.ir.timing import data_steps, latencies
+    _, _, _, integer, x = tiny
+    feeds = graph_feeds(integer, x[:1])
+    quantisers = [n for n, node in integer.nodes.items() if isinstance(node.op, LevelThreshold)]
+    exposed = ["ConvBlock1_1.0.Conv.spike1", "block4.0.attn.q_spike", "spike"]
+    run = run_lava_session(integer, feeds, granularity="per_op", expose=exposed, timeout=600)
+    plan = run.plan
+    assert set(plan.executed_by) == set(quantisers) and {plan.stock[n] for q in quantisers
+                                                          for n in plan.executed_by[q]} == {"LIF", "LIFReset"}
+    assert 0 < sum(len(lifs) == 1 for lifs in plan.executed_by.values()) < len(quantisers)  # some merged
+    ref, want = run_graph(plan.graph, feeds, keep="all"), run_graph(integer, feeds, keep="all")
+    assert set(exposed) | {"output"} <= set(run.values)
+    for name, value in run.values.items():
+        assert torch.equal(value.to(torch.float64), ref[name].to(torch.float64)), name
+    latency, steps = latencies(integer), data_steps(integer)
+    for name in exposed:
+        window = slice(latency[name], latency[name] + steps)
+        assert torch.equal(run.values[name][window].to(torch.int64), want[name][window].to(torch.int64)), name
+        assert want[name].max() > 1, name
+    assert torch.equal(run.values["output"], want["output"])
 
 
 @pytest.mark.slow

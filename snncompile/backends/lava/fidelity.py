@@ -26,13 +26,18 @@ NEURON_COUNTS = ("neuron_updates_active", "neuron_updates_inactive")  # every up
 
 
 def plan_classes(plan: LavaPlan) -> dict[str, str]:
-    """Node -> the Lava process class that runs it in ``plan`` (:data:`HOST` for the host parts)."""
+    """Node -> the Lava process class that runs it in ``plan`` (:data:`HOST` for the host parts; a quantiser the
+    plan runs as LIFs, :mod:`.level_neurons`: theirs, ``"4 x LIF"`` or the one merged LIF's class)."""
     out = {n: HOST for n in (*plan.host_in, *plan.host_out)}
     for _, cls, nodes in plan.processes():
         if cls not in ("RingBuffer", "Extractor"):  # (the processes that feed and record the chip part)
             out.update((n, cls) for n in nodes)
     out.update((n, CONVERGING if plan.graph.op(n).bias is None else BIASED_CONVERGING) for n in plan.converging)
-    return {n: out[n] for n in plan.graph.topo_order()}
+    classes = {n: out[n] for n in plan.graph.topo_order()}
+    for name, runners in plan.executed_by.items():  # a quantiser: the LIF(s) that compute it
+        classes[name] = " + ".join(f"{len(runners)} x {c}" if len(runners) > 1 else c
+                                   for c in dict.fromkeys(out[r] for r in runners))
+    return classes
 
 
 def lava_plans(graph: Graph, batch: int = 1) -> dict[str, LavaPlan]:
@@ -52,9 +57,10 @@ def _share(plan: LavaPlan, node_totals: Mapping[str, Mapping[str, int]], keys: t
     total = stock = 0
     for name, counts in node_totals.items():
         work = sum(int(counts.get(k, 0)) for k in keys)
-        if name in chip:
+        runners = plan.executed_by.get(name, (name,))  # a quantiser's work: its LIFs'
+        if all(r in chip for r in runners):
             total += work
-            stock += work if name in plan.stock else 0
+            stock += work if all(r in plan.stock for r in runners) else 0
     return {"stock": stock, "total": total, "fraction": stock / total if total else None}
 
 

@@ -30,6 +30,9 @@ Granularities:
   sums on Lava's process and an adder ``<name>.finish`` with the bias and the fit (:mod:`.synapse_finish`,
   exact on every step; ``LavaPlan.chip`` lists the adders): a sum that converges with a bias source where its
   readers are neurons and its fit never acts, else a custom one.
+  SDT-V3's level quantisers run on Lava's ``LIF`` (:mod:`.level_neurons`): one stateless LIF per level, whose
+  spikes each reader's port sums into the level (the quantiser a converging sum), or one LIF of D neurons per
+  element where a stock synapse alone feeds it and only synapses read it (``LavaPlan.executed_by``).
 - ``"fused"``: a few :class:`~.processes.FusedNodes` processes, one per transformer block (nodes named
   ``<word>.<i>.…``), one for what comes before the first block and one for what follows the last; values
   crossing between them travel on the bus (``processes.py``), the host's values too (one ``RingBuffer``
@@ -50,6 +53,7 @@ from lava.proc.io.extractor import Extractor
 from lava.proc.io.source import RingBuffer
 
 from snncompile.backends.lava.converging_sums import converge_sums
+from snncompile.backends.lava.level_neurons import merge_level_neurons, split_level_neurons
 from snncompile.backends.lava.stock import (BIAS_CLOCK, BIAS_WEIGHTS, bias_digits, build_bias_source, build_stock,
                                             stock_processes)
 from snncompile.backends.lava.synapse_biases import move_synapse_biases
@@ -73,7 +77,8 @@ class LavaPlan:
     reads; ``sinks``: chip values the host part reads; ``recorded``: chip nodes whose streams the extractors
     bring back (exposed ones and sinks); ``groups``: the nodes of each fused Process (per-op: one per node);
     ``stock``: per-op nodes run by one of Lava's own processes (node -> Lava class name); ``exposed_host``:
-    host input nodes asked for by name (their values come from the host's own run)."""
+    host input nodes asked for by name (their values come from the host's own run); ``executed_by``: per-op, a
+    level quantiser of the given graph -> the LIFs that compute it (:mod:`.level_neurons`)."""
 
     graph: Graph
     granularity: str
@@ -88,6 +93,7 @@ class LavaPlan:
     stock: dict[str, str] = field(default_factory=dict)
     exposed_host: tuple[str, ...] = ()
     converging: tuple[str, ...] = ()  # per-op sums of ``graph`` with no Process: producers connect to readers
+    executed_by: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -216,10 +222,14 @@ def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: i
     exposed_host = [n for n in exposed_host if n in inside]  # (host outputs always come back)
     stock: dict[str, str] = {}
     converging: tuple[str, ...] = ()
+    levels: dict[str, tuple[str, ...]] = {}
     if granularity == "per_op":  # Loihi's form: biases in the neurons, what no one reads of the synapses changed
         read = {*recorded, *exposed_host}
+        graph, chip, levels = split_level_neurons(graph, chip)  # (before the moves: its LIFs take biases too)
         graph, chip = split_synapse_finishes(move_synapse_biases(graph, keep=read), chip, keep=read, batch=batch)
         graph, converging = converge_sums(graph, keep=read)
+        graph, chip, levels = merge_level_neurons(graph, chip, levels, keep=read, batch=batch)
+        converging += tuple(q for q in levels if q in graph.nodes and q not in converging)  # its LIFs' spikes
         chip = list(chip)
         groups = [(n,) for n in chip]
         stock = stock_processes(graph, chip, batch)
@@ -228,7 +238,7 @@ def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: i
     return LavaPlan(graph=graph, granularity=granularity, batch=batch, host_in=tuple(host_in), chip=tuple(chip),
                     host_out=tuple(host_out), sources=tuple(sources), sinks=tuple(sinks), recorded=tuple(recorded),
                     groups=tuple(groups), stock=stock, exposed_host=tuple(exposed_host),
-                    converging=converging)
+                    converging=converging, executed_by=levels)
 
 
 # -- building the Lava network (in the process that runs it) -------------------------------------------------------
@@ -300,7 +310,8 @@ def _build_per_op(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork
     readers = []
     for name in plan.recorded:
         ex = Extractor(shape=lava_shape(shape[name], batch), buffer_size=steps)
-        _connect(out_ports[name][0], ex.in_port)  # (a recorded node is never a converging sum)
+        for port in out_ports[name]:  # (a recorded quantiser: its LIFs' spikes, summed by the port)
+            _connect(port, ex.in_port)
         procs.append(ex)
         readers.append((ex, lambda arrays, n=name: {n: np.stack(
             [from_lava(np.rint(a).astype(np.int64), shape[n], batch) for a in arrays])}))
