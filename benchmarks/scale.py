@@ -28,7 +28,8 @@ step that runs out of memory or time is reported as failed without stopping the 
   checkpoint, calibrated on synthetic inputs) with a tiny test set written in the data set's local format to
   ``--workdir`` (``--samples`` random CIFAR-10 records, event-frame ``.npz`` files or ImageNet PNG images),
   ``--lava-samples`` samples checked on Lava (``fused``) within ``--lava-timeout`` seconds; its report's
-  per-sample energy and latency, cores beside their lower bound, and each step's time;
+  per-sample energy and latency, cores beside their lower bound, and each step's time (a second table: the
+  README's run table);
 - ``sharded``: ``snncompile simulate --graph`` of the compiled model over that test set, in one process and
   over two ``torchrun`` workers (gloo): both times and whether their predictions are the same;
 - ``ratios``: the three simulations again in one process, in turn, ``--repeats`` times each (the fastest run
@@ -383,6 +384,25 @@ def _row(config: str, steps: dict) -> str:
             f"| {cell('ratios', 'window_per_float')} / {cell('ratios', 'stepped_per_float')} |")
 
 
+def _run_row(config: str, steps: dict) -> str:
+    """The ``run`` step's row: the report's per-sample figures and cores, the step's own wall, CPU and peak RSS,
+    and the job's slowest parts."""
+    run = steps.get("run", {})
+    if "failed" in run or not run:
+        return f"| {config} | {run.get('failed', 'not run')} |" + " - |" * 9
+    lava, seconds = run["lava"], run["seconds"]
+    return (f"| {config} | {run['test_samples']} | {run['cores']:,} ({run['cores_lower_bound']:,}) | {run['chips']} "
+            f"| {lava['identical_to_reference']}/{lava['total']} identical ({lava['granularity']}) "
+            f"| {run['energy_uj_per_sample'] / 1e3:.1f} mJ | {run['latency_us_per_sample'] / 1e3:.2f} ms "
+            f"| {run['wall_s']} ({run['cpu_s']}) | {run['peak_rss_gb']} "
+            f"| {seconds.get('Lava check', '-')} | {seconds.get('activity counts', '-')} |")
+
+
+RUN_HEADER = ("| configuration | test samples | cores (lower bound) | chips | Lava | energy / sample (Loihi 2) "
+              "| latency / sample | run wall s (CPU s) | peak RSS GB | Lava check s | activity counts s |\n"
+              + "|---" * 11 + "|")
+
+
 HEADER = ("| configuration | parameters | nodes | cores | chips | lower bound | violations | compile s (CPU s) | compile GB "
           "| place s / GB | s/sample float / window / stepped | GB float / window / stepped | window / stepped per "
           "float (one process) |\n" + "|---" * 13 + "|")
@@ -424,6 +444,10 @@ def main(argv: list[str] | None = None) -> None:
     print(HEADER)
     for config, steps in results.items():
         print(_row(config, steps))
+    if "run" in args.phases:
+        print("\n" + RUN_HEADER)
+        for config, steps in results.items():
+            print(_run_row(config, steps))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

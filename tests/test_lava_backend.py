@@ -28,7 +28,7 @@ from snncompile.ir.ops import (LIF, Delay, Flatten, Input, IntAdd, IntConv2d, In
 
 pytest.importorskip("lava.magma")
 
-from snncompile.backends.lava.mapping import LavaBackendError, plan_lava  # noqa: E402
+from snncompile.backends.lava.mapping import LavaBackendError, bus_layouts, plan_lava  # noqa: E402
 from snncompile.backends.lava.models import from_lava, lava_shape, stepper, to_lava  # noqa: E402
 from snncompile.backends.lava.runner import run_lava, run_lava_session  # noqa: E402
 from snncompile.backends.lava.session import (LavaTimeoutError, descendants, group_members, run_isolated,  # noqa: E402
@@ -253,10 +253,41 @@ def test_the_host_parts_follow_each_op_types_declarations():
 # tiny graphs on Lava
 # ------------------------------------------------------------------------------------------------
 
+def blocks_graph() -> Graph:
+    """Three fused Processes (``blk.<i>.`` names): blocks 0 and 1 read the host's input, block 1 also block 0's
+    spikes, block 2 only block 1's."""
+    rng = np.random.default_rng(1)
+    lif = LoihiLIF(current_decay=2048, voltage_decay=1024, vth=60)
+    nodes = {"x": (Input(shape=(6,), dtype=SPIKE),),
+             "blk.0.d": (IntDense(weight=rng.integers(-64, 128, (5, 6))), "x"), "blk.0.n": (lif, "blk.0.d"),
+             "blk.1.d": (IntDense(weight=rng.integers(-64, 128, (4, 5))), "blk.0.n"),
+             "blk.1.e": (IntDense(weight=rng.integers(-64, 128, (4, 6))), "x"),
+             "blk.1.s": (IntAdd(), "blk.1.d", "blk.1.e"), "blk.1.n": (lif, "blk.1.s"),
+             "blk.2.d": (IntDense(weight=rng.integers(-64, 128, (3, 4))), "blk.1.n"), "blk.2.n": (lif, "blk.2.d"),
+             "y": (Output(), "blk.2.n")}
+    return _graph(nodes, ("y",))
+
+
+def test_each_fused_bus_holds_what_its_senders_hand_their_readers():
+    """Ports a connection joins share a layout (the host's RingBuffer, block 0 and both their readers); block
+    2's in-port is a bus of its own with block 1's spikes alone, not the host's input; no two values of one
+    layout overlap."""
+    graph = blocks_graph()
+    plan = plan_lava(graph, granularity="fused", batch=B)
+    assert [g[0] for g in plan.groups] == ["blk.0.d", "blk.1.d", "blk.2.d"]
+    buses = bus_layouts(plan, {n: tuple(t.shape) for n, t in graph.types().items()})
+    joined = buses[("out", -1)]
+    assert all(buses[port] is joined for port in [("out", 0), ("in", 0), ("in", 1)])
+    assert [(n, s.offset, s.end) for n, s in joined.items()] == [("x", 0, 6 * B), ("blk.0.n", 6 * B, 11 * B)]
+    assert buses[("out", 1)] is buses[("in", 2)]
+    assert [(n, s.offset, s.end) for n, s in buses[("in", 2)].items()] == [("blk.1.n", 0, 4 * B)]
+    assert ("out", 2) not in buses  # nothing reads the last block on the chip
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("granularity", ["per_op", "fused"])
-@pytest.mark.parametrize("build", [synapse_graph, attention_graph])
+@pytest.mark.parametrize("build", [synapse_graph, attention_graph, blocks_graph])
 def test_tiny_graphs_on_lava_equal_run_graph(build, granularity):
     graph = build()
     feeds = _feeds(graph, 2)

@@ -106,3 +106,22 @@ def test_a_scaled_down_paper_config_shards_over_two_torchrun_workers_exactly(tmp
     single = evaluate_graph(ir_io.load(graph_file), test_set, progress=False).to_dict()
     assert doc["world_size"] == 2 and doc["total"] == 6 and {k: doc[k] for k in single} == single
     assert any(c["op"] == "LoihiLIF" and c["total"] > 0 for c in doc["spike_counts"].values())
+
+
+def test_the_run_table_shows_the_run_reports_figures_and_the_steps_own_measures():
+    """The README's run table row from the ``run`` step's result: per-sample energy (uJ -> mJ) and latency
+    (us -> ms), cores beside their bound, the Lava check's outcome, the step's wall / CPU / peak RSS and the
+    job's Lava and counting times; a failed step says why."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("scale_benchmark", ROOT / "benchmarks" / "scale.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run = {"lava": {"total": 1, "identical_to_reference": 1, "granularity": "fused"}, "cores": 23674, "chips": 185,
+           "cores_lower_bound": 13176, "energy_uj_per_sample": 36712.5, "latency_us_per_sample": 5012.0,
+           "test_samples": 1, "seconds": {"Lava check": 516.3, "activity counts": 113.0},
+           "wall_s": 900.5, "cpu_s": 410.2, "peak_rss_gb": 9.1}
+    assert bench._run_row("statten-imagenet-8-512", {"run": run}) == (
+        "| statten-imagenet-8-512 | 1 | 23,674 (13,176) | 185 | 1/1 identical (fused) | 36.7 mJ | 5.01 ms "
+        "| 900.5 (410.2) | 9.1 | 516.3 | 113.0 |")
+    failed = bench._run_row("x", {"run": {"failed": "timed out after 900 s"}})
+    assert failed.startswith("| x | timed out after 900 s |") and failed.count("|") == bench.RUN_HEADER.count("|") // 2

@@ -35,9 +35,10 @@ Granularities:
   element where a stock synapse alone feeds it and only synapses read it (``LavaPlan.executed_by``).
 - ``"fused"``: a few :class:`~.processes.FusedNodes` processes, one per transformer block (nodes named
   ``<word>.<i>.…``), one for what comes before the first block and one for what follows the last; values
-  crossing between them travel on the bus (``processes.py``), the host's values too (one ``RingBuffer``
-  holds them all). ``"fused_model"``: the whole chip part in one Process. The recorded values go to one
-  Extractor the same way: each Process fills its slots of one record vector, Lava sums what arrives.
+  crossing between them travel on buses (``processes.py``), the host's values too (one ``RingBuffer``
+  holds them all); each bus holds only what its senders hand their readers (:func:`bus_layouts`).
+  ``"fused_model"``: the whole chip part in one Process. The recorded values go to one Extractor the same
+  way: each Process fills its slots of one record vector, Lava sums what arrives.
 
 Both run ``graph.time_steps`` (``T + L``) Lava steps, step t carrying the reference trace's step t for every
 node (timing: :mod:`.models`).
@@ -332,20 +333,50 @@ def _slots(names: Iterable[str], shape: dict[str, tuple[int, ...]], batch: int) 
     return slots
 
 
+def bus_layouts(plan: LavaPlan, shape: dict[str, tuple[int, ...]]) -> dict[tuple[str, int], dict[str, Slot]]:
+    """The bus layout of each Process's ``("in", q)`` and ``("out", p)`` port (``p = -1``: the host's
+    RingBuffer): value -> slot. A connection joins a sender's out-port to a reader's in-port, and Lava sums
+    what arrives at one in-port, so ports joined by connections (directly or through other ports) share one
+    layout, in which every value their senders send has its own slot; ports not so joined are vectors of
+    their own length (a block's in-port holds its neighbour's values, not the host's image: every bus as
+    long as all crossing values together made a message of 5 M values per Process and step on ImageNet)."""
+    graph = plan.graph
+    owner = {n: i for i, g in enumerate(plan.groups) for n in g} | {s: -1 for s in plan.sources}
+    sent: dict[int, dict[str, None]] = {}  # sender -> the values it sends (to any reader), in order
+    joined: dict[tuple[str, int], tuple[str, int]] = {}  # union-find of joined ports: port -> a port joined to it
+
+    def root(port: tuple[str, int]) -> tuple[str, int]:
+        while joined.get(port, port) != port:
+            port = joined[port]
+        return port
+
+    for q, group in enumerate(plan.groups):
+        members = set(group)
+        for s in (s for n in group for s in graph.nodes[n].inputs if s not in members):
+            sent.setdefault(owner[s], {})[s] = None
+            joined[root(("out", owner[s]))] = root(("in", q))
+    carried: dict[tuple[str, int], list[str]] = {}
+    for p, values in sent.items():
+        carried.setdefault(root(("out", p)), []).extend(values)
+    layouts = {r: _slots(values, shape, plan.batch) for r, values in carried.items()}
+    ports = {("out", p) for p in sent} | {("in", q) for q in range(len(plan.groups)) if root(("in", q)) in layouts}
+    return {port: layouts[root(port)] for port in ports}
+
+
+def _size(layout: dict[str, Slot]) -> int:
+    return max((s.end for s in layout.values()), default=0) or 1
+
+
 def _build_fused(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork:
     graph, batch, steps = plan.graph, plan.batch, plan.steps
     types = graph.types()
     shape = {n: tuple(types[n].shape) for n in graph.nodes}
     owner = {n: i for i, g in enumerate(plan.groups) for n in g}
-    # the bus: host values and every value one group hands another
-    crossing = list(plan.sources) + [s for g in plan.groups for n in g for s in graph.nodes[n].inputs
-                                     if s in owner and owner[s] != owner[n]]
-    bus = _slots(crossing, shape, batch)
-    bus_size = max((s.end for s in bus.values()), default=0) or 1
-    data = np.zeros((bus_size, steps), dtype=np.int32)
+    buses = bus_layouts(plan, shape)
+    host = buses.get(("out", -1), {})
+    data = np.zeros((_size(host), steps), dtype=np.int32)
     for s in plan.sources:
-        slot = bus[s]
-        data[slot.offset:slot.end] = np.asarray(sources[s]).reshape(steps, -1).T
+        data[host[s].offset:host[s].end] = np.asarray(sources[s]).reshape(steps, -1).T
     source = RingBuffer(data=data)
     rec = _slots(plan.recorded, shape, batch)  # every recorded value's slot in the one record vector
     rec_size = max((s.end for s in rec.values()), default=0)
@@ -353,11 +384,14 @@ def _build_fused(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork:
     procs = [source]
     for i, group in enumerate(plan.groups):
         members = set(group)
-        imports = {s: bus[s] for n in group for s in graph.nodes[n].inputs if s not in members}
-        exports = {n: bus[n] for n in group if n in bus}
+        bus_in, bus_out = buses.get(("in", i), {}), buses.get(("out", i), {})
+        imports = {s: bus_in[s] for n in group for s in graph.nodes[n].inputs if s not in members}
+        exports = {n: bus_out[n] for n in group if n in bus_out}
         nodes = [(n, stepper(graph.op(n), steps, fast=True), graph.nodes[n].inputs) for n in group]
-        kernel = FusedKernel(nodes, imports, exports, {n: rec[n] for n in group if n in rec}, bus_size, rec_size)
-        proc = FusedNodes(kernel=kernel, bus_size=bus_size, rec_size=rec_size, name=f"fused{i}:{group[0]}")
+        kernel = FusedKernel(nodes, imports, exports, {n: rec[n] for n in group if n in rec}, _size(bus_out),
+                             rec_size)
+        proc = FusedNodes(kernel=kernel, in_size=_size(bus_in), out_size=_size(bus_out), rec_size=rec_size,
+                          name=f"fused{i}:{group[0]}")
         for p in sorted({owner.get(s, -1) for s in imports}):
             (source.s_out if p < 0 else procs[1 + p].bus_out).connect(proc.bus_in)
         if kernel.records:
@@ -385,4 +419,4 @@ def host_subgraph(graph: Graph, names: Iterable[str], outputs: Iterable[str], bo
 
 
 __all__ = ["LavaBackendError", "LavaPlan", "LavaNetwork", "GRANULARITIES", "plan_lava", "build_network",
-           "fused_groups", "host_subgraph"]
+           "fused_groups", "bus_layouts", "host_subgraph"]

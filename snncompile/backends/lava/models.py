@@ -243,20 +243,20 @@ class FusedKernel:
     step every node in dependency order (values passed between them as the interpreter passes them), write
     the exported values to the bus and the recorded ones to the record vector.
 
-    ``nodes``: ``(name, stepper, input names)`` in dependency order; ``imports``/``exports``: bus slots by
-    value name; ``records``: record slots by node name."""
+    ``nodes``: ``(name, stepper, input names)`` in dependency order; ``imports``/``exports``: slots by
+    value name on the in-bus and on the out-bus (``out_size`` long); ``records``: record slots by node name."""
 
     def __init__(self, nodes: list[tuple[str, NodeStepper, tuple[str, ...]]], imports: dict[str, Slot],
-                 exports: dict[str, Slot], records: dict[str, Slot], bus_size: int, rec_size: int):
+                 exports: dict[str, Slot], records: dict[str, Slot], out_size: int, rec_size: int):
         self.nodes, self.imports, self.exports, self.records = nodes, imports, exports, records
-        self.bus_size, self.rec_size = bus_size, max(rec_size, 1)
+        self.out_size, self.rec_size = out_size, max(rec_size, 1)
 
     def __call__(self, t: int, bus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         bus = np.asarray(bus, dtype=np.int64)
         values = {name: torch.from_numpy(slot.read(bus).copy()) for name, slot in self.imports.items()}
         for name, stepper, inputs in self.nodes:
             values[name] = stepper.step(t, [values[s] for s in inputs])
-        out = np.zeros(self.bus_size, dtype=np.int32)  # (on-chip values are at most 32 bits wide)
+        out = np.zeros(self.out_size, dtype=np.int32)  # (on-chip values are at most 32 bits wide)
         for name, slot in self.exports.items():
             out[slot.offset:slot.end] = values[name].reshape(-1).numpy()
         rec = np.zeros(self.rec_size, dtype=np.int32)

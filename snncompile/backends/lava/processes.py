@@ -10,10 +10,11 @@ child unchanged), built by :mod:`.mapping` from the IR node itself.
   output ``out``; ports carry one timestep of the whole batch in the backend's Lava layout
   (``models.lava_shape``).
 - :class:`FusedNodes`: several IR nodes in one Process (fused granularity). ``bus_in``/``bus_out`` carry a
-  flat vector (the *bus*) in which every value crossing between Processes has its own slot; a Process
+  flat vector (a *bus*) in which every value its senders hand their readers has its own slot; a Process
   writes only its own slots and Lava sums what arrives at an InPort, so one InPort receives any number of
-  producers. ``rec_out`` carries the recorded (exposed) values to the one Extractor the same way (a record
-  vector with a slot per recorded value).
+  producers (the ports a connection joins share one layout; others have their own length:
+  ``mapping.bus_layouts``). ``rec_out`` carries the recorded (exposed) values to the one Extractor the same
+  way (a record vector with a slot per recorded value).
 
 Import-safe by necessity: Lava's compiler imports every module of this package and executes every ``.py``
 file of this directory when it looks for a Process's models (spec lava_loihi.md §1.4). This module only
@@ -48,10 +49,10 @@ class BinaryNode(AbstractProcess):
 class FusedNodes(AbstractProcess):
     """Several IR nodes stepped in one Process, talking to the others over the bus (see the module doc)."""
 
-    def __init__(self, *, kernel, bus_size: int, rec_size: int, name: str | None = None):
+    def __init__(self, *, kernel, in_size: int, out_size: int, rec_size: int, name: str | None = None):
         super().__init__(kernel=kernel, name=name)
-        self.bus_in = InPort(shape=(bus_size,))
-        self.bus_out = OutPort(shape=(bus_size,))
+        self.bus_in = InPort(shape=(in_size,))
+        self.bus_out = OutPort(shape=(out_size,))
         self.rec_out = OutPort(shape=(max(rec_size, 1),))
 
 

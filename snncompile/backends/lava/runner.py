@@ -34,8 +34,8 @@ from lava.proc.io.source import RingBuffer
 from snncompile.backends.lava.mapping import LavaPlan, build_network, host_subgraph, plan_lava
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
 from snncompile.backends.lava.stock import STOCK_CLASSES
-from snncompile.backends.lava.session import (DEFAULT_TIMEOUT, LavaBackendError, LavaTimeoutError, descendants,
-                                              fixed_pt_config, import_lava, run_isolated, stopped)
+from snncompile.backends.lava.session import (DEFAULT_TIMEOUT, LavaBackendError, LavaTimeoutError, compile_config,
+                                              descendants, fixed_pt_config, import_lava, run_isolated, stopped)
 from snncompile.sim import run_graph
 
 
@@ -126,7 +126,7 @@ def _lava_session(plan: LavaPlan, sources: dict[str, np.ndarray]) -> dict:
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Cannot import module")  # (see _discover)
-        executable = net.anchor.compile(fixed_pt_config())
+        executable = net.anchor.compile(fixed_pt_config(), compile_config())
     timings["compile"] = time.perf_counter() - t
     with stopped(net.anchor, timings):
         t = time.perf_counter()

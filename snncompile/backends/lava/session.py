@@ -223,6 +223,17 @@ def fixed_pt_config():
     return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map={Extractor: PyLoihiExtractorModel})
 
 
+#: messages a Lava channel holds (Lava's default: 64). Each connection's channel is shared memory of that many
+#: messages, touched in turn step after step; under the Loihi protocol a reader takes each step's message in
+#: that step, so a channel never holds more than one (64 made ImageNet's 13 MB image message 0.8 GB)
+CHANNEL_SLOTS = 4
+
+
+def compile_config() -> dict:
+    """Lava's compiler options for the backend's networks: channels of :data:`CHANNEL_SLOTS` messages."""
+    return {"pypy_channel_size": CHANNEL_SLOTS}
+
+
 @contextmanager
 def stopped(process, timings: dict, key: str = "stop") -> Iterator[None]:
     """Stop ``process``'s runtime on leaving the block, whatever happened in it; ``timings[key]``: seconds."""
@@ -234,5 +245,6 @@ def stopped(process, timings: dict, key: str = "stop") -> Iterator[None]:
         timings[key] = time.perf_counter() - t
 
 
-__all__ = ["run_isolated", "end_group", "descendants", "group_members", "import_lava", "fixed_pt_config", "stopped",
+__all__ = ["run_isolated", "end_group", "descendants", "group_members", "import_lava", "fixed_pt_config",
+           "compile_config", "CHANNEL_SLOTS", "stopped",
            "LavaBackendError", "LavaTimeoutError", "DEFAULT_TIMEOUT"]
