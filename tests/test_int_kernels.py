@@ -157,6 +157,23 @@ def test_ternary_lif_matches_the_equations(cd, vd):
         assert equal(spikes, want[0].to(torch.float32)) and equal(both(op, a), spikes)
 
 
+def test_the_nonzero_state_form_is_where_the_reference_traces_are_non_zero():
+    # counting asks only where u or v is non-zero after each step: one bool trace, computed step by step;
+    # cd = 4096 keeps no u, the leading zero steps are skipped, reset_at restarts, peak 2^17 runs the reference
+    rng = np.random.default_rng(11)
+    for (cd, vd), peak, kw in itertools.product(
+            [(4096, 2048), (0, 0), (1000, 333)], [3000, 2 ** 17],
+            [{"vth": 40}, {"vth": 30, "bias_mant": rng.integers(-500, 500, size=(5,)), "bias_exp": 6, "reset_at": 9}]):
+        a = neuron_inputs(rng, 16, (3, 5), peak)
+        for op in (LoihiLIF(current_decay=cd, voltage_decay=vd, **kw),
+                   LoihiTernaryLIF(current_decay=cd, voltage_decay=vd, vth_hi=kw["vth"], vth_lo=-kw["vth"])):
+            _, u, v = op.simulate(a)
+            spikes, traces = kernel(op, a, states=interpret.NONZERO)
+            assert equal(spikes, kernel(op, a)[0]) and len(traces) == 1, (cd, vd, peak, kw)
+            assert equal(traces[0], (u != 0) | (v != 0)), (cd, vd, peak, kw)
+            assert traces[0].any() and not traces[0].all()
+
+
 def test_a_lif_restarting_at_reset_at_runs_afresh_from_there():
     rng = np.random.default_rng(5)
     a = neuron_inputs(rng, 16, (2, 3), 3000)

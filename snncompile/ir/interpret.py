@@ -16,11 +16,16 @@ import torch
 from .graph import Graph
 from .ops.base import Op
 
+#: ``states`` asked of a kernel: ``False`` (no traces), ``True`` (the state traces ``simulate`` returns) or
+#: ``NONZERO``: one bool trace, where any state is non-zero after each step (:func:`nonzero_states`; counting
+#: needs only that, in an eighth of an int64 trace's memory)
+NONZERO = "nonzero"
 #: ``kernel(op, args, delay, states) -> (value, traces)``: the node's value on its inputs ``args`` (as the
 #: interpreter hands them to ``op.run``), ``delay`` steps later (0 for a static value); with ``states`` (asked
 #: only of ops that have ``simulate``) also the state traces ``simulate`` returns after its output, in the op's
-#: own time, else ``()``. A kernel must equal :func:`reference` exactly.
-Kernel = Callable[[Op, Sequence[torch.Tensor], int, bool], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
+#: own time, or with ``NONZERO`` their :func:`nonzero_states`, else ``()``. A kernel must equal
+#: :func:`reference` exactly.
+Kernel = Callable[[Op, Sequence[torch.Tensor], int, "bool | str"], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
 #: ``observer(name, op, inputs, value, traces)``, called once per node in topological order (an Input node with
 #: no inputs and its fed value); ``traces`` as a kernel returns them (``()`` unless the node's were asked for).
 Observer = Callable[[str, Op, list[torch.Tensor], torch.Tensor, tuple[torch.Tensor, ...]], None]
@@ -54,31 +59,41 @@ def ieee_float32() -> Iterator[None]:
         matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
-def reference(op: Op, args: Sequence[torch.Tensor], delay: int, states: bool
+def nonzero_states(traces: Sequence[torch.Tensor]) -> tuple[torch.Tensor]:
+    """The ``NONZERO`` form of state traces: one bool tensor, true where any of them is non-zero."""
+    live = traces[0] != 0
+    for s in traces[1:]:
+        live |= s != 0
+    return (live,)
+
+
+def reference(op: Op, args: Sequence[torch.Tensor], delay: int, states: bool | str
               ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """The op's own semantics as a :data:`Kernel`: ``op.run``, then its delay. Where state traces are asked
     for, ``op.simulate`` instead (one evaluation): its first result is the output, spikes, which the tensor
     convention carries as float32 (the integer neurons' ``simulate`` gives them as int64)."""
     if states:
         spikes, *traces = op.simulate(*args)
-        return delayed(spikes.to(torch.float32), delay), tuple(traces)
+        kept = nonzero_states(traces) if states == NONZERO else tuple(traces)
+        return delayed(spikes.to(torch.float32), delay), kept
     return delayed(op.run(*args), delay), ()
 
 
-def evaluate(op: Op, args: Sequence[torch.Tensor], *, stream: bool, states: bool = False,
+def evaluate(op: Op, args: Sequence[torch.Tensor], *, stream: bool, states: bool | str = False,
              kernels: Mapping[type[Op], Kernel] | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """One node on its input values exactly as :func:`run_graph` evaluates it: integer inputs handed to a
     float node as float32, the node's delay applied to a ``stream`` output, by its kernel in ``kernels`` (else
-    :func:`reference`). ``states``: also return the state traces of an op that has ``simulate`` (else ``()``)."""
+    :func:`reference`). ``states``: also return the state traces of an op that has ``simulate`` (else ``()``),
+    ``NONZERO``: in that form."""
     if not op.INTEGER_INPUTS:  # float semantics: int64 streams arrive as float32
         args = [a if a.is_floating_point() else a.to(torch.float32) for a in args]
     kernel = reference if kernels is None else kernels.get(type(op), reference)
-    return kernel(op, args, op.delay if stream else 0, states and hasattr(op, "simulate"))
+    return kernel(op, args, op.delay if stream else 0, states if hasattr(op, "simulate") else False)
 
 
 def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs", *,
               kernels: Mapping[type[Op], Kernel] | None = None, observer: Observer | None = None,
-              states: Collection[str] = ()) -> dict[str, torch.Tensor]:
+              states: Collection[str] = (), nonzero: bool = False) -> dict[str, torch.Tensor]:
     """Run ``graph`` on ``feeds`` (Input node name -> tensor; ``[B, ...]`` static, ``[T, B, ...]`` stream).
 
     ``keep="outputs"`` returns the graph outputs; ``keep="all"`` every node's value (for tracing).
@@ -86,7 +101,8 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
     runs longer than its input lasts, draining its pipeline). ``kernels``: op type -> :data:`Kernel` for the
     op types not evaluated by :func:`reference` (``snncompile.sim.run_graph`` passes the fast exact ones).
     ``observer``: called with every node as it is evaluated (:data:`Observer`); ``states``: the nodes whose
-    state traces it receives (those of an op with ``simulate``; others get ``()``).
+    state traces it receives (those of an op with ``simulate``; others get ``()``), with ``nonzero`` in the
+    ``NONZERO`` form (one bool trace each).
     """
     graph.validate()
     missing = [n for n in graph.inputs() if n not in feeds]
@@ -115,7 +131,8 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
                     observer(name, node.op, [], values[name], ())
                 continue
             args = [values[s] for s in node.inputs]
-            values[name], traces = evaluate(node.op, args, stream=stream, states=name in states, kernels=kernels)
+            asked = name in states and (NONZERO if nonzero else True)
+            values[name], traces = evaluate(node.op, args, stream=stream, states=asked, kernels=kernels)
             if observer is not None:
                 observer(name, node.op, args, values[name], traces)
             del args, traces

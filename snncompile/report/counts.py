@@ -1,10 +1,10 @@
 """Exact activity counts of one simulation run: plain integers per node and per timestep, no prices.
 
 :func:`count_activity` runs a graph once (:func:`record`: :func:`snncompile.sim.run_graph` with an observer,
-which the neurons' evaluation hands their state traces) and counts each node as it is evaluated
-(:class:`ActivityCounter`), so no value outlives its last reader; or it counts a recorded run (:func:`trace_run`,
-every value kept, read back by :func:`replay`). Counts are summed over the batch (the number of samples is
-recorded, so per-sample figures are a division away):
+which the neurons' evaluation hands one bool trace of where their state is non-zero, never the state itself)
+and counts each node as it is evaluated (:class:`ActivityCounter`), so no value outlives its last reader; or
+it counts a recorded run (:func:`trace_run`, every value kept, read back by :func:`replay`). Counts are summed
+over the batch (the number of samples is recorded, so per-sample figures are a division away):
 
 Spikes (:class:`snncompile.sim.run.NodeCounts`, every spiking node): ``spikes[t]`` non-zero outputs (a
 ternary -1 is an event), ``neurons`` elements per sample; firing rate ``spikes / (neurons * samples * T)``
@@ -243,12 +243,15 @@ def merge(parts: Iterable[Activity]) -> Activity:
 def _synapse_counts(op, x: torch.Tensor, graded: bool, static: bool) -> SynapseCounts:
     shape = tuple(x.shape[1:]) if static else tuple(x.shape[2:])
     fan = op.fan_out(shape)[0].flatten()
-    events = (x != 0).to(torch.float64)
+
+    def ops_of(frame: torch.Tensor) -> int:  # float64 sums of integers below 2^53: exact
+        return int(((frame != 0).flatten(1).to(torch.float64) @ fan).sum())
+
     if static:  # [B, ...]: once per sample
-        ops = (int((events.flatten(1) @ fan).sum()),)
+        ops = (ops_of(x),)
         samples = x.shape[0]
-    else:  # [T, B, ...]
-        ops = _ints((events.flatten(2) @ fan).sum(1).round().to(torch.int64))
+    else:  # [T, B, ...]: a step at a time (a float64 copy of one step, never of the whole stream)
+        ops = tuple(ops_of(frame) for frame in x)
         samples = x.shape[1]
     return SynapseCounts(op=op.type_name(), samples=samples, kind="MAC" if graded or static else "AC",
                          connections=int(op.fan_out(shape, all_weights=True).sum()), static=static, ops=ops)
@@ -275,7 +278,8 @@ def _has_bias(op) -> bool:
 
 
 def active_neurons(op, x: torch.Tensor, states) -> torch.Tensor:
-    """``[T, B, *shape]`` bool: neuron updates that are active (see the module docstring)."""
+    """``[T, B, *shape]`` bool: neuron updates that are active (see the module docstring); ``states``: the
+    neuron's state traces, or one bool trace of where any is non-zero (the run's ``NONZERO`` form)."""
     if _has_bias(op):
         return torch.ones_like(x, dtype=torch.bool)
     live = x != 0
@@ -326,7 +330,7 @@ def record(graph: Graph, feeds: Mapping[str, torch.Tensor], see: See) -> None:
     def observe(name: str, op, inputs, value: torch.Tensor, traces: tuple[torch.Tensor, ...]) -> None:
         see(name, op, inputs, value, active_neurons(op, inputs[0], traces) if traces else None)
 
-    run_graph(graph, feeds, observer=observe, states=neurons)
+    run_graph(graph, feeds, observer=observe, states=neurons, nonzero=True)
 
 
 def replay(graph: Graph, trace: Trace, see: See) -> None:
@@ -338,7 +342,7 @@ def replay(graph: Graph, trace: Trace, see: See) -> None:
 
 def trace_run(graph: Graph, feeds: Mapping[str, torch.Tensor]) -> Trace:
     """Run ``graph`` once on a batch (``feeds`` as for :func:`run_graph`), keeping every value and each
-    neuron's active updates (from the state traces its evaluation hands the observer)."""
+    neuron's active updates (from where its state is non-zero, as its evaluation hands the observer)."""
     types = graph.types()
     active = {}
 
@@ -346,7 +350,8 @@ def trace_run(graph: Graph, feeds: Mapping[str, torch.Tensor]) -> Trace:
         if traces:
             active[name] = active_neurons(op, inputs[0], traces)
 
-    values = run_graph(graph, feeds, keep="all", observer=observe, states=_stream_neurons(graph, types))
+    values = run_graph(graph, feeds, keep="all", observer=observe, states=_stream_neurons(graph, types),
+                       nonzero=True)
     return Trace(values, active, types, batch_samples(graph, values))
 
 

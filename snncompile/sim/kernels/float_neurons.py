@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from ...ir.interpret import delayed, reference
+from ...ir.interpret import NONZERO, delayed, nonzero_states, reference
 from ...ir.ops.neuron import LIF, TernaryLIF, _param
 
 
@@ -80,8 +80,8 @@ def float_neuron(op, args: Sequence[torch.Tensor], delay: int, states: bool):
     (x_seq,) = args
     if type(op) not in (LIF, TernaryLIF) or x_seq.dtype != torch.float32 or x_seq.dim() < 2:
         return reference(op, args, delay, states)
-    found = simulate_in_place(op, x_seq, traces=states)
-    return delayed(found[0], delay), tuple(found[1:])
+    found = simulate_in_place(op, x_seq, traces=bool(states))
+    return delayed(found[0], delay), nonzero_states(found[1:]) if states == NONZERO else tuple(found[1:])
 
 
 __all__ = ["float_neuron", "simulate_in_place"]

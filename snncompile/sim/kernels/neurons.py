@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from ...ir.interpret import delayed, reference
+from ...ir.interpret import NONZERO, delayed, reference
 from ...ir.ops.loihi import ACT_SHIFT, DECAY_SHIFT, DECAY_UNITY, STATE_BITS, _leaky_extreme
 from .exact import F32_EXACT, integer_float, step_ranges
 
@@ -36,11 +36,12 @@ def decay_i32(x: torch.Tensor, keep: int, out: torch.Tensor) -> torch.Tensor:
     return out.copy_(x.double().mul_(keep / DECAY_UNITY))
 
 
-def simulate_int32(op, x_seq: torch.Tensor, traces: bool):
+def simulate_int32(op, x_seq: torch.Tensor, traces: bool, nonzero: bool = False):
     """``op.simulate(x_seq)`` in int32, or ``None`` where a bound this needs does not hold: ``|a| < 2^17``
     (``a << 6`` and ``U`` stay below 2^23 and 2^24: no int32 wrap, at most one 24-bit fold), a bias below
     2^23 (the int32 sum in ``h`` cannot wrap), decays in 0..4096, ``vth_lo <= vth_hi``. Returns float32
-    spikes, and with ``traces`` int32 ``u`` and ``v`` traces too.
+    spikes, and with ``traces`` int32 ``u`` and ``v`` traces too, or with ``nonzero`` (and not ``traces``)
+    one bool trace, true where ``u`` or ``v`` is non-zero after the step (computed step by step: no trace kept).
 
     Each step is a few element-wise int32 operations on one ``[B, ...]`` frame: ``u`` is folded only where
     its proven extreme (``_leaky_extreme`` of ``|a| << 6``) can leave ``(-2^23, 2^23]`` and ``h``
@@ -93,6 +94,7 @@ def simulate_int32(op, x_seq: torch.Tensor, traces: bool):
     spikes[:start].zero_()
     us = torch.zeros((T, *frame), dtype=i32, device=dev) if traces else None
     vs = torch.zeros((T, *frame), dtype=i32, device=dev) if traces else None
+    live = torch.zeros((T, *frame), dtype=torch.bool, device=dev) if nonzero and not traces else None
     u_prev, v_prev = torch.zeros(frame, dtype=i32, device=dev), torch.zeros(frame, dtype=i32, device=dev)
     u_work, v_work = torch.empty_like(u_prev), torch.empty_like(v_prev)
     a, keep = torch.empty_like(u_prev), torch.empty_like(u_prev)
@@ -134,19 +136,25 @@ def simulate_int32(op, x_seq: torch.Tensor, traces: bool):
             out.add_(below)
             keep.bitwise_and_(below.bitwise_not_())
         v.bitwise_and_(keep)  # reset where it fired
+        if live is not None:  # with u_keep == 0, u = a << 6 (not computed), non-zero where a is
+            torch.ne(v, 0, out=live[t])
+            live[t] |= (a if u_keep == 0 else u) != 0
         if traces:
             u_prev, v_prev = u, v
         else:
             if u_keep != 0:
                 u_prev, u_work = u, u_prev
             v_prev, v_work = v, v_prev
-    return (spikes, us, vs) if traces else (spikes,)
+    if traces:
+        return spikes, us, vs
+    return (spikes,) if live is None else (spikes, live)
 
 
-def loihi_neuron(op, args: Sequence[torch.Tensor], delay: int, states: bool):
+def loihi_neuron(op, args: Sequence[torch.Tensor], delay: int, states: bool | str):
     """The :data:`~snncompile.ir.interpret.Kernel` of the Loihi neurons: :func:`simulate_int32`, its traces
-    as int64 (``simulate``'s), else the op's own int64 evaluation."""
-    fast = simulate_int32(op, args[0], traces=states)
+    as int64 (``simulate``'s) or, for ``NONZERO``, its bool trace; else the op's own int64 evaluation."""
+    nonzero = states == NONZERO
+    fast = simulate_int32(op, args[0], traces=bool(states) and not nonzero, nonzero=nonzero)
     if fast is None:
         return reference(op, args, delay, states)
-    return delayed(fast[0], delay), tuple(t.to(torch.int64) for t in fast[1:])
+    return delayed(fast[0], delay), fast[1:] if nonzero else tuple(t.to(torch.int64) for t in fast[1:])
