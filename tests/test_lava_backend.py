@@ -471,3 +471,17 @@ def test_lava_runs_under_any_start_method_of_the_caller():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=200)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["fork", "False", "True", "spawn"]
+
+
+def test_the_backend_imports_under_any_start_method_of_the_caller():
+    """The backend's modules import Lava at their top: through ``first_import``, so a caller on spawn can import
+    them (Lava's own first import would raise) and stays on spawn."""
+    script = """if True:
+        import multiprocessing as mp
+        mp.set_start_method("spawn")
+        import snncompile.backends.lava.fidelity, snncompile.backends.lava.runner
+        print(mp.get_start_method())
+    """
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=200)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["spawn"]

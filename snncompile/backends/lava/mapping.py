@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
+import snncompile.backends.lava.first_import  # noqa: F401 -- before Lava's first import (its docstring)
 from lava.proc.io.extractor import Extractor
 from lava.proc.io.source import RingBuffer
 

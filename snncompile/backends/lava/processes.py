@@ -22,6 +22,7 @@ defines classes and uses absolute imports (a file executed on its own has no pac
 """
 from __future__ import annotations
 
+import snncompile.backends.lava.first_import  # noqa: F401 -- before Lava's first import (its docstring)
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 

@@ -28,6 +28,7 @@ from typing import Mapping
 
 import numpy as np
 import torch
+import snncompile.backends.lava.first_import  # noqa: F401 -- before Lava's first import (its docstring)
 from lava.proc.io.extractor import Extractor
 from lava.proc.io.source import RingBuffer
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import snncompile.backends.lava.first_import  # noqa: F401 -- before Lava's first import (its docstring)
 from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense
 from lava.proc.io.source import RingBuffer
