@@ -10,6 +10,7 @@ from snncompile.backends.design_rules import check
 from snncompile.backends.placement import core_lower_bound, place
 from snncompile.ir import SPIKE, Graph, Node
 from snncompile.ir.ops import BlockSum, GradedRelay, Input, IntAdd, IntConv2d, LoihiLIF, Output
+from snncompile.ir.ops.relay import joined_splits
 from snncompile.ir.timing import unschedule
 from snncompile.ir.types import int_type
 from snncompile.passes import PassContext, prove_ranges, run_pipeline, schedule, split_fan_in
@@ -106,6 +107,47 @@ def test_option_parts_asks_for_more_groups(axons_64):
     assert split_fan_in(residual_conv(0), ctx).op("conv").blocks == 8  # the fewest groups >= 5 dividing 16
 
 
+def observed(graph: Graph, observes) -> dict[str, torch.Tensor]:
+    """Every node's value as the simulator's observer sees it when it needs only ``observes``."""
+    seen = {}
+    run_graph(graph, feeds_for(graph), observer=lambda name, op, args, value, traces: seen.update({name: value}),
+              observes=observes)
+    return seen
+
+
+def feeds_for(graph: Graph) -> dict[str, torch.Tensor]:
+    """:func:`feeds` drained with zeros to the (scheduled) graph's steps."""
+    return {n: torch.cat([v, v.new_zeros((graph.time_steps - T, *v.shape[1:]))]) for n, v in feeds().items()}
+
+
+@pytest.mark.parametrize("weight_exp", [1, -3])
+def test_simulation_joins_a_split_synapse_nobody_watches(axons_64, weight_exp):
+    ctx = PassContext(target=str(axons_64.path))
+    plain = run_pipeline(residual_conv(weight_exp), (prove_ranges, schedule), ctx)
+    graph = run_pipeline(residual_conv(weight_exp), (split_fan_in, prove_ranges, schedule), ctx)
+    partial, relay, total = graph.op("conv.partial"), graph.op("conv.relay"), graph.op("conv")
+    assert total.bias_start > 0 and partial.delay == total.delay == 1  # the bias window moves with the hops
+    # the unsplit synapse: the original kernel, shift, bias and width, two synaptic hops (partial, relay)
+    (joined, inputs), = joined_splits(graph, graph.types(), set(graph.outputs)).values()
+    original = plain.op("conv")
+    assert inputs == ("x",) and joined.groups == 1 and np.array_equal(joined.weight, original.weight)
+    assert (joined.weight_exp, joined.out_bits, joined.delay) == (weight_exp, total.out_bits, 2)
+    assert np.array_equal(joined.bias, original.bias) and joined.bias_start == total.bias_start - 1
+    # the simulation evaluates it in place of the three nodes: every other node's value as the split graph's
+    reference = run_graph(graph, feeds_for(graph), keep="all")
+    seen = observed(graph, observes=())
+    assert set(reference) - set(seen) == {"conv.partial", "conv.relay"}
+    assert reference["add"].abs().max() > 0
+    for name, value in seen.items():
+        assert torch.equal(value, reference[name]), name
+    # a node someone watches is evaluated as it is; so are partial sums that could leave their width
+    assert "conv.partial" in observed(graph, observes=("conv.relay",))
+    narrow = dataclasses.replace(partial, out_bits=partial.out_bits - 1)
+    assert total.joined(narrow, graph.types()["x"], relay.delay) is None
+    assert "conv.partial" in observed(dataclasses.replace(graph, nodes={**graph.nodes, "conv.partial": Node(
+        narrow, ("x",))}), observes=())
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_split_graph_on_lava_equals_run_graph(axons_64):
@@ -113,8 +155,7 @@ def test_split_graph_on_lava_equals_run_graph(axons_64):
     from snncompile.backends.lava.runner import run_lava_session
     ctx = PassContext(target=str(axons_64.path))
     graph = run_pipeline(residual_conv(-3), (split_fan_in, prove_ranges, schedule), ctx)
-    x = {name: torch.cat([v, torch.zeros(graph.time_steps - T, *v.shape[1:], dtype=v.dtype)]) for name, v in
-         feeds().items()}
+    x = feeds_for(graph)
     ref = run_graph(graph, x, keep="all")
     run = run_lava_session(graph, x, granularity="per_op", expose="all", timeout=240)
     assert {"conv.partial", "conv.relay", "conv"} <= set(run.values)

@@ -15,6 +15,7 @@ import torch
 
 from .graph import Graph
 from .ops.base import Op
+from .ops.relay import joined_splits
 
 #: ``states`` asked of a kernel: ``False`` (no traces), ``True`` (the state traces ``simulate`` returns) or
 #: ``NONZERO``: one bool trace, where any state is non-zero after each step (:func:`nonzero_states`; counting
@@ -93,7 +94,8 @@ def evaluate(op: Op, args: Sequence[torch.Tensor], *, stream: bool, states: bool
 
 def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs", *,
               kernels: Mapping[type[Op], Kernel] | None = None, observer: Observer | None = None,
-              states: Collection[str] = (), nonzero: bool = False) -> dict[str, torch.Tensor]:
+              states: Collection[str] = (), nonzero: bool = False, observes: Collection[str] | None = None
+              ) -> dict[str, torch.Tensor]:
     """Run ``graph`` on ``feeds`` (Input node name -> tensor; ``[B, ...]`` static, ``[T, B, ...]`` stream).
 
     ``keep="outputs"`` returns the graph outputs; ``keep="all"`` every node's value (for tracing).
@@ -102,7 +104,11 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
     op types not evaluated by :func:`reference` (``snncompile.sim.run_graph`` passes the fast exact ones).
     ``observer``: called with every node as it is evaluated (:data:`Observer`); ``states``: the nodes whose
     state traces it receives (those of an op with ``simulate``; others get ``()``), with ``nonzero`` in the
-    ``NONZERO`` form (one bool trace each).
+    ``NONZERO`` form (one bool trace each); ``observes``: the nodes the observer needs (``None``: every node).
+
+    Unless every value is kept or the observer needs every node, a split synapse whose partial sums and relay
+    no one needs is evaluated as the synapse it replaces (:func:`~snncompile.ir.ops.relay.joined_splits`):
+    the same values everywhere else, without the partial sums' stream (``blocks`` times the synapse's).
     """
     graph.validate()
     missing = [n for n in graph.inputs() if n not in feeds]
@@ -113,28 +119,35 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
     values: dict[str, torch.Tensor] = {}
     states = set(states)
     types = graph.types()
-    order = graph.topo_order()
+    nodes = {n: (node.op, node.inputs) for n, node in graph.nodes.items()}
+    if keep != "all" and (observer is None or observes is not None):
+        joined = joined_splits(graph, types, {*graph.outputs, *states, *(observes or ())})
+        relays = [graph.nodes[name].inputs[0] for name in joined]
+        for s in (*relays, *(graph.nodes[r].inputs[0] for r in relays)):  # the relays and the partial sums
+            del nodes[s]
+        nodes.update(joined)
+    order = [n for n in graph.topo_order() if n in nodes]
     # unless every value is kept, drop each one after its last consumer has run (peak memory)
     last_use: dict[str, list[str]] = {}
     if keep != "all":
-        final = {s: i for i, name in enumerate(order) for s in graph.nodes[name].inputs}
+        final = {s: i for i, name in enumerate(order) for s in nodes[name][1]}
         for s, i in final.items():
             if s not in graph.outputs:
                 last_use.setdefault(order[i], []).append(s)
     with torch.no_grad(), ieee_float32():
         for name in order:
-            node = graph.nodes[name]
+            op, inputs = nodes[name]
             stream = types[name].time == "stream"
             if name in feeds:
                 values[name] = _drained(feeds[name], graph.time_steps) if stream else feeds[name]
                 if observer is not None:
-                    observer(name, node.op, [], values[name], ())
+                    observer(name, op, [], values[name], ())
                 continue
-            args = [values[s] for s in node.inputs]
+            args = [values[s] for s in inputs]
             asked = name in states and (NONZERO if nonzero else True)
-            values[name], traces = evaluate(node.op, args, stream=stream, states=asked, kernels=kernels)
+            values[name], traces = evaluate(op, args, stream=stream, states=asked, kernels=kernels)
             if observer is not None:
-                observer(name, node.op, args, values[name], traces)
+                observer(name, op, args, values[name], traces)
             del args, traces
             for s in last_use.get(name, ()):
                 del values[s]

@@ -106,11 +106,11 @@ def count_spikes(trace: torch.Tensor, op: str) -> NodeCounts:
 
 
 def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs", *,
-              observer: interpret.Observer | None = None, states: Collection[str] = (), nonzero: bool = False
-              ) -> dict[str, torch.Tensor]:
+              observer: interpret.Observer | None = None, states: Collection[str] = (), nonzero: bool = False,
+              observes: Collection[str] | None = None) -> dict[str, torch.Tensor]:
     """:func:`snncompile.ir.interpret.run_graph` with the fast exact kernels (same arguments, same values)."""
     return interpret.run_graph(graph, feeds, keep, kernels=KERNELS, observer=observer, states=states,
-                               nonzero=nonzero)
+                               nonzero=nonzero, observes=observes)
 
 
 def evaluate_node(op, args: list[torch.Tensor], *, stream: bool, states: bool = False
@@ -146,5 +146,6 @@ def simulate(graph: Graph, feeds: Mapping[str, torch.Tensor], *, record: Iterabl
             if len(traces) > 1:
                 result.currents[name] = traces[0]
 
-    result.outputs = run_graph(graph, {k: v.to(device) for k, v in feeds.items()}, observer=observe, states=neurons)
+    result.outputs = run_graph(graph, {k: v.to(device) for k, v in feeds.items()}, observer=observe, states=neurons,
+                               observes=spiking)
     return result

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from ...config import is_int
 from ..interval import Interval
 from ..types import TensorType, int_type
 from .base import Op, expect, param
+from .int_synapse import IntConv2d
 from .loihi import _int_array_problems, _range_problem, add_timed_bias, timed_bias_problems, timed_bias_range
 from .quant import _OUT_BITS_DOC, _OVERFLOW_DOC, Overflow, _as_int64, _fit_problems, _integer_stream, fit
 from .support import NIR_INTEGER, ONNX_INTEGER, Backends, Refused
@@ -131,6 +132,25 @@ class BlockSum(Op):
     def reads(self, out: np.ndarray, in_shapes) -> list[np.ndarray]:
         return [np.concatenate([out] * self.blocks, axis=0)]
 
+    def joined(self, partial: IntConv2d, partial_in: TensorType, relay_delay: int) -> IntConv2d | None:
+        """The unsplit synapse that this sum, its relay (``relay_delay``) and ``partial`` (the grouped synapse of
+        its partial sums, on an input of type ``partial_in``) replace (``passes/split_fan_in.py``): its every
+        output equals this node's, the relayed hops becoming its delay and the bias window moving with them.
+        ``None`` where they could differ: a partial sum that may leave the partial synapse's width (the sums
+        are equal only unwrapped), or a partial synapse that is not the split's plain grouped sum."""
+        k, lag = self.blocks, partial.delay + relay_delay
+        sums = partial.value_range([Interval.of_dtype(partial_in.dtype)], [partial_in], partial.infer([partial_in]))
+        if (partial.groups != k or partial.bias is not None or partial.weight_exp != 0
+                or not sums.within(Interval.of_dtype(int_type(partial.out_bits)))
+                or (self.bias is not None and self.bias_start < lag)):
+            return None
+        out, group, *taps = partial.weight.shape
+        weight = partial.weight.reshape(k, out // k, group, *taps).swapaxes(0, 1).reshape(out // k, k * group, *taps)
+        timed = {"bias_start": self.bias_start - lag, "bias_steps": self.bias_steps} if self.bias is not None else {}
+        return dataclasses.replace(partial, weight=np.ascontiguousarray(weight), groups=1, weight_exp=self.shift,
+                                   bias=self.bias, out_bits=self.out_bits, overflow=self.overflow,
+                                   delay=lag + self.delay, **timed)
+
     def value_range(self, inputs, in_types, out: TensorType) -> Interval | None:
         if inputs[0] is None:
             return None
@@ -141,4 +161,29 @@ class BlockSum(Op):
         return timed_bias_range(r, biased, self)
 
 
-__all__ = ["GradedRelay", "BlockSum"]
+def joined_splits(graph, types: Mapping[str, TensorType], needed: set[str]
+                  ) -> dict[str, tuple[IntConv2d, tuple[str, ...]]]:
+    """The split synapses of ``graph`` (a ``BlockSum`` reading a ``GradedRelay`` of a grouped ``IntConv2d``)
+    whose partial sums and relay nothing else reads, none of the three named in ``needed``, each as ``BlockSum``
+    name -> (the unsplit synapse, its inputs) (:meth:`BlockSum.joined`): a simulation that evaluates these in
+    place of the three nodes gives every other node the same values without the partial sums' ``blocks``-fold
+    stream."""
+    found = {}
+    for name, node in graph.nodes.items():
+        if not isinstance(node.op, BlockSum):
+            continue
+        (relay,) = node.inputs
+        if not isinstance(graph.op(relay), GradedRelay) or {name, relay, *graph.nodes[relay].inputs} & needed:
+            continue
+        (partial,) = graph.nodes[relay].inputs
+        if (not isinstance(graph.op(partial), IntConv2d) or graph.consumers(relay) != [name]
+                or graph.consumers(partial) != [relay]):
+            continue
+        source = graph.nodes[partial].inputs
+        joined = node.op.joined(graph.op(partial), types[source[0]], graph.op(relay).delay)
+        if joined is not None:
+            found[name] = (joined, source)
+    return found
+
+
+__all__ = ["GradedRelay", "BlockSum", "joined_splits"]
