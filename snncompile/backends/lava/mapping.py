@@ -56,7 +56,7 @@ from lava.proc.io.source import RingBuffer
 
 from snncompile.backends.lava.converging_sums import converge_sums
 from snncompile.backends.lava.level_neurons import merge_level_neurons, split_level_neurons
-from snncompile.backends.lava.stock import (BIAS_CLOCK, BIAS_WEIGHTS, bias_digits, build_bias_source, build_stock,
+from snncompile.backends.lava.stock import (bias_source_processes, build_bias_source, build_stock,
                                             stock_processes)
 from snncompile.backends.lava.synapse_biases import move_synapse_biases
 from snncompile.backends.lava.synapse_finish import split_synapse_finishes
@@ -111,9 +111,7 @@ class LavaPlan:
                 cls = self.stock.get(name) or ("BinaryNode" if op.ARITY == 2 else "UnaryNode")
                 out.append((name, cls, (name,)))
             for name in (n for n in self.converging if self.graph.op(n).bias is not None):  # its bias source
-                out.append((name + BIAS_CLOCK, "RingBuffer", (name,)))
-                out += [(f"{name}{BIAS_WEIGHTS}{i}", "Dense", (name,))
-                        for i in range(len(bias_digits(self.graph.op(name).bias)))]
+                out += [(p, cls, (name,)) for p, cls in bias_source_processes(name, self.graph.op(name).bias)]
             out += [(f"extract:{n}", "Extractor", (n,)) for n in self.recorded]
         else:
             out += [(f"fused{i}:{g[0]}", "FusedNodes", g) for i, g in enumerate(self.groups)]
@@ -365,6 +363,7 @@ def bus_layouts(plan: LavaPlan, shape: dict[str, tuple[int, ...]]) -> dict[tuple
 
 
 def _size(layout: dict[str, Slot]) -> int:
+    """The length of a vector holding ``layout``'s slots: at least 1 (a Lava port has a non-empty shape)."""
     return max((s.end for s in layout.values()), default=0) or 1
 
 
@@ -380,8 +379,8 @@ def _build_fused(plan: LavaPlan, sources: dict[str, np.ndarray]) -> LavaNetwork:
         data[host[s].offset:host[s].end] = np.asarray(sources[s]).reshape(steps, -1).T
     source = RingBuffer(data=data)
     rec = _slots(plan.recorded, shape, batch)  # every recorded value's slot in the one record vector
-    rec_size = max((s.end for s in rec.values()), default=0)
-    extractor = Extractor(shape=(max(rec_size, 1),), buffer_size=steps)
+    rec_size = _size(rec)
+    extractor = Extractor(shape=(rec_size,), buffer_size=steps)
     procs = [source]
     for i, group in enumerate(plan.groups):
         members = set(group)

@@ -250,7 +250,7 @@ class FusedKernel:
     def __init__(self, nodes: list[tuple[str, NodeStepper, tuple[str, ...]]], imports: dict[str, Slot],
                  exports: dict[str, Slot], records: dict[str, Slot], out_size: int, rec_size: int):
         self.nodes, self.imports, self.exports, self.records = nodes, imports, exports, records
-        self.out_size, self.rec_size = out_size, max(rec_size, 1)
+        self.out_size, self.rec_size = out_size, rec_size
 
     def __call__(self, t: int, bus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         bus = np.asarray(bus, dtype=np.int64)

@@ -54,7 +54,7 @@ class FusedNodes(AbstractProcess):
         super().__init__(kernel=kernel, name=name)
         self.bus_in = InPort(shape=(in_size,))
         self.bus_out = OutPort(shape=(out_size,))
-        self.rec_out = OutPort(shape=(max(rec_size, 1),))
+        self.rec_out = OutPort(shape=(rec_size,))
 
 
 __all__ = ["UnaryNode", "BinaryNode", "FusedNodes"]

@@ -157,6 +157,13 @@ def bias_digits(bias: np.ndarray) -> list[np.ndarray] | None:
     return digits
 
 
+def bias_source_processes(name: str, bias: np.ndarray) -> list[tuple[str, str]]:
+    """``(process name, Lava process class)`` of each process of the bias source :func:`build_bias_source`
+    builds for sum ``name`` with constant term ``bias``: its clock, then a ``Dense`` per digit."""
+    return [(name + BIAS_CLOCK, "RingBuffer")] + [(f"{name}{BIAS_WEIGHTS}{i}", "Dense")
+                                                  for i in range(len(bias_digits(bias)))]
+
+
 def build_bias_source(op: IntAdd, shape, batch: int, steps: int, name: str) -> tuple[list, list]:
     """Lava's own processes that send the constant term of sum ``op`` (its ``bias``, per element of ``shape``) in
     its window of a run of ``steps`` steps: ``(processes, output ports)``, the ports flat (the caller reshapes what
@@ -170,9 +177,10 @@ def build_bias_source(op: IntAdd, shape, batch: int, steps: int, name: str) -> t
     clock = RingBuffer(data=train)  # (a RingBuffer takes no name)
     per_element = to_lava(np.broadcast_to(op.bias, (batch, *shape)).astype(np.int64), tuple(shape)).reshape(-1, 1)
     procs, ports = [clock], []
-    for i, digit in enumerate(bias_digits(per_element)):
+    dense_names = [n for n, _ in bias_source_processes(name, op.bias)[1:]]
+    for i, (digit, dense_name) in enumerate(zip(bias_digits(per_element), dense_names, strict=True)):
         dense = Dense(weights=(2 * digit).astype(np.int32), sign_mode=SignMode.MIXED, num_weight_bits=8,
-                      weight_exp=8 * i - 1, name=f"{name}{BIAS_WEIGHTS}{i}")
+                      weight_exp=8 * i - 1, name=dense_name)
         clock.s_out.connect(dense.s_in)
         procs.append(dense)
         ports.append(dense.a_out)
@@ -217,5 +225,5 @@ def _conv_matrix(op: IntConv2d, in_shape, out_shape) -> csr_matrix:
 
 
 __all__ = ["BIAS_CLOCK", "BIAS_DIGITS", "BIAS_WEIGHTS", "MAX_KRON_ELEMENTS", "MAX_SPARSE_CONNECTIONS", "NEURONS",
-           "STOCK_CLASSES", "bias_digits", "build_bias_source", "build_stock", "lava_matrix", "stock_process",
+           "STOCK_CLASSES", "bias_digits", "bias_source_processes", "build_bias_source", "build_stock", "lava_matrix", "stock_process",
            "stock_processes"]
