@@ -1,6 +1,7 @@
 """split_fan_in: a convolution whose compartments read more input axons than a core receives becomes relayed
 partial sums, every value unchanged, one synaptic hop later, and placement then meets the axon limit."""
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from snncompile.ir.ops.relay import joined_splits
 from snncompile.ir.timing import unschedule
 from snncompile.ir.types import int_type
 from snncompile.passes import PassContext, prove_ranges, run_pipeline, schedule, split_fan_in
+from snncompile.report.counts import count_activity
 from snncompile.sim import run_graph
 from test_placement import changed_target, recounted
 
@@ -148,10 +150,44 @@ def test_simulation_joins_a_split_synapse_nobody_watches(axons_64, weight_exp):
         narrow, ("x",))}), observes=())
 
 
+def test_relays_count_as_neuron_updates_and_their_sums_as_synaptic_operations(axons_64):
+    graph = run_pipeline(residual_conv(1), (split_fan_in, prove_ranges, schedule), PassContext(
+        target=str(axons_64.path)))
+    x = feeds_for(graph)
+    values = run_graph(graph, x, keep="all")
+    activity = count_activity(graph, x)
+    partial, relayed = values["conv.partial"], values["conv.relay"]
+    # a relay compartment keeps nothing: its update is active where its partial sum is non-zero
+    relay = activity.neurons["conv.relay"]
+    assert relay.neurons == math.prod(partial.shape[2:]) and relay.samples == 3
+    assert list(relay.active) == [int((step != 0).sum()) for step in partial]
+    assert 0 < sum(relay.active) < relay.neurons * relay.samples * graph.time_steps
+    # each non-zero relayed value is one graded synaptic operation into its receiving compartment
+    total = activity.synapses["conv"]
+    assert total.kind == "MAC" and list(total.ops) == [int((step != 0).sum()) for step in relayed]
+    assert total.connections == math.prod(relayed.shape[2:])
+    # per output element: one relayed value from each block
+    op, shape = graph.op("conv"), tuple(relayed.shape[2:])
+    outputs = math.prod(shape) // op.blocks
+    fan = op.fan_out(shape, [np.arange(0, 5), np.arange(5, outputs)])
+    assert fan.shape == (2, *shape) and torch.equal(fan.sum(0), torch.ones(shape, dtype=torch.float64))
+    assert fan[0].reshape(op.blocks, -1)[:, :5].eq(1).all() and fan[0].sum() == 5 * op.blocks
+    events = (relayed != 0).to(torch.float64)
+    landed = op.received(events, len(shape))
+    assert landed.shape == (*relayed.shape[:2], *values["conv"].shape[2:])
+    assert torch.equal(landed.flatten(2).sum(2).sum(1), torch.tensor(total.ops, dtype=torch.float64))
+    # as a synapse of weight-1 connections it gives the node's values
+    assert torch.equal(run_graph(Graph({"r": Node(Input(shape=shape, dtype=int_type(32), time="stream")),
+                                        "s": Node(op.as_synapse(shape), ("r",)), "y": Node(Output(), ("s",))},
+                                       ("y",), time_steps=graph.time_steps), {"r": relayed})["y"], values["conv"])
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_split_graph_on_lava_equals_run_graph(axons_64):
     pytest.importorskip("lava.magma")
+    from snncompile.backends.lava.fidelity import plan_classes
+    from snncompile.backends.lava.mapping import plan_lava
     from snncompile.backends.lava.runner import run_lava_session
     ctx = PassContext(target=str(axons_64.path))
     graph = run_pipeline(residual_conv(-3), (split_fan_in, prove_ranges, schedule), ctx)
@@ -159,5 +195,13 @@ def test_split_graph_on_lava_equals_run_graph(axons_64):
     ref = run_graph(graph, x, keep="all")
     run = run_lava_session(graph, x, granularity="per_op", expose="all", timeout=240)
     assert {"conv.partial", "conv.relay", "conv"} <= set(run.values)
+    for name, value in run.values.items():
+        assert torch.equal(value.to(torch.float64), ref[name].to(torch.float64)), name
+    # where only the neurons are read, Lava's own processes run the relays and their sum (its bias in the sum
+    # that follows; on Sparse, as one channel pair in 8 of its 1x1 kernel holds a weight): the same spikes
+    classes = plan_classes(plan_lava(graph, granularity="per_op"))
+    assert (classes["conv.partial"], classes["conv.relay"], classes["conv"]) == ("Conv", "GradedVec", "Sparse")
+    run = run_lava_session(graph, x, granularity="per_op", timeout=240)
+    assert "lif" in run.values
     for name, value in run.values.items():
         assert torch.equal(value.to(torch.float64), ref[name].to(torch.float64)), name

@@ -15,7 +15,7 @@ What a node counts is its op type's ``WORK`` (``snncompile.ir.ops.support.WORK_K
 ops that exist only before lowering). An op type that declares none of these is an error, never a zero.
 
 Synapses (:class:`SynapseCounts`; WORK ``"synaptic"``: ``IntDense``, ``IntConv2d``, the float ``Linear``,
-``Conv2d``)::
+``Conv2d``, and ``BlockSum``'s weight-1 connections from the graded relays of a split synapse)::
 
     ops[t] = sum over input elements e with x[t, b, e] != 0 of fanout(e)
     fanout(e) = number of (output element, weight) pairs with a non-zero weight that read e
@@ -34,9 +34,10 @@ input (the host-side first layer ``*.host``, computed once per sample) is ``stat
 ``ops[0]`` counts every sample once, as MACs.
 
 Neuron updates (:class:`NeuronCounts`; WORK ``"neuron"``, on a streamed input: LoihiLIF, LoihiTernaryLIF,
-the float neurons): a neuron is *active* at step t when its input is non-zero at t, or any of its state (``u``,
-``v``; the float neurons' ``v``) carried in from step t-1 is non-zero, or it has a non-zero bias (a bias
-charges it every step); all other neurons are *inactive* (nothing changes: an idle update).
+the float neurons, and the graded relays of split synapses, ``GradedRelay``, which keep no state): a neuron is
+*active* at step t when its input is non-zero at t, or any of its state (``u``, ``v``; the float neurons' ``v``)
+carried in from step t-1 is non-zero, or it has a non-zero bias (a bias charges it every step); all other
+neurons are *inactive* (nothing changes: an idle update).
 ``active[t]`` is summed over the batch; ``inactive[t] = neurons * samples - active[t]``.
 
 Attention accumulates (:class:`AttentionCounts`; WORK ``"attention"``, the products NeuroBench does not see;
@@ -279,7 +280,8 @@ def _has_bias(op) -> bool:
 
 def active_neurons(op, x: torch.Tensor, states) -> torch.Tensor:
     """``[T, B, *shape]`` bool: neuron updates that are active (see the module docstring); ``states``: the
-    neuron's state traces, or one bool trace of where any is non-zero (the run's ``NONZERO`` form)."""
+    neuron's state traces, or one bool trace of where any is non-zero (the run's ``NONZERO`` form); none for a
+    compartment that keeps no state (a graded relay): active where its input is non-zero."""
     if _has_bias(op):
         return torch.ones_like(x, dtype=torch.bool)
     live = x != 0
@@ -325,10 +327,10 @@ def batch_samples(graph: Graph, feeds: Mapping[str, torch.Tensor]) -> int:
 def record(graph: Graph, feeds: Mapping[str, torch.Tensor], see: See) -> None:
     """Run ``graph`` once on a batch, handing every node to ``see`` as it is evaluated; each value is freed
     after its last reader (nothing of the run is kept)."""
-    neurons = _stream_neurons(graph, graph.types())
+    neurons = set(_stream_neurons(graph, graph.types()))
 
     def observe(name: str, op, inputs, value: torch.Tensor, traces: tuple[torch.Tensor, ...]) -> None:
-        see(name, op, inputs, value, active_neurons(op, inputs[0], traces) if traces else None)
+        see(name, op, inputs, value, active_neurons(op, inputs[0], traces) if name in neurons else None)
 
     run_graph(graph, feeds, observer=observe, states=neurons, nonzero=True)
 
@@ -346,12 +348,13 @@ def trace_run(graph: Graph, feeds: Mapping[str, torch.Tensor]) -> Trace:
     types = graph.types()
     active = {}
 
+    neurons = set(_stream_neurons(graph, types))
+
     def observe(name: str, op, inputs, value: torch.Tensor, traces: tuple[torch.Tensor, ...]) -> None:
-        if traces:
+        if name in neurons:
             active[name] = active_neurons(op, inputs[0], traces)
 
-    values = run_graph(graph, feeds, keep="all", observer=observe, states=_stream_neurons(graph, types),
-                       nonzero=True)
+    values = run_graph(graph, feeds, keep="all", observer=observe, states=neurons, nonzero=True)
     return Trace(values, active, types, batch_samples(graph, values))
 
 

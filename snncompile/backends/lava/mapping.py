@@ -45,6 +45,7 @@ node (timing: :mod:`.models`).
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -65,7 +66,7 @@ from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
 from snncompile.backends.host_split import split_host
 from snncompile.backends.lava.session import LavaBackendError
 from snncompile.ir import Graph, Node
-from snncompile.ir.ops import Input, IntAdd, KVOuterAccumulate, Refused
+from snncompile.ir.ops import BlockSum, Input, IntAdd, KVOuterAccumulate, Refused
 from snncompile.ir.types import TensorType
 
 GRANULARITIES = ("per_op", "fused", "fused_model")
@@ -225,6 +226,7 @@ def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: i
     levels: dict[str, tuple[str, ...]] = {}
     if granularity == "per_op":  # Loihi's form: biases in the neurons, what no one reads of the synapses changed
         read = {*recorded, *exposed_host}
+        graph = _relayed_sums_as_synapses(graph)
         graph, chip, levels = split_level_neurons(graph, chip)  # (before the moves: its LIFs take biases too)
         graph, chip = split_synapse_finishes(move_synapse_biases(graph, keep=read), chip, keep=read, batch=batch)
         graph, converging = converge_sums(graph, keep=read)
@@ -239,6 +241,21 @@ def plan_lava(graph: Graph, *, granularity: str = "fused", expose=None, batch: i
                     host_out=tuple(host_out), sources=tuple(sources), sinks=tuple(sinks), recorded=tuple(recorded),
                     groups=tuple(groups), stock=stock, exposed_host=tuple(exposed_host),
                     converging=converging, executed_by=levels)
+
+
+def _relayed_sums_as_synapses(graph: Graph) -> Graph:
+    """``graph`` with each sum of relayed partial sums (``BlockSum``) as the synapse of its weight-1 connections
+    (:meth:`~snncompile.ir.ops.BlockSum.as_synapse`, the same values), so that Lava's own synapse processes run
+    it and its bias moves as any synapse's (the relays themselves run on Lava's ``GradedVec``)."""
+    sums = [n for n, node in graph.nodes.items() if isinstance(node.op, BlockSum)]
+    if not sums:
+        return graph
+    types = graph.types()
+    nodes = dict(graph.nodes)
+    for n in sums:
+        (relay,) = graph.nodes[n].inputs
+        nodes[n] = Node(graph.op(n).as_synapse(types[relay].shape), (relay,))
+    return dataclasses.replace(graph, nodes=nodes)
 
 
 # -- building the Lava network (in the process that runs it) -------------------------------------------------------

@@ -3,11 +3,14 @@
 - ``LoihiLIF`` -> ``LIF``, or ``LIFReset`` where it restarts at ``reset_at`` (``reset_offset = reset_at + 1``, an
   interval past the run); ``LoihiTernaryLIF`` -> ``TernaryLIF`` (``du = current_decay - 1``, ``dv =
   voltage_decay``; elementwise, so the batch rides along in the shape).
+- ``GradedRelay`` (a split synapse's partial sums sent on) -> ``GradedVec`` at ``vth = 0``, which sends its
+  input as it is (``v * (|v| > 0)``, then ``v = 0``), as a Loihi 2 graded neuron.
 - ``IntDense`` and ``IntConv2d`` without a bias, with delay 1, with weights Lava keeps as they are
   (``lava_effective_weights``, the sign mode passed explicitly) and a result the node's ``out_bits`` never
   wraps or saturates, proven from the values its input carries in the graph (``prove_ranges.analyse``):
 
-  - ``IntConv2d`` -> ``Conv`` where ``weight_exp >= 0``: Lava's fixed Conv neither shifts nor clips its
+  - ``IntConv2d`` -> ``Conv`` where ``weight_exp >= 0`` and most channel pairs of its kernel hold a weight
+    (:func:`_pairs_mostly_filled`): Lava's fixed Conv neither shifts nor clips its
     weights, so the exponent rides in them (``w << weight_exp``, the same sums exactly); it wraps at 24 bits
     and keeps groups, padding, stride, dilation and the kernel size in an int8. The samples of a batch are
     channel groups (``groups * B``).
@@ -34,6 +37,7 @@ import numpy as np
 import snncompile.backends.lava.first_import  # noqa: F401 -- before Lava's first import (its docstring)
 from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense
+from lava.proc.graded.process import GradedVec
 from lava.proc.io.source import RingBuffer
 from lava.proc.lif.process import LIF, LIFReset, TernaryLIF
 from lava.proc.sparse.process import Sparse
@@ -44,7 +48,7 @@ from snncompile.backends.lava.models import lava_shape, to_lava
 from snncompile.backends.lava.synapse_biases import fits
 from snncompile.ir import Graph
 from snncompile.ir.interval import Interval, dot_range
-from snncompile.ir.ops import IntAdd, IntConv2d, IntDense, LoihiLIF, LoihiTernaryLIF
+from snncompile.ir.ops import GradedRelay, IntAdd, IntConv2d, IntDense, LoihiLIF, LoihiTernaryLIF
 from snncompile.ir.ops.int_synapse import lava_effective_weights
 from snncompile.ir.ops.loihi import bias_window
 from snncompile.ir.types import TensorType
@@ -53,8 +57,8 @@ from snncompile.passes.prove_ranges import analyse
 MAX_KRON_ELEMENTS = 1 << 22  # a batched stock Dense's block-diagonal weight matrix stays below this
 MAX_SPARSE_CONNECTIONS = 1 << 22  # a stock Sparse's stored weights (all samples of the batch) stay below this
 NEURONS = ("LIF", "LIFReset", "TernaryLIF")
-STOCK_CLASSES = {"LIF": LIF, "LIFReset": LIFReset, "TernaryLIF": TernaryLIF, "Dense": Dense, "Conv": Conv,
-                 "Sparse": Sparse}  # the plan's names of Lava's own processes
+STOCK_CLASSES = {"LIF": LIF, "LIFReset": LIFReset, "TernaryLIF": TernaryLIF, "GradedVec": GradedVec, "Dense": Dense,
+                 "Conv": Conv, "Sparse": Sparse}  # the plan's names of Lava's own processes
 
 
 def stock_processes(graph: Graph, chip, batch: int) -> dict[str, str]:
@@ -78,13 +82,15 @@ def stock_process(op, in_type: TensorType, out_type: TensorType, in_range: Inter
         return "TernaryLIF"
     if isinstance(op, LoihiLIF):
         return "LIFReset" if op.reset_at else "LIF"
+    if isinstance(op, GradedRelay):
+        return "GradedVec"
     if not isinstance(op, (IntDense, IntConv2d)) or op.bias is not None or op.delay != 1 or op.weight.size == 0:
         return None
     x = in_range or Interval.of_dtype(in_type.dtype)
     r = op.value_range([x], [in_type], out_type)
     if not fits(r, op.out_bits):
         return None  # the node's own wrap or saturation could act: Lava's does not match it
-    if isinstance(op, IntConv2d) and op.weight_exp >= 0 and _conv_fits(op, r, batch):
+    if isinstance(op, IntConv2d) and op.weight_exp >= 0 and _conv_fits(op, r, batch) and _pairs_mostly_filled(op):
         return "Conv"
     w = op.weight.astype(np.int64)
     if not fits(dot_range(w, x, tuple(range(1, w.ndim))), 32) or not np.array_equal(lava_effective_weights(w)[0], w):
@@ -92,9 +98,18 @@ def stock_process(op, in_type: TensorType, out_type: TensorType, in_range: Inter
     if isinstance(op, IntDense) and len(in_type.shape) < 3 and (batch * math.prod(in_type.shape[:-1])) ** 2 * \
             w.size <= MAX_KRON_ELEMENTS:
         return "Dense"
-    fan_in = w[0].size if isinstance(op, IntConv2d) else w.shape[1]
-    connections = batch * math.prod(out_type.shape) * fan_in
+    positions = out_type.shape[1:] if isinstance(op, IntConv2d) else out_type.shape[:-1]
+    connections = batch * math.prod(positions) * int(np.count_nonzero(w))  # (Sparse stores the non-zero weights)
     return "Sparse" if connections <= MAX_SPARSE_CONNECTIONS else None
+
+
+def _pairs_mostly_filled(op: IntConv2d) -> bool:
+    """Whether at least half of the kernel's (output, input) channel pairs hold a non-zero weight. Lava's Conv
+    convolves every pair of a group, one at a time (scipy), so a kernel of mostly empty pairs (a relayed sum of
+    a split synapse, :meth:`~snncompile.ir.ops.BlockSum.as_synapse`: one pair in ``blocks * C`` per output)
+    runs on ``Sparse``, which stores only the non-zero weights."""
+    pairs = np.abs(op.weight).reshape(*op.weight.shape[:2], -1).max(2, initial=0) != 0
+    return 2 * int(pairs.sum()) >= pairs.size
 
 
 def _conv_fits(op: IntConv2d, r: Interval, batch: int) -> bool:
@@ -118,6 +133,9 @@ def build_stock(kind: str, op, in_shape, out_shape, in_type: TensorType, batch: 
             proc = LIFReset(**common, vth=op.vth, reset_interval=steps + 1, reset_offset=op.reset_at + 1)
         else:
             proc = LIF(**common, vth=op.vth)
+        return proc, [proc.a_in], proc.s_out
+    if kind == "GradedVec":  # v += a_in; sends v * (|v| > 0), then v = 0: its input, unchanged
+        proc = GradedVec(shape=lava_shape(out_shape, batch), vth=0)  # (a GradedVec takes no name)
         return proc, [proc.a_in], proc.s_out
     graded = 0 if in_type.dtype.kind == "spike" else 16  # 0: Lava reads its input as booleans
     if kind == "Conv":  # [C_out, kW, kH, C_in/g]; the exponent (>= 0) in the weights

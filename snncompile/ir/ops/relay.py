@@ -11,12 +11,17 @@ LIF: ``a = sum of a_in from all connected OutPorts``, section 4.1) and delivers 
 synapse. So the sum of ``K`` partial sums is exact, costs one synaptic hop (a step) more than the unsplit
 synapse, and the receiving compartment reads ``K`` axons per output instead of every input of the unsplit
 synapse. Loihi 1's dendritic tree joins compartments of one core only, so it cannot lift a per-core axon
-limit. The activity counts price the partial synapses' operations (the unsplit synapse's, regrouped) but
-not the relay compartments' updates or their weight-1 synapses (``WORK`` none, as the integer sums).
+limit. The activity counts price all three: the partial synapses' operations (the unsplit synapse's,
+regrouped), the relay compartments' updates (``GradedRelay``: neuron updates, active where a partial sum is
+non-zero) and their weight-1 synapses (``BlockSum``: one graded synaptic operation per non-zero relayed
+value). Lava's ``per_op`` plan runs the relays on ``GradedVec`` and each sum as the synapse it is
+(:meth:`BlockSum.as_synapse`); a simulation that needs neither may evaluate the three as the unsplit synapse
+(:func:`joined_splits`).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -42,11 +47,13 @@ class GradedRelay(Op):
     core): Loihi 2's graded neuron, as Lava's ``GradedVec`` with threshold 0.
 
     Semantics: identity, ``y[t] = x[t]``, integers unchanged. Its readers receive ``y`` through synapses of
-    weight 1 into their dendrites (``RELAYED``), where ``BlockSum`` adds the partial sums.
+    weight 1 into their dendrites (``RELAYED``), where ``BlockSum`` adds the partial sums. Counted as neuron
+    updates: a compartment keeps no state (``v = 0`` after sending), so its update is active where its input
+    is non-zero.
     """
 
     INTEGER_INPUTS = True
-    ROLE, STEPPING, WORK = "elementwise", "local", "none"
+    ROLE, STEPPING, WORK = "elementwise", "local", "neuron"
     RELAYED = True
     BACKENDS = Backends(lava="local", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER),
                         netx=Refused(_NETX_RELAY))
@@ -76,11 +83,12 @@ class BlockSum(Op):
 
     equal to the unsplit synapse whose ``weight_exp`` is ``shift`` (the partial sums are unshifted). A
     time-stepped target's synapse delay is its ``delay`` (the hop of the relayed spikes), and its bias starts
-    with its data, as a synapse's. Output ``int<out_bits>``.
+    with its data, as a synapse's. Output ``int<out_bits>``. It is the synapse of those weight-1 connections
+    (:meth:`as_synapse`, ``weight``): each non-zero relayed value is one synaptic operation (graded: a MAC).
     """
 
     INTEGER_INPUTS = True
-    ROLE, STEPPING, WORK, DENDRITIC = "pool", "local", "none", True
+    ROLE, STEPPING, WORK, DENDRITIC = "pool", "local", "synaptic", True
     BACKENDS = Backends(lava="local", onnx=Refused(ONNX_INTEGER), nir=Refused(NIR_INTEGER),
                         netx=Refused(_NETX_RELAY))
     blocks: int = param("partial sums per output element (the input's channel blocks)")
@@ -131,6 +139,34 @@ class BlockSum(Op):
 
     def reads(self, out: np.ndarray, in_shapes) -> list[np.ndarray]:
         return [np.concatenate([out] * self.blocks, axis=0)]
+
+    def as_synapse(self, in_shape: Sequence[int]) -> IntConv2d:
+        """This node as the integer synapse of its relayed connections on an input of ``in_shape`` (one sample):
+        a 1x1 kernel of weight 1 from element ``c`` of every block to output ``c``, then the shift (its
+        ``weight_exp``), bias, width and delay: the same values exactly."""
+        channels = in_shape[0] // self.blocks
+        weight = np.tile(np.eye(channels, dtype=np.int64), self.blocks)[:, :, None, None]
+        timed = {"bias_start": self.bias_start, "bias_steps": self.bias_steps} if self.bias is not None else {}
+        return IntConv2d(weight=weight, weight_exp=self.shift, bias=self.bias, out_bits=self.out_bits,
+                         overflow=self.overflow, delay=self.delay, **timed)
+
+    def fan_out(self, in_shape: tuple[int, ...], output_sets: list[np.ndarray] | None = None,
+                all_weights: bool = False) -> torch.Tensor:
+        """Per input element, the outputs in each set of flat output indices it reaches (``None``: one set, every
+        output) as float64 ``[sets, *in_shape]``: one each (element ``g*C + c`` of block ``g`` reaches output
+        ``c`` at its own position), every weight 1 (``all_weights`` changes nothing)."""
+        outputs = math.prod(in_shape) // self.blocks
+        reached = torch.arange(math.prod(in_shape)) % outputs  # the flat output index each element reaches
+        sets = [np.arange(outputs)] if output_sets is None else output_sets
+        return torch.stack([torch.from_numpy(np.isin(reached.numpy(), s)).to(torch.float64).reshape(in_shape)
+                            for s in sets])
+
+    def received(self, events: torch.Tensor, in_ndim: int) -> torch.Tensor:
+        """Per output element, the non-zero relayed values it adds (``events``: 0/1 ``[..., *in_shape]``), float64:
+        the synaptic operations of :meth:`fan_out` counted where they land."""
+        lead, (channels, *rest) = events.shape[:-in_ndim], events.shape[-in_ndim:]
+        blocks = events.reshape(*lead, self.blocks, channels // self.blocks, *rest).to(torch.float64)
+        return blocks.sum(len(lead))
 
     def joined(self, partial: IntConv2d, partial_in: TensorType, relay_delay: int) -> IntConv2d | None:
         """The unsplit synapse that this sum, its relay (``relay_delay``) and ``partial`` (the grouped synapse of
