@@ -243,5 +243,5 @@ def _conv_matrix(op: IntConv2d, in_shape, out_shape) -> csr_matrix:
 
 
 __all__ = ["BIAS_CLOCK", "BIAS_DIGITS", "BIAS_WEIGHTS", "MAX_KRON_ELEMENTS", "MAX_SPARSE_CONNECTIONS", "NEURONS",
-           "STOCK_CLASSES", "bias_digits", "bias_source_processes", "build_bias_source", "build_stock", "lava_matrix", "stock_process",
-           "stock_processes"]
+           "STOCK_CLASSES", "bias_digits", "bias_source_processes", "build_bias_source", "build_stock", "lava_matrix",
+           "stock_process", "stock_processes"]

@@ -84,7 +84,7 @@ class BlockSum(Op):
     equal to the unsplit synapse whose ``weight_exp`` is ``shift`` (the partial sums are unshifted). A
     time-stepped target's synapse delay is its ``delay`` (the hop of the relayed spikes), and its bias starts
     with its data, as a synapse's. Output ``int<out_bits>``. It is the synapse of those weight-1 connections
-    (:meth:`as_synapse`, ``weight``): each non-zero relayed value is one synaptic operation (graded: a MAC).
+    (:meth:`as_synapse`): each non-zero relayed value is one synaptic operation (graded: a MAC).
     """
 
     INTEGER_INPUTS = True
