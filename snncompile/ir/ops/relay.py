@@ -155,11 +155,11 @@ class BlockSum(Op):
         """Per input element, the outputs in each set of flat output indices it reaches (``None``: one set, every
         output) as float64 ``[sets, *in_shape]``: one each (element ``g*C + c`` of block ``g`` reaches output
         ``c`` at its own position), every weight 1 (``all_weights`` changes nothing)."""
-        outputs = math.prod(in_shape) // self.blocks
-        reached = torch.arange(math.prod(in_shape)) % outputs  # the flat output index each element reaches
-        sets = [np.arange(outputs)] if output_sets is None else output_sets
-        return torch.stack([torch.from_numpy(np.isin(reached.numpy(), s)).to(torch.float64).reshape(in_shape)
-                            for s in sets])
+        if output_sets is None:
+            return torch.ones((1, *in_shape), dtype=torch.float64)
+        reached = np.arange(math.prod(in_shape)) % (math.prod(in_shape) // self.blocks)  # each element's output
+        return torch.stack([torch.from_numpy(np.isin(reached, s).reshape(in_shape)).to(torch.float64)
+                            for s in output_sets])
 
     def received(self, events: torch.Tensor, in_ndim: int) -> torch.Tensor:
         """Per output element, the non-zero relayed values it adds (``events``: 0/1 ``[..., *in_shape]``), float64:
