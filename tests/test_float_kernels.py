@@ -11,7 +11,7 @@ import torch
 
 from snncompile.frontend import export
 from snncompile.ir import interpret
-from snncompile.ir.interpret import reference
+from snncompile.ir.interpret import Traces, reference
 from snncompile.ir.ops import LIF, MaxPool2d, TernaryLIF
 from snncompile.sim import run_graph
 from snncompile.sim.dataset import graph_feeds
@@ -22,7 +22,8 @@ from snncompile.zoo.registry import find_entry, load_entry_checkpoint
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous().view(torch.int32)
+    """float32 values as their bits (-0.0 apart from 0.0); a bool trace as it is."""
+    return t if t.dtype == torch.bool else t.contiguous().view(torch.int32)
 
 
 def _inputs() -> torch.Tensor:
@@ -55,7 +56,7 @@ def test_float_neuron_kernel_equals_the_reference_bit_for_bit():
                 else (0.5 if rate else 2.0))
         op = cls(v_threshold=_per_neuron(0.5, 1.5, 1) if per_neuron else 1.0, leak=leak, leak_encoding=encoding,
                  decay_input=decay_input, v_rest=v_rest, v_reset=v_reset, threshold_cmp=cmp, reset=reset)
-        for states, delay in ((False, 0), (True, 0), (False, 2)):
+        for states, delay in ((Traces.NONE, 0), (Traces.STATES, 0), (Traces.NONZERO, 1), (Traces.NONE, 2)):
             expected, fast = reference(op, [x], delay, states), float_neuron(op, [x], delay, states)
             assert len(fast[1]) == len(expected[1])
             for a, b in zip((expected[0], *expected[1]), (fast[0], *fast[1])):
@@ -66,7 +67,7 @@ def test_the_kernel_fires_and_resets_as_the_equations_say():
     """Hand-computed: tau 2, threshold 1, hard reset to 0: h = v + (x - v) / 2."""
     op = LIF(v_threshold=1.0, leak=2.0)
     x = torch.tensor([1.5, 1.5, 0.5, 3.0]).reshape(4, 1, 1)
-    spikes, (v,) = float_neuron(op, [x], 0, True)
+    spikes, (v,) = float_neuron(op, [x], 0, Traces.STATES)
     # h: 0.75 (no spike), 1.125 (spike, v = 0), 0.25, 1.625 (spike)
     assert spikes.flatten().tolist() == [0.0, 1.0, 0.0, 1.0]
     assert v.flatten().tolist() == [0.75, 0.0, 0.25, 0.0]
@@ -75,7 +76,7 @@ def test_the_kernel_fires_and_resets_as_the_equations_say():
 def test_other_dtypes_and_subclasses_take_the_reference():
     op = LIF(v_threshold=1.0, leak=2.0)
     x = torch.rand(3, 2, 4, dtype=torch.float64) * 3
-    assert torch.equal(float_neuron(op, [x], 0, False)[0], reference(op, [x], 0, False)[0])
+    assert torch.equal(float_neuron(op, [x], 0, Traces.NONE)[0], reference(op, [x], 0, Traces.NONE)[0])
     assert KERNELS[LIF] is float_neuron and KERNELS[TernaryLIF] is float_neuron
 
 
@@ -93,7 +94,8 @@ def test_max_pool_kernel_equals_the_reference_bit_for_bit():
         op = MaxPool2d(kernel=kernel, stride=stride, padding=padding)
         for what, x in inputs.items():
             for delay in (0, 1):
-                expected, (fast, traces) = reference(op, [x], delay, False)[0], max_pool(op, [x], delay, False)
+                expected = reference(op, [x], delay, Traces.NONE)[0]
+                fast, traces = max_pool(op, [x], delay, Traces.NONE)
                 assert traces == () and fast.dtype == expected.dtype and fast.is_contiguous()
                 assert torch.equal(fast.contiguous().view(torch.uint8), expected.contiguous().view(torch.uint8)), (
                     what, kernel, stride, padding, delay)
@@ -102,7 +104,7 @@ def test_max_pool_kernel_equals_the_reference_bit_for_bit():
 def test_max_pool_kernel_takes_window_maxima_by_hand():
     """A 3x3 image, 3x3 windows, stride 2, padding 1: four windows, each the max of the inputs it covers."""
     x = torch.tensor([[1.0, -2.0, 3.0], [-4.0, 5.0, -6.0], [7.0, -8.0, -9.0]]).reshape(1, 1, 1, 3, 3)
-    y, _ = max_pool(MaxPool2d(kernel=(3, 3), stride=(2, 2), padding=(1, 1)), [x], 0, False)
+    y, _ = max_pool(MaxPool2d(kernel=(3, 3), stride=(2, 2), padding=(1, 1)), [x], 0, Traces.NONE)
     assert y.flatten().tolist() == [5.0, 5.0, 7.0, 5.0]
     assert KERNELS[MaxPool2d] is max_pool
 

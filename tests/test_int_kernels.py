@@ -96,8 +96,8 @@ def equal(got: torch.Tensor, want: torch.Tensor) -> bool:
     return got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want)
 
 
-def kernel(op, *args: torch.Tensor, delay: int = 0, states: bool = False):
-    """The op's fast kernel: its value (``delay`` steps later) and, with ``states``, its state traces."""
+def kernel(op, *args: torch.Tensor, delay: int = 0, states: interpret.Traces = interpret.Traces.NONE):
+    """The op's fast kernel: its value (``delay`` steps later) and the state traces ``states`` asks for."""
     return KERNELS[type(op)](op, list(args), delay, states)
 
 
@@ -135,7 +135,7 @@ def test_lif_matches_the_equations(cd, vd, peak):
         want = ref_neuron(op, a)
         got = op.simulate(a)
         assert all(equal(g, w) for g, w in zip(got, want)), kw
-        spikes, traces = kernel(op, a, states=True)
+        spikes, traces = kernel(op, a, states=interpret.Traces.STATES)
         assert equal(spikes, want[0].to(torch.float32)) and all(equal(g, w) for g, w in zip(traces, want[1:])), kw
         assert equal(both(op, a), spikes)
         assert equal(both(op, a.to(torch.float32)), spikes)  # integers held in floats
@@ -152,7 +152,7 @@ def test_ternary_lif_matches_the_equations(cd, vd):
         assert op.problems() == []
         want = ref_neuron(op, a)
         assert all(equal(g, w) for g, w in zip(op.simulate(a), want)), (peak, hi, lo)
-        spikes, traces = kernel(op, a, states=True)
+        spikes, traces = kernel(op, a, states=interpret.Traces.STATES)
         assert all(equal(g, w) for g, w in zip(traces, want[1:])), (peak, hi, lo)
         assert equal(spikes, want[0].to(torch.float32)) and equal(both(op, a), spikes)
 
@@ -168,7 +168,7 @@ def test_the_nonzero_state_form_is_where_the_reference_traces_are_non_zero():
         for op in (LoihiLIF(current_decay=cd, voltage_decay=vd, **kw),
                    LoihiTernaryLIF(current_decay=cd, voltage_decay=vd, vth_hi=kw["vth"], vth_lo=-kw["vth"])):
             _, u, v = op.simulate(a)
-            spikes, traces = kernel(op, a, states=interpret.NONZERO)
+            spikes, traces = kernel(op, a, states=interpret.Traces.NONZERO)
             assert equal(spikes, kernel(op, a)[0]) and len(traces) == 1, (cd, vd, peak, kw)
             assert equal(traces[0], (u != 0) | (v != 0)), (cd, vd, peak, kw)
             assert traces[0].any() and not traces[0].all()
@@ -180,7 +180,7 @@ def test_a_lif_restarting_at_reset_at_runs_afresh_from_there():
     common = dict(current_decay=1024, voltage_decay=512, vth=200, bias_mant=rng.integers(-900, 900, (3,)), bias_exp=6)
     plain, restarted = LoihiLIF(**common), LoihiLIF(**common, reset_at=6)
     def fast(op, x):
-        spikes, traces = kernel(op, x, states=True)
+        spikes, traces = kernel(op, x, states=interpret.Traces.STATES)
         return (spikes.to(torch.int64), *traces)
 
     for run in (lambda op, x: op.simulate(x), fast):
@@ -201,7 +201,7 @@ def test_lif_state_saturates_and_folds_without_leak():
         want = ref_neuron(op, a)
         reached |= {("u", int(want[1].max())), ("v", int(want[2].min())), ("v", int(want[2].max()))}
         assert all(equal(g, w) for g, w in zip(op.simulate(a), want))
-        assert all(equal(g, w) for g, w in zip(kernel(op, a, states=True)[1], want[1:]))
+        assert all(equal(g, w) for g, w in zip(kernel(op, a, states=interpret.Traces.STATES)[1], want[1:]))
     assert {("u", TOP), ("v", -(TOP - 1)), ("v", TOP - 1)} <= reached  # the 24-bit bounds were reached
 
 
@@ -216,7 +216,7 @@ def test_lif_rejects_non_integers_and_takes_odd_shapes():
               torch.tensor([[1, 2], [3, 4]], dtype=torch.int32)):  # a narrower integer dtype
         want = ref_neuron(op, a)
         assert all(equal(g, w) for g, w in zip(op.simulate(a), want))
-        spikes, traces = kernel(op, a, states=True)
+        spikes, traces = kernel(op, a, states=interpret.Traces.STATES)
         assert equal(spikes, want[0].to(torch.float32)) and all(equal(g, w) for g, w in zip(traces, want[1:]))
 
 

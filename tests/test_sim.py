@@ -122,7 +122,7 @@ def test_observer_sees_every_node_once_with_its_inputs_value_and_the_asked_trace
         return interpret.reference(op, args, delay, states)
 
     plain = interpret.run_graph(graph, {"in": x}, keep="all", kernels={IntDense: spy}, states=["lif"])
-    assert calls == [(graph.op("d"), 1, False)]
+    assert calls == [(graph.op("d"), 1, interpret.Traces.NONE)]
     assert all(torch.equal(plain[n], values[n]) for n in graph.nodes)
 
 

@@ -9,6 +9,7 @@ traces its evaluation computed (a neuron's currents and voltages), so one run se
 from __future__ import annotations
 
 from contextlib import contextmanager
+from enum import Enum
 from typing import Callable, Collection, Iterator, Mapping, Sequence
 
 import torch
@@ -17,16 +18,19 @@ from .graph import Graph
 from .ops.base import Op
 from .ops.relay import joined_splits
 
-#: ``states`` asked of a kernel: ``False`` (no traces), ``True`` (the state traces ``simulate`` returns) or
-#: ``NONZERO``: one bool trace, where any state is non-zero after each step (:func:`nonzero_states`; counting
-#: needs only that, in an eighth of an int64 trace's memory)
-NONZERO = "nonzero"
-#: ``kernel(op, args, delay, states) -> (value, traces)``: the node's value on its inputs ``args`` (as the
-#: interpreter hands them to ``op.run``), ``delay`` steps later (0 for a static value); with ``states`` (asked
-#: only of ops that have ``simulate``) also the state traces ``simulate`` returns after its output, in the op's
-#: own time, or with ``NONZERO`` their :func:`nonzero_states`, else ``()``. A kernel must equal
-#: :func:`reference` exactly.
-Kernel = Callable[[Op, Sequence[torch.Tensor], int, "bool | str"], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
+class Traces(Enum):
+    """The state traces a kernel returns beside a node's value (asked only of ops that have ``simulate``)."""
+
+    NONE = "none"        #: none: ``()``
+    STATES = "states"    #: the state traces ``simulate`` returns after its output, in the op's own time
+    NONZERO = "nonzero"  #: one bool trace, where any state is non-zero after each step (:func:`nonzero_states`;
+    #: counting needs only that, in an eighth of an int64 trace's memory)
+
+
+#: ``kernel(op, args, delay, traces) -> (value, traces)``: the node's value on its inputs ``args`` (as the
+#: interpreter hands them to ``op.run``), ``delay`` steps later (0 for a static value), and the state traces
+#: :class:`Traces` asks for. A kernel must equal :func:`reference` exactly.
+Kernel = Callable[[Op, Sequence[torch.Tensor], int, Traces], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
 #: ``observer(name, op, inputs, value, traces)``, called once per node in topological order (an Input node with
 #: no inputs and its fed value); ``traces`` as a kernel returns them (``()`` unless the node's were asked for).
 Observer = Callable[[str, Op, list[torch.Tensor], torch.Tensor, tuple[torch.Tensor, ...]], None]
@@ -61,35 +65,34 @@ def ieee_float32() -> Iterator[None]:
 
 
 def nonzero_states(traces: Sequence[torch.Tensor]) -> tuple[torch.Tensor]:
-    """The ``NONZERO`` form of state traces: one bool tensor, true where any of them is non-zero."""
+    """The :attr:`Traces.NONZERO` form of state traces: one bool tensor, true where any of them is non-zero."""
     live = traces[0] != 0
     for s in traces[1:]:
         live |= s != 0
     return (live,)
 
 
-def reference(op: Op, args: Sequence[torch.Tensor], delay: int, states: bool | str
+def reference(op: Op, args: Sequence[torch.Tensor], delay: int, states: Traces
               ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """The op's own semantics as a :data:`Kernel`: ``op.run``, then its delay. Where state traces are asked
     for, ``op.simulate`` instead (one evaluation): its first result is the output, spikes, which the tensor
     convention carries as float32 (the integer neurons' ``simulate`` gives them as int64)."""
-    if states:
+    if states is not Traces.NONE:
         spikes, *traces = op.simulate(*args)
-        kept = nonzero_states(traces) if states == NONZERO else tuple(traces)
+        kept = nonzero_states(traces) if states is Traces.NONZERO else tuple(traces)
         return delayed(spikes.to(torch.float32), delay), kept
     return delayed(op.run(*args), delay), ()
 
 
-def evaluate(op: Op, args: Sequence[torch.Tensor], *, stream: bool, states: bool | str = False,
+def evaluate(op: Op, args: Sequence[torch.Tensor], *, stream: bool, states: Traces = Traces.NONE,
              kernels: Mapping[type[Op], Kernel] | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """One node on its input values exactly as :func:`run_graph` evaluates it: integer inputs handed to a
     float node as float32, the node's delay applied to a ``stream`` output, by its kernel in ``kernels`` (else
-    :func:`reference`). ``states``: also return the state traces of an op that has ``simulate`` (else ``()``),
-    ``NONZERO``: in that form."""
+    :func:`reference`). ``states``: the state traces to return of an op that has ``simulate`` (others: ``()``)."""
     if not op.INTEGER_INPUTS:  # float semantics: int64 streams arrive as float32
         args = [a if a.is_floating_point() else a.to(torch.float32) for a in args]
     kernel = reference if kernels is None else kernels.get(type(op), reference)
-    return kernel(op, args, op.delay if stream else 0, states if hasattr(op, "simulate") else False)
+    return kernel(op, args, op.delay if stream else 0, states if hasattr(op, "simulate") else Traces.NONE)
 
 
 def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs", *,
@@ -104,7 +107,8 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
     op types not evaluated by :func:`reference` (``snncompile.sim.run_graph`` passes the fast exact ones).
     ``observer``: called with every node as it is evaluated (:data:`Observer`); ``states``: the nodes whose
     state traces it receives (those of an op with ``simulate``; others get ``()``), with ``nonzero`` in the
-    ``NONZERO`` form (one bool trace each); ``observes``: the nodes the observer needs (``None``: every node).
+    :attr:`Traces.NONZERO` form (one bool trace each); ``observes``: the nodes the observer needs (``None``:
+    every node).
 
     Unless every value is kept or the observer needs every node, a split synapse whose partial sums and relay
     no one needs is evaluated as the synapse it replaces (:func:`~snncompile.ir.ops.relay.joined_splits`):
@@ -144,7 +148,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
                     observer(name, op, [], values[name], ())
                 continue
             args = [values[s] for s in inputs]
-            asked = name in states and (NONZERO if nonzero else True)
+            asked = (Traces.NONZERO if nonzero else Traces.STATES) if name in states else Traces.NONE
             values[name], traces = evaluate(op, args, stream=stream, states=asked, kernels=kernels)
             if observer is not None:
                 observer(name, op, args, values[name], traces)

@@ -280,7 +280,7 @@ def _has_bias(op) -> bool:
 
 def active_neurons(op, x: torch.Tensor, states) -> torch.Tensor:
     """``[T, B, *shape]`` bool: neuron updates that are active (see the module docstring); ``states``: the
-    neuron's state traces, or one bool trace of where any is non-zero (the run's ``NONZERO`` form); none for a
+    neuron's state traces, or one bool trace of where any is non-zero (the run's ``Traces.NONZERO`` form); none for a
     compartment that keeps no state (a graded relay): active where its input is non-zero."""
     if _has_bias(op):
         return torch.ones_like(x, dtype=torch.bool)

@@ -117,7 +117,8 @@ def evaluate_node(op, args: list[torch.Tensor], *, stream: bool, states: bool = 
                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """One node as :func:`run_graph` evaluates it (:func:`snncompile.ir.interpret.evaluate` with the fast
     exact kernels): its value and, with ``states``, the state traces of an op that has ``simulate``."""
-    return interpret.evaluate(op, args, stream=stream, states=states, kernels=KERNELS)
+    traces = interpret.Traces.STATES if states else interpret.Traces.NONE
+    return interpret.evaluate(op, args, stream=stream, states=traces, kernels=KERNELS)
 
 
 def simulate(graph: Graph, feeds: Mapping[str, torch.Tensor], *, record: Iterable[str] = ("spikes",),

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from ...ir.interpret import delayed
+from ...ir.interpret import Traces, delayed
 from ...ir.ops.int_attention import _channels
 from ...nn.attention import split_heads
 from .exact import F32_EXACT, integer_float
@@ -77,7 +77,7 @@ def _score_value(op, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
 def _accumulate(product):
     """The :data:`~snncompile.ir.interpret.Kernel` of an accumulate: ``product`` where it is exact in float32
     (else ``None``), or the op's own ``run``."""
-    def kernel(op, args: Sequence[torch.Tensor], delay: int, states: bool):
+    def kernel(op, args: Sequence[torch.Tensor], delay: int, states: Traces):
         y = product(op, *args)
         return delayed(op.run(*args) if y is None else y, delay), ()
 

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from ...ir.interpret import NONZERO, delayed, nonzero_states, reference
+from ...ir.interpret import Traces, delayed, nonzero_states, reference
 from ...ir.ops.neuron import LIF, TernaryLIF, _param
 
 
@@ -74,14 +74,14 @@ def simulate_in_place(op: LIF, x_seq: torch.Tensor, traces: bool) -> tuple[torch
     return (spikes, membranes) if traces else (spikes,)
 
 
-def float_neuron(op, args: Sequence[torch.Tensor], delay: int, states: bool):
+def float_neuron(op, args: Sequence[torch.Tensor], delay: int, states: Traces):
     """The :data:`~snncompile.ir.interpret.Kernel` of ``LIF`` and ``TernaryLIF`` on float32 CPU or GPU input
     (:func:`simulate_in_place`); anything else (a subclass, another dtype) runs the reference."""
     (x_seq,) = args
     if type(op) not in (LIF, TernaryLIF) or x_seq.dtype != torch.float32 or x_seq.dim() < 2:
         return reference(op, args, delay, states)
-    found = simulate_in_place(op, x_seq, traces=bool(states))
-    return delayed(found[0], delay), nonzero_states(found[1:]) if states == NONZERO else tuple(found[1:])
+    found = simulate_in_place(op, x_seq, traces=states is not Traces.NONE)
+    return delayed(found[0], delay), nonzero_states(found[1:]) if states is Traces.NONZERO else tuple(found[1:])
 
 
 __all__ = ["float_neuron", "simulate_in_place"]

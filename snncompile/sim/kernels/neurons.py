@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from ...ir.interpret import NONZERO, delayed, reference
+from ...ir.interpret import Traces, delayed, reference
 from ...ir.ops.loihi import ACT_SHIFT, DECAY_SHIFT, DECAY_UNITY, STATE_BITS, _leaky_extreme
 from .exact import F32_EXACT, integer_float, step_ranges
 
@@ -150,11 +150,11 @@ def simulate_int32(op, x_seq: torch.Tensor, traces: bool, nonzero: bool = False)
     return (spikes,) if live is None else (spikes, live)
 
 
-def loihi_neuron(op, args: Sequence[torch.Tensor], delay: int, states: bool | str):
+def loihi_neuron(op, args: Sequence[torch.Tensor], delay: int, states: Traces):
     """The :data:`~snncompile.ir.interpret.Kernel` of the Loihi neurons: :func:`simulate_int32`, its traces
-    as int64 (``simulate``'s) or, for ``NONZERO``, its bool trace; else the op's own int64 evaluation."""
-    nonzero = states == NONZERO
-    fast = simulate_int32(op, args[0], traces=bool(states) and not nonzero, nonzero=nonzero)
+    as int64 (``simulate``'s) or, for :attr:`~Traces.NONZERO`, its bool trace; else the op's own int64 evaluation."""
+    nonzero = states is Traces.NONZERO
+    fast = simulate_int32(op, args[0], traces=states is Traces.STATES, nonzero=nonzero)
     if fast is None:
         return reference(op, args, delay, states)
     return delayed(fast[0], delay), fast[1:] if nonzero else tuple(t.to(torch.int64) for t in fast[1:])

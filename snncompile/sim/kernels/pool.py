@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ...ir.interpret import delayed, reference
+from ...ir.interpret import Traces, delayed, reference
 from ...ir.ops import MaxPool2d
 from ...nn.seq import per_step
 
@@ -50,7 +50,7 @@ def separable_max_pool(frames: torch.Tensor, op: MaxPool2d) -> torch.Tensor:
     return out
 
 
-def max_pool(op: MaxPool2d, args: Sequence[torch.Tensor], delay: int, states: bool):
+def max_pool(op: MaxPool2d, args: Sequence[torch.Tensor], delay: int, states: Traces):
     """The :data:`~snncompile.ir.interpret.Kernel` of ``MaxPool2d`` (:func:`separable_max_pool`); an input
     whose ties could differ in bits runs the reference."""
     (x,) = args

@@ -18,7 +18,7 @@ from weakref import WeakKeyDictionary
 import numpy as np
 import torch
 
-from ...ir.interpret import delayed
+from ...ir.interpret import Traces, delayed
 from ...ir.ops.loihi import bias_acts, bias_window, saturate, wrap
 from ...nn.seq import per_step
 from .exact import F32_EXACT, integer_float, step_ranges
@@ -139,12 +139,12 @@ def _synapse(op, x: torch.Tensor, delay: int, frames: Callable) -> tuple[torch.T
     return (delayed(op.run(x), delay) if fast is None else fast), ()
 
 
-def int_dense(op, args: Sequence[torch.Tensor], delay: int, states: bool):
+def int_dense(op, args: Sequence[torch.Tensor], delay: int, states: Traces):
     """The :data:`~snncompile.ir.interpret.Kernel` of ``IntDense``."""
     return _synapse(op, args[0], delay, op._frames)
 
 
-def int_conv2d(op, args: Sequence[torch.Tensor], delay: int, states: bool):
+def int_conv2d(op, args: Sequence[torch.Tensor], delay: int, states: Traces):
     """The :data:`~snncompile.ir.interpret.Kernel` of ``IntConv2d``: silent frames skipped."""
     def frames(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return per_step(a, lambda f: _live_frames(f, lambda g: op._conv(g, w)))
