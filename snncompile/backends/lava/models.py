@@ -59,6 +59,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from snncompile.backends.lava.processes import BinaryNode, FusedNodes, UnaryNode
+from snncompile.ir.interpret import Traces
 from snncompile.ir.ops import LoihiTernaryLIF
 from snncompile.ir.ops.loihi import bias_acts, without_bias
 from snncompile.sim.kernels import KERNELS
@@ -120,7 +121,7 @@ class NodeStepper:
 
     def _run(self, op, xs: list[torch.Tensor]) -> torch.Tensor:
         """``op.run(*xs)`` on a ``[t, B, ...]`` chunk (by the kernel where there is one), without the delay."""
-        return op.run(*xs) if self._kernel is None else self._kernel(op, xs, 0, False)[0]
+        return op.run(*xs) if self._kernel is None else self._kernel(op, xs, 0, Traces.NONE)[0]
 
     def _convert(self, x: torch.Tensor) -> torch.Tensor:
         if not self.op.INTEGER_INPUTS and not x.is_floating_point():
