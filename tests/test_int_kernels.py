@@ -397,8 +397,8 @@ def test_kernels_take_their_fast_routes_exactly_where_the_bounds_hold():
     # (else the cases above would pin only the fall-backs to the equations)
     lif = LoihiLIF(current_decay=1000, voltage_decay=333, vth=3)
     a = torch.zeros(4, 2, 3, dtype=torch.int64)
-    assert simulate_int32(lif, a + (2 ** 17 - 1), traces=False) is not None
-    assert simulate_int32(lif, a + 2 ** 17, traces=False) is None  # a << 6 could wrap Lava's int32
+    assert simulate_int32(lif, a + (2 ** 17 - 1), interpret.Traces.NONE) is not None
+    assert simulate_int32(lif, a + 2 ** 17, interpret.Traces.NONE) is None  # a << 6 could wrap Lava's int32
     dense = IntDense(weight=np.full((2, 4), 255), delay=0)
     x = torch.ones(3, 1, 4)
     assert run_float32(dense, x, 0, dense._frames) is not None

@@ -97,7 +97,7 @@ def evaluate(op: Op, args: Sequence[torch.Tensor], *, stream: bool, states: Trac
 
 def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs", *,
               kernels: Mapping[type[Op], Kernel] | None = None, observer: Observer | None = None,
-              states: Collection[str] = (), nonzero: bool = False, observes: Collection[str] | None = None
+              states: Collection[str] = (), traces: Traces = Traces.STATES, observes: Collection[str] | None = None
               ) -> dict[str, torch.Tensor]:
     """Run ``graph`` on ``feeds`` (Input node name -> tensor; ``[B, ...]`` static, ``[T, B, ...]`` stream).
 
@@ -106,9 +106,9 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
     runs longer than its input lasts, draining its pipeline). ``kernels``: op type -> :data:`Kernel` for the
     op types not evaluated by :func:`reference` (``snncompile.sim.run_graph`` passes the fast exact ones).
     ``observer``: called with every node as it is evaluated (:data:`Observer`); ``states``: the nodes whose
-    state traces it receives (those of an op with ``simulate``; others get ``()``), with ``nonzero`` in the
-    :attr:`Traces.NONZERO` form (one bool trace each); ``observes``: the nodes the observer needs (``None``:
-    every node).
+    state traces it receives (those of an op with ``simulate``; others get ``()``), in the form ``traces`` asks
+    (:attr:`Traces.NONZERO`: one bool trace each); ``observes``: the nodes the observer needs (``None``: every
+    node).
 
     Unless every value is kept or the observer needs every node, a split synapse whose partial sums and relay
     no one needs is evaluated as the synapse it replaces (:func:`~snncompile.ir.ops.relay.joined_splits`):
@@ -148,11 +148,11 @@ def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outp
                     observer(name, op, [], values[name], ())
                 continue
             args = [values[s] for s in inputs]
-            asked = (Traces.NONZERO if nonzero else Traces.STATES) if name in states else Traces.NONE
-            values[name], traces = evaluate(op, args, stream=stream, states=asked, kernels=kernels)
+            asked = traces if name in states else Traces.NONE
+            values[name], found = evaluate(op, args, stream=stream, states=asked, kernels=kernels)
             if observer is not None:
-                observer(name, op, args, values[name], traces)
-            del args, traces
+                observer(name, op, args, values[name], found)
+            del args, found
             for s in last_use.get(name, ()):
                 del values[s]
     if keep == "all":

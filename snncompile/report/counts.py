@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 from ..ir import Graph
+from ..ir.interpret import Traces
 from ..ir.ops.support import WORK_KINDS
 from ..sim.run import NodeCounts, count_spikes, run_graph, spiking_nodes
 
@@ -280,8 +281,8 @@ def _has_bias(op) -> bool:
 
 def active_neurons(op, x: torch.Tensor, states) -> torch.Tensor:
     """``[T, B, *shape]`` bool: neuron updates that are active (see the module docstring); ``states``: the
-    neuron's state traces, or one bool trace of where any is non-zero (the run's ``Traces.NONZERO`` form); none for a
-    compartment that keeps no state (a graded relay): active where its input is non-zero."""
+    neuron's state traces, or one bool trace of where any is non-zero (the run's ``Traces.NONZERO`` form); none
+    for a compartment that keeps no state (a graded relay): active where its input is non-zero."""
     if _has_bias(op):
         return torch.ones_like(x, dtype=torch.bool)
     live = x != 0
@@ -332,7 +333,7 @@ def record(graph: Graph, feeds: Mapping[str, torch.Tensor], see: See) -> None:
     def observe(name: str, op, inputs, value: torch.Tensor, traces: tuple[torch.Tensor, ...]) -> None:
         see(name, op, inputs, value, active_neurons(op, inputs[0], traces) if name in neurons else None)
 
-    run_graph(graph, feeds, observer=observe, states=neurons, nonzero=True)
+    run_graph(graph, feeds, observer=observe, states=neurons, traces=Traces.NONZERO)
 
 
 def replay(graph: Graph, trace: Trace, see: See) -> None:
@@ -347,14 +348,13 @@ def trace_run(graph: Graph, feeds: Mapping[str, torch.Tensor]) -> Trace:
     neuron's active updates (from where its state is non-zero, as its evaluation hands the observer)."""
     types = graph.types()
     active = {}
-
     neurons = set(_stream_neurons(graph, types))
 
     def observe(name: str, op, inputs, value: torch.Tensor, traces: tuple[torch.Tensor, ...]) -> None:
         if name in neurons:
             active[name] = active_neurons(op, inputs[0], traces)
 
-    values = run_graph(graph, feeds, keep="all", observer=observe, states=neurons, nonzero=True)
+    values = run_graph(graph, feeds, keep="all", observer=observe, states=neurons, traces=Traces.NONZERO)
     return Trace(values, active, types, batch_samples(graph, values))
 
 

@@ -106,11 +106,12 @@ def count_spikes(trace: torch.Tensor, op: str) -> NodeCounts:
 
 
 def run_graph(graph: Graph, feeds: Mapping[str, torch.Tensor], keep: str = "outputs", *,
-              observer: interpret.Observer | None = None, states: Collection[str] = (), nonzero: bool = False,
-              observes: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+              observer: interpret.Observer | None = None, states: Collection[str] = (),
+              traces: interpret.Traces = interpret.Traces.STATES, observes: Collection[str] | None = None
+              ) -> dict[str, torch.Tensor]:
     """:func:`snncompile.ir.interpret.run_graph` with the fast exact kernels (same arguments, same values)."""
     return interpret.run_graph(graph, feeds, keep, kernels=KERNELS, observer=observer, states=states,
-                               nonzero=nonzero, observes=observes)
+                               traces=traces, observes=observes)
 
 
 def evaluate_node(op, args: list[torch.Tensor], *, stream: bool, states: bool = False

@@ -36,11 +36,11 @@ def decay_i32(x: torch.Tensor, keep: int, out: torch.Tensor) -> torch.Tensor:
     return out.copy_(x.double().mul_(keep / DECAY_UNITY))
 
 
-def simulate_int32(op, x_seq: torch.Tensor, traces: bool, nonzero: bool = False):
+def simulate_int32(op, x_seq: torch.Tensor, states: Traces):
     """``op.simulate(x_seq)`` in int32, or ``None`` where a bound this needs does not hold: ``|a| < 2^17``
     (``a << 6`` and ``U`` stay below 2^23 and 2^24: no int32 wrap, at most one 24-bit fold), a bias below
     2^23 (the int32 sum in ``h`` cannot wrap), decays in 0..4096, ``vth_lo <= vth_hi``. Returns float32
-    spikes, and with ``traces`` int32 ``u`` and ``v`` traces too, or with ``nonzero`` (and not ``traces``)
+    spikes, and with :attr:`~Traces.STATES` int32 ``u`` and ``v`` traces too, or with :attr:`~Traces.NONZERO`
     one bool trace, true where ``u`` or ``v`` is non-zero after the step (computed step by step: no trace kept).
 
     Each step is a few element-wise int32 operations on one ``[B, ...]`` frame: ``u`` is folded only where
@@ -92,9 +92,10 @@ def simulate_int32(op, x_seq: torch.Tensor, traces: bool, nonzero: bool = False)
     dev = x_seq.device
     spikes = torch.empty((T, *frame), dtype=torch.float32, device=dev)
     spikes[:start].zero_()
+    traces = states is Traces.STATES
     us = torch.zeros((T, *frame), dtype=i32, device=dev) if traces else None
     vs = torch.zeros((T, *frame), dtype=i32, device=dev) if traces else None
-    live = torch.zeros((T, *frame), dtype=torch.bool, device=dev) if nonzero and not traces else None
+    live = torch.zeros((T, *frame), dtype=torch.bool, device=dev) if states is Traces.NONZERO else None
     u_prev, v_prev = torch.zeros(frame, dtype=i32, device=dev), torch.zeros(frame, dtype=i32, device=dev)
     u_work, v_work = torch.empty_like(u_prev), torch.empty_like(v_prev)
     a, keep = torch.empty_like(u_prev), torch.empty_like(u_prev)
@@ -153,8 +154,7 @@ def simulate_int32(op, x_seq: torch.Tensor, traces: bool, nonzero: bool = False)
 def loihi_neuron(op, args: Sequence[torch.Tensor], delay: int, states: Traces):
     """The :data:`~snncompile.ir.interpret.Kernel` of the Loihi neurons: :func:`simulate_int32`, its traces
     as int64 (``simulate``'s) or, for :attr:`~Traces.NONZERO`, its bool trace; else the op's own int64 evaluation."""
-    nonzero = states is Traces.NONZERO
-    fast = simulate_int32(op, args[0], traces=states is Traces.STATES, nonzero=nonzero)
+    fast = simulate_int32(op, args[0], states)
     if fast is None:
         return reference(op, args, delay, states)
-    return delayed(fast[0], delay), fast[1:] if nonzero else tuple(t.to(torch.int64) for t in fast[1:])
+    return delayed(fast[0], delay), fast[1:] if states is Traces.NONZERO else tuple(t.to(torch.int64) for t in fast[1:])
