@@ -176,6 +176,10 @@ def test_relays_count_as_neuron_updates_and_their_sums_as_synaptic_operations(ax
     landed = op.received(events, len(shape))
     assert landed.shape == (*relayed.shape[:2], *values["conv"].shape[2:])
     assert torch.equal(landed.flatten(2).sum(2).sum(1), torch.tensor(total.ops, dtype=torch.float64))
+    # (fan_out and received are the weight-1 synapse's, computed without its mostly-zero kernel)
+    synapse = op.as_synapse(shape)
+    assert torch.equal(synapse.received(events, len(shape)), landed)
+    assert torch.equal(synapse.fan_out(shape, [np.arange(0, 5), np.arange(5, outputs)]), fan)
     # as a synapse of weight-1 connections it gives the node's values
     assert torch.equal(run_graph(Graph({"r": Node(Input(shape=shape, dtype=int_type(32), time="stream")),
                                         "s": Node(op.as_synapse(shape), ("r",)), "y": Node(Output(), ("s",))},
